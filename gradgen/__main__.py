@@ -1,0 +1,3 @@
+from gradgen.cli import main
+
+main()

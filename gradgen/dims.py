@@ -1,0 +1,99 @@
+"""Symbolic dimensions: polynomials in the spec's dim names with integer coefficients.
+
+A plain symbolic dim is ``N``; ``reshape`` may create products (``B*T``) and ``concatenate`` sums
+(``N + M``).  The canonical form (sorted monomials) makes equality structural, so two dims are the same
+exactly when the spec proves them equal; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+Monomial = tuple[str, ...]  # sorted symbol names, with repetition for powers
+
+
+@dataclass(frozen=True)
+class Dim:
+    terms: tuple[tuple[Monomial, int], ...]  # sorted, no zero coefficients
+
+    @staticmethod
+    def const(k: int) -> "Dim":
+        return Dim((((), k),) if k else ())
+
+    @staticmethod
+    def sym(name: str) -> "Dim":
+        return Dim((((name,), 1),))
+
+    @staticmethod
+    def _make(acc: dict[Monomial, int]) -> "Dim":
+        return Dim(tuple(sorted((m, c) for m, c in acc.items() if c)))
+
+    def __add__(self, other: "Dim") -> "Dim":
+        acc = dict(self.terms)
+        for m, c in other.terms:
+            acc[m] = acc.get(m, 0) + c
+        return Dim._make(acc)
+
+    def __mul__(self, other: "Dim") -> "Dim":
+        acc: dict[Monomial, int] = {}
+        for m1, c1 in self.terms:
+            for m2, c2 in other.terms:
+                m = tuple(sorted(m1 + m2))
+                acc[m] = acc.get(m, 0) + c1 * c2
+        return Dim._make(acc)
+
+    @property
+    def is_const(self) -> bool:
+        return all(not m for m, _ in self.terms)
+
+    @property
+    def value(self) -> int | None:
+        """The integer value when the dim is a constant, else None."""
+        return sum(c for _, c in self.terms) if self.is_const else None
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted({s for m, _ in self.terms for s in m}))
+
+    def is_one(self) -> bool:
+        return self.value == 1
+
+    def render(self, names: dict[str, str] | None = None) -> str:
+        """Python/display text; ``names`` maps dim symbols to variable names."""
+        names = names or {}
+        if not self.terms:
+            return "0"
+        parts = []
+        for m, c in self.terms:
+            factors = [names.get(s, s) for s in m]
+            if c != 1 or not factors:
+                factors.insert(0, str(c))
+            parts.append(" * ".join(factors))
+        text = " + ".join(parts)
+        return text
+
+    def __str__(self) -> str:
+        text = self.render()
+        return text.replace(" * ", "*")
+
+    def __repr__(self) -> str:
+        return f"Dim({str(self)!r})"
+
+
+def shape_str(shape: tuple[Dim, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def numel(shape: tuple[Dim, ...]) -> Dim:
+    out = Dim.const(1)
+    for d in shape:
+        out = out * d
+    return out
+
+
+def concrete(shape: tuple[Dim, ...], sizes: dict[str, int]) -> tuple[int, ...]:
+    """Evaluate a symbolic shape with concrete sizes (used by tests and property checks)."""
+    return tuple(
+        sum(c * prod(sizes[s] for s in m) for m, c in d.terms) for d in shape
+    )

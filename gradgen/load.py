@@ -1,0 +1,250 @@
+"""Stage 1, load: YAML text to a spec document whose every node carries its place in the file.
+
+PyYAML's composer gives a node tree in which every node keeps its start mark (line and column); we walk
+that tree ourselves, so duplicate keys, unknown keys and wrong kinds are caught here with their places,
+and nothing in the spec is ever constructed into Python objects by the YAML library or evaluated.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass
+
+import yaml
+
+from gradgen.diagnostics import Diagnostic, Place, SpecError, error
+
+TOP_LEVEL_KEYS = ("name", "description", "inputs", "graph", "output", "wrt")
+INPUT_KEYS = ("shape", "dtype")
+DTYPES = ("float", "int")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class Text:
+    """A scalar from the file with its place; ``col_shift`` maps a column in ``value`` to the file."""
+
+    value: str
+    place: Place
+    quoted: bool = False
+    single_line: bool = True
+
+    def place_at(self, line_offset: int, col_offset: int) -> Place:
+        """The file place of character ``col_offset`` on line ``line_offset`` (0-based) of the value."""
+        if not self.single_line:
+            return self.place
+        return Place(self.place.file, self.place.line, self.place.col + col_offset + self.quoted)
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    name: Text
+    shape: tuple[Text, ...]
+    shape_place: Place
+    dtype: Text
+
+
+@dataclass(frozen=True)
+class EntryDecl:
+    name: Text
+    expr: Text
+
+
+@dataclass(frozen=True)
+class SpecDoc:
+    """The raw document: texts with places, nothing resolved yet."""
+
+    path: str
+    stem: str
+    name: Text | None
+    description: Text | None
+    inputs: tuple[InputDecl, ...]
+    graph: tuple[EntryDecl, ...]
+    output: Text | None
+    wrt: tuple[Text, ...] | None
+    wrt_place: Place | None
+    top_place: Place
+
+
+def _place(path: str, node) -> Place:
+    return Place(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _kind(node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node.tag == "tag:yaml.org,2002:null" and not node.value:
+        return "empty"
+    return f"{node.value!r}"
+
+
+class _Walker:
+    def __init__(self, path: str):
+        self.path = path
+        self.diags: list[Diagnostic] = []
+
+    def err(self, node_or_place, message: str) -> None:
+        place = node_or_place if isinstance(node_or_place, Place) else _place(self.path, node_or_place)
+        self.diags.append(error(place, message))
+
+    def text(self, node) -> Text:
+        single = node.start_mark.line == node.end_mark.line
+        return Text(str(node.value), _place(self.path, node), node.style in ("'", '"'), single)
+
+    def scalar(self, node, what: str) -> Text | None:
+        if not isinstance(node, yaml.ScalarNode) or (
+            node.tag == "tag:yaml.org,2002:null" and not node.value
+        ):
+            self.err(node, f"{what} must be a single value, not {_kind(node)}")
+            return None
+        return self.text(node)
+
+    def mapping(self, node, what: str) -> list[tuple[Text, object]] | None:
+        """The key/value pairs of a mapping node, refusing duplicate and non-scalar keys."""
+        if not isinstance(node, yaml.MappingNode):
+            self.err(node, f"{what} must be a mapping, not {_kind(node)}")
+            return None
+        seen: dict[str, Place] = {}
+        pairs = []
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node, f"a key in {what}")
+            if key is None:
+                continue
+            if key.value in seen:
+                first = seen[key.value]
+                self.err(key.place, f"duplicate key {key.value!r} in {what} (first defined at line {first.line})")
+                continue
+            seen[key.value] = key.place
+            pairs.append((key, value_node))
+        return pairs
+
+
+def load(path: str, source: str) -> SpecDoc:
+    """Parse YAML text into a SpecDoc; raise SpecError with every problem found."""
+    stem = path.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    try:
+        root = yaml.compose(source, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        place = Place(path, mark.line + 1, mark.column + 1) if mark else Place(path, 1, 1)
+        problem = exc.problem or "invalid YAML"
+        if "'\\t'" in problem or "\t" in problem:
+            problem = "tab character in indentation; YAML indents with spaces"
+        raise SpecError([error(place, f"YAML syntax error: {problem}")]) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML parse error is marked
+        raise SpecError([error(Place(path, 1, 1), f"YAML error: {exc}")]) from None
+    top = Place(path, 1, 1)
+    if root is None:
+        raise SpecError([error(top, "the spec file is empty; it needs at least 'inputs' and 'graph'")])
+    w = _Walker(path)
+    pairs = w.mapping(root, "the spec")
+    if pairs is None:
+        raise SpecError(w.diags)
+    fields: dict[str, tuple[Text, object]] = {}
+    for key, value in pairs:
+        if key.value not in TOP_LEVEL_KEYS:
+            w.err(key.place, f"unknown top-level key {key.value!r}; expected one of: {', '.join(TOP_LEVEL_KEYS)}")
+            continue
+        fields[key.value] = (key, value)
+    for required in ("inputs", "graph"):
+        if required not in fields:
+            w.err(top, f"missing required key {required!r}")
+
+    name = description = output = None
+    if "name" in fields:
+        name = w.scalar(fields["name"][1], "'name'")
+    if "description" in fields:
+        description = w.scalar(fields["description"][1], "'description'")
+    if "output" in fields:
+        output = w.scalar(fields["output"][1], "'output'")
+
+    inputs: list[InputDecl] = []
+    if "inputs" in fields:
+        node = fields["inputs"][1]
+        in_pairs = w.mapping(node, "'inputs'")
+        if in_pairs is not None and not in_pairs:
+            w.err(node, "'inputs' is empty; declare at least one input")
+        for key, value in in_pairs or []:
+            decl = _input(w, key, value)
+            if decl is not None:
+                inputs.append(decl)
+
+    graph: list[EntryDecl] = []
+    if "graph" in fields:
+        node = fields["graph"][1]
+        g_pairs = w.mapping(node, "'graph'")
+        if g_pairs is not None and not g_pairs:
+            w.err(node, "'graph' is empty; define at least one entry")
+        for key, value in g_pairs or []:
+            expr = w.scalar(value, f"the expression of {key.value!r}")
+            if expr is not None:
+                graph.append(EntryDecl(key, expr))
+
+    wrt = wrt_place = None
+    if "wrt" in fields:
+        node = fields["wrt"][1]
+        wrt_place = _place(path, node)
+        if isinstance(node, yaml.SequenceNode):
+            items = [w.scalar(item, "an entry of 'wrt'") for item in node.value]
+            wrt = tuple(t for t in items if t is not None)
+            if not node.value:
+                w.err(node, "'wrt' is empty; name at least one float input")
+        else:
+            single = w.scalar(node, "'wrt'")
+            wrt = (single,) if single is not None else ()
+
+    if w.diags:
+        raise SpecError(w.diags)
+    return SpecDoc(path, stem, name, description, tuple(inputs), tuple(graph), output, wrt, wrt_place, top)
+
+
+def _input(w: _Walker, key: Text, value) -> InputDecl | None:
+    dtype = Text("float", key.place)
+    shape_node = value
+    if isinstance(value, yaml.MappingNode):
+        pairs = w.mapping(value, f"input {key.value!r}")
+        fields = {}
+        for k, v in pairs or []:
+            if k.value not in INPUT_KEYS:
+                w.err(k.place, f"unknown key {k.value!r} in input {key.value!r}; expected 'shape' and 'dtype'")
+            else:
+                fields[k.value] = v
+        if "dtype" in fields:
+            d = w.scalar(fields["dtype"], f"the dtype of {key.value!r}")
+            if d is not None and d.value not in DTYPES:
+                w.err(d.place, f"unknown dtype {d.value!r} for input {key.value!r}; expected 'float' or 'int'")
+                return None
+            dtype = d or dtype
+        if "shape" not in fields:
+            w.err(key.place, f"input {key.value!r} has no 'shape'")
+            return None
+        shape_node = fields["shape"]
+    if not isinstance(shape_node, yaml.SequenceNode):
+        w.err(shape_node, f"the shape of input {key.value!r} must be a list of dims like [N, D], not {_kind(shape_node)}")
+        return None
+    dims = []
+    ok = True
+    for item in shape_node.value:
+        t = w.scalar(item, f"a dim of input {key.value!r}")
+        if t is None:
+            ok = False
+            continue
+        if not (is_positive_int(t.value) and not t.quoted) and not valid_dim_name(t.value):
+            w.err(t.place, f"dim {t.value!r} of input {key.value!r} must be a positive int or a name like N")
+            ok = False
+        dims.append(t)
+    if not ok:
+        return None
+    return InputDecl(key, tuple(dims), _place(w.path, shape_node), dtype)
+
+
+def is_positive_int(text: str) -> bool:
+    return text.isdigit() and text.isascii() and int(text) > 0
+
+
+def valid_dim_name(text: str) -> bool:
+    return bool(IDENTIFIER.match(text)) and not keyword.iskeyword(text) and not text.startswith("_")

@@ -1,0 +1,853 @@
+"""The op table: every op's signature, shape rule, forward code and VJP, with its derivation.
+
+One row per op.  A VJP receives the cotangent ``g`` of the op's output (dL/dy for the final scalar L,
+shaped like y) and returns one cotangent per tensor operand, shaped like that operand, or None where no
+gradient is wanted.  For ops marked ``elementwise`` the rule returns cotangents in the *output's* shape
+and the planner reduces them over the broadcast axes once, at build time (notes section 6): no rule
+repeats that logic.  Notation in derivations: ``dL = <g, dy>`` and we read off each operand's term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from gradgen.dims import Dim, numel, shape_str
+from gradgen.expr import (
+    Attr, Bin, E, Index, Lit, Tuple, add, axis_lit, call, div, method, mul, neg, num, sub,
+)
+from gradgen.ir import TensorType
+
+
+class ShapeError(Exception):
+    """A shape rule's complaint; the driver attaches the node's place."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # tensor | tensors | axis | axes | int | bool | choice | str | shape
+    default: object = None
+    required: bool = False
+    allow_none: bool = True
+    allow_tuple: bool = True
+    choices: tuple = ()
+
+
+def P(name, kind="tensor", default=None, **kw):
+    return Param(name, kind, default, required=(kind in ("tensor", "tensors", "shape", "str") and "default" not in kw and default is None), **kw)
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    params: tuple[Param, ...]
+    shape: Callable
+    forward: Callable
+    vjp: Callable
+    rule: str  # what the generated backward line says it applies
+    derivation: str  # the differential identity and its source
+    elementwise: bool = False
+    callable: bool = True
+    varargs: bool = False
+    int_args: tuple[int, ...] = ()  # operand positions that may (or must) be int tensors
+    broadcast_rule: str = ""  # what the line says when an operand was broadcast
+
+
+TABLE: dict[str, OpDef] = {}
+
+
+def op(name, params=(), *, rule, derivation, elementwise=False, callable=True, varargs=False, int_args=(), broadcast_rule=""):
+    def register(cls):
+        TABLE[name] = OpDef(name, tuple(params), cls.shape, cls.forward, cls.vjp, rule, derivation.strip(),
+                            elementwise, callable, varargs, int_args, broadcast_rule)
+        return cls
+    return register
+
+
+# --------------------------------------------------------------------------------------------------
+# shape helpers
+
+
+def broadcast_shapes(s, shapes: list[tuple[Dim, ...] | None]) -> tuple[Dim, ...]:
+    """NumPy broadcasting decided on symbolic dims: equal dims, or one of them the literal 1."""
+    shapes_ = [sh for sh in shapes if sh is not None]
+    rank = max((len(sh) for sh in shapes_), default=0)
+    out = []
+    for k in range(rank, 0, -1):
+        dim, who = None, None
+        for i, sh in enumerate(shapes):
+            if sh is None or len(sh) < k:
+                continue
+            d = sh[-k]
+            if dim is None or dim.is_one():
+                dim, who = d, i
+            elif d.is_one() or d == dim:
+                continue
+            else:
+                s.fail(f"dims do not broadcast: {dim} ({s.where(who)}) vs {d} ({s.where(i)}), "
+                       f"in shapes {shape_str(shapes[who])} and {shape_str(sh)}")
+        out.append(dim)
+    return tuple(out)
+
+
+def norm_axes(s, axis, rank: int, who: int = 0) -> tuple[int, ...]:
+    """Axes as sorted non-negative ints; None means all."""
+    if axis is None:
+        return tuple(range(rank))
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    out = []
+    for a in axes:
+        if not -rank <= a < rank:
+            s.fail(f"axis {a} is out of range for {s.where(who)}, which has rank {rank} (shape {shape_str(s.types[who].shape)})")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        s.fail(f"axis {axis} repeats an axis")
+    return tuple(sorted(out))
+
+
+def reduced(shape, axes, keepdims):
+    if keepdims:
+        return tuple(Dim.const(1) if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def kw_axis(axes: tuple[int, ...], rank: int) -> Lit:
+    """The axis argument as emitted: None-equivalent full reductions are left to the caller."""
+    if len(axes) == 1 and axes[0] == rank - 1:
+        return Lit("-1")
+    return axis_lit(axes)
+
+
+def expand(b, g: E, axes, rank_in, keepdims) -> E:
+    """Re-insert reduced axes into a cotangent so that it broadcasts against the operand."""
+    if keepdims or not axes:
+        return g
+    return call("np.expand_dims", g, axis=kw_axis(axes, rank_in))
+
+
+# --------------------------------------------------------------------------------------------------
+# elementwise arithmetic (notes section 6 and 7 when an operand is broadcast)
+
+
+class _Binary:
+    @staticmethod
+    def shape(s):
+        return TensorType(broadcast_shapes(s, [t.shape if t else () for t in s.types]), "float")
+
+
+@op("add", (P("a"), P("b")), rule="sum rule", broadcast_rule="broadcast sum rule, notes section 6",
+    elementwise=True, callable=False, derivation="""
+d(a + b) = da + db, so both operands receive g.  A broadcast operand was added to every slice along
+the broadcast axes, so its cotangent is g summed over those axes (notes section 6: dy = 1^T dB).""")
+class Add(_Binary):
+    forward = staticmethod(lambda f: add(f.a(0), f.a(1)))
+    vjp = staticmethod(lambda b: (b.g, b.g))
+
+
+@op("sub", (P("a"), P("b")), rule="difference rule", broadcast_rule="broadcast sum rule, notes section 6",
+    elementwise=True, callable=False, derivation="""
+d(a - b) = da - db: a receives g, b receives -g (summed over broadcast axes, notes section 6).""")
+class Sub(_Binary):
+    forward = staticmethod(lambda f: sub(f.a(0), f.a(1)))
+    vjp = staticmethod(lambda b: (b.g, neg(b.g)))
+
+
+@op("mul", (P("a"), P("b")), rule="product rule", broadcast_rule="broadcast product rule, notes section 7",
+    elementwise=True, callable=False, derivation="""
+d(a * b) = da * b + a * db (Hadamard), so a receives g * b and b receives g * a.  For a broadcast
+row y in B = y * X, dy = sum_i dB_i * X_i and dX = y * dB (notes section 7).""")
+class Mul(_Binary):
+    forward = staticmethod(lambda f: mul(f.a(0), f.a(1)))
+    vjp = staticmethod(lambda b: (mul(b.g, b.x(1)) if b.needs(0) else None,
+                                  mul(b.g, b.x(0)) if b.needs(1) else None))
+
+
+@op("div", (P("a"), P("b")), rule="quotient rule", broadcast_rule="quotient rule, broadcast reduced (notes section 6)",
+    elementwise=True, callable=False, derivation="""
+d(a / b) = da / b - (a / b^2) db = da / b - y db / b with y = a / b reused from the forward pass,
+so a receives g / b and b receives -g * y / b.""")
+class Div(_Binary):
+    forward = staticmethod(lambda f: div(f.a(0), f.a(1)))
+    vjp = staticmethod(lambda b: (div(b.g, b.x(1)) if b.needs(0) else None,
+                                  neg(div(mul(b.g, b.y), b.x(1))) if b.needs(1) else None))
+
+
+# --------------------------------------------------------------------------------------------------
+# elementwise unary ops
+
+
+class _Unary:
+    @staticmethod
+    def shape(s):
+        return TensorType(s.types[0].shape, "float")
+
+
+@op("neg", (P("a"),), rule="negation rule", elementwise=True, callable=False,
+    derivation="d(-a) = -da.")
+class Neg_(_Unary):
+    forward = staticmethod(lambda f: neg(f.a(0)))
+    vjp = staticmethod(lambda b: (neg(b.g),))
+
+
+@op("pow", (P("a"), Param("k", "int")), rule="power rule", elementwise=True, callable=False,
+    derivation="d(a ** k) = k * a ** (k - 1) da for a literal k.")
+class Pow:
+    shape = staticmethod(_Unary.shape)
+
+    @staticmethod
+    def forward(f):
+        return Bin("**", f.a(0), num(f.attr("k")))
+
+    @staticmethod
+    def vjp(b):
+        k = b.attr("k")
+        if k == 1:
+            return (b.g,)
+        if k == 2:
+            return (mul(b.g, mul(num(2), b.x(0))),)
+        km1 = k - 1
+        return (mul(b.g, mul(num(k), Bin("**", b.x(0), num(km1)))),)
+
+
+def _unary(name, np_func, rule, derivation, vjp):
+    class U(_Unary):
+        forward = staticmethod(lambda f: call(np_func, f.a(0)))
+
+    U.vjp = staticmethod(vjp)
+    return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation)(U)
+
+
+_unary("exp", "np.exp", "exp rule, reusing the forward output",
+       "d exp(a) = exp(a) da = y da: the forward output is reused.",
+       lambda b: (mul(b.g, b.y),))
+_unary("log", "np.log", "log rule", "d log(a) = da / a.", lambda b: (div(b.g, b.x(0)),))
+_unary("sqrt", "np.sqrt", "sqrt rule, reusing the forward output",
+       "d sqrt(a) = da / (2 sqrt(a)) = da / (2 y).", lambda b: (div(b.g, mul(num(2), b.y)),))
+_unary("tanh", "np.tanh", "tanh rule, reusing the forward output",
+       "d tanh(a) = (1 - tanh(a)^2) da = (1 - y * y) da.",
+       lambda b: (mul(b.g, sub(num(1), mul(b.y, b.y))),))
+_unary("square", "np.square", "square rule", "d a^2 = 2 a da.", lambda b: (mul(b.g, mul(num(2), b.x(0))),))
+_unary("abs", "np.abs", "abs rule (abs'(0) = 0)", "d |a| = sign(a) da, with sign(0) = 0 as SPEC.md fixes.",
+       lambda b: (mul(b.g, call("np.sign", b.x(0))),))
+
+
+@op("sigmoid", (P("a"),), rule="sigmoid rule, reusing the forward output", elementwise=True, derivation="""
+s(a) = 1 / (1 + exp(-a)) = (1 + tanh(a / 2)) / 2, the second form never overflows;
+d s(a) = s(a) (1 - s(a)) da = y (1 - y) da.""")
+class Sigmoid(_Unary):
+    forward = staticmethod(lambda f: add(num(0.5), mul(num(0.5), call("np.tanh", mul(num(0.5), f.a(0))))))
+    vjp = staticmethod(lambda b: (mul(b.g, mul(b.y, sub(num(1), b.y))),))
+
+
+@op("relu", (P("a"),), rule="relu rule (relu'(0) = 0)", elementwise=True, derivation="""
+relu(a) = max(a, 0); d relu(a) = [a > 0] da = [y > 0] da, with relu'(0) = 0 as SPEC.md fixes.""")
+class Relu(_Unary):
+    forward = staticmethod(lambda f: call("np.maximum", f.a(0), num(0)))
+    vjp = staticmethod(lambda b: (mul(b.g, Bin(">", b.y, num(0))),))
+
+
+def _minmax(name, np_func, cmp_a):
+    @op(name, (P("a"), P("b")), rule=f"{name} rule (ties go to a)", elementwise=True,
+        broadcast_rule=f"{name} rule (ties go to a), broadcast reduced (notes section 6)", derivation=f"""
+{name}(a, b) picks one operand per element: d{name}(a, b) = [a {cmp_a} b] da + [not (a {cmp_a} b)] db;
+at ties the gradient goes to a (SPEC.md).""")
+    class M(_Binary):
+        forward = staticmethod(lambda f: call(np_func, f.a(0), f.a(1)))
+
+        @staticmethod
+        def vjp(b):
+            pick_a = Bin(cmp_a, b.x(0), b.x(1))
+            pick_b = Bin({">=": "<", "<=": ">"}[cmp_a], b.x(0), b.x(1))
+            return (mul(b.g, pick_a) if b.needs(0) else None, mul(b.g, pick_b) if b.needs(1) else None)
+    return M
+
+
+_minmax("maximum", "np.maximum", ">=")
+_minmax("minimum", "np.minimum", "<=")
+
+
+# --------------------------------------------------------------------------------------------------
+# reductions
+
+
+def _reduce_shape(s):
+    t = s.types[0]
+    axes = norm_axes(s, s.attr("axis"), t.rank)
+    return TensorType(reduced(t.shape, axes, s.attr("keepdims")), "float")
+
+
+def _reduce_kwargs(f, axes, rank, keepdims):
+    kw = {}
+    if len(axes) != rank:
+        kw["axis"] = kw_axis(axes, rank)
+    if keepdims:
+        kw["keepdims"] = Lit("True")
+    return kw
+
+
+def _spread(b, g: E, scale: E | None) -> E:
+    """Broadcast a reduction's cotangent back over the reduced axes (the operand's shape)."""
+    t = b.t(0)
+    axes = norm_axes(b, b.attr("axis"), t.rank)
+    keepdims = b.attr("keepdims")
+    if scale is not None:
+        g = div(g, scale)
+    if len(axes) == t.rank and not keepdims:
+        return call("np.full", b.shape_tuple(t.shape), g, dtype=b.dtype())
+    if not keepdims:
+        g = call("np.expand_dims", g, axis=kw_axis(axes, t.rank))
+    return call("np.broadcast_to", g, b.shape_tuple(t.shape))
+
+
+@op("sum", (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)), rule="sum rule: broadcast back",
+    derivation="""
+y = sum over axes of a: every summed element enters y with weight 1, so da = g broadcast back over the
+summed axes (the transpose of notes section 6's broadcast).""")
+class Sum:
+    shape = staticmethod(_reduce_shape)
+
+    @staticmethod
+    def forward(f):
+        t = f.t(0)
+        axes = norm_axes(f, f.attr("axis"), t.rank)
+        return method(f.a(0), "sum", **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
+
+    @staticmethod
+    def vjp(b):
+        return (_spread(b, b.g, None),)
+
+
+@op("mean", (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)), rule="mean rule: broadcast back, divided by the count",
+    derivation="""
+y = (1/n) sum over axes of a, n the number of elements averaged: da = g / n broadcast back.""")
+class Mean:
+    shape = staticmethod(_reduce_shape)
+
+    @staticmethod
+    def forward(f):
+        t = f.t(0)
+        axes = norm_axes(f, f.attr("axis"), t.rank)
+        return method(f.a(0), "mean", **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
+
+    @staticmethod
+    def vjp(b):
+        t = b.t(0)
+        axes = norm_axes(b, b.attr("axis"), t.rank)
+        count = Dim.const(1)
+        for i in axes:
+            count = count * t.shape[i]
+        return (_spread(b, b.g, b.dim(count)),)
+
+
+@op("logsumexp", (P("a"), Param("axis", "axis", -1), Param("keepdims", "bool", False)),
+    rule="logsumexp rule: softmax times the cotangent", derivation="""
+y = log sum_c exp(a_c) is computed as m + log sum_c exp(a_c - m), m the max (stable);
+dy = sum_c softmax(a)_c da_c, so da = g * exp(a - y) (notes section 2's softmax).""")
+class LogSumExp:
+    shape = staticmethod(_reduce_shape)
+
+    @staticmethod
+    def forward(f):
+        t = f.t(0)
+        axes = norm_axes(f, f.attr("axis"), t.rank)
+        kw = _reduce_kwargs(f, axes, t.rank, True)
+        m = f.temp("max", method(f.a(0), "max", **kw), reduced(t.shape, axes, True))
+        lse = f.temp("lse", add(call("np.log", method(call("np.exp", sub(f.a(0), m)), "sum", **kw)), m),
+                     reduced(t.shape, axes, True))
+        if f.attr("keepdims"):
+            return lse
+        if len(axes) == t.rank:
+            return Index(lse, tuple(Lit("0") for _ in axes), False) if t.rank else lse
+        return call("np.squeeze", lse, axis=kw_axis(axes, t.rank))
+
+    @staticmethod
+    def vjp(b):
+        t = b.t(0)
+        axes = norm_axes(b, b.attr("axis"), t.rank)
+        g = b.g if b.attr("keepdims") else expand(b, b.g, axes, t.rank, False)
+        return (mul(g, call("np.exp", sub(b.x(0), b.saved("lse")))),)
+
+
+def _axis_shape(s):
+    t = s.types[0]
+    norm_axes(s, s.attr("axis"), t.rank)
+    if t.rank == 0:
+        s.fail(f"{s.node.op} needs at least one axis; {s.where(0)} is a scalar")
+    return TensorType(t.shape, "float")
+
+
+@op("softmax", (P("a"), Param("axis", "int", -1)), rule="softmax rule, reusing the forward output", derivation="""
+y = exp(a - m) / sum exp(a - m) (m the max, for stability);
+dy = y * (da - sum(y * da)), so da = y * (g - sum(g * y)) along the axis (notes section 2).""")
+class Softmax:
+    shape = staticmethod(_axis_shape)
+
+    @staticmethod
+    def forward(f):
+        t = f.t(0)
+        ax = kw_axis(norm_axes(f, f.attr("axis"), t.rank), t.rank)
+        y = f.var
+        f.stmt(y, sub(f.a(0), method(f.a(0), "max", axis=ax, keepdims=Lit("True"))))
+        f.stmt(None, call("np.exp", y, out=y))
+        f.stmt(y, method(y, "sum", axis=ax, keepdims=Lit("True")), op="/=")
+        return None
+
+    @staticmethod
+    def vjp(b):
+        t = b.t(0)
+        ax = kw_axis(norm_axes(b, b.attr("axis"), t.rank), t.rank)
+        y = b.y
+        return (mul(y, sub(b.g, method(mul(b.g, y), "sum", axis=ax, keepdims=Lit("True")))),)
+
+
+@op("log_softmax", (P("a"), Param("axis", "int", -1)), rule="log-softmax rule", derivation="""
+y = a - logsumexp(a); dy = da - sum(softmax(a) * da), so da = g - exp(y) * sum(g) along the axis.""")
+class LogSoftmax:
+    shape = staticmethod(_axis_shape)
+
+    @staticmethod
+    def forward(f):
+        t = f.t(0)
+        ax = kw_axis(norm_axes(f, f.attr("axis"), t.rank), t.rank)
+        y = f.var
+        f.stmt(y, sub(f.a(0), method(f.a(0), "max", axis=ax, keepdims=Lit("True"))))
+        f.stmt(y, call("np.log", method(call("np.exp", y), "sum", axis=ax, keepdims=Lit("True"))), op="-=")
+        return None
+
+    @staticmethod
+    def vjp(b):
+        t = b.t(0)
+        ax = kw_axis(norm_axes(b, b.attr("axis"), t.rank), t.rank)
+        return (sub(b.g, mul(call("np.exp", b.y), method(b.g, "sum", axis=ax, keepdims=Lit("True")))),)
+
+
+# --------------------------------------------------------------------------------------------------
+# softmax cross-entropy, fused (notes section 2)
+
+
+@op("softmax_cross_entropy",
+    (P("logits"), P("labels"), Param("reduction", "choice", "mean", choices=("mean", "sum"))),
+    rule="softmax cross-entropy rule, notes section 2", int_args=(1,), derivation="""
+J = log sum_c exp(theta_c) - theta_k per row (notes section 2), so dJ/dtheta = softmax(theta) - onehot(k):
+the fused form, never differentiated through log and softmax separately.  With int labels the one-hot
+is never built: 1 is subtracted at each row's label.  With float labels (rows that sum to 1) it is
+softmax(theta) - y, and dJ/dy = -log_softmax(theta).  "mean" divides by the number of rows N.""")
+class SoftmaxCrossEntropy:
+    @staticmethod
+    def shape(s):
+        logits, labels = s.types
+        if logits.rank not in (1, 2):
+            s.fail(f"softmax_cross_entropy needs logits of shape [C] or [N, C], but {s.where(0)} has shape {shape_str(logits.shape)}")
+        if labels.dtype == "int":
+            want = logits.shape[:-1]
+            if labels.shape != want:
+                s.fail(f"int labels must have the logits' shape without the class axis, {shape_str(want)}, "
+                       f"but {s.where(1)} has shape {shape_str(labels.shape)} (logits {s.where(0)}: {shape_str(logits.shape)})")
+        elif labels.shape != logits.shape:
+            s.fail(f"float labels must have the logits' shape {shape_str(logits.shape)} ({s.where(0)}), "
+                   f"but {s.where(1)} has shape {shape_str(labels.shape)}")
+        return TensorType((), "float")
+
+    @staticmethod
+    def forward(f):
+        logits, labels = f.a(0), f.a(1)
+        lt = f.t(0)
+        batched = lt.rank == 2
+        rowshape = lt.shape[:-1] + (Dim.const(1),)
+        kw = dict(axis=Lit("-1"), keepdims=Lit("True")) if batched else {}
+        m = f.temp("max", method(logits, "max", **kw), rowshape if batched else ())
+        probs = f.temp("probs", sub(logits, m), lt.shape)
+        f.stmt(None, call("np.exp", probs, out=probs))
+        sums = f.temp("sums", method(probs, "sum", **kw), rowshape if batched else ())
+        f.stmt(probs, sums, op="/=")
+        mean = f.attr("reduction") == "mean" and batched
+        if f.t(1).dtype == "int":
+            if batched:
+                rows = f.temp("rows", call("np.arange", f.dim(lt.shape[0])), lt.shape[:1])
+                picked = Index(logits, (rows, labels), True)
+                total = sub(add(method(call("np.log", sums), "sum"), method(m, "sum")), method(picked, "sum"))
+            else:
+                total = sub(add(call("np.log", sums), m), Index(logits, (labels,), True))
+        else:
+            # log-probabilities: (logits - max) - log(sums); J = -sum(labels * log_probs)
+            logp = f.temp("log_probs", sub(sub(logits, m), call("np.log", sums)), lt.shape)
+            total = neg(method(mul(labels, logp), "sum"))
+        return div(total, f.dim(lt.shape[0])) if mean else total
+
+    @staticmethod
+    def vjp(b):
+        lt = b.t(0)
+        batched = lt.rank == 2
+        scale = div(b.g, b.dim(lt.shape[0])) if b.attr("reduction") == "mean" and batched else b.g
+        if not isinstance(scale, (Lit,)) and not (hasattr(scale, "name")):
+            scale = b.temp("scale", scale, ())
+        d_logits = d_labels = None
+        if b.needs(0):
+            probs = b.saved("probs")
+            if b.t(1).dtype == "int":
+                d_logits = b.temp("dlogits", mul(probs, scale), lt.shape)
+                index = (b.saved("rows"), b.x(1)) if batched else (b.x(1),)
+                b.stmt(d_logits, scale, op="-=", index=index)
+            else:
+                d_logits = mul(sub(probs, b.x(1)), scale)
+        if b.needs(1):
+            d_labels = neg(mul(b.saved("log_probs"), scale))
+        return (d_logits, d_labels)
+
+
+# --------------------------------------------------------------------------------------------------
+# matrix products (notes sections 3, 4, 5)
+
+
+def _mm_parts(s):
+    a, b = s.types
+    if a.rank == 0 or b.rank == 0:
+        who = 0 if a.rank == 0 else 1
+        s.fail(f"matmul needs tensors of rank >= 1, but {s.where(who)} is a scalar; use * to scale")
+    ka = a.shape[-1]
+    kb = b.shape[0] if b.rank == 1 else b.shape[-2]
+    if ka != kb:
+        s.fail(f"matmul inner dims differ: {ka} ({s.where(0)}) vs {kb} ({s.where(1)}), "
+               f"in shapes {shape_str(a.shape)} @ {shape_str(b.shape)}")
+    return a, b
+
+
+@op("matmul", (P("a"), P("b")), rule="matmul rule, notes section 5", callable=False, derivation="""
+B = X Y gives dB = dX Y + X dY, so dX = dB Y^T and dY = X^T dB (notes section 5).  Matrix times vector
+z = W x gives dW = outer(r, x), dx = W^T r (section 3); row vector times matrix z = x W gives
+dW = outer(x, r), dx = r W^T (section 4); a dot product gives g * b and g * a.  Batched operands
+(rank >= 3) follow numpy.matmul: batch dims broadcast, and a broadcast operand's cotangent is summed
+over its broadcast batch axes.  When a batched X meets a 2-D Y, dY = sum_b X_b^T dB_b is computed as
+one 2-D product over the flattened batch, X.reshape(-1, K).T @ dB.reshape(-1, M): the same sum, one
+large BLAS call instead of a batched product and a reduction.""")
+class MatMul:
+    @staticmethod
+    def shape(s):
+        a, b = _mm_parts(s)
+        if a.rank == 1 and b.rank == 1:
+            return TensorType((), "float")
+        if a.rank == 1:
+            return TensorType(b.shape[:-2] + b.shape[-1:], "float")
+        if b.rank == 1:
+            return TensorType(a.shape[:-1], "float")
+        batch = broadcast_shapes(s, [a.shape[:-2], b.shape[:-2]]) if (a.rank > 2 or b.rank > 2) else ()
+        return TensorType(batch + (a.shape[-2], b.shape[-1]), "float")
+
+    @staticmethod
+    def forward(f):
+        return Bin("@", f.a(0), f.a(1))
+
+    @staticmethod
+    def vjp(b):
+        ta, tb = b.t(0), b.t(1)
+        g = b.g
+        da = db = None
+        if ta.rank <= 2 and tb.rank <= 2:
+            if ta.rank == 2 and tb.rank == 2:
+                if b.needs(0):
+                    da = Bin("@", g, Attr(b.x(1), "T"))
+                if b.needs(1):
+                    db = Bin("@", Attr(b.x(0), "T"), g)
+            elif ta.rank == 2:  # W @ x, notes section 3
+                b.note("matrix-vector rule, notes section 3")
+                if b.needs(0):
+                    da = call("np.outer", g, b.x(1))
+                if b.needs(1):
+                    db = Bin("@", Attr(b.x(0), "T"), g)
+            elif tb.rank == 2:  # x @ W, notes section 4
+                b.note("vector-matrix rule, notes section 4")
+                if b.needs(0):
+                    da = Bin("@", g, Attr(b.x(1), "T"))
+                if b.needs(1):
+                    db = call("np.outer", b.x(0), g)
+            else:  # dot product
+                b.note("dot product rule")
+                if b.needs(0):
+                    da = mul(g, b.x(1))
+                if b.needs(1):
+                    db = mul(g, b.x(0))
+            return (da, db)
+        return _batched_matmul_vjp(b)
+
+
+def _swap(e: E) -> E:
+    return method(e, "swapaxes", num(-1), num(-2))
+
+
+def _batched_matmul_vjp(b):
+    """numpy.matmul with a batch: promote 1-D operands, multiply, reduce broadcast batch axes."""
+    b.note("batched matmul rule, notes section 5 per batch element")
+    ta, tb, to = b.t(0), b.t(1), b.out
+    a, bb, g = b.x(0), b.x(1), b.g
+    # promote 1-D operands to matrices as numpy.matmul does
+    a_shape, b_shape = ta.shape, tb.shape
+    if ta.rank == 1:
+        a = Index(a, (Lit("None"), Lit(":")), False)
+        a_shape = (Dim.const(1),) + ta.shape
+        g = call("np.expand_dims", g, axis=num(-2))
+    if tb.rank == 1:
+        bb = Index(bb, (Lit(":"), Lit("None")), False)
+        b_shape = tb.shape + (Dim.const(1),)
+        g = call("np.expand_dims", g, axis=num(-1))
+    batch = to.shape[: -2 if ta.rank > 1 and tb.rank > 1 else -1]
+    da = db = None
+    if b.needs(0):
+        prod_ = Bin("@", g, _swap(bb) if len(b_shape) > 2 else Attr(bb, "T"))
+        da = b.unbroadcast(prod_, batch + a_shape[-2:], a_shape)
+        if ta.rank == 1:
+            da = Index(da, (Lit("0"),), False) if len(a_shape) == 2 else da
+    if b.needs(1):
+        if len(b_shape) == 2 and tb.rank == 2 and ta.rank > 2 and a_shape[:-2] == batch:
+            # one 2-D product over the flattened batch
+            K, M = b_shape
+            db = Bin("@", Attr(method(a, "reshape", num(-1), b.dim(K)), "T"),
+                     method(g, "reshape", num(-1), b.dim(M)))
+        else:
+            prod_ = Bin("@", _swap(a) if len(a_shape) > 2 else Attr(a, "T"), g)
+            db = b.unbroadcast(prod_, batch + b_shape[-2:], b_shape)
+        if tb.rank == 1:
+            db = Index(db, (Lit(":"), Lit("0")), False)
+    return (da, db)
+
+
+# --------------------------------------------------------------------------------------------------
+# layout ops
+
+
+def _perm(s, rank):
+    axes = s.attr("axes")
+    if axes is None:
+        return tuple(reversed(range(rank)))
+    if sorted(a % rank if -rank <= a < rank else -999 for a in axes) != list(range(rank)):
+        s.fail(f"axes {list(axes)} is not a permutation of the {rank} axes of {s.where(0)} (shape {shape_str(s.types[0].shape)})")
+    return tuple(a % rank for a in axes)
+
+
+@op("transpose", (P("a"), Param("axes", "axes")), rule="transpose rule: the inverse permutation", derivation="""
+y = transpose(a, p) moves axis p[i] to position i; the cotangent moves back with the inverse
+permutation, da = transpose(g, argsort(p)); .T reverses the axes and is its own inverse.""")
+class Transpose:
+    @staticmethod
+    def shape(s):
+        t = s.types[0]
+        p = _perm(s, t.rank)
+        return TensorType(tuple(t.shape[i] for i in p), "float")
+
+    @staticmethod
+    def forward(f):
+        rank = f.t(0).rank
+        p = _perm(f, rank)
+        if p == tuple(reversed(range(rank))):
+            return Attr(f.a(0), "T")
+        return call("np.transpose", f.a(0), Lit(str(p)))
+
+    @staticmethod
+    def vjp(b):
+        rank = b.t(0).rank
+        p = _perm(b, rank)
+        if p == tuple(reversed(range(rank))):
+            return (Attr(b.g, "T"),)
+        inv = tuple(sorted(range(rank), key=lambda i: p[i]))
+        return (call("np.transpose", b.g, Lit(str(inv))),)
+
+
+def _divide_monomial(total: Dim, known: Dim) -> Dim | None:
+    if len(total.terms) != 1 or len(known.terms) != 1:
+        return None
+    (mt, ct), = total.terms
+    (mk, ck), = known.terms
+    if ck == 0 or ct % ck:
+        return None
+    rest = list(mt)
+    for sym in mk:
+        if sym not in rest:
+            return None
+        rest.remove(sym)
+    return Dim(((tuple(rest), ct // ck),))
+
+
+@op("reshape", (P("a"), P("shape", "shape")), rule="reshape rule: reshape back", derivation="""
+reshape only relabels elements in row-major order, so the cotangent is reshaped back: da = g.reshape(a.shape).""")
+class Reshape:
+    @staticmethod
+    def shape(s):
+        t = s.types[0]
+        total = numel(t.shape)
+        dims = [Dim.sym(d) if isinstance(d, str) else None if d == -1 else Dim.const(d) for d in s.attr("shape")]
+        known = Dim.const(1)
+        for d in dims:
+            if d is not None:
+                known = known * d
+        if None in dims:
+            rest = _divide_monomial(total, known)
+            if rest is None:
+                s.fail(f"cannot infer the -1 in reshape: {s.where(0)} has {total} elements "
+                       f"(shape {shape_str(t.shape)}), which is not a multiple of {known} that the spec proves")
+            dims = [rest if d is None else d for d in dims]
+        out = tuple(dims)
+        if numel(out) != total:
+            s.fail(f"reshape changes the number of elements: {s.where(0)} has shape {shape_str(t.shape)} "
+                   f"({total} elements), the new shape {shape_str(out)} has {numel(out)}")
+        return TensorType(out, "float")
+
+    @staticmethod
+    def forward(f):
+        return method(f.a(0), "reshape", f.shape_tuple(f.out.shape))
+
+    @staticmethod
+    def vjp(b):
+        return (method(b.g, "reshape", b.shape_tuple(b.t(0).shape)),)
+
+
+@op("concatenate", (P("tensors", "tensors"), Param("axis", "int", 0)), rule="concatenate rule: split back",
+    derivation="""
+y stacks the operands along an axis, so each operand's cotangent is its own slice of g along that axis.""")
+class Concatenate:
+    @staticmethod
+    def shape(s):
+        ts = s.types
+        rank = ts[0].rank
+        if rank == 0:
+            s.fail("concatenate needs operands of rank >= 1")
+        for i, t in enumerate(ts):
+            if t.rank != rank:
+                s.fail(f"concatenate needs operands of one rank: {s.where(0)} has {shape_str(ts[0].shape)}, {s.where(i)} has {shape_str(t.shape)}")
+        ax = norm_axes(s, s.attr("axis"), rank)[0]
+        total = Dim.const(0)
+        for i, t in enumerate(ts):
+            for k in range(rank):
+                if k != ax and t.shape[k] != ts[0].shape[k]:
+                    s.fail(f"concatenate along axis {ax}: dim {k} differs, {ts[0].shape[k]} ({s.where(0)}) vs {t.shape[k]} ({s.where(i)})")
+            total = total + t.shape[ax]
+        return TensorType(tuple(total if k == ax else d for k, d in enumerate(ts[0].shape)), "float")
+
+    @staticmethod
+    def forward(f):
+        n = len(f.types)
+        ax = norm_axes(f, f.attr("axis"), f.out.rank)[0]
+        return call("np.concatenate", Tuple(tuple(f.a(i) for i in range(n))), axis=num(ax))
+
+    @staticmethod
+    def vjp(b):
+        rank = b.out.rank
+        ax = norm_axes(b, b.attr("axis"), rank)[0]
+        start = Dim.const(0)
+        out = []
+        for i in range(len(b.types)):
+            size = b.t(i).shape[ax]
+            end = start + size
+            lo = "" if start.value == 0 else b.dim(start).render()
+            hi = b.dim(end).render()
+            sl = Lit(f"{lo}:{hi}")
+            index = tuple(Lit(":") for _ in range(ax)) + (sl,)
+            out.append(Index(b.g, index, False) if b.needs(i) else None)
+            start = end
+        return tuple(out)
+
+
+@op("take", (P("a"), P("indices"), Param("axis", "int", 0)), rule="take rule: scatter-add", int_args=(1,),
+    derivation="""
+y = take(a, idx, axis) copies slices of a; each slice of a receives the sum of the cotangents of every
+position that copied it (repeated indices add up): a scatter-add of g into zeros shaped like a.""")
+class Take:
+    @staticmethod
+    def shape(s):
+        a, idx = s.types
+        if idx.dtype != "int":
+            s.fail(f"take needs int indices, but {s.where(1)} is a float tensor")
+        if a.rank == 0:
+            s.fail(f"take needs a tensor of rank >= 1, but {s.where(0)} is a scalar")
+        ax = norm_axes(s, s.attr("axis"), a.rank)[0]
+        return TensorType(a.shape[:ax] + idx.shape + a.shape[ax + 1:], "float")
+
+    @staticmethod
+    def forward(f):
+        ax = norm_axes(f, f.attr("axis"), f.t(0).rank)[0]
+        if ax == 0:
+            return Index(f.a(0), (f.a(1),), True)
+        return call("np.take", f.a(0), f.a(1), axis=num(ax))
+
+    @staticmethod
+    def vjp(b):
+        ta, ti = b.t(0), b.t(1)
+        ax = norm_axes(b, b.attr("axis"), ta.rank)[0]
+        da = b.temp("scatter", call("np.zeros", b.shape_tuple(ta.shape), dtype=b.dtype()), ta.shape)
+        index = b.x(1) if ax == 0 else Tuple(tuple(Lit("slice(None)") for _ in range(ax)) + (b.x(1),))
+        b.stmt(None, call("np.add.at", da, index, b.g))
+        del ti
+        return (da, None)
+
+
+@op("einsum", (P("subscripts", "str"), P("operands", "tensors")), varargs=True,
+    rule="einsum rule: contract the cotangent with the other operands", derivation="""
+y = einsum(s_1,...,s_n -> o) is linear in each operand, so operand i's cotangent is
+einsum(o, s_j (j != i) -> s_i) of g with the other operands; an index that appears only in s_i was
+summed in the forward pass and is broadcast back (np.broadcast_to).  Repeated indices within one
+operand (diagonals) are refused.""")
+class Einsum:
+    @staticmethod
+    def parse(s):
+        text = s.attr("subscripts").replace(" ", "")
+        if "->" not in text:
+            s.fail(f"einsum needs an explicit output, as in \"ij,jk->ik\"; got {text!r}")
+        lhs, out = text.split("->", 1)
+        terms = lhs.split(",")
+        if "." in text:
+            s.fail("einsum with ... (ellipsis) is not supported; name every axis")
+        for t in terms + [out]:
+            if not t.isalpha() and t != "":
+                s.fail(f"einsum subscripts must be letters; got {t!r}")
+        for t in terms + [out]:
+            if len(set(t)) != len(t):
+                s.fail(f"einsum term {t!r} repeats an index (a diagonal or trace); this is not supported")
+        return terms, out
+
+    @staticmethod
+    def shape(s):
+        terms, out = Einsum.parse(s)
+        if len(terms) != len(s.types):
+            s.fail(f"einsum subscripts {s.attr('subscripts')!r} name {len(terms)} operands, but {len(s.types)} are given")
+        bound: dict[str, tuple[Dim, int]] = {}
+        for i, (term, t) in enumerate(zip(terms, s.types)):
+            if len(term) != t.rank:
+                s.fail(f"einsum term {term!r} has {len(term)} indices but {s.where(i)} has rank {t.rank} (shape {shape_str(t.shape)})")
+            for c, d in zip(term, t.shape):
+                if c in bound and bound[c][0] != d:
+                    s.fail(f"einsum index {c!r} is {bound[c][0]} in {s.where(bound[c][1])} but {d} in {s.where(i)}")
+                bound.setdefault(c, (d, i))
+        for c in out:
+            if c not in bound:
+                s.fail(f"einsum output index {c!r} appears in no operand")
+        return TensorType(tuple(bound[c][0] for c in out), "float")
+
+    @staticmethod
+    def forward(f):
+        n = len(f.types)
+        return call("np.einsum", Lit(repr(f.attr("subscripts").replace(" ", ""))), *(f.a(i) for i in range(n)))
+
+    @staticmethod
+    def vjp(b):
+        terms, out = Einsum.parse(b)
+        n = len(terms)
+        res = []
+        for i in range(n):
+            if not b.needs(i):
+                res.append(None)
+                continue
+            others = [j for j in range(n) if j != i]
+            avail = set(out).union(*(set(terms[j]) for j in others))
+            kept = "".join(c for c in terms[i] if c in avail)
+            spec = ",".join([out] + [terms[j] for j in others]) + "->" + kept
+            args = [b.g] + [b.x(j) for j in others]
+            kw = {"optimize": Lit("True")} if len(args) > 2 else {}
+            e = call("np.einsum", Lit(repr(spec)), *args, **kw)
+            if kept != terms[i]:
+                missing = tuple(k for k, c in enumerate(terms[i]) if c not in avail)
+                e = call("np.broadcast_to", call("np.expand_dims", e, axis=axis_lit(missing)),
+                         b.shape_tuple(b.t(i).shape))
+            res.append(e)
+        return tuple(res)
+
+
+CALLABLE = tuple(sorted(name for name, d in TABLE.items() if d.callable))

@@ -1,0 +1,755 @@
+"""Stage 4, plan: the forward program, a reverse sweep over a cotangent map, and a buffer pass.
+
+``plan`` returns a ``Plan``: statement lists (with expressions already rendered to text) for the
+forward function, the backward function and the fused ``value_and_grad``, plus the names the templates
+need.  The backward pass is the twenty-line sweep in ``_Planner.sweep``: walk the nodes in reverse,
+ask each op's VJP rule for its operands' cotangents, reduce broadcasts statically, and add a cotangent
+into the map (``+=`` when a value fans out, notes section 3's multi-path chain rule).
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from dataclasses import dataclass, field
+
+from gradgen.dims import Dim, shape_str
+from gradgen.expr import (
+    AUG_OPS, UFUNC_OF, Attr, Bin, Call, E, Index, Lit, Method, Neg, Tuple, Var, add, axis_lit, method,
+)
+from gradgen.ir import Const, Node, TensorType, TypedGraph
+from gradgen.ops import TABLE
+
+RESERVED = {"np", "dout", "cache", "dtype", "Gradients", "forward", "backward", "value_and_grad"}
+
+
+# ------------------------------------------------------------------------------------------------
+# statements
+
+
+@dataclass
+class Stmt:
+    target: str | None  # internal variable name (may carry a '#k' version suffix)
+    expr: E | None
+    op: str = "="  # "=", or an augmented "+=", "-=", "*=", "/="
+    index: tuple[E, ...] | None = None  # target[index] op= expr
+    comment: str | None = None
+
+    def reads(self) -> list[str]:
+        out = self.expr.vars() if self.expr is not None else []
+        if self.index is not None:
+            for e in self.index:
+                out += e.vars()
+        if self.target is not None and (self.op != "=" or self.index is not None):
+            out.append(self.target)
+        return out
+
+    def rename(self, m: dict[str, str]) -> "Stmt":
+        return Stmt(m.get(self.target, self.target) if self.target else None,
+                    self.expr.rename(m) if self.expr is not None else None, self.op,
+                    tuple(e.rename(m) for e in self.index) if self.index is not None else None, self.comment)
+
+    def render(self) -> str:
+        if self.expr is None:
+            return ""
+        if self.target is None:
+            return self.expr.render()
+        target = Var(self.target).render()
+        if self.index is not None:
+            target += "[" + ", ".join(e.render() for e in self.index) + "]"
+        return f"{target} {self.op} {self.expr.render()}"
+
+
+@dataclass(frozen=True)
+class Line:
+    code: str  # "" for a comment-only line
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class DimCheck:
+    input: str
+    rank: int
+    dims: tuple[tuple[int, str, str | None], ...]  # (axis, dim text, var name if symbolic)
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    description: str
+    source_path: str
+    inputs: tuple[tuple[str, str, str], ...]  # (name, shape text, dtype)
+    output: str
+    output_shape: str
+    scalar_output: bool
+    wrt: tuple[str, ...]
+    dims: tuple[tuple[str, str], ...]  # (dim symbol, variable name), in order of first appearance
+    dim_checks: tuple[DimCheck, ...]
+    forward: tuple[Line, ...]
+    forward_out: str
+    cache_fields: tuple[str, ...]
+    backward: tuple[Line, ...]
+    fused: tuple[Line, ...]
+    grads: tuple[tuple[str, str], ...]  # (input name, expression returned)
+    fused_grads: tuple[tuple[str, str], ...]
+    fused_out: str
+    test_inputs: tuple[tuple[str, tuple, str, str], ...]  # (name, shape (symbolic text), dtype, domain)
+    dim_symbols: tuple[str, ...]
+    int_ranges: tuple[tuple[str, str], ...] = field(default=())
+
+
+# ------------------------------------------------------------------------------------------------
+# naming
+
+
+class Namer:
+    def __init__(self, taken: set[str]):
+        self.taken = set(taken) | set(keyword.kwlist) | RESERVED | set(dir(builtins))
+        self.kind: dict[str, tuple[str, str]] = {}  # name -> (kind, phase)
+
+    def claim(self, name: str, kind: str, phase: str) -> str:
+        self.kind[name] = (kind, phase)
+        return name
+
+    def fresh(self, hint: str, kind: str = "temp", phase: str = "fwd") -> str:
+        name = hint
+        k = 1
+        while name in self.taken:
+            k += 1
+            name = f"{hint}_{k}"
+        self.taken.add(name)
+        self.kind[name] = (kind, phase)
+        return name
+
+
+# ------------------------------------------------------------------------------------------------
+# rule contexts
+
+
+class _Ctx:
+    def __init__(self, planner: "_Planner", node: Node):
+        self.p = planner
+        self.node = node
+        self.graph = planner.graph
+        self.types = [None if isinstance(a, Const) else planner.types[a] for a in node.args]
+        self.out = planner.types[node.id]
+
+    def attr(self, key, default=None):
+        return self.node.attr(key, default)
+
+    def t(self, i):
+        return self.types[i]
+
+    def where(self, i):
+        return str(i)
+
+    def fail(self, message):  # shapes were checked already
+        raise AssertionError(message)
+
+    def shape_tuple(self, shape: tuple[Dim, ...]) -> E:
+        return Tuple(tuple(self.dim(d) for d in shape))
+
+    def operand(self, i) -> E:
+        a = self.node.args[i]
+        if isinstance(a, Const):
+            return Lit(a.text if not a.text.startswith("+") else a.text[1:])
+        return Var(self.p.var[a])
+
+
+class FwdCtx(_Ctx):
+    def __init__(self, planner, node, out: list[Stmt]):
+        super().__init__(planner, node)
+        self.stmts = out
+        self.var = Var(planner.var[node.id])
+
+    def a(self, i) -> E:
+        return self.operand(i)
+
+    def dim(self, d: Dim) -> E:
+        return self.p.dim_expr(d)
+
+    def temp(self, hint, expr, shape) -> Var:
+        name = self.p.namer.fresh(f"{self.var.name}_{hint}", "temp", "fwd")
+        self.p.fwd_temps[(self.node.id, hint)] = name
+        self.p.temp_shapes[name] = tuple(shape)
+        self.stmts.append(Stmt(name, expr, comment=shape_str(shape)))
+        return Var(name)
+
+    def stmt(self, target, expr, op="=", index=None):
+        name = target.name if isinstance(target, Var) else target
+        self.stmts.append(Stmt(name, expr, op, index, comment=None))
+
+
+class BwdCtx(_Ctx):
+    def __init__(self, planner, node, g: E, sweep: "_Sweep"):
+        super().__init__(planner, node)
+        self.g = g
+        self.sweep = sweep
+        self.rule_note: str | None = None
+
+    @property
+    def y(self) -> E:
+        return Var(self.p.var[self.node.id])
+
+    def x(self, i) -> E:
+        return self.operand(i)
+
+    def saved(self, hint) -> E:
+        return Var(self.p.fwd_temps[(self.node.id, hint)])
+
+    def needs(self, i) -> bool:
+        a = self.node.args[i]
+        return isinstance(a, int) and self.p.needs_grad[a]
+
+    def dim(self, d: Dim) -> E:
+        return self.p.dim_expr(d)
+
+    def dtype(self) -> E:
+        return self.sweep.dtype
+
+    def note(self, text: str):
+        self.rule_note = text
+
+    def temp(self, hint, expr, shape) -> Var:
+        key = (self.node.id, hint)
+        if key not in self.p.bwd_temps:  # the same name in backward and in value_and_grad
+            self.p.bwd_temps[key] = self.p.namer.fresh(
+                f"d{self.p.var[self.node.id]}_{hint}" if hint != "dlogits" else f"d{self.p.var[self.node.args[0]]}",
+                "temp", "bwd")
+        name = self.p.bwd_temps[key]
+        self.p.temp_shapes[name] = tuple(shape)
+        self.sweep.emit(Stmt(name, expr, comment=self.rule_note or TABLE[self.node.op].rule))
+        return Var(name)
+
+    def stmt(self, target, expr, op="=", index=None):
+        name = target.name if isinstance(target, Var) else target
+        self.sweep.emit(Stmt(name, expr, op, index, comment=self.rule_note or TABLE[self.node.op].rule))
+
+    def unbroadcast(self, e: E, from_shape, to_shape) -> E:
+        return unbroadcast(e, from_shape, to_shape)
+
+
+def unbroadcast(e: E, from_shape: tuple[Dim, ...], to_shape: tuple[Dim, ...]) -> E:
+    """Sum a cotangent over the axes along which its operand was broadcast (notes section 6)."""
+    lead = len(from_shape) - len(to_shape)
+    if lead > 0:
+        if lead == len(from_shape):
+            e = method(e, "sum")
+        else:
+            e = method(e, "sum", axis=axis_lit(tuple(range(lead))))
+    keep = tuple(k for k, d in enumerate(to_shape) if d.is_one() and not from_shape[lead + k].is_one())
+    if keep:
+        e = method(e, "sum", axis=axis_lit(keep), keepdims=Lit("True"))
+    return e
+
+
+# ------------------------------------------------------------------------------------------------
+# the planner
+
+
+class _Sweep:
+    def __init__(self, dtype: E):
+        self.stmts: list[Stmt] = []
+        self.dtype = dtype
+
+    def emit(self, s: Stmt):
+        self.stmts.append(s)
+
+
+class _Planner:
+    def __init__(self, tg: TypedGraph):
+        self.tg = tg
+        self.graph = g = tg.graph
+        self.types = tg.types
+        user_names = {n.name for n in g.nodes if n.name}
+        dim_syms = [d for d, _, _ in g.dim_origin]
+        self.namer = Namer(user_names)
+        self.var: dict[int, str] = {}
+        self.dim_var: dict[str, str] = {}
+        for d in dim_syms:
+            self.dim_var[d] = d if d not in user_names and d not in self.namer.taken else self.namer.fresh(f"{d}_dim")
+            self.namer.taken.add(self.dim_var[d])
+            self.namer.claim(self.dim_var[d], "param", "fwd")
+        self.live = _ancestors(g, g.output)
+        self.fwd_temps: dict[tuple[int, str], str] = {}
+        self.temp_shapes: dict[str, tuple[Dim, ...]] = {}
+        self.bwd_temps: dict[tuple[int, str], str] = {}
+        for n in g.nodes:
+            if n.id not in self.live and n.op != "input":
+                continue
+            if n.name:
+                self.var[n.id] = self.namer.claim(n.name, "param" if n.op == "input" else "user", "fwd")
+            else:
+                self.var[n.id] = self.namer.fresh(f"{n.entry}_{n.op}", "temp", "fwd")
+        wrt = set(g.wrt)
+        self.needs_grad = {}
+        for n in g.nodes:
+            self.needs_grad[n.id] = n.id in wrt or (n.op != "input" and any(self.needs_grad.get(a, False) for a in n.refs))
+        self.adj_name = {}
+        for n in g.nodes:
+            if n.id in self.var and self.needs_grad[n.id]:
+                kind = "user" if n.name else "temp"
+                self.adj_name[n.id] = self.namer.fresh(f"d{self.var[n.id]}", kind, "bwd")
+
+    def dim_expr(self, d: Dim) -> E:
+        if d.is_const:
+            return Lit(str(d.value))
+        expr = None
+        for m, c in d.terms:
+            term = Lit(str(c)) if c != 1 or not m else None
+            for s in m:
+                v = Var(self.dim_var[s])
+                term = v if term is None else Bin("*", term, v)
+            expr = term if expr is None else Bin("+", expr, term)
+        return expr
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self) -> list[Stmt]:
+        stmts: list[Stmt] = []
+        entry = None
+        for n in self.graph.nodes:
+            if n.op == "input" or n.id not in self.live:
+                continue
+            if n.entry != entry:
+                entry = n.entry
+            ctx = FwdCtx(self, n, stmts)
+            e = TABLE[n.op].forward(ctx)
+            if e is not None:
+                stmts.append(Stmt(self.var[n.id], e, comment=shape_str(self.types[n.id].shape)))
+            else:  # the rule assigned the node's variable itself; label its first line
+                for s in stmts:
+                    if s.target == self.var[n.id] and s.op == "=" and s.comment is None:
+                        s.comment = shape_str(self.types[n.id].shape)
+                        break
+        return stmts
+
+    # -- backward: the reverse sweep ------------------------------------------------------------
+    def sweep(self, root: E, dtype: E) -> tuple[list[Stmt], dict[int, E]]:
+        sw = _Sweep(dtype)
+        g = self.graph
+        adj: dict[int, E] = {g.output: root}
+        version: dict[int, int] = {}
+        entries = {e.node: e for e in g.entries}
+        last_entry = None
+        for n in reversed(g.nodes):
+            if n.op == "input" or n.id not in self.live or not self.needs_grad[n.id] or n.id not in adj:
+                continue
+            if n.entry != last_entry and n.entry is not None:
+                last_entry = n.entry
+                e = next((e for e in g.entries if e.name == n.entry), None)
+                if e is not None:
+                    sw.emit(Stmt(None, None, comment=f"{e.name} = {e.source}"))
+            opdef = TABLE[n.op]
+            ctx = BwdCtx(self, n, adj[n.id], sw)
+            cots = opdef.vjp(ctx)
+            for i, c in enumerate(cots):
+                a = n.args[i]
+                if c is None or isinstance(a, Const) or not self.needs_grad[a]:
+                    continue
+                rule = ctx.rule_note or opdef.rule
+                if opdef.elementwise:
+                    to_shape = self.types[a].shape
+                    if to_shape != self.types[n.id].shape:
+                        c = unbroadcast(c, self.types[n.id].shape, to_shape)
+                        rule = opdef.broadcast_rule or rule
+                # accumulate into the cotangent map (multi-path chain rule, notes section 3)
+                k = version.get(a, 0) + 1
+                version[a] = k
+                name = self.adj_name[a] + ("" if k == 1 else f"#{k}")
+                self.namer.kind.setdefault(name, self.namer.kind[self.adj_name[a]])
+                expr = c if a not in adj else add(adj[a], c)
+                sw.emit(Stmt(name, expr, comment=rule + (", accumulated over uses (notes section 3)" if a in adj else "")))
+                adj[a] = Var(name)
+        del entries
+        return sw.stmts, adj
+
+
+def _ancestors(g, root) -> set[int]:
+    seen, stack = set(), [root]
+    while stack:
+        i = stack.pop()
+        if i not in seen:
+            seen.add(i)
+            stack.extend(g.nodes[i].refs)
+    return seen
+
+
+# ------------------------------------------------------------------------------------------------
+# the buffer pass: copy propagation, dead code, in-place updates on dead owned buffers
+
+
+def optimize(stmts: list[Stmt], params: set[str], live_out: list[str], kind, shape_of) -> tuple[list[Stmt], dict[str, str]]:
+    """Rewrite a function body; returns it and the renames applied (old -> new internal names)."""
+    renames: dict[str, str] = {}
+    stmts = [s for s in stmts]
+
+    def resolve(n):
+        while n in renames:
+            n = renames[n]
+        return n
+
+    def apply():
+        m = {k: resolve(k) for k in renames}
+        return [s.rename(m) for s in stmts]
+
+    mutated = {s.target for s in stmts if s.target and (s.op != "=" or s.index is not None)}
+    mutated |= {k for s in stmts if isinstance(s.expr, Call) for k, v in s.expr.kwargs if k == "out" for k in v.vars()}
+
+    # 1. copy propagation: drop `t = v`
+    changed = True
+    while changed:
+        changed = False
+        uses = _last_uses(stmts, live_out)
+        defs = {s.target: i for i, s in enumerate(stmts) if s.target and s.op == "=" and s.index is None}
+        for i, s in enumerate(stmts):
+            if s.op != "=" or s.index is not None or not isinstance(s.expr, Var) or s.target is None:
+                continue
+            t, v = s.target, s.expr.name
+            if kind(v)[0] == "temp" and v in defs and v not in params and uses.get(v, -1) <= i:
+                m = {v: t}  # the temp takes the better name
+            elif t not in mutated and t not in live_out:
+                m = {t: v}
+            else:
+                continue
+            del stmts[i]
+            stmts[:] = [x.rename(m) for x in stmts]
+            live_out = [m.get(x, x) for x in live_out]
+            for old, new in m.items():
+                renames[old] = new
+            changed = True
+            break
+
+    # 2. dead code
+    changed = True
+    while changed:
+        changed = False
+        uses = _last_uses(stmts, live_out)
+        for i, s in enumerate(stmts):
+            if s.target and s.op == "=" and s.index is None and s.target not in uses and s.target not in live_out:
+                del stmts[i]
+                changed = True
+                break
+
+    # 3. in-place: an elementwise result may overwrite an operand's buffer that nobody reads afterwards
+    uses = _last_uses(stmts, live_out)
+    base: dict[str, str] = {}
+    owned: set[str] = set()
+    out: list[Stmt] = []
+    local_renames: dict[str, str] = {}
+
+    def buf_dead_after(v, i):
+        b = base.get(v, v)
+        return all(uses.get(u, -1) <= i for u, bb in list(base.items()) if bb == b) and uses.get(v, -1) <= i
+
+    for i, s in enumerate(stmts):
+        s = s.rename(local_renames)
+        if s.target is None or s.op != "=" or s.index is not None:
+            out.append(s)
+            continue
+        t, e = s.target, s.expr
+        cand = _inplace_candidates(e)
+        done = False
+        for v, pos in cand:
+            if v not in owned or v in params or base.get(v, v) != v:
+                continue
+            if not buf_dead_after(v, i):
+                continue
+            st, sv = shape_of(t), shape_of(v)
+            if st is None or st != sv or len(st) == 0:
+                continue
+            same_name = Var(v).render() == Var(t).render()
+            kv, kt = kind(v), kind(t)
+            rename_ok = same_name or (kv[0] == "temp" and kv[1] == kt[1])
+            new = _rewrite(e, v, pos, t if rename_ok else v)
+            if new is None:
+                continue
+            if rename_ok:
+                # v's buffer now carries t's name from its definition on
+                local_renames[v] = t
+                for j, x in enumerate(out):
+                    out[j] = x.rename({v: t})
+                renames[v] = t
+                if t in uses:
+                    uses[t] = max(uses[t], uses.get(v, -1))
+                owned.add(t)
+                base[t] = t
+                out.append(Stmt(*new, comment=s.comment))
+            else:
+                out.append(Stmt(t, Var(v), comment=s.comment))
+                owned.discard(v)
+                base[t] = t
+                owned.add(t)
+                out.append(Stmt(*_rename_new(new, v, t), comment=s.comment))
+            done = True
+            break
+        if done:
+            continue
+        if e.fresh and not isinstance(e, Lit):
+            owned.add(t)
+            base[t] = t
+        else:
+            src = e.view_of
+            if src is not None:
+                base[t] = base.get(src, src)
+        out.append(s)
+    return out, renames
+
+
+def _rename_new(new, v, t):
+    target, expr, op = new
+    if op != "=":
+        return (t, expr, op)
+    return (target, expr.rename({v: t}), op)
+
+
+def _inplace_candidates(e: E) -> list[tuple[str, int]]:
+    if isinstance(e, Bin) and e.op in AUG_OPS:
+        out = []
+        if isinstance(e.a, Var):
+            out.append((e.a.name, 0))
+        if isinstance(e.b, Var):
+            out.append((e.b.name, 1))
+        return out
+    if isinstance(e, Neg) and isinstance(e.a, Var):
+        return [(e.a.name, 0)]
+    if isinstance(e, Call) and e.is_ufunc:
+        return [(a.name, k) for k, a in enumerate(e.args) if isinstance(a, Var)]
+    if isinstance(e, Method) and e.name == "copy" and isinstance(e.obj, Var) and not e.args:
+        return [(e.obj.name, 0)]
+    return []
+
+
+def _rewrite(e: E, v: str, pos: int, name: str):
+    """(target, expr, op) computing e into v's buffer, the buffer then called ``name``."""
+    m = {v: name}
+    if isinstance(e, Method):  # a copy of a dead buffer is the buffer itself
+        return (name, Var(name), "=") if name != v else None
+    if isinstance(e, Bin):
+        a, b = e.a.rename(m), e.b.rename(m)
+        if pos == 0:
+            return (name, b, e.op + "=")
+        if e.op in ("+", "*"):
+            return (name, a, e.op + "=")
+        return (None, Call(UFUNC_OF[e.op], (a, b), (("out", Var(name)),)), "=")
+    if isinstance(e, Neg):
+        return (None, Call("np.negative", (Var(name),), (("out", Var(name)),)), "=")
+    if isinstance(e, Call):
+        return (None, Call(e.func, tuple(a.rename(m) for a in e.args), e.kwargs + (("out", Var(name)),)), "=")
+    return None
+
+
+def _last_uses(stmts: list[Stmt], live_out: list[str]) -> dict[str, int]:
+    uses: dict[str, int] = {}
+    for i, s in enumerate(stmts):
+        for v in s.reads():
+            uses[v] = i
+    for v in live_out:
+        uses[v] = len(stmts)
+    return uses
+
+
+# ------------------------------------------------------------------------------------------------
+# putting it together
+
+
+def _lines(stmts: list[Stmt]) -> tuple[Line, ...]:
+    out = []
+    for s in stmts:
+        out.append(Line(s.render(), s.comment))
+    return tuple(out)
+
+
+def plan(tg: TypedGraph) -> Plan:
+    p = _Planner(tg)
+    g = p.graph
+    out_node = g.output
+    out_var = p.var[out_node]
+    out_type = tg.types[out_node]
+    inputs = [i.name for i in g.inputs]
+    wrt_nodes = list(g.wrt)
+    dims_all = list(p.dim_var.values())
+
+    def kind(name):
+        base_name = name.split("#")[0]
+        return p.namer.kind.get(name) or p.namer.kind.get(base_name) or ("temp", "fwd")
+
+    shapes: dict[str, tuple] = {}
+    for nid, v in p.var.items():
+        shapes[v] = tg.types[nid].shape
+    for nid, v in p.adj_name.items():
+        shapes[v] = tg.types[nid].shape
+
+    def shape_of(name):
+        base_name = name.split("#")[0]
+        for key in (name, base_name):
+            if key in shapes:
+                return shapes[key]
+            if key in p.temp_shapes:
+                return p.temp_shapes[key]
+        return None
+
+    fwd = p.forward()
+
+    def grad_exprs(adj, dtype):
+        res = []
+        for nid in wrt_nodes:
+            name = g.nodes[nid].name
+            if nid in adj:
+                res.append((name, adj[nid]))
+            else:
+                zeros_shape = Tuple(tuple(p.dim_expr(d) for d in tg.types[nid].shape))
+                res.append((name, Call("np.zeros", (zeros_shape,), (("dtype", dtype),))))
+        return res
+
+    # split backward: dout is the cotangent of the output
+    dtype_split = Var("dtype")
+    b_stmts, b_adj = p.sweep(Var("dout"), dtype_split)
+    b_grads = grad_exprs(b_adj, dtype_split)
+    grad_vars = [e.name for _, e in b_grads if isinstance(e, Var)]
+    params_b = set(p.var.values()) | set(dims_all) | {"dout", "dtype"}
+    b_opt, b_ren = optimize(b_stmts, params_b, grad_vars, kind, shape_of)
+    b_grads = [(n, e.rename(_closure(b_ren))) for n, e in b_grads]
+    defined_b = {s.target for s in b_opt if s.target}
+    free = []
+    for s in b_opt:
+        for v in s.reads():
+            if v not in defined_b and v not in free and v not in ("dout", "dtype"):
+                free.append(v)
+    for _, e in b_grads:
+        for v in e.vars():
+            if v not in defined_b and v not in free and v not in ("dout", "dtype"):
+                free.append(v)
+    # cache: forward values (in forward order), then dims
+    order = {v: i for i, v in enumerate(list(p.var.values()) + [s.target for s in fwd if s.target])}
+    cache_vals = sorted([v for v in free if v not in dims_all], key=lambda v: order.get(v, 10**6))
+    cache_dims = [d for d in dims_all if d in free]
+    cache_fields = cache_vals + cache_dims + ["dtype"]
+
+    f_opt, f_ren = optimize(fwd, set(inputs) | set(dims_all), [out_var] + cache_vals, kind, shape_of)
+    fr = _closure(f_ren)
+    fwd_out = fr.get(out_var, out_var)
+    cache_exprs = [fr.get(v, v) for v in cache_vals]
+
+    # fused value_and_grad: forward then backward with a cotangent of 1
+    fused_lines: tuple[Line, ...] = ()
+    fused_grads: list = []
+    fused_out = out_var
+    if out_type.shape == ():
+        dtype_fused = Attr(Var(out_var), "dtype")
+        u_stmts, u_adj = p.sweep(Lit("1"), dtype_fused)
+        u_grads = grad_exprs(u_adj, dtype_fused)
+        body = fwd + u_stmts
+        gv = [e.name for _, e in u_grads if isinstance(e, Var)]
+        u_opt, u_ren = optimize(body, set(inputs) | set(dims_all), [out_var] + gv, kind, shape_of)
+        ur = _closure(u_ren)
+        fused_out = ur.get(out_var, out_var)
+        fused_grads = [(n, e.rename(ur)) for n, e in u_grads]
+        fused_lines = _lines(u_opt)
+        fused_grads = _own_returns(fused_grads, u_opt, set(inputs))
+    b_grads = _own_returns(b_grads, b_opt, params_b)
+
+    # dims: runtime checks in forward
+    checks = []
+    seen_dims = set()
+    for info in g.inputs:
+        ds = []
+        for ax, d in enumerate(info.shape):
+            if d.is_const:
+                ds.append((ax, str(d.value), None))
+            else:
+                sym = d.symbols[0]
+                ds.append((ax, sym, p.dim_var[sym]))
+                seen_dims.add(sym)
+        checks.append(DimCheck(info.name, len(info.shape), tuple(ds)))
+
+    def domain(info):
+        return _domain(g, tg, info)
+
+    test_inputs = tuple((i.name, tuple(str(d) for d in i.shape), i.dtype, domain(i)) for i in g.inputs)
+    return Plan(
+        name=g.name,
+        description=g.description,
+        source_path=g.path,
+        inputs=tuple((i.name, shape_str(i.shape), i.dtype) for i in g.inputs),
+        output=g.nodes[out_node].label,
+        output_shape=shape_str(out_type.shape),
+        scalar_output=out_type.shape == (),
+        wrt=tuple(g.nodes[n].name for n in wrt_nodes),
+        dims=tuple(p.dim_var.items()),
+        dim_checks=tuple(checks),
+        forward=_lines(f_opt),
+        forward_out=Var(fwd_out).render(),
+        cache_fields=tuple(Var(v).render() for v in cache_vals) + tuple(cache_dims) + ("dtype",),
+        backward=_lines(b_opt),
+        fused=fused_lines,
+        grads=tuple((n, e.render()) for n, e in b_grads),
+        fused_grads=tuple((n, e.render()) for n, e in fused_grads),
+        fused_out=Var(fused_out).render(),
+        test_inputs=test_inputs,
+        dim_symbols=tuple(p.dim_var),
+    )
+
+
+def _closure(renames: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for k in renames:
+        v = k
+        seen = set()
+        while v in renames and v not in seen:
+            seen.add(v)
+            v = renames[v]
+        out[k] = v
+    return out
+
+
+def _own_returns(grads, stmts, params):
+    """Returned gradients must be fresh arrays no one else holds: copy aliases and views."""
+    defs = {}
+    for s in stmts:
+        if s.target and s.op == "=" and s.index is None:
+            defs[s.target] = s.expr
+    out = []
+    seen_bufs = set()
+
+    def base_of(name, depth=0):
+        e = defs.get(name)
+        if e is None or depth > 50:
+            return name, name not in params and e is not None
+        if e.fresh and not isinstance(e, Lit):
+            return name, True
+        src = e.view_of
+        if src is None:
+            return name, False
+        b, _ = base_of(src, depth + 1)
+        return b, False
+
+    for n, e in grads:
+        if isinstance(e, Var):
+            b, fresh = base_of(e.name)
+            if e.name in params or not fresh or b in seen_bufs:
+                e = Method(e, "copy")
+            seen_bufs.add(b)
+        out.append((n, e))
+    return out
+
+
+def _domain(g, tg, info) -> str:
+    """How the generated test samples an input: labels, probabilities, positive values or any."""
+    for n in g.nodes:
+        for k, a in enumerate(n.args):
+            if a != info.node:
+                continue
+            if n.op == "softmax_cross_entropy" and k == 1:
+                if info.dtype == "int":
+                    c = tg.types[n.args[0]].shape[-1]
+                    return f"labels:{c}"
+                return "probs"
+            if n.op == "take" and k == 1:
+                t = tg.types[n.args[0]]
+                ax = n.attr("axis", 0) % t.rank
+                return f"labels:{t.shape[ax]}"
+            if n.op in ("log", "sqrt") or (n.op == "pow" and not float(n.attr("k")).is_integer()):
+                return "positive"
+            if n.op == "div" and k == 1:
+                return "positive"
+    return "any"

@@ -1,0 +1,152 @@
+"""Stage 5, render: lay a Plan out through the Jinja templates (expressions arrive as finished text)."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from gradgen import __version__
+from gradgen.plan import Plan
+
+SIZE_SEQUENCE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
+
+
+def template_dir() -> Path:
+    """The templates ship inside the package (wheel) or sit at the top of the source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "module.py.j2").is_file():
+            return candidate
+    raise FileNotFoundError("gradgen's templates folder is missing from the installation")
+
+
+@lru_cache(maxsize=1)
+def _env():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+def _line(code: str, comment: str | None) -> str:
+    if not code:
+        return f"# {comment}" if comment else ""
+    return f"{code}  # {comment}" if comment else code
+
+
+def _dim_lines(plan: Plan) -> list:
+    """Per input: the lines that check its dims against those already bound, and bind new ones."""
+    bound: dict[str, str] = {}
+    out = []
+    for c in plan.dim_checks:
+        lines = []
+        new = [(ax, text, var) for ax, text, var in c.dims if var is not None and text not in bound]
+        first_seen = set()
+        if new and len(new) == c.rank and len({v for _, _, v in new}) == c.rank:
+            lines.append(f"{', '.join(v for _, _, v in new)}{',' if c.rank == 1 else ''} = {c.input}.shape")
+            for _, text, var in new:
+                bound[text] = c.input
+                first_seen.add(text)
+        for ax, text, var in c.dims:
+            if var is None:
+                lines.append(f"if {c.input}.shape[{ax}] != {text}:")
+                lines.append(f'    raise ValueError(f"{c.input}: dim {ax} must be {text}, got {{{c.input}.shape[{ax}]}}")')
+            elif text in first_seen:
+                continue
+            elif text in bound:
+                lines.append(f"if {c.input}.shape[{ax}] != {var}:")
+                lines.append(
+                    f'    raise ValueError(f"{c.input}: dim {text} is {{{c.input}.shape[{ax}]}} here '
+                    f'but {{{var}}} from {bound[text]}")'
+                )
+            else:
+                lines.append(f"{var} = {c.input}.shape[{ax}]")
+                bound[text] = c.input
+        shape = "[" + ", ".join(t for _, t, _ in c.dims) + "]"
+        out.append({"input": c.input, "rank": c.rank, "lines": lines, "shape": shape})
+    return out
+
+
+def _size_expr(text: str, sizes: dict[str, int]) -> str:
+    """A dim's text (N, 3, B*T) as Python reading the test's SIZES table."""
+    return re.sub(r"[A-Za-z_][A-Za-z0-9_]*", lambda m: f'SIZES["{m.group()}"]', text.replace("*", " * "))
+
+
+def render_module(plan: Plan) -> str:
+    args = ", ".join(name for name, _, _ in plan.inputs)
+    dim_vars = [v for _, v in plan.dims]
+    dims_tuple = ", ".join(dim_vars) + ("," if len(dim_vars) == 1 else "")
+    cache_fields = list(plan.cache_fields)
+    text = _env().get_template("module.py.j2").render(
+        version=__version__,
+        source=plan.source_path,
+        name=plan.name,
+        description=plan.description,
+        inputs=[{"name": n, "shape": s, "dtype": d} for n, s, d in plan.inputs],
+        output=plan.output,
+        output_shape=plan.output_shape,
+        scalar_output=plan.scalar_output,
+        wrt=list(plan.wrt),
+        args=args,
+        cache_fields=cache_fields,
+        cache_args=", ".join(cache_fields[:-1] + [f"{plan.forward_out}.dtype"]),
+        cache_unpack=", ".join(cache_fields) + ("," if len(cache_fields) == 1 else ""),
+        dim_checks=_dim_lines(plan),
+        dims_tuple=dims_tuple or "_",
+        forward=[_line(l.code, l.comment) for l in plan.forward],
+        forward_out=plan.forward_out,
+        backward=[_line(l.code, l.comment) for l in plan.backward],
+        fused=[_line(l.code, l.comment) for l in plan.fused],
+        fused_out=plan.fused_out,
+        grads=", ".join(f"{n}={e}" for n, e in plan.grads),
+        fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
+    )
+    return text
+
+
+def render_test(plan: Plan) -> str:
+    sizes = {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)}
+    inputs = []
+    for name, shape, dtype, domain in plan.test_inputs:
+        shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])
+        if domain.startswith("labels:"):
+            n = _size_expr(domain.split(":", 1)[1], sizes)
+            maker = f"rng.integers(0, {n}, size={shape_py})"
+        elif domain == "probs":
+            maker = f"_softmax_rows(rng.standard_normal({shape_py})).astype(dtype)"
+        elif domain == "positive":
+            maker = f"rng.uniform(0.5, 2.0, size={shape_py}).astype(dtype)"
+        else:
+            maker = f"rng.standard_normal({shape_py}).astype(dtype)"
+        inputs.append({"name": name, "maker": maker})
+    bad_rank = next((n for n, shape, dtype, _ in plan.test_inputs if dtype == "float"), None)
+    bad_dim = None
+    seen: dict[str, str] = {}
+    for n, shape, dtype, _ in plan.test_inputs:
+        for ax, t in enumerate(shape):
+            if not t.isdigit() and t in seen and bad_dim is None:
+                bad_dim = {"input": n, "axis": ax, "dim": t}
+            seen.setdefault(t, n)
+    return _env().get_template("test_module.py.j2").render(
+        version=__version__,
+        source=plan.source_path,
+        name=plan.name,
+        sizes="{" + ", ".join(f'"{k}": {v}' for k, v in sizes.items()) + "}",
+        wrt_list="[" + ", ".join(f'"{w}"' for w in plan.wrt) + "]",
+        inputs=inputs,
+        scalar_output=plan.scalar_output,
+        out_shape=_tuple_text([_size_expr(t.strip(), sizes) for t in plan.output_shape[1:-1].split(",") if t.strip()]),
+        bad_rank=bad_rank,
+        bad_dim=bad_dim,
+    )
+
+
+def _tuple_text(items: list[str]) -> str:
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"

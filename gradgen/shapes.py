@@ -1,0 +1,69 @@
+"""Stage 3, shapes: one shape rule per op (from the op table), symbolic dims, broadcasting decided now."""
+
+from __future__ import annotations
+
+from gradgen.diagnostics import Diagnostic, SpecError, error
+from gradgen.ir import Const, Graph, Node, TensorType, TypedGraph
+from gradgen.ops import TABLE, ShapeError
+
+
+class RuleContext:
+    """What a rule sees of its node: operand types, attributes, and where operands come from."""
+
+    def __init__(self, graph: Graph, node: Node, types: list[TensorType | None]):
+        self.graph = graph
+        self.node = node
+        self.types = [None if isinstance(a, Const) else types[a] for a in node.args]
+
+    def attr(self, key: str, default=None):
+        return self.node.attr(key, default)
+
+    def t(self, i: int) -> TensorType:
+        return self.types[i]
+
+    def where(self, i: int) -> str:
+        a = self.node.args[i]
+        if isinstance(a, Const):
+            return f"the number {a.text}"
+        return self.graph.where(a)
+
+    def fail(self, message: str):
+        raise ShapeError(message)
+
+
+def infer(graph: Graph) -> TypedGraph:
+    """Give every node a type; raise SpecError listing every node whose shape rule failed."""
+    types: list[TensorType | None] = []
+    diags: list[Diagnostic] = []
+    inputs = {i.node: i for i in graph.inputs}
+    for node in graph.nodes:
+        if node.op == "input":
+            info = inputs[node.id]
+            types.append(TensorType(info.shape, info.dtype))
+            continue
+        if any(isinstance(a, int) and types[a] is None for a in node.args):
+            types.append(None)  # an operand already failed; do not cascade
+            continue
+        opdef = TABLE[node.op]
+        ctx = RuleContext(graph, node, types)
+        bad = [i for i, a in enumerate(node.args)
+               if isinstance(a, int) and types[a].dtype == "int" and i not in opdef.int_args]
+        if bad:
+            i = bad[0]
+            diags.append(error(node.place, f"int tensor {ctx.where(i)} cannot be used in {_what(node.op)}; "
+                                           "int inputs are class labels or indices and are never differentiated"))
+            types.append(None)
+            continue
+        try:
+            types.append(opdef.shape(ctx))
+        except ShapeError as exc:
+            diags.append(error(node.place, str(exc)))
+            types.append(None)
+    if diags:
+        raise SpecError(diags)
+    return TypedGraph(graph, tuple(types))
+
+
+def _what(op: str) -> str:
+    return {"add": "arithmetic (+)", "sub": "arithmetic (-)", "mul": "arithmetic (*)", "div": "arithmetic (/)",
+            "neg": "arithmetic (unary -)", "pow": "arithmetic (**)", "matmul": "a matmul (@)"}.get(op, op)
