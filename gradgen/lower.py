@@ -199,11 +199,15 @@ class _Lowerer:
             if param.name not in values:
                 if param.required:
                     raise _Unsupported(node, f"{opname} is missing its argument {param.name!r}")
-                if param.kind != "tensor":
+                if param.kind not in ("tensor", "operand"):
                     attrs.append((param.name, param.default))
                 continue
             arg = values[param.name]
-            if param.kind == "tensor":
+            if param.kind == "operand":  # a tensor or a number (maximum, minimum)
+                args.append(self.expr(arg))
+                if len(args) == 2 and all(isinstance(a, Const) for a in args):
+                    raise _Unsupported(node, f"{opname} needs at least one tensor operand")
+            elif param.kind == "tensor":
                 value = self.expr(arg)
                 if isinstance(value, Const):
                     raise _Unsupported(arg, f"argument {param.name!r} of {opname} must be a tensor, not a number")

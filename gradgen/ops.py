@@ -35,7 +35,7 @@ class Param:
 
 
 def P(name, kind="tensor", default=None, **kw):
-    return Param(name, kind, default, required=(kind in ("tensor", "tensors", "shape", "str") and "default" not in kw and default is None), **kw)
+    return Param(name, kind, default, required=(kind in ("tensor", "tensors", "shape", "str", "operand") and "default" not in kw and default is None), **kw)
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ class Relu(_Unary):
 
 
 def _minmax(name, np_func, cmp_a):
-    @op(name, (P("a"), P("b")), rule=f"{name} rule (ties go to a)", elementwise=True,
+    @op(name, (P("a", "operand"), P("b", "operand")), rule=f"{name} rule (ties go to a)", elementwise=True,
         broadcast_rule=f"{name} rule (ties go to a), broadcast reduced (notes section 6)", derivation=f"""
 {name}(a, b) picks one operand per element: d{name}(a, b) = [a {cmp_a} b] da + [not (a {cmp_a} b)] db;
 at ties the gradient goes to a (SPEC.md).""")

@@ -329,14 +329,14 @@ class _Planner:
         g = self.graph
         adj: dict[int, E] = {g.output: root}
         version: dict[int, int] = {}
-        entries = {e.node: e for e in g.entries}
+        entries = {e.name: e for e in g.entries}
         last_entry = None
         for n in reversed(g.nodes):
             if n.op == "input" or n.id not in self.live or not self.needs_grad[n.id] or n.id not in adj:
                 continue
             if n.entry != last_entry and n.entry is not None:
                 last_entry = n.entry
-                e = next((e for e in g.entries if e.name == n.entry), None)
+                e = entries.get(n.entry)
                 if e is not None:
                     sw.emit(Stmt(None, None, comment=f"{e.name} = {e.source}"))
             opdef = TABLE[n.op]
@@ -360,7 +360,6 @@ class _Planner:
                 expr = c if a not in adj else add(adj[a], c)
                 sw.emit(Stmt(name, expr, comment=rule + (", accumulated over uses (notes section 3)" if a in adj else "")))
                 adj[a] = Var(name)
-        del entries
         return sw.stmts, adj
 
 
@@ -379,106 +378,112 @@ def _ancestors(g, root) -> set[int]:
 
 
 def optimize(stmts: list[Stmt], params: set[str], live_out: list[str], kind, shape_of) -> tuple[list[Stmt], dict[str, str]]:
-    """Rewrite a function body; returns it and the renames applied (old -> new internal names)."""
+    """Rewrite a function body; returns it and the renames applied (old -> new internal names).
+
+    Three linear passes: copy propagation (``t = v`` disappears, the better name survives), dead code,
+    and in-place updates (an elementwise result overwrites an operand's buffer when that buffer is
+    owned by this function and nobody reads it afterwards).  Renames are collected in a union-find map
+    and applied once at the end, so the cost stays linear in the number of statements.
+    """
     renames: dict[str, str] = {}
-    stmts = [s for s in stmts]
 
     def resolve(n):
+        path = []
         while n in renames:
+            path.append(n)
             n = renames[n]
+        for x in path:
+            renames[x] = n
         return n
 
-    def apply():
-        m = {k: resolve(k) for k in renames}
-        return [s.rename(m) for s in stmts]
-
-    mutated = {s.target for s in stmts if s.target and (s.op != "=" or s.index is not None)}
-    mutated |= {k for s in stmts if isinstance(s.expr, Call) for k, v in s.expr.kwargs if k == "out" for k in v.vars()}
+    def rn(x: Stmt) -> Stmt:
+        names = set(x.reads()) | ({x.target} if x.target else set())
+        m = {k: resolve(k) for k in names if k in renames}
+        return x.rename(m) if m else x
 
     # 1. copy propagation: drop `t = v`
-    changed = True
-    while changed:
-        changed = False
-        uses = _last_uses(stmts, live_out)
-        defs = {s.target: i for i, s in enumerate(stmts) if s.target and s.op == "=" and s.index is None}
-        for i, s in enumerate(stmts):
-            if s.op != "=" or s.index is not None or not isinstance(s.expr, Var) or s.target is None:
-                continue
+    uses = _last_uses(stmts, live_out)
+    mutated = {s.target for s in stmts if s.target and (s.op != "=" or s.index is not None)}
+    for s in stmts:
+        if isinstance(s.expr, Call):
+            for k, v in s.expr.kwargs:
+                if k == "out":
+                    mutated.update(v.vars())
+    defs = {s.target for s in stmts if s.target and s.op == "=" and s.index is None}
+    live_set = set(live_out)
+    kept: list[Stmt] = []
+    for i, s0 in enumerate(stmts):
+        s = rn(s0)
+        if s.op == "=" and s.index is None and isinstance(s.expr, Var) and s.target is not None:
             t, v = s.target, s.expr.name
-            if kind(v)[0] == "temp" and v in defs and v not in params and uses.get(v, -1) <= i:
-                m = {v: t}  # the temp takes the better name
-            elif t not in mutated and t not in live_out:
-                m = {t: v}
-            else:
+            if kind(v)[0] == "temp" and v in defs and v not in params and uses.get(v, -1) <= i and v not in live_set:
+                renames[v] = t  # the temp takes the better name
+                uses[t] = max(uses.get(t, -1), uses.get(v, -1))
                 continue
-            del stmts[i]
-            stmts[:] = [x.rename(m) for x in stmts]
-            live_out = [m.get(x, x) for x in live_out]
-            for old, new in m.items():
-                renames[old] = new
-            changed = True
-            break
+            if t not in mutated and t not in live_set:
+                renames[t] = v
+                uses[v] = max(uses.get(v, -1), uses.get(t, -1))
+                if t in mutated:
+                    mutated.add(v)
+                continue
+        kept.append(s)
+    live_out = [resolve(x) for x in live_out]
+    stmts = [rn(x) for x in kept]
 
-    # 2. dead code
-    changed = True
-    while changed:
-        changed = False
-        uses = _last_uses(stmts, live_out)
-        for i, s in enumerate(stmts):
-            if s.target and s.op == "=" and s.index is None and s.target not in uses and s.target not in live_out:
-                del stmts[i]
-                changed = True
-                break
+    # 2. dead code: one reverse pass
+    live = set(live_out)
+    rev: list[Stmt] = []
+    for s in reversed(stmts):
+        if s.target and s.op == "=" and s.index is None and s.target not in live:
+            continue
+        rev.append(s)
+        live.update(s.reads())
+    stmts = rev[::-1]
 
-    # 3. in-place: an elementwise result may overwrite an operand's buffer that nobody reads afterwards
+    # 3. in-place on dead owned buffers
     uses = _last_uses(stmts, live_out)
     base: dict[str, str] = {}
+    members: dict[str, set[str]] = {}
     owned: set[str] = set()
     out: list[Stmt] = []
-    local_renames: dict[str, str] = {}
+
+    def set_base(var, b):
+        base[var] = b
+        members.setdefault(b, set()).add(var)
 
     def buf_dead_after(v, i):
         b = base.get(v, v)
-        return all(uses.get(u, -1) <= i for u, bb in list(base.items()) if bb == b) and uses.get(v, -1) <= i
+        return all(uses.get(u, -1) <= i for u in members.get(b, {v}))
 
-    for i, s in enumerate(stmts):
-        s = s.rename(local_renames)
+    for i, s0 in enumerate(stmts):
+        s = rn(s0)
         if s.target is None or s.op != "=" or s.index is not None:
             out.append(s)
             continue
         t, e = s.target, s.expr
-        cand = _inplace_candidates(e)
         done = False
-        for v, pos in cand:
-            if v not in owned or v in params or base.get(v, v) != v:
-                continue
-            if not buf_dead_after(v, i):
+        for v, pos in _inplace_candidates(e):
+            if v not in owned or v in params or base.get(v, v) != v or not buf_dead_after(v, i):
                 continue
             st, sv = shape_of(t), shape_of(v)
             if st is None or st != sv or len(st) == 0:
                 continue
-            same_name = Var(v).render() == Var(t).render()
             kv, kt = kind(v), kind(t)
-            rename_ok = same_name or (kv[0] == "temp" and kv[1] == kt[1])
+            rename_ok = Var(v).render() == Var(t).render() or (kv[0] == "temp" and kv[1] == kt[1])
             new = _rewrite(e, v, pos, t if rename_ok else v)
             if new is None:
                 continue
             if rename_ok:
-                # v's buffer now carries t's name from its definition on
-                local_renames[v] = t
-                for j, x in enumerate(out):
-                    out[j] = x.rename({v: t})
-                renames[v] = t
-                if t in uses:
-                    uses[t] = max(uses[t], uses.get(v, -1))
+                renames[v] = t  # v's buffer carries t's name from its definition on
+                uses[t] = max(uses.get(t, -1), uses.get(v, -1))
                 owned.add(t)
-                base[t] = t
+                set_base(t, t)
                 out.append(Stmt(*new, comment=s.comment))
             else:
                 out.append(Stmt(t, Var(v), comment=s.comment))
                 owned.discard(v)
-                base[t] = t
                 owned.add(t)
+                set_base(t, t)
                 out.append(Stmt(*_rename_new(new, v, t), comment=s.comment))
             done = True
             break
@@ -486,13 +491,12 @@ def optimize(stmts: list[Stmt], params: set[str], live_out: list[str], kind, sha
             continue
         if e.fresh and not isinstance(e, Lit):
             owned.add(t)
-            base[t] = t
-        else:
-            src = e.view_of
-            if src is not None:
-                base[t] = base.get(src, src)
+            set_base(t, t)
+        elif e.view_of is not None:
+            set_base(t, base.get(e.view_of, e.view_of))
         out.append(s)
-    return out, renames
+    out = [rn(x) for x in out]
+    return out, {k: resolve(k) for k in list(renames)}
 
 
 def _rename_new(new, v, t):
