@@ -95,13 +95,13 @@ def forward(x, Wq, Wk, Wv, Wo):
     scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
-    attn = scores  # [B, T, T]
+    attn = scores
     attn -= scores.max(axis=-1, keepdims=True)  # [B, T, T]
     np.exp(attn, out=attn)
     attn /= attn.sum(axis=-1, keepdims=True)
     ctx = attn @ v  # [B, T, K]
     out = ctx @ Wo  # [B, T, D]
-    loss_sub = out  # [B, T, D]
+    loss_sub = out
     loss_sub -= x  # [B, T, D]
     loss_square = np.square(loss_sub)  # [B, T, D]
     loss = loss_square.mean()  # []
@@ -113,44 +113,36 @@ def backward(dout, cache):
     x, Wo, q, v, scores_transpose, attn, ctx, loss_sub, B, T, D, K, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = mean(square(out - x))
-    dout_2 = np.full(
-        (B, T, D), dout / (B * D * T), dtype=dtype
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dout_2 = np.full((B, T, D), dout / (B * D * T), dtype=dtype)
     dout_2 *= 2 * loss_sub  # square rule
     # out = ctx @ Wo
     dctx = dout_2 @ Wo.T  # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(-1, K).T @ dout_2.reshape(
-        -1, D
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dWo = ctx.reshape(-1, K).T @ dout_2.reshape(-1, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
-    dscores = attn * (
-        dattn - (dattn * attn).sum(axis=-1, keepdims=True)
-    )  # softmax rule, reusing the forward output
+    # softmax rule, reusing the forward output
+    dscores = attn * (dattn - (dattn * attn).sum(axis=-1, keepdims=True))
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
-    dscores_matmul = dscores  # quotient rule
+    dscores_matmul = dscores
     dscores_matmul /= 8.0  # quotient rule
-    dq = dscores_matmul @ scores_transpose.swapaxes(
-        -1, -2
-    )  # batched matmul rule, notes section 5 per batch element
-    dscores_transpose = (
-        q.swapaxes(-1, -2) @ dscores_matmul
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dq = dscores_matmul @ scores_transpose.swapaxes(-1, -2)
+    # batched matmul rule, notes section 5 per batch element
+    dscores_transpose = q.swapaxes(-1, -2) @ dscores_matmul
     dk = np.transpose(dscores_transpose, (0, 2, 1))  # transpose rule: the inverse permutation
     # v = x @ Wv
-    dWv = x.reshape(-1, D).T @ dv.reshape(
-        -1, K
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dWv = x.reshape(-1, D).T @ dv.reshape(-1, K)
     # k = x @ Wk
-    dWk = x.reshape(-1, D).T @ dk.reshape(
-        -1, K
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dWk = x.reshape(-1, D).T @ dk.reshape(-1, K)
     # q = x @ Wq
-    dWq = x.reshape(-1, D).T @ dq.reshape(
-        -1, K
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dWq = x.reshape(-1, D).T @ dq.reshape(-1, K)
     return Gradients(Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)
 
 
@@ -163,54 +155,46 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
-    attn = scores  # [B, T, T]
+    attn = scores
     attn -= scores.max(axis=-1, keepdims=True)  # [B, T, T]
     np.exp(attn, out=attn)
     attn /= attn.sum(axis=-1, keepdims=True)
     ctx = attn @ v  # [B, T, K]
     out = ctx @ Wo  # [B, T, D]
-    loss_sub = out  # [B, T, D]
+    loss_sub = out
     loss_sub -= x  # [B, T, D]
     loss_square = np.square(loss_sub)  # [B, T, D]
     loss = loss_square.mean()  # []
     # loss = mean(square(out - x))
-    dout_2 = np.full(
-        (B, T, D), 1 / (B * D * T), dtype=loss.dtype
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dout_2 = np.full((B, T, D), 1 / (B * D * T), dtype=loss.dtype)
     dout_2 *= 2 * loss_sub  # square rule
     # out = ctx @ Wo
     dctx = dout_2 @ Wo.T  # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(-1, K).T @ dout_2.reshape(
-        -1, D
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dWo = ctx.reshape(-1, K).T @ dout_2.reshape(-1, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
-    dscores = attn  # softmax rule, reusing the forward output
-    dscores *= dattn - (dattn * attn).sum(
-        axis=-1, keepdims=True
-    )  # softmax rule, reusing the forward output
+    dscores = attn
+    # softmax rule, reusing the forward output
+    dscores *= dattn - (dattn * attn).sum(axis=-1, keepdims=True)
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
-    dscores_matmul = dscores  # quotient rule
+    dscores_matmul = dscores
     dscores_matmul /= 8.0  # quotient rule
-    dq = dscores_matmul @ scores_transpose.swapaxes(
-        -1, -2
-    )  # batched matmul rule, notes section 5 per batch element
-    dscores_transpose = (
-        q.swapaxes(-1, -2) @ dscores_matmul
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dq = dscores_matmul @ scores_transpose.swapaxes(-1, -2)
+    # batched matmul rule, notes section 5 per batch element
+    dscores_transpose = q.swapaxes(-1, -2) @ dscores_matmul
     dk = np.transpose(dscores_transpose, (0, 2, 1))  # transpose rule: the inverse permutation
     # v = x @ Wv
-    dWv = x.reshape(-1, D).T @ dv.reshape(
-        -1, K
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dWv = x.reshape(-1, D).T @ dv.reshape(-1, K)
     # k = x @ Wk
-    dWk = x.reshape(-1, D).T @ dk.reshape(
-        -1, K
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dWk = x.reshape(-1, D).T @ dk.reshape(-1, K)
     # q = x @ Wq
-    dWq = x.reshape(-1, D).T @ dq.reshape(
-        -1, K
-    )  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dWq = x.reshape(-1, D).T @ dq.reshape(-1, K)
     return loss, Gradients(Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)

@@ -74,9 +74,9 @@ def backward(dout, cache):
     dB *= A_sigmoid * (1 - A_sigmoid)  # sigmoid rule, reusing the forward output
     # B = y * X
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
-    dX = dB  # product rule
+    dX = dB
     dX *= y  # product rule
-    return Gradients(y=dy, X=dX.copy())
+    return Gradients(y=dy, X=dX)
 
 
 def value_and_grad(y, X):
@@ -90,6 +90,6 @@ def value_and_grad(y, X):
     dB *= A_sigmoid * (1 - A_sigmoid)  # sigmoid rule, reusing the forward output
     # B = y * X
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
-    dX = dB  # product rule
+    dX = dB
     dX *= y  # product rule
-    return A, Gradients(y=dy, X=dX.copy())
+    return A, Gradients(y=dy, X=dX)

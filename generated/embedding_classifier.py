@@ -106,9 +106,8 @@ def backward(dout, cache):
     dpooled = dlogits @ W.T  # matmul rule, notes section 5
     dW = pooled.T @ dlogits  # matmul rule, notes section 5
     # pooled = mean(emb, axis=1)
-    demb = np.broadcast_to(
-        np.expand_dims(dpooled / T, axis=1), (B, T, D)
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    demb = np.broadcast_to(np.expand_dims(dpooled / T, axis=1), (B, T, D))
     # emb = take(E, tokens, axis=0)
     dE = np.zeros((V, D), dtype=dtype)  # take rule: scatter-add
     np.add.at(dE, tokens, demb)  # take rule: scatter-add
@@ -131,7 +130,7 @@ def value_and_grad(tokens, labels, E, W, b):
     loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, labels].sum()) / B  # []
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = 1 / B  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_probs
     dlogits *= dloss_scale  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = pooled @ W + b
@@ -139,9 +138,8 @@ def value_and_grad(tokens, labels, E, W, b):
     dpooled = dlogits @ W.T  # matmul rule, notes section 5
     dW = pooled.T @ dlogits  # matmul rule, notes section 5
     # pooled = mean(emb, axis=1)
-    demb = np.broadcast_to(
-        np.expand_dims(dpooled / T, axis=1), (B, T, D)
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    demb = np.broadcast_to(np.expand_dims(dpooled / T, axis=1), (B, T, D))
     # emb = take(E, tokens, axis=0)
     dE = np.zeros((V, D), dtype=loss.dtype)  # take rule: scatter-add
     np.add.at(dE, tokens, demb)  # take rule: scatter-add

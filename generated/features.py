@@ -84,9 +84,8 @@ def forward(a, c, W, lo):
     clipped_maximum = np.maximum(mixed, lo)  # [B*T + M, K]
     clipped = np.minimum(clipped_maximum, 1.5)  # [B*T + M, K]
     loss_logsumexp_lse = clipped.max(axis=-1, keepdims=True)  # [B*T + M, 1]
-    loss_logsumexp_lse += np.log(
-        np.exp(clipped - loss_logsumexp_lse).sum(axis=-1, keepdims=True)
-    )  # [B*T + M, 1]
+    # [B*T + M, 1]
+    loss_logsumexp_lse += np.log(np.exp(clipped - loss_logsumexp_lse).sum(axis=-1, keepdims=True))
     loss_logsumexp = np.squeeze(loss_logsumexp_lse, axis=-1)  # [B*T + M]
     loss = loss_logsumexp.sum()  # []
     return loss, _Cache(
@@ -100,29 +99,25 @@ def backward(dout, cache):
     dout = np.asarray(dout, dtype=dtype)
     # loss = sum(logsumexp(clipped, axis=-1))
     dloss_logsumexp = np.full((B * T + M,), dout, dtype=dtype)  # sum rule: broadcast back
-    dclipped = np.expand_dims(dloss_logsumexp, axis=-1) * np.exp(
-        clipped - loss_logsumexp_lse
-    )  # logsumexp rule: softmax times the cotangent
+    # logsumexp rule: softmax times the cotangent
+    dclipped = np.expand_dims(dloss_logsumexp, axis=-1) * np.exp(clipped - loss_logsumexp_lse)
     # clipped = minimum(maximum(mixed, lo), 1.5)
-    dclipped_maximum = dclipped  # minimum rule (ties go to a)
+    dclipped_maximum = dclipped
     dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)
     dmixed = dclipped_maximum * (mixed >= lo)  # maximum rule (ties go to a)
-    dlo = (dclipped_maximum * (mixed < lo)).sum(
-        axis=0
-    )  # maximum rule (ties go to a), broadcast reduced (notes section 6)
+    # maximum rule (ties go to a), broadcast reduced (notes section 6)
+    dlo = (dclipped_maximum * (mixed < lo)).sum(axis=0)
     # mixed = einsum("nd,dk->nk", z, W)
-    dz = np.einsum(
-        "nk,dk->nd", dmixed, W
-    )  # einsum rule: contract the cotangent with the other operands
-    dW = np.einsum(
-        "nk,nd->dk", dmixed, z
-    )  # einsum rule: contract the cotangent with the other operands
+    # einsum rule: contract the cotangent with the other operands
+    dz = np.einsum("nk,dk->nd", dmixed, W)
+    # einsum rule: contract the cotangent with the other operands
+    dW = np.einsum("nk,nd->dk", dmixed, z)
     # z = concatenate((rows, c), axis=0)
     drows = dz[: B * T]  # concatenate rule: split back
     dc = dz[B * T : B * T + M]  # concatenate rule: split back
     # rows = reshape(a, [-1, D])
     da = drows.reshape((B, T, D))  # reshape rule: reshape back
-    return Gradients(a=da.copy(), c=dc.copy(), W=dW, lo=dlo)
+    return Gradients(a=da, c=dc, W=dW, lo=dlo)
 
 
 def value_and_grad(a, c, W, lo):
@@ -134,33 +129,28 @@ def value_and_grad(a, c, W, lo):
     clipped_maximum = np.maximum(mixed, lo)  # [B*T + M, K]
     clipped = np.minimum(clipped_maximum, 1.5)  # [B*T + M, K]
     loss_logsumexp_lse = clipped.max(axis=-1, keepdims=True)  # [B*T + M, 1]
-    loss_logsumexp_lse += np.log(
-        np.exp(clipped - loss_logsumexp_lse).sum(axis=-1, keepdims=True)
-    )  # [B*T + M, 1]
+    # [B*T + M, 1]
+    loss_logsumexp_lse += np.log(np.exp(clipped - loss_logsumexp_lse).sum(axis=-1, keepdims=True))
     loss_logsumexp = np.squeeze(loss_logsumexp_lse, axis=-1)  # [B*T + M]
     loss = loss_logsumexp.sum()  # []
     # loss = sum(logsumexp(clipped, axis=-1))
     dloss_logsumexp = np.full((B * T + M,), 1, dtype=loss.dtype)  # sum rule: broadcast back
-    dclipped = np.expand_dims(dloss_logsumexp, axis=-1) * np.exp(
-        clipped - loss_logsumexp_lse
-    )  # logsumexp rule: softmax times the cotangent
+    # logsumexp rule: softmax times the cotangent
+    dclipped = np.expand_dims(dloss_logsumexp, axis=-1) * np.exp(clipped - loss_logsumexp_lse)
     # clipped = minimum(maximum(mixed, lo), 1.5)
-    dclipped_maximum = dclipped  # minimum rule (ties go to a)
+    dclipped_maximum = dclipped
     dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)
     dmixed = dclipped_maximum * (mixed >= lo)  # maximum rule (ties go to a)
-    dlo = (dclipped_maximum * (mixed < lo)).sum(
-        axis=0
-    )  # maximum rule (ties go to a), broadcast reduced (notes section 6)
+    # maximum rule (ties go to a), broadcast reduced (notes section 6)
+    dlo = (dclipped_maximum * (mixed < lo)).sum(axis=0)
     # mixed = einsum("nd,dk->nk", z, W)
-    dz = np.einsum(
-        "nk,dk->nd", dmixed, W
-    )  # einsum rule: contract the cotangent with the other operands
-    dW = np.einsum(
-        "nk,nd->dk", dmixed, z
-    )  # einsum rule: contract the cotangent with the other operands
+    # einsum rule: contract the cotangent with the other operands
+    dz = np.einsum("nk,dk->nd", dmixed, W)
+    # einsum rule: contract the cotangent with the other operands
+    dW = np.einsum("nk,nd->dk", dmixed, z)
     # z = concatenate((rows, c), axis=0)
     drows = dz[: B * T]  # concatenate rule: split back
     dc = dz[B * T : B * T + M]  # concatenate rule: split back
     # rows = reshape(a, [-1, D])
     da = drows.reshape((B, T, D))  # reshape rule: reshape back
-    return loss, Gradients(a=da.copy(), c=dc.copy(), W=dW, lo=dlo)
+    return loss, Gradients(a=da, c=dc, W=dW, lo=dlo)

@@ -77,13 +77,13 @@ def forward(x, gamma, beta, target):
     xc = x - mu  # [N, D]
     var_square = np.square(xc)  # [N, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [N, 1]
-    xhat_sqrt = var  # [N, 1]
+    xhat_sqrt = var
     xhat_sqrt += 1e-5  # [N, 1]
     np.sqrt(xhat_sqrt, out=xhat_sqrt)  # [N, 1]
     xhat = xc / xhat_sqrt  # [N, D]
     y = gamma * xhat  # [N, D]
     y += beta  # [N, D]
-    loss_sub = y  # [N, D]
+    loss_sub = y
     loss_sub -= target  # [N, D]
     loss_square = np.square(loss_sub)  # [N, D]
     loss = loss_square.mean()  # []
@@ -95,34 +95,30 @@ def backward(dout, cache):
     gamma, xc, xhat_sqrt, xhat, loss_sub, N, D, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = mean(square(y - target))
-    dy = np.full(
-        (N, D), dout / (D * N), dtype=dtype
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dy = np.full((N, D), dout / (D * N), dtype=dtype)
     dy *= 2 * loss_sub  # square rule
     # y = gamma * xhat + beta
     dbeta = dy.sum(axis=0)  # broadcast sum rule, notes section 6
     dgamma = (dy * xhat).sum(axis=0)  # broadcast product rule, notes section 7
-    dxhat = dy  # product rule
+    dxhat = dy
     dxhat *= gamma  # product rule
     # xhat = xc / sqrt(var + 1e-5)
     dxc = dxhat / xhat_sqrt  # quotient rule
-    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(
-        axis=1, keepdims=True
-    )  # quotient rule, broadcast reduced (notes section 6)
+    # quotient rule, broadcast reduced (notes section 6)
+    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(axis=1, keepdims=True)
     dvar /= 2 * xhat_sqrt  # sqrt rule, reusing the forward output
     # var = mean(square(xc), axis=-1, keepdims=True)
-    dvar_square = np.broadcast_to(
-        dvar / D, (N, D)
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dvar_square = np.broadcast_to(dvar / D, (N, D))
     dxc += dvar_square * (2 * xc)  # square rule, accumulated over uses (notes section 3)
     # xc = x - mu
     dmu = (-dxc).sum(axis=1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
-    dx = dxc  # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += np.broadcast_to(
-        dmu / D, (N, D)
-    )  # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    return Gradients(x=dx.copy(), gamma=dgamma, beta=dbeta)
+    dx = dxc
+    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
+    dx += np.broadcast_to(dmu / D, (N, D))
+    return Gradients(x=dx, gamma=dgamma, beta=dbeta)
 
 
 def value_and_grad(x, gamma, beta, target):
@@ -132,42 +128,38 @@ def value_and_grad(x, gamma, beta, target):
     xc = x - mu  # [N, D]
     var_square = np.square(xc)  # [N, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [N, 1]
-    xhat_sqrt = var  # [N, 1]
+    xhat_sqrt = var
     xhat_sqrt += 1e-5  # [N, 1]
     np.sqrt(xhat_sqrt, out=xhat_sqrt)  # [N, 1]
     xhat = xc / xhat_sqrt  # [N, D]
     y = gamma * xhat  # [N, D]
     y += beta  # [N, D]
-    loss_sub = y  # [N, D]
+    loss_sub = y
     loss_sub -= target  # [N, D]
     loss_square = np.square(loss_sub)  # [N, D]
     loss = loss_square.mean()  # []
     # loss = mean(square(y - target))
-    dy = np.full(
-        (N, D), 1 / (D * N), dtype=loss.dtype
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dy = np.full((N, D), 1 / (D * N), dtype=loss.dtype)
     dy *= 2 * loss_sub  # square rule
     # y = gamma * xhat + beta
     dbeta = dy.sum(axis=0)  # broadcast sum rule, notes section 6
     dgamma = (dy * xhat).sum(axis=0)  # broadcast product rule, notes section 7
-    dxhat = dy  # product rule
+    dxhat = dy
     dxhat *= gamma  # product rule
     # xhat = xc / sqrt(var + 1e-5)
     dxc = dxhat / xhat_sqrt  # quotient rule
-    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(
-        axis=1, keepdims=True
-    )  # quotient rule, broadcast reduced (notes section 6)
+    # quotient rule, broadcast reduced (notes section 6)
+    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(axis=1, keepdims=True)
     dvar /= 2 * xhat_sqrt  # sqrt rule, reusing the forward output
     # var = mean(square(xc), axis=-1, keepdims=True)
-    dvar_square = np.broadcast_to(
-        dvar / D, (N, D)
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dvar_square = np.broadcast_to(dvar / D, (N, D))
     dxc += dvar_square * (2 * xc)  # square rule, accumulated over uses (notes section 3)
     # xc = x - mu
     dmu = (-dxc).sum(axis=1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
-    dx = dxc  # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += np.broadcast_to(
-        dmu / D, (N, D)
-    )  # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    return loss, Gradients(x=dx.copy(), gamma=dgamma, beta=dbeta)
+    dx = dxc
+    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
+    dx += np.broadcast_to(dmu / D, (N, D))
+    return loss, Gradients(x=dx, gamma=dgamma, beta=dbeta)

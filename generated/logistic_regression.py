@@ -109,7 +109,7 @@ def value_and_grad(x, y, W, b):
     loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, y].sum()) / N  # []
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_probs
     dlogits *= dloss_scale  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = x @ W + b

@@ -70,9 +70,8 @@ def backward(dout, cache):
     X, Y, B, N, P, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # A = mean(square(B))
-    dB = np.full(
-        (N, P), dout / (N * P), dtype=dtype
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dB = np.full((N, P), dout / (N * P), dtype=dtype)
     dB *= 2 * B  # square rule
     # B = X @ Y
     dX = dB @ Y.T  # matmul rule, notes section 5
@@ -87,9 +86,8 @@ def value_and_grad(X, Y):
     A_square = np.square(B)  # [N, P]
     A = A_square.mean()  # []
     # A = mean(square(B))
-    dB = np.full(
-        (N, P), 1 / (N * P), dtype=A.dtype
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dB = np.full((N, P), 1 / (N * P), dtype=A.dtype)
     dB *= 2 * B  # square rule
     # B = X @ Y
     dX = dB @ Y.T  # matmul rule, notes section 5

@@ -86,7 +86,7 @@ def forward(x, y, W1, b1, W2, b2):
     N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
     z1 = x @ W1  # [N, H]
     z1 += b1  # [N, H]
-    h = z1  # [N, H]
+    h = z1
     np.maximum(h, 0, out=h)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -113,7 +113,7 @@ def backward(dout, cache):
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = relu(z1)
-    dz1 = dh  # relu rule (relu'(0) = 0)
+    dz1 = dh
     dz1 *= h > 0  # relu rule (relu'(0) = 0)
     # z1 = x @ W1 + b1
     db1 = dz1.sum(axis=0)  # broadcast sum rule, notes section 6
@@ -126,7 +126,7 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
     z1 = x @ W1  # [N, H]
     z1 += b1  # [N, H]
-    h = z1  # [N, H]
+    h = z1
     np.maximum(h, 0, out=h)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -139,7 +139,7 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, y].sum()) / N  # []
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_probs
     dlogits *= dloss_scale  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
@@ -147,7 +147,7 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = relu(z1)
-    dz1 = dh  # relu rule (relu'(0) = 0)
+    dz1 = dh
     dz1 *= h > 0  # relu rule (relu'(0) = 0)
     # z1 = x @ W1 + b1
     db1 = dz1.sum(axis=0)  # broadcast sum rule, notes section 6

@@ -82,22 +82,19 @@ def backward(dout, cache):
     # loss = mean(g) + sum(h, axis=0) @ sum(h, axis=0) / 10
     dloss_matmul = dout / 10  # quotient rule
     dloss_sum = dloss_matmul * loss_sum  # dot product rule
-    dloss_sum += (
-        dloss_matmul * loss_sum
-    )  # dot product rule, accumulated over uses (notes section 3)
+    # dot product rule, accumulated over uses (notes section 3)
+    dloss_sum += dloss_matmul * loss_sum
     dh = np.broadcast_to(np.expand_dims(dloss_sum, axis=0), (N, D2))  # sum rule: broadcast back
-    dg = np.full(
-        (N, D2), dout / (D2 * N), dtype=dtype
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dg = np.full((N, D2), dout / (D2 * N), dtype=dtype)
     # g = h * h + exp(h) / 2.0
     dg_exp = dg / 2.0  # quotient rule
-    dh = (
-        dh + dg_exp * g_exp
-    )  # exp rule, reusing the forward output, accumulated over uses (notes section 3)
+    # exp rule, reusing the forward output, accumulated over uses (notes section 3)
+    dh = dh + dg_exp * g_exp
     dh += dg * h  # product rule, accumulated over uses (notes section 3)
     dh += dg * h  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
-    dh_matmul = dh  # tanh rule, reusing the forward output
+    dh_matmul = dh
     dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5
@@ -123,22 +120,19 @@ def value_and_grad(x, W):
     dloss_div = 1  # sum rule
     dloss_matmul = dloss_div / 10  # quotient rule
     dloss_sum = dloss_matmul * loss_sum  # dot product rule
-    dloss_sum += (
-        dloss_matmul * loss_sum
-    )  # dot product rule, accumulated over uses (notes section 3)
+    # dot product rule, accumulated over uses (notes section 3)
+    dloss_sum += dloss_matmul * loss_sum
     dh = np.broadcast_to(np.expand_dims(dloss_sum, axis=0), (N, D2))  # sum rule: broadcast back
-    dg = np.full(
-        (N, D2), dloss_mean / (D2 * N), dtype=loss.dtype
-    )  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dg = np.full((N, D2), dloss_mean / (D2 * N), dtype=loss.dtype)
     # g = h * h + exp(h) / 2.0
     dg_exp = dg / 2.0  # quotient rule
-    dh = (
-        dh + dg_exp * g_exp
-    )  # exp rule, reusing the forward output, accumulated over uses (notes section 3)
+    # exp rule, reusing the forward output, accumulated over uses (notes section 3)
+    dh = dh + dg_exp * g_exp
     dh += dg * h  # product rule, accumulated over uses (notes section 3)
     dh += dg * h  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
-    dh_matmul = dh  # tanh rule, reusing the forward output
+    dh_matmul = dh
     dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5

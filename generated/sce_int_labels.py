@@ -89,7 +89,7 @@ def value_and_grad(logits, labels):
     loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, labels].sum()) / N  # []
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_probs
     dlogits *= dloss_scale  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
-    return loss, Gradients(logits=dlogits.copy())
+    return loss, Gradients(logits=dlogits)

@@ -86,6 +86,6 @@ def value_and_grad(theta, y):
     loss_log_probs = theta - loss_max - np.log(loss_sums)  # [N, C]
     loss = -(y * loss_log_probs).sum()  # []
     # loss = softmax_cross_entropy(theta, y, reduction="sum")
-    dtheta = loss_probs  # softmax cross-entropy rule, notes section 2
+    dtheta = loss_probs
     dtheta -= y  # softmax cross-entropy rule, notes section 2
-    return loss, Gradients(theta=dtheta.copy())
+    return loss, Gradients(theta=dtheta)

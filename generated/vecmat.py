@@ -59,7 +59,7 @@ def forward(x, W):
     """Compute J []; return it and the cache that `backward` needs."""
     M, N = _bind_dims(x, W)
     z = x @ W  # [N]
-    J_tanh = z  # [N]
+    J_tanh = z
     np.tanh(J_tanh, out=J_tanh)  # [N]
     J = J_tanh.sum()  # []
     return J, _Cache(x, W, J_tanh, N, J.dtype)
@@ -82,7 +82,7 @@ def value_and_grad(x, W):
     """Return J and its gradients in one pass (the cotangent of J is 1)."""
     M, N = _bind_dims(x, W)
     z = x @ W  # [N]
-    J_tanh = z  # [N]
+    J_tanh = z
     np.tanh(J_tanh, out=J_tanh)  # [N]
     J = J_tanh.sum()  # []
     # J = sum(tanh(z))

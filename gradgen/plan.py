@@ -480,7 +480,7 @@ def optimize(stmts: list[Stmt], params: set[str], live_out: list[str], kind, sha
                 set_base(t, t)
                 out.append(Stmt(*new, comment=s.comment))
             else:
-                out.append(Stmt(t, Var(v), comment=s.comment))
+                out.append(Stmt(t, Var(v)))
                 owned.discard(v)
                 owned.add(t)
                 set_base(t, t)
@@ -707,32 +707,44 @@ def _closure(renames: dict[str, str]) -> dict[str, str]:
 
 
 def _own_returns(grads, stmts, params):
-    """Returned gradients must be fresh arrays no one else holds: copy aliases and views."""
+    """Returned gradients must be writable arrays that no caller-visible value shares.
+
+    A gradient that is (a view of) an input, a cache value or dout, or a read-only broadcast view, is
+    copied; so is one whose buffer another returned gradient also holds whole (disjoint slices of one
+    buffer, as concatenate's split gives, are fine).
+    """
     defs = {}
     for s in stmts:
         if s.target and s.op == "=" and s.index is None:
             defs[s.target] = s.expr
+
+    def trace(name):
+        """(base buffer, owned, sliced): follow aliases and views back to the array they share."""
+        sliced = False
+        for _ in range(len(defs) + 1):
+            e = defs.get(name)
+            if e is None:
+                return name, name not in params, sliced
+            if e.fresh and not isinstance(e, Lit):
+                return name, True, sliced
+            if isinstance(e, Call) and e.func == "np.broadcast_to":
+                return name, False, sliced
+            if isinstance(e, Index):
+                sliced = True
+            src = e.view_of
+            if src is None:
+                return name, False, sliced
+            name = src
+        return name, False, sliced
+
+    traced = [trace(e.name) if isinstance(e, Var) else None for _, e in grads]
     out = []
-    seen_bufs = set()
-
-    def base_of(name, depth=0):
-        e = defs.get(name)
-        if e is None or depth > 50:
-            return name, name not in params and e is not None
-        if e.fresh and not isinstance(e, Lit):
-            return name, True
-        src = e.view_of
-        if src is None:
-            return name, False
-        b, _ = base_of(src, depth + 1)
-        return b, False
-
-    for n, e in grads:
-        if isinstance(e, Var):
-            b, fresh = base_of(e.name)
-            if e.name in params or not fresh or b in seen_bufs:
+    for k, (n, e) in enumerate(grads):
+        if traced[k] is not None:
+            b, owned, sliced = traced[k]
+            shared = any(t is not None and t[0] == b and not (sliced and t[2]) for j, t in enumerate(traced[:k]))
+            if not owned or shared:
                 e = Method(e, "copy")
-            seen_bufs.add(b)
         out.append((n, e))
     return out
 

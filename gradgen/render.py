@@ -35,10 +35,24 @@ def _env():
     )
 
 
-def _line(code: str, comment: str | None) -> str:
-    if not code:
-        return f"# {comment}" if comment else ""
-    return f"{code}  # {comment}" if comment else code
+LINE_LENGTH = 100  # black's line length in gradgen.fmt
+
+
+def _lines(lines) -> list[str]:
+    """Statement lines with their comments: trailing when the line fits, else on a line above."""
+    out = []
+    for line in lines:
+        code, comment = line.code, line.comment
+        if not code:
+            if comment:
+                out.append(f"# {comment}")
+        elif not comment:
+            out.append(code)
+        elif 4 + len(code) + 4 + len(comment) <= LINE_LENGTH:
+            out.append(f"{code}  # {comment}")
+        else:
+            out += [f"# {comment}", code]
+    return out
 
 
 def _dim_lines(plan: Plan) -> list:
@@ -100,10 +114,10 @@ def render_module(plan: Plan) -> str:
         cache_unpack=", ".join(cache_fields) + ("," if len(cache_fields) == 1 else ""),
         dim_checks=_dim_lines(plan),
         dims_tuple=dims_tuple or "_",
-        forward=[_line(l.code, l.comment) for l in plan.forward],
+        forward=_lines(plan.forward),
         forward_out=plan.forward_out,
-        backward=[_line(l.code, l.comment) for l in plan.backward],
-        fused=[_line(l.code, l.comment) for l in plan.fused],
+        backward=_lines(plan.backward),
+        fused=_lines(plan.fused),
         fused_out=plan.fused_out,
         grads=", ".join(f"{n}={e}" for n, e in plan.grads),
         fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
