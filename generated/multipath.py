@@ -81,9 +81,7 @@ def backward(dout, cache):
     dout = np.asarray(dout, dtype=dtype)
     # loss = mean(g) + sum(h, axis=0) @ sum(h, axis=0) / 10
     dloss_matmul = dout / 10  # quotient rule
-    dloss_sum = dloss_matmul * loss_sum  # dot product rule
-    # dot product rule, accumulated over uses (notes section 3)
-    dloss_sum += dloss_matmul * loss_sum
+    dloss_sum = dloss_matmul * loss_sum + dloss_matmul * loss_sum  # dot product rule
     dh = np.broadcast_to(np.expand_dims(dloss_sum, axis=0), (N, D2))  # sum rule: broadcast back
     # mean rule: broadcast back, divided by the count
     dg = np.full((N, D2), dout / (D2 * N), dtype=dtype)
@@ -91,8 +89,7 @@ def backward(dout, cache):
     dg_exp = dg / 2.0  # quotient rule
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
     dh = dh + dg_exp * g_exp
-    dh += dg * h  # product rule, accumulated over uses (notes section 3)
-    dh += dg * h  # product rule, accumulated over uses (notes section 3)
+    dh += dg * (2 * h)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
     dh_matmul = dh
     dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
@@ -119,9 +116,7 @@ def value_and_grad(x, W):
     dloss_mean = 1  # sum rule
     dloss_div = 1  # sum rule
     dloss_matmul = dloss_div / 10  # quotient rule
-    dloss_sum = dloss_matmul * loss_sum  # dot product rule
-    # dot product rule, accumulated over uses (notes section 3)
-    dloss_sum += dloss_matmul * loss_sum
+    dloss_sum = dloss_matmul * loss_sum + dloss_matmul * loss_sum  # dot product rule
     dh = np.broadcast_to(np.expand_dims(dloss_sum, axis=0), (N, D2))  # sum rule: broadcast back
     # mean rule: broadcast back, divided by the count
     dg = np.full((N, D2), dloss_mean / (D2 * N), dtype=loss.dtype)
@@ -129,8 +124,7 @@ def value_and_grad(x, W):
     dg_exp = dg / 2.0  # quotient rule
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
     dh = dh + dg_exp * g_exp
-    dh += dg * h  # product rule, accumulated over uses (notes section 3)
-    dh += dg * h  # product rule, accumulated over uses (notes section 3)
+    dh += dg * (2 * h)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
     dh_matmul = dh
     dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output

@@ -86,9 +86,16 @@ def broadcast_shapes(s, shapes: list[tuple[Dim, ...] | None]) -> tuple[Dim, ...]
                 continue
             else:
                 s.fail(f"dims do not broadcast: {dim} ({s.where(who)}) vs {d} ({s.where(i)}), "
-                       f"in shapes {shape_str(shapes[who])} and {shape_str(sh)}")
+                       f"in shapes {shape_str(shapes[who])} and {shape_str(sh)}{_unproven(dim, d)}")
         out.append(dim)
     return tuple(out)
+
+
+def _unproven(a: Dim, b: Dim) -> str:
+    """Why two dims that may be equal at run time still differ in the spec."""
+    if a.is_const != b.is_const:
+        return "; a literal dim is never assumed equal to a symbolic one, so use the same dim in both shapes"
+    return ""
 
 
 def norm_axes(s, axis, rank: int, who: int = 0) -> tuple[int, ...]:
@@ -159,8 +166,12 @@ d(a * b) = da * b + a * db (Hadamard), so a receives g * b and b receives g * a.
 row y in B = y * X, dy = sum_i dB_i * X_i and dX = y * dB (notes section 7).""")
 class Mul(_Binary):
     forward = staticmethod(lambda f: mul(f.a(0), f.a(1)))
-    vjp = staticmethod(lambda b: (mul(b.g, b.x(1)) if b.needs(0) else None,
-                                  mul(b.g, b.x(0)) if b.needs(1) else None))
+
+    @staticmethod
+    def vjp(b):
+        if b.node.args[0] == b.node.args[1]:  # a * a: both paths at once, d(a a) = 2 a da
+            return (mul(b.g, mul(num(2), b.x(0))), None)
+        return (mul(b.g, b.x(1)) if b.needs(0) else None, mul(b.g, b.x(0)) if b.needs(1) else None)
 
 
 @op("div", (P("a"), P("b")), rule="quotient rule", broadcast_rule="quotient rule, broadcast reduced (notes section 6)",
@@ -444,8 +455,8 @@ class SoftmaxCrossEntropy:
         if labels.dtype == "int":
             want = logits.shape[:-1]
             if labels.shape != want:
-                s.fail(f"int labels must have the logits' shape without the class axis, {shape_str(want)}, "
-                       f"but {s.where(1)} has shape {shape_str(labels.shape)} (logits {s.where(0)}: {shape_str(logits.shape)})")
+                s.fail(f"int labels must have shape {shape_str(want)}, the shape {shape_str(logits.shape)} of the "
+                       f"logits ({s.where(0)}) without the class axis, but {s.where(1)} has shape {shape_str(labels.shape)}")
         elif labels.shape != logits.shape:
             s.fail(f"float labels must have the logits' shape {shape_str(logits.shape)} ({s.where(0)}), "
                    f"but {s.where(1)} has shape {shape_str(labels.shape)}")
@@ -511,7 +522,7 @@ def _mm_parts(s):
     kb = b.shape[0] if b.rank == 1 else b.shape[-2]
     if ka != kb:
         s.fail(f"matmul inner dims differ: {ka} ({s.where(0)}) vs {kb} ({s.where(1)}), "
-               f"in shapes {shape_str(a.shape)} @ {shape_str(b.shape)}")
+               f"in shapes {shape_str(a.shape)} @ {shape_str(b.shape)}{_unproven(ka, kb)}")
     return a, b
 
 

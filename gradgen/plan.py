@@ -342,6 +342,7 @@ class _Planner:
             opdef = TABLE[n.op]
             ctx = BwdCtx(self, n, adj[n.id], sw)
             cots = opdef.vjp(ctx)
+            merged: dict[int, tuple[E, str]] = {}  # one contribution per operand node, even if used twice
             for i, c in enumerate(cots):
                 a = n.args[i]
                 if c is None or isinstance(a, Const) or not self.needs_grad[a]:
@@ -352,6 +353,8 @@ class _Planner:
                     if to_shape != self.types[n.id].shape:
                         c = unbroadcast(c, self.types[n.id].shape, to_shape)
                         rule = opdef.broadcast_rule or rule
+                merged[a] = (add(merged[a][0], c), rule) if a in merged else (c, rule)
+            for a, (c, rule) in merged.items():
                 # accumulate into the cotangent map (multi-path chain rule, notes section 3)
                 k = version.get(a, 0) + 1
                 version[a] = k
