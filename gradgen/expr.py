@@ -269,6 +269,27 @@ class Tuple(E):
     fresh = False
 
 
+@dataclass(frozen=True)
+class Slice(E):
+    """``lo:hi`` inside an index; its bounds are expressions, so the dims they read are seen."""
+
+    lo: E | None
+    hi: E | None
+
+    def render(self):
+        lo = self.lo.render() if self.lo is not None else ""
+        hi = self.hi.render() if self.hi is not None else ""
+        return f"{lo}:{hi}"
+
+    def vars(self):
+        return (self.lo.vars() if self.lo else []) + (self.hi.vars() if self.hi else [])
+
+    def rename(self, m):
+        return Slice(self.lo.rename(m) if self.lo else None, self.hi.rename(m) if self.hi else None)
+
+    fresh = False
+
+
 def _wrap(e: E, cond: bool) -> str:
     return f"({e.render()})" if cond else e.render()
 

@@ -131,12 +131,16 @@ def load(path: str, source: str) -> SpecDoc:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         place = Place(path, mark.line + 1, mark.column + 1) if mark else Place(path, 1, 1)
-        problem = exc.problem or "invalid YAML"
-        if "'\\t'" in problem or "\t" in problem:
-            problem = "tab character in indentation; YAML indents with spaces"
-        raise SpecError([error(place, f"YAML syntax error: {problem}")]) from None
-    except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML parse error is marked
-        raise SpecError([error(Place(path, 1, 1), f"YAML error: {exc}")]) from None
+        raise SpecError([error(place, f"YAML syntax error: {_yaml_problem(exc)}")]) from None
+    except yaml.reader.ReaderError as exc:
+        pos = min(exc.position, len(source))
+        line = source.count("\n", 0, pos) + 1
+        col = pos - (source.rfind("\n", 0, pos) + 1) + 1
+        raise SpecError([error(Place(path, line, col), f"YAML syntax error: character #x{exc.character:04x} "
+                                                       f"is not allowed in a YAML file ({exc.reason})")]) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - every other PyYAML error is marked
+        message = " ".join(str(exc).split())
+        raise SpecError([error(Place(path, 1, 1), f"YAML error: {message}")]) from None
     top = Place(path, 1, 1)
     if root is None:
         raise SpecError([error(top, "the spec file is empty; it needs at least 'inputs' and 'graph'")])
@@ -166,7 +170,7 @@ def load(path: str, source: str) -> SpecDoc:
     if "inputs" in fields:
         node = fields["inputs"][1]
         in_pairs = w.mapping(node, "'inputs'")
-        if in_pairs is not None and not in_pairs:
+        if in_pairs is not None and not node.value:
             w.err(node, "'inputs' is empty; declare at least one input")
         for key, value in in_pairs or []:
             decl = _input(w, key, value)
@@ -177,7 +181,7 @@ def load(path: str, source: str) -> SpecDoc:
     if "graph" in fields:
         node = fields["graph"][1]
         g_pairs = w.mapping(node, "'graph'")
-        if g_pairs is not None and not g_pairs:
+        if g_pairs is not None and not node.value:
             w.err(node, "'graph' is empty; define at least one entry")
         for key, value in g_pairs or []:
             expr = w.scalar(value, f"the expression of {key.value!r}")
@@ -200,6 +204,35 @@ def load(path: str, source: str) -> SpecDoc:
     if w.diags:
         raise SpecError(w.diags)
     return SpecDoc(path, stem, name, description, tuple(inputs), tuple(graph), output, wrt, wrt_place, top)
+
+
+# PyYAML's context phrases, in the spec author's words.
+_YAML_CONTEXTS = {
+    "while parsing a flow sequence": "in the [...] list that starts",
+    "while parsing a flow mapping": "in the {...} mapping that starts",
+    "while scanning a quoted scalar": "in the quoted string that starts",
+    "while parsing a block mapping": "in the mapping that starts",
+    "while parsing a block collection": "in the list that starts",
+}
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's problem, with where the enclosing construct starts and a hint for the common slips."""
+    problem = exc.problem or "invalid YAML"
+    if "'\\t'" in problem or "\t" in problem:
+        return "tab character in indentation; YAML indents with spaces"
+    context, mark = exc.context, exc.context_mark
+    if context and problem.startswith("but "):
+        problem = f"{context}, {problem}"
+    elif context and mark is not None and (exc.problem_mark is None or mark.line != exc.problem_mark.line
+                                           or mark.column != exc.problem_mark.column):
+        where = _YAML_CONTEXTS.get(context, context)
+        problem = f"{problem} ({where} at line {mark.line + 1}, column {mark.column + 1})"
+    if problem.startswith("mapping values are not allowed here"):
+        problem += "; quote the value if it contains ': '"
+    elif problem.startswith("expected <block end>"):
+        problem += "; check the indentation"
+    return problem
 
 
 def _input(w: _Walker, key: Text, value) -> InputDecl | None:

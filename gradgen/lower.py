@@ -9,7 +9,9 @@ computes each value once.
 from __future__ import annotations
 
 import ast
+import difflib
 import keyword
+import math
 
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
 from gradgen.dims import Dim
@@ -18,23 +20,44 @@ from gradgen.load import IDENTIFIER, SpecDoc, Text, is_positive_int, valid_dim_n
 from gradgen.ops import CALLABLE, TABLE
 
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul", ast.Pow: "pow"}
+SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.MatMult: "@", ast.Pow: "**"}
+# Names that the generated module itself defines or uses inside the functions that take the inputs as
+# arguments: an input or graph entry with one of these names would shadow it.
+RESERVED = {
+    "np": "the NumPy import",
+    "dout": "the argument of backward",
+    "cache": "the argument of backward",
+    "dtype": "the dtype that the generated code computes in",
+    "Gradients": "the NamedTuple of gradients",
+    "forward": "a generated function",
+    "backward": "a generated function",
+    "value_and_grad": "a generated function",
+    "ValueError": "the exception that the generated shape checks raise",
+}
+# Module names that would shadow a module that the generated files import.
+SHADOWED_MODULES = ("numpy", "pytest")
+STATEMENTS = {
+    ast.Assign: "an assignment", ast.AugAssign: "an assignment", ast.AnnAssign: "an assignment",
+    ast.Import: "an import", ast.ImportFrom: "an import", ast.Delete: "a del statement",
+}
 SYNTAX_NAMES = {
     ast.Subscript: "subscripts", ast.Lambda: "lambdas", ast.ListComp: "comprehensions",
     ast.GeneratorExp: "comprehensions", ast.DictComp: "comprehensions", ast.SetComp: "comprehensions",
     ast.Compare: "comparisons", ast.BoolOp: "boolean operators", ast.IfExp: "conditional expressions",
     ast.Dict: "dicts", ast.Set: "sets", ast.JoinedStr: "f-strings", ast.Starred: "starred arguments",
     ast.NamedExpr: "assignment expressions", ast.Await: "await", ast.Slice: "slices",
+    ast.Tuple: "tuples", ast.List: "lists",
 }
 
 
 class _Unsupported(Exception):
-    def __init__(self, node: ast.AST | None, message: str):
+    def __init__(self, node: ast.AST | Place | None, message: str):
         self.node = node
         self.message = message
 
 
-def check_name(text: Text, what: str) -> str | None:
-    """The reason a spec name is invalid, or None."""
+def check_name(text: Text, what: str, module: bool = False) -> str | None:
+    """The reason a spec name is invalid, or None (``module``: the name of the generated module)."""
     name = text.value
     if not IDENTIFIER.match(name) or not name.isascii():
         return f"{what} {name!r} is not a valid Python identifier"
@@ -42,9 +65,20 @@ def check_name(text: Text, what: str) -> str | None:
         return f"{what} {name!r} is a Python keyword"
     if name.startswith("_"):
         return f"{what} {name!r} must not start with an underscore (reserved for generated code)"
+    if module:
+        if name in SHADOWED_MODULES:
+            return f"{what} {name!r} would shadow the module {name!r} that the generated files import"
+        return None
     if name in CALLABLE:
         return f"{what} {name!r} is the name of an op"
+    if name in RESERVED:
+        return f"{what} {name!r} is reserved in generated modules ({RESERVED[name]})"
     return None
+
+
+def _did_you_mean(name: str, candidates) -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _Lowerer:
@@ -78,13 +112,23 @@ class _Lowerer:
     def name_node(self, nid: int, name: str, place: Place) -> None:
         """Give a graph entry's name to its node (the first name wins when CSE merged two entries)."""
         n = self.nodes[nid]
-        if n.name is None:
-            self.nodes[nid] = Node(n.id, n.op, n.args, n.attrs, name, name, place, n.entry)
+        if n.name is None:  # keeps the expression's place: shape errors point into the expression
+            self.nodes[nid] = Node(n.id, n.op, n.args, n.attrs, name, name, n.place, n.entry)
 
     # -- expressions ---------------------------------------------------------------------------------
     def place_of(self, node: ast.AST) -> Place:
         assert self.expr_text is not None
         return self.expr_text.place_at(getattr(node, "lineno", 1) - 1, getattr(node, "col_offset", 0))
+
+    def operator_place(self, node: ast.BinOp) -> Place:
+        """The place of a binary operator's symbol (``@`` in ``x @ W``), else of the whole expression."""
+        left, right = node.left, node.right
+        if left.end_lineno == right.lineno:
+            line = self.expr_text.value.splitlines()[right.lineno - 1]
+            k = line.find(SYMBOLS[type(node.op)], left.end_col_offset, right.col_offset)
+            if k >= 0:
+                return self.expr_text.place_at(right.lineno - 1, k)
+        return self.place_of(node)
 
     def source_of(self, node: ast.AST) -> str:
         return ast.get_source_segment(self.expr_text.value, node) or ast.unparse(node)
@@ -93,10 +137,12 @@ class _Lowerer:
         place = self.place_of(node)
         label = self.source_of(node)
         if isinstance(node, ast.Name):
-            return self.name(node.id, place)
+            return self.name(node, place)
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 raise _Unsupported(node, f"unsupported literal {label}; only int and float numbers may appear here")
+            if not math.isfinite(node.value):
+                raise _Unsupported(node, f"the literal {label} is not a finite number")
             return Const(node.value, label)
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
@@ -111,6 +157,7 @@ class _Lowerer:
             op = BINOPS.get(type(node.op))
             if op is None:
                 raise _Unsupported(node, f"unsupported operator in {label}; allowed: + - * / @ ** and unary -")
+            place = self.operator_place(node)
             left = self.expr(node.left)
             if op == "pow":
                 right = self.literal_number(node.right, "the exponent of **")
@@ -135,17 +182,19 @@ class _Lowerer:
         what = SYNTAX_NAMES.get(type(node), type(node).__name__)
         raise _Unsupported(node, f"{what} are not allowed in expressions" if what.endswith("s") else f"{what} is not allowed in expressions")
 
-    def name(self, name: str, place: Place) -> int:
+    def name(self, node: ast.Name, place: Place) -> int:
+        name = node.id
         if name in self.scope:
             return self.scope[name]
         if name in CALLABLE:
-            raise _Unsupported(None, f"op {name!r} must be called, as {name}(...)")
+            raise _Unsupported(node, f"op {name!r} must be called, as {name}(...)")
         if name in self.later:
             line = self.later[name].line
             if name == self.entry:
-                raise _Unsupported(None, f"{name!r} is used in its own definition")
-            raise _Unsupported(None, f"{name!r} is used before it is defined (line {line})")
-        raise _Unsupported(None, f"unknown name {name!r}; not an input or an earlier graph entry")
+                raise _Unsupported(node, f"{name!r} is used in its own definition")
+            raise _Unsupported(node, f"{name!r} is used before it is defined (line {line})")
+        raise _Unsupported(node, f"unknown name {name!r}; not an input or an earlier graph entry"
+                                 + _did_you_mean(name, self.scope))
 
     def literal_number(self, node: ast.AST, what: str) -> Const:
         value = node
@@ -154,17 +203,26 @@ class _Lowerer:
             sign = -1 if isinstance(node.op, ast.USub) else 1
             value = node.operand
         if isinstance(value, ast.Constant) and isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+            if not math.isfinite(value.value):
+                raise _Unsupported(node, f"the literal {self.source_of(node)} is not a finite number")
             return Const(sign * value.value, self.source_of(node))
         raise _Unsupported(node, f"{what} must be a number literal, not a tensor expression ({self.source_of(node)})")
 
     def call(self, node: ast.Call, label: str, place: Place) -> int:
         if not isinstance(node.func, ast.Name):
-            raise _Unsupported(node, f"only the ops may be called, not {self.source_of(node.func)}")
+            func = node.func
+            if type(func) in SYNTAX_NAMES:
+                self.expr(func)  # raises: "lambdas are not allowed ..."
+            if isinstance(func, ast.Attribute) and func.attr in CALLABLE and not node.keywords and not node.args:
+                obj = self.source_of(func.value)
+                raise _Unsupported(node, f"methods are not allowed; write {func.attr}({obj}) instead of {label}")
+            raise _Unsupported(node, f"only the ops may be called, not {self.source_of(func)}")
         opname = node.func.id
         if opname not in CALLABLE:
             if opname in self.scope:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
-            raise _Unsupported(node, f"unknown op {opname!r}; known ops: {', '.join(sorted(CALLABLE))}")
+            hint = _did_you_mean(opname, CALLABLE)
+            raise _Unsupported(node, f"unknown op {opname!r}{hint or ';'} known ops: {', '.join(sorted(CALLABLE))}")
         opdef = TABLE[opname]
         params = opdef.params
         values: dict[str, ast.AST] = {}
@@ -183,7 +241,8 @@ class _Lowerer:
         for param, arg in zip(params, positional):
             values[param.name] = arg
         if len(positional) > len(params):
-            raise _Unsupported(node.args[len(params)], f"{opname} takes at most {len(params)} positional arguments")
+            many = "argument" if len(params) == 1 else "arguments"
+            raise _Unsupported(node.args[len(params)], f"{opname} takes at most {len(params)} positional {many}")
         for kw in node.keywords:
             if kw.arg is None:
                 raise _Unsupported(kw, f"**kwargs are not allowed in a call of {opname}")
@@ -253,7 +312,8 @@ class _Lowerer:
             if isinstance(arg, ast.Constant) and arg.value in param.choices:
                 return arg.value
             choices = " or ".join(repr(c) for c in param.choices)
-            raise _Unsupported(arg, f"{param.name} of {opname} must be {choices}, not {text}")
+            quote = " (a string: put it in quotes)" if isinstance(arg, ast.Name) and arg.id in param.choices else ""
+            raise _Unsupported(arg, f"{param.name} of {opname} must be {choices}, not {text}{quote}")
         if kind == "str":
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 return arg.value
@@ -300,18 +360,19 @@ class _Lowerer:
                 return False
             if text.value in names_seen:
                 first = names_seen[text.value]
-                self.err(text.place, f"{what} {text.value!r} is already defined (line {first.line})")
+                kind = "an input" if text.value in self.defined_at else "a graph entry"
+                self.err(text.place, f"{what} {text.value!r} is already defined as {kind} (line {first.line})")
                 return False
             names_seen[text.value] = text.place
             return True
 
         module_name = doc.stem
         if doc.name is not None:
-            reason = check_name(doc.name, "name")
+            reason = check_name(doc.name, "name", module=True)
             if reason:
                 self.err(doc.name.place, reason)
             module_name = doc.name.value
-        elif not IDENTIFIER.match(doc.stem) or keyword.iskeyword(doc.stem) or doc.stem.startswith("_"):
+        elif check_name(Text(doc.stem, doc.top_place), "", module=True):
             self.err(doc.top_place, f"the file name {doc.stem!r} is not a valid module name; set 'name:' in the spec")
 
         inputs: list[InputInfo] = []
@@ -324,8 +385,8 @@ class _Lowerer:
                 else:
                     self.dims.setdefault(t.value, t.place)
                     shape.append(Dim.sym(t.value))
-            if not ok:
-                continue
+            if not ok and decl.name.value in self.scope:
+                continue  # a second definition: the first one stands
             nid = self.add("input", (), (), decl.name.value, decl.name.place, decl.name.value)
             self.scope[decl.name.value] = nid
             inputs.append(InputInfo(nid, decl.name.value, tuple(shape), decl.dtype.value, decl.name.place,
@@ -342,13 +403,22 @@ class _Lowerer:
                 tree = ast.parse(decl.expr.value, mode="eval")
             except SyntaxError as exc:
                 col = (exc.offset or 1) - 1
-                self.err(decl.expr.place_at(0, col), f"invalid expression: {exc.msg}")
+                self.err(decl.expr.place_at(0, col), _statement(decl.expr.value) or f"invalid expression: {exc.msg}")
+                self.later.pop(name, None)
+                continue
+            if _is_number(tree.body):
+                self.err(decl.expr.place, f"graph entry {name!r} is a number, not a tensor expression")
                 self.later.pop(name, None)
                 continue
             try:
                 value = self.expr(tree.body)
             except _Unsupported as exc:
-                place = self.place_of(exc.node) if exc.node is not None and hasattr(exc.node, "col_offset") else decl.expr.place
+                if isinstance(exc.node, Place):
+                    place = exc.node
+                elif exc.node is not None and hasattr(exc.node, "col_offset"):
+                    place = self.place_of(exc.node)
+                else:
+                    place = decl.expr.place
                 self.err(place, exc.message)
                 self.later.pop(name, None)
                 continue
@@ -358,8 +428,8 @@ class _Lowerer:
             if isinstance(value, Const):
                 self.err(decl.expr.place, f"graph entry {name!r} is a number, not a tensor expression")
                 continue
-            if not ok:
-                continue
+            if not ok and name in self.scope:
+                continue  # a second definition: the first one stands
             self.name_node(value, name, decl.name.place)
             self.scope[name] = value
             entries.append(Entry(name, value, decl.expr.value, decl.name.place))
@@ -411,6 +481,31 @@ class _Lowerer:
         dim_origin = tuple((d, place) for d, place in self.dims.items())
         return Graph(self.path, module_name, description, tuple(self.nodes), tuple(inputs), tuple(entries),
                      output, tuple(wrt), tuple((d, "", p) for d, p in dim_origin))
+
+
+def _is_number(node: ast.AST) -> bool:
+    """Whether an expression is arithmetic on number literals only (``2 * 3``)."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+    if isinstance(node, ast.UnaryOp):
+        return _is_number(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _is_number(node.left) and _is_number(node.right)
+    return False
+
+
+def _statement(source: str) -> str | None:
+    """The message for text that parses as Python statements rather than one expression, else None."""
+    try:
+        body = ast.parse(source, mode="exec").body
+    except SyntaxError:
+        return None
+    if len(body) > 1:
+        return "a graph entry is one expression, not several statements"
+    if body and not isinstance(body[0], ast.Expr):
+        what = STATEMENTS.get(type(body[0]), "a statement")
+        return f"a graph entry is one expression, not {what}"
+    return None
 
 
 def _ancestors(nodes: list[Node], root: int) -> set[int]:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from gradgen.dims import Dim, numel, shape_str
 from gradgen.expr import (
-    Attr, Bin, E, Index, Lit, Tuple, add, axis_lit, call, div, method, mul, neg, num, sub,
+    Attr, Bin, E, Index, Lit, Slice, Tuple, add, axis_lit, call, div, method, mul, neg, num, sub,
 )
 from gradgen.ir import TensorType
 
@@ -128,7 +128,7 @@ def kw_axis(axes: tuple[int, ...], rank: int) -> Lit:
 
 def expand(b, g: E, axes, rank_in, keepdims) -> E:
     """Re-insert reduced axes into a cotangent so that it broadcasts against the operand."""
-    if keepdims or not axes:
+    if keepdims or not axes or isinstance(g, Lit):  # a number broadcasts as it is
         return g
     return call("np.expand_dims", g, axis=kw_axis(axes, rank_in))
 
@@ -750,9 +750,8 @@ class Concatenate:
         for i in range(len(b.types)):
             size = b.t(i).shape[ax]
             end = start + size
-            lo = "" if start.value == 0 else b.dim(start).render()
-            hi = b.dim(end).render()
-            sl = Lit(f"{lo}:{hi}")
+            # a Slice expression, not text, so the planner sees (and caches) the dims it reads
+            sl = Slice(None if start.value == 0 else b.dim(start), b.dim(end))
             index = tuple(Lit(":") for _ in range(ax)) + (sl,)
             out.append(Index(b.g, index, False) if b.needs(i) else None)
             start = end

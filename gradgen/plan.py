@@ -597,11 +597,16 @@ def plan(tg: TypedGraph) -> Plan:
 
     fwd = p.forward()
 
-    def grad_exprs(adj, dtype):
+    def grad_exprs(adj, dtype, stmts):
+        numbers = {s.target: s.expr for s in stmts if s.target and s.expr is not None and not s.expr.vars()}
         res = []
         for nid in wrt_nodes:
             name = g.nodes[nid].name
-            if nid in adj:
+            if nid in adj and isinstance(adj[nid], Var) and adj[nid].name in numbers:
+                # the cotangent 1 passed straight through + or -: return it as an array of the input's shape
+                shape = Tuple(tuple(p.dim_expr(d) for d in tg.types[nid].shape))
+                res.append((name, Call("np.full", (shape, numbers[adj[nid].name]), (("dtype", dtype),))))
+            elif nid in adj:
                 res.append((name, adj[nid]))
             else:
                 zeros_shape = Tuple(tuple(p.dim_expr(d) for d in tg.types[nid].shape))
@@ -611,7 +616,7 @@ def plan(tg: TypedGraph) -> Plan:
     # split backward: dout is the cotangent of the output
     dtype_split = Var("dtype")
     b_stmts, b_adj = p.sweep(Var("dout"), dtype_split)
-    b_grads = grad_exprs(b_adj, dtype_split)
+    b_grads = grad_exprs(b_adj, dtype_split, b_stmts)
     grad_vars = [e.name for _, e in b_grads if isinstance(e, Var)]
     params_b = set(p.var.values()) | set(dims_all) | {"dout", "dtype"}
     b_opt, b_ren = optimize(b_stmts, params_b, grad_vars, kind, shape_of)
@@ -644,7 +649,7 @@ def plan(tg: TypedGraph) -> Plan:
     if out_type.shape == ():
         dtype_fused = Attr(Var(out_var), "dtype")
         u_stmts, u_adj = p.sweep(Lit("1"), dtype_fused)
-        u_grads = grad_exprs(u_adj, dtype_fused)
+        u_grads = grad_exprs(u_adj, dtype_fused, u_stmts)
         body = fwd + u_stmts
         gv = [e.name for _, e in u_grads if isinstance(e, Var)]
         u_opt, u_ren = optimize(body, set(inputs) | set(dims_all), [out_var] + gv, kind, shape_of)
