@@ -18,9 +18,9 @@ from gradgen.expr import (
     AUG_OPS, UFUNC_OF, Attr, Bin, Call, E, Index, Lit, Method, Neg, Tuple, Var, add, axis_lit, method,
 )
 from gradgen.ir import Const, Node, TensorType, TypedGraph
+from gradgen.lower import RESERVED
 from gradgen.ops import TABLE
 
-RESERVED = {"np", "dout", "cache", "dtype", "Gradients", "forward", "backward", "value_and_grad"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ class Plan:
 
 class Namer:
     def __init__(self, taken: set[str]):
-        self.taken = set(taken) | set(keyword.kwlist) | RESERVED | set(dir(builtins))
+        self.taken = set(taken) | set(keyword.kwlist) | set(RESERVED) | set(dir(builtins))
         self.kind: dict[str, tuple[str, str]] = {}  # name -> (kind, phase)
 
     def claim(self, name: str, kind: str, phase: str) -> str:
