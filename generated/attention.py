@@ -89,22 +89,21 @@ def _bind_dims(x, Wq, Wk, Wv, Wo):
 def forward(x, Wq, Wk, Wv, Wo):
     """Compute loss []; return it and the cache that `backward` needs."""
     B, T, D, K = _bind_dims(x, Wq, Wk, Wv, Wo)
-    q = x @ Wq  # [B, T, K]
-    k = x @ Wk  # [B, T, K]
-    v = x @ Wv  # [B, T, K]
+    q = (x.reshape(-1, D) @ Wq).reshape((B, T, K))  # [B, T, K]
+    k = (x.reshape(-1, D) @ Wk).reshape((B, T, K))  # [B, T, K]
+    v = (x.reshape(-1, D) @ Wv).reshape((B, T, K))  # [B, T, K]
     scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
-    attn = scores
+    attn = scores  # [B, T, T]
     attn -= scores.max(axis=-1, keepdims=True)  # [B, T, T]
-    np.exp(attn, out=attn)
-    attn /= attn.sum(axis=-1, keepdims=True)
+    np.exp(attn, out=attn)  # [B, T, T]
+    attn *= 1 / attn.sum(axis=-1, keepdims=True)  # [B, T, T]
     ctx = attn @ v  # [B, T, K]
-    out = ctx @ Wo  # [B, T, D]
-    loss_sub = out
+    out = (ctx.reshape(-1, K) @ Wo).reshape((B, T, D))  # [B, T, D]
+    loss_sub = out  # [B, T, D]
     loss_sub -= x  # [B, T, D]
-    loss_square = np.square(loss_sub)  # [B, T, D]
-    loss = loss_square.mean()  # []
+    loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     return loss, _Cache(x, Wo, q, v, scores_transpose, attn, ctx, loss_sub, B, T, D, K, loss.dtype)
 
 
@@ -113,27 +112,26 @@ def backward(dout, cache):
     x, Wo, q, v, scores_transpose, attn, ctx, loss_sub, B, T, D, K, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = mean(square(out - x))
-    # mean rule: broadcast back, divided by the count
-    dout_2 = np.full((B, T, D), dout / (B * D * T), dtype=dtype)
-    dout_2 *= 2 * loss_sub  # square rule
+    dout_2 = loss_sub * (2 * (dout / (B * D * T)))  # square rule
     # out = ctx @ Wo
-    dctx = dout_2 @ Wo.T  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dctx = (dout_2.reshape(-1, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
     dWo = ctx.reshape(-1, K).T @ dout_2.reshape(-1, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
+    dscores = dattn  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores = attn * (dattn - (dattn * attn).sum(axis=-1, keepdims=True))
+    dscores -= np.einsum("...j,...j->...", dattn, attn)[..., None]
+    dscores *= attn  # softmax rule, reusing the forward output
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
-    dscores_matmul = dscores
+    dscores_matmul = dscores  # quotient rule
     dscores_matmul /= 8.0  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ scores_transpose.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
-    dscores_transpose = q.swapaxes(-1, -2) @ dscores_matmul
-    dk = np.transpose(dscores_transpose, (0, 2, 1))  # transpose rule: the inverse permutation
+    dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
     # batched matmul rule, notes section 5 per batch element
     dWv = x.reshape(-1, D).T @ dv.reshape(-1, K)
@@ -149,45 +147,43 @@ def backward(dout, cache):
 def value_and_grad(x, Wq, Wk, Wv, Wo):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     B, T, D, K = _bind_dims(x, Wq, Wk, Wv, Wo)
-    q = x @ Wq  # [B, T, K]
-    k = x @ Wk  # [B, T, K]
-    v = x @ Wv  # [B, T, K]
+    q = (x.reshape(-1, D) @ Wq).reshape((B, T, K))  # [B, T, K]
+    k = (x.reshape(-1, D) @ Wk).reshape((B, T, K))  # [B, T, K]
+    v = (x.reshape(-1, D) @ Wv).reshape((B, T, K))  # [B, T, K]
     scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
-    attn = scores
+    attn = scores  # [B, T, T]
     attn -= scores.max(axis=-1, keepdims=True)  # [B, T, T]
-    np.exp(attn, out=attn)
-    attn /= attn.sum(axis=-1, keepdims=True)
+    np.exp(attn, out=attn)  # [B, T, T]
+    attn *= 1 / attn.sum(axis=-1, keepdims=True)  # [B, T, T]
     ctx = attn @ v  # [B, T, K]
-    out = ctx @ Wo  # [B, T, D]
-    loss_sub = out
+    out = (ctx.reshape(-1, K) @ Wo).reshape((B, T, D))  # [B, T, D]
+    loss_sub = out  # [B, T, D]
     loss_sub -= x  # [B, T, D]
-    loss_square = np.square(loss_sub)  # [B, T, D]
-    loss = loss_square.mean()  # []
+    loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     # loss = mean(square(out - x))
-    # mean rule: broadcast back, divided by the count
-    dout_2 = np.full((B, T, D), 1 / (B * D * T), dtype=loss.dtype)
-    dout_2 *= 2 * loss_sub  # square rule
+    dout_2 = loss_sub  # square rule
+    dout_2 *= 2 * (1 / (B * D * T))  # square rule
     # out = ctx @ Wo
-    dctx = dout_2 @ Wo.T  # batched matmul rule, notes section 5 per batch element
+    # batched matmul rule, notes section 5 per batch element
+    dctx = (dout_2.reshape(-1, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
     dWo = ctx.reshape(-1, K).T @ dout_2.reshape(-1, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
-    dscores = attn
+    dscores = dattn  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores *= dattn - (dattn * attn).sum(axis=-1, keepdims=True)
+    dscores -= np.einsum("...j,...j->...", dattn, attn)[..., None]
+    dscores *= attn  # softmax rule, reusing the forward output
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
-    dscores_matmul = dscores
+    dscores_matmul = dscores  # quotient rule
     dscores_matmul /= 8.0  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ scores_transpose.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
-    dscores_transpose = q.swapaxes(-1, -2) @ dscores_matmul
-    dk = np.transpose(dscores_transpose, (0, 2, 1))  # transpose rule: the inverse permutation
+    dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
     # batched matmul rule, notes section 5 per batch element
     dWv = x.reshape(-1, D).T @ dv.reshape(-1, K)

@@ -89,15 +89,14 @@ def backward(dout, cache):
     # loss = mean(nll)
     dnll = np.full((N,), dout / N, dtype=dtype)  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
-    dnll_log = dnll
-    np.negative(dnll_log, out=dnll_log)  # negation rule
-    dp = dnll_log * nll_sub  # product rule
-    dp /= nll_sub_2  # log rule
-    np.negative(dp, out=dp)  # difference rule
+    dnll_log = np.negative(dnll, out=dnll)  # negation rule
+    dnll_sub_2 = dnll_log * nll_sub  # product rule
+    dnll_sub_2 /= nll_sub_2  # log rule
+    dp = np.negative(dnll_sub_2, out=dnll_sub_2)  # difference rule
     dnll_log *= t  # product rule
     dp += dnll_log / p  # log rule, accumulated over uses (notes section 3)
     # p = sigmoid(z)
-    dz = dp
+    dz = dp  # sigmoid rule, reusing the forward output
     dz *= p * (1 - p)  # sigmoid rule, reusing the forward output
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
@@ -123,16 +122,15 @@ def value_and_grad(x, t, w, b):
     # loss = mean(nll)
     dnll = np.full((N,), 1 / N, dtype=loss.dtype)  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
-    dnll_log = dnll
-    np.negative(dnll_log, out=dnll_log)  # negation rule
-    dp = nll_sub
-    dp *= dnll_log  # product rule
-    dp /= nll_sub_2  # log rule
-    np.negative(dp, out=dp)  # difference rule
+    dnll_log = np.negative(dnll, out=dnll)  # negation rule
+    dnll_sub_2 = nll_sub  # product rule
+    dnll_sub_2 *= dnll_log  # product rule
+    dnll_sub_2 /= nll_sub_2  # log rule
+    dp = np.negative(dnll_sub_2, out=dnll_sub_2)  # difference rule
     dnll_log *= t  # product rule
     dp += dnll_log / p  # log rule, accumulated over uses (notes section 3)
     # p = sigmoid(z)
-    dz = dp
+    dz = dp  # sigmoid rule, reusing the forward output
     dz *= p * (1 - p)  # sigmoid rule, reusing the forward output
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6

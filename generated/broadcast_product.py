@@ -38,8 +38,6 @@ class _Cache(NamedTuple):
     y: object
     X: object
     A_sigmoid: object
-    M: object
-    N: object
     dtype: object
 
 
@@ -62,19 +60,18 @@ def forward(y, X):
     B = y * X  # [N, M]
     A_sigmoid = 0.5 + 0.5 * np.tanh(0.5 * B)  # [N, M]
     A = A_sigmoid.sum()  # []
-    return A, _Cache(y, X, A_sigmoid, M, N, A.dtype)
+    return A, _Cache(y, X, A_sigmoid, A.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. y, X, given dout = d(objective)/d(A) []."""
-    y, X, A_sigmoid, M, N, dtype = cache
+    y, X, A_sigmoid, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # A = sum(sigmoid(B))
-    dB = np.full((N, M), dout, dtype=dtype)  # sum rule: broadcast back
-    dB *= A_sigmoid * (1 - A_sigmoid)  # sigmoid rule, reusing the forward output
+    dB = A_sigmoid * (1 - A_sigmoid) * dout  # sigmoid rule, reusing the forward output
     # B = y * X
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
-    dX = dB
+    dX = dB  # product rule
     dX *= y  # product rule
     return Gradients(y=dy, X=dX)
 
@@ -86,10 +83,10 @@ def value_and_grad(y, X):
     A_sigmoid = 0.5 + 0.5 * np.tanh(0.5 * B)  # [N, M]
     A = A_sigmoid.sum()  # []
     # A = sum(sigmoid(B))
-    dB = np.full((N, M), 1, dtype=A.dtype)  # sum rule: broadcast back
-    dB *= A_sigmoid * (1 - A_sigmoid)  # sigmoid rule, reusing the forward output
+    dB = A_sigmoid  # sigmoid rule, reusing the forward output
+    dB *= 1 - A_sigmoid  # sigmoid rule, reusing the forward output
     # B = y * X
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
-    dX = dB
+    dX = dB  # product rule
     dX *= y  # product rule
     return A, Gradients(y=dy, X=dX)

@@ -36,8 +36,6 @@ class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
     A_tanh: object
-    N: object
-    M: object
     dtype: object
 
 
@@ -57,19 +55,17 @@ def forward(X, y):
     """Compute A []; return it and the cache that `backward` needs."""
     N, M = _bind_dims(X, y)
     B = X + y  # [N, M]
-    A_tanh = B
-    np.tanh(A_tanh, out=A_tanh)  # [N, M]
+    A_tanh = np.tanh(B, out=B)  # [N, M]
     A = A_tanh.sum()  # []
-    return A, _Cache(A_tanh, N, M, A.dtype)
+    return A, _Cache(A_tanh, A.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. X, y, given dout = d(objective)/d(A) []."""
-    A_tanh, N, M, dtype = cache
+    A_tanh, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # A = sum(tanh(B))
-    dB = np.full((N, M), dout, dtype=dtype)  # sum rule: broadcast back
-    dB *= 1 - A_tanh * A_tanh  # tanh rule, reusing the forward output
+    dB = (1 - A_tanh * A_tanh) * dout  # tanh rule, reusing the forward output
     # B = X + y
     dX = dB  # sum rule
     dy = dB.sum(axis=0)  # broadcast sum rule, notes section 6
@@ -80,12 +76,10 @@ def value_and_grad(X, y):
     """Return A and its gradients in one pass (the cotangent of A is 1)."""
     N, M = _bind_dims(X, y)
     B = X + y  # [N, M]
-    A_tanh = B
-    np.tanh(A_tanh, out=A_tanh)  # [N, M]
+    A_tanh = np.tanh(B, out=B)  # [N, M]
     A = A_tanh.sum()  # []
     # A = sum(tanh(B))
-    dB = np.full((N, M), 1, dtype=A.dtype)  # sum rule: broadcast back
-    dB *= 1 - A_tanh * A_tanh  # tanh rule, reusing the forward output
+    dB = 1 - A_tanh * A_tanh  # tanh rule, reusing the forward output
     # B = X + y
     dX = dB  # sum rule
     dy = dB.sum(axis=0)  # broadcast sum rule, notes section 6

@@ -102,7 +102,7 @@ def backward(dout, cache):
     # logsumexp rule: softmax times the cotangent
     dclipped = np.expand_dims(dloss_logsumexp, axis=-1) * np.exp(clipped - loss_logsumexp_lse)
     # clipped = minimum(maximum(mixed, lo), 1.5)
-    dclipped_maximum = dclipped
+    dclipped_maximum = dclipped  # minimum rule (ties go to a)
     dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)
     dmixed = dclipped_maximum * (mixed >= lo)  # maximum rule (ties go to a)
     # maximum rule (ties go to a), broadcast reduced (notes section 6)
@@ -138,7 +138,7 @@ def value_and_grad(a, c, W, lo):
     # logsumexp rule: softmax times the cotangent
     dclipped = np.expand_dims(dloss_logsumexp, axis=-1) * np.exp(clipped - loss_logsumexp_lse)
     # clipped = minimum(maximum(mixed, lo), 1.5)
-    dclipped_maximum = dclipped
+    dclipped_maximum = dclipped  # minimum rule (ties go to a)
     dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)
     dmixed = dclipped_maximum * (mixed >= lo)  # maximum rule (ties go to a)
     # maximum rule (ties go to a), broadcast reduced (notes section 6)

@@ -77,16 +77,15 @@ def forward(x, gamma, beta, target):
     xc = x - mu  # [N, D]
     var_square = np.square(xc)  # [N, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [N, 1]
-    xhat_sqrt = var
+    xhat_sqrt = var  # [N, 1]
     xhat_sqrt += 1e-5  # [N, 1]
     np.sqrt(xhat_sqrt, out=xhat_sqrt)  # [N, 1]
     xhat = xc / xhat_sqrt  # [N, D]
     y = gamma * xhat  # [N, D]
     y += beta  # [N, D]
-    loss_sub = y
+    loss_sub = y  # [N, D]
     loss_sub -= target  # [N, D]
-    loss_square = np.square(loss_sub)  # [N, D]
-    loss = loss_square.mean()  # []
+    loss = np.vdot(loss_sub, loss_sub) / (D * N)  # []
     return loss, _Cache(gamma, xc, xhat_sqrt, xhat, loss_sub, N, D, loss.dtype)
 
 
@@ -95,13 +94,11 @@ def backward(dout, cache):
     gamma, xc, xhat_sqrt, xhat, loss_sub, N, D, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = mean(square(y - target))
-    # mean rule: broadcast back, divided by the count
-    dy = np.full((N, D), dout / (D * N), dtype=dtype)
-    dy *= 2 * loss_sub  # square rule
+    dy = loss_sub * (2 * (dout / (D * N)))  # square rule
     # y = gamma * xhat + beta
     dbeta = dy.sum(axis=0)  # broadcast sum rule, notes section 6
     dgamma = (dy * xhat).sum(axis=0)  # broadcast product rule, notes section 7
-    dxhat = dy
+    dxhat = dy  # product rule
     dxhat *= gamma  # product rule
     # xhat = xc / sqrt(var + 1e-5)
     dxc = dxhat / xhat_sqrt  # quotient rule
@@ -115,6 +112,7 @@ def backward(dout, cache):
     # xc = x - mu
     dmu = (-dxc).sum(axis=1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
+    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dx = dxc
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dx += np.broadcast_to(dmu / D, (N, D))
@@ -128,24 +126,22 @@ def value_and_grad(x, gamma, beta, target):
     xc = x - mu  # [N, D]
     var_square = np.square(xc)  # [N, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [N, 1]
-    xhat_sqrt = var
+    xhat_sqrt = var  # [N, 1]
     xhat_sqrt += 1e-5  # [N, 1]
     np.sqrt(xhat_sqrt, out=xhat_sqrt)  # [N, 1]
     xhat = xc / xhat_sqrt  # [N, D]
     y = gamma * xhat  # [N, D]
     y += beta  # [N, D]
-    loss_sub = y
+    loss_sub = y  # [N, D]
     loss_sub -= target  # [N, D]
-    loss_square = np.square(loss_sub)  # [N, D]
-    loss = loss_square.mean()  # []
+    loss = np.vdot(loss_sub, loss_sub) / (D * N)  # []
     # loss = mean(square(y - target))
-    # mean rule: broadcast back, divided by the count
-    dy = np.full((N, D), 1 / (D * N), dtype=loss.dtype)
-    dy *= 2 * loss_sub  # square rule
+    dy = loss_sub  # square rule
+    dy *= 2 * (1 / (D * N))  # square rule
     # y = gamma * xhat + beta
     dbeta = dy.sum(axis=0)  # broadcast sum rule, notes section 6
     dgamma = (dy * xhat).sum(axis=0)  # broadcast product rule, notes section 7
-    dxhat = dy
+    dxhat = dy  # product rule
     dxhat *= gamma  # product rule
     # xhat = xc / sqrt(var + 1e-5)
     dxc = dxhat / xhat_sqrt  # quotient rule
@@ -159,6 +155,7 @@ def value_and_grad(x, gamma, beta, target):
     # xc = x - mu
     dmu = (-dxc).sum(axis=1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
+    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dx = dxc
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dx += np.broadcast_to(dmu / D, (N, D))

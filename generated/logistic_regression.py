@@ -39,8 +39,9 @@ class _Cache(NamedTuple):
 
     x: object
     y: object
-    loss_probs: object
+    loss_exp: object
     loss_rows: object
+    loss_sums: object
     N: object
     dtype: object
 
@@ -72,22 +73,23 @@ def forward(x, y, W, b):
     logits = x @ W  # [N, C]
     logits += b  # [N, C]
     loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs = logits - loss_max  # [N, C]
-    np.exp(loss_probs, out=loss_probs)
-    loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs /= loss_sums
+    loss_exp = logits  # [N, C]
+    loss_exp -= loss_max  # [N, C]
     loss_rows = np.arange(N)  # [N]
-    loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, y].sum()) / N  # []
-    return loss, _Cache(x, y, loss_probs, loss_rows, N, loss.dtype)
+    loss_picked = loss_exp[loss_rows, y]  # [N]
+    np.exp(loss_exp, out=loss_exp)  # [N, C]
+    loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
+    return loss, _Cache(x, y, loss_exp, loss_rows, loss_sums, N, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. W, b, given dout = d(objective)/d(loss) []."""
-    x, y, loss_probs, loss_rows, N, dtype = cache
+    x, y, loss_exp, loss_rows, loss_sums, N, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs * dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = x @ W + b
     db = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
@@ -101,16 +103,17 @@ def value_and_grad(x, y, W, b):
     logits = x @ W  # [N, C]
     logits += b  # [N, C]
     loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs = logits - loss_max  # [N, C]
-    np.exp(loss_probs, out=loss_probs)
-    loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs /= loss_sums
+    loss_exp = logits  # [N, C]
+    loss_exp -= loss_max  # [N, C]
     loss_rows = np.arange(N)  # [N]
-    loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, y].sum()) / N  # []
+    loss_picked = loss_exp[loss_rows, y]  # [N]
+    np.exp(loss_exp, out=loss_exp)  # [N, C]
+    loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs
-    dlogits *= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
+    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = x @ W + b
     db = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6

@@ -60,8 +60,7 @@ def forward(X, Y):
     """Compute A []; return it and the cache that `backward` needs."""
     N, M, P = _bind_dims(X, Y)
     B = X @ Y  # [N, P]
-    A_square = np.square(B)  # [N, P]
-    A = A_square.mean()  # []
+    A = np.vdot(B, B) / (N * P)  # []
     return A, _Cache(X, Y, B, N, P, A.dtype)
 
 
@@ -70,9 +69,7 @@ def backward(dout, cache):
     X, Y, B, N, P, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # A = mean(square(B))
-    # mean rule: broadcast back, divided by the count
-    dB = np.full((N, P), dout / (N * P), dtype=dtype)
-    dB *= 2 * B  # square rule
+    dB = B * (2 * (dout / (N * P)))  # square rule
     # B = X @ Y
     dX = dB @ Y.T  # matmul rule, notes section 5
     dY = X.T @ dB  # matmul rule, notes section 5
@@ -83,12 +80,10 @@ def value_and_grad(X, Y):
     """Return A and its gradients in one pass (the cotangent of A is 1)."""
     N, M, P = _bind_dims(X, Y)
     B = X @ Y  # [N, P]
-    A_square = np.square(B)  # [N, P]
-    A = A_square.mean()  # []
+    A = np.vdot(B, B) / (N * P)  # []
     # A = mean(square(B))
-    # mean rule: broadcast back, divided by the count
-    dB = np.full((N, P), 1 / (N * P), dtype=A.dtype)
-    dB *= 2 * B  # square rule
+    dB = B  # square rule
+    dB *= 2 * (1 / (N * P))  # square rule
     # B = X @ Y
     dX = dB @ Y.T  # matmul rule, notes section 5
     dY = X.T @ dB  # matmul rule, notes section 5

@@ -45,8 +45,9 @@ class _Cache(NamedTuple):
     y: object
     W2: object
     h: object
-    loss_probs: object
+    loss_exp: object
     loss_rows: object
+    loss_sums: object
     N: object
     dtype: object
 
@@ -86,34 +87,34 @@ def forward(x, y, W1, b1, W2, b2):
     N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
     z1 = x @ W1  # [N, H]
     z1 += b1  # [N, H]
-    h = z1
-    np.maximum(h, 0, out=h)  # [N, H]
+    h = np.maximum(z1, 0, out=z1)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
     loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs = logits - loss_max  # [N, C]
-    np.exp(loss_probs, out=loss_probs)
-    loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs /= loss_sums
+    loss_exp = logits  # [N, C]
+    loss_exp -= loss_max  # [N, C]
     loss_rows = np.arange(N)  # [N]
-    loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, y].sum()) / N  # []
-    return loss, _Cache(x, y, W2, h, loss_probs, loss_rows, N, loss.dtype)
+    loss_picked = loss_exp[loss_rows, y]  # [N]
+    np.exp(loss_exp, out=loss_exp)  # [N, C]
+    loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
+    return loss, _Cache(x, y, W2, h, loss_exp, loss_rows, loss_sums, N, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. W1, b1, W2, b2, given dout = d(objective)/d(loss) []."""
-    x, y, W2, h, loss_probs, loss_rows, N, dtype = cache
+    x, y, W2, h, loss_exp, loss_rows, loss_sums, N, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs * dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = relu(z1)
-    dz1 = dh
+    dz1 = dh  # relu rule (relu'(0) = 0)
     dz1 *= h > 0  # relu rule (relu'(0) = 0)
     # z1 = x @ W1 + b1
     db1 = dz1.sum(axis=0)  # broadcast sum rule, notes section 6
@@ -126,28 +127,28 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
     z1 = x @ W1  # [N, H]
     z1 += b1  # [N, H]
-    h = z1
-    np.maximum(h, 0, out=h)  # [N, H]
+    h = np.maximum(z1, 0, out=z1)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
     loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs = logits - loss_max  # [N, C]
-    np.exp(loss_probs, out=loss_probs)
-    loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs /= loss_sums
+    loss_exp = logits  # [N, C]
+    loss_exp -= loss_max  # [N, C]
     loss_rows = np.arange(N)  # [N]
-    loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, y].sum()) / N  # []
+    loss_picked = loss_exp[loss_rows, y]  # [N]
+    np.exp(loss_exp, out=loss_exp)  # [N, C]
+    loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs
-    dlogits *= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
+    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = relu(z1)
-    dz1 = dh
+    dz1 = dh  # relu rule (relu'(0) = 0)
     dz1 *= h > 0  # relu rule (relu'(0) = 0)
     # z1 = x @ W1 + b1
     db1 = dz1.sum(axis=0)  # broadcast sum rule, notes section 6

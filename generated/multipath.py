@@ -91,7 +91,7 @@ def backward(dout, cache):
     dh = dh + dg_exp * g_exp
     dh += dg * (2 * h)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
-    dh_matmul = dh
+    dh_matmul = dh  # tanh rule, reusing the forward output
     dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5
@@ -126,7 +126,7 @@ def value_and_grad(x, W):
     dh = dh + dg_exp * g_exp
     dh += dg * (2 * h)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
-    dh_matmul = dh
+    dh_matmul = dh  # tanh rule, reusing the forward output
     dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5

@@ -35,8 +35,9 @@ class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
     labels: object
-    loss_probs: object
+    loss_exp: object
     loss_rows: object
+    loss_sums: object
     N: object
     dtype: object
 
@@ -57,22 +58,22 @@ def forward(logits, labels):
     """Compute loss []; return it and the cache that `backward` needs."""
     N, C = _bind_dims(logits, labels)
     loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs = logits - loss_max  # [N, C]
-    np.exp(loss_probs, out=loss_probs)
-    loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs /= loss_sums
+    loss_exp = logits - loss_max  # [N, C]
     loss_rows = np.arange(N)  # [N]
-    loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, labels].sum()) / N  # []
-    return loss, _Cache(labels, loss_probs, loss_rows, N, loss.dtype)
+    loss_picked = loss_exp[loss_rows, labels]  # [N]
+    np.exp(loss_exp, out=loss_exp)  # [N, C]
+    loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
+    return loss, _Cache(labels, loss_exp, loss_rows, loss_sums, N, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. logits, given dout = d(objective)/d(loss) []."""
-    labels, loss_probs, loss_rows, N, dtype = cache
+    labels, loss_exp, loss_rows, loss_sums, N, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs * dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     return Gradients(logits=dlogits)
 
@@ -81,15 +82,15 @@ def value_and_grad(logits, labels):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     N, C = _bind_dims(logits, labels)
     loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs = logits - loss_max  # [N, C]
-    np.exp(loss_probs, out=loss_probs)
-    loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs /= loss_sums
+    loss_exp = logits - loss_max  # [N, C]
     loss_rows = np.arange(N)  # [N]
-    loss = (np.log(loss_sums).sum() + loss_max.sum() - logits[loss_rows, labels].sum()) / N  # []
+    loss_picked = loss_exp[loss_rows, labels]  # [N]
+    np.exp(loss_exp, out=loss_exp)  # [N, C]
+    loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_probs
-    dlogits *= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
+    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
     dlogits[loss_rows, labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     return loss, Gradients(logits=dlogits)

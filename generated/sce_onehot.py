@@ -57,11 +57,11 @@ def forward(theta, y):
     """Compute loss []; return it and the cache that `backward` needs."""
     N, C = _bind_dims(theta, y)
     loss_max = theta.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs = theta - loss_max  # [N, C]
-    np.exp(loss_probs, out=loss_probs)
+    loss_log_probs = theta - loss_max  # [N, C]
+    loss_probs = np.exp(loss_log_probs)  # [N, C]
     loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs /= loss_sums
-    loss_log_probs = theta - loss_max - np.log(loss_sums)  # [N, C]
+    loss_probs /= loss_sums  # [N, C]
+    loss_log_probs -= np.log(loss_sums)  # [N, C]
     loss = -(y * loss_log_probs).sum()  # []
     return loss, _Cache(y, loss_probs, loss.dtype)
 
@@ -79,13 +79,13 @@ def value_and_grad(theta, y):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     N, C = _bind_dims(theta, y)
     loss_max = theta.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs = theta - loss_max  # [N, C]
-    np.exp(loss_probs, out=loss_probs)
+    loss_log_probs = theta - loss_max  # [N, C]
+    loss_probs = np.exp(loss_log_probs)  # [N, C]
     loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss_probs /= loss_sums
-    loss_log_probs = theta - loss_max - np.log(loss_sums)  # [N, C]
+    loss_probs /= loss_sums  # [N, C]
+    loss_log_probs -= np.log(loss_sums)  # [N, C]
     loss = -(y * loss_log_probs).sum()  # []
     # loss = softmax_cross_entropy(theta, y, reduction="sum")
-    dtheta = loss_probs
+    dtheta = loss_probs  # softmax cross-entropy rule, notes section 2
     dtheta -= y  # softmax cross-entropy rule, notes section 2
     return loss, Gradients(theta=dtheta)

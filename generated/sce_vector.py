@@ -35,7 +35,8 @@ class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
     k: object
-    J_probs: object
+    J_exp: object
+    J_sums: object
     dtype: object
 
 
@@ -53,20 +54,20 @@ def forward(theta, k):
     """Compute J []; return it and the cache that `backward` needs."""
     (C,) = _bind_dims(theta, k)
     J_max = theta.max()  # []
-    J_probs = theta - J_max  # [C]
-    np.exp(J_probs, out=J_probs)
-    J_sums = J_probs.sum()  # []
-    J_probs /= J_sums
-    J = np.log(J_sums) + J_max - theta[k]  # []
-    return J, _Cache(k, J_probs, J.dtype)
+    J_exp = theta - J_max  # [C]
+    J_picked = J_exp[k]  # []
+    np.exp(J_exp, out=J_exp)  # [C]
+    J_sums = J_exp.sum()  # []
+    J = np.log(J_sums) - J_picked  # []
+    return J, _Cache(k, J_exp, J_sums, J.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. theta, given dout = d(objective)/d(J) []."""
-    k, J_probs, dtype = cache
+    k, J_exp, J_sums, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # J = softmax_cross_entropy(theta, k)
-    dtheta = J_probs * dout  # softmax cross-entropy rule, notes section 2
+    dtheta = J_exp * (dout / J_sums)  # softmax cross-entropy rule, notes section 2
     dtheta[k] -= dout  # softmax cross-entropy rule, notes section 2
     return Gradients(theta=dtheta)
 
@@ -75,11 +76,13 @@ def value_and_grad(theta, k):
     """Return J and its gradients in one pass (the cotangent of J is 1)."""
     (C,) = _bind_dims(theta, k)
     J_max = theta.max()  # []
-    dtheta = theta - J_max  # [C]
-    np.exp(dtheta, out=dtheta)
-    J_sums = dtheta.sum()  # []
-    dtheta /= J_sums
-    J = np.log(J_sums) + J_max - theta[k]  # []
+    J_exp = theta - J_max  # [C]
+    J_picked = J_exp[k]  # []
+    np.exp(J_exp, out=J_exp)  # [C]
+    J_sums = J_exp.sum()  # []
+    J = np.log(J_sums) - J_picked  # []
     # J = softmax_cross_entropy(theta, k)
+    dtheta = J_exp  # softmax cross-entropy rule, notes section 2
+    dtheta *= 1 / J_sums  # softmax cross-entropy rule, notes section 2
     dtheta[k] -= 1  # softmax cross-entropy rule, notes section 2
     return J, Gradients(theta=dtheta)

@@ -38,7 +38,6 @@ class _Cache(NamedTuple):
     x: object
     W: object
     J_tanh: object
-    N: object
     dtype: object
 
 
@@ -59,19 +58,17 @@ def forward(x, W):
     """Compute J []; return it and the cache that `backward` needs."""
     M, N = _bind_dims(x, W)
     z = x @ W  # [N]
-    J_tanh = z
-    np.tanh(J_tanh, out=J_tanh)  # [N]
+    J_tanh = np.tanh(z, out=z)  # [N]
     J = J_tanh.sum()  # []
-    return J, _Cache(x, W, J_tanh, N, J.dtype)
+    return J, _Cache(x, W, J_tanh, J.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. x, W, given dout = d(objective)/d(J) []."""
-    x, W, J_tanh, N, dtype = cache
+    x, W, J_tanh, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # J = sum(tanh(z))
-    dz = np.full((N,), dout, dtype=dtype)  # sum rule: broadcast back
-    dz *= 1 - J_tanh * J_tanh  # tanh rule, reusing the forward output
+    dz = (1 - J_tanh * J_tanh) * dout  # tanh rule, reusing the forward output
     # z = x @ W
     dx = dz @ W.T  # vector-matrix rule, notes section 4
     dW = np.outer(x, dz)  # vector-matrix rule, notes section 4
@@ -82,12 +79,10 @@ def value_and_grad(x, W):
     """Return J and its gradients in one pass (the cotangent of J is 1)."""
     M, N = _bind_dims(x, W)
     z = x @ W  # [N]
-    J_tanh = z
-    np.tanh(J_tanh, out=J_tanh)  # [N]
+    J_tanh = np.tanh(z, out=z)  # [N]
     J = J_tanh.sum()  # []
     # J = sum(tanh(z))
-    dz = np.full((N,), 1, dtype=J.dtype)  # sum rule: broadcast back
-    dz *= 1 - J_tanh * J_tanh  # tanh rule, reusing the forward output
+    dz = 1 - J_tanh * J_tanh  # tanh rule, reusing the forward output
     # z = x @ W
     dx = dz @ W.T  # vector-matrix rule, notes section 4
     dW = np.outer(x, dz)  # vector-matrix rule, notes section 4

@@ -123,7 +123,10 @@ class Neg(E):
         return Neg(self.a.rename(m))
 
 
-VIEW_FUNCS = ("np.broadcast_to", "np.expand_dims", "np.transpose", "np.reshape", "np.swapaxes", "np.moveaxis")
+VIEW_FUNCS = (
+    "np.broadcast_to", "np.expand_dims", "np.transpose", "np.reshape", "np.swapaxes", "np.moveaxis",
+    "np.squeeze", "np.ravel",
+)
 VIEW_METHODS = ("reshape", "transpose", "swapaxes", "view")
 UFUNCS = (
     "np.exp", "np.log", "np.sqrt", "np.tanh", "np.abs", "np.sign", "np.square", "np.negative",
@@ -155,13 +158,20 @@ class Call(E):
 
     @property
     def fresh(self):
-        return self.func not in VIEW_FUNCS
+        return self.func not in VIEW_FUNCS and not self._einsum_view
 
     @property
     def view_of(self):
         if self.func in VIEW_FUNCS and self.args:
             return self.args[0].view_of
+        if self._einsum_view:
+            return self.args[1].view_of
         return None
+
+    @property
+    def _einsum_view(self) -> bool:
+        """np.einsum of one operand may return a view of it (a transpose, say)."""
+        return self.func == "np.einsum" and len(self.args) == 2
 
     @property
     def is_ufunc(self):
@@ -192,7 +202,8 @@ class Method(E):
 
     @property
     def fresh(self):
-        return self.name not in VIEW_METHODS
+        # a view of a temporary that nothing else holds, like (x @ W).reshape(...), owns its buffer
+        return self.name not in VIEW_METHODS or (self.obj.fresh and self.obj.view_of is None)
 
     @property
     def view_of(self):

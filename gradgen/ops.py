@@ -14,7 +14,7 @@ from typing import Callable
 
 from gradgen.dims import Dim, numel, shape_str
 from gradgen.expr import (
-    Attr, Bin, E, Index, Lit, Slice, Tuple, add, axis_lit, call, div, method, mul, neg, num, sub,
+    Attr, Bin, E, Index, Lit, Method, Slice, Tuple, Var, add, axis_lit, call, div, method, mul, neg, num, sub,
 )
 from gradgen.ir import TensorType
 
@@ -299,6 +299,19 @@ def _reduce_kwargs(f, axes, rank, keepdims):
     return kw
 
 
+def _sum_of_squares(f, axes) -> E | None:
+    """sum(square(a)) over every axis as one dot product, np.vdot(a, a), when nothing else reads the
+    squares (their VJP reads a, not the squares): no temporary the size of a."""
+    t = f.t(0)
+    inner = f.operand_node(0)
+    if len(axes) != t.rank or f.attr("keepdims") or t.rank == 0 or inner is None or not f.single_use(0):
+        return None
+    if inner.op == "square" or (inner.op == "pow" and inner.attr("k") == 2):
+        a = f.value(inner.args[0])
+        return call("np.vdot", a, a)
+    return None
+
+
 def _spread(b, g: E, scale: E | None) -> E:
     """Broadcast a reduction's cotangent back over the reduced axes (the operand's shape)."""
     t = b.t(0)
@@ -324,6 +337,9 @@ class Sum:
     def forward(f):
         t = f.t(0)
         axes = norm_axes(f, f.attr("axis"), t.rank)
+        squared = _sum_of_squares(f, axes)
+        if squared is not None:
+            return squared
         return method(f.a(0), "sum", **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
 
     @staticmethod
@@ -341,6 +357,9 @@ class Mean:
     def forward(f):
         t = f.t(0)
         axes = norm_axes(f, f.attr("axis"), t.rank)
+        squared = _sum_of_squares(f, axes)
+        if squared is not None:
+            return div(squared, f.dim(numel(t.shape)))
         return method(f.a(0), "mean", **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
 
     @staticmethod
@@ -403,15 +422,22 @@ class Softmax:
         y = f.var
         f.stmt(y, sub(f.a(0), method(f.a(0), "max", axis=ax, keepdims=Lit("True"))))
         f.stmt(None, call("np.exp", y, out=y))
-        f.stmt(y, method(y, "sum", axis=ax, keepdims=Lit("True")), op="/=")
+        # multiply by the reciprocal of the (smaller) sums rather than divide the whole tensor
+        f.stmt(y, div(num(1), method(y, "sum", axis=ax, keepdims=Lit("True"))), op="*=")
         return None
 
     @staticmethod
     def vjp(b):
         t = b.t(0)
-        ax = kw_axis(norm_axes(b, b.attr("axis"), t.rank), t.rank)
+        axes = norm_axes(b, b.attr("axis"), t.rank)
         y = b.y
-        return (mul(y, sub(b.g, method(mul(b.g, y), "sum", axis=ax, keepdims=Lit("True")))),)
+        if axes == (t.rank - 1,):
+            # the row dot products sum(g * y) by einsum: no [.., C] temporary
+            dot = Index(call("np.einsum", Lit("'...j,...j->...'"), b.g, y), (Lit("..."), Lit("None")), False)
+        else:
+            dot = method(mul(b.g, y), "sum", axis=kw_axis(axes, t.rank), keepdims=Lit("True"))
+        centered = b.temp("centered", sub(b.g, dot), t.shape)
+        return (mul(centered, y),)
 
 
 @op("log_softmax", (P("a"), Param("axis", "int", -1)), rule="log-softmax rule", derivation="""
@@ -467,24 +493,32 @@ class SoftmaxCrossEntropy:
         logits, labels = f.a(0), f.a(1)
         lt = f.t(0)
         batched = lt.rank == 2
-        rowshape = lt.shape[:-1] + (Dim.const(1),)
+        rowshape = lt.shape[:-1] + (Dim.const(1),) if batched else ()
         kw = dict(axis=Lit("-1"), keepdims=Lit("True")) if batched else {}
-        m = f.temp("max", method(logits, "max", **kw), rowshape if batched else ())
-        probs = f.temp("probs", sub(logits, m), lt.shape)
-        f.stmt(None, call("np.exp", probs, out=probs))
-        sums = f.temp("sums", method(probs, "sum", **kw), rowshape if batched else ())
-        f.stmt(probs, sums, op="/=")
+        m = f.temp("max", method(logits, "max", **kw), rowshape)
+        # one [N, C] buffer: shifted logits, then their exponentials (written over the logits
+        # themselves when nothing else reads them, by the planner's buffer pass)
+        e = f.temp("exp", sub(logits, m), lt.shape)
         mean = f.attr("reduction") == "mean" and batched
         if f.t(1).dtype == "int":
             if batched:
                 rows = f.temp("rows", call("np.arange", f.dim(lt.shape[0])), lt.shape[:1])
-                picked = Index(logits, (rows, labels), True)
-                total = sub(add(method(call("np.log", sums), "sum"), method(m, "sum")), method(picked, "sum"))
+                picked = f.temp("picked", Index(e, (rows, labels), True), lt.shape[:1])
             else:
-                total = sub(add(call("np.log", sums), m), Index(logits, (labels,), True))
+                picked = f.temp("picked", Index(e, (labels,), True), ())
+            f.stmt(None, call("np.exp", e, out=e))
+            sums = f.temp("sums", method(e, "sum", **kw), rowshape)
+            # J = sum over rows of log(sum_c exp(shifted_c)) - shifted_label: the log of the row sums only
+            if batched:
+                total = sub(method(call("np.log", sums), "sum"), method(picked, "sum"))
+            else:
+                total = sub(call("np.log", sums), picked)
         else:
-            # log-probabilities: (logits - max) - log(sums); J = -sum(labels * log_probs)
-            logp = f.temp("log_probs", sub(sub(logits, m), call("np.log", sums)), lt.shape)
+            exp_ = f.temp("probs", call("np.exp", e), lt.shape)
+            sums = f.temp("sums", method(exp_, "sum", **kw), rowshape)
+            f.stmt(exp_, sums, op="/=")
+            # log-probabilities: shifted - log(sums); J = -sum(labels * log_probs)
+            logp = f.temp("log_probs", sub(e, call("np.log", sums)), lt.shape)
             total = neg(method(mul(labels, logp), "sum"))
         return div(total, f.dim(lt.shape[0])) if mean else total
 
@@ -493,17 +527,19 @@ class SoftmaxCrossEntropy:
         lt = b.t(0)
         batched = lt.rank == 2
         scale = div(b.g, b.dim(lt.shape[0])) if b.attr("reduction") == "mean" and batched else b.g
-        if not isinstance(scale, (Lit,)) and not (hasattr(scale, "name")):
+        if not isinstance(scale, (Lit, Var)):
             scale = b.temp("scale", scale, ())
         d_logits = d_labels = None
         if b.needs(0):
-            probs = b.saved("probs")
             if b.t(1).dtype == "int":
-                d_logits = b.temp("dlogits", mul(probs, scale), lt.shape)
+                # softmax(theta) * scale in one pass over exp(shifted): normalise and scale together,
+                # then subtract scale at each row's label (notes section 2, no one-hot)
+                e, sums = b.saved("exp"), b.saved("sums")
+                d_logits = b.temp("dlogits", mul(e, div(scale, sums)), lt.shape)
                 index = (b.saved("rows"), b.x(1)) if batched else (b.x(1),)
                 b.stmt(d_logits, scale, op="-=", index=index)
             else:
-                d_logits = mul(sub(probs, b.x(1)), scale)
+                d_logits = mul(sub(b.saved("probs"), b.x(1)), scale)
         if b.needs(1):
             d_labels = neg(mul(b.saved("log_probs"), scale))
         return (d_logits, d_labels)
@@ -549,6 +585,12 @@ class MatMul:
 
     @staticmethod
     def forward(f):
+        ta, tb = f.t(0), f.t(1)
+        if ta.rank >= 3 and tb.rank == 2:
+            # [..., N, K] @ [K, M]: one 2-D product over the flattened batch (a batched product with a
+            # broadcast 2-D operand measured up to 30x slower for float32 with OpenBLAS here)
+            flat = method(f.a(0), "reshape", num(-1), f.dim(ta.shape[-1]))
+            return method(Bin("@", flat, f.a(1)), "reshape", f.shape_tuple(f.out.shape))
         return Bin("@", f.a(0), f.a(1))
 
     @staticmethod
@@ -585,7 +627,14 @@ class MatMul:
 
 
 def _swap(e: E) -> E:
+    """Swap the last two axes (a view); swapping twice gives the operand back."""
+    if isinstance(e, Method) and e.name == "swapaxes" and [a.render() for a in e.args] == ["-1", "-2"]:
+        return e.obj
     return method(e, "swapaxes", num(-1), num(-2))
+
+
+def _T(e: E) -> E:
+    return e.obj if isinstance(e, Attr) and e.name == "T" else Attr(e, "T")
 
 
 def _batched_matmul_vjp(b):
@@ -606,8 +655,13 @@ def _batched_matmul_vjp(b):
     batch = to.shape[: -2 if ta.rank > 1 and tb.rank > 1 else -1]
     da = db = None
     if b.needs(0):
-        prod_ = Bin("@", g, _swap(bb) if len(b_shape) > 2 else Attr(bb, "T"))
-        da = b.unbroadcast(prod_, batch + a_shape[-2:], a_shape)
+        if tb.rank == 2 and ta.rank > 2 and a_shape[:-2] == batch:
+            # dA = dB W^T for every batch element: one 2-D product over the flattened batch
+            flat = method(g, "reshape", num(-1), b.dim(b_shape[-1]))
+            da = method(Bin("@", flat, Attr(bb, "T")), "reshape", b.shape_tuple(a_shape))
+        else:
+            prod_ = Bin("@", g, _swap(bb) if len(b_shape) > 2 else Attr(bb, "T"))
+            da = b.unbroadcast(prod_, batch + a_shape[-2:], a_shape)
         if ta.rank == 1:
             da = Index(da, (Lit("0"),), False) if len(a_shape) == 2 else da
     if b.needs(1):
@@ -659,6 +713,12 @@ class Transpose:
     def vjp(b):
         rank = b.t(0).rank
         p = _perm(b, rank)
+        swap_last = p == tuple(range(rank - 2)) + (rank - 1, rank - 2)
+        product = b.definition(b.g)
+        if swap_last and isinstance(product, Bin) and product.op == "@":
+            # (X Y)^T = Y^T X^T: transpose the factors, not the product, so the result is contiguous
+            return (Bin("@", _swap(product.b) if rank > 2 else _T(product.b),
+                        _swap(product.a) if rank > 2 else _T(product.a)),)
         if p == tuple(reversed(range(rank))):
             return (Attr(b.g, "T"),)
         inv = tuple(sorted(range(rank), key=lambda i: p[i]))

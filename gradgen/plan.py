@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from gradgen.dims import Dim, shape_str
 from gradgen.expr import (
-    AUG_OPS, UFUNC_OF, Attr, Bin, Call, E, Index, Lit, Method, Neg, Tuple, Var, add, axis_lit, method,
+    AUG_OPS, UFUNC_OF, UFUNCS, Attr, Bin, Call, E, Index, Lit, Method, Neg, Tuple, Var, add, axis_lit, method,
 )
 from gradgen.ir import Const, Node, TensorType, TypedGraph
 from gradgen.lower import RESERVED
@@ -162,6 +162,20 @@ class FwdCtx(_Ctx):
         self.stmts = out
         self.var = Var(planner.var[node.id])
 
+    def operand_node(self, i) -> Node | None:
+        a = self.node.args[i]
+        return None if isinstance(a, Const) else self.graph.nodes[a]
+
+    def single_use(self, i) -> bool:
+        """Operand i is read by this node alone and is not the output."""
+        a = self.node.args[i]
+        return isinstance(a, int) and self.p.uses.get(a, 0) == 1 and a != self.graph.output
+
+    def value(self, operand) -> E:
+        if isinstance(operand, Const):
+            return Lit(operand.text)
+        return Var(self.p.var[operand])
+
     def a(self, i) -> E:
         return self.operand(i)
 
@@ -210,6 +224,12 @@ class BwdCtx(_Ctx):
     def note(self, text: str):
         self.rule_note = text
 
+    def definition(self, e: E) -> E | None:
+        """The expression a cotangent variable was assigned, if it was assigned once and never mutated."""
+        if isinstance(e, Var) and e.name not in self.sweep.mutated:
+            return self.sweep.defs.get(e.name)
+        return None
+
     def temp(self, hint, expr, shape) -> Var:
         key = (self.node.id, hint)
         if key not in self.p.bwd_temps:  # the same name in backward and in value_and_grad
@@ -247,13 +267,35 @@ def unbroadcast(e: E, from_shape: tuple[Dim, ...], to_shape: tuple[Dim, ...]) ->
 # the planner
 
 
+# Rules that take a bare number as cotangent and still give float arrays of the right dtype: they only
+# multiply or divide it into float arrays, or fill an array of the operand's dtype with it.
+NUMBER_SAFE = frozenset({
+    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "sigmoid", "square", "abs",
+    "sum", "mean", "softmax_cross_entropy",
+})
+
+
+def _is_number(e: E, sw: "_Sweep") -> bool:
+    """A cotangent that is a plain number, or a variable assigned one (value_and_grad's 1, scaled)."""
+    if isinstance(e, Var):
+        d = sw.defs.get(e.name)
+        return d is not None and not d.vars()
+    return not e.vars()
+
+
 class _Sweep:
     def __init__(self, dtype: E):
         self.stmts: list[Stmt] = []
         self.dtype = dtype
+        self.defs: dict[str, E] = {}
+        self.mutated: set[str] = set()
 
     def emit(self, s: Stmt):
         self.stmts.append(s)
+        if s.target and s.op == "=" and s.index is None:
+            self.defs[s.target] = s.expr
+        elif s.target:
+            self.mutated.add(s.target)
 
 
 class _Planner:
@@ -271,6 +313,11 @@ class _Planner:
             self.namer.taken.add(self.dim_var[d])
             self.namer.claim(self.dim_var[d], "param", "fwd")
         self.live = _ancestors(g, g.output)
+        self.uses: dict[int, int] = {}
+        for n in g.nodes:
+            if n.id in self.live:
+                for a in n.refs:
+                    self.uses[a] = self.uses.get(a, 0) + 1
         self.fwd_temps: dict[tuple[int, str], str] = {}
         self.temp_shapes: dict[str, tuple[Dim, ...]] = {}
         self.bwd_temps: dict[tuple[int, str], str] = {}
@@ -340,8 +387,19 @@ class _Planner:
                 if e is not None:
                     sw.emit(Stmt(None, None, comment=f"{e.name} = {e.source}"))
             opdef = TABLE[n.op]
+            if _is_number(adj[n.id], sw) and n.op not in NUMBER_SAFE:
+                # a bare number as cotangent (value_and_grad's 1): give it the output's shape and dtype
+                # before a rule that could not take a number (a mask product, .T, einsum, ...)
+                name = self.adj_name[n.id] + f"#{version.get(n.id, 0) + 1}"
+                version[n.id] = version.get(n.id, 0) + 1
+                self.namer.kind.setdefault(name, self.namer.kind[self.adj_name[n.id]])
+                shape = Tuple(tuple(self.dim_expr(d) for d in self.types[n.id].shape))
+                sw.emit(Stmt(name, Call("np.full", (shape, adj[n.id]), (("dtype", sw.dtype),))))
+                adj[n.id] = Var(name)
             ctx = BwdCtx(self, n, adj[n.id], sw)
             cots = opdef.vjp(ctx)
+            if opdef.elementwise:
+                cots = self.fold_filled(n, ctx, cots, sw)
             merged: dict[int, tuple[E, str]] = {}  # one contribution per operand node, even if used twice
             for i, c in enumerate(cots):
                 a = n.args[i]
@@ -364,6 +422,78 @@ class _Planner:
                 sw.emit(Stmt(name, expr, comment=rule + (", accumulated over uses (notes section 3)" if a in adj else "")))
                 adj[a] = Var(name)
         return sw.stmts, adj
+
+
+    def fold_filled(self, n: Node, ctx: BwdCtx, cots, sw: _Sweep):
+        """When the cotangent is np.full(shape, s) (a full reduction's), an elementwise rule that
+        multiplies it by a full-shaped operand can use the number s instead: one pass, no filled
+        array.  Each contribution keeps the output's shape or the original cotangent is kept."""
+        g = ctx.g
+        filled = ctx.definition(g)
+        if not (isinstance(filled, Call) and filled.func == "np.full"):
+            return cots
+        s = filled.args[1]
+        if not s.vars() and n.op not in NUMBER_SAFE:  # 1 * mask would be a bool array
+            return cots
+        ctx2 = BwdCtx(self, n, s, sw)
+        cots2 = TABLE[n.op].vjp(ctx2)
+        out_shape = self.types[n.id].shape
+        shapes = {v: () for v in self.dim_var.values()}
+        shapes["dout"] = ()
+        for i, a in enumerate(n.args):
+            if isinstance(a, int):
+                shapes[self.var[a]] = self.types[a].shape
+        shapes[self.var[n.id]] = out_shape
+        result = []
+        for c, c2 in zip(cots, cots2):
+            if c is None:
+                result.append(None)
+                continue
+            if c2 is None or _expr_shape(c2, shapes) != out_shape:
+                return cots
+            result.append(_scalar_last(c2, s))
+        return tuple(result)
+
+
+def _expr_shape(e: E, shapes: dict[str, tuple]):
+    """The shape of an elementwise expression, from its variables' shapes; None when unknown."""
+    if isinstance(e, Var):
+        return shapes.get(e.name)
+    if isinstance(e, Lit):
+        return ()
+    if isinstance(e, Neg):
+        return _expr_shape(e.a, shapes)
+    parts = [e.a, e.b] if isinstance(e, Bin) and e.op != "@" else list(e.args) if isinstance(e, Call) and e.func in UFUNCS else None
+    if parts is None:
+        return None
+    out: tuple = ()
+    for p in parts:
+        sh = _expr_shape(p, shapes)
+        if sh is None:
+            return None
+        if len(sh) > len(out):
+            out, sh = sh, out
+        lead = len(out) - len(sh)
+        merged = list(out[:lead])
+        for d1, d2 in zip(out[lead:], sh):
+            if d1 == d2 or d2.is_one():
+                merged.append(d1)
+            elif d1.is_one():
+                merged.append(d2)
+            else:
+                return None
+        out = tuple(merged)
+    return out
+
+
+def _scalar_last(e: E, s: E) -> E:
+    """s * X -> X * s and s * (k * X) -> X * (k * s): the array operand first, for in-place updates."""
+    if isinstance(e, Bin) and e.op == "*" and e.a == s:
+        rest = e.b
+        if isinstance(rest, Bin) and rest.op == "*" and isinstance(rest.a, Lit):
+            return Bin("*", rest.b, Bin("*", rest.a, s))
+        return Bin("*", rest, s)
+    return e
 
 
 def _ancestors(g, root) -> set[int]:
@@ -445,6 +575,10 @@ def optimize(stmts: list[Stmt], params: set[str], live_out: list[str], kind, sha
 
     # 3. in-place on dead owned buffers
     uses = _last_uses(stmts, live_out)
+    versions: dict[str, set[str]] = {}  # displayed name -> the internal names shown with it
+    for x in stmts:
+        for name in x.reads() + ([x.target] if x.target else []):
+            versions.setdefault(Var(name).render(), set()).add(name)
     base: dict[str, str] = {}
     members: dict[str, set[str]] = {}
     owned: set[str] = set()
@@ -472,22 +606,35 @@ def optimize(stmts: list[Stmt], params: set[str], live_out: list[str], kind, sha
             if st is None or st != sv or len(st) == 0:
                 continue
             kv, kt = kind(v), kind(t)
-            rename_ok = Var(v).render() == Var(t).render() or (kv[0] == "temp" and kv[1] == kt[1])
-            new = _rewrite(e, v, pos, t if rename_ok else v)
+            show_t = Var(t).render()
+            other_reads = {Var(x).render() for x in e.vars() if x != v}
+            if show_t == Var(v).render():
+                mode = "rename"  # the next version of one accumulating cotangent
+            elif kv[0] == "temp" and kv[1] == kt[1] and len(versions.get(show_t, ())) == 1:
+                mode = "rename"  # an anonymous temporary takes the name of what it becomes
+            elif isinstance(e, Bin) and (pos == 0 or e.op in ("+", "*")) and show_t not in other_reads:
+                mode = "alias"  # t = v, then t op= other
+            else:
+                mode = "out"  # t = np.ufunc(..., out=v)
+            new = _rewrite(e, v, pos, t if mode == "rename" else v)
             if new is None:
                 continue
-            if rename_ok:
+            if mode == "rename":
                 renames[v] = t  # v's buffer carries t's name from its definition on
                 uses[t] = max(uses.get(t, -1), uses.get(v, -1))
-                owned.add(t)
-                set_base(t, t)
-                out.append(Stmt(*new, comment=s.comment))
-            else:
-                out.append(Stmt(t, Var(v)))
-                owned.discard(v)
-                owned.add(t)
-                set_base(t, t)
+                if new[2] != "noop":  # (a copy of a dead buffer needs no statement at all)
+                    out.append(Stmt(*new, comment=s.comment))
+            elif mode == "alias":
+                out.append(Stmt(t, Var(v), comment=s.comment))
                 out.append(Stmt(*_rename_new(new, v, t), comment=s.comment))
+            else:
+                target, expr, _ = new
+                if target is not None:  # an augmented form: spell it as the ufunc with out=
+                    expr = Call(UFUNC_OF[e.op], (e.a, e.b), (("out", Var(v)),))
+                out.append(Stmt(t, expr, comment=s.comment))
+            owned.discard(v)
+            owned.add(t)
+            set_base(t, t)
             done = True
             break
         if done:
@@ -530,7 +677,7 @@ def _rewrite(e: E, v: str, pos: int, name: str):
     """(target, expr, op) computing e into v's buffer, the buffer then called ``name``."""
     m = {v: name}
     if isinstance(e, Method):  # a copy of a dead buffer is the buffer itself
-        return (name, Var(name), "=") if name != v else None
+        return (name, Var(name), "noop") if name != v else None
     if isinstance(e, Bin):
         a, b = e.a.rename(m), e.b.rename(m)
         if pos == 0:
@@ -559,10 +706,18 @@ def _last_uses(stmts: list[Stmt], live_out: list[str]) -> dict[str, int]:
 # putting it together
 
 
-def _lines(stmts: list[Stmt]) -> tuple[Line, ...]:
+def _lines(stmts: list[Stmt], shape_of=None) -> tuple[Line, ...]:
+    """Rendered lines; with ``shape_of``, a forward line without a comment gets its value's shape."""
     out = []
     for s in stmts:
-        out.append(Line(s.render(), s.comment))
+        comment = s.comment
+        if comment is None and shape_of is not None and s.expr is not None:
+            name = s.target
+            if name is None and isinstance(s.expr, Call):
+                name = next((v.name for k, v in s.expr.kwargs if k == "out" and isinstance(v, Var)), None)
+            shape = shape_of(name) if name else None
+            comment = shape_str(shape) if shape is not None else None
+        out.append(Line(s.render(), comment))
     return tuple(out)
 
 
@@ -656,7 +811,7 @@ def plan(tg: TypedGraph) -> Plan:
         ur = _closure(u_ren)
         fused_out = ur.get(out_var, out_var)
         fused_grads = [(n, e.rename(ur)) for n, e in u_grads]
-        fused_lines = _lines(u_opt)
+        fused_lines = _lines(u_opt[: _forward_length(u_opt)], shape_of) + _lines(u_opt[_forward_length(u_opt):])
         fused_grads = _own_returns(fused_grads, u_opt, set(inputs))
     b_grads = _own_returns(b_grads, b_opt, params_b)
 
@@ -689,7 +844,7 @@ def plan(tg: TypedGraph) -> Plan:
         wrt=tuple(g.nodes[n].name for n in wrt_nodes),
         dims=tuple(p.dim_var.items()),
         dim_checks=tuple(checks),
-        forward=_lines(f_opt),
+        forward=_lines(f_opt, shape_of),
         forward_out=Var(fwd_out).render(),
         cache_fields=tuple(Var(v).render() for v in cache_vals) + tuple(cache_dims) + ("dtype",),
         backward=_lines(b_opt),
@@ -700,6 +855,14 @@ def plan(tg: TypedGraph) -> Plan:
         test_inputs=test_inputs,
         dim_symbols=tuple(p.dim_var),
     )
+
+
+def _forward_length(stmts: list[Stmt]) -> int:
+    """Where value_and_grad's backward part starts: at its first comment-only line."""
+    for i, s in enumerate(stmts):
+        if s.expr is None:
+            return i
+    return len(stmts)
 
 
 def _closure(renames: dict[str, str]) -> dict[str, str]:
