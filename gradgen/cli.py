@@ -38,14 +38,24 @@ def _main(
 
 def _collect(paths: List[Path]) -> tuple[list[Path], list[str]]:
     specs, problems = [], []
+    seen: set[Path] = set()
+
+    def add(spec: Path) -> None:
+        # The same spec named twice (`specs/ specs/mlp.yaml`) is built once, not reported as a clash.
+        key = spec.resolve()
+        if key not in seen:
+            seen.add(key)
+            specs.append(spec)
+
     for p in paths:
         if p.is_dir():
             found = sorted(list(p.glob("*.yaml")) + list(p.glob("*.yml")))
             if not found:
                 problems.append(f"{p}:1:1: error: no spec files (*.yaml, *.yml) in this folder")
-            specs.extend(found)
+            for spec in found:
+                add(spec)
         elif p.is_file():
-            specs.append(p)
+            add(p)
         else:
             problems.append(f"{p}:1:1: error: no such file or folder")
     return specs, problems
@@ -60,7 +70,7 @@ def _build_all(paths: List[Path], out: Path):
     for line in problems:
         typer.echo(line, err=True)
     built, failed = [], bool(problems)
-    owners: dict[str, str] = {}
+    owners: dict[str, tuple[str, str]] = {}  # file name -> (spec path, module name) of its writer
     for spec in specs:
         try:
             text = spec.read_text(encoding="utf-8")
@@ -77,12 +87,21 @@ def _build_all(paths: List[Path], out: Path):
             continue
         for w in result.warnings:
             typer.echo(str(w), err=True)
-        if result.name in owners:
-            typer.echo(f"{spec}:1:1: error: module name {result.name!r} is also written by {owners[result.name]}; "
-                       "set a different 'name:' in one of them", err=True)
+        # Two specs must not write the same file: the same module name, or one spec's test file
+        # being another's module (a spec named `test_foo` next to one named `foo`).
+        clash = next((name for name, _ in result.files if name in owners), None)
+        if clash is not None:
+            other_spec, other_name = owners[clash]
+            if other_name == result.name:
+                message = f"module name {result.name!r} is also written by {other_spec}"
+            else:
+                message = (f"module name {result.name!r} would write {clash}, which {other_spec} "
+                           f"(module name {other_name!r}) also writes")
+            typer.echo(f"{spec}:1:1: error: {message}; set a different 'name:' in one of them", err=True)
             failed = True
             continue
-        owners[result.name] = str(spec)
+        for name, _ in result.files:
+            owners[name] = (str(spec), result.name)
         built.append(result)
     if failed:
         raise typer.Exit(EXIT_INVALID)

@@ -21,18 +21,29 @@ class Outcome:
     diff: str = ""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write(files: list[tuple[Path, str]]) -> list[Outcome]:
     out = []
+    new_mode = 0o666 & ~_umask()  # what a plain open() would create (mkstemp alone gives 0600)
     for path, text in files:
         data = text.encode("utf-8")
         if path.is_file() and path.read_bytes() == data:
             out.append(Outcome(path, "unchanged"))
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
+        mode = (path.stat().st_mode & 0o7777) if path.is_file() else new_mode
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())  # the new bytes are on disk before the name points at them
+            os.chmod(tmp, mode)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -42,11 +53,22 @@ def write(files: list[tuple[Path, str]]) -> list[Outcome]:
     return out
 
 
+def _unified_diff(old: list[str], new: list[str], from_name: str, to_name: str) -> str:
+    """A unified diff whose every line ends in a newline, with git's marker for a missing final one."""
+    out = []
+    for line in difflib.unified_diff(old, new, from_name, to_name):
+        if line.endswith("\n"):
+            out.append(line)
+        else:
+            out.append(line + "\n\\ No newline at end of file\n")
+    return "".join(out)
+
+
 def check(files: list[tuple[Path, str]]) -> list[Outcome]:
     out = []
     for path, text in files:
         if not path.is_file():
-            diff = "".join(difflib.unified_diff([], text.splitlines(keepends=True), "/dev/null", str(path)))
+            diff = _unified_diff([], text.splitlines(keepends=True), "/dev/null", str(path))
             out.append(Outcome(path, "missing", diff))
             continue
         current = path.read_bytes()
@@ -54,6 +76,6 @@ def check(files: list[tuple[Path, str]]) -> list[Outcome]:
             out.append(Outcome(path, "fresh"))
             continue
         old = current.decode("utf-8", errors="replace").splitlines(keepends=True)
-        diff = "".join(difflib.unified_diff(old, text.splitlines(keepends=True), f"{path} (on disk)", f"{path} (expected)"))
+        diff = _unified_diff(old, text.splitlines(keepends=True), f"{path} (on disk)", f"{path} (expected)")
         out.append(Outcome(path, "stale", diff))
     return out
