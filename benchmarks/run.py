@@ -133,7 +133,8 @@ def machine_lines(threads):
     except OSError:
         cpu = platform.processor() or cpu
     lines = [f"machine: {platform.platform()} | CPU: {cpu} | cores: {os.cpu_count()} | "
-             f"python {platform.python_version()} | numpy {np.__version__} | threads pinned: {threads}"]
+             f"python {platform.python_version()} | numpy {np.__version__} | threads pinned: {threads}"
+             + (" | load avg %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else "")]
     if threadpoolctl is not None:
         for info in threadpoolctl.threadpool_info():
             lines.append("blas: {} {} kernel={} threads={} layer={} ({})".format(
@@ -455,20 +456,27 @@ def peak_memory(fn):
 
 
 def blocked_peer_ratio(gen, peer, repeats, target, pause):
-    """gen/peer time ratio, measured in blocks separated by pauses (worker threads spin after a call)."""
+    """gen/peer time ratio from alternating blocks separated by pauses.
+
+    OpenBLAS and PyTorch worker threads spin for a while after a call and slow whichever library runs
+    next, so the two are not interleaved call by call: each round is a pause, a block of generated
+    samples, a pause, a block of peer samples (the order alternating between rounds). The result is the
+    median over rounds of the per-round ratio of block medians, so drifts of the machine cancel out.
+    """
     n_gen = calibrate(gen, target)
     time.sleep(pause)
     n_peer = calibrate(peer, target)
-    k = max(3, repeats // 2)
-    g_s, p_s = [], []
-    for rnd in range(2):
-        for which in ((0, 1) if rnd == 0 else (1, 0)):
+    rounds = max(3, repeats // 3)
+    ratios, p_all = [], []
+    for rnd in range(rounds):
+        blocks = {}
+        for which in ((0, 1) if rnd % 2 == 0 else (1, 0)):
             time.sleep(pause)
-            if which == 0:
-                g_s += [sample(gen, n_gen) for _ in range(k)]
-            else:
-                p_s += [sample(peer, n_peer) for _ in range(k)]
-    return statistics.median(g_s) / statistics.median(p_s), statistics.median(p_s)
+            fn, n = (gen, n_gen) if which == 0 else (peer, n_peer)
+            blocks[which] = [sample(fn, n) for _ in range(3)]
+        ratios.append(statistics.median(blocks[0]) / statistics.median(blocks[1]))
+        p_all += blocks[1]
+    return statistics.median(ratios), statistics.median(p_all)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -697,6 +705,7 @@ def _run(args, tmp_root):
                 row = [w, s, dt, 1000 * statistics.median(tg), 1000 * statistics.median(tr),
                        median_ratio(tg, tr), median_ratio(tg, tf), median_ratio(tr, tf)]
                 ref_result = r()
+                peer_ms = {}
                 for name in PEERS:
                     if name not in args.peers:
                         row.append("-")
@@ -710,15 +719,18 @@ def _run(args, tmp_root):
                         warn = check_peer(name, w, step, to_numpy, inputs, ref_result)
                         if warn:
                             notes.append(f"{w} {s} {dt}: {warn}")
-                        ratio, _ = blocked_peer_ratio(g, step, args.repeats, args.min_sample, args.pause)
+                        ratio, tp = blocked_peer_ratio(g, step, args.repeats, args.min_sample, args.pause)
                         row.append(ratio)
+                        peer_ms[name] = 1000 * tp
                         time.sleep(args.pause)
                     except Exception as e:  # a peer failing must not stop the benchmark
                         notes.append(f"{w} {s} {dt}: {name} failed: {type(e).__name__}: {str(e)[:200]}")
                         row.append("err")
                 row.append(mem_g / mem_r if mem_r else float("nan"))
                 log(fmt_row(row))
-                notes.append(f"{w} {s} {dt}: sizes {sizes}; peak MiB gen {mem_g / 2**20:.3f} ref {mem_r / 2**20:.3f}")
+                notes.append(f"{w} {s} {dt}: sizes {sizes}; gen/ref of the fastest samples {min(tg) / min(tr):.3f}; "
+                             f"peak MiB gen {mem_g / 2**20:.3f} ref {mem_r / 2**20:.3f}"
+                             + "".join(f"; {k} {v:.3f} ms" for k, v in peer_ms.items()))
     log("")
     for n in notes:
         log("  " + n)
