@@ -44,7 +44,6 @@ class _Cache(NamedTuple):
     W: object
     pooled: object
     loss_exp: object
-    loss_rows: object
     loss_sums: object
     B: object
     T: object
@@ -84,27 +83,23 @@ def forward(tokens, labels, E, W, b):
     pooled = emb.mean(axis=1)  # [B, D]
     logits = pooled @ W  # [B, C]
     logits += b  # [B, C]
-    loss_max = logits.max(axis=-1, keepdims=True)  # [B, 1]
     loss_exp = logits  # [B, C]
-    loss_exp -= loss_max  # [B, C]
-    loss_rows = np.arange(B)  # [B]
-    loss_picked = loss_exp[loss_rows, labels]  # [B]
+    loss_exp -= logits.max(axis=-1, keepdims=True)  # [B, C]
+    loss_picked = loss_exp[np.arange(B), labels].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [B, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [B, 1]
-    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / B  # []
-    return loss, _Cache(
-        tokens, labels, W, pooled, loss_exp, loss_rows, loss_sums, B, T, V, D, loss.dtype
-    )
+    loss = (np.log(loss_sums).sum() - loss_picked) / B  # []
+    return loss, _Cache(tokens, labels, W, pooled, loss_exp, loss_sums, B, T, V, D, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. E, W, b, given dout = d(objective)/d(loss) []."""
-    tokens, labels, W, pooled, loss_exp, loss_rows, loss_sums, B, T, V, D, dtype = cache
+    tokens, labels, W, pooled, loss_exp, loss_sums, B, T, V, D, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = dout / B  # softmax cross-entropy rule, notes section 2
     dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[loss_rows, labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(B), labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = pooled @ W + b
     db = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dpooled = dlogits @ W.T  # matmul rule, notes section 5
@@ -125,19 +120,17 @@ def value_and_grad(tokens, labels, E, W, b):
     pooled = emb.mean(axis=1)  # [B, D]
     logits = pooled @ W  # [B, C]
     logits += b  # [B, C]
-    loss_max = logits.max(axis=-1, keepdims=True)  # [B, 1]
     loss_exp = logits  # [B, C]
-    loss_exp -= loss_max  # [B, C]
-    loss_rows = np.arange(B)  # [B]
-    loss_picked = loss_exp[loss_rows, labels]  # [B]
+    loss_exp -= logits.max(axis=-1, keepdims=True)  # [B, C]
+    loss_picked = loss_exp[np.arange(B), labels].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [B, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [B, 1]
-    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / B  # []
+    loss = (np.log(loss_sums).sum() - loss_picked) / B  # []
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = 1 / B  # softmax cross-entropy rule, notes section 2
     dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
     dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[loss_rows, labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(B), labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = pooled @ W + b
     db = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dpooled = dlogits @ W.T  # matmul rule, notes section 5

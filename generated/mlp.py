@@ -46,7 +46,6 @@ class _Cache(NamedTuple):
     W2: object
     h: object
     loss_exp: object
-    loss_rows: object
     loss_sums: object
     N: object
     dtype: object
@@ -90,25 +89,23 @@ def forward(x, y, W1, b1, W2, b2):
     h = np.maximum(z1, 0, out=z1)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
-    loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
     loss_exp = logits  # [N, C]
-    loss_exp -= loss_max  # [N, C]
-    loss_rows = np.arange(N)  # [N]
-    loss_picked = loss_exp[loss_rows, y]  # [N]
+    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
-    return loss, _Cache(x, y, W2, h, loss_exp, loss_rows, loss_sums, N, loss.dtype)
+    loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
+    return loss, _Cache(x, y, W2, h, loss_exp, loss_sums, N, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. W1, b1, W2, b2, given dout = d(objective)/d(loss) []."""
-    x, y, W2, h, loss_exp, loss_rows, loss_sums, N, dtype = cache
+    x, y, W2, h, loss_exp, loss_sums, N, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
     dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[loss_rows, y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -130,19 +127,17 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     h = np.maximum(z1, 0, out=z1)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
-    loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
     loss_exp = logits  # [N, C]
-    loss_exp -= loss_max  # [N, C]
-    loss_rows = np.arange(N)  # [N]
-    loss_picked = loss_exp[loss_rows, y]  # [N]
+    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
+    loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
     dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
     dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[loss_rows, y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5

@@ -36,7 +36,6 @@ class _Cache(NamedTuple):
 
     labels: object
     loss_exp: object
-    loss_rows: object
     loss_sums: object
     N: object
     dtype: object
@@ -57,40 +56,36 @@ def _bind_dims(logits, labels):
 def forward(logits, labels):
     """Compute loss []; return it and the cache that `backward` needs."""
     N, C = _bind_dims(logits, labels)
-    loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_exp = logits - loss_max  # [N, C]
-    loss_rows = np.arange(N)  # [N]
-    loss_picked = loss_exp[loss_rows, labels]  # [N]
+    loss_exp = logits - logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_picked = loss_exp[np.arange(N), labels].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
-    return loss, _Cache(labels, loss_exp, loss_rows, loss_sums, N, loss.dtype)
+    loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
+    return loss, _Cache(labels, loss_exp, loss_sums, N, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. logits, given dout = d(objective)/d(loss) []."""
-    labels, loss_exp, loss_rows, loss_sums, N, dtype = cache
+    labels, loss_exp, loss_sums, N, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
     dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[loss_rows, labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     return Gradients(logits=dlogits)
 
 
 def value_and_grad(logits, labels):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     N, C = _bind_dims(logits, labels)
-    loss_max = logits.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_exp = logits - loss_max  # [N, C]
-    loss_rows = np.arange(N)  # [N]
-    loss_picked = loss_exp[loss_rows, labels]  # [N]
+    loss_exp = logits - logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_picked = loss_exp[np.arange(N), labels].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    loss = (np.log(loss_sums).sum() - loss_picked.sum()) / N  # []
+    loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
     dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
     dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[loss_rows, labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     return loss, Gradients(logits=dlogits)

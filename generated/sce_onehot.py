@@ -56,8 +56,7 @@ def _bind_dims(theta, y):
 def forward(theta, y):
     """Compute loss []; return it and the cache that `backward` needs."""
     N, C = _bind_dims(theta, y)
-    loss_max = theta.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_log_probs = theta - loss_max  # [N, C]
+    loss_log_probs = theta - theta.max(axis=-1, keepdims=True)  # [N, C]
     loss_probs = np.exp(loss_log_probs)  # [N, C]
     loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
     loss_probs /= loss_sums  # [N, C]
@@ -78,8 +77,7 @@ def backward(dout, cache):
 def value_and_grad(theta, y):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     N, C = _bind_dims(theta, y)
-    loss_max = theta.max(axis=-1, keepdims=True)  # [N, 1]
-    loss_log_probs = theta - loss_max  # [N, C]
+    loss_log_probs = theta - theta.max(axis=-1, keepdims=True)  # [N, C]
     loss_probs = np.exp(loss_log_probs)  # [N, C]
     loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
     loss_probs /= loss_sums  # [N, C]

@@ -53,8 +53,7 @@ def _bind_dims(theta, k):
 def forward(theta, k):
     """Compute J []; return it and the cache that `backward` needs."""
     (C,) = _bind_dims(theta, k)
-    J_max = theta.max()  # []
-    J_exp = theta - J_max  # [C]
+    J_exp = theta - theta.max()  # [C]
     J_picked = J_exp[k]  # []
     np.exp(J_exp, out=J_exp)  # [C]
     J_sums = J_exp.sum()  # []
@@ -75,8 +74,7 @@ def backward(dout, cache):
 def value_and_grad(theta, k):
     """Return J and its gradients in one pass (the cotangent of J is 1)."""
     (C,) = _bind_dims(theta, k)
-    J_max = theta.max()  # []
-    J_exp = theta - J_max  # [C]
+    J_exp = theta - theta.max()  # [C]
     J_picked = J_exp[k]  # []
     np.exp(J_exp, out=J_exp)  # [C]
     J_sums = J_exp.sum()  # []

@@ -495,22 +495,23 @@ class SoftmaxCrossEntropy:
         batched = lt.rank == 2
         rowshape = lt.shape[:-1] + (Dim.const(1),) if batched else ()
         kw = dict(axis=Lit("-1"), keepdims=Lit("True")) if batched else {}
-        m = f.temp("max", method(logits, "max", **kw), rowshape)
         # one [N, C] buffer: shifted logits, then their exponentials (written over the logits
-        # themselves when nothing else reads them, by the planner's buffer pass)
-        e = f.temp("exp", sub(logits, m), lt.shape)
+        # themselves when nothing else reads them, by the planner's buffer pass); the row max is a
+        # temporary of that one line
+        e = f.temp("exp", sub(logits, method(logits, "max", **kw)), lt.shape)
         mean = f.attr("reduction") == "mean" and batched
         if f.t(1).dtype == "int":
+            # the shifted logits at the labels, summed at once (no [N] array outlives this line)
             if batched:
-                rows = f.temp("rows", call("np.arange", f.dim(lt.shape[0])), lt.shape[:1])
-                picked = f.temp("picked", Index(e, (rows, labels), True), lt.shape[:1])
+                rows = call("np.arange", f.dim(lt.shape[0]))
+                picked = f.temp("picked", method(Index(e, (rows, labels), True), "sum"), ())
             else:
                 picked = f.temp("picked", Index(e, (labels,), True), ())
             f.stmt(None, call("np.exp", e, out=e))
             sums = f.temp("sums", method(e, "sum", **kw), rowshape)
             # J = sum over rows of log(sum_c exp(shifted_c)) - shifted_label: the log of the row sums only
             if batched:
-                total = sub(method(call("np.log", sums), "sum"), method(picked, "sum"))
+                total = sub(method(call("np.log", sums), "sum"), picked)
             else:
                 total = sub(call("np.log", sums), picked)
         else:
@@ -536,7 +537,7 @@ class SoftmaxCrossEntropy:
                 # then subtract scale at each row's label (notes section 2, no one-hot)
                 e, sums = b.saved("exp"), b.saved("sums")
                 d_logits = b.temp("dlogits", mul(e, div(scale, sums)), lt.shape)
-                index = (b.saved("rows"), b.x(1)) if batched else (b.x(1),)
+                index = (call("np.arange", b.dim(lt.shape[0])), b.x(1)) if batched else (b.x(1),)
                 b.stmt(d_logits, scale, op="-=", index=index)
             else:
                 d_logits = mul(sub(b.saved("probs"), b.x(1)), scale)
