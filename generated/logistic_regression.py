@@ -15,9 +15,9 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(x, y, W, b)
 
-Every input is a NumPy array (a rank-0 input may be a Python number); float inputs should share one
-dtype, which the results keep (float32 in, float32 out).  Rule citations refer to the gradient notes'
-sections.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
+dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
+times on one cache.  Rule citations refer to the sections of the gradient notes.
 """
 
 from typing import NamedTuple

@@ -20,7 +20,7 @@ app = typer.Typer(
     help="Turn YAML specs of tensor computations into NumPy forward/backward modules and their tests.",
 )
 
-EXIT_OK, EXIT_STALE, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_STALE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def _version(value: bool):
@@ -85,6 +85,13 @@ def _build_all(paths: List[Path], out: Path):
                 typer.echo(str(d), err=True)
             failed = True
             continue
+        except Exception as exc:  # a gradgen bug, not the spec's fault: say so, with its own exit code
+            import traceback
+
+            traceback.print_exc()
+            typer.echo(f"{spec}:1:1: error: internal error in gradgen while building this spec "
+                       f"({type(exc).__name__}: {exc}); please report it with the spec", err=True)
+            raise typer.Exit(EXIT_INTERNAL)
         for w in result.warnings:
             typer.echo(str(w), err=True)
         # Two specs must not write the same file: the same module name, or one spec's test file

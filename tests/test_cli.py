@@ -366,3 +366,20 @@ def test_warnings_go_to_stderr_and_do_not_fail(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"{spec}:4:3: warning: graph entry 'unused' is not used" in result.stderr
     assert files_in(tmp_path / "out") == ["test_w.py", "w.py"]
+
+
+def test_internal_error_exits_3_and_writes_nothing(tmp_path, monkeypatch):
+    """A bug in gradgen is not a bad spec: exit 3, the spec named, nothing written."""
+    import gradgen.pipeline
+
+    def broken(path, text):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(gradgen.pipeline, "build_text", broken)
+    spec = tmp_path / "ok.yaml"
+    spec.write_text("inputs:\n  x: [N]\ngraph:\n  y: sum(x)\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(out)])
+    assert result.exit_code == 3
+    assert "internal error in gradgen" in result.stderr and str(spec) in result.stderr
+    assert not out.exists()
