@@ -40,19 +40,19 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    x: object
-    Wo: object
-    q: object
-    v: object
-    scores_transpose: object
-    attn: object
-    ctx: object
-    loss_sub: object
-    B: object
-    T: object
-    D: object
-    K: object
-    dtype: object
+    x: np.ndarray
+    Wo: np.ndarray
+    q: np.ndarray
+    v: np.ndarray
+    scores_transpose: np.ndarray
+    attn: np.ndarray
+    ctx: np.ndarray
+    loss_sub: np.ndarray
+    B: int
+    T: int
+    D: int
+    K: int
+    dtype: np.dtype
 
 
 def _bind_dims(x, Wq, Wk, Wv, Wo):
@@ -112,12 +112,12 @@ def backward(dout, cache):
     x, Wo, q, v, scores_transpose, attn, ctx, loss_sub, B, T, D, K, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = mean(square(out - x))
-    dout_2 = loss_sub * (2 * (dout / (B * D * T)))  # square rule
+    d_out = loss_sub * (2 * (dout / (B * D * T)))  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
-    dctx = (dout_2.reshape(-1, D) @ Wo.T).reshape((B, T, K))
+    dctx = (d_out.reshape(-1, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(-1, K).T @ dout_2.reshape(-1, D)
+    dWo = ctx.reshape(-1, K).T @ d_out.reshape(-1, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
@@ -163,13 +163,13 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     loss_sub -= x  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     # loss = mean(square(out - x))
-    dout_2 = loss_sub  # square rule
-    dout_2 *= 2 * (1 / (B * D * T))  # square rule
+    d_out = loss_sub  # square rule
+    d_out *= 2 * (1 / (B * D * T))  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
-    dctx = (dout_2.reshape(-1, D) @ Wo.T).reshape((B, T, K))
+    dctx = (d_out.reshape(-1, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(-1, K).T @ dout_2.reshape(-1, D)
+    dWo = ctx.reshape(-1, K).T @ d_out.reshape(-1, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element

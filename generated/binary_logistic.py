@@ -37,13 +37,13 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    x: object
-    t: object
-    p: object
-    nll_sub: object
-    nll_sub_2: object
-    N: object
-    dtype: object
+    x: np.ndarray
+    t: np.ndarray
+    p: np.ndarray
+    nll_sub: np.ndarray
+    nll_sub_2: np.ndarray
+    N: int
+    dtype: np.dtype
 
 
 def _bind_dims(x, t, w, b):

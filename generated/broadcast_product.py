@@ -35,10 +35,10 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    y: object
-    X: object
-    A_sigmoid: object
-    dtype: object
+    y: np.ndarray
+    X: np.ndarray
+    A_sigmoid: np.ndarray
+    dtype: np.dtype
 
 
 def _bind_dims(y, X):

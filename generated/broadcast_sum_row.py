@@ -35,8 +35,8 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    A_tanh: object
-    dtype: object
+    A_tanh: np.ndarray
+    dtype: np.dtype
 
 
 def _bind_dims(X, y):

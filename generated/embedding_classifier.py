@@ -39,17 +39,17 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    tokens: object
-    labels: object
-    W: object
-    pooled: object
-    loss_exp: object
-    loss_sums: object
-    B: object
-    T: object
-    V: object
-    D: object
-    dtype: object
+    tokens: np.ndarray
+    labels: np.ndarray
+    W: np.ndarray
+    pooled: np.ndarray
+    loss_exp: np.ndarray
+    loss_sums: np.ndarray
+    B: int
+    T: int
+    V: int
+    D: int
+    dtype: np.dtype
 
 
 def _bind_dims(tokens, labels, E, W, b):

@@ -39,18 +39,18 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    W: object
-    lo: object
-    z: object
-    mixed: object
-    clipped_maximum: object
-    clipped: object
-    loss_logsumexp_lse: object
-    B: object
-    T: object
-    D: object
-    M: object
-    dtype: object
+    W: np.ndarray
+    lo: np.ndarray
+    z: np.ndarray
+    mixed: np.ndarray
+    clipped_maximum: np.ndarray
+    clipped: np.ndarray
+    loss_logsumexp_lse: np.ndarray
+    B: int
+    T: int
+    D: int
+    M: int
+    dtype: np.dtype
 
 
 def _bind_dims(a, c, W, lo):

@@ -38,14 +38,14 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    gamma: object
-    xc: object
-    xhat_sqrt: object
-    xhat: object
-    loss_sub: object
-    N: object
-    D: object
-    dtype: object
+    gamma: np.ndarray
+    xc: np.ndarray
+    xhat_sqrt: np.ndarray
+    xhat: np.ndarray
+    loss_sub: np.ndarray
+    N: int
+    D: int
+    dtype: np.dtype
 
 
 def _bind_dims(x, gamma, beta, target):

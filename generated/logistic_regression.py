@@ -37,12 +37,12 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    x: object
-    y: object
-    loss_exp: object
-    loss_sums: object
-    N: object
-    dtype: object
+    x: np.ndarray
+    y: np.ndarray
+    loss_exp: np.ndarray
+    loss_sums: np.ndarray
+    N: int
+    dtype: np.dtype
 
 
 def _bind_dims(x, y, W, b):

@@ -35,12 +35,12 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    X: object
-    Y: object
-    B: object
-    N: object
-    P: object
-    dtype: object
+    X: np.ndarray
+    Y: np.ndarray
+    B: np.ndarray
+    N: int
+    P: int
+    dtype: np.dtype
 
 
 def _bind_dims(X, Y):

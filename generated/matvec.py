@@ -34,9 +34,9 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    W: object
-    x: object
-    dtype: object
+    W: np.ndarray
+    x: np.ndarray
+    dtype: np.dtype
 
 
 def _bind_dims(W, x):

@@ -41,14 +41,14 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    x: object
-    y: object
-    W2: object
-    h: object
-    loss_exp: object
-    loss_sums: object
-    N: object
-    dtype: object
+    x: np.ndarray
+    y: np.ndarray
+    W2: np.ndarray
+    h: np.ndarray
+    loss_exp: np.ndarray
+    loss_sums: np.ndarray
+    N: int
+    dtype: np.dtype
 
 
 def _bind_dims(x, y, W1, b1, W2, b2):

@@ -35,14 +35,14 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    x: object
-    W: object
-    h: object
-    g_exp: object
-    loss_sum: object
-    N: object
-    D2: object
-    dtype: object
+    x: np.ndarray
+    W: np.ndarray
+    h: np.ndarray
+    g_exp: np.ndarray
+    loss_sum: np.ndarray
+    N: int
+    D2: int
+    dtype: np.dtype
 
 
 def _bind_dims(x, W):

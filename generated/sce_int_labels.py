@@ -34,11 +34,11 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    labels: object
-    loss_exp: object
-    loss_sums: object
-    N: object
-    dtype: object
+    labels: np.ndarray
+    loss_exp: np.ndarray
+    loss_sums: np.ndarray
+    N: int
+    dtype: np.dtype
 
 
 def _bind_dims(logits, labels):

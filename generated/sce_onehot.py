@@ -34,9 +34,9 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    y: object
-    loss_probs: object
-    dtype: object
+    y: np.ndarray
+    loss_probs: np.ndarray
+    dtype: np.dtype
 
 
 def _bind_dims(theta, y):

@@ -34,10 +34,10 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    k: object
-    J_exp: object
-    J_sums: object
-    dtype: object
+    k: np.ndarray
+    J_exp: np.ndarray
+    J_sums: np.ndarray
+    dtype: np.dtype
 
 
 def _bind_dims(theta, k):

@@ -35,10 +35,10 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    x: object
-    W: object
-    J_tanh: object
-    dtype: object
+    x: np.ndarray
+    W: np.ndarray
+    J_tanh: np.ndarray
+    dtype: np.dtype
 
 
 def _bind_dims(x, W):

@@ -336,7 +336,10 @@ class _Planner:
         for n in g.nodes:
             if n.id in self.var and self.needs_grad[n.id]:
                 kind = "user" if n.name else "temp"
-                self.adj_name[n.id] = self.namer.fresh(f"d{self.var[n.id]}", kind, "bwd")
+                hint = f"d{self.var[n.id]}"
+                if hint in self.namer.taken:  # dout, say, for an entry named out: d_out reads better
+                    hint = f"d_{self.var[n.id]}"
+                self.adj_name[n.id] = self.namer.fresh(hint, kind, "bwd")
 
     def dim_expr(self, d: Dim) -> E:
         if d.is_const:

@@ -109,7 +109,8 @@ def render_module(plan: Plan) -> str:
         scalar_output=plan.scalar_output,
         wrt=list(plan.wrt),
         args=args,
-        cache_fields=cache_fields,
+        cache_fields=[(f, "int" if f in dim_vars else "np.dtype" if k == len(cache_fields) - 1 else "np.ndarray")
+                      for k, f in enumerate(cache_fields)],
         cache_args=", ".join(cache_fields[:-1] + [f"{plan.forward_out}.dtype"]),
         cache_unpack=", ".join(cache_fields) + ("," if len(cache_fields) == 1 else ""),
         dim_checks=_dim_lines(plan),
