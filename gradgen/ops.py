@@ -317,9 +317,11 @@ def _spread(b, g: E, scale: E | None) -> E:
     t = b.t(0)
     axes = norm_axes(b, b.attr("axis"), t.rank)
     keepdims = b.attr("keepdims")
+    # a number (value_and_grad's 1, scaled) must not meet np.broadcast_to: an int64 array in float32
+    number = b.is_number(g)
     if scale is not None:
         g = div(g, scale)
-    if len(axes) == t.rank and not keepdims:
+    if len(axes) == t.rank and (not keepdims or number):
         return call("np.full", b.shape_tuple(t.shape), g, dtype=b.dtype())
     if not keepdims:
         g = call("np.expand_dims", g, axis=kw_axis(axes, t.rank))

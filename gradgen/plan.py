@@ -224,6 +224,9 @@ class BwdCtx(_Ctx):
     def note(self, text: str):
         self.rule_note = text
 
+    def is_number(self, e: E) -> bool:
+        return _is_number(e, self.sweep)
+
     def definition(self, e: E) -> E | None:
         """The expression a cotangent variable was assigned, if it was assigned once and never mutated."""
         if isinstance(e, Var) and e.name not in self.sweep.mutated:
@@ -276,11 +279,16 @@ NUMBER_SAFE = frozenset({
 
 
 def _is_number(e: E, sw: "_Sweep") -> bool:
-    """A cotangent that is a plain number, or a variable assigned one (value_and_grad's 1, scaled)."""
-    if isinstance(e, Var):
-        d = sw.defs.get(e.name)
-        return d is not None and not d.vars()
-    return not e.vars()
+    """A Python number at run time: it reads only dims and variables assigned such numbers
+    (value_and_grad's cotangent 1, scaled by literals and sizes).  A number has no dtype of its own, so
+    it must become a typed array before it meets a mask, a view method or einsum, or is returned."""
+    for v in e.vars():
+        if v in sw.dims:
+            continue
+        d = sw.defs.get(v)
+        if d is None or v in sw.mutated or not _is_number(d, sw):
+            return False
+    return True
 
 
 class _Sweep:
@@ -289,6 +297,7 @@ class _Sweep:
         self.dtype = dtype
         self.defs: dict[str, E] = {}
         self.mutated: set[str] = set()
+        self.dims: set[str] = set()
 
     def emit(self, s: Stmt):
         self.stmts.append(s)
@@ -376,6 +385,8 @@ class _Planner:
     # -- backward: the reverse sweep ------------------------------------------------------------
     def sweep(self, root: E, dtype: E) -> tuple[list[Stmt], dict[int, E]]:
         sw = _Sweep(dtype)
+        sw.dims = set(self.dim_var.values())
+        self.last_sweep = sw
         g = self.graph
         adj: dict[int, E] = {g.output: root}
         version: dict[int, int] = {}
@@ -436,7 +447,7 @@ class _Planner:
         if not (isinstance(filled, Call) and filled.func == "np.full"):
             return cots
         s = filled.args[1]
-        if not s.vars() and n.op not in NUMBER_SAFE:  # 1 * mask would be a bool array
+        if _is_number(s, sw) and n.op not in NUMBER_SAFE:  # (1 / N) * mask would be float64
             return cots
         ctx2 = BwdCtx(self, n, s, sw)
         cots2 = TABLE[n.op].vjp(ctx2)
@@ -755,15 +766,14 @@ def plan(tg: TypedGraph) -> Plan:
 
     fwd = p.forward()
 
-    def grad_exprs(adj, dtype, stmts):
-        numbers = {s.target: s.expr for s in stmts if s.target and s.expr is not None and not s.expr.vars()}
+    def grad_exprs(adj, dtype, sw):
         res = []
         for nid in wrt_nodes:
             name = g.nodes[nid].name
-            if nid in adj and isinstance(adj[nid], Var) and adj[nid].name in numbers:
-                # the cotangent 1 passed straight through + or -: return it as an array of the input's shape
+            if nid in adj and _is_number(adj[nid], sw):
+                # the cotangent 1 passed through scalar arithmetic: an array of the input's shape and dtype
                 shape = Tuple(tuple(p.dim_expr(d) for d in tg.types[nid].shape))
-                res.append((name, Call("np.full", (shape, numbers[adj[nid].name]), (("dtype", dtype),))))
+                res.append((name, Call("np.full", (shape, adj[nid]), (("dtype", dtype),))))
             elif nid in adj:
                 res.append((name, adj[nid]))
             else:
@@ -774,8 +784,8 @@ def plan(tg: TypedGraph) -> Plan:
     # split backward: dout is the cotangent of the output
     dtype_split = Var("dtype")
     b_stmts, b_adj = p.sweep(Var("dout"), dtype_split)
-    b_grads = grad_exprs(b_adj, dtype_split, b_stmts)
-    grad_vars = [e.name for _, e in b_grads if isinstance(e, Var)]
+    b_grads = grad_exprs(b_adj, dtype_split, p.last_sweep)
+    grad_vars = [v for _, e in b_grads for v in e.vars()]
     params_b = set(p.var.values()) | set(dims_all) | {"dout", "dtype"}
     b_opt, b_ren = optimize(b_stmts, params_b, grad_vars, kind, shape_of)
     b_grads = [(n, e.rename(_closure(b_ren))) for n, e in b_grads]
@@ -807,9 +817,9 @@ def plan(tg: TypedGraph) -> Plan:
     if out_type.shape == ():
         dtype_fused = Attr(Var(out_var), "dtype")
         u_stmts, u_adj = p.sweep(Lit("1"), dtype_fused)
-        u_grads = grad_exprs(u_adj, dtype_fused, u_stmts)
+        u_grads = grad_exprs(u_adj, dtype_fused, p.last_sweep)
         body = fwd + u_stmts
-        gv = [e.name for _, e in u_grads if isinstance(e, Var)]
+        gv = [v for _, e in u_grads for v in e.vars()]
         u_opt, u_ren = optimize(body, set(inputs) | set(dims_all), [out_var] + gv, kind, shape_of)
         ur = _closure(u_ren)
         fused_out = ur.get(out_var, out_var)
