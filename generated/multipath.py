@@ -116,7 +116,6 @@ def value_and_grad(x, W):
     dloss_mean = 1  # sum rule
     dloss_div = 1  # sum rule
     dloss_matmul = dloss_div / 10  # quotient rule
-    dloss_matmul = np.full((), dloss_matmul, dtype=loss.dtype)
     dloss_sum = dloss_matmul * loss_sum + dloss_matmul * loss_sum  # dot product rule
     dh = np.broadcast_to(np.expand_dims(dloss_sum, axis=0), (N, D2))  # sum rule: broadcast back
     # mean rule: broadcast back, divided by the count

@@ -275,6 +275,7 @@ def unbroadcast(e: E, from_shape: tuple[Dim, ...], to_shape: tuple[Dim, ...]) ->
 NUMBER_SAFE = frozenset({
     "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "sigmoid", "square", "abs",
     "sum", "mean", "softmax_cross_entropy",
+    "matmul",  # a number reaches only scalar outputs: a dot product, g * b and g * a
 })
 
 
