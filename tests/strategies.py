@@ -208,9 +208,8 @@ class Node:
     pos: bool  # strictly positive by construction
     ev: Callable  # Ctx -> np.ndarray
     name: str | None = None
-    kind: str = ""  # for seed_hazard: input | name | add | neg | lit | T | pow1; "" for the rest
-    args: tuple = ()  # the tensor operands, for the same
-    leaf: bool = False  # may not be used as an operand (see the KNOWN BUG in op_reduce)
+    kind: str = ""  # graph structure: input | name | add | neg | lit | pow1 | pass | mask | T; "" else
+    args: tuple = ()  # the tensor operands (kind and args: to single out a construction if need be)
     pyfloat: bool = False  # a Python float when rank-0 inputs are passed as Python numbers
 
     @property
@@ -294,8 +293,6 @@ class Builder:
         self.used: list[str] = []
         self.failed: list[str] = []
         self.scalar_method = False  # a Python-float value is the receiver of a method (check_case)
-        self.viewed: set[str] = set()  # names under .T / transpose / reshape
-        self.negated: set[str] = set()  # names under unary - or `literal - name`
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -325,7 +322,7 @@ class Builder:
         name = f"t{len(self.entries)}"
         self.entries.append((name, node))
         named = Node(name, ATOM, node.shape, node.pos, lambda c, n=name: c.values[n], name,
-                     kind="name", args=(node,), leaf=node.leaf, pyfloat=node.pyfloat)
+                     kind="name", args=(node,), pyfloat=node.pyfloat)
         self.pool.append(named)
         return named
 
@@ -337,10 +334,10 @@ class Builder:
     def pick(self, pred=lambda n: True, *, allow_new_rank=None) -> Node:
         """The first operand of an op: the pending nested expression if it fits, else a pool node
         (recent ones and much-used ones alike), else a fresh input of a fitting rank."""
-        if self.pending is not None and not self.pending.leaf and pred(self.pending):
+        if self.pending is not None and pred(self.pending):
             node, self.pending = self.pending, None
             return node
-        cands = [n for n in self.pool if pred(n) and not n.leaf]
+        cands = [n for n in self.pool if pred(n)]
         if cands and (allow_new_rank is None or not self.flip(0.15)):
             return cands[self.draw(st.integers(0, len(cands) - 1))]
         if allow_new_rank is None:
@@ -356,12 +353,12 @@ class Builder:
     def operand(self, shape, pos=False) -> Node:
         """A tensor of exactly this shape: an existing one (fan-out) or a fresh input."""
         shape = tuple(shape)
-        cands = [n for n in self.pool if n.shape == shape and (n.pos or not pos) and not n.leaf]
+        cands = [n for n in self.pool if n.shape == shape and (n.pos or not pos)]
         writable = all(d.writable() for d in shape) and len(shape) <= self.input_rank
         if cands and (not writable or self.flip(0.6)):
             return cands[self.draw(st.integers(0, len(cands) - 1))]
         if pos and not writable:
-            weak = [n for n in self.pool if n.shape == shape and not n.leaf]
+            weak = [n for n in self.pool if n.shape == shape]
             if weak:
                 return self.positive(self.choice(weak))
         if not writable:
@@ -420,13 +417,13 @@ class Builder:
 
     def partner(self, node: Node, pos=False) -> Node:
         if self.flip(0.4):  # fan-out: any existing tensor that broadcasts with this one (or itself)
-            fits = [n for n in self.pool if not n.leaf and (n.pos or not pos) and broadcasts(
+            fits = [n for n in self.pool if (n.pos or not pos) and broadcasts(
                 n.shape, node.shape, self.max_rank)]
             if fits:
                 return fits[self.draw(st.integers(0, len(fits) - 1))]
         shape = self.partner_shape(node.shape)
         if not all(d.writable() for d in shape):
-            cands = [n for n in self.pool if n.shape == shape and not n.leaf]
+            cands = [n for n in self.pool if n.shape == shape]
             if not cands:
                 shape = node.shape  # fan-out on a same-shaped tensor, or the node itself
         return self.operand(shape, pos)
@@ -457,8 +454,6 @@ class Builder:
                 ev = lambda c, a=a: fn(a.ev(c), litv)  # noqa: E731
             pos = a.pos and sym != "-"
             lit_kind = "add" if sym in "+-" else ("lit" if sym == "*" or not lit_left else "")
-            if sym == "-" and lit_left and a.name:
-                self.negated.add(a.name)
             return Node(text, level, a.shape, pos, ev, kind=lit_kind, args=(a,), pyfloat=a.pyfloat)
         b = self.partner(a, pos=(sym == "/"))
         if self.flip():  # either side may be the broadcast one
@@ -497,8 +492,6 @@ class Builder:
 
     def op_neg(self):
         a = self.pick(allow_new_rank=(0, 2))
-        if a.name:
-            self.negated.add(a.name)
         return Node(f"-{paren(a, UNARY)}", UNARY, a.shape, False, lambda c: -a.ev(c), kind="neg", args=(a,),
                     pyfloat=a.pyfloat)
 
@@ -506,7 +499,6 @@ class Builder:
         low_rank_ok = self.flip(0.1)  # .T of a vector or scalar is the identity
         a = self.pick(lambda n: n.rank >= 2 or low_rank_ok, allow_new_rank=(2, 2))
         self.note_method(a)
-        self.note_view(a)
         return Node(f"{paren(a, ATOM)}.T", ATOM, a.shape[::-1], a.pos, lambda c: np.asarray(a.ev(c)).T,
                     kind="T", args=(a,))
 
@@ -557,10 +549,6 @@ class Builder:
         if a.pyfloat:
             self.scalar_method = True
 
-    def note_view(self, a: Node):
-        if a.name:
-            self.viewed.add(a.name)
-
     def op_reduce(self, fn):
         a = self.pick(allow_new_rank=(0, 2))
         self.note_method(a)
@@ -582,16 +570,7 @@ class Builder:
 
         pos = a.pos and fn != "logsumexp"
         return Node(f"{fn}({a.text}{axtext}{kwtext})", ATOM, shape, pos, ev,
-                    kind="T" if fn == "logsumexp" and not shape else (
-                        "pass" if a.rank == 0 and keep else ""), args=(a,),
-                    # KNOWN BUG: logsumexp(a, axis=<some but not all axes>) without keepdims emits
-                    # `y = np.squeeze(lse, ...)`, a view of the cached `lse`, but gradgen/expr.py's
-                    # VIEW_FUNCS does not list np.squeeze, so the buffer pass (plan.optimize) takes it
-                    # for a fresh array and a following elementwise op writes into it in place,
-                    # corrupting the cache: `t0: tanh(logsumexp(x0, -2))` (x0: [M, N]) gives
-                    # `t0 = np.squeeze(t0_logsumexp_lse, axis=0); np.tanh(t0, out=t0)` and wrong
-                    # gradients.  Such a logsumexp is generated only where nothing consumes it.
-                    leaf=fn == "logsumexp" and not keep and 0 < len(ax) < rank)
+                    kind="pass" if a.rank == 0 else "", args=(a,))
 
     def op_softmax(self, fn):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 2))
@@ -697,7 +676,6 @@ class Builder:
     def op_transpose(self):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(2, 3))
         self.note_method(a)
-        self.note_view(a)
         rank = a.rank
         if self.flip(0.2):
             perm = tuple(reversed(range(rank)))
@@ -713,7 +691,6 @@ class Builder:
     def op_reshape(self):
         a = self.pick(lambda n: numel(n.shape).monomial(), allow_new_rank=(1, 3))
         self.note_method(a)
-        self.note_view(a)
         shape = list(a.shape)
         how = self.choice(["flatten", "merge", "split", "ones", "same"])
         if how == "flatten":
@@ -897,10 +874,10 @@ class Builder:
         if not self.entries:
             a = self.pick(allow_new_rank=(1, 2))
             self.bind(Node(f"square({a.text})", ATOM, a.shape, False, lambda c: np.square(a.ev(c))))
-        if self.flip(0.55) and not self.pool[-1].leaf:
+        if self.flip(0.55):
             last = self.pool[-1]
             parts = [last]
-            others = [n for n in self.pool[:-1] if not n.leaf]
+            others = self.pool[:-1]
             if others and self.flip(0.5):
                 parts.append(self.choice(others))
             terms, evs = [], []
@@ -932,22 +909,6 @@ class Plan:
     focus: str | None = None  # an op that every drawn graph contains
 
 
-def seed_hazard(node: Node, wrt) -> bool:
-    """Would value_and_grad's literal cotangent 1 reach a wrt input, or a .T/transpose/reshape VJP,
-    without passing through an op that turns it into an array?  (See the KNOWN BUG in ``cases``.)"""
-    if node.rank != 0:
-        return False
-    if node.kind == "input":
-        # afc1f0a returns the bare literal as an array, but not once it went through a named
-        # entry: `t0: 1.5 + x0`, `t1: t0 + x1` (x0, x1: []) gives `dx0 = dt0` -> `1.copy()`
-        return node.name in wrt
-    if node.kind in ("T", "mask"):  # .T/transpose/reshape/einsum: fail or upcast; relu/max/min: bool
-        return True
-    if node.kind in ("name", "add", "neg", "lit", "pow1", "pass"):
-        return any(seed_hazard(a, wrt) for a in node.args)
-    return False
-
-
 def yaml_scalar(text: str) -> str:
     if text[0] in "-[{&*!|>'\"%@`" or ": " in text or " #" in text:
         return "'" + text.replace("'", "''") + "'"
@@ -972,10 +933,6 @@ def cases(draw, plan: Plan):
         else:
             b.step()
     b.finish()
-    # KNOWN BUG: a spec none of whose inputs has a symbolic dim (all shapes [] or [1]) generates
-    # `return _` in _bind_dims (NameError: name '_' is not defined) -- render/templates, not ours
-    # to fix; minimal spec: `inputs: {x0: []}`, `graph: {t0: -x0}`.  Such specs are skipped.
-    assume(any(d.writable() not in (None, "1") for i in b.inputs for d in i.shape))
     names = [n for n, _ in b.entries]
     output = names[-1]
     explicit_output = draw(st.sampled_from(["omit", "last", "earlier"]))
@@ -1008,27 +965,6 @@ def cases(draw, plan: Plan):
     if not floats:
         wrt = ()
     out_node = next(n for name, n in b.entries if name == output)
-    # KNOWN BUG: value_and_grad runs the backward sweep with the Python literal 1 as the output's
-    # cotangent (gradgen/plan.py, `p.sweep(Lit("1"), ...)`).  Commit afc1f0a made a gradient that
-    # is the literal itself come back as an array, but where the literal (or `2 * 1`, `-1`, ...)
-    # meets a .T / transpose / reshape VJP the module does not parse (`t: s.T` gives `ds = 1.T`),
-    # through relu / maximum / minimum it becomes a bool mask (`t: relu(s)` returns a bool `ds`),
-    # and a scalar einsum gets `np.einsum(",j->", 1, x1)`, int64 meeting float32, so float32
-    # value_and_grad returns float64 gradients (`t: einsum("i,j->", x0, x1)`, x0: [M], x1: [N]).
-    # A gradient reached through a named scalar entry is still the bare int (`t0: 1.5 + x0`,
-    # `t1: t0 + x1` with x0, x1: []: AttributeError: 'int' object has no attribute 'copy'), and
-    # afc1f0a's logsumexp fix covers the literal 1 only: `t: -logsumexp(x, axis=None)` still gets
-    # `np.expand_dims(-1, ...)`, float64 gradients in a float32 run.
-    # Specs where the literal reaches one of these (through scalar +, -, literal *, /) are skipped.
-    assume(not seed_hazard(out_node, wrt))
-    # KNOWN BUG (gradgen/plan.py, optimize: in-place/copy propagation): when a name's adjoint is first
-    # a view of a cotangent (from .T / transpose / reshape) and then receives a negated contribution
-    # (from unary - or `2 - name`), the backward pass renders `dx = da` followed by
-    # `np.subtract(dx, dx, out=dx)`: two versions of dx share one rendered name, and the gradient
-    # comes out as zeros.  Minimal spec: `inputs: {x: [M]}`, `graph: {a: -x, t: x.T + exp(a)}`
-    # (also `t: exp(-x) + x.T`, `t: x.T + exp(2 - x)`, `t: reshape(x, [M, 1]) + exp(-x)`).
-    # Graphs where one name is both viewed and negated are skipped.
-    assume(not (b.viewed & b.negated))
     if out_node.pyfloat:
         b.scalar_method = True  # the module reads `out.dtype`
     # entries after the output are dead code: keep them, the generated code must not care
