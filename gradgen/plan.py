@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import builtins
 import keyword
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gradgen.dims import Dim, shape_str
 from gradgen.expr import (
     AUG_OPS, UFUNC_OF, UFUNCS, Attr, Bin, Call, E, Index, Lit, Method, Neg, Tuple, Var, add, axis_lit, method,
 )
-from gradgen.ir import Const, Node, TensorType, TypedGraph
+from gradgen.ir import Const, Node, TypedGraph
 from gradgen.lower import RESERVED
 from gradgen.ops import TABLE
 
@@ -88,6 +88,7 @@ class Plan:
     forward: tuple[Line, ...]
     forward_out: str
     cache_fields: tuple[str, ...]
+    cache_values: tuple[str, ...]  # what forward stores in each field but the last (the dtype)
     backward: tuple[Line, ...]
     fused: tuple[Line, ...]
     grads: tuple[tuple[str, str], ...]  # (input name, expression returned)
@@ -95,7 +96,6 @@ class Plan:
     fused_out: str
     test_inputs: tuple[tuple[str, tuple, str, str], ...]  # (name, shape (symbolic text), dtype, domain)
     dim_symbols: tuple[str, ...]
-    int_ranges: tuple[tuple[str, str], ...] = field(default=())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -804,7 +804,6 @@ def plan(tg: TypedGraph) -> Plan:
     order = {v: i for i, v in enumerate(list(p.var.values()) + [s.target for s in fwd if s.target])}
     cache_vals = sorted([v for v in free if v not in dims_all], key=lambda v: order.get(v, 10**6))
     cache_dims = [d for d in dims_all if d in free]
-    cache_fields = cache_vals + cache_dims + ["dtype"]
 
     f_opt, f_ren = optimize(fwd, set(inputs) | set(dims_all), [out_var] + cache_vals, kind, shape_of)
     fr = _closure(f_ren)
@@ -831,7 +830,6 @@ def plan(tg: TypedGraph) -> Plan:
 
     # dims: runtime checks in forward
     checks = []
-    seen_dims = set()
     for info in g.inputs:
         ds = []
         for ax, d in enumerate(info.shape):
@@ -840,13 +838,9 @@ def plan(tg: TypedGraph) -> Plan:
             else:
                 sym = d.symbols[0]
                 ds.append((ax, sym, p.dim_var[sym]))
-                seen_dims.add(sym)
         checks.append(DimCheck(info.name, len(info.shape), tuple(ds)))
 
-    def domain(info):
-        return _domain(g, tg, info)
-
-    test_inputs = tuple((i.name, tuple(str(d) for d in i.shape), i.dtype, domain(i)) for i in g.inputs)
+    test_inputs = tuple((i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs)
     return Plan(
         name=g.name,
         description=g.description,
@@ -861,6 +855,7 @@ def plan(tg: TypedGraph) -> Plan:
         forward=_lines(f_opt, shape_of),
         forward_out=Var(fwd_out).render(),
         cache_fields=tuple(Var(v).render() for v in cache_vals) + tuple(cache_dims) + ("dtype",),
+        cache_values=tuple(Var(v).render() for v in cache_exprs) + tuple(cache_dims),
         backward=_lines(b_opt),
         fused=fused_lines,
         grads=tuple((n, e.render()) for n, e in b_grads),

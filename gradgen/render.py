@@ -111,7 +111,7 @@ def render_module(plan: Plan) -> str:
         args=args,
         cache_fields=[(f, "int" if f in dim_vars else "np.dtype" if k == len(cache_fields) - 1 else "np.ndarray")
                       for k, f in enumerate(cache_fields)],
-        cache_args=", ".join(cache_fields[:-1] + [f"{plan.forward_out}.dtype"]),
+        cache_args=", ".join(list(plan.cache_values) + [f"{plan.forward_out}.dtype"]),
         cache_unpack=", ".join(cache_fields) + ("," if len(cache_fields) == 1 else ""),
         dim_checks=_dim_lines(plan),
         dims_tuple=dims_tuple,

@@ -13,7 +13,6 @@ SPEC.md, so they are an oracle for the generated code rather than a copy of it.
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, replace
 from typing import Callable
 
