@@ -299,6 +299,16 @@ def _reduce_kwargs(f, axes, rank, keepdims):
     return kw
 
 
+def _reduction_forward(f, name: str) -> E:
+    """a.sum(...) or a.mean(...); a full sum or mean of squares as one dot product."""
+    t = f.t(0)
+    axes = norm_axes(f, f.attr("axis"), t.rank)
+    squared = _sum_of_squares(f, axes)
+    if squared is not None:
+        return squared if name == "sum" else div(squared, f.dim(numel(t.shape)))
+    return method(f.a(0), name, **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
+
+
 def _sum_of_squares(f, axes) -> E | None:
     """sum(square(a)) over every axis as one dot product, np.vdot(a, a), when nothing else reads the
     squares (their VJP reads a, not the squares): no temporary the size of a."""
@@ -335,14 +345,7 @@ summed axes (the transpose of notes section 6's broadcast).""")
 class Sum:
     shape = staticmethod(_reduce_shape)
 
-    @staticmethod
-    def forward(f):
-        t = f.t(0)
-        axes = norm_axes(f, f.attr("axis"), t.rank)
-        squared = _sum_of_squares(f, axes)
-        if squared is not None:
-            return squared
-        return method(f.a(0), "sum", **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
+    forward = staticmethod(lambda f: _reduction_forward(f, "sum"))
 
     @staticmethod
     def vjp(b):
@@ -355,14 +358,7 @@ y = (1/n) sum over axes of a, n the number of elements averaged: da = g / n broa
 class Mean:
     shape = staticmethod(_reduce_shape)
 
-    @staticmethod
-    def forward(f):
-        t = f.t(0)
-        axes = norm_axes(f, f.attr("axis"), t.rank)
-        squared = _sum_of_squares(f, axes)
-        if squared is not None:
-            return div(squared, f.dim(numel(t.shape)))
-        return method(f.a(0), "mean", **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
+    forward = staticmethod(lambda f: _reduction_forward(f, "mean"))
 
     @staticmethod
     def vjp(b):
