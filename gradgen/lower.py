@@ -91,7 +91,7 @@ class _Lowerer:
         self.scope: dict[str, int] = {}
         self.defined_at: dict[str, Place] = {}
         self.later: dict[str, Place] = {e.name.value: e.name.place for e in doc.graph}
-        self.dims: dict[str, Place] = {}
+        self.dims: dict[str, tuple[str, Place]] = {}  # dim -> (the input that first names it, where)
         self.entry: str | None = None
         self.expr_text: Text | None = None
 
@@ -383,7 +383,7 @@ class _Lowerer:
                 if is_positive_int(t.value) and not t.quoted:
                     shape.append(Dim.const(int(t.value)))
                 else:
-                    self.dims.setdefault(t.value, t.place)
+                    self.dims.setdefault(t.value, (decl.name.value, t.place))
                     shape.append(Dim.sym(t.value))
             if not ok and decl.name.value in self.scope:
                 continue  # a second definition: the first one stands
@@ -478,9 +478,9 @@ class _Lowerer:
             if e.node not in used:
                 self.diags.append(warning(e.place, f"graph entry {e.name!r} is not used by the output {self.nodes[output].label!r} and is not computed"))
         description = doc.description.value if doc.description is not None else ""
-        dim_origin = tuple((d, place) for d, place in self.dims.items())
+        dim_origin = tuple((d, name, place) for d, (name, place) in self.dims.items())
         return Graph(self.path, module_name, description, tuple(self.nodes), tuple(inputs), tuple(entries),
-                     output, tuple(wrt), tuple((d, "", p) for d, p in dim_origin))
+                     output, tuple(wrt), dim_origin)
 
 
 def _is_number(node: ast.AST) -> bool:

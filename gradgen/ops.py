@@ -407,6 +407,14 @@ def _axis_shape(s):
     return TensorType(t.shape, "float")
 
 
+def _shifted(f):
+    """y = a - max(a) along the axis, into the node's own variable (softmax, log_softmax)."""
+    t = f.t(0)
+    ax = kw_axis(norm_axes(f, f.attr("axis"), t.rank), t.rank)
+    f.stmt(f.var, sub(f.a(0), method(f.a(0), "max", axis=ax, keepdims=Lit("True"))))
+    return f.var, ax
+
+
 @op("softmax", (P("a"), Param("axis", "int", -1)), rule="softmax rule, reusing the forward output", derivation="""
 y = exp(a - m) / sum exp(a - m) (m the max, for stability);
 dy = y * (da - sum(y * da)), so da = y * (g - sum(g * y)) along the axis (notes section 2).""")
@@ -415,10 +423,7 @@ class Softmax:
 
     @staticmethod
     def forward(f):
-        t = f.t(0)
-        ax = kw_axis(norm_axes(f, f.attr("axis"), t.rank), t.rank)
-        y = f.var
-        f.stmt(y, sub(f.a(0), method(f.a(0), "max", axis=ax, keepdims=Lit("True"))))
+        y, ax = _shifted(f)
         f.stmt(None, call("np.exp", y, out=y))
         # multiply by the reciprocal of the (smaller) sums rather than divide the whole tensor
         f.stmt(y, div(num(1), method(y, "sum", axis=ax, keepdims=Lit("True"))), op="*=")
@@ -445,10 +450,7 @@ class LogSoftmax:
 
     @staticmethod
     def forward(f):
-        t = f.t(0)
-        ax = kw_axis(norm_axes(f, f.attr("axis"), t.rank), t.rank)
-        y = f.var
-        f.stmt(y, sub(f.a(0), method(f.a(0), "max", axis=ax, keepdims=Lit("True"))))
+        y, ax = _shifted(f)
         f.stmt(y, call("np.log", method(call("np.exp", y), "sum", axis=ax, keepdims=Lit("True"))), op="-=")
         return None
 
