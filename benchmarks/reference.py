@@ -175,8 +175,21 @@ def attention_floor_setup(x, Wq, Wk, Wv, Wo):
     def r(*shape):
         return rng.standard_normal(shape).astype(dt)
 
-    return (x.reshape(B * T, D), Wq, Wk, Wv, Wo, r(B, T, K), r(B, T, K), r(B, T, K), r(B, T, T),
-            r(B * T, K), r(B * T, D), r(B, T, K), r(B, T, T))
+    return (
+        x.reshape(B * T, D),
+        Wq,
+        Wk,
+        Wv,
+        Wo,
+        r(B, T, K),
+        r(B, T, K),
+        r(B, T, K),
+        r(B, T, T),
+        r(B * T, K),
+        r(B * T, D),
+        r(B, T, K),
+        r(B, T, T),
+    )
 
 
 def attention_floor(x2, Wq, Wk, Wv, Wo, q, k, v, a, ctx2, dout, dctx, ds):
@@ -238,13 +251,24 @@ def make_inputs(workload, sizes, dtype, seed=0):
 
     if workload == "mlp":
         N, D, H, C = (sizes[k] for k in "NDHC")
-        return (normal(N, D), rng.integers(0, C, size=N), normal(D, H, scale=D**-0.5), normal(H, scale=0.1),
-                normal(H, C, scale=H**-0.5), normal(C, scale=0.1))
+        return (
+            normal(N, D),
+            rng.integers(0, C, size=N),
+            normal(D, H, scale=D**-0.5),
+            normal(H, scale=0.1),
+            normal(H, C, scale=H**-0.5),
+            normal(C, scale=0.1),
+        )
     if workload == "logistic_regression":
         N, D, C = (sizes[k] for k in "NDC")
         return (normal(N, D), rng.integers(0, C, size=N), normal(D, C, scale=D**-0.5), normal(C, scale=0.1))
     if workload == "attention":
         B, T, D, K = (sizes[k] for k in "BTDK")
-        return (normal(B, T, D), normal(D, K, scale=D**-0.5), normal(D, K, scale=D**-0.5),
-                normal(D, K, scale=D**-0.5), normal(K, D, scale=K**-0.5))
+        return (
+            normal(B, T, D),
+            normal(D, K, scale=D**-0.5),
+            normal(D, K, scale=D**-0.5),
+            normal(D, K, scale=D**-0.5),
+            normal(K, D, scale=K**-0.5),
+        )
     raise KeyError(workload)

@@ -16,8 +16,14 @@ import os
 import sys
 
 _SLOW_KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 _REEXEC_MARK = "GRADGEN_BENCH_REEXECED"
 
 
@@ -33,10 +39,12 @@ def _requested_threads(argv):
 def _clean_env(argv):
     """Drop the slow-kernel variables and pin thread counts; re-exec when NumPy is already loaded."""
     threads = str(_requested_threads(argv))
-    wanted = {v: threads for v in _THREAD_VARS}
+    wanted = dict.fromkeys(_THREAD_VARS, threads)
     if threads == "1":
-        wanted["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                               "intra_op_parallelism_threads=1").strip()
+        wanted["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+            "intra_op_parallelism_threads=1"
+        ).strip()
     dirty = any(v in os.environ for v in _SLOW_KERNEL_VARS)
     numpy_loaded = "numpy" in sys.modules
     stale_threads = any(os.environ.get(k) != v for k, v in wanted.items())
@@ -59,6 +67,7 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import gc  # noqa: E402
 import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -76,7 +85,7 @@ import numpy as np  # noqa: E402
 from benchmarks import reference as R  # noqa: E402
 
 try:
-    import threadpoolctl  # noqa: E402
+    import threadpoolctl
 except ImportError:  # optional
     threadpoolctl = None
 
@@ -132,23 +141,33 @@ def machine_lines(threads):
                     break
     except OSError:
         cpu = platform.processor() or cpu
-    lines = [f"machine: {platform.platform()} | CPU: {cpu} | cores: {os.cpu_count()} | "
-             f"python {platform.python_version()} | numpy {np.__version__} | threads pinned: {threads}"
-             + (" | load avg %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else "")]
+    lines = [
+        f"machine: {platform.platform()} | CPU: {cpu} | cores: {os.cpu_count()} | "
+        f"python {platform.python_version()} | numpy {np.__version__} | threads pinned: {threads}"
+        + (" | load avg {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else "")
+    ]
     if threadpoolctl is not None:
         for info in threadpoolctl.threadpool_info():
-            lines.append("blas: {} {} kernel={} threads={} layer={} ({})".format(
-                info.get("internal_api"), info.get("version"), info.get("architecture", "?"),
-                info.get("num_threads"), info.get("threading_layer", "?"),
-                os.path.basename(info.get("filepath", ""))))
+            lines.append(
+                "blas: {} {} kernel={} threads={} layer={} ({})".format(
+                    info.get("internal_api"),
+                    info.get("version"),
+                    info.get("architecture", "?"),
+                    info.get("num_threads"),
+                    info.get("threading_layer", "?"),
+                    os.path.basename(info.get("filepath", "")),
+                )
+            )
     else:
         try:
             blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
             lines.append(f"blas: {blas.get('name')} {blas.get('version')} (threadpoolctl not installed)")
         except Exception:  # pragma: no cover - old numpy
             lines.append("blas: unknown (threadpoolctl not installed)")
-    lines.append("env: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for this run; "
-                 + " ".join(f"{v}={os.environ.get(v)}" for v in _THREAD_VARS[:3]))
+    lines.append(
+        "env: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for this run; "
+        + " ".join(f"{v}={os.environ.get(v)}" for v in _THREAD_VARS[:3])
+    )
     return lines
 
 
@@ -227,7 +246,9 @@ def check_against_reference(workload, mod, sizes, dtype):
         scale = float(np.max(np.abs(r))) or 1.0
         if not np.allclose(g, r, rtol=rtol, atol=atol_rel * scale):
             err = float(np.max(np.abs(g - r)))
-            die(f"{workload} {dt}: d{name} mismatch vs reference: max abs err {err:.3e} (max |ref| {scale:.3e})")
+            die(
+                f"{workload} {dt}: d{name} mismatch vs reference: max abs err {err:.3e} (max |ref| {scale:.3e})"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,17 +283,22 @@ def make_torch_step(workload, inputs, threads):
     params = [p.clone().requires_grad_(True) for p in params]
 
     if workload == "mlp":
+
         def step():
             W1, b1, W2, b2 = params
             h = torch.relu(x @ W1 + b1)
             loss = F.cross_entropy(h @ W2 + b2, y)
             return loss, torch.autograd.grad(loss, params)
+
     elif workload == "logistic_regression":
+
         def step():
             W, b = params
             loss = F.cross_entropy(x @ W + b, y)
             return loss, torch.autograd.grad(loss, params)
+
     else:
+
         def step():
             Wq, Wk, Wv, Wo = params
             q, k, v = x @ Wq, x @ Wk, x @ Wv
@@ -295,21 +321,27 @@ def make_jax_step(workload, inputs, threads):
 
     arrs = [jax.device_put(jnp.asarray(a)) for a in inputs]
     if workload == "mlp":
+
         def f(W1, b1, W2, b2, x, y):
             h = jax.nn.relu(x @ W1 + b1)
             lp = jax.nn.log_softmax(h @ W2 + b2, axis=-1)
             return -jnp.mean(jnp.take_along_axis(lp, y[:, None], axis=1))
+
         params, rest = arrs[2:], arrs[:2]
     elif workload == "logistic_regression":
+
         def f(W, b, x, y):
             lp = jax.nn.log_softmax(x @ W + b, axis=-1)
             return -jnp.mean(jnp.take_along_axis(lp, y[:, None], axis=1))
+
         params, rest = arrs[2:], arrs[:2]
     else:
+
         def f(Wq, Wk, Wv, Wo, x):
             q, k, v = x @ Wq, x @ Wk, x @ Wv
             attn = jax.nn.softmax(q @ jnp.transpose(k, (0, 2, 1)) / 8.0, axis=-1)
             return jnp.mean(jnp.square(attn @ v @ Wo - x))
+
         params, rest = arrs[1:], arrs[:1]
     fn = jax.jit(jax.value_and_grad(f, argnums=tuple(range(len(params)))))
     args = (*params, *rest)
@@ -340,6 +372,7 @@ def make_autograd_step(workload, inputs, threads):
             m = anp.max(logits, axis=1, keepdims=True)
             lse = anp.log(anp.sum(anp.exp(logits - m), axis=1)) + m[:, 0]
             return anp.mean(lse - logits[rows, y])
+
     elif workload == "logistic_regression":
         x, y = inputs[:2]
         params = tuple(inputs[2:])
@@ -351,6 +384,7 @@ def make_autograd_step(workload, inputs, threads):
             m = anp.max(logits, axis=1, keepdims=True)
             lse = anp.log(anp.sum(anp.exp(logits - m), axis=1)) + m[:, 0]
             return anp.mean(lse - logits[rows, y])
+
     else:
         x = inputs[0]
         params = tuple(inputs[1:])
@@ -388,7 +422,9 @@ def check_peer(name, workload, step, to_numpy, inputs, ref_result):
     loss_r, grads_r = ref_result
     tol = 1e-6 if inputs[0].dtype == np.float64 else 2e-3
     ok = np.isclose(loss, float(loss_r), rtol=tol, atol=tol) and all(
-        np.allclose(g, r, rtol=tol, atol=tol * (float(np.max(np.abs(r))) or 1.0)) for g, r in zip(grads, grads_r))
+        np.allclose(g, r, rtol=tol, atol=tol * (float(np.max(np.abs(r))) or 1.0))
+        for g, r in zip(grads, grads_r)
+    )
     return None if ok else f"WARNING: {name} disagrees with the reference on {workload}"
 
 
@@ -427,7 +463,7 @@ def paired(fns, repeats, target):
     samples = [[0.0] * repeats for _ in fns]
     for r in range(repeats):
         order = list(range(k))
-        order = order[r % k:] + order[: r % k]
+        order = order[r % k :] + order[: r % k]
         if (r // k) % 2:
             order.reverse()
         for i in order:
@@ -503,7 +539,7 @@ def build_scaling(tmp_root):
     os.makedirs(d, exist_ok=True)
     build_text = None
     try:
-        from gradgen import pipeline  # noqa: WPS433
+        from gradgen import pipeline
 
         build_text = getattr(pipeline, "build_text", None)
     except Exception:
@@ -527,13 +563,17 @@ def build_scaling(tmp_root):
         else:
             out = os.path.join(d, f"out_{n}")
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "gradgen", "build", path, "--out", out], cwd=ROOT,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "gradgen", "build", path, "--out", out],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
             secs = time.perf_counter() - t0
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr.strip()[-2000:])
             mod = os.path.join(out, f"chain_{n}.py")
-            lines = open(mod).read().count("\n") if os.path.exists(mod) else -1
+            lines = pathlib.Path(mod).read_text().count("\n") if os.path.exists(mod) else -1
         return secs, lines
 
     try:
@@ -562,26 +602,44 @@ def cli_startup(reps=5):
     base, _ = wall(["-c", "pass"], reps)
     for flag in ("--version", "--help"):
         secs, proc = wall(["-m", "gradgen", flag], reps)
-        imp = subprocess.run([sys.executable, "-X", "importtime", "-m", "gradgen", flag], cwd=ROOT,
-                             capture_output=True, text=True)
+        imp = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "gradgen", flag],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         loaded = set()
         for line in imp.stderr.splitlines():
             if line.startswith("import time:") and "|" in line:
                 loaded.add(line.rsplit("|", 1)[1].strip().split(".")[0])
         heavy = {m: ("yes" if m in loaded else "no") for m in ("black", "jinja2", "numpy", "yaml")}
         out = (proc.stdout.strip().splitlines() or [""])[0][:60]
-        log(f"  gradgen {flag:<9} exit {proc.returncode}  {1000 * secs:7.1f} ms  (python -c pass: "
-            f"{1000 * base:.1f} ms)  imports: " + ", ".join(f"{m}={v}" for m, v in heavy.items())
-            + (f"  [{out}]" if flag == "--version" else ""))
+        log(
+            f"  gradgen {flag:<9} exit {proc.returncode}  {1000 * secs:7.1f} ms  (python -c pass: "
+            f"{1000 * base:.1f} ms)  imports: "
+            + ", ".join(f"{m}={v}" for m, v in heavy.items())
+            + (f"  [{out}]" if flag == "--version" else "")
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # main
 
 
-COLUMNS = [("workload", 20, "s"), ("size", 7, "s"), ("dtype", 8, "s"), ("gen ms", 9, ".3f"), ("ref ms", 9, ".3f"),
-           ("gen/ref", 8, ".3f"), ("gen/floor", 9, ".3f"), ("ref/floor", 9, ".3f"), ("gen/torch", 9, ".3f"),
-           ("gen/jax", 8, ".3f"), ("gen/autograd", 12, ".3f"), ("mem gen/ref", 11, ".3f")]
+COLUMNS = [
+    ("workload", 20, "s"),
+    ("size", 7, "s"),
+    ("dtype", 8, "s"),
+    ("gen ms", 9, ".3f"),
+    ("ref ms", 9, ".3f"),
+    ("gen/ref", 8, ".3f"),
+    ("gen/floor", 9, ".3f"),
+    ("ref/floor", 9, ".3f"),
+    ("gen/torch", 9, ".3f"),
+    ("gen/jax", 8, ".3f"),
+    ("gen/autograd", 12, ".3f"),
+    ("mem gen/ref", 11, ".3f"),
+]
 
 
 def fmt_row(values):
@@ -600,7 +658,9 @@ def header():
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="small,medium", help="comma list of small,medium,large (default small,medium)")
+    p.add_argument(
+        "--sizes", default="small,medium", help="comma list of small,medium,large (default small,medium)"
+    )
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--repeats", type=int, default=None, help="paired samples per cell (default 15, tiny 3)")
@@ -608,7 +668,9 @@ def parse_args(argv):
     p.add_argument("--no-build-scaling", action="store_true", help="skip the build-time scaling table")
     p.add_argument("--no-cli", action="store_true", help="skip the CLI start-up measurement")
     p.add_argument("--peers", default=",".join(PEERS), help="comma list of torch,jax,autograd, or none")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="BLAS / peer threads (default: all)")
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="BLAS / peer threads (default: all)"
+    )
     p.add_argument("--pause", type=float, default=0.5, help="seconds of pause between libraries")
     p.add_argument("--min-sample", type=float, default=0.002, help="minimum seconds per timing sample")
     p.add_argument("--generated", default=os.path.join(ROOT, "generated"), help="folder of generated modules")
@@ -640,8 +702,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    limiter = (threadpoolctl.threadpool_limits(limits=args.threads) if threadpoolctl is not None
-               else contextlib.nullcontext())
+    limiter = (
+        threadpoolctl.threadpool_limits(limits=args.threads)
+        if threadpoolctl is not None
+        else contextlib.nullcontext()
+    )
     tmp_root = tempfile.mkdtemp(prefix="gradgen_bench_")
     try:
         with limiter:
@@ -671,8 +736,9 @@ def _run(args, tmp_root):
 
         log(f"peer jax {jax.__version__} (jax.jit(jax.value_and_grad))")
     if "autograd" in peers:
-        import autograd  # noqa: F401
         from importlib.metadata import version
+
+        import autograd  # noqa: F401
 
         log(f"peer autograd {version('autograd')} (HIPS autograd)")
 
@@ -681,8 +747,10 @@ def _run(args, tmp_root):
         for s in args.sizes:
             for dt in sorted(set(args.dtypes) | {"float64"}, reverse=True):
                 check_against_reference(w, mods[w], SIZES[s][w], dt)
-    log("correctness: generated value_and_grad matches the hand-written reference (float64 allclose) "
-        "for every workload and size")
+    log(
+        "correctness: generated value_and_grad matches the hand-written reference (float64 allclose) "
+        "for every workload and size"
+    )
     log("")
     log("times: median per step; ratios: median of paired, interleaved samples (lower is better for gen)")
     log(header())
@@ -697,13 +765,21 @@ def _run(args, tmp_root):
                 ref = spec["value_and_grad"]
                 floor_args = spec["floor_setup"](*inputs)
                 floor = spec["floor"]
-                g = lambda: gen(*inputs)  # noqa: E731
-                r = lambda: ref(*inputs)  # noqa: E731
-                f = lambda: floor(*floor_args)  # noqa: E731
+                g = lambda: gen(*inputs)
+                r = lambda: ref(*inputs)
+                f = lambda: floor(*floor_args)
                 (tg, tr, tf), _ = paired([g, r, f], args.repeats, args.min_sample)
                 mem_g, mem_r = peak_memory(g), peak_memory(r)
-                row = [w, s, dt, 1000 * statistics.median(tg), 1000 * statistics.median(tr),
-                       median_ratio(tg, tr), median_ratio(tg, tf), median_ratio(tr, tf)]
+                row = [
+                    w,
+                    s,
+                    dt,
+                    1000 * statistics.median(tg),
+                    1000 * statistics.median(tr),
+                    median_ratio(tg, tr),
+                    median_ratio(tg, tf),
+                    median_ratio(tr, tf),
+                ]
                 ref_result = r()
                 peer_ms = {}
                 for name in PEERS:
@@ -728,9 +804,11 @@ def _run(args, tmp_root):
                         row.append("err")
                 row.append(mem_g / mem_r if mem_r else float("nan"))
                 log(fmt_row(row))
-                notes.append(f"{w} {s} {dt}: sizes {sizes}; gen/ref of the fastest samples {min(tg) / min(tr):.3f}; "
-                             f"peak MiB gen {mem_g / 2**20:.3f} ref {mem_r / 2**20:.3f}"
-                             + "".join(f"; {k} {v:.3f} ms" for k, v in peer_ms.items()))
+                notes.append(
+                    f"{w} {s} {dt}: sizes {sizes}; gen/ref of the fastest samples {min(tg) / min(tr):.3f}; "
+                    f"peak MiB gen {mem_g / 2**20:.3f} ref {mem_r / 2**20:.3f}"
+                    + "".join(f"; {k} {v:.3f} ms" for k, v in peer_ms.items())
+                )
     log("")
     for n in notes:
         log("  " + n)

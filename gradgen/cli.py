@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -31,12 +30,14 @@ def _version(value: bool):
 
 @app.callback()
 def _main(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool | None = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ):
     """gradgen: gradient code generator."""
 
 
-def _collect(paths: List[Path]) -> tuple[list[Path], list[str]]:
+def _collect(paths: list[Path]) -> tuple[list[Path], list[str]]:
     specs, problems = [], []
     seen: set[Path] = set()
 
@@ -61,7 +62,7 @@ def _collect(paths: List[Path]) -> tuple[list[Path], list[str]]:
     return specs, problems
 
 
-def _build_all(paths: List[Path], out: Path):
+def _build_all(paths: list[Path], out: Path):
     """Build every spec in memory; print diagnostics and exit 2 if any spec is invalid."""
     from gradgen.diagnostics import SpecError
     from gradgen.pipeline import build_text
@@ -89,9 +90,12 @@ def _build_all(paths: List[Path], out: Path):
             import traceback
 
             traceback.print_exc()
-            typer.echo(f"{spec}:1:1: error: internal error in gradgen while building this spec "
-                       f"({type(exc).__name__}: {exc}); please report it with the spec", err=True)
-            raise typer.Exit(EXIT_INTERNAL)
+            typer.echo(
+                f"{spec}:1:1: error: internal error in gradgen while building this spec "
+                f"({type(exc).__name__}: {exc}); please report it with the spec",
+                err=True,
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
         for w in result.warnings:
             typer.echo(str(w), err=True)
         # Two specs must not write the same file: the same module name, or one spec's test file
@@ -102,8 +106,10 @@ def _build_all(paths: List[Path], out: Path):
             if other_name == result.name:
                 message = f"module name {result.name!r} is also written by {other_spec}"
             else:
-                message = (f"module name {result.name!r} would write {clash}, which {other_spec} "
-                           f"(module name {other_name!r}) also writes")
+                message = (
+                    f"module name {result.name!r} would write {clash}, which {other_spec} "
+                    f"(module name {other_name!r}) also writes"
+                )
             typer.echo(f"{spec}:1:1: error: {message}; set a different 'name:' in one of them", err=True)
             failed = True
             continue
@@ -117,7 +123,7 @@ def _build_all(paths: List[Path], out: Path):
 
 @app.command()
 def build(
-    paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
+    paths: list[Path] = typer.Argument(..., help="Spec files or folders of them."),
     out: Path = typer.Option(Path("generated"), "--out", help="Folder for the generated modules and tests."),
 ):
     """Write OUT/<name>.py and OUT/test_<name>.py for every spec (atomically; unchanged files untouched)."""
@@ -130,7 +136,7 @@ def build(
 
 @app.command()
 def check(
-    paths: List[Path] = typer.Argument(..., help="Spec files or folders of them."),
+    paths: list[Path] = typer.Argument(..., help="Spec files or folders of them."),
     out: Path = typer.Option(Path("generated"), "--out", help="Folder holding the generated files."),
 ):
     """Exit 0 if every generated file is present and identical to what build would write, 1 if not."""
@@ -142,7 +148,9 @@ def check(
         typer.echo(f"{o.status}: {o.path}")
         typer.echo(o.diff, nl=False)
     if bad:
-        typer.echo(f"{len(bad)} of {len(files)} generated files are missing or stale; run `gradgen build`.", err=True)
+        typer.echo(
+            f"{len(bad)} of {len(files)} generated files are missing or stale; run `gradgen build`.", err=True
+        )
         raise typer.Exit(EXIT_STALE)
     typer.echo(f"all {len(files)} generated files are fresh")
 

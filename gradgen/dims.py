@@ -18,24 +18,24 @@ class Dim:
     terms: tuple[tuple[Monomial, int], ...]  # sorted, no zero coefficients
 
     @staticmethod
-    def const(k: int) -> "Dim":
+    def const(k: int) -> Dim:
         return Dim((((), k),) if k else ())
 
     @staticmethod
-    def sym(name: str) -> "Dim":
+    def sym(name: str) -> Dim:
         return Dim((((name,), 1),))
 
     @staticmethod
-    def _make(acc: dict[Monomial, int]) -> "Dim":
+    def _make(acc: dict[Monomial, int]) -> Dim:
         return Dim(tuple(sorted((m, c) for m, c in acc.items() if c)))
 
-    def __add__(self, other: "Dim") -> "Dim":
+    def __add__(self, other: Dim) -> Dim:
         acc = dict(self.terms)
         for m, c in other.terms:
             acc[m] = acc.get(m, 0) + c
         return Dim._make(acc)
 
-    def __mul__(self, other: "Dim") -> "Dim":
+    def __mul__(self, other: Dim) -> Dim:
         acc: dict[Monomial, int] = {}
         for m1, c1 in self.terms:
             for m2, c2 in other.terms:
@@ -94,6 +94,4 @@ def numel(shape: tuple[Dim, ...]) -> Dim:
 
 def concrete(shape: tuple[Dim, ...], sizes: dict[str, int]) -> tuple[int, ...]:
     """Evaluate a symbolic shape with concrete sizes (used by tests and property checks)."""
-    return tuple(
-        sum(c * prod(sizes[s] for s in m) for m, c in d.terms) for d in shape
-    )
+    return tuple(sum(c * prod(sizes[s] for s in m) for m, c in d.terms) for d in shape)

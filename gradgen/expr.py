@@ -26,7 +26,7 @@ class E:
         """Variables read, in order of appearance (with repeats)."""
         return []
 
-    def rename(self, m: dict[str, str]) -> "E":
+    def rename(self, m: dict[str, str]) -> E:
         return self
 
     # classification used by the buffer pass
@@ -124,13 +124,32 @@ class Neg(E):
 
 
 VIEW_FUNCS = (
-    "np.broadcast_to", "np.expand_dims", "np.transpose", "np.reshape", "np.swapaxes", "np.moveaxis",
-    "np.squeeze", "np.ravel",
+    "np.broadcast_to",
+    "np.expand_dims",
+    "np.transpose",
+    "np.reshape",
+    "np.swapaxes",
+    "np.moveaxis",
+    "np.squeeze",
+    "np.ravel",
 )
 VIEW_METHODS = ("reshape", "transpose", "swapaxes", "view")
 UFUNCS = (
-    "np.exp", "np.log", "np.sqrt", "np.tanh", "np.abs", "np.sign", "np.square", "np.negative",
-    "np.maximum", "np.minimum", "np.multiply", "np.add", "np.subtract", "np.divide", "np.reciprocal",
+    "np.exp",
+    "np.log",
+    "np.sqrt",
+    "np.tanh",
+    "np.abs",
+    "np.sign",
+    "np.square",
+    "np.negative",
+    "np.maximum",
+    "np.minimum",
+    "np.multiply",
+    "np.add",
+    "np.subtract",
+    "np.divide",
+    "np.reciprocal",
     "np.power",
 )
 
@@ -154,7 +173,9 @@ class Call(E):
         return out
 
     def rename(self, m):
-        return Call(self.func, tuple(a.rename(m) for a in self.args), tuple((k, v.rename(m)) for k, v in self.kwargs))
+        return Call(
+            self.func, tuple(a.rename(m) for a in self.args), tuple((k, v.rename(m)) for k, v in self.kwargs)
+        )
 
     @property
     def fresh(self):
@@ -198,7 +219,12 @@ class Method(E):
         return out
 
     def rename(self, m):
-        return Method(self.obj.rename(m), self.name, tuple(a.rename(m) for a in self.args), tuple((k, v.rename(m)) for k, v in self.kwargs))
+        return Method(
+            self.obj.rename(m),
+            self.name,
+            tuple(a.rename(m) for a in self.args),
+            tuple((k, v.rename(m)) for k, v in self.kwargs),
+        )
 
     @property
     def fresh(self):
@@ -307,6 +333,7 @@ def _wrap(e: E, cond: bool) -> str:
 
 # Smart constructors: fold the identities that a cotangent of 1 or a literal operand produces, so the
 # emitted code never multiplies by one or adds zero.
+
 
 def is_one(e: E) -> bool:
     return isinstance(e, Lit) and e.text in ("1", "1.0")

@@ -95,9 +95,7 @@ class _Walker:
         return Text(str(node.value), _place(self.path, node), node.style in ("'", '"'), single)
 
     def scalar(self, node, what: str) -> Text | None:
-        if not isinstance(node, yaml.ScalarNode) or (
-            node.tag == "tag:yaml.org,2002:null" and not node.value
-        ):
+        if not isinstance(node, yaml.ScalarNode) or (node.tag == "tag:yaml.org,2002:null" and not node.value):
             self.err(node, f"{what} must be a single value, not {_kind(node)}")
             return None
         return self.text(node)
@@ -115,7 +113,9 @@ class _Walker:
                 continue
             if key.value in seen:
                 first = seen[key.value]
-                self.err(key.place, f"duplicate key {key.value!r} in {what} (first defined at line {first.line})")
+                self.err(
+                    key.place, f"duplicate key {key.value!r} in {what} (first defined at line {first.line})"
+                )
                 continue
             seen[key.value] = key.place
             pairs.append((key, value_node))
@@ -136,8 +136,15 @@ def load(path: str, source: str) -> SpecDoc:
         pos = min(exc.position, len(source))
         line = source.count("\n", 0, pos) + 1
         col = pos - (source.rfind("\n", 0, pos) + 1) + 1
-        raise SpecError([error(Place(path, line, col), f"YAML syntax error: character #x{exc.character:04x} "
-                                                       f"is not allowed in a YAML file ({exc.reason})")]) from None
+        raise SpecError(
+            [
+                error(
+                    Place(path, line, col),
+                    f"YAML syntax error: character #x{exc.character:04x} "
+                    f"is not allowed in a YAML file ({exc.reason})",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:  # pragma: no cover - every other PyYAML error is marked
         message = " ".join(str(exc).split())
         raise SpecError([error(Place(path, 1, 1), f"YAML error: {message}")]) from None
@@ -151,7 +158,10 @@ def load(path: str, source: str) -> SpecDoc:
     fields: dict[str, tuple[Text, object]] = {}
     for key, value in pairs:
         if key.value not in TOP_LEVEL_KEYS:
-            w.err(key.place, f"unknown top-level key {key.value!r}; expected one of: {', '.join(TOP_LEVEL_KEYS)}")
+            w.err(
+                key.place,
+                f"unknown top-level key {key.value!r}; expected one of: {', '.join(TOP_LEVEL_KEYS)}",
+            )
             continue
         fields[key.value] = (key, value)
     for required in ("inputs", "graph"):
@@ -224,8 +234,15 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
     context, mark = exc.context, exc.context_mark
     if context and problem.startswith("but "):
         problem = f"{context}, {problem}"
-    elif context and mark is not None and (exc.problem_mark is None or mark.line != exc.problem_mark.line
-                                           or mark.column != exc.problem_mark.column):
+    elif (
+        context
+        and mark is not None
+        and (
+            exc.problem_mark is None
+            or mark.line != exc.problem_mark.line
+            or mark.column != exc.problem_mark.column
+        )
+    ):
         where = _YAML_CONTEXTS.get(context, context)
         problem = f"{problem} ({where} at line {mark.line + 1}, column {mark.column + 1})"
     if problem.startswith("mapping values are not allowed here"):
@@ -243,13 +260,17 @@ def _input(w: _Walker, key: Text, value) -> InputDecl | None:
         fields = {}
         for k, v in pairs or []:
             if k.value not in INPUT_KEYS:
-                w.err(k.place, f"unknown key {k.value!r} in input {key.value!r}; expected 'shape' and 'dtype'")
+                w.err(
+                    k.place, f"unknown key {k.value!r} in input {key.value!r}; expected 'shape' and 'dtype'"
+                )
             else:
                 fields[k.value] = v
         if "dtype" in fields:
             d = w.scalar(fields["dtype"], f"the dtype of {key.value!r}")
             if d is not None and d.value not in DTYPES:
-                w.err(d.place, f"unknown dtype {d.value!r} for input {key.value!r}; expected 'float' or 'int'")
+                w.err(
+                    d.place, f"unknown dtype {d.value!r} for input {key.value!r}; expected 'float' or 'int'"
+                )
                 return None
             dtype = d or dtype
         if "shape" not in fields:
@@ -257,7 +278,10 @@ def _input(w: _Walker, key: Text, value) -> InputDecl | None:
             return None
         shape_node = fields["shape"]
     if not isinstance(shape_node, yaml.SequenceNode):
-        w.err(shape_node, f"the shape of input {key.value!r} must be a list of dims like [N, D], not {_kind(shape_node)}")
+        w.err(
+            shape_node,
+            f"the shape of input {key.value!r} must be a list of dims like [N, D], not {_kind(shape_node)}",
+        )
         return None
     dims = []
     ok = True

@@ -19,7 +19,14 @@ from gradgen.ir import Const, Entry, Graph, InputInfo, Node
 from gradgen.load import IDENTIFIER, SpecDoc, Text, is_positive_int, valid_dim_name
 from gradgen.ops import CALLABLE, TABLE
 
-BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul", ast.Pow: "pow"}
+BINOPS = {
+    ast.Add: "add",
+    ast.Sub: "sub",
+    ast.Mult: "mul",
+    ast.Div: "div",
+    ast.MatMult: "matmul",
+    ast.Pow: "pow",
+}
 SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.MatMult: "@", ast.Pow: "**"}
 # Names that the generated module itself defines or uses inside the functions that take the inputs as
 # arguments: an input or graph entry with one of these names would shadow it.
@@ -37,16 +44,32 @@ RESERVED = {
 # Module names that would shadow a module that the generated files import.
 SHADOWED_MODULES = ("numpy", "pytest")
 STATEMENTS = {
-    ast.Assign: "an assignment", ast.AugAssign: "an assignment", ast.AnnAssign: "an assignment",
-    ast.Import: "an import", ast.ImportFrom: "an import", ast.Delete: "a del statement",
+    ast.Assign: "an assignment",
+    ast.AugAssign: "an assignment",
+    ast.AnnAssign: "an assignment",
+    ast.Import: "an import",
+    ast.ImportFrom: "an import",
+    ast.Delete: "a del statement",
 }
 SYNTAX_NAMES = {
-    ast.Subscript: "subscripts", ast.Lambda: "lambdas", ast.ListComp: "comprehensions",
-    ast.GeneratorExp: "comprehensions", ast.DictComp: "comprehensions", ast.SetComp: "comprehensions",
-    ast.Compare: "comparisons", ast.BoolOp: "boolean operators", ast.IfExp: "conditional expressions",
-    ast.Dict: "dicts", ast.Set: "sets", ast.JoinedStr: "f-strings", ast.Starred: "starred arguments",
-    ast.NamedExpr: "assignment expressions", ast.Await: "await", ast.Slice: "slices",
-    ast.Tuple: "tuples", ast.List: "lists",
+    ast.Subscript: "subscripts",
+    ast.Lambda: "lambdas",
+    ast.ListComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.Compare: "comparisons",
+    ast.BoolOp: "boolean operators",
+    ast.IfExp: "conditional expressions",
+    ast.Dict: "dicts",
+    ast.Set: "sets",
+    ast.JoinedStr: "f-strings",
+    ast.Starred: "starred arguments",
+    ast.NamedExpr: "assignment expressions",
+    ast.Await: "await",
+    ast.Slice: "slices",
+    ast.Tuple: "tuples",
+    ast.List: "lists",
 }
 
 
@@ -61,7 +84,7 @@ def check_name(text: Text, what: str, module: bool = False) -> str | None:
     name = text.value
     if not IDENTIFIER.match(name) or not name.isascii():
         return f"{what} {name!r} is not a valid Python identifier"
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name) and name != "_":
+    if keyword.iskeyword(name) or (keyword.issoftkeyword(name) and name != "_"):
         return f"{what} {name!r} is a Python keyword"
     if name.startswith("_"):
         return f"{what} {name!r} must not start with an underscore (reserved for generated code)"
@@ -99,7 +122,9 @@ class _Lowerer:
         self.diags.append(error(place, message))
 
     # -- nodes ---------------------------------------------------------------------------------------
-    def add(self, op: str, args: tuple, attrs: tuple, label: str, place: Place, name: str | None = None) -> int:
+    def add(
+        self, op: str, args: tuple, attrs: tuple, label: str, place: Place, name: str | None = None
+    ) -> int:
         key = (op, args, attrs)
         if op != "input" and key in self.cse:
             return self.cse[key]
@@ -140,7 +165,9 @@ class _Lowerer:
             return self.name(node, place)
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-                raise _Unsupported(node, f"unsupported literal {label}; only int and float numbers may appear here")
+                raise _Unsupported(
+                    node, f"unsupported literal {label}; only int and float numbers may appear here"
+                )
             if not math.isfinite(node.value):
                 raise _Unsupported(node, f"the literal {label} is not a finite number")
             return Const(node.value, label)
@@ -156,7 +183,9 @@ class _Lowerer:
         if isinstance(node, ast.BinOp):
             op = BINOPS.get(type(node.op))
             if op is None:
-                raise _Unsupported(node, f"unsupported operator in {label}; allowed: + - * / @ ** and unary -")
+                raise _Unsupported(
+                    node, f"unsupported operator in {label}; allowed: + - * / @ ** and unary -"
+                )
             place = self.operator_place(node)
             left = self.expr(node.left)
             if op == "pow":
@@ -172,7 +201,9 @@ class _Lowerer:
             return self.add(op, (left, right), (), label, place)
         if isinstance(node, ast.Attribute):
             if node.attr != "T":
-                raise _Unsupported(node, f"unsupported attribute .{node.attr}; only .T (transpose) is allowed")
+                raise _Unsupported(
+                    node, f"unsupported attribute .{node.attr}; only .T (transpose) is allowed"
+                )
             operand = self.expr(node.value)
             if isinstance(operand, Const):
                 raise _Unsupported(node, f".T of a number in {label}")
@@ -180,7 +211,14 @@ class _Lowerer:
         if isinstance(node, ast.Call):
             return self.call(node, label, place)
         what = SYNTAX_NAMES.get(type(node), type(node).__name__)
-        raise _Unsupported(node, f"{what} are not allowed in expressions" if what.endswith("s") else f"{what} is not allowed in expressions")
+        raise _Unsupported(
+            node,
+            (
+                f"{what} are not allowed in expressions"
+                if what.endswith("s")
+                else f"{what} is not allowed in expressions"
+            ),
+        )
 
     def name(self, node: ast.Name, place: Place) -> int:
         name = node.id
@@ -193,8 +231,11 @@ class _Lowerer:
             if name == self.entry:
                 raise _Unsupported(node, f"{name!r} is used in its own definition")
             raise _Unsupported(node, f"{name!r} is used before it is defined (line {line})")
-        raise _Unsupported(node, f"unknown name {name!r}; not an input or an earlier graph entry"
-                                 + _did_you_mean(name, self.scope))
+        raise _Unsupported(
+            node,
+            f"unknown name {name!r}; not an input or an earlier graph entry"
+            + _did_you_mean(name, self.scope),
+        )
 
     def literal_number(self, node: ast.AST, what: str) -> Const:
         value = node
@@ -202,27 +243,42 @@ class _Lowerer:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             sign = -1 if isinstance(node.op, ast.USub) else 1
             value = node.operand
-        if isinstance(value, ast.Constant) and isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+        if (
+            isinstance(value, ast.Constant)
+            and isinstance(value.value, (int, float))
+            and not isinstance(value.value, bool)
+        ):
             if not math.isfinite(value.value):
                 raise _Unsupported(node, f"the literal {self.source_of(node)} is not a finite number")
             return Const(sign * value.value, self.source_of(node))
-        raise _Unsupported(node, f"{what} must be a number literal, not a tensor expression ({self.source_of(node)})")
+        raise _Unsupported(
+            node, f"{what} must be a number literal, not a tensor expression ({self.source_of(node)})"
+        )
 
     def call(self, node: ast.Call, label: str, place: Place) -> int:
         if not isinstance(node.func, ast.Name):
             func = node.func
             if type(func) in SYNTAX_NAMES:
                 self.expr(func)  # raises: "lambdas are not allowed ..."
-            if isinstance(func, ast.Attribute) and func.attr in CALLABLE and not node.keywords and not node.args:
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr in CALLABLE
+                and not node.keywords
+                and not node.args
+            ):
                 obj = self.source_of(func.value)
-                raise _Unsupported(node, f"methods are not allowed; write {func.attr}({obj}) instead of {label}")
+                raise _Unsupported(
+                    node, f"methods are not allowed; write {func.attr}({obj}) instead of {label}"
+                )
             raise _Unsupported(node, f"only the ops may be called, not {self.source_of(func)}")
         opname = node.func.id
         if opname not in CALLABLE:
             if opname in self.scope:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
             hint = _did_you_mean(opname, CALLABLE)
-            raise _Unsupported(node, f"unknown op {opname!r}{hint or ';'} known ops: {', '.join(sorted(CALLABLE))}")
+            raise _Unsupported(
+                node, f"unknown op {opname!r}{hint or ';'} known ops: {', '.join(sorted(CALLABLE))}"
+            )
         opdef = TABLE[opname]
         params = opdef.params
         values: dict[str, ast.AST] = {}
@@ -242,13 +298,18 @@ class _Lowerer:
             values[param.name] = arg
         if len(positional) > len(params):
             many = "argument" if len(params) == 1 else "arguments"
-            raise _Unsupported(node.args[len(params)], f"{opname} takes at most {len(params)} positional {many}")
+            raise _Unsupported(
+                node.args[len(params)], f"{opname} takes at most {len(params)} positional {many}"
+            )
         for kw in node.keywords:
             if kw.arg is None:
                 raise _Unsupported(kw, f"**kwargs are not allowed in a call of {opname}")
             names = [p.name for p in opdef.params]
             if kw.arg not in names:
-                raise _Unsupported(kw.value, f"unknown keyword argument {kw.arg!r} for {opname}; expected: {', '.join(names)}")
+                raise _Unsupported(
+                    kw.value,
+                    f"unknown keyword argument {kw.arg!r} for {opname}; expected: {', '.join(names)}",
+                )
             if kw.arg in values:
                 raise _Unsupported(kw.value, f"{opname} got {kw.arg!r} twice")
             values[kw.arg] = kw.value
@@ -269,7 +330,9 @@ class _Lowerer:
             elif param.kind == "tensor":
                 value = self.expr(arg)
                 if isinstance(value, Const):
-                    raise _Unsupported(arg, f"argument {param.name!r} of {opname} must be a tensor, not a number")
+                    raise _Unsupported(
+                        arg, f"argument {param.name!r} of {opname} must be a tensor, not a number"
+                    )
                 args.append(value)
             elif param.kind == "tensors":
                 items = arg if isinstance(arg, list) else self.tensor_list(arg, opname)
@@ -312,7 +375,11 @@ class _Lowerer:
             if isinstance(arg, ast.Constant) and arg.value in param.choices:
                 return arg.value
             choices = " or ".join(repr(c) for c in param.choices)
-            quote = " (a string: put it in quotes)" if isinstance(arg, ast.Name) and arg.id in param.choices else ""
+            quote = (
+                " (a string: put it in quotes)"
+                if isinstance(arg, ast.Name) and arg.id in param.choices
+                else ""
+            )
             raise _Unsupported(arg, f"{param.name} of {opname} must be {choices}, not {text}{quote}")
         if kind == "str":
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
@@ -327,12 +394,17 @@ class _Lowerer:
                     if not valid_dim_name(e.id):
                         raise _Unsupported(e, f"{e.id!r} is not a valid dim name")
                     if e.id not in self.dims:
-                        raise _Unsupported(e, f"unknown dim {e.id!r} in shape; dims come from the inputs' shapes")
+                        raise _Unsupported(
+                            e, f"unknown dim {e.id!r} in shape; dims come from the inputs' shapes"
+                        )
                     dims.append(e.id)
                 else:
                     value = self.int_literal(e, f"a dim of the shape of {opname}")
                     if value == 0 or value < -1:
-                        raise _Unsupported(e, f"dim {value} in the shape of {opname} must be a positive int, a dim name or -1")
+                        raise _Unsupported(
+                            e,
+                            f"dim {value} in the shape of {opname} must be a positive int, a dim name or -1",
+                        )
                     dims.append(value)
             if dims.count(-1) > 1:
                 raise _Unsupported(arg, f"the shape of {opname} may hold at most one -1")
@@ -361,7 +433,9 @@ class _Lowerer:
             if text.value in names_seen:
                 first = names_seen[text.value]
                 kind = "an input" if text.value in self.defined_at else "a graph entry"
-                self.err(text.place, f"{what} {text.value!r} is already defined as {kind} (line {first.line})")
+                self.err(
+                    text.place, f"{what} {text.value!r} is already defined as {kind} (line {first.line})"
+                )
                 return False
             names_seen[text.value] = text.place
             return True
@@ -373,7 +447,10 @@ class _Lowerer:
                 self.err(doc.name.place, reason)
             module_name = doc.name.value
         elif check_name(Text(doc.stem, doc.top_place), "", module=True):
-            self.err(doc.top_place, f"the file name {doc.stem!r} is not a valid module name; set 'name:' in the spec")
+            self.err(
+                doc.top_place,
+                f"the file name {doc.stem!r} is not a valid module name; set 'name:' in the spec",
+            )
 
         inputs: list[InputInfo] = []
         for decl in doc.inputs:
@@ -389,8 +466,16 @@ class _Lowerer:
                 continue  # a second definition: the first one stands
             nid = self.add("input", (), (), decl.name.value, decl.name.place, decl.name.value)
             self.scope[decl.name.value] = nid
-            inputs.append(InputInfo(nid, decl.name.value, tuple(shape), decl.dtype.value, decl.name.place,
-                                    tuple(t.place for t in decl.shape)))
+            inputs.append(
+                InputInfo(
+                    nid,
+                    decl.name.value,
+                    tuple(shape),
+                    decl.dtype.value,
+                    decl.name.place,
+                    tuple(t.place for t in decl.shape),
+                )
+            )
             self.defined_at[decl.name.value] = decl.name.place
 
         entries: list[Entry] = []
@@ -403,7 +488,10 @@ class _Lowerer:
                 tree = ast.parse(decl.expr.value, mode="eval")
             except SyntaxError as exc:
                 col = (exc.offset or 1) - 1
-                self.err(decl.expr.place_at(0, col), _statement(decl.expr.value) or f"invalid expression: {exc.msg}")
+                self.err(
+                    decl.expr.place_at(0, col),
+                    _statement(decl.expr.value) or f"invalid expression: {exc.msg}",
+                )
                 self.later.pop(name, None)
                 continue
             if _is_number(tree.body):
@@ -452,12 +540,17 @@ class _Lowerer:
                 info = by_name.get(t.value)
                 if info is None:
                     if t.value in self.scope or any(e.name.value == t.value for e in doc.graph):
-                        self.err(t.place, f"wrt names {t.value!r}, a graph entry; gradients are taken w.r.t. inputs only")
+                        self.err(
+                            t.place,
+                            f"wrt names {t.value!r}, a graph entry; gradients are taken w.r.t. inputs only",
+                        )
                     elif not self.diags or t.value not in names_seen:
                         self.err(t.place, f"wrt names {t.value!r}, which is not an input")
                     continue
                 if info.dtype != "float":
-                    self.err(t.place, f"wrt names {t.value!r}, an int input; int inputs are never differentiated")
+                    self.err(
+                        t.place, f"wrt names {t.value!r}, an int input; int inputs are never differentiated"
+                    )
                     continue
                 if t.value in seen:
                     self.err(t.place, f"wrt names {t.value!r} twice")
@@ -476,11 +569,25 @@ class _Lowerer:
         used = _ancestors(self.nodes, output)
         for e in entries:
             if e.node not in used:
-                self.diags.append(warning(e.place, f"graph entry {e.name!r} is not used by the output {self.nodes[output].label!r} and is not computed"))
+                self.diags.append(
+                    warning(
+                        e.place,
+                        f"graph entry {e.name!r} is not used by the output {self.nodes[output].label!r} and is not computed",
+                    )
+                )
         description = doc.description.value if doc.description is not None else ""
         dim_origin = tuple((d, name, place) for d, (name, place) in self.dims.items())
-        return Graph(self.path, module_name, description, tuple(self.nodes), tuple(inputs), tuple(entries),
-                     output, tuple(wrt), dim_origin)
+        return Graph(
+            self.path,
+            module_name,
+            description,
+            tuple(self.nodes),
+            tuple(inputs),
+            tuple(entries),
+            output,
+            tuple(wrt),
+            dim_origin,
+        )
 
 
 def _is_number(node: ast.AST) -> bool:

@@ -9,12 +9,29 @@ repeats that logic.  Notation in derivations: ``dL = <g, dy>`` and we read off e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from gradgen.dims import Dim, numel, shape_str
 from gradgen.expr import (
-    Attr, Bin, E, Index, Lit, Method, Slice, Tuple, Var, add, axis_lit, call, div, method, mul, neg, num, sub,
+    Attr,
+    Bin,
+    E,
+    Index,
+    Lit,
+    Method,
+    Slice,
+    Tuple,
+    Var,
+    add,
+    axis_lit,
+    call,
+    div,
+    method,
+    mul,
+    neg,
+    num,
+    sub,
 )
 from gradgen.ir import TensorType
 
@@ -35,7 +52,17 @@ class Param:
 
 
 def P(name, kind="tensor", default=None, **kw):
-    return Param(name, kind, default, required=(kind in ("tensor", "tensors", "shape", "str", "operand") and "default" not in kw and default is None), **kw)
+    return Param(
+        name,
+        kind,
+        default,
+        required=(
+            kind in ("tensor", "tensors", "shape", "str", "operand")
+            and "default" not in kw
+            and default is None
+        ),
+        **kw,
+    )
 
 
 @dataclass(frozen=True)
@@ -57,11 +84,35 @@ class OpDef:
 TABLE: dict[str, OpDef] = {}
 
 
-def op(name, params=(), *, rule, derivation, elementwise=False, callable=True, varargs=False, int_args=(), broadcast_rule=""):
+def op(
+    name,
+    params=(),
+    *,
+    rule,
+    derivation,
+    elementwise=False,
+    callable=True,
+    varargs=False,
+    int_args=(),
+    broadcast_rule="",
+):
     def register(cls):
-        TABLE[name] = OpDef(name, tuple(params), cls.shape, cls.forward, cls.vjp, rule, derivation.strip(),
-                            elementwise, callable, varargs, int_args, broadcast_rule)
+        TABLE[name] = OpDef(
+            name,
+            tuple(params),
+            cls.shape,
+            cls.forward,
+            cls.vjp,
+            rule,
+            derivation.strip(),
+            elementwise,
+            callable,
+            varargs,
+            int_args,
+            broadcast_rule,
+        )
         return cls
+
     return register
 
 
@@ -85,8 +136,10 @@ def broadcast_shapes(s, shapes: list[tuple[Dim, ...] | None]) -> tuple[Dim, ...]
             elif d.is_one() or d == dim:
                 continue
             else:
-                s.fail(f"dims do not broadcast: {dim} ({s.where(who)}) vs {d} ({s.where(i)}), "
-                       f"in shapes {shape_str(shapes[who])} and {shape_str(sh)}{_unproven(dim, d)}")
+                s.fail(
+                    f"dims do not broadcast: {dim} ({s.where(who)}) vs {d} ({s.where(i)}), "
+                    f"in shapes {shape_str(shapes[who])} and {shape_str(sh)}{_unproven(dim, d)}"
+                )
         out.append(dim)
     return tuple(out)
 
@@ -106,7 +159,9 @@ def norm_axes(s, axis, rank: int, who: int = 0) -> tuple[int, ...]:
     out = []
     for a in axes:
         if not -rank <= a < rank:
-            s.fail(f"axis {a} is out of range for {s.where(who)}, which has rank {rank} (shape {shape_str(s.types[who].shape)})")
+            s.fail(
+                f"axis {a} is out of range for {s.where(who)}, which has rank {rank} (shape {shape_str(s.types[who].shape)})"
+            )
         out.append(a % rank)
     if len(set(out)) != len(out):
         s.fail(f"axis {axis} repeats an axis")
@@ -143,27 +198,48 @@ class _Binary:
         return TensorType(broadcast_shapes(s, [t.shape if t else () for t in s.types]), "float")
 
 
-@op("add", (P("a"), P("b")), rule="sum rule", broadcast_rule="broadcast sum rule, notes section 6",
-    elementwise=True, callable=False, derivation="""
+@op(
+    "add",
+    (P("a"), P("b")),
+    rule="sum rule",
+    broadcast_rule="broadcast sum rule, notes section 6",
+    elementwise=True,
+    callable=False,
+    derivation="""
 d(a + b) = da + db, so both operands receive g.  A broadcast operand was added to every slice along
-the broadcast axes, so its cotangent is g summed over those axes (notes section 6: dy = 1^T dB).""")
+the broadcast axes, so its cotangent is g summed over those axes (notes section 6: dy = 1^T dB).""",
+)
 class Add(_Binary):
     forward = staticmethod(lambda f: add(f.a(0), f.a(1)))
     vjp = staticmethod(lambda b: (b.g, b.g))
 
 
-@op("sub", (P("a"), P("b")), rule="difference rule", broadcast_rule="broadcast sum rule, notes section 6",
-    elementwise=True, callable=False, derivation="""
-d(a - b) = da - db: a receives g, b receives -g (summed over broadcast axes, notes section 6).""")
+@op(
+    "sub",
+    (P("a"), P("b")),
+    rule="difference rule",
+    broadcast_rule="broadcast sum rule, notes section 6",
+    elementwise=True,
+    callable=False,
+    derivation="""
+d(a - b) = da - db: a receives g, b receives -g (summed over broadcast axes, notes section 6).""",
+)
 class Sub(_Binary):
     forward = staticmethod(lambda f: sub(f.a(0), f.a(1)))
     vjp = staticmethod(lambda b: (b.g, neg(b.g)))
 
 
-@op("mul", (P("a"), P("b")), rule="product rule", broadcast_rule="broadcast product rule, notes section 7",
-    elementwise=True, callable=False, derivation="""
+@op(
+    "mul",
+    (P("a"), P("b")),
+    rule="product rule",
+    broadcast_rule="broadcast product rule, notes section 7",
+    elementwise=True,
+    callable=False,
+    derivation="""
 d(a * b) = da * b + a * db (Hadamard), so a receives g * b and b receives g * a.  For a broadcast
-row y in B = y * X, dy = sum_i dB_i * X_i and dX = y * dB (notes section 7).""")
+row y in B = y * X, dy = sum_i dB_i * X_i and dX = y * dB (notes section 7).""",
+)
 class Mul(_Binary):
     forward = staticmethod(lambda f: mul(f.a(0), f.a(1)))
 
@@ -174,14 +250,25 @@ class Mul(_Binary):
         return (mul(b.g, b.x(1)) if b.needs(0) else None, mul(b.g, b.x(0)) if b.needs(1) else None)
 
 
-@op("div", (P("a"), P("b")), rule="quotient rule", broadcast_rule="quotient rule, broadcast reduced (notes section 6)",
-    elementwise=True, callable=False, derivation="""
+@op(
+    "div",
+    (P("a"), P("b")),
+    rule="quotient rule",
+    broadcast_rule="quotient rule, broadcast reduced (notes section 6)",
+    elementwise=True,
+    callable=False,
+    derivation="""
 d(a / b) = da / b - (a / b^2) db = da / b - y db / b with y = a / b reused from the forward pass,
-so a receives g / b and b receives -g * y / b.""")
+so a receives g / b and b receives -g * y / b.""",
+)
 class Div(_Binary):
     forward = staticmethod(lambda f: div(f.a(0), f.a(1)))
-    vjp = staticmethod(lambda b: (div(b.g, b.x(1)) if b.needs(0) else None,
-                                  neg(div(mul(b.g, b.y), b.x(1))) if b.needs(1) else None))
+    vjp = staticmethod(
+        lambda b: (
+            div(b.g, b.x(1)) if b.needs(0) else None,
+            neg(div(mul(b.g, b.y), b.x(1))) if b.needs(1) else None,
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,15 +281,20 @@ class _Unary:
         return TensorType(s.types[0].shape, "float")
 
 
-@op("neg", (P("a"),), rule="negation rule", elementwise=True, callable=False,
-    derivation="d(-a) = -da.")
+@op("neg", (P("a"),), rule="negation rule", elementwise=True, callable=False, derivation="d(-a) = -da.")
 class Neg_(_Unary):
     forward = staticmethod(lambda f: neg(f.a(0)))
     vjp = staticmethod(lambda b: (neg(b.g),))
 
 
-@op("pow", (P("a"), Param("k", "int")), rule="power rule", elementwise=True, callable=False,
-    derivation="d(a ** k) = k * a ** (k - 1) da for a literal k.")
+@op(
+    "pow",
+    (P("a"), Param("k", "int")),
+    rule="power rule",
+    elementwise=True,
+    callable=False,
+    derivation="d(a ** k) = k * a ** (k - 1) da for a literal k.",
+)
 class Pow:
     shape = staticmethod(_Unary.shape)
 
@@ -229,42 +321,78 @@ def _unary(name, np_func, rule, derivation, vjp):
     return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation)(U)
 
 
-_unary("exp", "np.exp", "exp rule, reusing the forward output",
-       "d exp(a) = exp(a) da = y da: the forward output is reused.",
-       lambda b: (mul(b.g, b.y),))
+_unary(
+    "exp",
+    "np.exp",
+    "exp rule, reusing the forward output",
+    "d exp(a) = exp(a) da = y da: the forward output is reused.",
+    lambda b: (mul(b.g, b.y),),
+)
 _unary("log", "np.log", "log rule", "d log(a) = da / a.", lambda b: (div(b.g, b.x(0)),))
-_unary("sqrt", "np.sqrt", "sqrt rule, reusing the forward output",
-       "d sqrt(a) = da / (2 sqrt(a)) = da / (2 y).", lambda b: (div(b.g, mul(num(2), b.y)),))
-_unary("tanh", "np.tanh", "tanh rule, reusing the forward output",
-       "d tanh(a) = (1 - tanh(a)^2) da = (1 - y * y) da.",
-       lambda b: (mul(b.g, sub(num(1), mul(b.y, b.y))),))
+_unary(
+    "sqrt",
+    "np.sqrt",
+    "sqrt rule, reusing the forward output",
+    "d sqrt(a) = da / (2 sqrt(a)) = da / (2 y).",
+    lambda b: (div(b.g, mul(num(2), b.y)),),
+)
+_unary(
+    "tanh",
+    "np.tanh",
+    "tanh rule, reusing the forward output",
+    "d tanh(a) = (1 - tanh(a)^2) da = (1 - y * y) da.",
+    lambda b: (mul(b.g, sub(num(1), mul(b.y, b.y))),),
+)
 _unary("square", "np.square", "square rule", "d a^2 = 2 a da.", lambda b: (mul(b.g, mul(num(2), b.x(0))),))
-_unary("abs", "np.abs", "abs rule (abs'(0) = 0)", "d |a| = sign(a) da, with sign(0) = 0 as SPEC.md fixes.",
-       lambda b: (mul(b.g, call("np.sign", b.x(0))),))
+_unary(
+    "abs",
+    "np.abs",
+    "abs rule (abs'(0) = 0)",
+    "d |a| = sign(a) da, with sign(0) = 0 as SPEC.md fixes.",
+    lambda b: (mul(b.g, call("np.sign", b.x(0))),),
+)
 
 
-@op("sigmoid", (P("a"),), rule="sigmoid rule, reusing the forward output", elementwise=True, derivation="""
+@op(
+    "sigmoid",
+    (P("a"),),
+    rule="sigmoid rule, reusing the forward output",
+    elementwise=True,
+    derivation="""
 s(a) = 1 / (1 + exp(-a)) = (1 + tanh(a / 2)) / 2, the second form never overflows;
-d s(a) = s(a) (1 - s(a)) da = y (1 - y) da.""")
+d s(a) = s(a) (1 - s(a)) da = y (1 - y) da.""",
+)
 class Sigmoid(_Unary):
     forward = staticmethod(lambda f: add(num(0.5), mul(num(0.5), call("np.tanh", mul(num(0.5), f.a(0))))))
     vjp = staticmethod(lambda b: (mul(b.g, mul(b.y, sub(num(1), b.y))),))
 
 
-@op("relu", (P("a"),), rule="relu rule (relu'(0) = 0)", elementwise=True, derivation="""
+@op(
+    "relu",
+    (P("a"),),
+    rule="relu rule (relu'(0) = 0)",
+    elementwise=True,
+    derivation="""
 relu(a) = max(a, 0); d relu(a) = [a > 0] da = [y > 0] da, with relu'(0) = 0 as SPEC.md fixes.
 The mask multiply (in place when the cotangent's buffer is dead) measured 2-10x faster than np.where
-or boolean-mask assignment on this project's 2-core machine, from [32, 128] to [1024, 1024].""")
+or boolean-mask assignment on this project's 2-core machine, from [32, 128] to [1024, 1024].""",
+)
 class Relu(_Unary):
     forward = staticmethod(lambda f: call("np.maximum", f.a(0), num(0)))
     vjp = staticmethod(lambda b: (mul(b.g, Bin(">", b.y, num(0))),))
 
 
 def _minmax(name, np_func, cmp_a):
-    @op(name, (P("a", "operand"), P("b", "operand")), rule=f"{name} rule (ties go to a)", elementwise=True,
-        broadcast_rule=f"{name} rule (ties go to a), broadcast reduced (notes section 6)", derivation=f"""
+    @op(
+        name,
+        (P("a", "operand"), P("b", "operand")),
+        rule=f"{name} rule (ties go to a)",
+        elementwise=True,
+        broadcast_rule=f"{name} rule (ties go to a), broadcast reduced (notes section 6)",
+        derivation=f"""
 {name}(a, b) picks one operand per element: d{name}(a, b) = [a {cmp_a} b] da + [not (a {cmp_a} b)] db;
-at ties the gradient goes to a (SPEC.md).""")
+at ties the gradient goes to a (SPEC.md).""",
+    )
     class M(_Binary):
         forward = staticmethod(lambda f: call(np_func, f.a(0), f.a(1)))
 
@@ -273,6 +401,7 @@ at ties the gradient goes to a (SPEC.md).""")
             pick_a = Bin(cmp_a, b.x(0), b.x(1))
             pick_b = Bin({">=": "<", "<=": ">"}[cmp_a], b.x(0), b.x(1))
             return (mul(b.g, pick_a) if b.needs(0) else None, mul(b.g, pick_b) if b.needs(1) else None)
+
     return M
 
 
@@ -338,10 +467,14 @@ def _spread(b, g: E, scale: E | None) -> E:
     return call("np.broadcast_to", g, b.shape_tuple(t.shape))
 
 
-@op("sum", (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)), rule="sum rule: broadcast back",
+@op(
+    "sum",
+    (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)),
+    rule="sum rule: broadcast back",
     derivation="""
 y = sum over axes of a: every summed element enters y with weight 1, so da = g broadcast back over the
-summed axes (the transpose of notes section 6's broadcast).""")
+summed axes (the transpose of notes section 6's broadcast).""",
+)
 class Sum:
     shape = staticmethod(_reduce_shape)
 
@@ -352,9 +485,13 @@ class Sum:
         return (_spread(b, b.g, None),)
 
 
-@op("mean", (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)), rule="mean rule: broadcast back, divided by the count",
+@op(
+    "mean",
+    (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)),
+    rule="mean rule: broadcast back, divided by the count",
     derivation="""
-y = (1/n) sum over axes of a, n the number of elements averaged: da = g / n broadcast back.""")
+y = (1/n) sum over axes of a, n the number of elements averaged: da = g / n broadcast back.""",
+)
 class Mean:
     shape = staticmethod(_reduce_shape)
 
@@ -370,10 +507,14 @@ class Mean:
         return (_spread(b, b.g, b.dim(count)),)
 
 
-@op("logsumexp", (P("a"), Param("axis", "axis", -1), Param("keepdims", "bool", False)),
-    rule="logsumexp rule: softmax times the cotangent", derivation="""
+@op(
+    "logsumexp",
+    (P("a"), Param("axis", "axis", -1), Param("keepdims", "bool", False)),
+    rule="logsumexp rule: softmax times the cotangent",
+    derivation="""
 y = log sum_c exp(a_c) is computed as m + log sum_c exp(a_c - m), m the max (stable);
-dy = sum_c softmax(a)_c da_c, so da = g * exp(a - y) (notes section 2's softmax).""")
+dy = sum_c softmax(a)_c da_c, so da = g * exp(a - y) (notes section 2's softmax).""",
+)
 class LogSumExp:
     shape = staticmethod(_reduce_shape)
 
@@ -383,8 +524,11 @@ class LogSumExp:
         axes = norm_axes(f, f.attr("axis"), t.rank)
         kw = _reduce_kwargs(f, axes, t.rank, True)
         m = f.temp("max", method(f.a(0), "max", **kw), reduced(t.shape, axes, True))
-        lse = f.temp("lse", add(call("np.log", method(call("np.exp", sub(f.a(0), m)), "sum", **kw)), m),
-                     reduced(t.shape, axes, True))
+        lse = f.temp(
+            "lse",
+            add(call("np.log", method(call("np.exp", sub(f.a(0), m)), "sum", **kw)), m),
+            reduced(t.shape, axes, True),
+        )
         if f.attr("keepdims"):
             return lse
         if len(axes) == t.rank:
@@ -415,9 +559,14 @@ def _shifted(f):
     return f.var, ax
 
 
-@op("softmax", (P("a"), Param("axis", "int", -1)), rule="softmax rule, reusing the forward output", derivation="""
+@op(
+    "softmax",
+    (P("a"), Param("axis", "int", -1)),
+    rule="softmax rule, reusing the forward output",
+    derivation="""
 y = exp(a - m) / sum exp(a - m) (m the max, for stability);
-dy = y * (da - sum(y * da)), so da = y * (g - sum(g * y)) along the axis (notes section 2).""")
+dy = y * (da - sum(y * da)), so da = y * (g - sum(g * y)) along the axis (notes section 2).""",
+)
 class Softmax:
     shape = staticmethod(_axis_shape)
 
@@ -443,8 +592,13 @@ class Softmax:
         return (mul(centered, y),)
 
 
-@op("log_softmax", (P("a"), Param("axis", "int", -1)), rule="log-softmax rule", derivation="""
-y = a - logsumexp(a); dy = da - sum(softmax(a) * da), so da = g - exp(y) * sum(g) along the axis.""")
+@op(
+    "log_softmax",
+    (P("a"), Param("axis", "int", -1)),
+    rule="log-softmax rule",
+    derivation="""
+y = a - logsumexp(a); dy = da - sum(softmax(a) * da), so da = g - exp(y) * sum(g) along the axis.""",
+)
 class LogSoftmax:
     shape = staticmethod(_axis_shape)
 
@@ -465,27 +619,37 @@ class LogSoftmax:
 # softmax cross-entropy, fused (notes section 2)
 
 
-@op("softmax_cross_entropy",
+@op(
+    "softmax_cross_entropy",
     (P("logits"), P("labels"), Param("reduction", "choice", "mean", choices=("mean", "sum"))),
-    rule="softmax cross-entropy rule, notes section 2", int_args=(1,), derivation="""
+    rule="softmax cross-entropy rule, notes section 2",
+    int_args=(1,),
+    derivation="""
 J = log sum_c exp(theta_c) - theta_k per row (notes section 2), so dJ/dtheta = softmax(theta) - onehot(k):
 the fused form, never differentiated through log and softmax separately.  With int labels the one-hot
 is never built: 1 is subtracted at each row's label.  With float labels (rows that sum to 1) it is
-softmax(theta) - y, and dJ/dy = -log_softmax(theta).  "mean" divides by the number of rows N.""")
+softmax(theta) - y, and dJ/dy = -log_softmax(theta).  "mean" divides by the number of rows N.""",
+)
 class SoftmaxCrossEntropy:
     @staticmethod
     def shape(s):
         logits, labels = s.types
         if logits.rank not in (1, 2):
-            s.fail(f"softmax_cross_entropy needs logits of shape [C] or [N, C], but {s.where(0)} has shape {shape_str(logits.shape)}")
+            s.fail(
+                f"softmax_cross_entropy needs logits of shape [C] or [N, C], but {s.where(0)} has shape {shape_str(logits.shape)}"
+            )
         if labels.dtype == "int":
             want = logits.shape[:-1]
             if labels.shape != want:
-                s.fail(f"int labels must have shape {shape_str(want)}, the shape {shape_str(logits.shape)} of the "
-                       f"logits ({s.where(0)}) without the class axis, but {s.where(1)} has shape {shape_str(labels.shape)}")
+                s.fail(
+                    f"int labels must have shape {shape_str(want)}, the shape {shape_str(logits.shape)} of the "
+                    f"logits ({s.where(0)}) without the class axis, but {s.where(1)} has shape {shape_str(labels.shape)}"
+                )
         elif labels.shape != logits.shape:
-            s.fail(f"float labels must have the logits' shape {shape_str(logits.shape)} ({s.where(0)}), "
-                   f"but {s.where(1)} has shape {shape_str(labels.shape)}")
+            s.fail(
+                f"float labels must have the logits' shape {shape_str(logits.shape)} ({s.where(0)}), "
+                f"but {s.where(1)} has shape {shape_str(labels.shape)}"
+            )
         return TensorType((), "float")
 
     @staticmethod
@@ -558,19 +722,27 @@ def _mm_parts(s):
     ka = a.shape[-1]
     kb = b.shape[0] if b.rank == 1 else b.shape[-2]
     if ka != kb:
-        s.fail(f"matmul inner dims differ: {ka} ({s.where(0)}) vs {kb} ({s.where(1)}), "
-               f"in shapes {shape_str(a.shape)} @ {shape_str(b.shape)}{_unproven(ka, kb)}")
+        s.fail(
+            f"matmul inner dims differ: {ka} ({s.where(0)}) vs {kb} ({s.where(1)}), "
+            f"in shapes {shape_str(a.shape)} @ {shape_str(b.shape)}{_unproven(ka, kb)}"
+        )
     return a, b
 
 
-@op("matmul", (P("a"), P("b")), rule="matmul rule, notes section 5", callable=False, derivation="""
+@op(
+    "matmul",
+    (P("a"), P("b")),
+    rule="matmul rule, notes section 5",
+    callable=False,
+    derivation="""
 B = X Y gives dB = dX Y + X dY, so dX = dB Y^T and dY = X^T dB (notes section 5).  Matrix times vector
 z = W x gives dW = outer(r, x), dx = W^T r (section 3); row vector times matrix z = x W gives
 dW = outer(x, r), dx = r W^T (section 4); a dot product gives g * b and g * a.  Batched operands
 (rank >= 3) follow numpy.matmul: batch dims broadcast, and a broadcast operand's cotangent is summed
 over its broadcast batch axes.  When a batched X meets a 2-D Y, dY = sum_b X_b^T dB_b is computed as
 one 2-D product over the flattened batch, X.reshape(-1, K).T @ dB.reshape(-1, M): the same sum, one
-large BLAS call instead of a batched product and a reduction.""")
+large BLAS call instead of a batched product and a reduction.""",
+)
 class MatMul:
     @staticmethod
     def shape(s):
@@ -669,8 +841,11 @@ def _batched_matmul_vjp(b):
         if len(b_shape) == 2 and tb.rank == 2 and ta.rank > 2 and a_shape[:-2] == batch:
             # one 2-D product over the flattened batch
             K, M = b_shape
-            db = Bin("@", Attr(method(a, "reshape", num(-1), b.dim(K)), "T"),
-                     method(g, "reshape", num(-1), b.dim(M)))
+            db = Bin(
+                "@",
+                Attr(method(a, "reshape", num(-1), b.dim(K)), "T"),
+                method(g, "reshape", num(-1), b.dim(M)),
+            )
         else:
             prod_ = Bin("@", _swap(a) if len(a_shape) > 2 else Attr(a, "T"), g)
             db = b.unbroadcast(prod_, batch + b_shape[-2:], b_shape)
@@ -688,13 +863,20 @@ def _perm(s, rank):
     if axes is None:
         return tuple(reversed(range(rank)))
     if sorted(a % rank if -rank <= a < rank else -999 for a in axes) != list(range(rank)):
-        s.fail(f"axes {list(axes)} is not a permutation of the {rank} axes of {s.where(0)} (shape {shape_str(s.types[0].shape)})")
+        s.fail(
+            f"axes {list(axes)} is not a permutation of the {rank} axes of {s.where(0)} (shape {shape_str(s.types[0].shape)})"
+        )
     return tuple(a % rank for a in axes)
 
 
-@op("transpose", (P("a"), Param("axes", "axes")), rule="transpose rule: the inverse permutation", derivation="""
+@op(
+    "transpose",
+    (P("a"), Param("axes", "axes")),
+    rule="transpose rule: the inverse permutation",
+    derivation="""
 y = transpose(a, p) moves axis p[i] to position i; the cotangent moves back with the inverse
-permutation, da = transpose(g, argsort(p)); .T reverses the axes and is its own inverse.""")
+permutation, da = transpose(g, argsort(p)); .T reverses the axes and is its own inverse.""",
+)
 class Transpose:
     @staticmethod
     def shape(s):
@@ -718,8 +900,13 @@ class Transpose:
         product = b.definition(b.g)
         if swap_last and isinstance(product, Bin) and product.op == "@":
             # (X Y)^T = Y^T X^T: transpose the factors, not the product, so the result is contiguous
-            return (Bin("@", _swap(product.b) if rank > 2 else _T(product.b),
-                        _swap(product.a) if rank > 2 else _T(product.a)),)
+            return (
+                Bin(
+                    "@",
+                    _swap(product.b) if rank > 2 else _T(product.b),
+                    _swap(product.a) if rank > 2 else _T(product.a),
+                ),
+            )
         if p == tuple(reversed(range(rank))):
             return (Attr(b.g, "T"),)
         inv = tuple(sorted(range(rank), key=lambda i: p[i]))
@@ -729,8 +916,8 @@ class Transpose:
 def _divide_monomial(total: Dim, known: Dim) -> Dim | None:
     if len(total.terms) != 1 or len(known.terms) != 1:
         return None
-    (mt, ct), = total.terms
-    (mk, ck), = known.terms
+    ((mt, ct),) = total.terms
+    ((mk, ck),) = known.terms
     if ck == 0 or ct % ck:
         return None
     rest = list(mt)
@@ -741,14 +928,21 @@ def _divide_monomial(total: Dim, known: Dim) -> Dim | None:
     return Dim(((tuple(rest), ct // ck),))
 
 
-@op("reshape", (P("a"), P("shape", "shape")), rule="reshape rule: reshape back", derivation="""
-reshape only relabels elements in row-major order, so the cotangent is reshaped back: da = g.reshape(a.shape).""")
+@op(
+    "reshape",
+    (P("a"), P("shape", "shape")),
+    rule="reshape rule: reshape back",
+    derivation="""
+reshape only relabels elements in row-major order, so the cotangent is reshaped back: da = g.reshape(a.shape).""",
+)
 class Reshape:
     @staticmethod
     def shape(s):
         t = s.types[0]
         total = numel(t.shape)
-        dims = [Dim.sym(d) if isinstance(d, str) else None if d == -1 else Dim.const(d) for d in s.attr("shape")]
+        dims = [
+            Dim.sym(d) if isinstance(d, str) else None if d == -1 else Dim.const(d) for d in s.attr("shape")
+        ]
         known = Dim.const(1)
         for d in dims:
             if d is not None:
@@ -756,13 +950,17 @@ class Reshape:
         if None in dims:
             rest = _divide_monomial(total, known)
             if rest is None:
-                s.fail(f"cannot infer the -1 in reshape: {s.where(0)} has {total} elements "
-                       f"(shape {shape_str(t.shape)}), which is not a multiple of {known} that the spec proves")
+                s.fail(
+                    f"cannot infer the -1 in reshape: {s.where(0)} has {total} elements "
+                    f"(shape {shape_str(t.shape)}), which is not a multiple of {known} that the spec proves"
+                )
             dims = [rest if d is None else d for d in dims]
         out = tuple(dims)
         if numel(out) != total:
-            s.fail(f"reshape changes the number of elements: {s.where(0)} has shape {shape_str(t.shape)} "
-                   f"({total} elements), the new shape {shape_str(out)} has {numel(out)}")
+            s.fail(
+                f"reshape changes the number of elements: {s.where(0)} has shape {shape_str(t.shape)} "
+                f"({total} elements), the new shape {shape_str(out)} has {numel(out)}"
+            )
         return TensorType(out, "float")
 
     @staticmethod
@@ -774,9 +972,13 @@ class Reshape:
         return (method(b.g, "reshape", b.shape_tuple(b.t(0).shape)),)
 
 
-@op("concatenate", (P("tensors", "tensors"), Param("axis", "int", 0)), rule="concatenate rule: split back",
+@op(
+    "concatenate",
+    (P("tensors", "tensors"), Param("axis", "int", 0)),
+    rule="concatenate rule: split back",
     derivation="""
-y stacks the operands along an axis, so each operand's cotangent is its own slice of g along that axis.""")
+y stacks the operands along an axis, so each operand's cotangent is its own slice of g along that axis.""",
+)
 class Concatenate:
     @staticmethod
     def shape(s):
@@ -786,13 +988,17 @@ class Concatenate:
             s.fail("concatenate needs operands of rank >= 1")
         for i, t in enumerate(ts):
             if t.rank != rank:
-                s.fail(f"concatenate needs operands of one rank: {s.where(0)} has {shape_str(ts[0].shape)}, {s.where(i)} has {shape_str(t.shape)}")
+                s.fail(
+                    f"concatenate needs operands of one rank: {s.where(0)} has {shape_str(ts[0].shape)}, {s.where(i)} has {shape_str(t.shape)}"
+                )
         ax = norm_axes(s, s.attr("axis"), rank)[0]
         total = Dim.const(0)
         for i, t in enumerate(ts):
             for k in range(rank):
                 if k != ax and t.shape[k] != ts[0].shape[k]:
-                    s.fail(f"concatenate along axis {ax}: dim {k} differs, {ts[0].shape[k]} ({s.where(0)}) vs {t.shape[k]} ({s.where(i)})")
+                    s.fail(
+                        f"concatenate along axis {ax}: dim {k} differs, {ts[0].shape[k]} ({s.where(0)}) vs {t.shape[k]} ({s.where(i)})"
+                    )
             total = total + t.shape[ax]
         return TensorType(tuple(total if k == ax else d for k, d in enumerate(ts[0].shape)), "float")
 
@@ -819,13 +1025,18 @@ class Concatenate:
         return tuple(out)
 
 
-@op("take", (P("a"), P("indices"), Param("axis", "int", 0)), rule="take rule: scatter-add", int_args=(1,),
+@op(
+    "take",
+    (P("a"), P("indices"), Param("axis", "int", 0)),
+    rule="take rule: scatter-add",
+    int_args=(1,),
     derivation="""
 y = take(a, idx, axis) copies slices of a; each slice of a receives the sum of the cotangents of every
 position that copied it (repeated indices add up): a scatter-add of g into zeros shaped like a.
 np.add.at measured within 1.6x of the fastest alternative here (argsort + np.add.reduceat; bincount
 over flattened indices was slower below 50k rows) for [V, D] from [1000, 64] to [50000, 256], and
-says what it does, so it stays.""")
+says what it does, so it stays.""",
+)
 class Take:
     @staticmethod
     def shape(s):
@@ -835,7 +1046,7 @@ class Take:
         if a.rank == 0:
             s.fail(f"take needs a tensor of rank >= 1, but {s.where(0)} is a scalar")
         ax = norm_axes(s, s.attr("axis"), a.rank)[0]
-        return TensorType(a.shape[:ax] + idx.shape + a.shape[ax + 1:], "float")
+        return TensorType(a.shape[:ax] + idx.shape + a.shape[ax + 1 :], "float")
 
     @staticmethod
     def forward(f):
@@ -855,18 +1066,23 @@ class Take:
         return (da, None)
 
 
-@op("einsum", (P("subscripts", "str"), P("operands", "tensors")), varargs=True,
-    rule="einsum rule: contract the cotangent with the other operands", derivation="""
+@op(
+    "einsum",
+    (P("subscripts", "str"), P("operands", "tensors")),
+    varargs=True,
+    rule="einsum rule: contract the cotangent with the other operands",
+    derivation="""
 y = einsum(s_1,...,s_n -> o) is linear in each operand, so operand i's cotangent is
 einsum(o, s_j (j != i) -> s_i) of g with the other operands; an index that appears only in s_i was
 summed in the forward pass and is broadcast back (np.broadcast_to).  Repeated indices within one
-operand (diagonals) are refused.""")
+operand (diagonals) are refused.""",
+)
 class Einsum:
     @staticmethod
     def parse(s):
         text = s.attr("subscripts").replace(" ", "")
         if "->" not in text:
-            s.fail(f"einsum needs an explicit output, as in \"ij,jk->ik\"; got {text!r}")
+            s.fail(f'einsum needs an explicit output, as in "ij,jk->ik"; got {text!r}')
         lhs, out = text.split("->", 1)
         terms = lhs.split(",")
         if "." in text:
@@ -883,14 +1099,20 @@ class Einsum:
     def shape(s):
         terms, out = Einsum.parse(s)
         if len(terms) != len(s.types):
-            s.fail(f"einsum subscripts {s.attr('subscripts')!r} name {len(terms)} operands, but {len(s.types)} are given")
+            s.fail(
+                f"einsum subscripts {s.attr('subscripts')!r} name {len(terms)} operands, but {len(s.types)} are given"
+            )
         bound: dict[str, tuple[Dim, int]] = {}
         for i, (term, t) in enumerate(zip(terms, s.types)):
             if len(term) != t.rank:
-                s.fail(f"einsum term {term!r} has {len(term)} indices but {s.where(i)} has rank {t.rank} (shape {shape_str(t.shape)})")
+                s.fail(
+                    f"einsum term {term!r} has {len(term)} indices but {s.where(i)} has rank {t.rank} (shape {shape_str(t.shape)})"
+                )
             for c, d in zip(term, t.shape):
                 if c in bound and bound[c][0] != d:
-                    s.fail(f"einsum index {c!r} is {bound[c][0]} in {s.where(bound[c][1])} but {d} in {s.where(i)}")
+                    s.fail(
+                        f"einsum index {c!r} is {bound[c][0]} in {s.where(bound[c][1])} but {d} in {s.where(i)}"
+                    )
                 bound.setdefault(c, (d, i))
         for c in out:
             if c not in bound:
@@ -900,7 +1122,9 @@ class Einsum:
     @staticmethod
     def forward(f):
         n = len(f.types)
-        return call("np.einsum", Lit(repr(f.attr("subscripts").replace(" ", ""))), *(f.a(i) for i in range(n)))
+        return call(
+            "np.einsum", Lit(repr(f.attr("subscripts").replace(" ", ""))), *(f.a(i) for i in range(n))
+        )
 
     @staticmethod
     def vjp(b):
@@ -920,8 +1144,11 @@ class Einsum:
             e = call("np.einsum", Lit(repr(spec)), *args, **kw)
             if kept != terms[i]:
                 missing = tuple(k for k, c in enumerate(terms[i]) if c not in avail)
-                e = call("np.broadcast_to", call("np.expand_dims", e, axis=axis_lit(missing)),
-                         b.shape_tuple(b.t(i).shape))
+                e = call(
+                    "np.broadcast_to",
+                    call("np.expand_dims", e, axis=axis_lit(missing)),
+                    b.shape_tuple(b.t(i).shape),
+                )
             res.append(e)
         return tuple(res)
 

@@ -15,13 +15,26 @@ from dataclasses import dataclass
 
 from gradgen.dims import Dim, shape_str
 from gradgen.expr import (
-    AUG_OPS, UFUNC_OF, UFUNCS, Attr, Bin, Call, E, Index, Lit, Method, Neg, Tuple, Var, add, axis_lit, method,
+    AUG_OPS,
+    UFUNC_OF,
+    UFUNCS,
+    Attr,
+    Bin,
+    Call,
+    E,
+    Index,
+    Lit,
+    Method,
+    Neg,
+    Tuple,
+    Var,
+    add,
+    axis_lit,
+    method,
 )
 from gradgen.ir import Const, Node, TypedGraph
 from gradgen.lower import RESERVED
 from gradgen.ops import TABLE
-
-
 
 # ------------------------------------------------------------------------------------------------
 # statements
@@ -44,10 +57,14 @@ class Stmt:
             out.append(self.target)
         return out
 
-    def rename(self, m: dict[str, str]) -> "Stmt":
-        return Stmt(m.get(self.target, self.target) if self.target else None,
-                    self.expr.rename(m) if self.expr is not None else None, self.op,
-                    tuple(e.rename(m) for e in self.index) if self.index is not None else None, self.comment)
+    def rename(self, m: dict[str, str]) -> Stmt:
+        return Stmt(
+            m.get(self.target, self.target) if self.target else None,
+            self.expr.rename(m) if self.expr is not None else None,
+            self.op,
+            tuple(e.rename(m) for e in self.index) if self.index is not None else None,
+            self.comment,
+        )
 
     def render(self) -> str:
         if self.expr is None:
@@ -127,7 +144,7 @@ class Namer:
 
 
 class _Ctx:
-    def __init__(self, planner: "_Planner", node: Node):
+    def __init__(self, planner: _Planner, node: Node):
         self.p = planner
         self.node = node
         self.graph = planner.graph
@@ -195,7 +212,7 @@ class FwdCtx(_Ctx):
 
 
 class BwdCtx(_Ctx):
-    def __init__(self, planner, node, g: E, sweep: "_Sweep"):
+    def __init__(self, planner, node, g: E, sweep: _Sweep):
         super().__init__(planner, node)
         self.g = g
         self.sweep = sweep
@@ -237,8 +254,14 @@ class BwdCtx(_Ctx):
         key = (self.node.id, hint)
         if key not in self.p.bwd_temps:  # the same name in backward and in value_and_grad
             self.p.bwd_temps[key] = self.p.namer.fresh(
-                f"d{self.p.var[self.node.id]}_{hint}" if hint != "dlogits" else f"d{self.p.var[self.node.args[0]]}",
-                "temp", "bwd")
+                (
+                    f"d{self.p.var[self.node.id]}_{hint}"
+                    if hint != "dlogits"
+                    else f"d{self.p.var[self.node.args[0]]}"
+                ),
+                "temp",
+                "bwd",
+            )
         name = self.p.bwd_temps[key]
         self.p.temp_shapes[name] = tuple(shape)
         self.sweep.emit(Stmt(name, expr, comment=self.rule_note or TABLE[self.node.op].rule))
@@ -272,14 +295,30 @@ def unbroadcast(e: E, from_shape: tuple[Dim, ...], to_shape: tuple[Dim, ...]) ->
 
 # Rules that take a bare number as cotangent and still give float arrays of the right dtype: they only
 # multiply or divide it into float arrays, or fill an array of the operand's dtype with it.
-NUMBER_SAFE = frozenset({
-    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "sigmoid", "square", "abs",
-    "sum", "mean", "softmax_cross_entropy",
-    "matmul",  # a number reaches only scalar outputs: a dot product, g * b and g * a
-})
+NUMBER_SAFE = frozenset(
+    {
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "neg",
+        "pow",
+        "exp",
+        "log",
+        "sqrt",
+        "tanh",
+        "sigmoid",
+        "square",
+        "abs",
+        "sum",
+        "mean",
+        "softmax_cross_entropy",
+        "matmul",  # a number reaches only scalar outputs: a dot product, g * b and g * a
+    }
+)
 
 
-def _is_number(e: E, sw: "_Sweep") -> bool:
+def _is_number(e: E, sw: _Sweep) -> bool:
     """A Python number at run time: it reads only dims and variables assigned such numbers
     (value_and_grad's cotangent 1, scaled by literals and sizes).  A number has no dtype of its own, so
     it must become a typed array before it meets a mask, a view method or einsum, or is returned."""
@@ -319,7 +358,9 @@ class _Planner:
         self.var: dict[int, str] = {}
         self.dim_var: dict[str, str] = {}
         for d in dim_syms:
-            self.dim_var[d] = d if d not in user_names and d not in self.namer.taken else self.namer.fresh(f"{d}_dim")
+            self.dim_var[d] = (
+                d if d not in user_names and d not in self.namer.taken else self.namer.fresh(f"{d}_dim")
+            )
             self.namer.taken.add(self.dim_var[d])
             self.namer.claim(self.dim_var[d], "param", "fwd")
         self.live = _ancestors(g, g.output)
@@ -341,7 +382,9 @@ class _Planner:
         wrt = set(g.wrt)
         self.needs_grad = {}
         for n in g.nodes:
-            self.needs_grad[n.id] = n.id in wrt or (n.op != "input" and any(self.needs_grad.get(a, False) for a in n.refs))
+            self.needs_grad[n.id] = n.id in wrt or (
+                n.op != "input" and any(self.needs_grad.get(a, False) for a in n.refs)
+            )
         self.adj_name = {}
         for n in g.nodes:
             if n.id in self.var and self.needs_grad[n.id]:
@@ -434,10 +477,15 @@ class _Planner:
                 name = self.adj_name[a] + ("" if k == 1 else f"#{k}")
                 self.namer.kind.setdefault(name, self.namer.kind[self.adj_name[a]])
                 expr = c if a not in adj else add(adj[a], c)
-                sw.emit(Stmt(name, expr, comment=rule + (", accumulated over uses (notes section 3)" if a in adj else "")))
+                sw.emit(
+                    Stmt(
+                        name,
+                        expr,
+                        comment=rule + (", accumulated over uses (notes section 3)" if a in adj else ""),
+                    )
+                )
                 adj[a] = Var(name)
         return sw.stmts, adj
-
 
     def fold_filled(self, n: Node, ctx: BwdCtx, cots, sw: _Sweep):
         """When the cotangent is np.full(shape, s) (a full reduction's), an elementwise rule that
@@ -453,9 +501,9 @@ class _Planner:
         ctx2 = BwdCtx(self, n, s, sw)
         cots2 = TABLE[n.op].vjp(ctx2)
         out_shape = self.types[n.id].shape
-        shapes = {v: () for v in self.dim_var.values()}
+        shapes = dict.fromkeys(self.dim_var.values(), ())
         shapes["dout"] = ()
-        for i, a in enumerate(n.args):
+        for _i, a in enumerate(n.args):
             if isinstance(a, int):
                 shapes[self.var[a]] = self.types[a].shape
         shapes[self.var[n.id]] = out_shape
@@ -478,7 +526,11 @@ def _expr_shape(e: E, shapes: dict[str, tuple]):
         return ()
     if isinstance(e, Neg):
         return _expr_shape(e.a, shapes)
-    parts = [e.a, e.b] if isinstance(e, Bin) and e.op != "@" else list(e.args) if isinstance(e, Call) and e.func in UFUNCS else None
+    parts = (
+        [e.a, e.b]
+        if isinstance(e, Bin) and e.op != "@"
+        else list(e.args) if isinstance(e, Call) and e.func in UFUNCS else None
+    )
     if parts is None:
         return None
     out: tuple = ()
@@ -525,7 +577,9 @@ def _ancestors(g, root) -> set[int]:
 # the buffer pass: copy propagation, dead code, in-place updates on dead owned buffers
 
 
-def optimize(stmts: list[Stmt], params: set[str], live_out: list[str], kind, shape_of) -> tuple[list[Stmt], dict[str, str]]:
+def optimize(
+    stmts: list[Stmt], params: set[str], live_out: list[str], kind, shape_of
+) -> tuple[list[Stmt], dict[str, str]]:
     """Rewrite a function body; returns it and the renames applied (old -> new internal names).
 
     Three linear passes: copy propagation (``t = v`` disappears, the better name survives), dead code,
@@ -564,7 +618,13 @@ def optimize(stmts: list[Stmt], params: set[str], live_out: list[str], kind, sha
         s = rn(s0)
         if s.op == "=" and s.index is None and isinstance(s.expr, Var) and s.target is not None:
             t, v = s.target, s.expr.name
-            if kind(v)[0] == "temp" and v in defs and v not in params and uses.get(v, -1) <= i and v not in live_set:
+            if (
+                kind(v)[0] == "temp"
+                and v in defs
+                and v not in params
+                and uses.get(v, -1) <= i
+                and v not in live_set
+            ):
                 renames[v] = t  # the temp takes the better name
                 uses[t] = max(uses.get(t, -1), uses.get(v, -1))
                 continue
@@ -824,7 +884,9 @@ def plan(tg: TypedGraph) -> Plan:
         ur = _closure(u_ren)
         fused_out = ur.get(out_var, out_var)
         fused_grads = [(n, e.rename(ur)) for n, e in u_grads]
-        fused_lines = _lines(u_opt[: _forward_length(u_opt)], shape_of) + _lines(u_opt[_forward_length(u_opt):])
+        fused_lines = _lines(u_opt[: _forward_length(u_opt)], shape_of) + _lines(
+            u_opt[_forward_length(u_opt) :]
+        )
         fused_grads = _own_returns(fused_grads, u_opt, set(inputs))
     b_grads = _own_returns(b_grads, b_opt, params_b)
 
@@ -840,7 +902,9 @@ def plan(tg: TypedGraph) -> Plan:
                 ds.append((ax, sym, p.dim_var[sym]))
         checks.append(DimCheck(info.name, len(info.shape), tuple(ds)))
 
-    test_inputs = tuple((i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs)
+    test_inputs = tuple(
+        (i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs
+    )
     return Plan(
         name=g.name,
         description=g.description,
@@ -922,7 +986,9 @@ def _own_returns(grads, stmts, params):
     for k, (n, e) in enumerate(grads):
         if traced[k] is not None:
             b, owned, sliced = traced[k]
-            shared = any(t is not None and t[0] == b and not (sliced and t[2]) for j, t in enumerate(traced[:k]))
+            shared = any(
+                t is not None and t[0] == b and not (sliced and t[2]) for j, t in enumerate(traced[:k])
+            )
             if not owned or shared:
                 e = Method(e, "copy")
         out.append((n, e))

@@ -65,13 +65,15 @@ def _dim_lines(plan: Plan) -> list:
         first_seen = set()
         if new and len(new) == c.rank and len({v for _, _, v in new}) == c.rank:
             lines.append(f"{', '.join(v for _, _, v in new)}{',' if c.rank == 1 else ''} = {c.input}.shape")
-            for _, text, var in new:
+            for _, text, _var in new:
                 bound[text] = c.input
                 first_seen.add(text)
         for ax, text, var in c.dims:
             if var is None:
                 lines.append(f"if {c.input}.shape[{ax}] != {text}:")
-                lines.append(f'    raise ValueError(f"{c.input}: dim {ax} must be {text}, got {{{c.input}.shape[{ax}]}}")')
+                lines.append(
+                    f'    raise ValueError(f"{c.input}: dim {ax} must be {text}, got {{{c.input}.shape[{ax}]}}")'
+                )
             elif text in first_seen:
                 continue
             elif text in bound:
@@ -98,31 +100,37 @@ def render_module(plan: Plan) -> str:
     dim_vars = [v for _, v in plan.dims]
     dims_tuple = ", ".join(dim_vars) + ("," if len(dim_vars) == 1 else "")
     cache_fields = list(plan.cache_fields)
-    text = _env().get_template("module.py.j2").render(
-        version=__version__,
-        source=plan.source_path,
-        name=plan.name,
-        description=plan.description,
-        inputs=[{"name": n, "shape": s, "dtype": d} for n, s, d in plan.inputs],
-        output=plan.output,
-        output_shape=plan.output_shape,
-        scalar_output=plan.scalar_output,
-        wrt=list(plan.wrt),
-        args=args,
-        cache_fields=[(f, "int" if f in dim_vars else "np.dtype" if k == len(cache_fields) - 1 else "np.ndarray")
-                      for k, f in enumerate(cache_fields)],
-        cache_args=", ".join(list(plan.cache_values) + [f"{plan.forward_out}.dtype"]),
-        cache_unpack=", ".join(cache_fields) + ("," if len(cache_fields) == 1 else ""),
-        dim_checks=_dim_lines(plan),
-        dims_tuple=dims_tuple,
-        bind_dims=(f"{dims_tuple} = " if dims_tuple else "") + f"_bind_dims({args})",
-        forward=_lines(plan.forward),
-        forward_out=plan.forward_out,
-        backward=_lines(plan.backward),
-        fused=_lines(plan.fused),
-        fused_out=plan.fused_out,
-        grads=", ".join(f"{n}={e}" for n, e in plan.grads),
-        fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
+    text = (
+        _env()
+        .get_template("module.py.j2")
+        .render(
+            version=__version__,
+            source=plan.source_path,
+            name=plan.name,
+            description=plan.description,
+            inputs=[{"name": n, "shape": s, "dtype": d} for n, s, d in plan.inputs],
+            output=plan.output,
+            output_shape=plan.output_shape,
+            scalar_output=plan.scalar_output,
+            wrt=list(plan.wrt),
+            args=args,
+            cache_fields=[
+                (f, "int" if f in dim_vars else "np.dtype" if k == len(cache_fields) - 1 else "np.ndarray")
+                for k, f in enumerate(cache_fields)
+            ],
+            cache_args=", ".join(list(plan.cache_values) + [f"{plan.forward_out}.dtype"]),
+            cache_unpack=", ".join(cache_fields) + ("," if len(cache_fields) == 1 else ""),
+            dim_checks=_dim_lines(plan),
+            dims_tuple=dims_tuple,
+            bind_dims=(f"{dims_tuple} = " if dims_tuple else "") + f"_bind_dims({args})",
+            forward=_lines(plan.forward),
+            forward_out=plan.forward_out,
+            backward=_lines(plan.backward),
+            fused=_lines(plan.fused),
+            fused_out=plan.fused_out,
+            grads=", ".join(f"{n}={e}" for n, e in plan.grads),
+            fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
+        )
     )
     return text
 
@@ -130,7 +138,7 @@ def render_module(plan: Plan) -> str:
 def render_test(plan: Plan) -> str:
     sizes = {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)}
     inputs = []
-    for name, shape, dtype, domain in plan.test_inputs:
+    for name, shape, _dtype, domain in plan.test_inputs:
         shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])
         if domain.startswith("labels:"):
             n = _size_expr(domain.split(":", 1)[1], sizes)
@@ -145,22 +153,28 @@ def render_test(plan: Plan) -> str:
     bad_rank = next((n for n, shape, dtype, _ in plan.test_inputs if dtype == "float"), None)
     bad_dim = None
     seen: dict[str, str] = {}
-    for n, shape, dtype, _ in plan.test_inputs:
+    for n, shape, _dtype, _ in plan.test_inputs:
         for ax, t in enumerate(shape):
             if not t.isdigit() and t in seen and bad_dim is None:
                 bad_dim = {"input": n, "axis": ax, "dim": t}
             seen.setdefault(t, n)
-    return _env().get_template("test_module.py.j2").render(
-        version=__version__,
-        source=plan.source_path,
-        name=plan.name,
-        sizes="{" + ", ".join(f'"{k}": {v}' for k, v in sizes.items()) + "}",
-        wrt_list="[" + ", ".join(f'"{w}"' for w in plan.wrt) + "]",
-        inputs=inputs,
-        scalar_output=plan.scalar_output,
-        out_shape=_tuple_text([_size_expr(t.strip(), sizes) for t in plan.output_shape[1:-1].split(",") if t.strip()]),
-        bad_rank=bad_rank,
-        bad_dim=bad_dim,
+    return (
+        _env()
+        .get_template("test_module.py.j2")
+        .render(
+            version=__version__,
+            source=plan.source_path,
+            name=plan.name,
+            sizes="{" + ", ".join(f'"{k}": {v}' for k, v in sizes.items()) + "}",
+            wrt_list="[" + ", ".join(f'"{w}"' for w in plan.wrt) + "]",
+            inputs=inputs,
+            scalar_output=plan.scalar_output,
+            out_shape=_tuple_text(
+                [_size_expr(t.strip(), sizes) for t in plan.output_shape[1:-1].split(",") if t.strip()]
+            ),
+            bad_rank=bad_rank,
+            bad_dim=bad_dim,
+        )
     )
 
 

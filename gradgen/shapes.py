@@ -46,12 +46,20 @@ def infer(graph: Graph) -> TypedGraph:
             continue
         opdef = TABLE[node.op]
         ctx = RuleContext(graph, node, types)
-        bad = [i for i, a in enumerate(node.args)
-               if isinstance(a, int) and types[a].dtype == "int" and i not in opdef.int_args]
+        bad = [
+            i
+            for i, a in enumerate(node.args)
+            if isinstance(a, int) and types[a].dtype == "int" and i not in opdef.int_args
+        ]
         if bad:
             i = bad[0]
-            diags.append(error(node.place, f"int tensor {ctx.where(i)} cannot be used in {_what(node.op)}; "
-                                           "int inputs are class labels or indices and are never differentiated"))
+            diags.append(
+                error(
+                    node.place,
+                    f"int tensor {ctx.where(i)} cannot be used in {_what(node.op)}; "
+                    "int inputs are class labels or indices and are never differentiated",
+                )
+            )
             types.append(None)
             continue
         try:
@@ -65,5 +73,12 @@ def infer(graph: Graph) -> TypedGraph:
 
 
 def _what(op: str) -> str:
-    return {"add": "arithmetic (+)", "sub": "arithmetic (-)", "mul": "arithmetic (*)", "div": "arithmetic (/)",
-            "neg": "arithmetic (unary -)", "pow": "arithmetic (**)", "matmul": "a matmul (@)"}.get(op, op)
+    return {
+        "add": "arithmetic (+)",
+        "sub": "arithmetic (-)",
+        "mul": "arithmetic (*)",
+        "div": "arithmetic (/)",
+        "neg": "arithmetic (unary -)",
+        "pow": "arithmetic (**)",
+        "matmul": "a matmul (@)",
+    }.get(op, op)

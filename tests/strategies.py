@@ -13,8 +13,8 @@ SPEC.md, so they are an oracle for the generated code rather than a copy of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 from hypothesis import assume
@@ -26,12 +26,38 @@ DIM_NAMES = ("N", "M", "K", "P")
 ADD, MUL, UNARY, POW, ATOM = 60, 70, 80, 90, 100
 
 ISSUE2_OPS = (
-    "add", "sub", "mul", "div", "matmul", "pow", "neg", "T", "exp", "log", "sqrt", "tanh",
-    "sigmoid", "relu", "square", "abs", "sum", "mean", "logsumexp", "softmax", "log_softmax",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "matmul",
+    "pow",
+    "neg",
+    "T",
+    "exp",
+    "log",
+    "sqrt",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "square",
+    "abs",
+    "sum",
+    "mean",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
     "softmax_cross_entropy",
 )
 ISSUE3_OPS = (
-    "batched_matmul", "transpose", "reshape", "einsum", "maximum", "minimum", "take", "concatenate",
+    "batched_matmul",
+    "transpose",
+    "reshape",
+    "einsum",
+    "maximum",
+    "minimum",
+    "take",
+    "concatenate",
 )
 ALL_OPS = ISSUE2_OPS + ISSUE3_OPS
 
@@ -45,20 +71,20 @@ class Dim:
     terms: tuple  # sorted ((monomial: tuple of names), coefficient)
 
     @staticmethod
-    def sym(name: str) -> "Dim":
+    def sym(name: str) -> Dim:
         return Dim((((name,), 1),))
 
     @staticmethod
-    def _make(acc: dict) -> "Dim":
+    def _make(acc: dict) -> Dim:
         return Dim(tuple(sorted((m, c) for m, c in acc.items() if c)))
 
-    def __add__(self, other: "Dim") -> "Dim":
+    def __add__(self, other: Dim) -> Dim:
         acc = dict(self.terms)
         for m, c in other.terms:
             acc[m] = acc.get(m, 0) + c
         return Dim._make(acc)
 
-    def __mul__(self, other: "Dim") -> "Dim":
+    def __mul__(self, other: Dim) -> Dim:
         acc: dict = {}
         for m1, c1 in self.terms:
             for m2, c2 in other.terms:
@@ -127,10 +153,7 @@ def broadcast(*shapes):
 def broadcasts(sa, sb, max_rank) -> bool:
     if max(len(sa), len(sb)) > max_rank:
         return False
-    for x, y in zip(reversed(sa), reversed(sb)):
-        if not (x == y or x.is_one() or y.is_one()):
-            return False
-    return True
+    return all(x == y or x.is_one() or y.is_one() for x, y in zip(reversed(sa), reversed(sb)))
 
 
 def matmul_shape(sa, sb):
@@ -311,8 +334,16 @@ class Builder:
         else:
             name = f"x{sum(1 for i in self.inputs if i.is_float)}"
         self.inputs.append(InputDecl(name, tuple(shape), kind, high))
-        node = Node(name, ATOM, tuple(shape), kind in ("pos", "prob"), lambda c, n=name: c.values[n], name,
-                    kind="input", pyfloat=not shape)
+        node = Node(
+            name,
+            ATOM,
+            tuple(shape),
+            kind in ("pos", "prob"),
+            lambda c, n=name: c.values[n],
+            name,
+            kind="input",
+            pyfloat=not shape,
+        )
         if kind != "int":
             self.pool.append(node)
         return node
@@ -320,8 +351,17 @@ class Builder:
     def bind(self, node: Node) -> Node:
         name = f"t{len(self.entries)}"
         self.entries.append((name, node))
-        named = Node(name, ATOM, node.shape, node.pos, lambda c, n=name: c.values[n], name,
-                     kind="name", args=(node,), pyfloat=node.pyfloat)
+        named = Node(
+            name,
+            ATOM,
+            node.shape,
+            node.pos,
+            lambda c, n=name: c.values[n],
+            name,
+            kind="name",
+            args=(node,),
+            pyfloat=node.pyfloat,
+        )
         self.pool.append(named)
         return named
 
@@ -386,13 +426,16 @@ class Builder:
         if how == "exp":
             return Node(f"exp({node.text})", ATOM, node.shape, True, lambda c: np.exp(node.ev(c)))
         if how == "sigmoid":
-            return Node(f"sigmoid({node.text})", ATOM, node.shape, True,
-                        lambda c: 1 / (1 + np.exp(-node.ev(c))))
+            return Node(
+                f"sigmoid({node.text})", ATOM, node.shape, True, lambda c: 1 / (1 + np.exp(-node.ev(c)))
+            )
         if how == "abs":
+
             def ev(c):
                 v = node.ev(c)
                 c.note_kink(v)
                 return np.abs(v) + 0.5
+
             return Node(f"abs({node.text}) + 0.5", ADD, node.shape, True, ev)
         return Node(f"square({node.text}) + 1", ADD, node.shape, True, lambda c: np.square(node.ev(c)) + 1)
 
@@ -416,8 +459,9 @@ class Builder:
 
     def partner(self, node: Node, pos=False) -> Node:
         if self.flip(0.4):  # fan-out: any existing tensor that broadcasts with this one (or itself)
-            fits = [n for n in self.pool if (n.pos or not pos) and broadcasts(
-                n.shape, node.shape, self.max_rank)]
+            fits = [
+                n for n in self.pool if (n.pos or not pos) and broadcasts(n.shape, node.shape, self.max_rank)
+            ]
             if fits:
                 return fits[self.draw(st.integers(0, len(fits) - 1))]
         shape = self.partner_shape(node.shape)
@@ -448,9 +492,10 @@ class Builder:
                     if sym == "/":
                         c.note_domain(v)
                     return fn(litv, v)
+
             else:
                 text = f"{paren(a, level)} {sym} {lit}"
-                ev = lambda c, a=a: fn(a.ev(c), litv)  # noqa: E731
+                ev = lambda c, a=a: fn(a.ev(c), litv)
             pos = a.pos and sym != "-"
             lit_kind = "add" if sym in "+-" else ("lit" if sym == "*" or not lit_left else "")
             return Node(text, level, a.shape, pos, ev, kind=lit_kind, args=(a,), pyfloat=a.pyfloat)
@@ -469,9 +514,16 @@ class Builder:
                 c.note_domain(vb)
             return fn(va, vb)
 
-        return Node(f"{paren(a, level)} {sym} {paren(b, level + 1)}", level, shape,
-                    a.pos and b.pos and sym != "-", ev, kind="add" if sym in "+-" else "", args=(a, b),
-                    pyfloat=a.pyfloat and b.pyfloat)
+        return Node(
+            f"{paren(a, level)} {sym} {paren(b, level + 1)}",
+            level,
+            shape,
+            a.pos and b.pos and sym != "-",
+            ev,
+            kind="add" if sym in "+-" else "",
+            args=(a, b),
+            pyfloat=a.pyfloat and b.pyfloat,
+        )
 
     def op_pow(self):
         a = self.pick(allow_new_rank=(0, 2))
@@ -484,22 +536,45 @@ class Builder:
             v = a.ev(c)
             if k not in ("2", "3"):
                 c.note_domain(v)
-            return v ** kv
+            return v**kv
 
-        return Node(f"{paren(a, ATOM)} ** {k}", POW, a.shape, a.pos, ev, kind="pow1" if k == "1" else "",
-                    args=(a,), pyfloat=a.pyfloat)
+        return Node(
+            f"{paren(a, ATOM)} ** {k}",
+            POW,
+            a.shape,
+            a.pos,
+            ev,
+            kind="pow1" if k == "1" else "",
+            args=(a,),
+            pyfloat=a.pyfloat,
+        )
 
     def op_neg(self):
         a = self.pick(allow_new_rank=(0, 2))
-        return Node(f"-{paren(a, UNARY)}", UNARY, a.shape, False, lambda c: -a.ev(c), kind="neg", args=(a,),
-                    pyfloat=a.pyfloat)
+        return Node(
+            f"-{paren(a, UNARY)}",
+            UNARY,
+            a.shape,
+            False,
+            lambda c: -a.ev(c),
+            kind="neg",
+            args=(a,),
+            pyfloat=a.pyfloat,
+        )
 
     def op_T(self):
         low_rank_ok = self.flip(0.1)  # .T of a vector or scalar is the identity
         a = self.pick(lambda n: n.rank >= 2 or low_rank_ok, allow_new_rank=(2, 2))
         self.note_method(a)
-        return Node(f"{paren(a, ATOM)}.T", ATOM, a.shape[::-1], a.pos, lambda c: np.asarray(a.ev(c)).T,
-                    kind="T", args=(a,))
+        return Node(
+            f"{paren(a, ATOM)}.T",
+            ATOM,
+            a.shape[::-1],
+            a.pos,
+            lambda c: np.asarray(a.ev(c)).T,
+            kind="T",
+            args=(a,),
+        )
 
     def op_unary(self, fn):
         a = self.pick(allow_new_rank=(0, 2))
@@ -513,9 +588,14 @@ class Builder:
             if fn in ("relu", "abs"):
                 c.note_kink(v)
             return {
-                "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh,
-                "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "relu": lambda x: np.maximum(x, 0),
-                "square": np.square, "abs": np.abs,
+                "exp": np.exp,
+                "log": np.log,
+                "sqrt": np.sqrt,
+                "tanh": np.tanh,
+                "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+                "relu": lambda x: np.maximum(x, 0),
+                "square": np.square,
+                "abs": np.abs,
             }[fn](v)
 
         pos = fn in ("exp", "sigmoid") or (fn == "sqrt")
@@ -555,8 +635,11 @@ class Builder:
         axtext, axes = self.axis_arg(rank, default_last=(fn == "logsumexp"))
         keep = self.flip(0.35)
         kwtext = ", keepdims=True" if keep else (", keepdims=False" if self.flip(0.1) else "")
-        shape = tuple(ONE if i in axes else d for i, d in enumerate(a.shape)) if keep else tuple(
-            d for i, d in enumerate(a.shape) if i not in axes)
+        shape = (
+            tuple(ONE if i in axes else d for i, d in enumerate(a.shape))
+            if keep
+            else tuple(d for i, d in enumerate(a.shape) if i not in axes)
+        )
         ax = tuple(axes)
 
         def ev(c):
@@ -568,8 +651,15 @@ class Builder:
             return _lse(v, ax, keep)
 
         pos = a.pos and fn != "logsumexp"
-        return Node(f"{fn}({a.text}{axtext}{kwtext})", ATOM, shape, pos, ev,
-                    kind="pass" if a.rank == 0 else "", args=(a,))
+        return Node(
+            f"{fn}({a.text}{axtext}{kwtext})",
+            ATOM,
+            shape,
+            pos,
+            ev,
+            kind="pass" if a.rank == 0 else "",
+            args=(a,),
+        )
 
     def op_softmax(self, fn):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 2))
@@ -607,8 +697,13 @@ class Builder:
                 labels = self.new_input(logits.shape, "prob")
             else:
                 base = self.operand(logits.shape)
-                labels = Node(f"softmax({base.text})", ATOM, base.shape, True,
-                              lambda c: np.exp(_log_softmax(np.asarray(base.ev(c)), -1)))
+                labels = Node(
+                    f"softmax({base.text})",
+                    ATOM,
+                    base.shape,
+                    True,
+                    lambda c: np.exp(_log_softmax(np.asarray(base.ev(c)), -1)),
+                )
 
         def ev(c):
             lp = _log_softmax(np.asarray(logits.ev(c)), -1)
@@ -652,7 +747,11 @@ class Builder:
                 bshape = (inner,) + other if left else other + (inner,)
             else:
                 # batch dims that broadcast against a's batch dims, possibly adding a leading one
-                nb = self.draw(st.integers(1, 2)) if a.rank <= 2 else self.draw(st.integers(len(abatch), len(abatch) + 1))
+                nb = (
+                    self.draw(st.integers(1, 2))
+                    if a.rank <= 2
+                    else self.draw(st.integers(len(abatch), len(abatch) + 1))
+                )
                 batch = []
                 for k in range(nb, 0, -1):
                     if k <= len(abatch):
@@ -669,8 +768,13 @@ class Builder:
         shape = matmul_shape(x.shape, y.shape)
         if len(shape) > self.max_rank or (batched and max(x.rank, y.rank) < 3):
             raise Unsupported
-        return Node(f"{paren(x, MUL)} @ {paren(y, MUL + 1)}", MUL, shape, x.pos and y.pos,
-                    lambda c: np.matmul(x.ev(c), y.ev(c)))
+        return Node(
+            f"{paren(x, MUL)} @ {paren(y, MUL + 1)}",
+            MUL,
+            shape,
+            x.pos and y.pos,
+            lambda c: np.matmul(x.ev(c), y.ev(c)),
+        )
 
     def op_transpose(self):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(2, 3))
@@ -683,7 +787,11 @@ class Builder:
             perm = tuple(self.draw(st.permutations(list(range(rank)))))
             written = [p - rank if self.flip(0.2) else p for p in perm]
             lst = ", ".join(map(str, written))
-            text = f"transpose({a.text}, axes=[{lst}])" if self.flip(0.8) else f"transpose({a.text}, axes=({lst}{',' if rank == 1 else ''}))"
+            text = (
+                f"transpose({a.text}, axes=[{lst}])"
+                if self.flip(0.8)
+                else f"transpose({a.text}, axes=({lst}{',' if rank == 1 else ''}))"
+            )
         shape = tuple(a.shape[p] for p in perm)
         return Node(text, ATOM, shape, a.pos, lambda c: np.transpose(a.ev(c), perm), kind="T", args=(a,))
 
@@ -696,11 +804,11 @@ class Builder:
             target = [numel(shape)]
         elif how == "merge" and len(shape) >= 2:
             i = self.draw(st.integers(0, len(shape) - 2))
-            target = shape[:i] + [shape[i] * shape[i + 1]] + shape[i + 2:]
+            target = shape[:i] + [shape[i] * shape[i + 1]] + shape[i + 2 :]
         elif how == "split" and any(d.names() and len(d.names()) >= 2 for d in shape):
             i = next(k for k, d in enumerate(shape) if d.names() and len(d.names()) >= 2)
             parts = [Dim.sym(s) for s in self.draw(st.permutations(list(shape[i].names())))]
-            target = shape[:i] + parts + shape[i + 1:]
+            target = shape[:i] + parts + shape[i + 1 :]
         elif how == "ones":
             target = [d for d in shape if not d.is_one()]
             k = self.draw(st.integers(0, len(target)))
@@ -722,8 +830,15 @@ class Builder:
             raise Unsupported
         written = ["-1" if k == minus else d.writable() for k, d in enumerate(target)]
         tshape = tuple(target)
-        return Node(f"reshape({a.text}, [{', '.join(written)}])", ATOM, tshape, a.pos,
-                    lambda c: np.reshape(a.ev(c), tuple(d.size(c.sizes) for d in tshape)), kind="T", args=(a,))
+        return Node(
+            f"reshape({a.text}, [{', '.join(written)}])",
+            ATOM,
+            tshape,
+            a.pos,
+            lambda c: np.reshape(a.ev(c), tuple(d.size(c.sizes) for d in tshape)),
+            kind="T",
+            args=(a,),
+        )
 
     def op_einsum(self):
         a = self.pick(lambda n: 1 <= n.rank <= 3, allow_new_rank=(1, 3))
@@ -750,20 +865,34 @@ class Builder:
             operands.append(self.operand(tuple(dims[ch] for ch in term)))
             terms.append(term)
         everything = list(dims)
-        out = self.draw(st.lists(st.sampled_from(everything), unique=True, max_size=min(self.max_rank, len(everything))))
+        out = self.draw(
+            st.lists(st.sampled_from(everything), unique=True, max_size=min(self.max_rank, len(everything)))
+        )
         out = "".join(out)
         sub = ",".join(terms) + "->" + out
         shape = tuple(dims[ch] for ch in out)
         ops = tuple(operands)
         args = ", ".join(o.text for o in ops)
-        return Node(f'einsum("{sub}", {args})', ATOM, shape, all(o.pos for o in ops),
-                    lambda c: np.einsum(sub, *[np.asarray(o.ev(c)) for o in ops]), kind="T")
+        return Node(
+            f'einsum("{sub}", {args})',
+            ATOM,
+            shape,
+            all(o.pos for o in ops),
+            lambda c: np.einsum(sub, *[np.asarray(o.ev(c)) for o in ops]),
+            kind="T",
+        )
 
     def op_minmax(self, fn):
         a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 3))
         if self.flip(0.15):
             lit = self.choice(["0.0", "0.5", "-0.25"])
-            b = Node(lit, ATOM if not lit.startswith("-") else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
+            b = Node(
+                lit,
+                ATOM if not lit.startswith("-") else UNARY,
+                (),
+                False,
+                lambda c, v=float(lit): np.asarray(v),
+            )
         else:
             b = self.partner(a)
         if self.flip():
@@ -786,14 +915,19 @@ class Builder:
         ax = self.draw(st.integers(0, a.rank - 1))
         irank = self.draw(st.integers(0, 2))
         ishape = tuple(self.any_dim(allow_one=self.flip(0.2)) for _ in range(irank))
-        shape = a.shape[:ax] + ishape + a.shape[ax + 1:]
+        shape = a.shape[:ax] + ishape + a.shape[ax + 1 :]
         if len(shape) > self.max_rank:
             raise Unsupported
         idx = self.new_input(ishape, "int", high=a.shape[ax])
         form = self.choice(["kw", "neg", "omit"]) if ax == 0 else self.choice(["kw", "neg"])
         axtext = "" if form == "omit" else f", axis={ax - a.rank if form == 'neg' else ax}"
-        return Node(f"take({a.text}, {idx.text}{axtext})", ATOM, shape, a.pos,
-                    lambda c: np.take(a.ev(c), c.values[idx.name], axis=ax))
+        return Node(
+            f"take({a.text}, {idx.text}{axtext})",
+            ATOM,
+            shape,
+            a.pos,
+            lambda c: np.take(a.ev(c), c.values[idx.name], axis=ax),
+        )
 
     def op_concatenate(self):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
@@ -810,14 +944,22 @@ class Builder:
         total = ops[0].shape[ax]
         for o in ops[1:]:
             total = total + o.shape[ax]
-        shape = a.shape[:ax] + (total,) + a.shape[ax + 1:]
-        written = self.choice(["", f", axis={ax}", f", axis={ax - a.rank}"]) if ax == 0 else self.choice(
-            [f", axis={ax}", f", axis={ax - a.rank}"])
+        shape = a.shape[:ax] + (total,) + a.shape[ax + 1 :]
+        written = (
+            self.choice(["", f", axis={ax}", f", axis={ax - a.rank}"])
+            if ax == 0
+            else self.choice([f", axis={ax}", f", axis={ax - a.rank}"])
+        )
         bracket = "({})" if self.flip(0.8) else "[{}]"
         seq = bracket.format(", ".join(o.text for o in ops))
         ops_t = tuple(ops)
-        return Node(f"concatenate({seq}{written})", ATOM, shape, all(o.pos for o in ops_t),
-                    lambda c: np.concatenate([np.asarray(o.ev(c)) for o in ops_t], axis=ax))
+        return Node(
+            f"concatenate({seq}{written})",
+            ATOM,
+            shape,
+            all(o.pos for o in ops_t),
+            lambda c: np.concatenate([np.asarray(o.ev(c)) for o in ops_t], axis=ax),
+        )
 
     def make(self, kind) -> Node:
         if kind in ("add", "sub", "mul", "div"):
@@ -831,10 +973,16 @@ class Builder:
         if kind in ("maximum", "minimum"):
             return self.op_minmax(kind)
         return {
-            "pow": self.op_pow, "neg": self.op_neg, "T": self.op_T,
-            "softmax_cross_entropy": self.op_sce, "matmul": self.op_matmul,
-            "batched_matmul": lambda: self.op_matmul(batched=True), "transpose": self.op_transpose,
-            "reshape": self.op_reshape, "einsum": self.op_einsum, "take": self.op_take,
+            "pow": self.op_pow,
+            "neg": self.op_neg,
+            "T": self.op_T,
+            "softmax_cross_entropy": self.op_sce,
+            "matmul": self.op_matmul,
+            "batched_matmul": lambda: self.op_matmul(batched=True),
+            "transpose": self.op_transpose,
+            "reshape": self.op_reshape,
+            "einsum": self.op_einsum,
+            "take": self.op_take,
             "concatenate": self.op_concatenate,
         }[kind]()
 
@@ -967,4 +1115,6 @@ def cases(draw, plan: Plan):
     if out_node.pyfloat:
         b.scalar_method = True  # the module reads `out.dtype`
     # entries after the output are dead code: keep them, the generated code must not care
-    return Case("\n".join(lines) + "\n", sizes, b.inputs, b.entries, output, wrt, tuple(b.used), b.scalar_method)
+    return Case(
+        "\n".join(lines) + "\n", sizes, b.inputs, b.entries, output, wrt, tuple(b.used), b.scalar_method
+    )

@@ -94,8 +94,13 @@ def test_help_lists_the_commands(runner):
 
 
 def test_python_dash_m_is_the_same_program(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "gradgen", "--version"], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradgen", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"gradgen {gradgen.__version__}"
 
@@ -116,7 +121,9 @@ def test_startup_does_not_import_heavy_modules(tmp_path, argv):
         "print('HEAVY=' + ','.join(heavy))\n"
         "print('CODE=' + str(code))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "CODE=0" in proc.stdout, proc.stdout
     heavy = proc.stdout.split("HEAVY=")[1].splitlines()[0]
@@ -296,15 +303,24 @@ def test_shape_error_names_dims_and_places(runner, tmp_path):
     bad.write_text(BAD.replace("  q: nope(z)\n", ""))
     result = run(runner, "build", bad, "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert re.search(re.escape(f"{bad}:5:") + r"\d+" + re.escape(": error: matmul inner dims differ: D (x, line 2) vs H (W, line 3)"),
-                     result.stderr), result.stderr
+    assert re.search(
+        re.escape(f"{bad}:5:")
+        + r"\d+"
+        + re.escape(": error: matmul inner dims differ: D (x, line 2) vs H (W, line 3)"),
+        result.stderr,
+    ), result.stderr
 
 
 def test_invalid_spec_in_a_real_process_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("inputs:\n  x: [N]\ngraph:\n  y: x[0]\n")
-    proc = subprocess.run([sys.executable, "-m", "gradgen", "build", str(bad), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradgen", "build", str(bad), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     lines = proc.stderr.strip().splitlines()

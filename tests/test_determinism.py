@@ -12,8 +12,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def build(out: Path, seed: str) -> dict[str, bytes]:
     env = dict(os.environ, PYTHONHASHSEED=seed)
-    proc = subprocess.run([sys.executable, "-m", "gradgen", "build", "specs/", "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradgen", "build", "specs/", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"build with PYTHONHASHSEED={seed} failed:\n{proc.stdout}\n{proc.stderr}"
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 

@@ -102,7 +102,10 @@ def test_a_valid_and_an_invalid_spec_write_nothing(tmp_path: Path):
     result = _build([str(specs)], out)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert f"{specs / 'bad.yaml'}:5:12: error: matmul inner dims differ: D (x, line 2) vs H (W, line 3)" in result.stderr
+    assert (
+        f"{specs / 'bad.yaml'}:5:12: error: matmul inner dims differ: D (x, line 2) vs H (W, line 3)"
+        in result.stderr
+    )
     assert _written(out) == []
     # the valid spec alone builds
     assert _build([str(specs / "good.yaml")], out).exit_code == 0

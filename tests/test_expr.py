@@ -10,8 +10,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradgen.expr import (
-    Attr, Bin, Call, Index, Lit, Method, Neg, Tuple, Var, add, axis_lit, call, div, is_one, method, mul,
-    neg, num, sub,
+    Attr,
+    Bin,
+    Call,
+    Index,
+    Lit,
+    Method,
+    Neg,
+    Tuple,
+    Var,
+    add,
+    axis_lit,
+    call,
+    div,
+    is_one,
+    method,
+    mul,
+    neg,
+    num,
+    sub,
 )
 
 a, b, c = Var("a"), Var("b"), Var("c")
@@ -55,7 +72,10 @@ def test_binary_precedence(expr, text):
     [
         (Var("dh#2"), "dh"),  # the version suffix never reaches the code
         (Method(Bin("+", a, b), "sum"), "(a + b).sum()"),
-        (Method(a, "sum", (), (("axis", Lit("0")), ("keepdims", Lit("True")))), "a.sum(axis=0, keepdims=True)"),
+        (
+            Method(a, "sum", (), (("axis", Lit("0")), ("keepdims", Lit("True")))),
+            "a.sum(axis=0, keepdims=True)",
+        ),
         (Attr(Bin("@", a, b), "T"), "(a @ b).T"),
         (Attr(Neg(a), "T"), "(-a).T"),
         (Bin("@", Attr(a, "T"), b), "a.T @ b"),
@@ -64,7 +84,10 @@ def test_binary_precedence(expr, text):
         (Tuple((a,)), "(a,)"),
         (Tuple((a, Lit("3"))), "(a, 3)"),
         (Call("np.exp", (Bin("-", a, b),)), "np.exp(a - b)"),
-        (call("np.full", Tuple((Var("N"), Var("M"))), a, dtype=Var("dtype")), "np.full((N, M), a, dtype=dtype)"),
+        (
+            call("np.full", Tuple((Var("N"), Var("M"))), a, dtype=Var("dtype")),
+            "np.full((N, M), a, dtype=dtype)",
+        ),
         (method(a, "reshape", num(-1), Var("K")), "a.reshape(-1, K)"),
     ],
 )
@@ -170,7 +193,7 @@ class _Exact(ast.NodeTransformer):
 
 def _run(text: str):
     tree = ast.fix_missing_locations(_Exact().visit(ast.parse(text, mode="eval")))
-    return eval(compile(tree, "<rendered>", "eval"), {"F": Fraction}, dict(NAMES))  # noqa: S307
+    return eval(compile(tree, "<rendered>", "eval"), {"F": Fraction}, dict(NAMES))
 
 
 _leaf = st.one_of(st.sampled_from([Var(n) for n in NAMES]), st.sampled_from([Lit("2"), Lit("-3"), Lit("1")]))

@@ -47,10 +47,19 @@ def test_generated_files_match_their_spec(spec):
         if on_disk != content.encode("utf-8"):
             import difflib
 
-            diff = "".join(list(difflib.unified_diff(
-                on_disk.decode("utf-8", "replace").splitlines(keepends=True), content.splitlines(keepends=True),
-                f"{name} (on disk)", f"{name} (expected)"))[:60])
-            pytest.fail(f"{path.relative_to(REPO)} differs from what {spec.relative_to(REPO)} builds. {HINT}\n{diff}")
+            diff = "".join(
+                list(
+                    difflib.unified_diff(
+                        on_disk.decode("utf-8", "replace").splitlines(keepends=True),
+                        content.splitlines(keepends=True),
+                        f"{name} (on disk)",
+                        f"{name} (expected)",
+                    )
+                )[:60]
+            )
+            pytest.fail(
+                f"{path.relative_to(REPO)} differs from what {spec.relative_to(REPO)} builds. {HINT}\n{diff}"
+            )
 
 
 def test_no_stray_generated_files():
@@ -59,6 +68,8 @@ def test_no_stray_generated_files():
         expected.update(name for name, _ in build(spec).files)
     present = {p.name for p in GENERATED.iterdir() if p.is_file() and not p.name.startswith((".", "__"))}
     stray = sorted(present - expected)
-    assert not stray, (f"files in generated/ that no spec in specs/ writes: {stray}; delete them "
-                       "(or restore their spec) and run `gradgen build specs/`")
+    assert not stray, (
+        f"files in generated/ that no spec in specs/ writes: {stray}; delete them "
+        "(or restore their spec) and run `gradgen build specs/`"
+    )
     assert not [p for p in GENERATED.iterdir() if p.is_dir() and p.name != "__pycache__"]

@@ -116,10 +116,19 @@ def test_every_problem_is_reported_not_just_the_first():
         ("- a\n- b\n", "1:1: error: the spec must be a mapping, not a list"),
         ("graph:\n  y: x\n", "1:1: error: missing required key 'inputs'"),
         ("inputs:\n  x: [N]\n", "1:1: error: missing required key 'graph'"),
-        ("inputs:\n\tx: [N]\ngraph:\n  y: x\n", "2:1: error: YAML syntax error: tab character in indentation"),
+        (
+            "inputs:\n\tx: [N]\ngraph:\n  y: x\n",
+            "2:1: error: YAML syntax error: tab character in indentation",
+        ),
         ("inputs:\n  x: N\ngraph:\n  y: x\n", "2:6: error: the shape of input 'x' must be a list of dims"),
-        ("inputs:\n  x: [N, 0]\ngraph:\n  y: x\n", "2:10: error: dim '0' of input 'x' must be a positive int"),
-        ("inputs:\n  x: [N, '3']\ngraph:\n  y: x\n", "2:10: error: dim '3' of input 'x' must be a positive int"),
+        (
+            "inputs:\n  x: [N, 0]\ngraph:\n  y: x\n",
+            "2:10: error: dim '0' of input 'x' must be a positive int",
+        ),
+        (
+            "inputs:\n  x: [N, '3']\ngraph:\n  y: x\n",
+            "2:10: error: dim '3' of input 'x' must be a positive int",
+        ),
         ("inputs:\n  x: {dtype: float}\ngraph:\n  y: x\n", "2:3: error: input 'x' has no 'shape'"),
         ("inputs:\n  x: [N]\ngraph:\n  y:\n", "4:5: error: the expression of 'y' must be a single value"),
     ],

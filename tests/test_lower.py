@@ -51,7 +51,9 @@ def test_cse_merges_across_entries_and_the_first_name_wins():
 
 
 def test_cse_names_a_subexpression_that_a_later_entry_repeats():
-    g, _ = lowered("inputs:\n  x: [N, D]\n  W: [D, H]\ngraph:\n  a: sum(exp(x @ W))\n  b: x @ W\n  c: a + sum(b)\n")
+    g, _ = lowered(
+        "inputs:\n  x: [N, D]\n  W: [D, H]\ngraph:\n  a: sum(exp(x @ W))\n  b: x @ W\n  c: a + sum(b)\n"
+    )
     assert ops(g).count("matmul") == 1
     b = node_of(g, "b")
     assert b.op == "matmul" and b.name == "b"
@@ -60,9 +62,11 @@ def test_cse_names_a_subexpression_that_a_later_entry_repeats():
 
 
 def test_cse_keeps_different_attrs_and_operand_orders_apart():
-    g, _ = lowered("inputs:\n  x: [N, D]\ngraph:\n  a: sum(x, axis=0)\n  b: sum(x, axis=1)\n"
-                   "  c: sum(x, axis=0, keepdims=True)\n  d: x - exp(x)\n  e: exp(x) - x\n"
-                   "  f: sum(a) + sum(b) + sum(c) + sum(d) + sum(e)\n")
+    g, _ = lowered(
+        "inputs:\n  x: [N, D]\ngraph:\n  a: sum(x, axis=0)\n  b: sum(x, axis=1)\n"
+        "  c: sum(x, axis=0, keepdims=True)\n  d: x - exp(x)\n  e: exp(x) - x\n"
+        "  f: sum(a) + sum(b) + sum(c) + sum(d) + sum(e)\n"
+    )
     sums = [n for n in g.nodes if n.op == "sum" and n.refs and g.nodes[n.refs[0]].op == "input"]
     assert len(sums) == 3
     assert ops(g).count("sub") == 2
@@ -112,9 +116,14 @@ def test_call_attrs_with_defaults(expr, op, attrs):
     assert a.op == op and a.args == (0,) and a.attrs == attrs
 
 
-@pytest.mark.parametrize("call, reduction", [("softmax_cross_entropy(z, y)", "mean"),
-                                              ('softmax_cross_entropy(z, y, reduction="sum")', "sum"),
-                                              ("softmax_cross_entropy(labels=y, logits=z)", "mean")])
+@pytest.mark.parametrize(
+    "call, reduction",
+    [
+        ("softmax_cross_entropy(z, y)", "mean"),
+        ('softmax_cross_entropy(z, y, reduction="sum")', "sum"),
+        ("softmax_cross_entropy(labels=y, logits=z)", "mean"),
+    ],
+)
 def test_softmax_cross_entropy_operands_and_reduction(call, reduction):
     g, _ = lowered(f"inputs:\n  z: [N, C]\n  y: {{shape: [N], dtype: int}}\ngraph:\n  loss: {call}\n")
     loss = node_of(g, "loss")
@@ -151,20 +160,26 @@ def test_name_errors(graph, fragments):
 
 
 def test_output_and_wrt_defaults():
-    g, warnings = lowered("inputs:\n  x: [N]\n  y: {shape: [N], dtype: int}\n  w: [N]\n"
-                          "graph:\n  a: x * w\n  b: sum(a)\n")
+    g, warnings = lowered(
+        "inputs:\n  x: [N]\n  y: {shape: [N], dtype: int}\n  w: [N]\n" "graph:\n  a: x * w\n  b: sum(a)\n"
+    )
     assert g.output == node_of(g, "b").id
     assert [g.nodes[i].name for i in g.wrt] == ["x", "w"]  # every float input, in input order
     assert warnings == []
 
 
 def test_explicit_output_and_wrt_order_and_unused_entry_warning():
-    g, warnings = lowered("inputs:\n  x: [N]\n  w: [N]\ngraph:\n  a: sum(x * w)\n  b: sum(x)\n"
-                          "output: a\nwrt: [w, x]\n")
+    g, warnings = lowered(
+        "inputs:\n  x: [N]\n  w: [N]\ngraph:\n  a: sum(x * w)\n  b: sum(x)\n" "output: a\nwrt: [w, x]\n"
+    )
     assert g.output == node_of(g, "a").id
     assert [g.nodes[i].name for i in g.wrt] == ["w", "x"]
     assert len(warnings) == 1
-    assert warnings[0].startswith("spec.yaml:6:3: warning: ") and "'b'" in warnings[0] and "not used" in warnings[0]
+    assert (
+        warnings[0].startswith("spec.yaml:6:3: warning: ")
+        and "'b'" in warnings[0]
+        and "not used" in warnings[0]
+    )
 
 
 def test_module_name_from_name_key_or_file_stem():

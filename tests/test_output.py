@@ -23,7 +23,7 @@ def test_write_creates_files_and_folders(tmp_path):
     outcomes = write([(a, "x = 1\n"), (b, "y = 'é'\n")])
     assert [(o.path, o.status) for o in outcomes] == [(a, "written"), (b, "written")]
     assert a.read_bytes() == b"x = 1\n"
-    assert b.read_bytes() == "y = 'é'\n".encode("utf-8")  # always UTF-8, whatever the locale
+    assert b.read_bytes() == "y = 'é'\n".encode()  # always UTF-8, whatever the locale
 
 
 def test_write_leaves_unchanged_files_untouched(tmp_path):
@@ -89,7 +89,11 @@ def test_check_statuses(tmp_path):
     age(fresh)
     age(stale)
     outcomes = check([(fresh, "a\nb\n"), (stale, "a\nb\n"), (missing, "a\nb\n")])
-    assert [(o.path, o.status) for o in outcomes] == [(fresh, "fresh"), (stale, "stale"), (missing, "missing")]
+    assert [(o.path, o.status) for o in outcomes] == [
+        (fresh, "fresh"),
+        (stale, "stale"),
+        (missing, "missing"),
+    ]
     assert outcomes[0].diff == ""
     # check writes nothing
     assert not missing.exists()

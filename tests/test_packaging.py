@@ -17,9 +17,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NETWORK_HINTS = ("Could not find a version", "No matching distribution", "NewConnectionError",
-                 "Temporary failure in name resolution", "Network is unreachable", "ConnectTimeout",
-                 "Failed to establish a new connection")
+NETWORK_HINTS = (
+    "Could not find a version",
+    "No matching distribution",
+    "NewConnectionError",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "ConnectTimeout",
+    "Failed to establish a new connection",
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +73,22 @@ def test_installed_wheel_builds_a_spec_in_another_folder(wheel, tmp_path):
     work.mkdir()
     (work / "net.yaml").write_text("inputs:\n  x: [N, D]\n  w: [D]\ngraph:\n  loss: sum(tanh(x @ w))\n")
     env = dict(os.environ, PYTHONPATH=str(site))  # the unpacked wheel shadows the source checkout
-    probe = subprocess.run([sys.executable, "-c", "import gradgen; print(gradgen.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import gradgen; print(gradgen.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert Path(probe.stdout.strip()).is_relative_to(site), probe.stdout + probe.stderr
-    proc = subprocess.run([sys.executable, "-m", "gradgen", "build", "net.yaml"], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradgen", "build", "net.yaml"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in (work / "generated").iterdir()) == ["net.py", "test_net.py"]

@@ -81,7 +81,7 @@ def module_from(spec_text: str, name: str = "spec.yaml"):
     built = build_text(name, spec_text)
     files = dict(built.files)
     mod = types.ModuleType(built.name)
-    exec(compile(files[f"{built.name}.py"], f"{built.name}.py", "exec"), mod.__dict__)  # noqa: S102
+    exec(compile(files[f"{built.name}.py"], f"{built.name}.py", "exec"), mod.__dict__)
     return mod
 
 
@@ -121,7 +121,11 @@ def test_mlp_cache_holds_only_what_backward_reads():
 
 def test_mlp_every_name_backward_reads_is_cached_or_computed_there():
     p = mlp()
-    defined = targets(p.backward) | set(p.cache_fields) | {"dout", "np", "dtype", "T", "sum", "axis", "keepdims", "arange"}
+    defined = (
+        targets(p.backward)
+        | set(p.cache_fields)
+        | {"dout", "np", "dtype", "T", "sum", "axis", "keepdims", "arange"}
+    )
     free = words(p.backward) - defined
     assert not free, f"backward reads {free} that it neither computes nor takes from the cache"
 
@@ -168,7 +172,7 @@ def test_mlp_backward_sections_are_headed_by_their_spec_lines():
 
 def test_every_backward_line_names_its_rule():
     for p in (mlp(), plan_text("f.yaml", FAN_OUT)[0]):
-        for ln in p.backward + p.fused[-len(p.backward):]:
+        for ln in p.backward + p.fused[-len(p.backward) :]:
             if ln.code and not ln.code.startswith("dout"):
                 assert ln.comment, f"backward line without a rule comment: {ln.code!r}"
 
@@ -207,9 +211,12 @@ def test_broadcast_sum_gradients_are_right(shape):
     rng = np.random.default_rng(0)
     sizes = {"N": 3, "M": 4}
     dims = [] if shape == "[]" else [d.strip() for d in shape.strip("[]").split(",")]
-    args = {"X": rng.normal(size=(3, 4)), "y": rng.normal(size=tuple(sizes.get(d, 1) if not d.isdigit() else int(d) for d in dims))}
+    args = {
+        "X": rng.normal(size=(3, 4)),
+        "y": rng.normal(size=tuple(sizes.get(d, 1) if not d.isdigit() else int(d) for d in dims)),
+    }
     _, grads = mod.value_and_grad(**args)
-    f = lambda **kw: float(mod.forward(**kw)[0])  # noqa: E731
+    f = lambda **kw: float(mod.forward(**kw)[0])
     for name in ("X", "y"):
         got = getattr(grads, name)
         assert got.shape == args[name].shape
@@ -264,7 +271,7 @@ def test_fan_out_gradient_is_right():
     loss, grads = mod.value_and_grad(**args)
     out, cache = mod.forward(**args)
     assert float(out) == pytest.approx(float(loss))
-    f = lambda **kw: float(mod.forward(**kw)[0])  # noqa: E731
+    f = lambda **kw: float(mod.forward(**kw)[0])
     expected = numeric_grad(f, args, "W")
     np.testing.assert_allclose(grads.W, expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(mod.backward(2.0, cache).W, 2 * expected, rtol=1e-5, atol=1e-7)
@@ -275,10 +282,16 @@ def test_mlp_generated_gradients_are_right_for_a_wrt_subset():
     mod = module_from(MLP.replace("WRT", "[W2, b1]"))
     rng = np.random.default_rng(2)
     N, D, H, C = 4, 3, 5, 6
-    args = {"x": rng.normal(size=(N, D)), "y": rng.integers(0, C, size=N), "W1": rng.normal(size=(D, H)),
-            "b1": rng.normal(size=H), "W2": rng.normal(size=(H, C)), "b2": rng.normal(size=C)}
+    args = {
+        "x": rng.normal(size=(N, D)),
+        "y": rng.integers(0, C, size=N),
+        "W1": rng.normal(size=(D, H)),
+        "b1": rng.normal(size=H),
+        "W2": rng.normal(size=(H, C)),
+        "b2": rng.normal(size=C),
+    }
     _, grads = mod.value_and_grad(**args)
     assert list(grads._fields) == ["W2", "b1"]
-    f = lambda **kw: float(mod.forward(**kw)[0])  # noqa: E731
+    f = lambda **kw: float(mod.forward(**kw)[0])
     for name in ("W2", "b1"):
         np.testing.assert_allclose(getattr(grads, name), numeric_grad(f, args, name), rtol=1e-5, atol=1e-7)

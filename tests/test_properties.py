@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, note, reject, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/strategies.py, any import mode
-from strategies import ALL_OPS, ISSUE2_OPS, Case, Plan, cases, focused  # noqa: E402
+from strategies import ALL_OPS, ISSUE2_OPS, Case, Plan, cases, focused
 
 EPS = 1e-6
 RTOL = 1e-4
@@ -46,8 +46,7 @@ def _settings(n: int):
         derandomize=True,
         database=None,
         print_blob=False,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                               HealthCheck.filter_too_much],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     )
 
 
@@ -127,8 +126,9 @@ def check_case(case: Case, seed: int):
     assert tuple(grads._fields) == case.wrt, (grads._fields, case.wrt)
     again = backward(dout, cache)
     for f in case.wrt:
-        np.testing.assert_array_equal(getattr(again, f), getattr(grads, f),
-                                      err_msg=f"second backward on one cache differs for {f}")
+        np.testing.assert_array_equal(
+            getattr(again, f), getattr(grads, f), err_msg=f"second backward on one cache differs for {f}"
+        )
     _assert_same(before, args, "backward modified an input")
     np.testing.assert_array_equal(out, out_before, err_msg="backward modified the forward output")
     np.testing.assert_array_equal(dout, dout_before, err_msg="backward modified dout")
@@ -168,8 +168,13 @@ def check_case(case: Case, seed: int):
         for f in case.wrt:
             a, b = np.asarray(getattr(fused, f)), np.asarray(getattr(ones, f))
             assert a.shape == b.shape and a.dtype == b.dtype, (f, a.shape, b.shape, a.dtype, b.dtype)
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * max(1.0, float(np.abs(b).max(initial=0))),
-                                       err_msg=f"value_and_grad vs backward(1.0) for {f}")
+            np.testing.assert_allclose(
+                a,
+                b,
+                rtol=1e-10,
+                atol=1e-12 * max(1.0, float(np.abs(b).max(initial=0))),
+                err_msg=f"value_and_grad vs backward(1.0) for {f}",
+            )
 
     # rank-0 inputs given as Python floats: a documented limitation, not a promise.  Only `dout` may be
     # a Python float; the generated module's docstring says inputs are NumPy arrays (a 0-d array or a
@@ -186,8 +191,13 @@ def check_case(case: Case, seed: int):
         np.testing.assert_allclose(out_py, out, rtol=1e-12, atol=1e-14, err_msg="Python-number scalar input")
         grads_py = backward(dout, cache_py)
         for f in case.wrt:
-            np.testing.assert_allclose(getattr(grads_py, f), getattr(grads, f), rtol=1e-12, atol=1e-14,
-                                       err_msg=f"Python-number scalar input: d{f}")
+            np.testing.assert_allclose(
+                getattr(grads_py, f),
+                getattr(grads, f),
+                rtol=1e-12,
+                atol=1e-14,
+                err_msg=f"Python-number scalar input: d{f}",
+            )
 
     # float32 stays float32
     args32 = _args(case, inputs, np.float32)

@@ -121,26 +121,45 @@ def test_softmax_cross_entropy_label_forms_give_a_scalar(inputs, reduction):
         ({"x": "[N, D]", "y": "[M, D]"}, "x * y", ["do not broadcast", "N (x, line 2)", "M (y, line 3)"]),
         # a literal dim is never assumed equal to a symbolic one
         ({"x": "[N, 3]", "y": "[D]"}, "x + y", ["do not broadcast", "3 (x, line 2)", "D (y, line 3)"]),
-        ({"x": "[N, D]", "W": "[H, C]"}, "x @ W",
-         ["matmul inner dims differ: D (x, line 2) vs H (W, line 3)", "[N, D] @ [H, C]"]),
+        (
+            {"x": "[N, D]", "W": "[H, C]"},
+            "x @ W",
+            ["matmul inner dims differ: D (x, line 2) vs H (W, line 3)", "[N, D] @ [H, C]"],
+        ),
         ({"W": "[N, M]", "x": "[N]"}, "W @ x", ["matmul inner dims differ: M (W, line 2) vs N (x, line 3)"]),
         ({"x": "[M]", "W": "[N, M]"}, "x @ W", ["matmul inner dims differ: M (x, line 2) vs N (W, line 3)"]),
         ({"x": "[]", "v": "[N]"}, "x @ v", ["matmul", "x, line 2", "scalar"]),
-        ({"x": "[B, N, D]", "W": "[C, D, M]"}, "x @ W", ["do not broadcast", "B (x, line 2)", "C (W, line 3)"]),
+        (
+            {"x": "[B, N, D]", "W": "[C, D, M]"},
+            "x @ W",
+            ["do not broadcast", "B (x, line 2)", "C (W, line 3)"],
+        ),
         ({"x": "[N, D]"}, "sum(x, axis=2)", ["axis 2 is out of range", "x, line 2", "rank 2"]),
         ({"x": "[N, D]"}, "mean(x, axis=-3)", ["axis -3 is out of range", "x, line 2"]),
         ({"x": "[N, D]"}, "sum(x, axis=(0, -2))", ["repeats an axis"]),
         ({"x": "[N, D]"}, "softmax(x, axis=2)", ["axis 2 is out of range"]),
         ({"x": "[N, D]", "y": INT}, "x * y", ["int tensor y, line 3", "arithmetic"]),
         ({"x": "[N, D]", "y": INT}, "exp(y) + x", ["int tensor y, line 3", "exp"]),
-        ({"z": "[N, C]", "y": "{shape: [N, C], dtype: int}"}, "softmax_cross_entropy(z, y)",
-         ["int labels", "[N]", "y, line 3 has shape [N, C]"]),
-        ({"z": "[N, C]", "y": "{shape: [C], dtype: int}"}, "softmax_cross_entropy(z, y)",
-         ["int labels", "[N]", "y, line 3 has shape [C]"]),
-        ({"z": "[N, C]", "y": "[N]"}, "softmax_cross_entropy(z, y)",
-         ["float labels", "[N, C]", "y, line 3 has shape [N]"]),
-        ({"z": "[B, N, C]", "y": "{shape: [B, N], dtype: int}"}, "softmax_cross_entropy(z, y)",
-         ["[C] or [N, C]", "z, line 2", "[B, N, C]"]),
+        (
+            {"z": "[N, C]", "y": "{shape: [N, C], dtype: int}"},
+            "softmax_cross_entropy(z, y)",
+            ["int labels", "[N]", "y, line 3 has shape [N, C]"],
+        ),
+        (
+            {"z": "[N, C]", "y": "{shape: [C], dtype: int}"},
+            "softmax_cross_entropy(z, y)",
+            ["int labels", "[N]", "y, line 3 has shape [C]"],
+        ),
+        (
+            {"z": "[N, C]", "y": "[N]"},
+            "softmax_cross_entropy(z, y)",
+            ["float labels", "[N, C]", "y, line 3 has shape [N]"],
+        ),
+        (
+            {"z": "[B, N, C]", "y": "{shape: [B, N], dtype: int}"},
+            "softmax_cross_entropy(z, y)",
+            ["[C] or [N, C]", "z, line 2", "[B, N, C]"],
+        ),
     ],
 )
 def test_shape_errors_name_the_dims_and_where_they_come_from(inputs, expr, fragments):
@@ -157,8 +176,10 @@ def test_shape_errors_name_the_dims_and_where_they_come_from(inputs, expr, fragm
 
 
 def test_every_failing_entry_is_reported_without_cascading():
-    text = ("inputs:\n  x: [N, D]\n  y: [M]\ngraph:\n  a: x + y\n  b: a * 2\n  c: sum(x, axis=5)\n"
-            "  d: sum(b) + sum(c)\n")
+    text = (
+        "inputs:\n  x: [N, D]\n  y: [M]\ngraph:\n  a: x + y\n  b: a * 2\n  c: sum(x, axis=5)\n"
+        "  d: sum(b) + sum(c)\n"
+    )
     graph, _ = lower(load("s.yaml", text))
     with pytest.raises(SpecError) as info:
         infer(graph)
