@@ -95,3 +95,26 @@ def numel(shape: tuple[Dim, ...]) -> Dim:
 def concrete(shape: tuple[Dim, ...], sizes: dict[str, int]) -> tuple[int, ...]:
     """Evaluate a symbolic shape with concrete sizes (used by tests and property checks)."""
     return tuple(sum(c * prod(sizes[s] for s in m) for m, c in d.terms) for d in shape)
+
+
+def at_least(d: Dim, bound: int) -> bool:
+    """Whether d >= bound for every value >= 1 of its symbols (every dim is a positive size).
+
+    Each symbol s is written 1 + t with t >= 0; when every coefficient of the expanded polynomial in the
+    t's is >= 0 (and its constant term >= bound), the claim holds for all sizes.  It is sufficient, not
+    necessary: False means "not proven"."""
+    acc: dict[Monomial, int] = {}
+    for m, c in d.terms:
+        # prod over the symbols of m of (1 + t_s): every sub-multiset of m, expanded term by term
+        expanded: dict[Monomial, int] = {(): 1}
+        for s in m:
+            nxt: dict[Monomial, int] = {}
+            for mono, k in expanded.items():
+                nxt[mono] = nxt.get(mono, 0) + k
+                grown = tuple(sorted(mono + (s,)))
+                nxt[grown] = nxt.get(grown, 0) + k
+            expanded = nxt
+        for mono, k in expanded.items():
+            acc[mono] = acc.get(mono, 0) + c * k
+    const = acc.pop((), 0)
+    return const >= bound and all(k >= 0 for k in acc.values())

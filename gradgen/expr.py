@@ -152,6 +152,21 @@ UFUNCS = (
     "np.reciprocal",
     "np.power",
 )
+# Calls known to return a new array that the caller owns; any other call (np.flip, np.diagonal, ...) may
+# return a view of its first operand, so the buffer pass never writes into its result.
+FRESH_FUNCS = UFUNCS + (
+    "np.full",
+    "np.zeros",
+    "np.ones",
+    "np.eye",
+    "np.arange",
+    "np.vdot",
+    "np.outer",
+    "np.concatenate",
+    "np.einsum",
+    "np.take",
+    "np.where",
+)
 
 
 @dataclass(frozen=True)
@@ -179,14 +194,14 @@ class Call(E):
 
     @property
     def fresh(self):
-        return self.func not in VIEW_FUNCS and not self._einsum_view
+        return self.func in FRESH_FUNCS and not self._einsum_view
 
     @property
     def view_of(self):
-        if self.func in VIEW_FUNCS and self.args:
-            return self.args[0].view_of
         if self._einsum_view:
             return self.args[1].view_of
+        if not self.fresh and self.args:  # a known view, or a call not known to copy
+            return self.args[0].view_of
         return None
 
     @property

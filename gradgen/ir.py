@@ -10,10 +10,12 @@ from gradgen.dims import Dim, shape_str
 
 @dataclass(frozen=True)
 class Const:
-    """A numeric literal operand (``2.0`` in ``x * 2.0``)."""
+    """A numeric literal operand (``2.0`` in ``x * 2.0``), or in derivative programs a size (the count
+    that a mean divides by): ``dim`` set, ``value`` None, rendered from the bound dim variables."""
 
-    value: float | int
+    value: float | int | None
     text: str
+    dim: Dim | None = None
 
 
 Operand = "int | Const"  # a node id or a literal
@@ -70,6 +72,7 @@ class Graph:
     output: int
     wrt: tuple[int, ...]
     dim_origin: tuple[tuple[str, str, Place], ...] = field(default=())  # dim -> (input, place)
+    derivatives: tuple[tuple[str, Place], ...] = field(default=())  # kinds beyond vjp, where written
 
     def node(self, i: int) -> Node:
         return self.nodes[i]

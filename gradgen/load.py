@@ -15,7 +15,7 @@ import yaml
 
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error
 
-TOP_LEVEL_KEYS = ("name", "description", "inputs", "graph", "output", "wrt")
+TOP_LEVEL_KEYS = ("name", "description", "inputs", "graph", "output", "wrt", "derivatives")
 INPUT_KEYS = ("shape", "dtype")
 DTYPES = ("float", "int")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -65,6 +65,7 @@ class SpecDoc:
     wrt: tuple[Text, ...] | None
     wrt_place: Place | None
     top_place: Place
+    derivatives: tuple[Text, ...] | None = None  # the derivative kinds asked for, as written
 
 
 def _place(path: str, node) -> Place:
@@ -211,9 +212,24 @@ def load(path: str, source: str) -> SpecDoc:
             single = w.scalar(node, "'wrt'")
             wrt = (single,) if single is not None else ()
 
+    derivatives = None
+    if "derivatives" in fields:
+        derivatives = _derivatives(w, fields["derivatives"][1])
+
     if w.diags:
         raise SpecError(w.diags)
-    return SpecDoc(path, stem, name, description, tuple(inputs), tuple(graph), output, wrt, wrt_place, top)
+    return SpecDoc(
+        path, stem, name, description, tuple(inputs), tuple(graph), output, wrt, wrt_place, top, derivatives
+    )
+
+
+def _derivatives(w: _Walker, node) -> tuple[Text, ...]:
+    """The ``derivatives:`` list: kinds as written (which kinds exist is checked by lower)."""
+    if not isinstance(node, yaml.SequenceNode):
+        w.err(node, f"'derivatives' must be a list of derivative kinds like [vjp, hvp], not {_kind(node)}")
+        return ()
+    items = [w.scalar(item, "an entry of 'derivatives'") for item in node.value]
+    return tuple(t for t in items if t is not None)
 
 
 # PyYAML's context phrases, in the spec author's words.

@@ -41,6 +41,20 @@ RESERVED = {
     "value_and_grad": "a generated function",
     "ValueError": "the exception that the generated shape checks raise",
 }
+# What `derivatives:` may list; vjp (forward, backward, value_and_grad) is always generated.
+DERIVATIVE_KINDS = ("vjp", "jvp", "jacobian", "hvp", "hessian")
+# Names that the functions of a derivative kind define or take, beyond RESERVED.
+DERIVATIVE_NAMES = {
+    "jvp": (("jvp", "a generated function"), ("tangents", "the argument of jvp")),
+    "hvp": (("hvp", "a generated function"), ("v", "the argument of hvp")),
+    "jacobian": (("jacobian", "a generated function"), ("Jacobian", "the NamedTuple of Jacobian blocks")),
+    "hessian": (
+        ("hessian", "a generated function"),
+        ("Hessian", "the NamedTuple of Hessian blocks"),
+        ("Jacobian", "the NamedTuple of Hessian rows"),
+    ),
+    "any": (("objective", "a generated function"), ("Wrt", "the NamedTuple of per-input arrays")),
+}
 # Module names that would shadow a module that the generated files import.
 SHADOWED_MODULES = ("numpy", "pytest")
 STATEMENTS = {
@@ -411,6 +425,41 @@ class _Lowerer:
             return tuple(dims)
         raise AssertionError(kind)  # pragma: no cover
 
+    def derivative_kinds(self) -> tuple[tuple[str, Place], ...]:
+        """The kinds of ``derivatives:`` beyond vjp (always generated), each with where it is written."""
+        out, seen = [], {}
+        for t in self.doc.derivatives or ():
+            kind = t.value
+            if kind not in DERIVATIVE_KINDS:
+                self.err(
+                    t.place,
+                    f"unknown derivative kind {kind!r}; expected any of {', '.join(DERIVATIVE_KINDS)}"
+                    + _did_you_mean(kind, DERIVATIVE_KINDS),
+                )
+            elif kind in seen:
+                self.err(
+                    t.place, f"derivative kind {kind!r} is listed twice (first at line {seen[kind].line})"
+                )
+            else:
+                seen[kind] = t.place
+                if kind != "vjp":
+                    out.append((kind, t.place))
+                    self.check_names_free(kind, t.place)
+        return tuple(out)
+
+    def check_names_free(self, kind: str, place: Place) -> None:
+        """The names that a derivative kind's functions use must not be spec names (they would be
+        shadowed inside the generated functions, or clash with their arguments)."""
+        names = DERIVATIVE_NAMES[kind] + DERIVATIVE_NAMES["any"]
+        for name, what in names:
+            if name in self.defined_at or name in self.scope:
+                where = self.defined_at.get(name) or self.nodes[self.scope[name]].place
+                self.err(
+                    place,
+                    f"derivative kind {kind!r} needs the name {name!r} ({what}), "
+                    f"which the spec defines at line {where.line}; rename it",
+                )
+
     def int_literal(self, node: ast.AST, what: str) -> int:
         sign = 1
         value = node
@@ -562,6 +611,8 @@ class _Lowerer:
             if inputs and not wrt and not self.diags:
                 self.err(doc.top_place, "no float input to differentiate; every input is an int")
 
+        derivatives = self.derivative_kinds()
+
         if self.diags:
             raise SpecError(self.diags)
 
@@ -587,6 +638,7 @@ class _Lowerer:
             output,
             tuple(wrt),
             dim_origin,
+            derivatives,
         )
 
 

@@ -33,7 +33,7 @@ from gradgen.expr import (
     num,
     sub,
 )
-from gradgen.ir import TensorType
+from gradgen.ir import Const, TensorType
 
 
 class ShapeError(Exception):
@@ -67,11 +67,27 @@ def P(name, kind="tensor", default=None, **kw):
 
 @dataclass(frozen=True)
 class OpDef:
+    """One row of the op table: everything gradgen knows about an op.
+
+    ``forward`` emits NumPy for the op (through ``plan.FwdCtx``); ``vjp`` is the emission-level rule of
+    ``backward`` / ``value_and_grad``.  The graph-level rules build derivative programs as new nodes
+    (``gradgen/derive.py``), are pure, and return None for a zero:
+
+    - ``jvp(r)``: the output's tangent from the operands' tangents ``r.tangents`` (forward mode);
+    - ``pullback(r)``: one cotangent per operand from the output's cotangent ``r.g`` (reverse mode;
+      elementwise ops return them in the output's shape, the sweep sums broadcast axes once);
+    - ``batch(r)``: the op applied to operands with a leading batch axis (``r.batched``).
+
+    An elementwise op may give ``partials(r)`` instead of ``jvp`` and ``pullback``: one factor per
+    operand, d y = sum_i partial_i * d a_i; an op marked ``linear`` (linear in operand 0, the other
+    operands constant) gets its tangent by applying itself to the tangent.
+    """
+
     name: str
     params: tuple[Param, ...]
     shape: Callable
     forward: Callable
-    vjp: Callable
+    vjp: Callable | None
     rule: str  # what the generated backward line says it applies
     derivation: str  # the differential identity and its source
     elementwise: bool = False
@@ -79,6 +95,31 @@ class OpDef:
     varargs: bool = False
     int_args: tuple[int, ...] = ()  # operand positions that may (or must) be int tensors
     broadcast_rule: str = ""  # what the line says when an operand was broadcast
+    jvp: Callable | None = None
+    pullback: Callable | None = None
+    batch: Callable | None = None
+    partials: Callable | None = None
+    linear: bool = False
+    jvp_rule: str = ""  # what a forward-mode line says it applies
+    fresh: bool | None = None  # forward returns a new array (True), a view of operand 0 (False), or
+    # None: as the emitted expression says (a call not known to copy counts as a view)
+    number_cotangent: bool = False  # vjp takes a bare number (value_and_grad's 1) as its cotangent
+    number_operands: bool = False  # forward takes Python numbers as its operands
+    const_operands: tuple[int, ...] = ()  # operand positions that stay literal (pow's exponent)
+    domain: Callable | None = None  # (operand position, shape-rule context) -> test input domain or None
+    grad_temp: str = ""  # the vjp temporary that holds operand 0's cotangent (named d<operand>)
+    hint: str = ""  # in derivative programs, a value of this op is named <operand 0>_<hint>
+    internal: bool = False  # built by derivative rules only; never written in a spec
+
+    def supports(self, kind: str) -> bool:
+        """Whether the graph-level rules that a derivative kind needs are on this row."""
+        if kind == "jvp":
+            return self.jvp is not None or self.partials is not None or self.linear
+        if kind == "pullback":
+            return self.pullback is not None or self.partials is not None
+        if kind == "batch":
+            return self.batch is not None or self.elementwise
+        return True
 
 
 TABLE: dict[str, OpDef] = {}
@@ -95,21 +136,28 @@ def op(
     varargs=False,
     int_args=(),
     broadcast_rule="",
+    **row,
 ):
     def register(cls):
+        for key in ("jvp", "pullback", "batch", "partials", "domain"):
+            if key not in row and getattr(cls, key, None) is not None:
+                row[key] = getattr(cls, key)
+        if row.get("internal"):
+            row["callable"] = False
         TABLE[name] = OpDef(
             name,
             tuple(params),
             cls.shape,
             cls.forward,
-            cls.vjp,
+            getattr(cls, "vjp", None),
             rule,
             derivation.strip(),
             elementwise,
-            callable,
+            row.pop("callable", callable),
             varargs,
             int_args,
             broadcast_rule,
+            **row,
         )
         return cls
 
@@ -189,6 +237,38 @@ def expand(b, g: E, axes, rank_in, keepdims) -> E:
 
 
 # --------------------------------------------------------------------------------------------------
+# helpers of the graph-level rules (``r`` is a ``derive.Rule``: the node, its operands, the builder)
+
+ONE = Const(1, "1")
+TWO = Const(2, "2")
+
+
+@dataclass(frozen=True)
+class Over:
+    """A partial derivative 1 / x, applied as a division (t / x reads better and rounds once)."""
+
+    x: object
+
+
+def _reduce_batch(r):
+    """A reduction (sum, mean, logsumexp) of a batched operand: the same axes, one further right."""
+    t = r.t(0)
+    axes = norm_axes(r, r.attr("axis"), t.rank)
+    shifted = tuple(a + 1 for a in axes)
+    return r.node_like(r.batched[0], axis=shifted[0] if len(shifted) == 1 else shifted)
+
+
+def _axis_batch(r):
+    """An op with one int axis (softmax, log_softmax, concatenate, take) on a batched operand."""
+    ax = norm_axes(r, r.attr("axis"), r.t(0).rank)[0]
+    return r.node_like(r.batched[0], axis=ax + 1)
+
+
+def _domain_positive(i, s):
+    return "positive"
+
+
+# --------------------------------------------------------------------------------------------------
 # elementwise arithmetic (notes section 6 and 7 when an operand is broadcast)
 
 
@@ -205,6 +285,7 @@ class _Binary:
     broadcast_rule="broadcast sum rule, notes section 6",
     elementwise=True,
     callable=False,
+    number_cotangent=True,
     derivation="""
 d(a + b) = da + db, so both operands receive g.  A broadcast operand was added to every slice along
 the broadcast axes, so its cotangent is g summed over those axes (notes section 6: dy = 1^T dB).""",
@@ -212,6 +293,7 @@ the broadcast axes, so its cotangent is g summed over those axes (notes section 
 class Add(_Binary):
     forward = staticmethod(lambda f: add(f.a(0), f.a(1)))
     vjp = staticmethod(lambda b: (b.g, b.g))
+    partials = staticmethod(lambda r: (ONE, ONE))
 
 
 @op(
@@ -221,12 +303,14 @@ class Add(_Binary):
     broadcast_rule="broadcast sum rule, notes section 6",
     elementwise=True,
     callable=False,
+    number_cotangent=True,
     derivation="""
 d(a - b) = da - db: a receives g, b receives -g (summed over broadcast axes, notes section 6).""",
 )
 class Sub(_Binary):
     forward = staticmethod(lambda f: sub(f.a(0), f.a(1)))
     vjp = staticmethod(lambda b: (b.g, neg(b.g)))
+    partials = staticmethod(lambda r: (ONE, Const(-1, "-1")))
 
 
 @op(
@@ -236,6 +320,7 @@ class Sub(_Binary):
     broadcast_rule="broadcast product rule, notes section 7",
     elementwise=True,
     callable=False,
+    number_cotangent=True,
     derivation="""
 d(a * b) = da * b + a * db (Hadamard), so a receives g * b and b receives g * a.  For a broadcast
 row y in B = y * X, dy = sum_i dB_i * X_i and dX = y * dB (notes section 7).""",
@@ -249,6 +334,19 @@ class Mul(_Binary):
             return (mul(b.g, mul(num(2), b.x(0))), None)
         return (mul(b.g, b.x(1)) if b.needs(0) else None, mul(b.g, b.x(0)) if b.needs(1) else None)
 
+    @staticmethod
+    def jvp(r):
+        ta, tb = r.tangents
+        if r.x(0) == r.x(1):  # d(a a) = 2 a da
+            return r.mul(ta, r.mul(TWO, r.x(0)))
+        return r.add(r.mul(ta, r.x(1)), r.mul(r.x(0), tb))
+
+    @staticmethod
+    def pullback(r):
+        if r.x(0) == r.x(1):
+            return (r.mul(r.g, r.mul(TWO, r.x(0))), None)
+        return (r.mul(r.g, r.x(1)), r.mul(r.g, r.x(0)))
+
 
 @op(
     "div",
@@ -257,6 +355,8 @@ class Mul(_Binary):
     broadcast_rule="quotient rule, broadcast reduced (notes section 6)",
     elementwise=True,
     callable=False,
+    number_cotangent=True,
+    domain=lambda i, s: "positive" if i == 1 else None,
     derivation="""
 d(a / b) = da / b - (a / b^2) db = da / b - y db / b with y = a / b reused from the forward pass,
 so a receives g / b and b receives -g * y / b.""",
@@ -270,6 +370,15 @@ class Div(_Binary):
         )
     )
 
+    @staticmethod
+    def jvp(r):
+        ta, tb = r.tangents
+        return r.sub(r.div(ta, r.x(1)), r.div(r.mul(tb, r.y), r.x(1)))
+
+    @staticmethod
+    def pullback(r):
+        return (r.div(r.g, r.x(1)), r.neg(r.div(r.mul(r.g, r.y), r.x(1))))
+
 
 # --------------------------------------------------------------------------------------------------
 # elementwise unary ops
@@ -281,10 +390,19 @@ class _Unary:
         return TensorType(s.types[0].shape, "float")
 
 
-@op("neg", (P("a"),), rule="negation rule", elementwise=True, callable=False, derivation="d(-a) = -da.")
+@op(
+    "neg",
+    (P("a"),),
+    rule="negation rule",
+    elementwise=True,
+    callable=False,
+    number_cotangent=True,
+    derivation="d(-a) = -da.",
+)
 class Neg_(_Unary):
     forward = staticmethod(lambda f: neg(f.a(0)))
     vjp = staticmethod(lambda b: (neg(b.g),))
+    partials = staticmethod(lambda r: (Const(-1, "-1"),))
 
 
 @op(
@@ -293,7 +411,9 @@ class Neg_(_Unary):
     rule="power rule",
     elementwise=True,
     callable=False,
+    number_cotangent=True,
     derivation="d(a ** k) = k * a ** (k - 1) da for a literal k.",
+    domain=lambda i, s: None if float(s.attr("k")).is_integer() else "positive",
 )
 class Pow:
     shape = staticmethod(_Unary.shape)
@@ -312,13 +432,26 @@ class Pow:
         km1 = k - 1
         return (mul(b.g, mul(num(k), Bin("**", b.x(0), num(km1)))),)
 
+    @staticmethod
+    def partials(r):
+        k = r.attr("k")
+        if k == 1:
+            return (ONE,)
+        if k == 2:
+            return (r.mul(TWO, r.x(0)),)
+        return (r.mul(Const(k, num(k).text), r.op("pow", r.x(0), k=k - 1)),)
 
-def _unary(name, np_func, rule, derivation, vjp):
+
+def _unary(name, np_func, rule, derivation, vjp, partial, **row):
+    """An elementwise unary op; ``partial(r)`` is its derivative as a node (or ``Over(x)``: 1 / x),
+    from which forward mode (t * partial) and the pullback (g * partial) follow."""
+
     class U(_Unary):
         forward = staticmethod(lambda f: call(np_func, f.a(0)))
 
     U.vjp = staticmethod(vjp)
-    return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation)(U)
+    U.partials = staticmethod(lambda r: (partial(r),))
+    return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation, **row)(U)
 
 
 _unary(
@@ -327,14 +460,28 @@ _unary(
     "exp rule, reusing the forward output",
     "d exp(a) = exp(a) da = y da: the forward output is reused.",
     lambda b: (mul(b.g, b.y),),
+    lambda r: r.y,
+    number_cotangent=True,
 )
-_unary("log", "np.log", "log rule", "d log(a) = da / a.", lambda b: (div(b.g, b.x(0)),))
+_unary(
+    "log",
+    "np.log",
+    "log rule",
+    "d log(a) = da / a.",
+    lambda b: (div(b.g, b.x(0)),),
+    lambda r: Over(r.x(0)),
+    number_cotangent=True,
+    domain=_domain_positive,
+)
 _unary(
     "sqrt",
     "np.sqrt",
     "sqrt rule, reusing the forward output",
     "d sqrt(a) = da / (2 sqrt(a)) = da / (2 y).",
     lambda b: (div(b.g, mul(num(2), b.y)),),
+    lambda r: Over(r.mul(TWO, r.y)),
+    number_cotangent=True,
+    domain=_domain_positive,
 )
 _unary(
     "tanh",
@@ -342,14 +489,26 @@ _unary(
     "tanh rule, reusing the forward output",
     "d tanh(a) = (1 - tanh(a)^2) da = (1 - y * y) da.",
     lambda b: (mul(b.g, sub(num(1), mul(b.y, b.y))),),
+    lambda r: r.sub(ONE, r.mul(r.y, r.y)),
+    number_cotangent=True,
 )
-_unary("square", "np.square", "square rule", "d a^2 = 2 a da.", lambda b: (mul(b.g, mul(num(2), b.x(0))),))
+_unary(
+    "square",
+    "np.square",
+    "square rule",
+    "d a^2 = 2 a da.",
+    lambda b: (mul(b.g, mul(num(2), b.x(0))),),
+    lambda r: r.mul(TWO, r.x(0)),
+    number_cotangent=True,
+)
 _unary(
     "abs",
     "np.abs",
     "abs rule (abs'(0) = 0)",
     "d |a| = sign(a) da, with sign(0) = 0 as SPEC.md fixes.",
     lambda b: (mul(b.g, call("np.sign", b.x(0))),),
+    lambda r: r.op("sign", r.x(0)),
+    number_cotangent=True,
 )
 
 
@@ -358,6 +517,7 @@ _unary(
     (P("a"),),
     rule="sigmoid rule, reusing the forward output",
     elementwise=True,
+    number_cotangent=True,
     derivation="""
 s(a) = 1 / (1 + exp(-a)) = (1 + tanh(a / 2)) / 2, the second form never overflows;
 d s(a) = s(a) (1 - s(a)) da = y (1 - y) da.""",
@@ -365,6 +525,7 @@ d s(a) = s(a) (1 - s(a)) da = y (1 - y) da.""",
 class Sigmoid(_Unary):
     forward = staticmethod(lambda f: add(num(0.5), mul(num(0.5), call("np.tanh", mul(num(0.5), f.a(0))))))
     vjp = staticmethod(lambda b: (mul(b.g, mul(b.y, sub(num(1), b.y))),))
+    partials = staticmethod(lambda r: (r.mul(r.y, r.sub(ONE, r.y)),))
 
 
 @op(
@@ -380,6 +541,7 @@ or boolean-mask assignment on this project's 2-core machine, from [32, 128] to [
 class Relu(_Unary):
     forward = staticmethod(lambda f: call("np.maximum", f.a(0), num(0)))
     vjp = staticmethod(lambda b: (mul(b.g, Bin(">", b.y, num(0))),))
+    partials = staticmethod(lambda r: (r.op("greater", r.y, Const(0, "0")),))
 
 
 def _minmax(name, np_func, cmp_a):
@@ -402,7 +564,18 @@ at ties the gradient goes to a (SPEC.md).""",
             pick_b = Bin({">=": "<", "<=": ">"}[cmp_a], b.x(0), b.x(1))
             return (mul(b.g, pick_a) if b.needs(0) else None, mul(b.g, pick_b) if b.needs(1) else None)
 
+        @staticmethod
+        def partials(r):
+            a, b = r.x(0), r.x(1)
+            opposite = {">=": "less", "<=": "greater"}[cmp_a]
+            mask_a = None if isinstance(a, Const) else r.op(CMP_OP[cmp_a], a, b)
+            mask_b = None if isinstance(b, Const) else r.op(opposite, a, b)
+            return (mask_a, mask_b)
+
     return M
+
+
+CMP_OP = {">": "greater", ">=": "greater_equal", "<": "less", "<=": "less_equal"}
 
 
 _minmax("maximum", "np.maximum", ">=")
@@ -467,10 +640,30 @@ def _spread(b, g: E, scale: E | None) -> E:
     return call("np.broadcast_to", g, b.shape_tuple(t.shape))
 
 
+def _spread_back(r, g):
+    """A reduction's cotangent re-expanded over the reduced axes and broadcast to the operand."""
+    t = r.t(0)
+    axes = norm_axes(r, r.attr("axis"), t.rank)
+    if not r.attr("keepdims"):
+        g = r.expand(g, axes)
+    return r.broadcast(g, t.shape)
+
+
+def _count(r) -> Dim:
+    t = r.t(0)
+    count = Dim.const(1)
+    for i in norm_axes(r, r.attr("axis"), t.rank):
+        count = count * t.shape[i]
+    return count
+
+
 @op(
     "sum",
     (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)),
     rule="sum rule: broadcast back",
+    jvp_rule="sum JVP rule: the sum of the tangent",
+    linear=True,
+    number_cotangent=True,
     derivation="""
 y = sum over axes of a: every summed element enters y with weight 1, so da = g broadcast back over the
 summed axes (the transpose of notes section 6's broadcast).""",
@@ -484,11 +677,17 @@ class Sum:
     def vjp(b):
         return (_spread(b, b.g, None),)
 
+    pullback = staticmethod(lambda r: (_spread_back(r, r.g),))
+    batch = staticmethod(_reduce_batch)
+
 
 @op(
     "mean",
     (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)),
     rule="mean rule: broadcast back, divided by the count",
+    jvp_rule="mean JVP rule: the mean of the tangent",
+    linear=True,
+    number_cotangent=True,
     derivation="""
 y = (1/n) sum over axes of a, n the number of elements averaged: da = g / n broadcast back.""",
 )
@@ -505,6 +704,9 @@ class Mean:
         for i in axes:
             count = count * t.shape[i]
         return (_spread(b, b.g, b.dim(count)),)
+
+    pullback = staticmethod(lambda r: (_spread_back(r, r.div(r.g, r.size(_count(r)))),))
+    batch = staticmethod(_reduce_batch)
 
 
 @op(
@@ -542,6 +744,27 @@ class LogSumExp:
         g = b.g if b.attr("keepdims") else expand(b, b.g, axes, t.rank, False)
         return (mul(g, call("np.exp", sub(b.x(0), b.saved("lse")))),)
 
+    @staticmethod
+    def _weights(r):
+        """softmax(a) along the axes, exp(a - y) with y re-expanded: the derivative of logsumexp."""
+        t = r.t(0)
+        axes = norm_axes(r, r.attr("axis"), t.rank)
+        y = r.y if r.attr("keepdims") else r.expand(r.y, axes)
+        return r.op("exp", r.sub(r.x(0), y)), axes
+
+    @staticmethod
+    def jvp(r):
+        w, axes = LogSumExp._weights(r)
+        return r.sum(r.mul(r.tangents[0], w), axes, r.attr("keepdims"))
+
+    @staticmethod
+    def pullback(r):
+        w, axes = LogSumExp._weights(r)
+        g = r.g if r.attr("keepdims") else r.expand(r.g, axes)
+        return (r.mul(g, w),)
+
+    batch = staticmethod(_reduce_batch)
+
 
 def _axis_shape(s):
     t = s.types[0]
@@ -563,6 +786,7 @@ def _shifted(f):
     "softmax",
     (P("a"), Param("axis", "int", -1)),
     rule="softmax rule, reusing the forward output",
+    hint="softmax",
     derivation="""
 y = exp(a - m) / sum exp(a - m) (m the max, for stability);
 dy = y * (da - sum(y * da)), so da = y * (g - sum(g * y)) along the axis (notes section 2).""",
@@ -572,6 +796,12 @@ class Softmax:
 
     @staticmethod
     def forward(f):
+        saved = f.saved_by("softmax_cross_entropy")
+        if saved and norm_axes(f, f.attr("axis"), f.t(0).rank) == (f.t(0).rank - 1,):
+            # the probabilities of a softmax cross-entropy of the same logits, computed before
+            if "probs" in saved:
+                return saved["probs"]
+            return div(saved["exp"], saved["sums"])
         y, ax = _shifted(f)
         f.stmt(None, call("np.exp", y, out=y))
         # multiply by the reciprocal of the (smaller) sums rather than divide the whole tensor
@@ -591,11 +821,22 @@ class Softmax:
         centered = b.temp("centered", sub(b.g, dot), t.shape)
         return (mul(centered, y),)
 
+    @staticmethod
+    def _apply(r, v):
+        """y * (v - sum(v * y)) along the axis: the Jacobian of softmax (symmetric) applied to v."""
+        ax = norm_axes(r, r.attr("axis"), r.t(0).rank)
+        return r.mul(r.y, r.sub(v, r.sum(r.mul(v, r.y), ax, keepdims=True)))
+
+    jvp = staticmethod(lambda r: Softmax._apply(r, r.tangents[0]))
+    pullback = staticmethod(lambda r: (Softmax._apply(r, r.g),))
+    batch = staticmethod(_axis_batch)
+
 
 @op(
     "log_softmax",
     (P("a"), Param("axis", "int", -1)),
     rule="log-softmax rule",
+    hint="log_softmax",
     derivation="""
 y = a - logsumexp(a); dy = da - sum(softmax(a) * da), so da = g - exp(y) * sum(g) along the axis.""",
 )
@@ -604,6 +845,9 @@ class LogSoftmax:
 
     @staticmethod
     def forward(f):
+        saved = f.saved_by("softmax_cross_entropy")
+        if saved and "log_probs" in saved and norm_axes(f, f.attr("axis"), f.t(0).rank) == (f.t(0).rank - 1,):
+            return saved["log_probs"]
         y, ax = _shifted(f)
         f.stmt(y, call("np.log", method(call("np.exp", y), "sum", axis=ax, keepdims=Lit("True"))), op="-=")
         return None
@@ -613,6 +857,19 @@ class LogSoftmax:
         t = b.t(0)
         ax = kw_axis(norm_axes(b, b.attr("axis"), t.rank), t.rank)
         return (sub(b.g, mul(call("np.exp", b.y), method(b.g, "sum", axis=ax, keepdims=Lit("True")))),)
+
+    @staticmethod
+    def jvp(r):
+        ax = norm_axes(r, r.attr("axis"), r.t(0).rank)
+        t = r.tangents[0]
+        return r.sub(t, r.sum(r.mul(r.op("exp", r.y), t), ax, keepdims=True))
+
+    @staticmethod
+    def pullback(r):
+        ax = norm_axes(r, r.attr("axis"), r.t(0).rank)
+        return (r.sub(r.g, r.mul(r.op("exp", r.y), r.sum(r.g, ax, keepdims=True))),)
+
+    batch = staticmethod(_axis_batch)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -624,6 +881,11 @@ class LogSoftmax:
     (P("logits"), P("labels"), Param("reduction", "choice", "mean", choices=("mean", "sum"))),
     rule="softmax cross-entropy rule, notes section 2",
     int_args=(1,),
+    number_cotangent=True,
+    grad_temp="dlogits",
+    domain=lambda i, s: (
+        None if i != 1 else f"labels:{s.t(0).shape[-1]}" if s.t(1).dtype == "int" else "probs"
+    ),
     derivation="""
 J = log sum_c exp(theta_c) - theta_k per row (notes section 2), so dJ/dtheta = softmax(theta) - onehot(k):
 the fused form, never differentiated through log and softmax separately.  With int labels the one-hot
@@ -709,6 +971,44 @@ class SoftmaxCrossEntropy:
             d_labels = neg(mul(b.saved("log_probs"), scale))
         return (d_logits, d_labels)
 
+    # graph-level rules.  Int labels: dJ/dtheta = (softmax(theta) - onehot) / N, the one-hot never built
+    # (label_add subtracts at the labels).  Float labels y, exactly for any y (rows need not sum to 1, so
+    # that second derivatives w.r.t. y are right too): dJ/dtheta = (softmax(theta) * sum_c y_c - y) / N
+    # and dJ/dy = -log_softmax(theta) / N.
+
+    @staticmethod
+    def _scale(r, g):
+        lt = r.t(0)
+        return r.div(g, r.size(lt.shape[0])) if r.attr("reduction") == "mean" and lt.rank == 2 else g
+
+    @staticmethod
+    def pullback(r):
+        s = SoftmaxCrossEntropy._scale(r, r.g)
+        logits, labels = r.x(0), r.x(1)
+        p = r.op("softmax", logits, axis=-1)
+        if r.t(1).dtype == "int":
+            lead = 0
+            return (r.op("label_add", r.mul(p, s), labels, s, sign=-1, lead=lead), None)
+        rows = r.sum(labels, (r.t(0).rank - 1,), keepdims=True)
+        d_logits = r.mul(r.sub(r.mul(p, rows), labels), s)
+        d_labels = r.neg(r.mul(r.op("log_softmax", logits, axis=-1), s))
+        return (d_logits, d_labels)
+
+    @staticmethod
+    def jvp(r):
+        t_logits, t_labels = r.tangents
+        logits, labels = r.x(0), r.x(1)
+        p = r.op("softmax", logits, axis=-1) if t_logits is not None else None
+        if r.t(1).dtype == "int":
+            picked = r.op("label_pick", t_logits, labels, lead=0) if t_logits is not None else None
+            total = r.sub(r.sum(r.mul(p, t_logits), None), r.sum(picked, None))
+        else:
+            rows = r.sum(labels, (r.t(0).rank - 1,), keepdims=True)
+            d_logits = r.sub(r.mul(p, rows), labels) if t_logits is not None else None
+            logp = r.op("log_softmax", logits, axis=-1) if t_labels is not None else None
+            total = r.sub(r.sum(r.mul(d_logits, t_logits), None), r.sum(r.mul(logp, t_labels), None))
+        return SoftmaxCrossEntropy._scale(r, total)
+
 
 # --------------------------------------------------------------------------------------------------
 # matrix products (notes sections 3, 4, 5)
@@ -733,7 +1033,9 @@ def _mm_parts(s):
     "matmul",
     (P("a"), P("b")),
     rule="matmul rule, notes section 5",
+    jvp_rule="matmul JVP rule, notes section 5",
     callable=False,
+    number_cotangent=True,  # a number reaches only scalar outputs: a dot product, g * b and g * a
     derivation="""
 B = X Y gives dB = dX Y + X dY, so dX = dB Y^T and dY = X^T dB (notes section 5).  Matrix times vector
 z = W x gives dW = outer(r, x), dx = W^T r (section 3); row vector times matrix z = x W gives
@@ -797,6 +1099,93 @@ class MatMul:
                     db = mul(g, b.x(0))
             return (da, db)
         return _batched_matmul_vjp(b)
+
+    @staticmethod
+    def jvp(r):
+        ta, tb = r.tangents
+        da = r.op("matmul", ta, r.x(1)) if ta is not None else None
+        db = r.op("matmul", r.x(0), tb) if tb is not None else None
+        return r.add(da, db)
+
+    @staticmethod
+    def pullback(r):
+        ra, rb = r.t(0).rank, r.t(1).rank
+        a, b, g = r.x(0), r.x(1), r.g
+        if ra > 2 or rb > 2:
+            return _batched_matmul_pullback(r)
+        if ra == 2 and rb == 2:
+            return (r.op("matmul", g, r.transpose(b)), r.op("matmul", r.transpose(a), g))
+        if ra == 2:  # W @ x, notes section 3
+            r.note("matrix-vector rule, notes section 3")
+            return (r.op("outer", g, b), r.op("matmul", r.transpose(a), g))
+        if rb == 2:  # x @ W, notes section 4
+            r.note("vector-matrix rule, notes section 4")
+            return (r.op("matmul", g, r.transpose(b)), r.op("outer", a, g))
+        r.note("dot product rule")
+        return (r.mul(g, b), r.mul(g, a))
+
+    @staticmethod
+    def batch(r):
+        """numpy.matmul over a batch: as a matmul when both operands are matrices (the batched one
+        padded so that its batch axis stays in front), else as an einsum with one more index."""
+        ta, tb, out = r.t(0), r.t(1), r.out
+        xa, xb = r.batched
+        if ta.rank >= 2 and tb.rank >= 2:
+            a = r.pad(xa, out.rank) if xa is not None else r.x(0)
+            b = r.pad(xb, out.rank) if xb is not None else r.x(1)
+            return r.op("matmul", a, b)
+        if tb.rank == 1 and xb is None:  # a batch of matrices times one vector
+            return r.op("matmul", r.pad(xa, out.rank + 1), r.x(1))
+        if ta.rank == 1 and tb.rank >= 2 and xa is None:  # one vector times a batch of matrices
+            return r.op("matmul", r.x(0), r.pad(xb, out.rank + 1))
+        if ta.rank == 1 and tb.rank == 2 and xb is None:
+            return r.op("matmul", xa, r.x(1))  # rows of a batch of vectors: one matrix product
+        if tb.rank == 1 and ta.rank == 2 and xa is None:
+            return r.op("matmul", xb, r.transpose(r.x(0)))
+        return _matmul_as_einsum(r)
+
+
+def _batched_matmul_pullback(r):
+    """numpy.matmul with a batch: 1-D operands promoted to matrices, the cotangent of each operand
+    reduced over the batch axes it was broadcast along (notes section 5 per batch element)."""
+    r.note("batched matmul rule, notes section 5 per batch element")
+    ta, tb, to = r.t(0), r.t(1), r.out
+    a, b, g = r.x(0), r.x(1), r.g
+    a_shape, b_shape = ta.shape, tb.shape
+    if ta.rank == 1:
+        a, a_shape = r.expand(a, (0,)), (Dim.const(1),) + ta.shape
+        g = r.expand(g, (to.rank - 1,))
+    if tb.rank == 1:
+        b, b_shape = r.expand(b, (1,)), tb.shape + (Dim.const(1),)
+        g = r.expand(g, (len(r.shape(g)),))
+    batch = r.shape(g)[:-2]
+    flat = len(b_shape) == 2 and ta.rank > 2 and tuple(a_shape[:-2]) == tuple(batch)
+    da = r.op("matmul", g, r.swap_last(b))
+    da = r.sum_to(da, a_shape)
+    if flat:
+        # dW = sum over the batch of X_b^T dB_b: one 2-D product over the flattened batch
+        K, M = b_shape
+        rows = numel(batch) * a_shape[-2]
+        db = r.op("matmul", r.transpose(r.reshape(a, (rows, K))), r.reshape(g, (rows, M)))
+    else:
+        db = r.sum_to(r.op("matmul", r.swap_last(a), g), b_shape)
+    return (r.reshape(da, ta.shape), r.reshape(db, tb.shape))
+
+
+def _matmul_as_einsum(r):
+    """A batched matmul that numpy.matmul's broadcasting cannot express, as an einsum."""
+    ta, tb = r.t(0), r.t(1)
+    k = "k"
+    batch_rank = max(max(ta.rank, tb.rank) - 2, 0)
+    bl = list("abcdefghijlopqrstuvwxy")[:batch_rank]
+    sa = (bl[len(bl) - (ta.rank - 2) :] if ta.rank > 2 else []) + (["n", k] if ta.rank >= 2 else [k])
+    sb = (bl[len(bl) - (tb.rank - 2) :] if tb.rank > 2 else []) + ([k, "m"] if tb.rank >= 2 else [k])
+    so = bl + (["n"] if ta.rank >= 2 else []) + (["m"] if tb.rank >= 2 else [])
+    xa, xb = r.batched
+    sa_, a = (["z", *sa], xa) if xa is not None else (sa, r.x(0))
+    sb_, b = (["z", *sb], xb) if xb is not None else (sb, r.x(1))
+    spec = f"{''.join(sa_)},{''.join(sb_)}->z{''.join(so)}"
+    return r.op("einsum", a, b, subscripts=spec)
 
 
 def _swap(e: E) -> E:
@@ -873,6 +1262,8 @@ def _perm(s, rank):
     "transpose",
     (P("a"), Param("axes", "axes")),
     rule="transpose rule: the inverse permutation",
+    jvp_rule="transpose JVP rule: the tangent transposed",
+    linear=True,
     derivation="""
 y = transpose(a, p) moves axis p[i] to position i; the cotangent moves back with the inverse
 permutation, da = transpose(g, argsort(p)); .T reverses the axes and is its own inverse.""",
@@ -912,6 +1303,16 @@ class Transpose:
         inv = tuple(sorted(range(rank), key=lambda i: p[i]))
         return (call("np.transpose", b.g, Lit(str(inv))),)
 
+    @staticmethod
+    def pullback(r):
+        p = _perm(r, r.t(0).rank)
+        return (r.transpose(r.g, tuple(sorted(range(len(p)), key=lambda i: p[i]))),)
+
+    @staticmethod
+    def batch(r):
+        p = _perm(r, r.t(0).rank)
+        return r.transpose(r.batched[0], (0,) + tuple(i + 1 for i in p))
+
 
 def _divide_monomial(total: Dim, known: Dim) -> Dim | None:
     if len(total.terms) != 1 or len(known.terms) != 1:
@@ -932,6 +1333,8 @@ def _divide_monomial(total: Dim, known: Dim) -> Dim | None:
     "reshape",
     (P("a"), P("shape", "shape")),
     rule="reshape rule: reshape back",
+    jvp_rule="reshape JVP rule: the tangent reshaped",
+    linear=True,
     derivation="""
 reshape only relabels elements in row-major order, so the cotangent is reshaped back: da = g.reshape(a.shape).""",
 )
@@ -941,7 +1344,12 @@ class Reshape:
         t = s.types[0]
         total = numel(t.shape)
         dims = [
-            Dim.sym(d) if isinstance(d, str) else None if d == -1 else Dim.const(d) for d in s.attr("shape")
+            (
+                d
+                if isinstance(d, Dim)
+                else Dim.sym(d) if isinstance(d, str) else None if d == -1 else Dim.const(d)
+            )
+            for d in s.attr("shape")
         ]
         known = Dim.const(1)
         for d in dims:
@@ -971,11 +1379,15 @@ class Reshape:
     def vjp(b):
         return (method(b.g, "reshape", b.shape_tuple(b.t(0).shape)),)
 
+    pullback = staticmethod(lambda r: (r.reshape(r.g, r.t(0).shape),))
+    batch = staticmethod(lambda r: r.reshape(r.batched[0], (r.size_dim,) + r.out.shape))
+
 
 @op(
     "concatenate",
     (P("tensors", "tensors"), Param("axis", "int", 0)),
     rule="concatenate rule: split back",
+    jvp_rule="concatenate JVP rule: the tangents concatenated",
     derivation="""
 y stacks the operands along an axis, so each operand's cotangent is its own slice of g along that axis.""",
 )
@@ -1024,12 +1436,43 @@ class Concatenate:
             start = end
         return tuple(out)
 
+    @staticmethod
+    def jvp(r):
+        if all(t is None for t in r.tangents):
+            return None
+        ts = [r.zeros(r.t(i).shape) if t is None else t for i, t in enumerate(r.tangents)]
+        return r.op("concatenate", *ts, axis=r.attr("axis"))
+
+    @staticmethod
+    def pullback(r):
+        ax = norm_axes(r, r.attr("axis"), r.out.rank)[0]
+        start, out = Dim.const(0), []
+        for i in range(len(r.types)):
+            end = start + r.t(i).shape[ax]
+            out.append(r.op("slice_axis", r.g, axis=ax, start=start, stop=end))
+            start = end
+        return tuple(out)
+
+    @staticmethod
+    def batch(r):
+        ax = norm_axes(r, r.attr("axis"), r.out.rank)[0]
+        parts = [
+            x if x is not None else r.broadcast(r.x(i), (r.size_dim,) + r.t(i).shape)
+            for i, x in enumerate(r.batched)
+        ]
+        return r.op("concatenate", *parts, axis=ax + 1)
+
 
 @op(
     "take",
     (P("a"), P("indices"), Param("axis", "int", 0)),
     rule="take rule: scatter-add",
+    jvp_rule="take JVP rule: the tangent's slices taken",
     int_args=(1,),
+    linear=True,
+    domain=lambda i, s: (
+        f"labels:{s.t(0).shape[norm_axes(s, s.attr('axis'), s.t(0).rank)[0]]}" if i == 1 else None
+    ),
     derivation="""
 y = take(a, idx, axis) copies slices of a; each slice of a receives the sum of the cotangents of every
 position that copied it (repeated indices add up): a scatter-add of g into zeros shaped like a.
@@ -1065,12 +1508,20 @@ class Take:
         del ti
         return (da, None)
 
+    @staticmethod
+    def pullback(r):
+        ax = norm_axes(r, r.attr("axis"), r.t(0).rank)[0]
+        return (r.op("scatter_add", r.g, r.x(1), axis=ax, shape=r.t(0).shape), None)
+
+    batch = staticmethod(_axis_batch)
+
 
 @op(
     "einsum",
     (P("subscripts", "str"), P("operands", "tensors")),
     varargs=True,
     rule="einsum rule: contract the cotangent with the other operands",
+    jvp_rule="einsum JVP rule: one term per operand's tangent",
     derivation="""
 y = einsum(s_1,...,s_n -> o) is linear in each operand, so operand i's cotangent is
 einsum(o, s_j (j != i) -> s_i) of g with the other operands; an index that appears only in s_i was
@@ -1151,6 +1602,458 @@ class Einsum:
                 )
             res.append(e)
         return tuple(res)
+
+    @staticmethod
+    def jvp(r):
+        subs = r.attr("subscripts")
+        total = None
+        for i, t in enumerate(r.tangents):
+            if t is not None:
+                args = [t if j == i else r.x(j) for j in range(len(r.types))]
+                total = r.add(total, r.op("einsum", *args, subscripts=subs))
+        return total
+
+    @staticmethod
+    def pullback(r):
+        terms, out = Einsum.parse(r)
+        res = []
+        for i in range(len(terms)):
+            others = [j for j in range(len(terms)) if j != i]
+            avail = set(out).union(*(set(terms[j]) for j in others))
+            kept = "".join(c for c in terms[i] if c in avail)
+            spec = ",".join([out] + [terms[j] for j in others]) + "->" + kept
+            e = r.op("einsum", r.g, *(r.x(j) for j in others), subscripts=spec)
+            missing = tuple(k for k, c in enumerate(terms[i]) if c not in avail)
+            res.append(r.broadcast(r.expand(e, missing), r.t(i).shape))
+        return tuple(res)
+
+    @staticmethod
+    def batch(r):
+        terms, out = Einsum.parse(r)
+        z = next(c for c in "zyxwvutsrqponmlkjihgfedcba" if c not in "".join(terms) + out)
+        lhs = [z + t if x is not None else t for t, x in zip(terms, r.batched)]
+        args = [x if x is not None else r.x(i) for i, x in enumerate(r.batched)]
+        return r.op("einsum", *args, subscripts=",".join(lhs) + "->" + z + out)
+
+
+# --------------------------------------------------------------------------------------------------
+# internal ops: what derivative programs are built from besides the spec's ops.  Never written in a
+# spec (``internal=True``); each has a shape rule, its NumPy, and its own JVP, pullback and batching
+# rules, so that a derivative program can be differentiated and batched again.
+
+
+def _same_shape(s):
+    return TensorType(s.types[0].shape, s.types[0].dtype)
+
+
+@op(
+    "broadcast_to",
+    (P("a"), Param("shape", "dims")),
+    rule="broadcast back",
+    internal=True,
+    fresh=False,
+    linear=True,
+    derivation="""
+y = a repeated along the axes where a has size 1 or is missing: a read-only view (np.broadcast_to); its
+pullback sums over those axes (notes section 6).""",
+)
+class BroadcastTo:
+    @staticmethod
+    def shape(s):
+        t = s.types[0]
+        shape = tuple(s.attr("shape"))
+        if broadcast_shapes(s, [t.shape, shape]) != shape:
+            s.fail(f"{shape_str(t.shape)} does not broadcast to {shape_str(shape)}")
+        return TensorType(shape, t.dtype)
+
+    forward = staticmethod(lambda f: call("np.broadcast_to", f.a(0), f.shape_tuple(f.out.shape)))
+    pullback = staticmethod(lambda r: (r.sum_to(r.g, r.t(0).shape),))
+    batch = staticmethod(lambda r: r.broadcast(r.pad(r.batched[0], r.out.rank), (r.size_dim,) + r.out.shape))
+
+
+@op(
+    "expand_dims",
+    (P("a"), Param("axis", "axes")),
+    rule="expand the reduced axes",
+    internal=True,
+    fresh=False,
+    linear=True,
+    derivation="y = a with axes of size 1 inserted at the given positions (a view); the pullback reshapes back.",
+)
+class ExpandDims:
+    @staticmethod
+    def shape(s):
+        t = s.types[0]
+        axes = tuple(s.attr("axis"))
+        dims = list(t.shape)
+        for ax in sorted(axes):
+            dims.insert(ax, Dim.const(1))
+        return TensorType(tuple(dims), t.dtype)
+
+    forward = staticmethod(
+        lambda f: call("np.expand_dims", f.a(0), axis=kw_axis(tuple(f.attr("axis")), f.out.rank))
+    )
+    pullback = staticmethod(lambda r: (r.reshape(r.g, r.t(0).shape),))
+    batch = staticmethod(
+        lambda r: r.op("expand_dims", r.batched[0], axis=tuple(a + 1 for a in r.attr("axis")))
+    )
+
+
+@op(
+    "full",
+    (P("value", "operand"), Param("shape", "dims")),
+    rule="broadcast back",
+    internal=True,
+    fresh=True,
+    number_operands=True,
+    derivation="y = an array of the given shape filled with the scalar value, in the computation's dtype.",
+)
+class Full:
+    @staticmethod
+    def shape(s):
+        t = s.types[0]
+        if t is not None and t.rank != 0:
+            s.fail(f"full needs a scalar value, not {shape_str(t.shape)}")
+        return TensorType(tuple(s.attr("shape")), "float")
+
+    forward = staticmethod(lambda f: call("np.full", f.shape_tuple(f.out.shape), f.a(0), dtype=f.dtype()))
+    jvp = staticmethod(lambda r: r.broadcast(r.tangents[0], r.out.shape))
+    pullback = staticmethod(lambda r: (r.sum(r.g, None),))
+    batch = staticmethod(lambda r: r.broadcast(r.pad(r.batched[0], r.out.rank), (r.size_dim,) + r.out.shape))
+
+
+@op(
+    "zeros",
+    (Param("shape", "dims"),),
+    rule="no contribution: zeros",
+    internal=True,
+    fresh=True,
+    derivation="y = zeros of the given shape in the computation's dtype (a derivative that is zero).",
+)
+class Zeros:
+    shape = staticmethod(lambda s: TensorType(tuple(s.attr("shape")), "float"))
+    forward = staticmethod(lambda f: call("np.zeros", f.shape_tuple(f.out.shape), dtype=f.dtype()))
+    jvp = staticmethod(lambda r: None)
+    pullback = staticmethod(lambda r: ())
+
+
+@op(
+    "scatter_add",
+    (P("a"), P("indices"), Param("axis", "int"), Param("shape", "dims")),
+    rule="take rule: scatter-add",
+    int_args=(1,),
+    internal=True,
+    fresh=True,
+    linear=True,
+    derivation="""
+y = zeros of the given shape, with each slice of a added at its index along the axis (np.add.at, so
+repeated indices add up): the transpose of take.""",
+)
+class ScatterAdd:
+    @staticmethod
+    def shape(s):
+        return TensorType(tuple(s.attr("shape")), "float")
+
+    @staticmethod
+    def forward(f):
+        ax = f.attr("axis")
+        f.stmt(f.var, call("np.zeros", f.shape_tuple(f.out.shape), dtype=f.dtype()))
+        index = f.a(1) if ax == 0 else Tuple(tuple(Lit("slice(None)") for _ in range(ax)) + (f.a(1),))
+        f.stmt(None, call("np.add.at", f.var, index, f.a(0)))
+        return None
+
+    pullback = staticmethod(lambda r: (r.op("take", r.g, r.x(1), axis=r.attr("axis")), None))
+    batch = staticmethod(
+        lambda r: r.op(
+            "scatter_add",
+            r.batched[0],
+            r.x(1),
+            axis=r.attr("axis") + 1,
+            shape=(r.size_dim,) + tuple(r.attr("shape")),
+        )
+    )
+
+
+def _label_index(f, lead: int, labels: E) -> tuple[E, ...]:
+    """The fancy index of each row's label: [:, ..., np.arange(N), labels], or [..., labels] for one row."""
+    rows_shape = f.t(1).shape
+    index = tuple(Lit(":") for _ in range(lead))
+    if rows_shape:
+        index += (call("np.arange", f.dim(rows_shape[0])),)
+    return index + (labels,)
+
+
+def _label_shape(s):
+    a, labels = s.types[0], s.types[1]
+    lead = s.attr("lead")
+    if labels.dtype != "int" or a.shape[lead:-1] != labels.shape or labels.rank > 1:
+        s.fail(f"labels {shape_str(labels.shape)} do not index the rows of {shape_str(a.shape)}")
+    return a
+
+
+@op(
+    "label_pick",
+    (P("a"), P("labels"), Param("lead", "int", 0)),
+    rule="the label pick of softmax cross-entropy, notes section 2",
+    int_args=(1,),
+    internal=True,
+    fresh=True,
+    linear=True,
+    derivation="y[i] = a[i, labels[i]]: each row's entry at its label (after ``lead`` batch axes).",
+)
+class LabelPick:
+    @staticmethod
+    def shape(s):
+        a = _label_shape(s)
+        return TensorType(a.shape[: s.attr("lead")] + s.types[1].shape, "float")
+
+    forward = staticmethod(lambda f: Index(f.a(0), _label_index(f, f.attr("lead"), f.a(1)), True))
+    pullback = staticmethod(
+        lambda r: (r.op("label_add", r.zeros(r.t(0).shape), r.x(1), r.g, sign=1, lead=r.attr("lead")), None)
+    )
+    batch = staticmethod(lambda r: r.node_like(r.batched[0], lead=r.attr("lead") + 1))
+
+
+@op(
+    "label_add",
+    (P("a"), P("labels"), P("s", "operand"), Param("sign", "int", 1), Param("lead", "int", 0)),
+    rule="softmax cross-entropy rule, notes section 2",
+    int_args=(1,),
+    internal=True,
+    fresh=True,
+    number_operands=True,
+    derivation="""
+y = a + sign * s * onehot(labels): s added (or subtracted) at each row's label, no one-hot matrix
+built (notes section 2).  Linear in (a, s): its tangent is label_add of the tangents, its pullback
+gives g to a and sign * g picked at the labels to s.""",
+)
+class LabelAdd:
+    @staticmethod
+    def shape(s):
+        a = _label_shape(s)
+        return TensorType(a.shape, "float")
+
+    @staticmethod
+    def forward(f):
+        f.stmt(f.var, method(f.a(0), "copy"))
+        op_ = "+=" if f.attr("sign") > 0 else "-="
+        f.stmt(f.var, f.a(2), op=op_, index=_label_index(f, f.attr("lead"), f.a(1)))
+        return None
+
+    @staticmethod
+    def jvp(r):
+        ta, _, ts = r.tangents
+        if ta is None and ts is None:
+            return None
+        a = ta if ta is not None else r.zeros(r.out.shape)
+        if ts is None:
+            return a
+        return r.op("label_add", a, r.x(1), ts, sign=r.attr("sign"), lead=r.attr("lead"))
+
+    @staticmethod
+    def pullback(r):
+        picked = r.op("label_pick", r.g, r.x(1), lead=r.attr("lead"))
+        ds = r.sum_to(picked, r.shape(r.x(2)))
+        return (r.g, None, ds if r.attr("sign") > 0 else r.neg(ds))
+
+    @staticmethod
+    def batch(r):
+        xa, _, xs = r.batched
+        a = xa if xa is not None else r.broadcast(r.x(0), (r.size_dim,) + r.out.shape)
+        picked_rank = r.t(1).rank + r.attr("lead")
+        s = r.pad(xs, picked_rank) if xs is not None else r.x(2)
+        return r.op("label_add", a, r.x(1), s, sign=r.attr("sign"), lead=r.attr("lead") + 1)
+
+
+def _compare(name, symbol):
+    @op(
+        name,
+        (P("a", "operand"), P("b", "operand")),
+        rule=f"mask a {symbol} b",
+        elementwise=True,
+        internal=True,
+        hint="mask",
+        fresh=True,
+        derivation=f"y = (a {symbol} b) as booleans: piecewise constant, so its derivatives are zero.",
+    )
+    class C(_Binary):
+        shape = staticmethod(lambda s: TensorType(_Binary.shape(s).shape, "bool"))
+        forward = staticmethod(lambda f: Bin(symbol, f.a(0), f.a(1)))
+        jvp = staticmethod(lambda r: None)
+        pullback = staticmethod(lambda r: (None, None))
+
+    return C
+
+
+_compare("greater", ">")
+_compare("greater_equal", ">=")
+_compare("less", "<")
+_compare("less_equal", "<=")
+
+
+@op(
+    "sign",
+    (P("a"),),
+    rule="sign",
+    elementwise=True,
+    internal=True,
+    fresh=True,
+    derivation="y = sign(a): piecewise constant, so its derivatives are zero (sign'(0) = 0 too).",
+)
+class Sign(_Unary):
+    forward = staticmethod(lambda f: call("np.sign", f.a(0)))
+    jvp = staticmethod(lambda r: None)
+    pullback = staticmethod(lambda r: (None,))
+
+
+@op(
+    "outer",
+    (P("a"), P("b")),
+    rule="outer product",
+    jvp_rule="outer product JVP rule",
+    internal=True,
+    fresh=True,
+    derivation="y[i, j] = a[i] b[j]: dy = outer(da, b) + outer(a, db); a receives g @ b, b receives a @ g.",
+)
+class Outer:
+    @staticmethod
+    def shape(s):
+        a, b = s.types
+        if a.rank != 1 or b.rank != 1:
+            s.fail("outer needs two vectors")
+        return TensorType(a.shape + b.shape, "float")
+
+    forward = staticmethod(lambda f: call("np.outer", f.a(0), f.a(1)))
+
+    @staticmethod
+    def jvp(r):
+        ta, tb = r.tangents
+        da = r.op("outer", ta, r.x(1)) if ta is not None else None
+        db = r.op("outer", r.x(0), tb) if tb is not None else None
+        return r.add(da, db)
+
+    pullback = staticmethod(lambda r: (r.op("matmul", r.g, r.x(1)), r.op("matmul", r.x(0), r.g)))
+
+    @staticmethod
+    def batch(r):
+        xa, xb = r.batched
+        a = r.expand(xa, (2,)) if xa is not None else r.expand(r.x(0), (1,))
+        b = r.expand(xb, (1,)) if xb is not None else r.x(1)
+        return r.mul(a, b)
+
+
+@op(
+    "slice_axis",
+    (P("a"), Param("axis", "int"), Param("start", "dim"), Param("stop", "dim")),
+    rule="concatenate rule: split back",
+    internal=True,
+    fresh=False,
+    linear=True,
+    derivation="y = a[..., start:stop, ...] along the axis (a view); its pullback pads g back with zeros.",
+)
+class SliceAxis:
+    @staticmethod
+    def shape(s):
+        t = s.types[0]
+        ax = s.attr("axis")
+        return TensorType(
+            t.shape[:ax] + (s.attr("stop") + Dim.const(-1) * s.attr("start"),) + t.shape[ax + 1 :], t.dtype
+        )
+
+    @staticmethod
+    def forward(f):
+        start, stop = f.attr("start"), f.attr("stop")
+        sl = Slice(None if start.value == 0 else f.dim(start), f.dim(stop))
+        return Index(f.a(0), tuple(Lit(":") for _ in range(f.attr("axis"))) + (sl,), False)
+
+    pullback = staticmethod(
+        lambda r: (
+            r.op(
+                "pad_axis",
+                r.g,
+                axis=r.attr("axis"),
+                start=r.attr("start"),
+                total=r.t(0).shape[r.attr("axis")],
+            ),
+        )
+    )
+    batch = staticmethod(lambda r: r.node_like(r.batched[0], axis=r.attr("axis") + 1))
+
+
+@op(
+    "pad_axis",
+    (P("a"), Param("axis", "int"), Param("start", "dim"), Param("total", "dim")),
+    rule="the transpose of a slice: zeros around it",
+    internal=True,
+    fresh=True,
+    linear=True,
+    derivation="y = zeros with ``total`` entries along the axis, a written from ``start`` on.",
+)
+class PadAxis:
+    @staticmethod
+    def shape(s):
+        t = s.types[0]
+        ax = s.attr("axis")
+        return TensorType(t.shape[:ax] + (s.attr("total"),) + t.shape[ax + 1 :], "float")
+
+    @staticmethod
+    def forward(f):
+        start, ax = f.attr("start"), f.attr("axis")
+        stop = start + f.t(0).shape[ax]
+        f.stmt(f.var, call("np.zeros", f.shape_tuple(f.out.shape), dtype=f.dtype()))
+        sl = Slice(None if start.value == 0 else f.dim(start), f.dim(stop))
+        f.stmt(f.var, f.a(0), op="=", index=tuple(Lit(":") for _ in range(ax)) + (sl,))
+        return None
+
+    @staticmethod
+    def pullback(r):
+        ax, start = r.attr("axis"), r.attr("start")
+        return (r.op("slice_axis", r.g, axis=ax, start=start, stop=start + r.t(0).shape[ax]),)
+
+    batch = staticmethod(lambda r: r.node_like(r.batched[0], axis=r.attr("axis") + 1))
+
+
+@op(
+    "basis",
+    (Param("n", "dim"), Param("offset", "dim"), Param("shape", "dims")),
+    rule="the basis vectors",
+    internal=True,
+    fresh=True,
+    derivation="""
+y[k] = the k-th of n unit vectors, restricted to the entries offset .. offset + numel(shape) and shaped
+like one input: np.eye(n, numel, -offset).reshape((n,) + shape).  A batch of seeds, never differentiated.""",
+)
+class Basis:
+    shape = staticmethod(lambda s: TensorType((s.attr("n"),) + tuple(s.attr("shape")), "float"))
+
+    @staticmethod
+    def forward(f):
+        n, offset, shape = f.attr("n"), f.attr("offset"), tuple(f.attr("shape"))
+        args = [f.dim(n), f.dim(numel(shape))]
+        if offset.value != 0:
+            args.append(neg(f.dim(offset)))
+        eye = call("np.eye", *args, dtype=f.dtype())
+        if len(shape) == 1:
+            return eye
+        return method(eye, "reshape", f.shape_tuple((n,) + shape))
+
+    jvp = staticmethod(lambda r: None)
+    pullback = staticmethod(lambda r: ())
+
+
+@op(
+    "cast",
+    (P("a"),),
+    rule="the mask as numbers",
+    elementwise=True,
+    internal=True,
+    fresh=True,
+    derivation="y = a (booleans) as numbers of the computation's dtype; piecewise constant.",
+)
+class Cast(_Unary):
+    forward = staticmethod(lambda f: method(f.a(0), "astype", f.dtype()))
+    jvp = staticmethod(lambda r: None)
+    pullback = staticmethod(lambda r: (None,))
 
 
 CALLABLE = tuple(sorted(name for name, d in TABLE.items() if d.callable))

@@ -35,6 +35,7 @@ from gradgen.expr import (
 from gradgen.ir import Const, Node, TypedGraph
 from gradgen.lower import RESERVED
 from gradgen.ops import TABLE
+from gradgen.shapes import RuleContext
 
 # ------------------------------------------------------------------------------------------------
 # statements
@@ -47,6 +48,7 @@ class Stmt:
     op: str = "="  # "=", or an augmented "+=", "-=", "*=", "/="
     index: tuple[E, ...] | None = None  # target[index] op= expr
     comment: str | None = None
+    view_of: str | None = None  # the op declared its result a view of this variable (never owned)
 
     def reads(self) -> list[str]:
         out = self.expr.vars() if self.expr is not None else []
@@ -64,6 +66,7 @@ class Stmt:
             self.op,
             tuple(e.rename(m) for e in self.index) if self.index is not None else None,
             self.comment,
+            m.get(self.view_of, self.view_of) if self.view_of else None,
         )
 
     def render(self) -> str:
@@ -113,6 +116,7 @@ class Plan:
     fused_out: str
     test_inputs: tuple[tuple[str, tuple, str, str], ...]  # (name, shape (symbolic text), dtype, domain)
     dim_symbols: tuple[str, ...]
+    derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -169,8 +173,14 @@ class _Ctx:
     def operand(self, i) -> E:
         a = self.node.args[i]
         if isinstance(a, Const):
+            if a.dim is not None:  # a size, in derivative programs
+                return self.p.dim_expr(a.dim)
             return Lit(a.text if not a.text.startswith("+") else a.text[1:])
         return Var(self.p.var[a])
+
+    def dtype(self) -> E:
+        """The dtype the function computes in (internal ops that create arrays need it)."""
+        return self.p.dtype_expr()
 
 
 class FwdCtx(_Ctx):
@@ -186,11 +196,11 @@ class FwdCtx(_Ctx):
     def single_use(self, i) -> bool:
         """Operand i is read by this node alone and is not the output."""
         a = self.node.args[i]
-        return isinstance(a, int) and self.p.uses.get(a, 0) == 1 and a != self.graph.output
+        return isinstance(a, int) and self.p.uses.get(a, 0) == 1 and not self.p.is_output(a)
 
     def value(self, operand) -> E:
         if isinstance(operand, Const):
-            return Lit(operand.text)
+            return self.p.dim_expr(operand.dim) if operand.dim is not None else Lit(operand.text)
         return Var(self.p.var[operand])
 
     def a(self, i) -> E:
@@ -198,6 +208,19 @@ class FwdCtx(_Ctx):
 
     def dim(self, d: Dim) -> E:
         return self.p.dim_expr(d)
+
+    def saved_by(self, op: str) -> dict[str, E]:
+        """The temporaries that an already emitted node of ``op`` on the same operand 0 saved, in a
+        derivative program (the probabilities of a softmax cross-entropy, say); {} in the planner."""
+        if not getattr(self.p, "shares_temps", False) or not self.node.args:
+            return {}
+        first = self.node.args[0]
+        for n in self.graph.nodes:
+            if n.op == op and n.args and n.args[0] == first and n.id != self.node.id:
+                found = {h: Var(v) for (nid, h), v in self.p.fwd_temps.items() if nid == n.id}
+                if found:
+                    return found
+        return {}
 
     def temp(self, hint, expr, shape) -> Var:
         name = self.p.namer.fresh(f"{self.var.name}_{hint}", "temp", "fwd")
@@ -253,11 +276,13 @@ class BwdCtx(_Ctx):
     def temp(self, hint, expr, shape) -> Var:
         key = (self.node.id, hint)
         if key not in self.p.bwd_temps:  # the same name in backward and in value_and_grad
+            # the temporary that holds operand 0's cotangent (the row's grad_temp) is named after it
+            grad_of_operand = hint == TABLE[self.node.op].grad_temp
             self.p.bwd_temps[key] = self.p.namer.fresh(
                 (
-                    f"d{self.p.var[self.node.id]}_{hint}"
-                    if hint != "dlogits"
-                    else f"d{self.p.var[self.node.args[0]]}"
+                    f"d{self.p.var[self.node.args[0]]}"
+                    if grad_of_operand
+                    else f"d{self.p.var[self.node.id]}_{hint}"
                 ),
                 "temp",
                 "bwd",
@@ -273,6 +298,28 @@ class BwdCtx(_Ctx):
 
     def unbroadcast(self, e: E, from_shape, to_shape) -> E:
         return unbroadcast(e, from_shape, to_shape)
+
+
+def dim_expr(d: Dim, dim_var: dict[str, str]) -> E:
+    """A (polynomial) dim as an expression over the variables the dims are bound to."""
+    if d.is_const:
+        return Lit(str(d.value))
+    expr = None
+    for m, c in d.terms:
+        term = Lit(str(c)) if c != 1 or not m else None
+        for s in m:
+            v = Var(dim_var[s])
+            term = v if term is None else Bin("*", term, v)
+        expr = term if expr is None else Bin("+", expr, term)
+    return expr
+
+
+def declared_view(n: Node, var: dict[int, str]) -> str | None:
+    """The variable a node's result views when its op row says it returns a view (``fresh=False``)."""
+    if TABLE[n.op].fresh is False:
+        a = next((a for a in n.args if isinstance(a, int)), None)
+        return var.get(a) if a is not None else None
+    return None
 
 
 def unbroadcast(e: E, from_shape: tuple[Dim, ...], to_shape: tuple[Dim, ...]) -> E:
@@ -291,31 +338,6 @@ def unbroadcast(e: E, from_shape: tuple[Dim, ...], to_shape: tuple[Dim, ...]) ->
 
 # ------------------------------------------------------------------------------------------------
 # the planner
-
-
-# Rules that take a bare number as cotangent and still give float arrays of the right dtype: they only
-# multiply or divide it into float arrays, or fill an array of the operand's dtype with it.
-NUMBER_SAFE = frozenset(
-    {
-        "add",
-        "sub",
-        "mul",
-        "div",
-        "neg",
-        "pow",
-        "exp",
-        "log",
-        "sqrt",
-        "tanh",
-        "sigmoid",
-        "square",
-        "abs",
-        "sum",
-        "mean",
-        "softmax_cross_entropy",
-        "matmul",  # a number reaches only scalar outputs: a dot product, g * b and g * a
-    }
-)
 
 
 def _is_number(e: E, sw: _Sweep) -> bool:
@@ -394,17 +416,14 @@ class _Planner:
                     hint = f"d_{self.var[n.id]}"
                 self.adj_name[n.id] = self.namer.fresh(hint, kind, "bwd")
 
+    def is_output(self, nid: int) -> bool:
+        return nid == self.graph.output
+
+    def dtype_expr(self) -> E:
+        raise AssertionError("the spec's own ops do not create arrays of the dtype")
+
     def dim_expr(self, d: Dim) -> E:
-        if d.is_const:
-            return Lit(str(d.value))
-        expr = None
-        for m, c in d.terms:
-            term = Lit(str(c)) if c != 1 or not m else None
-            for s in m:
-                v = Var(self.dim_var[s])
-                term = v if term is None else Bin("*", term, v)
-            expr = term if expr is None else Bin("+", expr, term)
-        return expr
+        return dim_expr(d, self.dim_var)
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self) -> list[Stmt]:
@@ -418,7 +437,14 @@ class _Planner:
             ctx = FwdCtx(self, n, stmts)
             e = TABLE[n.op].forward(ctx)
             if e is not None:
-                stmts.append(Stmt(self.var[n.id], e, comment=shape_str(self.types[n.id].shape)))
+                stmts.append(
+                    Stmt(
+                        self.var[n.id],
+                        e,
+                        comment=shape_str(self.types[n.id].shape),
+                        view_of=declared_view(n, self.var),
+                    )
+                )
             else:  # the rule assigned the node's variable itself; label its first line
                 for s in stmts:
                     if s.target == self.var[n.id] and s.op == "=" and s.comment is None:
@@ -445,7 +471,7 @@ class _Planner:
                 if e is not None:
                     sw.emit(Stmt(None, None, comment=f"{e.name} = {e.source}"))
             opdef = TABLE[n.op]
-            if _is_number(adj[n.id], sw) and n.op not in NUMBER_SAFE:
+            if _is_number(adj[n.id], sw) and not opdef.number_cotangent:
                 # a bare number as cotangent (value_and_grad's 1): give it the output's shape and dtype
                 # before a rule that could not take a number (a mask product, .T, einsum, ...)
                 name = self.adj_name[n.id] + f"#{version.get(n.id, 0) + 1}"
@@ -496,7 +522,7 @@ class _Planner:
         if not (isinstance(filled, Call) and filled.func == "np.full"):
             return cots
         s = filled.args[1]
-        if _is_number(s, sw) and n.op not in NUMBER_SAFE:  # (1 / N) * mask would be float64
+        if _is_number(s, sw) and not TABLE[n.op].number_cotangent:  # (1 / N) * mask would be float64
             return cots
         ctx2 = BwdCtx(self, n, s, sw)
         cots2 = TABLE[n.op].vjp(ctx2)
@@ -578,9 +604,13 @@ def _ancestors(g, root) -> set[int]:
 
 
 def optimize(
-    stmts: list[Stmt], params: set[str], live_out: list[str], kind, shape_of
+    stmts: list[Stmt], params: set[str], live_out: list[str], kind, shape_of, keep_read_names: bool = False
 ) -> tuple[list[Stmt], dict[str, str]]:
     """Rewrite a function body; returns it and the renames applied (old -> new internal names).
+
+    With ``keep_read_names`` a temporary that earlier lines read keeps its name when a later value is
+    computed into its buffer (``t = v`` then ``t op= ...``), so those earlier lines still say what they
+    read.
 
     Three linear passes: copy propagation (``t = v`` disappears, the better name survives), dead code,
     and in-place updates (an elementwise result overwrites an operand's buffer when that buffer is
@@ -650,6 +680,10 @@ def optimize(
 
     # 3. in-place on dead owned buffers
     uses = _last_uses(stmts, live_out)
+    first_read: dict[str, int] = {}
+    for k, x in enumerate(stmts):
+        for name in x.reads():
+            first_read.setdefault(name, k)
     versions: dict[str, set[str]] = {}  # displayed name -> the internal names shown with it
     for x in stmts:
         for name in x.reads() + ([x.target] if x.target else []):
@@ -674,7 +708,7 @@ def optimize(
             continue
         t, e = s.target, s.expr
         done = False
-        for v, pos in _inplace_candidates(e):
+        for v, pos in _inplace_candidates(e) if s.view_of is None else ():
             if v not in owned or v in params or base.get(v, v) != v or not buf_dead_after(v, i):
                 continue
             st, sv = shape_of(t), shape_of(v)
@@ -685,7 +719,12 @@ def optimize(
             other_reads = {Var(x).render() for x in e.vars() if x != v}
             if show_t == Var(v).render():
                 mode = "rename"  # the next version of one accumulating cotangent
-            elif kv[0] == "temp" and kv[1] == kt[1] and len(versions.get(show_t, ())) == 1:
+            elif (
+                kv[0] == "temp"
+                and kv[1] == kt[1]
+                and len(versions.get(show_t, ())) == 1
+                and not (keep_read_names and first_read.get(v, i) < i)
+            ):
                 mode = "rename"  # an anonymous temporary takes the name of what it becomes
             elif isinstance(e, Bin) and (pos == 0 or e.op in ("+", "*")) and show_t not in other_reads:
                 mode = "alias"  # t = v, then t op= other
@@ -714,7 +753,9 @@ def optimize(
             break
         if done:
             continue
-        if e.fresh and not isinstance(e, Lit):
+        if s.view_of is not None:  # the op says its result views an operand: never owned
+            set_base(t, base.get(s.view_of, s.view_of))
+        elif e.fresh and not isinstance(e, Lit):
             owned.add(t)
             set_base(t, t)
         elif e.view_of is not None:
@@ -905,6 +946,11 @@ def plan(tg: TypedGraph) -> Plan:
     test_inputs = tuple(
         (i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs
     )
+    derivs = None
+    if g.derivatives:
+        from gradgen.functions import derivatives
+
+        derivs = derivatives(tg, p.dim_var, {n.name for n in g.nodes if n.name})
     return Plan(
         name=g.name,
         description=g.description,
@@ -927,6 +973,7 @@ def plan(tg: TypedGraph) -> Plan:
         fused_out=Var(fused_out).render(),
         test_inputs=test_inputs,
         dim_symbols=tuple(p.dim_var),
+        derivatives=derivs,
     )
 
 
@@ -960,7 +1007,7 @@ def _own_returns(grads, stmts, params):
     defs = {}
     for s in stmts:
         if s.target and s.op == "=" and s.index is None:
-            defs[s.target] = s.expr
+            defs[s.target] = Var(s.view_of) if s.view_of is not None else s.expr
 
     def trace(name):
         """(base buffer, owned, sliced): follow aliases and views back to the array they share."""
@@ -973,8 +1020,7 @@ def _own_returns(grads, stmts, params):
                 return name, True, sliced
             if isinstance(e, Call) and e.func == "np.broadcast_to":
                 return name, False, sliced
-            if isinstance(e, Index):
-                sliced = True
+            sliced = sliced or _slices(e)
             src = e.view_of
             if src is None:
                 return name, False, sliced
@@ -995,23 +1041,29 @@ def _own_returns(grads, stmts, params):
     return out
 
 
+def _slices(e: E) -> bool:
+    """A view that takes a slice somewhere along its chain of views (``g[:n].reshape(...)``)."""
+    while True:
+        if isinstance(e, Index):
+            return not e.fancy
+        if isinstance(e, (Method, Attr)):
+            e = e.obj
+        elif isinstance(e, Call) and e.args and not e.fresh:
+            e = e.args[0]
+        else:
+            return False
+
+
 def _domain(g, tg, info) -> str:
-    """How the generated test samples an input: labels, probabilities, positive values or any."""
+    """How the generated test samples an input: the first domain that an op reading it asks for on its
+    row (labels, probabilities, positive values), else any value."""
     for n in g.nodes:
+        row = TABLE.get(n.op)
+        if row is None or row.domain is None:
+            continue
         for k, a in enumerate(n.args):
-            if a != info.node:
-                continue
-            if n.op == "softmax_cross_entropy" and k == 1:
-                if info.dtype == "int":
-                    c = tg.types[n.args[0]].shape[-1]
-                    return f"labels:{c}"
-                return "probs"
-            if n.op == "take" and k == 1:
-                t = tg.types[n.args[0]]
-                ax = n.attr("axis", 0) % t.rank
-                return f"labels:{t.shape[ax]}"
-            if n.op in ("log", "sqrt") or (n.op == "pow" and not float(n.attr("k")).is_integer()):
-                return "positive"
-            if n.op == "div" and k == 1:
-                return "positive"
+            if a == info.node:
+                domain = row.domain(k, RuleContext(g, n, list(tg.types)))
+                if domain is not None:
+                    return domain
     return "any"

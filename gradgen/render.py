@@ -130,9 +130,52 @@ def render_module(plan: Plan) -> str:
             fused_out=plan.fused_out,
             grads=", ".join(f"{n}={e}" for n, e in plan.grads),
             fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
+            derivs=_derivatives(plan, args),
         )
     )
     return text
+
+
+def _derivatives(plan: Plan, args: str) -> dict | None:
+    """What templates/derivatives.py.j2 needs: the functions, their usage lines, the NamedTuples."""
+    d = plan.derivatives
+    if d is None:
+        return None
+    kinds = set(d.kinds)
+    out = plan.output
+    usage = {
+        "jvp": f"{out}, {out}_dot = jvp({args}, tangents)  # tangents: one array per wrt input",
+        "jacobian": f"{out}, J = jacobian({args})  # J.<input>: {out}.shape + <input>.shape",
+        "hvp": f"{out}, grads, Hv = hvp({args}, v)  # v: one array per wrt input",
+        "hessian": f"{out}, grads, H = hessian({args})  # H.<a>.<b>: a.shape + b.shape",
+    }
+    fixed = [n for n, _, _ in plan.inputs if n not in plan.wrt]
+    exports = ["Wrt"] + (["Jacobian"] if kinds & {"jacobian", "hessian"} else [])
+    exports += ["Hessian"] if "hessian" in kinds else []
+    exports += [k for k in d.kinds if k in usage] + ["objective"]
+    return {
+        "kinds": ["vjp"] + [k for k in d.kinds if k != "vjp"],
+        "usage": [usage[k] for k in d.kinds if k in usage]
+        + [f"obj = objective({', '.join(fixed)})  # for scipy.optimize, see objective"],
+        "exports": exports,
+        "functions": [
+            {"name": f.name, "args": f.args, "doc": _doc(f.doc), "body": _lines(f.body), "returns": f.returns}
+            for f in d.functions
+        ],
+        "jacobian_class": bool(kinds & {"jacobian", "hessian"}),
+        "hessian_class": "hessian" in kinds,
+        "has_hvp": "hvp" in kinds,
+        "has_hessian": "hessian" in kinds,
+        "has_jacobian": "jacobian" in kinds,
+        "fixed": fixed,
+    }
+
+
+def _doc(text: str) -> str:
+    """A function's docstring text wrapped to the line length (continuation lines indented by 4)."""
+    import textwrap
+
+    return "\n    ".join(textwrap.wrap(text, width=LINE_LENGTH - 8, break_long_words=False))
 
 
 def render_test(plan: Plan) -> str:
@@ -174,8 +217,27 @@ def render_test(plan: Plan) -> str:
             ),
             bad_rank=bad_rank,
             bad_dim=bad_dim,
+            derivs=_test_derivatives(plan),
         )
     )
+
+
+def _test_derivatives(plan: Plan) -> dict | None:
+    d = plan.derivatives
+    if d is None:
+        return None
+    kinds = set(d.kinds)
+    mode = d.jacobian_mode
+    return {
+        "kinds": ["vjp"] + [k for k in d.kinds if k != "vjp"],
+        "has_jvp": "jvp" in kinds,
+        "has_hvp": "hvp" in kinds,
+        "has_jacobian": "jacobian" in kinds,
+        "has_hessian": "hessian" in kinds,
+        "jacobian_functions": (
+            '["jacobian", "_jacobian_rows", "_jacobian_columns"]' if mode == "run time" else '["jacobian"]'
+        ),
+    }
 
 
 def _tuple_text(items: list[str]) -> str:

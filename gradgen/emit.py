@@ -1,0 +1,387 @@
+"""Emission of a derivative program (``builder.Program``) as the statements of one generated function.
+
+Every node is written by its op's own ``forward`` emission (``plan.FwdCtx``), exactly as the spec's
+``forward`` is, so a derivative program needs no emitter of its own.  What this module adds:
+
+- names: the spec's values keep theirs, a tangent is ``<value>_dot``, a cotangent ``d<value>``;
+- an order: each derived value right after the values it needs (forward mode interleaves with the
+  forward pass; the reverse sweep follows it), with a comment naming each graph entry;
+- inlining of cheap single-use values into the line that reads them (masks, scalars, views, values
+  smaller than the result), so lines read like a hand-written pass;
+- then the buffer pass of ``gradgen/buffers.py`` (copy propagation, dead code, in-place updates on
+  buffers the function owns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from gradgen.builder import Program, is_intermediate
+from gradgen.dims import Dim, shape_str
+from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Method, Var
+from gradgen.ir import Node
+from gradgen.ops import TABLE
+from gradgen.plan import FwdCtx, Line, Namer, Stmt, _lines, _own_returns, declared_view, dim_expr, optimize
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One function body: its lines, and the expressions it returns (one per program output)."""
+
+    lines: tuple[Line, ...]
+    returns: tuple[str, ...]
+    params: tuple[str, ...]  # the program's extra arguments (tangents), as named in the body
+    uses_dtype: bool
+
+
+class Emitter:
+    """Plays the planner's part for ``FwdCtx``: names, uses, temporaries and dims of one program."""
+
+    def __init__(self, prog: Program, dim_var: dict[str, str], taken: set[str]):
+        self.prog = prog
+        self.graph = prog.tg.graph
+        self.types = prog.types
+        self.dim_var = dim_var
+        self.namer = Namer(taken | set(dim_var.values()))
+        self.outputs = set(prog.outputs)
+        self.live = _ancestors(prog.nodes, prog.outputs)
+        self.uses: dict[int, int] = {}
+        for n in prog.nodes:
+            if n.id in self.live:
+                for a in n.refs:
+                    self.uses[a] = self.uses.get(a, 0) + 1
+        self.fwd_temps: dict[tuple[int, str], str] = {}
+        self.temp_shapes: dict[str, tuple[Dim, ...]] = {}
+        self.used_dtype = False
+        self.shares_temps = True  # an op's emission may read another's saved temporaries
+        self.var: dict[int, str] = {}
+        self._name_nodes()
+        self.shapes = {v: self.types[nid].shape for nid, v in self.var.items()}
+
+    # -- what FwdCtx asks of its planner -------------------------------------------------------------
+    def is_output(self, nid: int) -> bool:
+        return nid in self.outputs
+
+    def dim_expr(self, d: Dim) -> E:
+        return dim_expr(d, self.dim_var)
+
+    def dtype_expr(self) -> E:
+        self.used_dtype = True
+        return Var("dtype")
+
+    # -- names --------------------------------------------------------------------------------------
+    def _stem(self, nid: int) -> str:
+        """A node's own name, as the planner gives it: its spec name, or its entry and op."""
+        if nid in self.var:
+            return self.var[nid]
+        n = self.prog.nodes[nid]
+        hint = self.prog.hints[nid]
+        if hint is not None and hint.base != nid:
+            return hint.prefix + self._stem(hint.base) + hint.suffix
+        return n.name or f"{n.entry}_{n.op}"
+
+    def _name_nodes(self) -> None:
+        prog = self.prog
+        for k, nid in enumerate(prog.params):
+            name = prog.nodes[nid].name
+            if k < prog.n_spec:
+                self.var[nid] = self.namer.claim(name, "param", "fwd")
+                self.namer.taken.add(name)
+            else:  # a tangent or a vector v: a fresh name
+                self.var[nid] = self.namer.fresh(name, "param", "fwd")
+        for n in prog.nodes:
+            if n.id not in self.live or n.id in self.var:
+                continue
+            if prog.rules[n.id] is None and n.name and n.op != "input":
+                self.var[n.id] = self.namer.claim(n.name, "user", "fwd")
+                self.namer.taken.add(n.name)
+            elif prog.rules[n.id] is None:
+                self.var[n.id] = self.namer.fresh(self._stem(n.id), "temp", "fwd")
+            else:  # named after a spec value: a user name, as the planner's cotangents are
+                hint = prog.hints[n.id]
+                final = (
+                    hint is not None and not is_intermediate(hint) and prog.nodes[hint.base].name is not None
+                )
+                self.var[n.id] = self.namer.fresh(self._stem(n.id), "user" if final else "temp", "bwd")
+
+    # -- statements ---------------------------------------------------------------------------------
+    def order(self) -> list[int]:
+        """The spec's values in their order; each derived value as soon as what it reads is computed
+        (values that read nothing, like zeros, just before their first reader)."""
+        prog = self.prog
+        primal = [
+            n.id for n in prog.nodes if n.id in self.live and prog.rules[n.id] is None and n.op != "input"
+        ]
+        # a spec value's slot is the end of its graph entry: derived values follow whole entries
+        last = {prog.nodes[nid].entry: k for k, nid in enumerate(primal)}
+        slot = {nid: last[prog.nodes[nid].entry] for nid in primal}
+        derived = [n for n in prog.nodes if n.id in self.live and prog.rules[n.id] is not None]
+        for n in derived:
+            # after what it reads and after the spec value whose rule made it (a tangent after its value)
+            anchor = prog.anchors[n.id]
+            while anchor is not None and prog.anchors[anchor] is not None:
+                anchor = prog.anchors[anchor]
+            reads = [slot.get(a) for a in n.refs] + [slot.get(anchor) if anchor is not None else None]
+            slot[n.id] = max((k for k in reads if k is not None), default=-1) if n.refs else None
+        out, done = [], set(prog.params)
+
+        def emit(nid):
+            if nid in done:
+                return
+            for a in prog.nodes[nid].refs:
+                emit(a)
+            done.add(nid)
+            out.append(nid)
+
+        by_slot: dict[int, list[int]] = {}
+        for n in derived:
+            if slot[n.id] is not None:
+                by_slot.setdefault(slot[n.id], []).append(n.id)
+        for nid in by_slot.get(-1, []):
+            emit(nid)
+        for k, nid in enumerate(primal):
+            emit(nid)
+            for d in by_slot.get(k, []):
+                emit(d)
+        for nid in prog.outputs:
+            emit(nid)
+        return [nid for nid in out if prog.nodes[nid].op != "input"]
+
+    def statements(self) -> list[Stmt]:
+        prog = self.prog
+        entries = {e.name: e for e in self.graph.entries}
+        stmts: list[Stmt] = []
+        header = None
+        for nid in self.order():
+            n = prog.nodes[nid]
+            if n.entry is not None and n.entry != header and n.entry in entries:
+                header = n.entry
+                e = entries[n.entry]
+                stmts.append(Stmt(None, None, comment=f"{e.name} = {e.source}"))
+            stmts.extend(self._node(n))
+        return stmts
+
+    def _node(self, n: Node) -> list[Stmt]:
+        out: list[Stmt] = []
+        ctx = FwdCtx(self, n, out)
+        e = TABLE[n.op].forward(ctx)
+        rule = self.prog.rules[n.id]
+        comment = rule if rule is not None else shape_str(self.types[n.id].shape)
+        if e is not None:
+            out.append(Stmt(self.var[n.id], e, comment=comment, view_of=declared_view(n, self.var)))
+        for s in out:
+            if rule is not None:
+                s.comment = rule
+        return out
+
+    def emit(self) -> Emitted:
+        stmts = self.statements()
+        returns = [self.var[o] for o in self.prog.outputs]
+        params = {self.var[p] for p in self.prog.params} | set(self.dim_var.values())
+        stmts = inline(stmts, returns, params, self.shape_of)
+        body, renames = optimize(stmts, params, returns, self.kind, self.shape_of, keep_read_names=True)
+        ren = _closure(renames)
+        body = fold_into_updates(body, [ren.get(r, r) for r in returns])
+        ret = _own_returns([(k, Var(ren.get(r, r))) for k, r in enumerate(returns)], body, params)
+        extra = tuple(Var(self.var[p]).render() for p in self.prog.params[self.prog.n_spec :])
+        return Emitted(_lines(body, self.shape_of), tuple(e.render() for _, e in ret), extra, self.used_dtype)
+
+    def kind(self, name: str):
+        return self.namer.kind.get(name) or self.namer.kind.get(name.split("#")[0]) or ("temp", "fwd")
+
+    def shape_of(self, name: str):
+        if name in self.shapes:
+            return self.shapes[name]
+        return self.temp_shapes.get(name)
+
+
+def _ancestors(nodes, roots) -> set[int]:
+    seen, stack = set(), list(roots)
+    while stack:
+        i = stack.pop()
+        if i not in seen:
+            seen.add(i)
+            stack.extend(nodes[i].refs)
+    return seen
+
+
+def _closure(renames: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for k in renames:
+        v, seen = k, set()
+        while v in renames and v not in seen:
+            seen.add(v)
+            v = renames[v]
+        out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# inlining
+
+
+def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -> list[Stmt]:
+    """Write a cheap value that one later line reads straight into that line: a mask (``h > 0``), a
+    scalar, a view (``W.T``), or a value smaller than the line's result (a row of sums).  A value of the
+    result's own size stays a statement of its own, where the buffer pass can update it in place."""
+    reads: dict[str, list[int]] = {}
+    for i, s in enumerate(stmts):
+        for v in s.reads():
+            reads.setdefault(v, []).append(i)
+    writes = _writes(stmts)
+    out: list[Stmt | None] = list(stmts)
+    keep_out = set(live_out) | params
+    for i in range(len(stmts)):
+        s = out[i]
+        t = s.target
+        if t is None or s.op != "=" or s.index is not None or t in keep_out:
+            continue
+        users = reads.get(t, [])
+        if (
+            len(users) > 1
+            and t not in writes
+            and _free_view(s.expr)
+            and _inline_everywhere(out, reads, writes, i, users, t)
+        ):
+            continue
+        if len(users) != 1 or t in writes:
+            continue
+        j = users[0]
+        user = out[j]
+        if user is None or user.expr is None or user.target == t or user.expr.vars().count(t) != 1:
+            continue
+        if user.index is not None and t in [v for e in user.index for v in e.vars()]:
+            continue
+        if not _cheap(s.expr, shape_of(t), shape_of(user.target) if user.target else None):
+            continue
+        if any(v in writes and any(i < k <= j for k in writes[v]) for v in s.expr.vars()):
+            continue
+        out[j] = Stmt(
+            user.target, substitute(user.expr, t, s.expr), user.op, user.index, user.comment, user.view_of
+        )
+        out[i] = None
+        for v in s.expr.vars():  # what the value read is now read by its user
+            reads[v] = [j if k == i else k for k in reads.get(v, [])]
+    return [s for s in out if s is not None]
+
+
+def _free_view(e: E) -> bool:
+    """A view of a variable that costs nothing to write again at each use: ``W.T``, a swap of axes."""
+    if isinstance(e, Attr) and e.name == "T" and isinstance(e.obj, Var):
+        return True
+    return isinstance(e, Method) and e.name == "swapaxes" and isinstance(e.obj, Var)
+
+
+def _inline_everywhere(out, reads, writes, i, users, t) -> bool:
+    s = out[i]
+    if any(out[j] is None or out[j].target == t for j in users):
+        return False
+    if any(v in writes and any(i < k <= max(users) for k in writes[v]) for v in s.expr.vars()):
+        return False
+    for j in sorted(set(users)):
+        u = out[j]
+        index = tuple(substitute(e, t, s.expr) for e in u.index) if u.index is not None else None
+        out[j] = Stmt(u.target, substitute(u.expr, t, s.expr), u.op, index, u.comment, u.view_of)
+    out[i] = None
+    for v in s.expr.vars():
+        reads[v] = [k for k in reads.get(v, []) if k != i] + sorted(set(users))
+    return True
+
+
+def fold_into_updates(stmts: list[Stmt], live_out: list[str]) -> list[Stmt]:
+    """``t = X @ Y`` right before ``u += t`` (t read nowhere else) becomes ``u += X @ Y``: the product's
+    buffer exists either way, so one line says it."""
+    reads: dict[str, int] = {}
+    for s in stmts:
+        for v in s.reads():
+            reads[v] = reads.get(v, 0) + 1
+    out: list[Stmt] = []
+    skip = False
+    for i, s in enumerate(stmts):
+        if skip:
+            skip = False
+            continue
+        nxt = stmts[i + 1] if i + 1 < len(stmts) else None
+        if (
+            nxt is not None
+            and s.target is not None
+            and s.op == "="
+            and s.index is None
+            and s.target not in live_out
+            and reads.get(s.target, 0) == 1
+            and nxt.op in ("+=", "-=")
+            and nxt.index is None
+            and isinstance(nxt.expr, Var)
+            and nxt.expr.name == s.target
+            and nxt.target != s.target
+        ):
+            out.append(Stmt(nxt.target, s.expr, nxt.op, None, nxt.comment, nxt.view_of))
+            skip = True
+            continue
+        out.append(s)
+    return out
+
+
+def _writes(stmts: list[Stmt]) -> dict[str, list[int]]:
+    """Where each variable's buffer is written after its definition (augmented, indexed or out=)."""
+    out: dict[str, list[int]] = {}
+    for i, s in enumerate(stmts):
+        if s.target and (s.op != "=" or s.index is not None):
+            out.setdefault(s.target, []).append(i)
+        if isinstance(s.expr, Call):
+            for k, v in s.expr.kwargs:
+                if k == "out":
+                    for name in v.vars():
+                        out.setdefault(name, []).append(i)
+        if s.target is None and isinstance(s.expr, Call) and s.expr.func == "np.add.at" and s.expr.args:
+            for name in s.expr.args[0].vars():
+                out.setdefault(name, []).append(i)
+    return out
+
+
+def _cheap(e: E, shape, user_shape) -> bool:
+    if isinstance(e, Bin) and e.op in CMP_OPS:
+        return True
+    if shape is not None and len(shape) == 0:
+        return True
+    if isinstance(e, Attr) and e.name == "T":
+        return True
+    if isinstance(e, Method) and e.name in ("swapaxes", "reshape", "transpose") and isinstance(e.obj, Var):
+        return True
+    if isinstance(e, Call) and e.func in ("np.transpose", "np.expand_dims", "np.broadcast_to"):
+        return True
+    if isinstance(e, Index) and not e.fancy:
+        return True
+    if shape is not None and user_shape is not None and tuple(shape) != tuple(user_shape):
+        return len(shape) <= len(user_shape) and _smaller(shape, user_shape)
+    return False
+
+
+def _smaller(shape, user_shape) -> bool:
+    """Every dim of ``shape`` (aligned right) is 1 or the user's dim, and some is 1 or missing."""
+    lead = len(user_shape) - len(shape)
+    return all(d.is_one() or d == u for d, u in zip(shape, user_shape[lead:]))
+
+
+def substitute(e: E, name: str, repl: E) -> E:
+    """``e`` with the variable ``name`` replaced by the expression ``repl``."""
+    if isinstance(e, Var):
+        return repl if e.name == name else e
+    if not hasattr(e, "__dataclass_fields__"):
+        return e
+    changes = {}
+    for f in fields(e):
+        v = getattr(e, f.name)
+        if isinstance(v, E):
+            changes[f.name] = substitute(v, name, repl)
+        elif isinstance(v, tuple):
+            changes[f.name] = tuple(_sub_item(x, name, repl) for x in v)
+    return type(e)(**{f.name: changes.get(f.name, getattr(e, f.name)) for f in fields(e)})
+
+
+def _sub_item(x, name, repl):
+    if isinstance(x, E):
+        return substitute(x, name, repl)
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], E):  # a keyword argument
+        return (x[0], substitute(x[1], name, repl))
+    return x
