@@ -199,6 +199,51 @@ def check(
 
 
 @app.command(cls=Command, epilog=SPEC_FORMAT_HINT)
+def explain(
+    spec: Path = typer.Argument(..., metavar="SPEC", help="One spec file."),
+    fmt: str = typer.Option(
+        "md", "--format", metavar="md|html", help="Markdown, or one standalone HTML page."
+    ),
+    out: Path | None = typer.Option(None, "--out", metavar="FILE", help="Write to FILE instead of stdout."),
+    dims: str | None = typer.Option(
+        None, "--dims", metavar="N=256,D=784", help="Sizes at which to evaluate the cost report."
+    ),
+    dtype: str = typer.Option(
+        "float32", "--dtype", metavar="float32|float64", help="Element type for bytes."
+    ),
+):
+    """Explain a spec's gradients: each backward step with its rule, shapes and generated lines; a graph;
+    FLOPs and memory in the spec's own dims."""
+    from gradgen.diagnostics import SpecError
+    from gradgen.explain import ITEMSIZE
+    from gradgen.explain import explain as explain_spec
+
+    if fmt not in ("md", "html"):
+        raise typer.BadParameter(f"{fmt!r} is not one of: md, html", param_hint="'--format'")
+    if dtype not in ITEMSIZE:
+        raise typer.BadParameter(f"{dtype!r} is not one of: float32, float64", param_hint="'--dtype'")
+    try:
+        text = spec.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"{spec}:1:1: error: cannot read the spec: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    try:
+        result = explain_spec(str(spec), text, fmt, dims, dtype)
+    except SpecError as exc:
+        for d in exc.diagnostics:
+            typer.echo(str(d), err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    except ValueError as exc:
+        typer.echo(f"error: --dims: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    if out is None:
+        typer.echo(result, nl=False)
+    else:
+        _write_text(out, result)
+        typer.echo(f"wrote {out}")
+
+
+@app.command(cls=Command, epilog=SPEC_FORMAT_HINT)
 def ops(
     name: str | None = typer.Argument(None, metavar="NAME", help="An op (or operator, like @) to describe.")
 ):

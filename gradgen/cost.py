@@ -415,9 +415,31 @@ def _pareto(candidates: list[Dim]) -> tuple[Dim, ...]:
 
 
 def _at_least(b: Dim, a: Dim) -> bool:
-    """b >= a for every choice of positive dims: every coefficient of b - a is non-negative."""
+    """b >= a for every choice of dims >= 1: each negative term of b - a is paid for by positive terms
+    whose monomials it divides (``4*N*D*H - N*H >= 0`` since ``N*D*H >= N*H``).  Sufficient, not
+    necessary: an unproven pair is reported as undecided."""
     diff = b + _k(-1, a)
-    return all(c >= 0 for _, c in diff.terms)
+    credit = {m: c for m, c in diff.terms if c > 0}
+    for mono, coeff in sorted(((m, -c) for m, c in diff.terms if c < 0), key=lambda t: -len(t[0])):
+        for m in sorted(credit, key=len):
+            if coeff == 0:
+                break
+            if _divides(mono, m) and credit[m] > 0:
+                used = min(coeff, credit[m])
+                credit[m] -= used
+                coeff -= used
+        if coeff > 0:
+            return False
+    return True
+
+
+def _divides(small: tuple[str, ...], big: tuple[str, ...]) -> bool:
+    rest = list(big)
+    for s in small:
+        if s not in rest:
+            return False
+        rest.remove(s)
+    return True
 
 
 def memory(d: Derivation, module_text: str) -> Memory:

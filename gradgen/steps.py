@@ -68,6 +68,7 @@ class Derivation:
     shapes: dict[str, tuple[Dim, ...]]  # every variable of the generated code -> its shape
     dim_order: tuple[str, ...]  # dim symbols in order of first appearance
     dim_vars: tuple[str, ...]  # the variables that hold them in the generated code
+    var_entry: dict[str, str]  # every variable of the generated code -> the graph entry it belongs to
 
     def value(self, i: int) -> Value:
         return self.values[i]
@@ -154,4 +155,17 @@ def derivation(tg: TypedGraph) -> Derivation:
         shapes=shapes,
         dim_order=tuple(d for d, _, _ in g.dim_origin),
         dim_vars=tuple(names.dim_var.values()),
+        var_entry=_var_entries(names),
     )
+
+
+def _var_entries(p: _Planner) -> dict[str, str]:
+    nodes = p.graph.nodes
+    out = {}
+    for nid, v in list(p.var.items()) + list(p.adj_name.items()):
+        if nodes[nid].entry is not None:
+            out[v] = nodes[nid].entry
+    for (nid, _hint), v in list(p.fwd_temps.items()) + list(p.bwd_temps.items()):
+        if nodes[nid].entry is not None:
+            out[v] = nodes[nid].entry
+    return out

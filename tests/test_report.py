@@ -158,7 +158,7 @@ def test_text_build_ends_with_one_summary_line(runner, tmp_path):
 # help
 
 
-@pytest.mark.parametrize("argv", [[], ["build"], ["check"], ["ops"], ["schema"], ["init"]])
+@pytest.mark.parametrize("argv", [[], ["build"], ["check"], ["explain"], ["ops"], ["schema"], ["init"]])
 def test_help_reads_like_a_person_wrote_it(runner, argv):
     long = run(runner, *argv, "--help")
     short = run(runner, *argv, "-h")
@@ -174,8 +174,9 @@ def test_help_reads_like_a_person_wrote_it(runner, argv):
 def test_usage_lines_name_their_arguments(runner):
     assert run(runner, "build", "-h").stdout.startswith("Usage: gradgen build [OPTIONS] PATH...")
     assert run(runner, "check", "-h").stdout.startswith("Usage: gradgen check [OPTIONS] PATH...")
+    assert run(runner, "explain", "-h").stdout.startswith("Usage: gradgen explain [OPTIONS] SPEC")
     assert run(runner, "ops", "-h").stdout.startswith("Usage: gradgen ops [OPTIONS] [NAME]")
     assert run(runner, "init", "-h").stdout.startswith("Usage: gradgen init [OPTIONS] NAME")
     top = run(runner, "-h").stdout
-    for command in ("build", "check", "ops", "schema", "init"):
+    for command in ("build", "check", "explain", "ops", "schema", "init"):
         assert re.search(rf"^  {command}\s", top, re.M), top
