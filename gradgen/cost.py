@@ -92,10 +92,6 @@ def _rows(c: CostCtx) -> Dim:
     return numel(shape[:axis] + shape[axis + 1 :])
 
 
-def _reduced_elems(c: CostCtx) -> Dim:
-    return c.n
-
-
 def _sce_rows(c: CostCtx) -> tuple[Dim, Dim]:
     shape = c.operands[0].shape
     return (shape[0], shape[1]) if len(shape) == 2 else (ONE, shape[0])

@@ -13,7 +13,7 @@ import ast
 from dataclasses import dataclass
 
 from gradgen import cost
-from gradgen.dims import Dim, numel, shape_str
+from gradgen.dims import Dim, shape_str
 from gradgen.opdocs import notes_sections
 from gradgen.ops import TABLE
 from gradgen.steps import Derivation, Step
@@ -451,10 +451,6 @@ def _memory_lines(d: Derivation, module_text: str, sizes, dtype) -> list[str]:
 
 def _fmt_elems(elements: Dim, order) -> str:
     return f"({cost.show(elements, order)} elements)"
-
-
-def numel_of(shape) -> Dim:
-    return numel(shape)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from gradgen.lower import lower
 from gradgen.pipeline import build_text
 from gradgen.shapes import infer
 from gradgen.steps import derivation
+from gradgen.texmath import Symbols, bar
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
@@ -179,8 +180,9 @@ def test_every_spec_explains_with_every_name_known(spec):
     assert cost.memory(d, text).unknown == ()
     md = explain(str(spec), spec.read_text())
     assert "## Cost" in md and "```mermaid" in md
-    for i in d.wrt:  # every gradient is derived
-        assert "$\\overline{" in md and f"`d{d.value(i).var}`" in md
+    sym = Symbols(d)
+    for i in d.wrt:  # every gradient is derived, as a formula and by its code name
+        assert f"$${bar(sym.sym[i])} " in md and f"`d{d.value(i).var}`" in md
 
 
 # --------------------------------------------------------------------------------------------------
