@@ -291,7 +291,9 @@ class _Lowerer:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
             hint = _did_you_mean(opname, CALLABLE)
             raise _Unsupported(
-                node, f"unknown op {opname!r}{hint or ';'} known ops: {', '.join(sorted(CALLABLE))}"
+                node,
+                f"unknown op {opname!r}{hint or ';'} known ops: {', '.join(sorted(CALLABLE))}; "
+                "`gradgen ops NAME` describes each",
             )
         opdef = TABLE[opname]
         params = opdef.params
