@@ -57,8 +57,8 @@ class _Cache(NamedTuple):
     y: np.ndarray
     W: np.ndarray
     b: np.ndarray
-    loss_softmax_cross_entropy_exp: np.ndarray
-    loss_softmax_cross_entropy_sums: np.ndarray
+    fit_exp: np.ndarray
+    fit_sums: np.ndarray
     N: int
     D: int
     C: int
@@ -91,42 +91,25 @@ def forward(X, y, W, b):
     N, D, C = _bind_dims(X, y, W, b)
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
-    loss_softmax_cross_entropy_exp = logits  # [N, C]
-    loss_softmax_cross_entropy_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
-    loss_softmax_cross_entropy_picked = loss_softmax_cross_entropy_exp[np.arange(N), y].sum()  # []
-    np.exp(loss_softmax_cross_entropy_exp, out=loss_softmax_cross_entropy_exp)  # [N, C]
-    # [N, 1]
-    loss_softmax_cross_entropy_sums = loss_softmax_cross_entropy_exp.sum(axis=-1, keepdims=True)
-    # []
-    loss_softmax_cross_entropy = (
-        np.log(loss_softmax_cross_entropy_sums).sum() - loss_softmax_cross_entropy_picked
-    ) / N
+    fit_exp = logits  # [N, C]
+    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_picked = fit_exp[np.arange(N), y].sum()  # []
+    np.exp(fit_exp, out=fit_exp)  # [N, C]
+    fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    fit = (np.log(fit_sums).sum() - fit_picked) / N  # []
     loss_sum = np.vdot(W, W)  # []
     loss_sum_2 = np.vdot(b, b)  # []
     loss_add = loss_sum + loss_sum_2  # []
     loss_mul = 0.05 * loss_add  # []
-    loss = loss_softmax_cross_entropy + loss_mul  # []
-    return loss, _Cache(
-        X,
-        y,
-        W,
-        b,
-        loss_softmax_cross_entropy_exp,
-        loss_softmax_cross_entropy_sums,
-        N,
-        D,
-        C,
-        loss.dtype,
-    )
+    loss = fit + loss_mul  # []
+    return loss, _Cache(X, y, W, b, fit_exp, fit_sums, N, D, C, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. W, b, given dout = d(objective)/d(loss) []."""
-    X, y, W, b, loss_softmax_cross_entropy_exp, loss_softmax_cross_entropy_sums, N, D, C, dtype = (
-        cache
-    )
+    X, y, W, b, fit_exp, fit_sums, N, D, C, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
-    # loss = softmax_cross_entropy(logits, y) + 0.05 * (sum(square(W)) + sum(square(b)))
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     dloss_add = dout * 0.05  # product rule
     dloss_square_2 = np.full((C,), dloss_add, dtype=dtype)  # sum rule: broadcast back
     db = dloss_square_2  # square rule
@@ -134,13 +117,10 @@ def backward(dout, cache):
     dloss_square = np.full((D, C), dloss_add, dtype=dtype)  # sum rule: broadcast back
     dW = dloss_square  # square rule
     dW *= 2 * W  # square rule
-    dloss_softmax_cross_entropy_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    # softmax cross-entropy rule, notes section 2
-    dlogits = loss_softmax_cross_entropy_exp * (
-        dloss_softmax_cross_entropy_scale / loss_softmax_cross_entropy_sums
-    )
-    # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_softmax_cross_entropy_scale
+    # fit = softmax_cross_entropy(logits, y)
+    dfit_scale = dout / N  # softmax cross-entropy rule, notes section 2
+    dlogits = fit_exp * (dfit_scale / fit_sums)  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, accumulated over uses (notes section 3)
     db += dlogits.sum(axis=0)
@@ -153,23 +133,19 @@ def value_and_grad(X, y, W, b):
     N, D, C = _bind_dims(X, y, W, b)
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
-    loss_softmax_cross_entropy_exp = logits  # [N, C]
-    loss_softmax_cross_entropy_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
-    loss_softmax_cross_entropy_picked = loss_softmax_cross_entropy_exp[np.arange(N), y].sum()  # []
-    np.exp(loss_softmax_cross_entropy_exp, out=loss_softmax_cross_entropy_exp)  # [N, C]
-    # [N, 1]
-    loss_softmax_cross_entropy_sums = loss_softmax_cross_entropy_exp.sum(axis=-1, keepdims=True)
-    # []
-    loss_softmax_cross_entropy = (
-        np.log(loss_softmax_cross_entropy_sums).sum() - loss_softmax_cross_entropy_picked
-    ) / N
+    fit_exp = logits  # [N, C]
+    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_picked = fit_exp[np.arange(N), y].sum()  # []
+    np.exp(fit_exp, out=fit_exp)  # [N, C]
+    fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    fit = (np.log(fit_sums).sum() - fit_picked) / N  # []
     loss_sum = np.vdot(W, W)  # []
     loss_sum_2 = np.vdot(b, b)  # []
     loss_add = loss_sum + loss_sum_2  # []
     loss_mul = 0.05 * loss_add  # []
-    loss = loss_softmax_cross_entropy + loss_mul  # []
-    # loss = softmax_cross_entropy(logits, y) + 0.05 * (sum(square(W)) + sum(square(b)))
-    dloss_softmax_cross_entropy = 1  # sum rule
+    loss = fit + loss_mul  # []
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    dfit = 1  # sum rule
     dloss_mul = 1  # sum rule
     dloss_add = dloss_mul * 0.05  # product rule
     dloss_square_2 = np.full((C,), dloss_add, dtype=loss.dtype)  # sum rule: broadcast back
@@ -178,13 +154,11 @@ def value_and_grad(X, y, W, b):
     dloss_square = np.full((D, C), dloss_add, dtype=loss.dtype)  # sum rule: broadcast back
     dW = dloss_square  # square rule
     dW *= 2 * W  # square rule
-    # softmax cross-entropy rule, notes section 2
-    dloss_softmax_cross_entropy_scale = dloss_softmax_cross_entropy / N
-    dlogits = loss_softmax_cross_entropy_exp  # softmax cross-entropy rule, notes section 2
-    # softmax cross-entropy rule, notes section 2
-    dlogits *= dloss_softmax_cross_entropy_scale / loss_softmax_cross_entropy_sums
-    # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_softmax_cross_entropy_scale
+    # fit = softmax_cross_entropy(logits, y)
+    dfit_scale = dfit / N  # softmax cross-entropy rule, notes section 2
+    dlogits = fit_exp  # softmax cross-entropy rule, notes section 2
+    dlogits *= dfit_scale / fit_sums  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, accumulated over uses (notes section 3)
     db += dlogits.sum(axis=0)
@@ -261,31 +235,27 @@ def jvp(X, y, W, b, tangents):
     logits += b  # [N, C]
     logits_dot = X @ W_dot  # matmul JVP rule, notes section 5
     logits_dot += b_dot  # add JVP rule
-    # loss = softmax_cross_entropy(logits, y) + 0.05 * (sum(square(W)) + sum(square(b)))
-    loss_softmax_cross_entropy_exp = logits  # [N, C]
-    loss_softmax_cross_entropy_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
-    loss_softmax_cross_entropy_picked = loss_softmax_cross_entropy_exp[np.arange(N), y].sum()  # []
-    np.exp(loss_softmax_cross_entropy_exp, out=loss_softmax_cross_entropy_exp)  # [N, C]
-    # [N, 1]
-    loss_softmax_cross_entropy_sums = loss_softmax_cross_entropy_exp.sum(axis=-1, keepdims=True)
-    # []
-    loss = (
-        np.log(loss_softmax_cross_entropy_sums).sum() - loss_softmax_cross_entropy_picked
-    ) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))
-    logits_softmax = loss_softmax_cross_entropy_exp  # softmax_cross_entropy JVP rule
-    logits_softmax /= loss_softmax_cross_entropy_sums  # softmax_cross_entropy JVP rule
-    # softmax_cross_entropy JVP rule
-    loss_softmax_cross_entropy_dot_label_pick = logits_dot[np.arange(N), y]
-    loss_softmax_cross_entropy_dot_mul = logits_softmax  # softmax_cross_entropy JVP rule
-    loss_softmax_cross_entropy_dot_mul *= logits_dot  # softmax_cross_entropy JVP rule
+    # fit = softmax_cross_entropy(logits, y)
+    fit_exp = logits  # [N, C]
+    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_picked = fit_exp[np.arange(N), y].sum()  # []
+    np.exp(fit_exp, out=fit_exp)  # [N, C]
+    fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    logits_softmax = fit_exp  # softmax_cross_entropy JVP rule
+    logits_softmax /= fit_sums  # softmax_cross_entropy JVP rule
+    fit_dot_label_pick = logits_dot[np.arange(N), y]  # softmax_cross_entropy JVP rule
+    fit_dot_mul = logits_softmax  # softmax_cross_entropy JVP rule
+    fit_dot_mul *= logits_dot  # softmax_cross_entropy JVP rule
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
     loss_square_dot = 2 * W  # square JVP rule
     loss_square_dot *= W_dot  # square JVP rule
     loss_square_2_dot = 2 * b  # square JVP rule
     loss_square_2_dot *= b_dot  # square JVP rule
     # add JVP rule
-    loss_dot = (
-        loss_softmax_cross_entropy_dot_mul.sum() - loss_softmax_cross_entropy_dot_label_pick.sum()
-    ) / N + 0.05 * (loss_square_dot.sum() + loss_square_2_dot.sum())
+    loss_dot = (fit_dot_mul.sum() - fit_dot_label_pick.sum()) / N + 0.05 * (
+        loss_square_dot.sum() + loss_square_2_dot.sum()
+    )
     return loss, loss_dot
 
 
@@ -300,41 +270,21 @@ def hvp(X, y, W, b, v):
     logits += b  # [N, C]
     logits_dot = X @ W_dot  # matmul JVP rule, notes section 5
     logits_dot += b_dot  # add JVP rule
-    # loss = softmax_cross_entropy(logits, y) + 0.05 * (sum(square(W)) + sum(square(b)))
-    loss_softmax_cross_entropy_exp = logits  # [N, C]
-    loss_softmax_cross_entropy_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
-    loss_softmax_cross_entropy_picked = loss_softmax_cross_entropy_exp[np.arange(N), y].sum()  # []
-    np.exp(loss_softmax_cross_entropy_exp, out=loss_softmax_cross_entropy_exp)  # [N, C]
-    # [N, 1]
-    loss_softmax_cross_entropy_sums = loss_softmax_cross_entropy_exp.sum(axis=-1, keepdims=True)
-    # []
-    loss = (
-        np.log(loss_softmax_cross_entropy_sums).sum() - loss_softmax_cross_entropy_picked
-    ) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))
-    db = 2 * b  # square rule
-    db *= 0.05  # square rule
-    dW = 2 * W  # square rule
-    dW *= 0.05  # square rule
-    logits_softmax = loss_softmax_cross_entropy_exp  # softmax cross-entropy rule, notes section 2
-    logits_softmax /= loss_softmax_cross_entropy_sums  # softmax cross-entropy rule, notes section 2
-    dloss_softmax_cross_entropy_div = 1 / N  # softmax cross-entropy rule, notes section 2
-    # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dloss_softmax_cross_entropy_div
-    # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_softmax_cross_entropy_div
+    # fit = softmax_cross_entropy(logits, y)
+    fit_exp = logits  # [N, C]
+    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_picked = fit_exp[np.arange(N), y].sum()  # []
+    np.exp(fit_exp, out=fit_exp)  # [N, C]
+    fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    logits_softmax = fit_exp  # softmax cross-entropy rule, notes section 2
+    logits_softmax /= fit_sums  # softmax cross-entropy rule, notes section 2
+    dfit_div = 1 / N  # softmax cross-entropy rule, notes section 2
+    dlogits = logits_softmax * dfit_div  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dfit_div  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
-    db_2 = db  # sum rule, accumulated over uses (notes section 3)
-    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
     dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
-    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW_2 += dlogits_matmul_matmul
-    # loss = softmax_cross_entropy(logits, y) + 0.05 * (sum(square(W)) + sum(square(b)))
-    db_dot = 2 * b_dot  # square rule, differentiated in forward mode
-    db_dot *= 0.05  # square rule, differentiated in forward mode
-    dW_dot = 2 * W_dot  # square rule, differentiated in forward mode
-    dW_dot *= 0.05  # square rule, differentiated in forward mode
+    # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot_mul = logits_dot * logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -348,16 +298,34 @@ def hvp(X, y, W, b, v):
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    dlogits_dot *= dloss_softmax_cross_entropy_div
+    dlogits_dot *= dfit_div
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
     logits_sum_dot = dlogits_dot.sum(axis=0)
+    # matmul rule, notes section 5, differentiated in forward mode
+    dlogits_matmul_matmul_dot = X.T @ dlogits_dot
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
+    db = 2 * b  # square rule
+    db *= 0.05  # square rule
+    dW = 2 * W  # square rule
+    dW *= 0.05  # square rule
+    # logits = X @ W + b
+    db_2 = db  # sum rule, accumulated over uses (notes section 3)
+    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    dW_2 += dlogits_matmul_matmul
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    db_dot = 2 * b_dot  # square rule, differentiated in forward mode
+    db_dot *= 0.05  # square rule, differentiated in forward mode
+    dW_dot = 2 * W_dot  # square rule, differentiated in forward mode
+    dW_dot *= 0.05  # square rule, differentiated in forward mode
+    # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
     db_dot_2 = db_dot
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
     db_dot_2 += logits_sum_dot
-    # matmul rule, notes section 5, differentiated in forward mode
-    dlogits_matmul_matmul_dot = X.T @ dlogits_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
     dW_dot_2 = dW_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
@@ -381,43 +349,21 @@ def hessian(X, y, W, b):
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b_dot = np.eye(C + C * D, C, -(C * D), dtype=dtype)
     logits_dot += np.expand_dims(b_dot, axis=1)  # add JVP rule
-    # loss = softmax_cross_entropy(logits, y) + 0.05 * (sum(square(W)) + sum(square(b)))
-    loss_softmax_cross_entropy_exp = logits  # [N, C]
-    loss_softmax_cross_entropy_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
-    loss_softmax_cross_entropy_picked = loss_softmax_cross_entropy_exp[np.arange(N), y].sum()  # []
-    np.exp(loss_softmax_cross_entropy_exp, out=loss_softmax_cross_entropy_exp)  # [N, C]
-    # [N, 1]
-    loss_softmax_cross_entropy_sums = loss_softmax_cross_entropy_exp.sum(axis=-1, keepdims=True)
-    # []
-    loss = (
-        np.log(loss_softmax_cross_entropy_sums).sum() - loss_softmax_cross_entropy_picked
-    ) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))
-    db = 2 * b  # square rule
-    db *= 0.05  # square rule
-    dW = 2 * W  # square rule
-    dW *= 0.05  # square rule
-    logits_softmax = loss_softmax_cross_entropy_exp  # softmax cross-entropy rule, notes section 2
-    logits_softmax /= loss_softmax_cross_entropy_sums  # softmax cross-entropy rule, notes section 2
-    dloss_softmax_cross_entropy_div = 1 / N  # softmax cross-entropy rule, notes section 2
-    # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dloss_softmax_cross_entropy_div
-    # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_softmax_cross_entropy_div
+    # fit = softmax_cross_entropy(logits, y)
+    fit_exp = logits  # [N, C]
+    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_picked = fit_exp[np.arange(N), y].sum()  # []
+    np.exp(fit_exp, out=fit_exp)  # [N, C]
+    fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
+    logits_softmax = fit_exp  # softmax cross-entropy rule, notes section 2
+    logits_softmax /= fit_sums  # softmax cross-entropy rule, notes section 2
+    dfit_div = 1 / N  # softmax cross-entropy rule, notes section 2
+    dlogits = logits_softmax * dfit_div  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dfit_div  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
-    db_2 = db  # sum rule, accumulated over uses (notes section 3)
-    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
     dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
-    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW_2 += dlogits_matmul_matmul
-    # loss = softmax_cross_entropy(logits, y) + 0.05 * (sum(square(W)) + sum(square(b)))
-    db_dot = b_dot  # square rule, differentiated in forward mode
-    db_dot *= 2  # square rule, differentiated in forward mode
-    db_dot *= 0.05  # square rule, differentiated in forward mode
-    dW_dot = W_dot  # square rule, differentiated in forward mode
-    dW_dot *= 2  # square rule, differentiated in forward mode
-    dW_dot *= 0.05  # square rule, differentiated in forward mode
+    # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot_mul = logits_dot * logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -429,16 +375,36 @@ def hessian(X, y, W, b):
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    dlogits_dot *= dloss_softmax_cross_entropy_div
+    dlogits_dot *= dfit_div
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
     logits_sum_dot = dlogits_dot.sum(axis=1)
+    # matmul rule, notes section 5, differentiated in forward mode
+    dlogits_matmul_matmul_dot = X.T @ dlogits_dot
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
+    db = 2 * b  # square rule
+    db *= 0.05  # square rule
+    dW = 2 * W  # square rule
+    dW *= 0.05  # square rule
+    # logits = X @ W + b
+    db_2 = db  # sum rule, accumulated over uses (notes section 3)
+    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    dW_2 += dlogits_matmul_matmul
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    db_dot = b_dot  # square rule, differentiated in forward mode
+    db_dot *= 2  # square rule, differentiated in forward mode
+    db_dot *= 0.05  # square rule, differentiated in forward mode
+    dW_dot = W_dot  # square rule, differentiated in forward mode
+    dW_dot *= 2  # square rule, differentiated in forward mode
+    dW_dot *= 0.05  # square rule, differentiated in forward mode
+    # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
     db_dot_2 = db_dot
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
     db_dot_2 += logits_sum_dot
-    # matmul rule, notes section 5, differentiated in forward mode
-    dlogits_matmul_matmul_dot = X.T @ dlogits_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
     dW_dot_2 = dW_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 from gradgen.dims import Dim
 from gradgen.ir import Const, InputInfo, Node, TensorType, TypedGraph
-from gradgen.ops import TABLE, ShapeError, broadcast_shapes, norm_axes
+from gradgen.ops import ROWS, ShapeError, broadcast_shapes, norm_axes
 
 Operand = "int | Const"
 
@@ -109,7 +109,7 @@ def size(d: Dim) -> Const:
 def attrs_of(op: str, given: dict) -> tuple:
     """An op's attributes in its parameter order, defaults filled in, as ``lower`` builds them."""
     out = []
-    for p in TABLE[op].params:
+    for p in ROWS[op].params:
         if p.kind in ("tensor", "tensors", "operand"):
             continue
         out.append((p.name, given.pop(p.name) if p.name in given else p.default))
@@ -193,7 +193,7 @@ class Builder:
         return self.node(op, tuple(args), attrs_of(op, dict(attrs)))
 
     def node(self, op: str, args: tuple, attrs: tuple) -> int:
-        row = TABLE[op]
+        row = ROWS[op]
         args = self._materialize(row, args)
         key = (op, args, attrs)
         if key in self.cse:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from gradgen.builder import Builder, BuildError, Hint, Program, const, size
 from gradgen.dims import Dim, numel
 from gradgen.ir import Const, Node, TensorType, TypedGraph
-from gradgen.ops import TABLE, Over
+from gradgen.ops import ROWS, Over
 
 
 class Unsupported(Exception):
@@ -103,7 +103,7 @@ def pullbacks(b: Builder, out: int, seed, wrt: list[int]) -> dict[int, int | Non
     for node in reversed(nodes):
         if node.op == "input" or not needs[node.id] or node.id not in adj:
             continue
-        row = TABLE[node.op]
+        row = ROWS[node.op]
         text = _reverse_text(b, node)
         since = len(b.nodes)
         with b.applying(node.id, text, _hint(b, node.id).derive(prefix="d")):
@@ -137,7 +137,7 @@ def tangents(b: Builder, seeds: dict[int, int]) -> dict[int, object]:
         ts = [tan.get(a) if isinstance(a, int) else None for a in node.args]
         if all(t is None for t in ts):
             continue
-        row = TABLE[node.op]
+        row = ROWS[node.op]
         hint = _hint(b, node.id).derive(suffix="_dot")
         since = len(b.nodes)
         with b.applying(node.id, _forward_text(b, node, row), hint):
@@ -158,7 +158,7 @@ def batch(b: Builder, n: Dim, seeds: dict[int, int], upto: int) -> dict[int, int
         xs = [bat.get(a) if isinstance(a, int) else None for a in node.args]
         if all(x is None for x in xs):
             continue
-        row = TABLE[node.op]
+        row = ROWS[node.op]
         hint = b.hints[node.id] or Hint(node.id)
         since = len(b.nodes)
         with b.applying(node.id, b.rules[node.id] or row.rule, hint):
@@ -227,7 +227,7 @@ def _hint(b: Builder, nid: int) -> Hint:
 
 
 def _reverse_text(b: Builder, node: Node) -> str:
-    row = TABLE[node.op]
+    row = ROWS[node.op]
     return row.rule if b.rules[node.id] is None else f"{row.rule}, transposing: {b.rules[node.id]}"
 
 

@@ -20,7 +20,7 @@ from gradgen.builder import Program, is_intermediate
 from gradgen.dims import Dim, shape_str
 from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Method, Var
 from gradgen.ir import Node
-from gradgen.ops import TABLE
+from gradgen.ops import ROWS
 from gradgen.plan import FwdCtx, Line, Namer, Stmt, _lines, _own_returns, declared_view, dim_expr, optimize
 
 
@@ -164,7 +164,7 @@ class Emitter:
     def _node(self, n: Node) -> list[Stmt]:
         out: list[Stmt] = []
         ctx = FwdCtx(self, n, out)
-        e = TABLE[n.op].forward(ctx)
+        e = ROWS[n.op].forward(ctx)
         rule = self.prog.rules[n.id]
         comment = rule if rule is not None else shape_str(self.types[n.id].shape)
         if e is not None:

@@ -122,7 +122,8 @@ class OpDef:
         return True
 
 
-TABLE: dict[str, OpDef] = {}
+TABLE: dict[str, OpDef] = {}  # the ops a spec may use
+ROWS: dict[str, OpDef] = {}  # those and the internal ops that derivative programs are built from
 
 
 def op(
@@ -144,7 +145,7 @@ def op(
                 row[key] = getattr(cls, key)
         if row.get("internal"):
             row["callable"] = False
-        TABLE[name] = OpDef(
+        ROWS[name] = OpDef(
             name,
             tuple(params),
             cls.shape,
@@ -159,6 +160,8 @@ def op(
             broadcast_rule,
             **row,
         )
+        if not ROWS[name].internal:
+            TABLE[name] = ROWS[name]
         return cls
 
     return register

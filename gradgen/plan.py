@@ -34,7 +34,7 @@ from gradgen.expr import (
 )
 from gradgen.ir import Const, Node, TypedGraph
 from gradgen.lower import RESERVED
-from gradgen.ops import TABLE
+from gradgen.ops import ROWS, TABLE
 from gradgen.shapes import RuleContext
 
 # ------------------------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def dim_expr(d: Dim, dim_var: dict[str, str]) -> E:
 
 def declared_view(n: Node, var: dict[int, str]) -> str | None:
     """The variable a node's result views when its op row says it returns a view (``fresh=False``)."""
-    if TABLE[n.op].fresh is False:
+    if ROWS[n.op].fresh is False:
         a = next((a for a in n.args if isinstance(a, int)), None)
         return var.get(a) if a is not None else None
     return None

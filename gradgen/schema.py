@@ -15,7 +15,7 @@ import keyword
 from importlib import resources
 
 from gradgen.load import DTYPES, TOP_LEVEL_KEYS
-from gradgen.lower import RESERVED, SHADOWED_MODULES
+from gradgen.lower import DERIVATIVE_KINDS, RESERVED, SHADOWED_MODULES
 from gradgen.ops import CALLABLE
 
 SCHEMA_FILE = "spec.schema.json"
@@ -103,6 +103,13 @@ def build_schema() -> dict:
                     "uniqueItems": True,
                 },
             ],
+        },
+        "derivatives": {
+            "type": "array",
+            "items": {"enum": list(DERIVATIVE_KINDS)},
+            "uniqueItems": True,
+            "description": "Derivative kinds to generate beyond forward/backward/value_and_grad (vjp, "
+            "always generated): jvp, jacobian, hvp, hessian; default [vjp].",
         },
     }
     assert tuple(properties) == TOP_LEVEL_KEYS, "the schema must list exactly the loader's keys"
