@@ -101,7 +101,7 @@ class Jacobian(NamedTuple):
     W: np.ndarray
 
 
-def _per_input(what, values, **like):
+def _per_input(what, values, /, **like):
     """`values` as one array per wrt input (a sequence, NamedTuple or dict by name), each checked to
     have its input's shape and cast to its input's dtype."""
     names = list(like)
@@ -144,9 +144,9 @@ def jvp(x, W, b, tangents):
     y = 0.5 + 0.5 * np.tanh(0.5 * y_add)  # [H]
     y_dot = W_dot @ x  # matmul JVP rule, notes section 5
     y_dot += W @ x_dot  # matmul JVP rule, notes section 5
-    y_dot_mul = 1 - y  # sigmoid JVP rule
-    y_dot_mul *= y  # sigmoid JVP rule
-    y_dot *= y_dot_mul  # sigmoid JVP rule
+    y_dot_mul = 1 - y  # sigmoid JVP rule, reusing the forward output
+    y_dot_mul *= y  # sigmoid JVP rule, reusing the forward output
+    y_dot *= y_dot_mul  # sigmoid JVP rule, reusing the forward output
     return y, y_dot
 
 
@@ -183,11 +183,14 @@ class _Objective:
         self.hessp = None
         self.hess = None
 
-    def pack(self, x, W):
-        """Flatten x, W into one vector theta, and fix the layout that unpack reads."""
-        values = [np.asarray(a) for a in (x, W)]
-        self._shapes = [a.shape for a in values]
-        return np.concatenate([a.ravel() for a in values])
+    def pack(self, *values):
+        """Flatten the values of x, W (in this order) into one vector theta, and fix the
+        layout that unpack reads."""
+        if len(values) != 2:
+            raise ValueError(f"objective: pack takes 2 arrays (x, W), got {len(values)}")
+        values = [np.asarray(value) for value in values]
+        self._shapes = [value.shape for value in values]
+        return np.concatenate([value.ravel() for value in values])
 
     def unpack(self, theta):
         """The wrt inputs held in theta, shaped as in pack: a Wrt of views of theta."""
@@ -230,8 +233,4 @@ def objective(b):
 
     fun gives y flattened; jac (from jacobian) its [out.size, len(theta)] Jacobian.
     """
-    return _Objective(
-        {
-            "b": b,
-        }
-    )
+    return _Objective({"b": b})

@@ -111,7 +111,7 @@ class Jacobian(NamedTuple):
     rate: np.ndarray
 
 
-def _per_input(what, values, **like):
+def _per_input(what, values, /, **like):
     """`values` as one array per wrt input (a sequence, NamedTuple or dict by name), each checked to
     have its input's shape and cast to its input's dtype."""
     names = list(like)
@@ -153,15 +153,15 @@ def jvp(t, data, a, rate, tangents):
     decay = decay_reshape * rate  # [M, K]
     np.negative(decay, out=decay)  # [M, K]
     np.exp(decay, out=decay)  # [M, K]
-    decay_dot = decay_reshape * rate_dot  # mul JVP rule
-    decay_dot *= decay  # exp JVP rule
-    np.negative(decay_dot, out=decay_dot)  # exp JVP rule
+    decay_dot = decay_reshape * rate_dot  # product JVP rule
+    decay_dot *= decay  # exp JVP rule, reusing the forward output
+    np.negative(decay_dot, out=decay_dot)  # exp JVP rule, reusing the forward output
     # residual = decay @ a - data
     residual = decay @ a  # [M]
     residual -= data  # [M]
-    residual_matmul_dot = decay_dot @ a  # matmul JVP rule, notes section 5
-    residual_matmul_dot += decay @ a_dot  # matmul JVP rule, notes section 5
-    return residual, residual_matmul_dot
+    residual_dot = decay_dot @ a  # matmul JVP rule, notes section 5
+    residual_dot += decay @ a_dot  # matmul JVP rule, notes section 5
+    return residual, residual_dot
 
 
 def jacobian(t, data, a, rate):
@@ -216,21 +216,21 @@ def _jacobian_columns(t, data, a, rate):
     np.exp(decay, out=decay)  # [M, K]
     # forward mode for every input entry at once (one basis tangent each)
     rate_dot = np.eye(2 * K, K, -K, dtype=dtype)
-    decay_dot = decay_reshape * np.expand_dims(rate_dot, axis=1)  # mul JVP rule
-    decay_dot *= decay  # exp JVP rule
-    np.negative(decay_dot, out=decay_dot)  # exp JVP rule
+    decay_dot = decay_reshape * np.expand_dims(rate_dot, axis=1)  # product JVP rule
+    decay_dot *= decay  # exp JVP rule, reusing the forward output
+    np.negative(decay_dot, out=decay_dot)  # exp JVP rule, reusing the forward output
     # residual = decay @ a - data
     residual = decay @ a  # [M]
     residual -= data  # [M]
-    residual_matmul_dot = decay_dot @ a  # matmul JVP rule, notes section 5
+    residual_dot = decay_dot @ a  # matmul JVP rule, notes section 5
     # forward mode for every input entry at once (one basis tangent each)
     a_dot = np.eye(2 * K, K, dtype=dtype)
-    residual_matmul_dot += a_dot @ decay.T  # matmul JVP rule, notes section 5
+    residual_dot += a_dot @ decay.T  # matmul JVP rule, notes section 5
     # the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)
-    J_a = residual_matmul_dot.T[:, :K]
+    J_a = residual_dot.T[:, :K]
     # the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)
-    J_rate = residual_matmul_dot.T[:, K : 2 * K]
-    return residual, Jacobian(a=J_a, rate=J_rate.copy())
+    J_rate = residual_dot.T[:, K : 2 * K]
+    return residual, Jacobian(a=J_a, rate=J_rate)
 
 
 class _Objective:
@@ -245,11 +245,14 @@ class _Objective:
         self.hessp = None
         self.hess = None
 
-    def pack(self, a, rate):
-        """Flatten a, rate into one vector theta, and fix the layout that unpack reads."""
-        values = [np.asarray(a) for a in (a, rate)]
-        self._shapes = [a.shape for a in values]
-        return np.concatenate([a.ravel() for a in values])
+    def pack(self, *values):
+        """Flatten the values of a, rate (in this order) into one vector theta, and fix the
+        layout that unpack reads."""
+        if len(values) != 2:
+            raise ValueError(f"objective: pack takes 2 arrays (a, rate), got {len(values)}")
+        values = [np.asarray(value) for value in values]
+        self._shapes = [value.shape for value in values]
+        return np.concatenate([value.ravel() for value in values])
 
     def unpack(self, theta):
         """The wrt inputs held in theta, shaped as in pack: a Wrt of views of theta."""
@@ -292,9 +295,4 @@ def objective(t, data):
 
     fun gives residual flattened; jac (from jacobian) its [out.size, len(theta)] Jacobian.
     """
-    return _Objective(
-        {
-            "t": t,
-            "data": data,
-        }
-    )
+    return _Objective({"t": t, "data": data})

@@ -193,7 +193,7 @@ class Hessian(NamedTuple):
     b: Jacobian
 
 
-def _per_input(what, values, **like):
+def _per_input(what, values, /, **like):
     """`values` as one array per wrt input (a sequence, NamedTuple or dict by name), each checked to
     have its input's shape and cast to its input's dtype."""
     names = list(like)
@@ -234,25 +234,26 @@ def jvp(X, y, W, b, tangents):
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
     logits_dot = X @ W_dot  # matmul JVP rule, notes section 5
-    logits_dot += b_dot  # add JVP rule
+    logits_dot += b_dot  # sum JVP rule
     # fit = softmax_cross_entropy(logits, y)
     fit_exp = logits  # [N, C]
     fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    logits_softmax = fit_exp  # softmax_cross_entropy JVP rule
-    logits_softmax /= fit_sums  # softmax_cross_entropy JVP rule
-    fit_dot_label_pick = logits_dot[np.arange(N), y]  # softmax_cross_entropy JVP rule
-    fit_dot_mul = logits_softmax  # softmax_cross_entropy JVP rule
-    fit_dot_mul *= logits_dot  # softmax_cross_entropy JVP rule
+    logits_softmax = fit_exp  # softmax cross-entropy JVP rule, notes section 2
+    logits_softmax /= fit_sums  # softmax cross-entropy JVP rule, notes section 2
+    # softmax cross-entropy JVP rule, notes section 2
+    fit_dot_label_pick = logits_dot[np.arange(N), y]
+    fit_dot_mul = logits_softmax  # softmax cross-entropy JVP rule, notes section 2
+    fit_dot_mul *= logits_dot  # softmax cross-entropy JVP rule, notes section 2
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
     loss_square_dot = 2 * W  # square JVP rule
     loss_square_dot *= W_dot  # square JVP rule
     loss_square_2_dot = 2 * b  # square JVP rule
     loss_square_2_dot *= b_dot  # square JVP rule
-    # add JVP rule
+    # sum JVP rule
     loss_dot = (fit_dot_mul.sum() - fit_dot_label_pick.sum()) / N + 0.05 * (
         loss_square_dot.sum() + loss_square_2_dot.sum()
     )
@@ -269,7 +270,7 @@ def hvp(X, y, W, b, v):
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
     logits_dot = X @ W_dot  # matmul JVP rule, notes section 5
-    logits_dot += b_dot  # add JVP rule
+    logits_dot += b_dot  # sum JVP rule
     # fit = softmax_cross_entropy(logits, y)
     fit_exp = logits  # [N, C]
     fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
@@ -348,7 +349,7 @@ def hessian(X, y, W, b):
     logits_dot = X @ W_dot  # matmul JVP rule, notes section 5
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b_dot = np.eye(C + C * D, C, -(C * D), dtype=dtype)
-    logits_dot += np.expand_dims(b_dot, axis=1)  # add JVP rule
+    logits_dot += np.expand_dims(b_dot, axis=1)  # sum JVP rule
     # fit = softmax_cross_entropy(logits, y)
     fit_exp = logits  # [N, C]
     fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
@@ -418,7 +419,7 @@ def hessian(X, y, W, b):
     return (
         loss,
         Gradients(W=dW_2, b=db_2),
-        Hessian(W=Jacobian(W=H_W_W, b=H_W_b), b=Jacobian(W=H_b_W.copy(), b=H_b_b.copy())),
+        Hessian(W=Jacobian(W=H_W_W, b=H_W_b), b=Jacobian(W=H_b_W, b=H_b_b)),
     )
 
 
@@ -433,11 +434,14 @@ class _Objective:
         self.hessp = self._hessp
         self.hess = self._hess
 
-    def pack(self, W, b):
-        """Flatten W, b into one vector theta, and fix the layout that unpack reads."""
-        values = [np.asarray(a) for a in (W, b)]
-        self._shapes = [a.shape for a in values]
-        return np.concatenate([a.ravel() for a in values])
+    def pack(self, *values):
+        """Flatten the values of W, b (in this order) into one vector theta, and fix the
+        layout that unpack reads."""
+        if len(values) != 2:
+            raise ValueError(f"objective: pack takes 2 arrays (W, b), got {len(values)}")
+        values = [np.asarray(value) for value in values]
+        self._shapes = [value.shape for value in values]
+        return np.concatenate([value.ravel() for value in values])
 
     def unpack(self, theta):
         """The wrt inputs held in theta, shaped as in pack: a Wrt of views of theta."""
@@ -502,9 +506,4 @@ def objective(X, y):
 
     hessp (from hvp) and hess (from hessian) work on theta too.
     """
-    return _Objective(
-        {
-            "X": X,
-            "y": y,
-        }
-    )
+    return _Objective({"X": X, "y": y})

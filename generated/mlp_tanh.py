@@ -198,7 +198,7 @@ class Hessian(NamedTuple):
     b2: Jacobian
 
 
-def _per_input(what, values, **like):
+def _per_input(what, values, /, **like):
     """`values` as one array per wrt input (a sequence, NamedTuple or dict by name), each checked to
     have its input's shape and cast to its input's dtype."""
     names = list(like)
@@ -240,16 +240,16 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     h += b1  # [N, H]
     np.tanh(h, out=h)  # [N, H]
     h_dot = x @ W1_dot  # matmul JVP rule, notes section 5
-    h_dot += b1_dot  # add JVP rule
-    h_dot_sub = h * h  # tanh JVP rule
-    np.subtract(1, h_dot_sub, out=h_dot_sub)  # tanh JVP rule
-    h_dot *= h_dot_sub  # tanh JVP rule
+    h_dot += b1_dot  # sum JVP rule
+    h_dot_sub = h * h  # tanh JVP rule, reusing the forward output
+    np.subtract(1, h_dot_sub, out=h_dot_sub)  # tanh JVP rule, reusing the forward output
+    h_dot *= h_dot_sub  # tanh JVP rule, reusing the forward output
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
     logits_dot = h_dot @ W2  # matmul JVP rule, notes section 5
     logits_dot += h @ W2_dot  # matmul JVP rule, notes section 5
-    logits_dot += b2_dot  # add JVP rule
+    logits_dot += b2_dot  # sum JVP rule
     # loss = softmax_cross_entropy(logits, y)
     loss_exp = logits  # [N, C]
     loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
@@ -257,12 +257,13 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
-    logits_softmax = loss_exp  # softmax_cross_entropy JVP rule
-    logits_softmax /= loss_sums  # softmax_cross_entropy JVP rule
-    loss_dot_label_pick = logits_dot[np.arange(N), y]  # softmax_cross_entropy JVP rule
-    loss_dot_mul = logits_softmax  # softmax_cross_entropy JVP rule
-    loss_dot_mul *= logits_dot  # softmax_cross_entropy JVP rule
-    # softmax_cross_entropy JVP rule
+    logits_softmax = loss_exp  # softmax cross-entropy JVP rule, notes section 2
+    logits_softmax /= loss_sums  # softmax cross-entropy JVP rule, notes section 2
+    # softmax cross-entropy JVP rule, notes section 2
+    loss_dot_label_pick = logits_dot[np.arange(N), y]
+    loss_dot_mul = logits_softmax  # softmax cross-entropy JVP rule, notes section 2
+    loss_dot_mul *= logits_dot  # softmax cross-entropy JVP rule, notes section 2
+    # softmax cross-entropy JVP rule, notes section 2
     loss_dot = (loss_dot_mul.sum() - loss_dot_label_pick.sum()) / N
     return loss, loss_dot
 
@@ -280,8 +281,8 @@ def hvp(x, y, W1, b1, W2, b2, v):
     dh_sub = h * h  # tanh rule, reusing the forward output
     np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot = x @ W1_dot  # matmul JVP rule, notes section 5
-    h_dot += b1_dot  # add JVP rule
-    h_dot *= dh_sub  # tanh JVP rule
+    h_dot += b1_dot  # sum JVP rule
+    h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
     dh_mul_dot = 2 * h  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_mul_dot *= h_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     # logits = h @ W2 + b2
@@ -289,7 +290,7 @@ def hvp(x, y, W1, b1, W2, b2, v):
     logits += b2  # [N, C]
     logits_dot = h_dot @ W2  # matmul JVP rule, notes section 5
     logits_dot += h @ W2_dot  # matmul JVP rule, notes section 5
-    logits_dot += b2_dot  # add JVP rule
+    logits_dot += b2_dot  # sum JVP rule
     # loss = softmax_cross_entropy(logits, y)
     loss_exp = logits  # [N, C]
     loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
@@ -370,8 +371,8 @@ def hessian(x, y, W1, b1, W2, b2):
     h_dot = x @ W1_dot  # matmul JVP rule, notes section 5
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b1_dot = np.eye(C + C * H + D * H + H, H, -(D * H), dtype=dtype)
-    h_dot += np.expand_dims(b1_dot, axis=1)  # add JVP rule
-    h_dot *= dh_sub  # tanh JVP rule
+    h_dot += np.expand_dims(b1_dot, axis=1)  # sum JVP rule
+    h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
     # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot_mul_2 = h_dot * (2 * h)
     # logits = h @ W2 + b2
@@ -386,7 +387,7 @@ def hessian(x, y, W1, b1, W2, b2):
     logits_dot += h @ W2_dot  # matmul JVP rule, notes section 5
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b2_dot = np.eye(C + C * H + D * H + H, C, -(C * H + D * H + H), dtype=dtype)
-    logits_dot += np.expand_dims(b2_dot, axis=1)  # add JVP rule
+    logits_dot += np.expand_dims(b2_dot, axis=1)  # sum JVP rule
     # loss = softmax_cross_entropy(logits, y)
     loss_exp = logits  # [N, C]
     loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
@@ -474,9 +475,9 @@ def hessian(x, y, W1, b1, W2, b2):
         Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2),
         Hessian(
             W1=Jacobian(W1=H_W1_W1, b1=H_W1_b1, W2=H_W1_W2, b2=H_W1_b2),
-            b1=Jacobian(W1=H_b1_W1.copy(), b1=H_b1_b1.copy(), W2=H_b1_W2.copy(), b2=H_b1_b2.copy()),
-            W2=Jacobian(W1=H_W2_W1.copy(), b1=H_W2_b1.copy(), W2=H_W2_W2.copy(), b2=H_W2_b2.copy()),
-            b2=Jacobian(W1=H_b2_W1.copy(), b1=H_b2_b1.copy(), W2=H_b2_W2.copy(), b2=H_b2_b2.copy()),
+            b1=Jacobian(W1=H_b1_W1, b1=H_b1_b1, W2=H_b1_W2, b2=H_b1_b2),
+            W2=Jacobian(W1=H_W2_W1, b1=H_W2_b1, W2=H_W2_W2, b2=H_W2_b2),
+            b2=Jacobian(W1=H_b2_W1, b1=H_b2_b1, W2=H_b2_W2, b2=H_b2_b2),
         ),
     )
 
@@ -492,11 +493,14 @@ class _Objective:
         self.hessp = self._hessp
         self.hess = self._hess
 
-    def pack(self, W1, b1, W2, b2):
-        """Flatten W1, b1, W2, b2 into one vector theta, and fix the layout that unpack reads."""
-        values = [np.asarray(a) for a in (W1, b1, W2, b2)]
-        self._shapes = [a.shape for a in values]
-        return np.concatenate([a.ravel() for a in values])
+    def pack(self, *values):
+        """Flatten the values of W1, b1, W2, b2 (in this order) into one vector theta, and fix the
+        layout that unpack reads."""
+        if len(values) != 4:
+            raise ValueError(f"objective: pack takes 4 arrays (W1, b1, W2, b2), got {len(values)}")
+        values = [np.asarray(value) for value in values]
+        self._shapes = [value.shape for value in values]
+        return np.concatenate([value.ravel() for value in values])
 
     def unpack(self, theta):
         """The wrt inputs held in theta, shaped as in pack: a Wrt of views of theta."""
@@ -561,9 +565,4 @@ def objective(x, y):
 
     hessp (from hvp) and hess (from hessian) work on theta too.
     """
-    return _Objective(
-        {
-            "x": x,
-            "y": y,
-        }
-    )
+    return _Objective({"x": x, "y": y})

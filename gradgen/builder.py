@@ -159,7 +159,10 @@ class Builder:
         it (node ids from ``since`` on); a value it reused keeps its name."""
         if not isinstance(nid, int) or self.rules[nid] is None:
             return
-        if nid >= since or is_intermediate(self.hints[nid]):
+        old = self.hints[nid]
+        # a value a rule made, one made on the way, or one named after a value the spec did not name
+        unnamed = old is not None and self.nodes[old.base].name is None and self.nodes[hint.base].name
+        if nid >= since or is_intermediate(old) or unnamed:
             self.hints[nid] = hint
 
     # -- nodes -------------------------------------------------------------------------------------

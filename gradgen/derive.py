@@ -239,7 +239,9 @@ def _forward_text(b: Builder, node: Node, row) -> str:
     """Forward-mode lines cite the op's JVP rule; second-order lines the rule they differentiate."""
     if b.rules[node.id] is not None:
         return f"{b.rules[node.id]}, differentiated in forward mode"
-    return row.jvp_rule or f"{row.name} JVP rule"
+    if row.jvp_rule:
+        return row.jvp_rule
+    return row.rule.replace(" rule", " JVP rule", 1) if " rule" in row.rule else f"{row.name} JVP rule"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,9 +332,8 @@ def _jacobian_rows(tg: TypedGraph) -> Program:
     for w in wrt:
         g = grads[w]
         shape = out_shape + b.shape(w)
-        with b.applying(
-            w, "the rows of the Jacobian, shaped out.shape + input.shape (notes section 1)", None
-        ):
+        text = "the rows of the Jacobian, shaped out.shape + input.shape (notes section 1)"
+        with b.applying(w, text, Hint(w, "J_", "", final=False)):
             if g is None or g not in bat:  # no path from w to the output
                 blocks.append(b.zeros(shape))
             else:
@@ -356,9 +357,8 @@ def _jacobian_columns(tg: TypedGraph) -> Program:
     for w in wrt:
         shape = out_shape + b.shape(w)
         count = numel(b.shape(w))
-        with b.applying(
-            w, "the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)", None
-        ):
+        text = "the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)"
+        with b.applying(w, text, Hint(w, "J_", "", final=False)):
             if t_out is None or t_out not in bat:
                 blocks.append(b.zeros(shape))
             else:
@@ -403,7 +403,8 @@ def hessian_program(tg: TypedGraph) -> Program:
         for wb, gb in zip(wrt, g_nodes):
             hv = tan.get(gb)
             shape = b.shape(wa) + b.shape(wb)
-            with b.applying(wa, "the blocks of the Hessian, shaped a.shape + b.shape", None):
+            text = "the blocks of the Hessian, shaped a.shape + b.shape"
+            with b.applying(wa, text, Hint(wa, "H_", f"_{b.nodes[wb].name}", final=False)):
                 if hv is None or hv not in bat:
                     block = b.zeros(shape)
                 else:

@@ -256,9 +256,8 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
             continue
         if any(v in writes and any(i < k <= j for k in writes[v]) for v in s.expr.vars()):
             continue
-        out[j] = Stmt(
-            user.target, substitute(user.expr, t, s.expr), user.op, user.index, user.comment, user.view_of
-        )
+        view = (s.view_of or s.expr.view_of) if user.view_of == t else user.view_of
+        out[j] = Stmt(user.target, substitute(user.expr, t, s.expr), user.op, user.index, user.comment, view)
         out[i] = None
         for v in s.expr.vars():  # what the value read is now read by its user
             reads[v] = [j if k == i else k for k in reads.get(v, [])]
@@ -281,7 +280,8 @@ def _inline_everywhere(out, reads, writes, i, users, t) -> bool:
     for j in sorted(set(users)):
         u = out[j]
         index = tuple(substitute(e, t, s.expr) for e in u.index) if u.index is not None else None
-        out[j] = Stmt(u.target, substitute(u.expr, t, s.expr), u.op, index, u.comment, u.view_of)
+        view = (s.view_of or s.expr.view_of) if u.view_of == t else u.view_of
+        out[j] = Stmt(u.target, substitute(u.expr, t, s.expr), u.op, index, u.comment, view)
     out[i] = None
     for v in s.expr.vars():
         reads[v] = [k for k in reads.get(v, []) if k != i] + sorted(set(users))

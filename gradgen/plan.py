@@ -1004,10 +1004,12 @@ def _own_returns(grads, stmts, params):
     copied; so is one whose buffer another returned gradient also holds whole (disjoint slices of one
     buffer, as concatenate's split gives, are fine).
     """
-    defs = {}
+    defs, declared = {}, {}
     for s in stmts:
         if s.target and s.op == "=" and s.index is None:
-            defs[s.target] = Var(s.view_of) if s.view_of is not None else s.expr
+            defs[s.target] = s.expr
+            if s.view_of is not None:  # the op says its result views this variable
+                declared[s.target] = s.view_of
 
     def trace(name):
         """(base buffer, owned, sliced): follow aliases and views back to the array they share."""
@@ -1016,6 +1018,10 @@ def _own_returns(grads, stmts, params):
             e = defs.get(name)
             if e is None:
                 return name, name not in params, sliced
+            if name in declared:
+                sliced = sliced or _slices(e)
+                name = declared[name]
+                continue
             if e.fresh and not isinstance(e, Lit):
                 return name, True, sliced
             if isinstance(e, Call) and e.func == "np.broadcast_to":
