@@ -312,7 +312,8 @@ class Builder:
         shape is used as it is (np.full(shape, s) * X is s * X): one pass, no filled array."""
         out = [a, b]
         full = broadcast_shapes(self, [self.shape(a), self.shape(b)])
-        for k, (x, y) in enumerate(((a, b), (b, a))):
+        for k in (0, 1):
+            x, y = out[k], out[1 - k]  # the other operand as it is now: at most one is unfilled
             nx = self._def(x)
             if nx is None or nx.op not in ("full", "broadcast_to") or self.shape(y) != full:
                 continue

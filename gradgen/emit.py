@@ -56,7 +56,10 @@ class Emitter:
         self.shares_temps = True  # an op's emission may read another's saved temporaries
         self.var: dict[int, str] = {}
         self._name_nodes()
-        self.shapes = {v: self.types[nid].shape for nid, v in self.var.items()}
+        # a mask (bool) has no shape for the buffer pass: a float result never goes into its buffer
+        self.shapes = {
+            v: self.types[nid].shape for nid, v in self.var.items() if self.types[nid].dtype != "bool"
+        }
 
     # -- what FwdCtx asks of its planner -------------------------------------------------------------
     def is_output(self, nid: int) -> bool:

@@ -280,6 +280,10 @@ class Case:
     def __repr__(self) -> str:
         return f"Case(sizes={self.sizes}, ops={list(self.ops)}):\n{self.text}"
 
+    @property
+    def scalar_output(self) -> bool:
+        return next(n for name, n in self.entries if name == self.output).shape == ()
+
     def make_inputs(self, rng):
         return {i.name: i.make(rng, self.sizes) for i in self.inputs}
 

@@ -367,3 +367,12 @@ def test_float32_tangents_keep_float32_and_float64_tangents_are_cast():
     assert all(a.dtype == np.float32 for a in (*grads, *hv))
     _, _, H = mod.hessian(**inputs)
     assert all(block.dtype == np.float32 for row in H for block in row)
+
+
+def test_only_one_operand_of_a_sum_of_two_filled_arrays_is_unfilled():
+    tg = typed("inputs:\n  x: [N, M]\ngraph:\n  y: sum(x)\n")
+    b = Builder(tg)
+    x = next(n.id for n in tg.graph.nodes if n.name == "x")
+    one = b.sum(x, None, keepdims=True)  # [1, 1]
+    total = b.add(b.broadcast(one, b.shape(x)), b.broadcast(b.neg(one), b.shape(x)))
+    assert b.shape(total) == b.shape(x)

@@ -251,3 +251,154 @@ def test_each_op_in_random_compositions(op):
         check_case(case, seed)
 
     run()
+
+
+# --------------------------------------------------------------------------------------------------
+# The derivative kinds (derivatives: [jvp, jacobian] and, for a scalar output, hvp and hessian) on the
+# same random graphs: first order against central differences and against backward (the adjoint
+# identity), the Jacobian against jvp columns and backward rows, second order against central
+# differences of the gradient, the Hessian against Hessian-vector products, float32 kept.
+
+
+def with_derivatives(case: Case) -> str:
+    kinds = "[vjp, jvp, jacobian, hvp, hessian]" if case.scalar_output else "[vjp, jvp, jacobian]"
+    return case.text + f"derivatives: {kinds}\n"
+
+
+def _unit(args, names, wrt, name, k):
+    e = [np.zeros(np.shape(args[names.index(w)])) for w in wrt]
+    e[wrt.index(name)].reshape(-1)[k] = 1.0
+    return e
+
+
+def check_derivatives(case: Case, seed: int):
+    note(repr(case))
+    ns = build_module(with_derivatives(case))
+    names = [d.name for d in case.inputs]
+    wrt = list(case.wrt)
+    inputs, _, rng = _draw_inputs(case, seed)
+    args = [np.asarray(a) for a in _args(case, inputs)]  # rank-0 inputs as 0-d arrays
+    kw = dict(zip(names, args))
+    before = _copy(args)
+    forward, backward = ns["forward"], ns["backward"]
+    out, cache = forward(*args)
+    v = [rng.standard_normal(np.shape(kw[w])) for w in wrt]
+
+    def moved(direction, t):
+        vals = dict(kw)
+        for w, d in zip(wrt, direction):
+            vals[w] = kw[w] + t * d
+        return vals
+
+    def value(vals):
+        return np.asarray(forward(**vals)[0], dtype=np.float64)
+
+    # jvp: the value, central differences along v, and the adjoint identity with backward
+    value_j, out_dot = ns["jvp"](*args, tangents=v)
+    np.testing.assert_allclose(value_j, out, rtol=1e-12, atol=1e-14)
+    numeric = (value(moved(v, EPS)) - value(moved(v, -EPS))) / (2 * EPS)
+    scale = max(1.0, float(np.abs(numeric).max(initial=0.0)))
+    np.testing.assert_allclose(out_dot, numeric, rtol=RTOL, atol=ATOL * scale, err_msg="jvp")
+    u = rng.standard_normal(np.shape(out))
+    grads = backward(u, cache)
+    lhs = sum(float(np.sum(getattr(grads, w) * d)) for w, d in zip(wrt, v))
+    rhs = float(np.sum(u * out_dot))
+    mag = float(np.sum(np.abs(u * out_dot))) + sum(
+        float(np.sum(np.abs(getattr(grads, w) * d))) for w, d in zip(wrt, v)
+    )
+    assert abs(lhs - rhs) <= 1e-9 * mag + 1e-13, ("adjoint identity", lhs, rhs)
+
+    # jacobian: each column is a jvp of a unit tangent, each row a backward of a unit cotangent
+    value_J, J = ns["jacobian"](*args)
+    np.testing.assert_allclose(value_J, out, rtol=1e-12, atol=1e-14)
+    for w in wrt:
+        block = np.asarray(getattr(J, w))
+        assert block.shape == np.shape(out) + np.shape(kw[w]), (w, block.shape)
+        flat = block.reshape(np.size(out), -1)
+        for k in range(np.size(kw[w])):
+            col = ns["jvp"](*args, tangents=_unit(args, names, wrt, w, k))[1]
+            np.testing.assert_allclose(
+                flat[:, k], np.ravel(col), rtol=1e-9, atol=1e-11 * scale, err_msg=f"J.{w}"
+            )
+    for i in range(min(np.size(out), 3)):
+        e = np.zeros(np.size(out))
+        e[i] = 1.0
+        row = backward(e.reshape(np.shape(out)), cache)
+        for w in wrt:
+            got = np.asarray(getattr(J, w)).reshape(np.size(out), -1)[i]
+            np.testing.assert_allclose(
+                got, np.ravel(getattr(row, w)), rtol=1e-9, atol=1e-11 * scale, err_msg=f"J.{w} row"
+            )
+
+    if case.scalar_output:
+        # hvp: the value and gradients of value_and_grad, central differences of the gradient along v
+        val, fused = ns["value_and_grad"](*args)
+        value_h, g_h, hv = ns["hvp"](*args, v=v)
+        np.testing.assert_allclose(value_h, val, rtol=1e-12, atol=1e-14)
+
+        def grad(vals):
+            return [np.asarray(getattr(ns["value_and_grad"](**vals)[1], w), dtype=np.float64) for w in wrt]
+
+        up, down = grad(moved(v, EPS)), grad(moved(v, -EPS))
+        for w, a, b in zip(wrt, up, down):
+            np.testing.assert_allclose(getattr(g_h, w), getattr(fused, w), rtol=1e-10, atol=1e-12 * scale)
+            num = (a - b) / (2 * EPS)
+            s = max(1.0, float(np.abs(num).max(initial=0.0)))
+            np.testing.assert_allclose(getattr(hv, w), num, rtol=RTOL, atol=ATOL * s, err_msg=f"Hv.{w}")
+        # hessian: symmetric blocks, and H v = hvp(v)
+        value_H, _, H = ns["hessian"](*args)
+        np.testing.assert_allclose(value_H, val, rtol=1e-12, atol=1e-14)
+        for a in wrt:
+            expected = sum(
+                np.tensordot(getattr(getattr(H, a), b), d, axes=np.ndim(d)) for b, d in zip(wrt, v)
+            )
+            s = max(1.0, float(np.abs(expected).max(initial=0.0)))
+            np.testing.assert_allclose(
+                getattr(hv, a), expected, rtol=1e-9, atol=1e-11 * s, err_msg=f"H.{a} v"
+            )
+            for b in wrt:
+                block = getattr(getattr(H, a), b)
+                ra, rb = np.ndim(kw[a]), np.ndim(kw[b])
+                mirror = np.transpose(getattr(getattr(H, b), a), tuple(range(rb, rb + ra)) + tuple(range(rb)))
+                s = max(1.0, float(np.abs(block).max(initial=0.0)))
+                np.testing.assert_allclose(
+                    block, mirror, rtol=1e-9, atol=1e-11 * s, err_msg=f"H.{a}.{b} symmetric"
+                )
+
+    _assert_same(before, args, "a derivative function modified an input")
+
+    # float32 stays float32 in every new function
+    args32 = [np.asarray(a, dtype=np.float32) if d.is_float else a for a, d in zip(args, case.inputs)]
+    v32 = [d.astype(np.float32) for d in v]
+    results = [ns["jvp"](*args32, tangents=v32)[1], *ns["jacobian"](*args32)[1]]
+    if case.scalar_output:
+        _, g32, hv32 = ns["hvp"](*args32, v=v32)
+        results += [*g32, *hv32, *(block for row in ns["hessian"](*args32)[2] for block in row)]
+    for r in results:
+        assert np.asarray(r).dtype == np.float32, f"float32 run gave {np.asarray(r).dtype}"
+
+
+@_settings(40)
+@given(cases(ISSUE2), SEEDS)
+def test_derivatives_of_issue2_random_compositions(case, seed):
+    check_derivatives(case, seed)
+
+
+@_settings(40)
+@given(cases(EVERYTHING), SEEDS)
+def test_derivatives_of_all_ops_random_compositions(case, seed):
+    check_derivatives(case, seed)
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_derivatives_of_each_op_in_random_compositions(op):
+    base = ISSUE2 if op in ISSUE2_OPS else EVERYTHING
+    plan = focused(Plan(base.ops, base.max_rank, base.input_rank, min_steps=1, max_steps=3), op)
+
+    @_settings(6)
+    @given(cases(plan), SEEDS)
+    def run(case, seed):
+        assert op in case.ops
+        check_derivatives(case, seed)
+
+    run()
