@@ -12,6 +12,7 @@ import ast
 import difflib
 import keyword
 import math
+import re
 
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
 from gradgen.dims import Dim
@@ -170,12 +171,12 @@ class _Lowerer:
                 )
             if not math.isfinite(node.value):
                 raise _Unsupported(node, f"the literal {label} is not a finite number")
-            return Const(node.value, label)
+            return Const(node.value, literal_text(node.value, label))
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
                 operand = self.expr(node.operand)
                 if isinstance(operand, Const):
-                    return Const(-operand.value, label)
+                    return Const(-operand.value, "-" + operand.text)
                 return self.add("neg", (operand,), (), label, place)
             if isinstance(node.op, ast.UAdd):
                 return self.expr(node.operand)
@@ -250,7 +251,8 @@ class _Lowerer:
         ):
             if not math.isfinite(value.value):
                 raise _Unsupported(node, f"the literal {self.source_of(node)} is not a finite number")
-            return Const(sign * value.value, self.source_of(node))
+            text = literal_text(value.value, self.source_of(value))
+            return Const(sign * value.value, "-" + text if sign < 0 else text)
         raise _Unsupported(
             node, f"{what} must be a number literal, not a tensor expression ({self.source_of(node)})"
         )
@@ -522,7 +524,9 @@ class _Lowerer:
                 continue  # a second definition: the first one stands
             self.name_node(value, name, decl.name.place)
             self.scope[name] = value
-            entries.append(Entry(name, value, decl.expr.value, decl.name.place))
+            entries.append(
+                Entry(name, value, decl.expr.value, decl.name.place, echo(tree.body, decl.expr.value))
+            )
 
         output = None
         if doc.output is not None:
@@ -590,6 +594,42 @@ class _Lowerer:
             tuple(wrt),
             dim_origin,
         )
+
+
+# A number exactly as Python spells one (1, 2.5, .5, 1e-5, 1_000, 0x1F): one token, safe to print as code.
+NUMBER_TOKEN = re.compile(r"[0-9.][0-9A-Za-z_.]*(?:[eE][+-][0-9_]+)?\Z")
+
+
+def literal_text(value, source: str) -> str:
+    """How a literal is printed in generated code and comments: its own spelling when that is a plain
+    number token (``1e-5`` stays ``1e-5``), else Python's rendering of the parsed value (``'sum'``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and NUMBER_TOKEN.match(source):
+        return source
+    return repr(value)
+
+
+def echo(node: ast.expr, source: str) -> str:
+    """A graph entry's expression as one line, rendered from its parse tree, not copied from the spec.
+
+    Line breaks, continuations, Python comments and redundant parentheses of the source are gone; number
+    literals keep their spelling and strings are quoted as ``repr`` quotes them.  The result is still
+    spec-derived text: it is printed only in comments, through ``gradgen.escape.one_line``.
+    """
+    for parent in ast.walk(node):  # iterative: literals become names spelled like the literal
+        for field, value in ast.iter_fields(parent):
+            if isinstance(value, ast.Constant):
+                setattr(parent, field, _spelled(value, source))
+            elif isinstance(value, list):
+                value[:] = [_spelled(v, source) if isinstance(v, ast.Constant) else v for v in value]
+    try:
+        return ast.unparse(node)
+    except RecursionError:  # too deep for ast.unparse: the source, collapsed to one line
+        return " ".join(source.split())
+
+
+def _spelled(node: ast.Constant, source: str) -> ast.Name:
+    segment = ast.get_source_segment(source, node) or ""
+    return ast.Name(id=literal_text(node.value, segment), ctx=ast.Load())
 
 
 def _is_number(node: ast.AST) -> bool:

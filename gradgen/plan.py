@@ -443,7 +443,7 @@ class _Planner:
                 last_entry = n.entry
                 e = entries.get(n.entry)
                 if e is not None:
-                    sw.emit(Stmt(None, None, comment=f"{e.name} = {e.source}"))
+                    sw.emit(Stmt(None, None, comment=f"{e.name} = {e.text}"))
             opdef = TABLE[n.op]
             if _is_number(adj[n.id], sw) and n.op not in NUMBER_SAFE:
                 # a bare number as cotangent (value_and_grad's 1): give it the output's shape and dtype
