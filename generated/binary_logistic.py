@@ -39,6 +39,7 @@ class _Cache(NamedTuple):
 
     x: np.ndarray
     t: np.ndarray
+    p_tail: np.ndarray
     p: np.ndarray
     nll_sub: np.ndarray
     nll_sub_2: np.ndarray
@@ -69,7 +70,12 @@ def forward(x, t, w, b):
     N, D = _bind_dims(x, t, w, b)
     z = x @ w  # [N]
     z += b  # [N]
-    p = 0.5 + 0.5 * np.tanh(0.5 * z)  # [N]
+    p_tail = np.abs(z)  # [N]
+    np.negative(p_tail, out=p_tail)  # [N]
+    np.exp(p_tail, out=p_tail)  # [N]
+    p_tail /= 1 + p_tail  # [N]
+    p = (z >= 0) - p_tail  # [N]
+    np.abs(p, out=p)  # [N]
     nll = np.log(p)  # [N]
     nll *= t  # [N]
     nll_sub = 1 - t  # [N]
@@ -79,12 +85,12 @@ def forward(x, t, w, b):
     nll += nll_mul_2  # [N]
     np.negative(nll, out=nll)  # [N]
     loss = nll.mean()  # []
-    return loss, _Cache(x, t, p, nll_sub, nll_sub_2, N, loss.dtype)
+    return loss, _Cache(x, t, p_tail, p, nll_sub, nll_sub_2, N, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. w, b, given dout = d(objective)/d(loss) []."""
-    x, t, p, nll_sub, nll_sub_2, N, dtype = cache
+    x, t, p_tail, p, nll_sub, nll_sub_2, N, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = mean(nll)
     dnll = np.full((N,), dout / N, dtype=dtype)  # mean rule: broadcast back, divided by the count
@@ -96,8 +102,8 @@ def backward(dout, cache):
     dnll_log *= t  # product rule
     dp += dnll_log / p  # log rule, accumulated over uses (notes section 3)
     # p = sigmoid(z)
-    dz = dp  # sigmoid rule, reusing the forward output
-    dz *= p * (1 - p)  # sigmoid rule, reusing the forward output
+    dz = dp  # sigmoid rule, from the smaller tail
+    dz *= p_tail * (1 - p_tail)  # sigmoid rule, from the smaller tail
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3
@@ -109,7 +115,12 @@ def value_and_grad(x, t, w, b):
     N, D = _bind_dims(x, t, w, b)
     z = x @ w  # [N]
     z += b  # [N]
-    p = 0.5 + 0.5 * np.tanh(0.5 * z)  # [N]
+    p_tail = np.abs(z)  # [N]
+    np.negative(p_tail, out=p_tail)  # [N]
+    np.exp(p_tail, out=p_tail)  # [N]
+    p_tail /= 1 + p_tail  # [N]
+    p = (z >= 0) - p_tail  # [N]
+    np.abs(p, out=p)  # [N]
     nll = np.log(p)  # [N]
     nll *= t  # [N]
     nll_sub = 1 - t  # [N]
@@ -130,8 +141,8 @@ def value_and_grad(x, t, w, b):
     dnll_log *= t  # product rule
     dp += dnll_log / p  # log rule, accumulated over uses (notes section 3)
     # p = sigmoid(z)
-    dz = dp  # sigmoid rule, reusing the forward output
-    dz *= p * (1 - p)  # sigmoid rule, reusing the forward output
+    dz = dp  # sigmoid rule, from the smaller tail
+    dz *= p_tail * (1 - p_tail)  # sigmoid rule, from the smaller tail
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3

@@ -353,18 +353,92 @@ _unary(
 )
 
 
+def _exp_neg_abs(f) -> Var:
+    """exp(-|a|), in (0, 1] for every a: it never overflows (a forward temporary named ``tail``)."""
+    shape = f.t(0).shape
+    magnitude = f.temp("abs", call("np.abs", f.a(0)), shape)
+    negated = f.temp("neg", neg(magnitude), shape)  # (separate steps: one buffer, updated in place)
+    return f.temp("tail", call("np.exp", negated), shape)
+
+
 @op(
     "sigmoid",
     (P("a"),),
-    rule="sigmoid rule, reusing the forward output",
+    rule="sigmoid rule, from the smaller tail",
     elementwise=True,
     derivation="""
-s(a) = 1 / (1 + exp(-a)) = (1 + tanh(a / 2)) / 2, the second form never overflows;
-d s(a) = s(a) (1 - s(a)) da = y (1 - y) da.""",
+s(a) = 1 / (1 + exp(-a)).  With t = s(-|a|) = exp(-|a|) / (1 + exp(-|a|)), the smaller of s(a) and
+1 - s(a), in (0, 1/2]: y = t where a < 0 and 1 - t where a >= 0, computed as |[a >= 0] - t|.
+exp(-|a|) never overflows, and t keeps its relative precision however small it gets, so y is within a
+few ulps over the whole range in float32 and float64 (nonzero down to a = -103 and -745, where
+s(a) underflows), with no overflow warning.  The old 0.5 + 0.5 tanh(a / 2) rounded to 0 below
+a = -20 (float32) and -38 (float64).  ds(a) = s(a) (1 - s(a)) da = t (1 - t) da: the same product
+taken from the tail, so it stays accurate where 1 - y would round to 0 (a > 17 in float32).
+Measured at [1024, 1024] on one thread (float32 / float64 forward): the tanh form 0.69 / 2.6 ms, this
+form 1.34 / 3.3 ms, np.where(a >= 0, 1 - t, t) 5.0 / 10.6 ms, exp(-logaddexp(0, -a)) 16.6 / 18.7 ms;
+the backward t (1 - t) costs what y (1 - y) did.""",
 )
 class Sigmoid(_Unary):
-    forward = staticmethod(lambda f: add(num(0.5), mul(num(0.5), call("np.tanh", mul(num(0.5), f.a(0))))))
-    vjp = staticmethod(lambda b: (mul(b.g, mul(b.y, sub(num(1), b.y))),))
+    @staticmethod
+    def forward(f):
+        tail = _exp_neg_abs(f)
+        f.stmt(tail, add(num(1), tail), op="/=")
+        signed = f.temp("signed", sub(Bin(">=", f.a(0), num(0)), tail), f.t(0).shape)
+        return call("np.abs", signed)
+
+    @staticmethod
+    def vjp(b):
+        tail = b.saved("tail")
+        return (mul(b.g, mul(tail, sub(num(1), tail))),)
+
+
+def _log1p_tail(f) -> Var:
+    """log(1 + exp(-|a|)), in (0, log 2]: the part of softplus and log-sigmoid that needs care."""
+    return f.temp("log1p", call("np.log1p", _exp_neg_abs(f)), f.t(0).shape)
+
+
+@op(
+    "log_sigmoid",
+    (P("a"),),
+    rule="log-sigmoid rule, reusing the forward output",
+    elementwise=True,
+    derivation="""
+log s(a) = -log(1 + exp(-a)) = min(a, 0) - log1p(exp(-|a|)): no exp of a positive number, and the two
+terms never cancel (both <= 0), so y is within a few ulps for every a in float32 and float64; it is
+0 only where the true value is below the smallest subnormal (a > 103 in float32, > 745 in float64).
+(-np.logaddexp(0, -a) is as exact but measured 10x slower at [1024, 1024].)  d log s(a) =
+(1 - s(a)) da = s(-a) da, and s(-a) = 1 - exp(y) = -expm1(y): from the output, with expm1 exact where
+y is near 0 (a large), so the derivative keeps its relative precision over the whole range.""",
+)
+class LogSigmoid(_Unary):
+    @staticmethod
+    def forward(f):
+        soft = _log1p_tail(f)
+        low = f.temp("min", call("np.minimum", f.a(0), num(0)), f.t(0).shape)
+        return sub(low, soft)
+
+    vjp = staticmethod(lambda b: (mul(b.g, neg(call("np.expm1", b.y))),))
+
+
+@op(
+    "softplus",
+    (P("a"),),
+    rule="softplus rule, reusing the forward output",
+    elementwise=True,
+    derivation="""
+softplus(a) = log(1 + exp(a)) = max(a, 0) + log1p(exp(-|a|)): no overflow, no cancellation (both terms
+>= 0), within a few ulps for every a in float32 and float64 (0 only where the true value underflows,
+a < -103 in float32, < -745 in float64).  d softplus(a) = s(a) da, and s(a) = 1 - exp(-y) =
+-expm1(-y): from the output, exact to a few ulps over the whole range.""",
+)
+class Softplus(_Unary):
+    @staticmethod
+    def forward(f):
+        soft = _log1p_tail(f)
+        high = f.temp("max", call("np.maximum", f.a(0), num(0)), f.t(0).shape)
+        return add(high, soft)
+
+    vjp = staticmethod(lambda b: (mul(b.g, neg(call("np.expm1", neg(b.y)))),))
 
 
 @op(

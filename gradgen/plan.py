@@ -308,6 +308,8 @@ NUMBER_SAFE = frozenset(
         "sqrt",
         "tanh",
         "sigmoid",
+        "log_sigmoid",
+        "softplus",
         "square",
         "abs",
         "sum",
@@ -503,6 +505,7 @@ class _Planner:
         out_shape = self.types[n.id].shape
         shapes = dict.fromkeys(self.dim_var.values(), ())
         shapes["dout"] = ()
+        shapes.update(self.temp_shapes)  # forward temporaries a rule reads (sigmoid's tail)
         for _i, a in enumerate(n.args):
             if isinstance(a, int):
                 shapes[self.var[a]] = self.types[a].shape
