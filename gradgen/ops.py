@@ -20,6 +20,7 @@ from gradgen.expr import (
     Index,
     Lit,
     Method,
+    Neg,
     Slice,
     Tuple,
     Var,
@@ -284,7 +285,14 @@ class _Unary:
 @op("neg", (P("a"),), rule="negation rule", elementwise=True, callable=False, derivation="d(-a) = -da.")
 class Neg_(_Unary):
     forward = staticmethod(lambda f: neg(f.a(0)))
-    vjp = staticmethod(lambda b: (neg(b.g),))
+
+    @staticmethod
+    def vjp(b):
+        formed = b.definition(b.g)
+        if isinstance(formed, Neg):  # the cotangent was formed negated: -(-x) is x, no second pass
+            b.note("negation rule (the two signs cancel)")
+            return (formed.a,)
+        return (neg(b.g),)
 
 
 @op(

@@ -10,6 +10,7 @@ from gradgen.load import load
 from gradgen.lower import lower
 from gradgen.plan import Plan, plan
 from gradgen.render import render_module, render_test
+from gradgen.rewrite import rewrite
 from gradgen.shapes import infer
 
 
@@ -22,10 +23,10 @@ class Built:
 
 
 def plan_text(path: str, text: str) -> tuple[Plan, list[Diagnostic]]:
-    """load -> lower -> shapes -> plan; raises SpecError with every error found."""
+    """load -> lower -> shapes -> rewrite -> plan; raises SpecError with every error found."""
     doc = load(path, text)
     graph, warnings = lower(doc)
-    typed = infer(graph)
+    typed = rewrite(infer(graph))
     return plan(typed), warnings
 
 

@@ -116,3 +116,115 @@ def test_old_sigmoid_formula_fails_where_the_new_one_holds():
         z = dtype(-40.0)
         assert dtype(0.5) + dtype(0.5) * np.tanh(z / dtype(2)) == 0
         assert dtype(float(sigmoid(-40.0))) != 0
+
+
+# -- the rewrites, end to end ------------------------------------------------------------------------
+
+
+REWRITTEN = {
+    # spec expression of z: (value, derivative)
+    "log(sigmoid(z))": (lambda z: -softplus(-z), lambda z: sigmoid(-z)),
+    "log(1 - sigmoid(z))": (lambda z: -softplus(z), lambda z: -sigmoid(z)),
+    "log(1.0 - sigmoid(z))": (lambda z: -softplus(z), lambda z: -sigmoid(z)),
+    "log(1 + exp(z))": (softplus, sigmoid),
+    "log(exp(z) + 1)": (softplus, sigmoid),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("expr", sorted(REWRITTEN))
+def test_rewritten_compositions_are_exact_at_the_edges(expr, dtype):
+    mod = module_from(f"inputs:\n  z: [N]\ngraph:\n  y: {expr}\n")
+    value, derivative = REWRITTEN[expr]
+    z = np.array(EDGES, dtype=dtype)
+    y, cache = strict(mod.forward, z)
+    (dz,) = strict(mod.backward, np.ones_like(z), cache)
+    for k, zk in enumerate(EDGES):
+        close(y[k], value(zk), dtype, f"{expr} at {zk}")
+        close(dz[k], derivative(zk), dtype, f"d/dz {expr} at {zk}")
+
+
+def _lse(row) -> Decimal:
+    m = max(Decimal(v) for v in row)
+    return CTX.add(m, CTX.ln(sum((_exp(Decimal(v) - m) for v in row), Decimal(0))))
+
+
+LOGITS = ((1000.0, 0.0, -1000.0), (-200.0, -150.0, -100.0), (30.0, 29.0, -80.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_log_softmax_and_logsumexp_rewrites_with_huge_logits(dtype):
+    mod = module_from(
+        "inputs:\n  x: [N, C]\n  v: [N, C]\ngraph:\n"
+        "  a: log(softmax(x)) * v\n  b: log(sum(exp(x), axis=1))\n  loss: sum(a) + sum(b)\n"
+    )
+    x = np.array(LOGITS, dtype=dtype)
+    v = np.array([[1.0, 2.0, 3.0]] * len(LOGITS), dtype=dtype)
+    out, cache = strict(mod.forward, x, v)
+    grads = strict(mod.backward, 1.0, cache)
+    want = Decimal(0)
+    for i, row in enumerate(LOGITS):
+        lse = _lse(row)
+        want += lse + sum((Decimal(v[i, c].item()) * (Decimal(row[c]) - lse) for c in range(3)), Decimal(0))
+    # sum(v) = 6 per row: d/dx_c = v_c - 6 softmax_c + softmax_c
+    for i, row in enumerate(LOGITS):
+        lse = _lse(row)
+        for c in range(3):
+            p = _exp(Decimal(row[c]) - lse)
+            close(grads.x[i, c], Decimal(v[i, c].item()) - 5 * p, dtype, f"dx[{i}, {c}]")
+    assert abs(float(out) - float(want)) <= 8 * np.finfo(dtype).eps * abs(float(want))
+
+
+# -- the shipped binary_logistic spec, unchanged, at |z| = 1000 ------------------------------------
+
+
+def _binary_logistic():
+    path = ROOT / "specs" / "binary_logistic.yaml"
+    return module_from(path.read_text(), "specs/binary_logistic.yaml")
+
+
+BL_CASES = [(z, t) for z in EDGES for t in (0.0, 1.0)] + [(-1000.0, 0.25), (1000.0, 0.75), (35.0, 0.5)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("z, t", BL_CASES)
+def test_binary_logistic_value_and_gradient_at_the_edges(z, t, dtype):
+    """One example with x = [[1]], w = [z], b = 0: loss = t softplus(-z) + (1 - t) softplus(z) and
+    d loss / dz = sigmoid(z) - t, which is both dw and db."""
+    mod = _binary_logistic()
+    x = np.ones((1, 1), dtype=dtype)
+    w = np.array([z], dtype=dtype)
+    b = dtype(0.0)
+    t_ = np.array([t], dtype=dtype)
+    loss, grads = strict(mod.value_and_grad, x, t_, w, b)
+    dt = Decimal(t)
+    want = CTX.add(CTX.multiply(dt, softplus(-z)), CTX.multiply(1 - dt, softplus(z)))
+    dz = CTX.subtract(sigmoid(z), dt)
+    close(loss, want, dtype, f"loss at z={z}, t={t}")
+    close(grads.w[0], dz, dtype, f"dw at z={z}, t={t}")
+    close(grads.b, dz, dtype, f"db at z={z}, t={t}")
+    # forward + backward agree with the fused function bit for bit
+    out, cache = strict(mod.forward, x, t_, w, b)
+    again = strict(mod.backward, 1.0, cache)
+    assert out == loss and again.w[0] == grads.w[0] and again.b == grads.b
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_binary_logistic_batch_of_badly_classified_examples(dtype):
+    """A batch mixing |z| = 1000 with ordinary values: finite, and the mean of the per-example terms."""
+    mod = _binary_logistic()
+    zs = np.array([-1000.0, 1000.0, -20.0, 3.0, 100.0], dtype=dtype)
+    ts = np.array([1.0, 0.0, 1.0, 0.0, 1.0], dtype=dtype)
+    x = np.eye(5, dtype=dtype)
+    loss, grads = strict(mod.value_and_grad, x, ts, zs.copy(), dtype(0.0))
+    terms = [
+        CTX.add(
+            CTX.multiply(Decimal(t.item()), softplus(-z.item())),
+            CTX.multiply(1 - Decimal(t.item()), softplus(z.item())),
+        )
+        for z, t in zip(zs, ts)
+    ]
+    close(loss, CTX.divide(sum(terms, Decimal(0)), 5), dtype, "mean loss")
+    for k in range(5):
+        dz = CTX.divide(CTX.subtract(sigmoid(zs[k].item()), Decimal(ts[k].item())), 5)
+        close(grads.w[k], dz, dtype, f"dw[{k}]")
