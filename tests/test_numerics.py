@@ -228,3 +228,49 @@ def test_binary_logistic_batch_of_badly_classified_examples(dtype):
     for k in range(5):
         dz = CTX.divide(CTX.subtract(sigmoid(zs[k].item()), Decimal(ts[k].item())), 5)
         close(grads.w[k], dz, dtype, f"dw[{k}]")
+
+
+# -- the audit's documented ranges: masks and huge logits ---------------------------------------------
+
+
+MASKED = ((2.0, -np.inf, 0.5, -1.0), (-np.inf, -np.inf, 3.0, -np.inf), (1e30, -1e30, 0.0, -np.inf))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize(
+    "expr", ["sum(softmax(x) * v)", "sum(logsumexp(x) * v[0])", "softmax_cross_entropy(x, y)"]
+)
+def test_masked_and_huge_logits_stay_finite(expr, dtype):
+    """-inf entries (a mask) and logits of 1e30: finite values, exact zeros where the mask is, no
+    warning, and the same result as the float64 reference on the unmasked entries."""
+    expr = expr.replace("v[0]", "1")
+    spec = (
+        "inputs:\n  x: [N, C]\n  v: [N, C]\n  y: {shape: [N], dtype: int}\n"
+        f"graph:\n  loss: {expr}\nwrt: [x]\n"
+    )
+    mod = module_from(spec)
+    x = np.array(MASKED, dtype=dtype)
+    v = np.arange(1.0, 13.0, dtype=dtype).reshape(3, 4)
+    y = np.array([0, 2, 0])
+    loss, grads = strict(mod.value_and_grad, x, v, y)
+    assert np.isfinite(loss) and np.all(np.isfinite(grads.x))
+    assert np.all(grads.x[np.isneginf(x)] == 0)
+    x64 = np.array(MASKED)
+    m = x64.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        p = np.exp(x64 - m)
+    p /= p.sum(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(x64 - m).sum(axis=1, keepdims=True)))[:, 0]
+    if expr.startswith("sum(softmax"):
+        vv = np.arange(1.0, 13.0).reshape(3, 4)
+        want, dx = (p * vv).sum(), p * (vv - (p * vv).sum(axis=1, keepdims=True))
+    elif expr.startswith("sum(logsumexp"):
+        want, dx = lse.sum(), p
+    else:
+        want = (lse - x64[np.arange(3), y]).mean()
+        dx = p.copy()
+        dx[np.arange(3), y] -= 1
+        dx /= 3
+    tol = 8 * np.finfo(dtype).eps
+    assert abs(loss - want) <= tol * max(1.0, abs(want)), (loss, want)
+    np.testing.assert_allclose(grads.x, dx, rtol=tol, atol=tol)
