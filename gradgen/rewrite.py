@@ -16,11 +16,12 @@ soon as its logit trails the largest by 104, and the log of any of these is -inf
 nan.  The stable ops never form the value that rounds.
 
 The replacement takes the log node's name, label, place and graph entry, and carries a ``note`` that the
-planner prints on the first generated line of the node.  The intermediate (the sigmoid, the exp, the
-softmax) stays in the graph: when nothing else reads it, the planner does not compute it; when something
-does (the sigmoid is also the output, say), it is computed for that use and the log is rewritten all the
-same.  Computing the stable form beside the shared value costs one more pass over the data, but the log
-of a value that has already rounded to 0 or 1 cannot be repaired afterwards.
+planner prints once above the lines of that graph entry, in forward and in backward.  The intermediate
+(the sigmoid, the exp, the softmax) stays in the graph: when nothing else reads it, the planner does not
+compute it; when something does (the sigmoid is also the output, say), it is computed for that use and
+the log is rewritten all the same.  Computing the stable op beside the shared value costs its own passes
+over the data, where the log of the shared value would cost one; but the log of a value that has already
+rounded to 0 or 1 cannot be repaired afterwards, and no cheaper form keeps the answer.
 """
 
 from __future__ import annotations
