@@ -29,6 +29,7 @@ class Node:
     label: str  # how messages refer to it: its name, or its source text
     place: Place
     entry: str | None = None  # the graph entry this node belongs to (None for inputs)
+    note: str | None = None  # why the node differs from what the spec wrote (gradgen.rewrite)
 
     def attr(self, key: str, default=None):
         for k, v in self.attrs:

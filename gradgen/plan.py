@@ -40,11 +40,16 @@ from gradgen.ops import TABLE
 # statements
 
 
+# Stmt.op of a comment-only line that explains the lines below it (a rewrite's note), as opposed to
+# the comment-only lines that head each graph entry's part of the backward pass.
+NOTE = "note"
+
+
 @dataclass
 class Stmt:
     target: str | None  # internal variable name (may carry a '#k' version suffix)
-    expr: E | None
-    op: str = "="  # "=", or an augmented "+=", "-=", "*=", "/="
+    expr: E | None  # None: a comment-only line
+    op: str = "="  # "=", or an augmented "+=", "-=", "*=", "/=", or NOTE
     index: tuple[E, ...] | None = None  # target[index] op= expr
     comment: str | None = None
 
@@ -308,6 +313,8 @@ NUMBER_SAFE = frozenset(
         "sqrt",
         "tanh",
         "sigmoid",
+        "log_sigmoid",
+        "softplus",
         "square",
         "abs",
         "sum",
@@ -393,6 +400,10 @@ class _Planner:
                 if hint in self.namer.taken:  # dout, say, for an entry named out: d_out reads better
                     hint = f"d_{self.var[n.id]}"
                 self.adj_name[n.id] = self.namer.fresh(hint, kind, "bwd")
+        self.noted: dict[str | None, list[Node]] = {}  # graph entry -> its rewritten live nodes
+        for n in g.nodes:
+            if n.note is not None and n.id in self.live:
+                self.noted.setdefault(n.entry, []).append(n)
 
     def dim_expr(self, d: Dim) -> E:
         if d.is_const:
@@ -406,6 +417,14 @@ class _Planner:
             expr = term if expr is None else Bin("+", expr, term)
         return expr
 
+    def notes(self, entry: str | None, backward: bool = False) -> list[str]:
+        """What gradgen.rewrite changed in a graph entry, once each, printed at the head of its lines."""
+        out: list[str] = []
+        for n in self.noted.get(entry, ()):
+            if n.note not in out and (not backward or self.needs_grad[n.id]):
+                out.append(n.note)
+        return out
+
     # -- forward ---------------------------------------------------------------------------------
     def forward(self) -> list[Stmt]:
         stmts: list[Stmt] = []
@@ -415,6 +434,7 @@ class _Planner:
                 continue
             if n.entry != entry:
                 entry = n.entry
+                stmts += [Stmt(None, None, NOTE, comment=note) for note in self.notes(entry)]
             ctx = FwdCtx(self, n, stmts)
             e = TABLE[n.op].forward(ctx)
             if e is not None:
@@ -444,6 +464,8 @@ class _Planner:
                 e = entries.get(n.entry)
                 if e is not None:
                     sw.emit(Stmt(None, None, comment=f"{e.name} = {e.text}"))
+                for note in self.notes(n.entry, backward=True):
+                    sw.emit(Stmt(None, None, NOTE, comment=note))
             opdef = TABLE[n.op]
             if _is_number(adj[n.id], sw) and n.op not in NUMBER_SAFE:
                 # a bare number as cotangent (value_and_grad's 1): give it the output's shape and dtype
@@ -503,6 +525,7 @@ class _Planner:
         out_shape = self.types[n.id].shape
         shapes = dict.fromkeys(self.dim_var.values(), ())
         shapes["dout"] = ()
+        shapes.update(self.temp_shapes)  # forward temporaries a rule reads (sigmoid's tail)
         for _i, a in enumerate(n.args):
             if isinstance(a, int):
                 shapes[self.var[a]] = self.types[a].shape
@@ -933,7 +956,7 @@ def plan(tg: TypedGraph) -> Plan:
 def _forward_length(stmts: list[Stmt]) -> int:
     """Where value_and_grad's backward part starts: at its first comment-only line."""
     for i, s in enumerate(stmts):
-        if s.expr is None:
+        if s.expr is None and s.op != NOTE:
             return i
     return len(stmts)
 

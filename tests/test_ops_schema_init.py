@@ -83,7 +83,7 @@ def test_ops_unknown_name_exits_2_with_a_hint(runner):
 
 def test_unknown_op_in_a_spec_points_at_gradgen_ops(runner, tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text("inputs:\n  x: [N]\ngraph:\n  y: sum(softplus(x))\n")
+    spec.write_text("inputs:\n  x: [N]\ngraph:\n  y: sum(erfc(x))\n")
     result = run(runner, "build", spec, "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert "`gradgen ops NAME` describes each" in result.stderr
