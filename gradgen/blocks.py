@@ -385,7 +385,10 @@ class Blocks:
                     and value not in named
                     and lw.nodes[value].name is None
                 ):
-                    lw.nodes[value] = dataclasses.replace(lw.nodes[value], hint=lw.hint_prefix, label=name)
+                    # the call's value is named after the block (h1_up_layernorm) until the entry that
+                    # makes the call names it; an inner entry's value after that entry (h1_up_mu)
+                    hint = f"{prefix}_{block}" if is_output else lw.hint_prefix
+                    lw.nodes[value] = dataclasses.replace(lw.nodes[value], hint=hint, label=name)
                     named.add(value)
                 lw.scope[name] = value
             return lw.scope[bdef.output]

@@ -981,14 +981,14 @@ def _forward_length(stmts: list[Stmt]) -> int:
 
 
 def _section(e, origin) -> str:
-    """The comment that opens a backward section: the entry, and for an inlined block the entry of
-    the block (and of every block in between) with the block's line."""
-    text = f"{e.name} = {e.source}"
-    for frame in origin:
-        text += f" -> {frame.entry} = {frame.source}"
-    if origin:
-        text += f" (block {origin[-1].block}, line {origin[-1].place.line})"
-    return text
+    """The comment that opens a backward section: the entry; for an inlined block, the chain of calls
+    (entry: block) and the block's entry with its line (h1: layer -> up: layernorm -> mu = ...)."""
+    if not origin:
+        return f"{e.name} = {e.source}"
+    callers = [e.name] + [frame.entry for frame in origin[:-1]]
+    chain = " -> ".join(f"{c}: {frame.block}" for c, frame in zip(callers, origin))
+    last = origin[-1]
+    return f"{chain} -> {last.entry} = {last.source} (block {last.block}, line {last.place.line})"
 
 
 def _drop_empty_notes(stmts: list[Stmt]) -> list[Stmt]:

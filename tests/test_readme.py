@@ -29,3 +29,9 @@ def test_readme_shows_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert "pip install -e '.[dev]' && gradgen build specs/" in readme
     assert "\n```\npytest\n```\n" in readme
+
+
+def test_blocks_example_spec_is_specs_transformer2():
+    readme = (ROOT / "README.md").read_text()
+    spec = (ROOT / "specs" / "transformer2.yaml").read_text()
+    assert spec in _blocks(readme, "yaml"), "README's blocks example differs from specs/transformer2.yaml"
