@@ -617,7 +617,7 @@ def backward(dout, cache):
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh2_a += np.broadcast_to(dh2_up_mu / (Dh * H), (B, T, Dh * H))
     # h2: layer -> a = x + attention(layernorm(x, norm_g, norm_b), Wq, Wk, Wv, Wo) (block layer, line 60)
-    # h2: layer -> a: attention -> out = einsum("bhtd,hde->bte", weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
+    # h2: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
     dh2_a_einsum = dh2_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh2_a_matmul = np.einsum("bte,hde->bhtd", dh2_a_einsum, Wo2)
@@ -716,7 +716,7 @@ def backward(dout, cache):
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh1_a += np.broadcast_to(dh1_up_mu / (Dh * H), (B, T, Dh * H))
     # h1: layer -> a = x + attention(layernorm(x, norm_g, norm_b), Wq, Wk, Wv, Wo) (block layer, line 60)
-    # h1: layer -> a: attention -> out = einsum("bhtd,hde->bte", weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
+    # h1: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
     dh1_a_einsum = dh1_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh1_a_matmul = np.einsum("bte,hde->bhtd", dh1_a_einsum, Wo1)
@@ -984,7 +984,7 @@ def value_and_grad(
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh2_a += np.broadcast_to(dh2_up_mu / (Dh * H), (B, T, Dh * H))
     # h2: layer -> a = x + attention(layernorm(x, norm_g, norm_b), Wq, Wk, Wv, Wo) (block layer, line 60)
-    # h2: layer -> a: attention -> out = einsum("bhtd,hde->bte", weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
+    # h2: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
     dh2_a_einsum = dh2_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh2_a_matmul = np.einsum("bte,hde->bhtd", dh2_a_einsum, Wo2)
@@ -1083,7 +1083,7 @@ def value_and_grad(
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh1_a += np.broadcast_to(dh1_up_mu / (Dh * H), (B, T, Dh * H))
     # h1: layer -> a = x + attention(layernorm(x, norm_g, norm_b), Wq, Wk, Wv, Wo) (block layer, line 60)
-    # h1: layer -> a: attention -> out = einsum("bhtd,hde->bte", weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
+    # h1: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
     dh1_a_einsum = dh1_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh1_a_matmul = np.einsum("bte,hde->bhtd", dh1_a_einsum, Wo1)

@@ -39,6 +39,7 @@ class BlockDef:
     dims: tuple[str, ...]  # the block's own dims (declared shapes only)
     entries: tuple[tuple[EntryDecl, ast.Expression], ...]  # the entries that parsed
     output: str
+    texts: dict[str, str]  # each entry's expression as one canonical line (comments echo it)
     calls: int = 0
 
 
@@ -125,7 +126,8 @@ class Blocks:
             self.typer.forget(mark[0])
         if output is None:
             return None
-        return BlockDef(decl, params, declared, places, dims, tuple(entries), output)
+        texts = {e.name.value: _lower.echo_source(e.expr.value) for e, _ in entries}
+        return BlockDef(decl, params, declared, places, dims, tuple(entries), output, texts)
 
     def signature(self, decl: BlockDecl):
         """The params, their declared shapes and dtypes (or None), their places, the block's dims."""
@@ -358,6 +360,7 @@ class Blocks:
         later = {e.name.value: e.name.place for e, _ in bdef.entries}
         start = len(lw.nodes)
         named: set[int] = set()  # nodes that an entry of this call already names
+        call_text = _lower.echo_source(label)
         with self.context(scope=dict(values), later=later, dim_env=env):
             for entry, tree in bdef.entries:
                 name = entry.name.value
@@ -365,10 +368,10 @@ class Blocks:
                 frame = Inlined(
                     block,
                     caller,
-                    _one_line(label),
+                    call_text,
                     place,
                     name,
-                    _one_line(entry.expr.value),
+                    bdef.texts[name],
                     entry.name.place,
                     is_output,
                 )
@@ -514,8 +517,3 @@ def _axis_detail(ax: int, actual: Dim, d: Dim, want: Dim, env, source) -> str:
 
 def _a(dtype: str) -> str:
     return "an int" if dtype == "int" else "a float"
-
-
-def _one_line(text: str) -> str:
-    """Source text for a one-line comment: whitespace runs (newlines too) become one space."""
-    return " ".join(text.split())

@@ -61,7 +61,7 @@ def unknown_op(name: str, node: ast.Call, ops, blocks=()) -> str:
         return f"unknown op {name!r}; {hint}"
     close = difflib.get_close_matches(name, sorted({*ops, *blocks}), n=1)
     lead = f"; did you mean {close[0]!r}?" if close else ";"
-    return f"unknown op {name!r}{lead} known ops: {', '.join(sorted(ops))}"
+    return f"unknown op {name!r}{lead} known ops: {', '.join(sorted(ops))}; `gradgen ops NAME` describes each"
 
 
 def attribute_call(node: ast.Call, func: ast.Attribute, is_value, ops) -> str:

@@ -95,8 +95,9 @@ class InputInfo:
 class Entry:
     name: str
     node: int
-    source: str
+    source: str  # the expression as written in the spec (for messages; never printed into code)
     place: Place
+    text: str  # the parsed expression as one canonical line: what generated comments echo
 
 
 @dataclass(frozen=True)

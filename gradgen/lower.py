@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import keyword
 import math
+import re
 
 from gradgen import blocks, hints, numbers
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
@@ -186,7 +187,7 @@ class _Lowerer:
                 raise _Unsupported(node, f"the literal {label} is too large for a float")
             if not math.isfinite(node.value):
                 raise _Unsupported(node, f"the literal {label} is not a finite number")
-            return Const(node.value, label)
+            return Const(node.value, literal_text(node.value, label))
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
                 operand = self.expr(node.operand)
@@ -320,7 +321,7 @@ class _Lowerer:
         if a.num is not None:
             return self.run_const(numbers.run_neg(a.num), label)
         if isinstance(node.operand, ast.Constant):
-            return Const(-a.value, label)  # a signed literal keeps its spelling
+            return Const(-a.value, "-" + a.text)  # a signed literal keeps its spelling
         return Const(-a.value, numbers.literal_text(-a.value))
 
     def fold_call(self, opname: str, a: Const, node: ast.AST, label: str) -> Const:
@@ -677,7 +678,7 @@ class _Lowerer:
                 continue  # a second definition: the first one stands
             self.name_node(value, name, decl.name.place)
             self.scope[name] = value
-            entries.append(Entry(name, value, decl.expr.value, decl.name.place))
+            entries.append(Entry(name, value, decl.expr.value, decl.name.place, echo_source(decl.expr.value)))
 
         output = None
         if doc.output is not None:
@@ -752,6 +753,47 @@ class _Lowerer:
             tuple(wrt),
             dim_origin,
         )
+
+
+# A number exactly as Python spells one (1, 2.5, .5, 1e-5, 1_000, 0x1F): one token, safe to print as code.
+NUMBER_TOKEN = re.compile(r"[0-9.][0-9A-Za-z_.]*(?:[eE][+-][0-9_]+)?\Z")
+
+
+def literal_text(value, source: str) -> str:
+    """How a literal is printed in generated code and comments: its own spelling when that is a plain
+    number token (``1e-5`` stays ``1e-5``), else Python's rendering of the parsed value (``'sum'``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and NUMBER_TOKEN.match(source):
+        return source
+    return repr(value)
+
+
+def echo(node: ast.expr, source: str) -> str:
+    """A graph entry's expression as one line, rendered from its parse tree, not copied from the spec.
+
+    Line breaks, continuations, Python comments and redundant parentheses of the source are gone; number
+    literals keep their spelling and strings are quoted as ``repr`` quotes them.  The result is still
+    spec-derived text: it is printed only in comments, through ``gradgen.escape.one_line``.
+    """
+    for parent in ast.walk(node):  # iterative: literals become names spelled like the literal
+        for field, value in ast.iter_fields(parent):
+            if isinstance(value, ast.Constant):
+                setattr(parent, field, _spelled(value, source))
+            elif isinstance(value, list):
+                value[:] = [_spelled(v, source) if isinstance(v, ast.Constant) else v for v in value]
+    try:
+        return ast.unparse(node)
+    except RecursionError:  # too deep for ast.unparse: the source, collapsed to one line
+        return " ".join(source.split())
+
+
+def echo_source(source: str) -> str:
+    """``echo`` of an expression's text (parsed afresh: ``echo`` rewrites the tree it is given)."""
+    return echo(ast.parse(source, mode="eval").body, source)
+
+
+def _spelled(node: ast.Constant, source: str) -> ast.Name:
+    segment = ast.get_source_segment(source, node) or ""
+    return ast.Name(id=literal_text(node.value, segment), ctx=ast.Load())
 
 
 def _is_number(node: ast.AST) -> bool:

@@ -1086,8 +1086,8 @@ class Einsum:
         if "." in text:
             s.fail("einsum with ... (ellipsis) is not supported; name every axis")
         for t in terms + [out]:
-            if not t.isalpha() and t != "":
-                s.fail(f"einsum subscripts must be letters; got {t!r}")
+            if not (t.isascii() and t.isalpha()) and t != "":  # NumPy takes a-z and A-Z only
+                s.fail(f"einsum subscripts must be ASCII letters (a-z, A-Z); got {t!r}")
         for t in terms + [out]:
             if len(set(t)) != len(t):
                 s.fail(f"einsum term {t!r} repeats an index (a diagonal or trace); this is not supported")

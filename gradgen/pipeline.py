@@ -11,6 +11,7 @@ from gradgen.lower import lower
 from gradgen.plan import Plan, plan
 from gradgen.render import render_module, render_test
 from gradgen.shapes import infer
+from gradgen.verify import UnsafeOutput, verify
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,13 @@ def plan_text(path: str, text: str) -> tuple[Plan, list[Diagnostic]]:
 
 
 def build_text(path: str, text: str) -> Built:
+    """The generated files of one spec; raises UnsafeOutput (a gradgen bug) if one fails verification."""
     p, warnings = plan_text(path, text)
     module = black_format(render_module(p))
     test = black_format(render_test(p))
-    return Built(path, p.name, ((f"{p.name}.py", module), (f"test_{p.name}.py", test)), tuple(warnings))
+    files = ((f"{p.name}.py", module), (f"test_{p.name}.py", test))
+    verify(p, files)
+    return Built(path, p.name, files, tuple(warnings))
 
 
-__all__ = ["Built", "SpecError", "build_text", "plan_text"]
+__all__ = ["Built", "SpecError", "UnsafeOutput", "build_text", "plan_text"]

@@ -444,8 +444,8 @@ class _Planner:
                 call = here
                 if n.origin and n.entry in entries:
                     e, frame = entries[n.entry], n.origin[0]
-                    text = f"{e.name} = {e.source}, inlined from block {frame.block}"
-                    stmts.append(Stmt(None, None, comment=" ".join(text.split()), note=True))
+                    text = f"{e.name} = {e.text}, inlined from block {frame.block}"
+                    stmts.append(Stmt(None, None, comment=text, note=True))
             ctx = FwdCtx(self, n, stmts)
             e = TABLE[n.op].forward(ctx)
             if e is not None:
@@ -984,7 +984,7 @@ def _section(e, origin) -> str:
     """The comment that opens a backward section: the entry; for an inlined block, the chain of calls
     (entry: block) and the block's entry with its line (h1: layer -> up: layernorm -> mu = ...)."""
     if not origin:
-        return f"{e.name} = {e.source}"
+        return f"{e.name} = {e.text}"
     callers = [e.name] + [frame.entry for frame in origin[:-1]]
     chain = " -> ".join(f"{c}: {frame.block}" for c, frame in zip(callers, origin))
     last = origin[-1]

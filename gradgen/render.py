@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gradgen import __version__
+from gradgen.escape import one_line
 from gradgen.plan import Plan
 
 SIZE_SEQUENCE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
@@ -43,6 +44,7 @@ def _lines(lines) -> list[str]:
     out = []
     for line in lines:
         code, comment = line.code, line.comment
+        comment = one_line(comment) if comment else comment
         if not code:
             if comment:
                 out.append(f"# {comment}")
@@ -124,12 +126,12 @@ def render_module(plan: Plan) -> str:
         .get_template("module.py.j2")
         .render(
             version=__version__,
-            source=plan.source_path,
+            source=one_line(plan.source_path),
             name=plan.name,
-            description=plan.description,
-            inputs=[{"name": n, "shape": s, "dtype": d} for n, s, d in plan.inputs],
-            output=plan.output,
-            output_shape=plan.output_shape,
+            description=one_line(plan.description),
+            inputs=[{"name": n, "shape": one_line(s), "dtype": d} for n, s, d in plan.inputs],
+            output=one_line(plan.output),
+            output_shape=one_line(plan.output_shape),
             scalar_output=plan.scalar_output,
             wrt=list(plan.wrt),
             args=args,
@@ -183,7 +185,7 @@ def render_test(plan: Plan) -> str:
         .get_template("test_module.py.j2")
         .render(
             version=__version__,
-            source=plan.source_path,
+            source=one_line(plan.source_path),
             name=plan.name,
             sizes="{" + ", ".join(f'"{k}": {v}' for k, v in sizes.items()) + "}",
             wrt_list="[" + ", ".join(f'"{w}"' for w in plan.wrt) + "]",

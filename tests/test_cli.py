@@ -154,7 +154,8 @@ def test_second_build_reports_unchanged_and_does_not_rewrite(runner, specs, tmp_
     result = run(runner, "build", specs, "--out", out)
     assert result.exit_code == 0, result.output
     assert "written" not in result.stdout
-    assert result.stdout.count("unchanged") == 4
+    assert result.stdout.count("unchanged ") == 4
+    assert result.stdout.splitlines()[-1] == "2 specs: 4 unchanged"
     assert all(p.stat().st_mtime_ns == OLD_NS for p in out.iterdir())
 
 

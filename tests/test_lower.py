@@ -380,7 +380,9 @@ def test_reshape_shapes_take_products_and_dims_of_the_spec():
 def test_an_entry_that_failed_is_still_a_known_name():
     msgs = errors("inputs:\n  x: [N]\ngraph:\n  h: foo(x)\n  k: exp(h) + h\n  m: k * 2 + q\noutput: m\n")
     assert msgs == [
-        "spec.yaml:4:6: error: unknown op 'foo'; known ops: " + ", ".join(sorted(CALLABLE)),
+        "spec.yaml:4:6: error: unknown op 'foo'; known ops: "
+        + ", ".join(sorted(CALLABLE))
+        + "; `gradgen ops NAME` describes each",
     ]
 
 

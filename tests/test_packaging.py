@@ -61,6 +61,8 @@ def test_wheel_contains_the_templates(wheel):
             assert f"gradgen/templates/{t}" in names, sorted(names)
             assert zf.read(f"gradgen/templates/{t}") == (REPO / "templates" / t).read_bytes()
         assert "gradgen/cli.py" in names and "gradgen/__main__.py" in names
+        # the spec schema for editors (gradgen schema prints it from the installed package)
+        assert zf.read("gradgen/spec.schema.json") == (REPO / "gradgen" / "spec.schema.json").read_bytes()
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         assert "gradgen = gradgen.cli:main" in zf.read(entry_points).decode()
 

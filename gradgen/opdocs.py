@@ -1,0 +1,268 @@
+"""What ``gradgen ops`` says about each op: its signature, shape rule and gradient, in words.
+
+The op table (``gradgen/ops.py``) holds what the code generator needs, including each op's rule text
+and derivation; this module adds the descriptions a person reads, one row per op, and the signature
+built from the op's parameters.  ``tests/test_ops_cli.py`` keeps the two tables in step.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass
+
+from gradgen.ops import TABLE, OpDef
+
+
+@dataclass(frozen=True)
+class OpDoc:
+    summary: str
+    shape: str
+    vjp: str  # g is the cotangent of the output y
+
+
+OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
+
+DOCS: dict[str, OpDoc] = {
+    "add": OpDoc(
+        "elementwise sum",
+        "NumPy broadcasting, decided on symbolic dims at build time",
+        "g to both operands; a broadcast operand gets g summed over its broadcast axes (notes section 6)",
+    ),
+    "sub": OpDoc("elementwise difference", "as +", "g to a and -g to b, each reduced as for +"),
+    "mul": OpDoc(
+        "elementwise (Hadamard) product",
+        "as +",
+        "g * b to a and g * a to b; a broadcast row y in y * X gets (g * X) summed over the rows "
+        "(notes section 7); a * a gives 2 a g",
+    ),
+    "div": OpDoc("elementwise quotient", "as +", "g / b to a and -g * y / b to b (the output y is reused)"),
+    "neg": OpDoc("negation", "the operand's shape", "-g"),
+    "pow": OpDoc(
+        "power with a number literal exponent k (any sign, int or float)",
+        "the operand's shape",
+        "k * a ** (k - 1) * g",
+    ),
+    "matmul": OpDoc(
+        "matrix product with numpy.matmul semantics",
+        "[N, K] @ [K, M] -> [N, M]; [N, K] @ [K] -> [N]; [K] @ [K, M] -> [M]; [K] @ [K] -> []; batched "
+        "(rank >= 3): the batch dims broadcast",
+        "dA = g @ B.T and dB = A.T @ g (notes section 5); np.outer(g, x) for matrix @ vector (section 3), "
+        "np.outer(x, g) for vector @ matrix (section 4); batched: per batch element, summed over broadcast "
+        "batch axes",
+    ),
+    "exp": OpDoc("elementwise exponential", "the operand's shape", "g * y (the output is reused)"),
+    "log": OpDoc("elementwise natural logarithm", "the operand's shape", "g / a"),
+    "sqrt": OpDoc("elementwise square root", "the operand's shape", "g / (2 * y) (the output is reused)"),
+    "tanh": OpDoc("elementwise hyperbolic tangent", "the operand's shape", "g * (1 - y * y)"),
+    "sigmoid": OpDoc(
+        "logistic function, computed as 0.5 + 0.5 * tanh(a / 2) so that it never overflows",
+        "the operand's shape",
+        "g * y * (1 - y)",
+    ),
+    "relu": OpDoc("max(a, 0)", "the operand's shape", "g * (y > 0); relu'(0) = 0"),
+    "square": OpDoc("elementwise square", "the operand's shape", "g * 2 * a"),
+    "abs": OpDoc("elementwise absolute value", "the operand's shape", "g * sign(a); abs'(0) = 0"),
+    "maximum": OpDoc(
+        "elementwise maximum; either operand may be a number (not both)",
+        "as +",
+        "g where a >= b to a, elsewhere to b (ties go to a)",
+    ),
+    "minimum": OpDoc(
+        "elementwise minimum; either operand may be a number (not both)",
+        "as +",
+        "g where a <= b to a, elsewhere to b (ties go to a)",
+    ),
+    "sum": OpDoc(
+        "sum over an axis, a tuple of axes, or all axes (axis=None)",
+        "the reduced axes removed, or kept as 1 with keepdims=True",
+        "g broadcast back over the summed axes",
+    ),
+    "mean": OpDoc("mean over axes, as sum", "as sum", "g / count broadcast back over the averaged axes"),
+    "logsumexp": OpDoc(
+        "log(sum(exp(a))) along axes, shifted by the max so that it never overflows",
+        "as sum",
+        "g * exp(a - y), g broadcast back over the reduced axes",
+    ),
+    "softmax": OpDoc(
+        "softmax along one axis, shifted by the max",
+        "the operand's shape",
+        "y * (g - sum(g * y)) along the axis",
+    ),
+    "log_softmax": OpDoc(
+        "log of the softmax along one axis, shifted by the max",
+        "the operand's shape",
+        "g - exp(y) * sum(g) along the axis",
+    ),
+    "softmax_cross_entropy": OpDoc(
+        "cross-entropy of softmax(logits) against labels, fused; int labels are class indices, float "
+        "labels are one-hot rows or probabilities",
+        "logits [C] or [N, C]; int labels shaped like the logits without the class axis, float labels "
+        "shaped like the logits; the result is a scalar",
+        "logits: (softmax(logits) - onehot(labels)) * g, divided by N for reduction='mean' (notes "
+        "section 2), with 1 subtracted at each row's label instead of a one-hot matrix; float labels: "
+        "-log_softmax(logits) * g",
+    ),
+    "transpose": OpDoc(
+        "numpy.transpose; a.T reverses the axes",
+        "the axes permuted",
+        "g transposed by the inverse permutation",
+    ),
+    "reshape": OpDoc(
+        "numpy reshape; the shape holds dim names, ints and at most one -1",
+        "the new shape; the element counts must be provably equal",
+        "g reshaped back to the operand's shape",
+    ),
+    "concatenate": OpDoc(
+        "numpy.concatenate of a tuple or list of tensors",
+        "operands of one rank, equal except along the axis, where the sizes add up",
+        "g split back into one slice per operand",
+    ),
+    "take": OpDoc(
+        "rows (or slices along axis) picked by an int index tensor: an embedding lookup",
+        "a.shape[:axis] + indices.shape + a.shape[axis+1:]",
+        "g scatter-added (np.add.at) into zeros shaped like a; repeated indices add up",
+    ),
+    "einsum": OpDoc(
+        'Einstein summation with an explicit output, as in einsum("ij,jk->ik", a, b)',
+        "the output subscripts' dims; every index has one size in all operands",
+        "for each operand, an einsum of g with the other operands; indices only in that operand are "
+        "broadcast back",
+    ),
+}
+
+
+def _default(value) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return str(value)
+
+
+def signature(name: str) -> str:
+    """How the op is written in a spec: ``a @ b``, ``sum(a, axis=None, keepdims=False)``."""
+    d = TABLE[name]
+    if name in OPERATORS:
+        return f"a {OPERATORS[name]} b"
+    if name == "neg":
+        return "-a"
+    if name == "pow":
+        return "a ** k"
+    parts = []
+    for p in d.params:
+        if p.kind == "tensors" and d.varargs:
+            parts.append("a, b, ...")
+        elif p.kind == "tensors":
+            parts.append("(a, b, ...)")
+        elif p.kind == "str" and name == "einsum":
+            parts.append('"ij,jk->ik"')
+        elif p.required or p.kind in ("tensor", "operand"):
+            parts.append(p.name)
+        else:
+            parts.append(f"{p.name}={_default(p.default)}")
+    text = f"{name}({', '.join(parts)})"
+    return text + "   (also a.T)" if name == "transpose" else text
+
+
+_KINDS = {
+    "tensor": "a tensor",
+    "operand": "a tensor or a number",
+    "tensors": "tensors",
+    "axis": "an int axis (negative counts from the end), a tuple of them, or None for all",
+    "axes": "a permutation of the axes, or None to reverse them",
+    "int": "an int",
+    "bool": "True or False",
+    "shape": "a list of dim names, ints and at most one -1",
+    "str": "a string",
+}
+
+
+def parameters(name: str) -> list[tuple[str, str]]:
+    d = TABLE[name]
+    out = []
+    for k, p in enumerate(d.params):
+        if p.kind == "choice":
+            what = " or ".join(f'"{c}"' for c in p.choices)
+        elif name == "pow" and p.name == "k":
+            what = "a number literal"
+        else:
+            what = _KINDS.get(p.kind, p.kind)
+        if k in d.int_args:
+            what += (
+                " (int: class labels or indices)" if name != "softmax_cross_entropy" else " (int or float)"
+            )
+        if not p.required and p.kind not in ("tensor", "operand", "tensors"):
+            what += f"; default {_default(p.default)}"
+        out.append((p.name, what))
+    return out
+
+
+def notes_sections(opdef: OpDef) -> list[int]:
+    """The notes sections an op's rule and derivation cite."""
+    text = opdef.rule + " " + opdef.broadcast_rule + " " + opdef.derivation
+    found = re.findall(r"(?:notes )?sections? (\d+)", text)
+    return sorted({int(s) for s in found})
+
+
+def lookup(name: str) -> str | None:
+    """An op's table name from what a user typed: a name, or an operator symbol like @ or **."""
+    if name in TABLE:
+        return name
+    symbols = {v: k for k, v in OPERATORS.items()} | {"**": "pow", ".T": "transpose", "T": "transpose"}
+    return symbols.get(name.strip())
+
+
+WIDTH = 100
+
+
+def _wrap(text: str, indent: str = "  ", first: str | None = None) -> list[str]:
+    return textwrap.wrap(
+        text, WIDTH, initial_indent=indent if first is None else first, subsequent_indent=indent
+    )
+
+
+def listing() -> str:
+    rows = [(signature(n), DOCS[n].summary) for n in TABLE]
+    width = 40
+    pad = " " * (width + 2)
+    lines = []
+    for sig, summary in rows:
+        if len(sig) > width:
+            lines.append(sig)
+            lines += _wrap(summary, pad)
+        else:
+            lines += _wrap(summary, pad, first=f"{sig:<{width}}  ")
+    lines.append("")
+    lines.append("`gradgen ops NAME` prints one op's parameters, shape rule, gradient and derivation.")
+    return "\n".join(lines) + "\n"
+
+
+def describe(name: str) -> str:
+    from gradgen.cost import RULES
+
+    d, doc = TABLE[name], DOCS[name]
+    out = [signature(name), ""] + _wrap(f"{doc.summary[0].upper()}{doc.summary[1:]}.") + [""]
+    out.append("Parameters:")
+    params = parameters(name)
+    w = max(len(p) for p, _ in params)
+    for p, what in params:
+        out += _wrap(what, " " * (w + 4), first=f"  {p:<{w}}  ")
+    out += ["", "Shape:", *_wrap(doc.shape), "", "Gradient (VJP; g is the cotangent of the output y):"]
+    out += _wrap(doc.vjp)
+    out += ["", "Rule cited in generated code:", f"  {d.rule}"]
+    if d.broadcast_rule:
+        out.append(f"  {d.broadcast_rule}  (when an operand was broadcast)")
+    sections = notes_sections(d)
+    where = (
+        f" (notes section{'s' if len(sections) > 1 else ''} {', '.join(map(str, sections))})"
+        if sections
+        else ""
+    )
+    out += ["", f"Derivation{where}:"]
+    out += ["  " + line for line in d.derivation.splitlines()]
+    rule = RULES[name]
+    out += ["", "Cost (as `gradgen explain` counts it):"]
+    out += _wrap(rule.forward_text, " " * 12, first="  forward:  ")
+    out += _wrap(rule.backward_text, " " * 12, first="  backward: ")
+    return "\n".join(out) + "\n"
