@@ -131,3 +131,59 @@ def test_division_by_a_dim_that_is_zero_is_refused():
         run_binary("/", of_dim(N), zero, "N / (D - D)")
     with pytest.raises(FoldError, match="divides by zero"):
         run_binary("/", of_dim(N), of_value(0.0), "N / 0.0")
+
+
+# --------------------------------------------------------------------------------------------------
+# property: what the spec folds is what Python computes
+
+
+def _number_expressions():
+    from hypothesis import strategies as st
+
+    leaves = st.one_of(
+        st.integers(0, 12).map(str),
+        st.sampled_from(["0.5", "0.3", "1e-3", "2.5", "1e300", "3.0", "0.0"]),
+    )
+
+    def extend(inner):
+        binary = st.tuples(inner, st.sampled_from(["+", "-", "*", "/"]), inner).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        )
+        power = st.tuples(inner, st.sampled_from(["0.5", "2", "3", "-1", "-2", "0", "(1 / 3)"])).map(
+            lambda t: f"({t[0]} ** {t[1]})"
+        )
+        negation = inner.map(lambda e: f"(-{e})")
+        return st.one_of(binary, power, negation)
+
+    return st.recursive(leaves, extend, max_leaves=6)
+
+
+def test_folding_matches_python_on_random_number_expressions():
+    from hypothesis import given, settings
+
+    from gradgen.diagnostics import SpecError
+    from gradgen.ir import Const
+    from gradgen.load import load
+    from gradgen.lower import lower
+
+    @settings(max_examples=300, deadline=None)
+    @given(_number_expressions())
+    def check(text):
+        try:
+            expected = eval(text)  # the test's oracle: Python itself (gradgen never evaluates spec text)
+            ok = not isinstance(expected, complex) and abs(expected) < 2**1024 and math.isfinite(expected)
+        except (ZeroDivisionError, OverflowError):
+            ok = False
+        spec = f"inputs:\n  x: [N]\ngraph:\n  y: x * {text}\n"
+        if not ok:
+            with pytest.raises(SpecError) as info:
+                lower(load("s.yaml", spec))
+            (message,) = [d.message for d in info.value.diagnostics]
+            assert any(w in message for w in ("divides by zero", "overflows", "not a real number")), message
+            return
+        graph, _ = lower(load("s.yaml", spec))
+        (const,) = [a for n in graph.nodes for a in n.args if isinstance(a, Const)]
+        assert const.value == expected and type(const.value) is type(expected), (text, const)
+        assert eval(const.text) == expected  # the emitted literal reads back exactly
+
+    check()
