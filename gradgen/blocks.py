@@ -100,7 +100,7 @@ class Blocks:
         if params is None:
             return None
         env = {d: Dim.sym(d) for d in dims} if declared is not None else {}
-        mark = len(lw.nodes), dict(lw.cse)
+        mark = len(lw.nodes), dict(lw.cse), len(lw.math_uses)
         self.defining = name
         entries = []
         try:
@@ -123,6 +123,7 @@ class Blocks:
             self.defining = None
             del lw.nodes[mark[0] :]
             lw.cse = mark[1]
+            del lw.math_uses[mark[2] :]  # (only a call makes the module compute with math)
             self.typer.forget(mark[0])
         if output is None:
             return None
@@ -443,6 +444,7 @@ class _Typer:
             del self.errors[nid]
         for nid in [k for k in self.fixed if k >= start]:
             del self.fixed[nid]
+        self.reported = {k for k in self.reported if k < start}
 
     def type_of(self, nid: int) -> TensorType | None:
         from gradgen.shapes import node_type

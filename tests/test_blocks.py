@@ -337,3 +337,12 @@ def test_the_generated_module_computes_each_call_and_says_where_lines_come_from(
     assert "    # h1 = layernorm(x, g, b), inlined from block layernorm\n    h1_mu = x.mean(" in source
     assert "    # h2 = layernorm(tanh(h1), g, b), inlined from block layernorm\n    h2_mu = " in source
     assert "    # h2: layernorm -> xc = x - mu (block layernorm, line 10)\n" in source
+
+
+def test_math_is_taken_only_by_a_call_that_computes_with_it():
+    block = "blocks:\n  norm:\n    params: {x: [M, E]}\n    graph:\n      out: x / sqrt(E)\n"
+    inputs = "  x: [N, D]\n  math: [D]\n"
+    _, warnings = lowered(spec("  y: sum(x * math)\n", inputs, block))  # the block is never called
+    assert [str(w) for w in warnings] == ["s.yaml:5:3: warning: block 'norm' is never called"]
+    with pytest.raises(SpecError, match="the name 'math' is taken in this spec"):
+        lowered(spec("  y: sum(norm(x) * math)\n", inputs, block))
