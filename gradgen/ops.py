@@ -1079,9 +1079,7 @@ class Reshape:
     def shape(s):
         t = s.types[0]
         total = numel(t.shape)
-        dims = [
-            Dim.sym(d) if isinstance(d, str) else None if d == -1 else Dim.const(d) for d in s.attr("shape")
-        ]
+        dims = [d if isinstance(d, Dim) else None if d == -1 else Dim.const(d) for d in s.attr("shape")]
         known = Dim.const(1)
         for d in dims:
             if d is not None:

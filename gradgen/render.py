@@ -61,8 +61,10 @@ def _dim_lines(plan: Plan) -> list:
     """Per input: the lines that check its dims against those already bound, and bind new ones."""
     bound: dict[str, str] = {}
     out = []
+    pending: list = []  # product axes whose dims are not all bound yet
     for c in plan.dim_checks:
         lines = []
+        products = {ax for ax, *_ in c.products}
         new = [(ax, text, var) for ax, text, var in c.dims if var is not None and text not in bound]
         first_seen = set()
         if new and len(new) == c.rank and len({v for _, _, v in new}) == c.rank:
@@ -71,6 +73,8 @@ def _dim_lines(plan: Plan) -> list:
                 bound[text] = c.input
                 first_seen.add(text)
         for ax, text, var in c.dims:
+            if ax in products:
+                continue
             if var is None:
                 lines.append(f"if {c.input}.shape[{ax}] != {text}:")
                 lines.append(
@@ -87,9 +91,24 @@ def _dim_lines(plan: Plan) -> list:
             else:
                 lines.append(f"{var} = {c.input}.shape[{ax}]")
                 bound[text] = c.input
+        pending += [(c.input, product) for product in c.products]
+        ready = [(name, pr) for name, pr in pending if all(d in bound for d, _ in pr[3])]
+        pending = [item for item in pending if item not in ready]
+        for name, product in ready:
+            lines += _product_check(name, *product)
         shape = "[" + ", ".join(t for _, t, _ in c.dims) + "]"
         out.append({"input": c.input, "rank": c.rank, "lines": lines, "shape": shape})
     return out
+
+
+def _product_check(name: str, ax: int, text: str, code: str, factors) -> list[str]:
+    """An axis sized by a product of dims (Wqkv: [D, 3*D]) must equal that product of the bound dims."""
+    sizes = ", ".join(f"{d} = {{{var}}}" for d, var in factors)
+    return [
+        f"if {name}.shape[{ax}] != {code}:",
+        f'    raise ValueError(f"{name}: dim {ax} must be {text} = {{{code}}} ({sizes}), '
+        f'got {{{name}.shape[{ax}]}}")',
+    ]
 
 
 def _size_expr(text: str, sizes: dict[str, int]) -> str:
@@ -131,6 +150,7 @@ def render_module(plan: Plan) -> str:
             fused=_lines(plan.fused),
             fused_out=plan.fused_out,
             grads=", ".join(f"{n}={e}" for n, e in plan.grads),
+            imports_math=plan.imports_math,
             fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
         )
     )
@@ -157,7 +177,7 @@ def render_test(plan: Plan) -> str:
     seen: dict[str, str] = {}
     for n, shape, _dtype, _ in plan.test_inputs:
         for ax, t in enumerate(shape):
-            if not t.isdigit() and t in seen and bad_dim is None:
+            if t.isidentifier() and t in seen and bad_dim is None:
                 bad_dim = {"input": n, "axis": ax, "dim": t}
             seen.setdefault(t, n)
     return (

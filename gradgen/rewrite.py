@@ -93,14 +93,16 @@ class _Builder:
             self.cse.setdefault((node.op, node.args, node.attrs), nid)
         return nid
 
-    def negated(self, a: int, place, entry: str | None) -> int:
-        """-a: an existing node if the graph already has one, else a new one."""
+    def negated(self, a: int, place, near: Node) -> int:
+        """-a: an existing node if the graph already has one, else a new one in ``near``'s entry (and
+        block call, if it was inlined)."""
         key = ("neg", (a,), ())
         if key in self.cse:
             return self.cse[key]
         label = self.nodes[a].label
         label = f"-{label}" if label.isidentifier() else f"-({label})"
-        return self.put(Node(0, "neg", (a,), (), None, label, place, entry), self.types[a])
+        node = Node(0, "neg", (a,), (), None, label, place, near.entry, origin=near.origin)
+        return self.put(node, self.types[a])
 
 
 def rewrite(tg: TypedGraph) -> TypedGraph:
@@ -116,7 +118,7 @@ def rewrite(tg: TypedGraph) -> TypedGraph:
             continue
         operand = new_id[m.operand]
         if m.negate:
-            operand = b.negated(operand, g.node(node.args[0]).place, node.entry)
+            operand = b.negated(operand, g.node(node.args[0]).place, node)
         stable = replace(node, op=m.op, args=(operand,), attrs=m.attrs, note=m.note)
         new_id[node.id] = b.put(stable, tg.types[node.id])
     graph = replace(
