@@ -39,9 +39,9 @@ class _Cache(NamedTuple):
 
     x: np.ndarray
     t: np.ndarray
-    p: np.ndarray
+    nll_log_sigmoid: np.ndarray
     nll_sub: np.ndarray
-    nll_sub_2: np.ndarray
+    nll_log_sigmoid_2: np.ndarray
     N: int
     dtype: np.dtype
 
@@ -69,35 +69,46 @@ def forward(x, t, w, b):
     N, D = _bind_dims(x, t, w, b)
     z = x @ w  # [N]
     z += b  # [N]
-    p = 0.5 + 0.5 * np.tanh(0.5 * z)  # [N]
-    nll = np.log(p)  # [N]
-    nll *= t  # [N]
+    # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
+    # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
+    nll_log_sigmoid_log1p = np.abs(z)  # [N]
+    np.negative(nll_log_sigmoid_log1p, out=nll_log_sigmoid_log1p)  # [N]
+    np.exp(nll_log_sigmoid_log1p, out=nll_log_sigmoid_log1p)  # [N]
+    np.log1p(nll_log_sigmoid_log1p, out=nll_log_sigmoid_log1p)  # [N]
+    nll_log_sigmoid = np.minimum(z, 0)  # [N]
+    nll_log_sigmoid -= nll_log_sigmoid_log1p  # [N]
+    nll = t * nll_log_sigmoid  # [N]
     nll_sub = 1 - t  # [N]
-    nll_sub_2 = 1 - p  # [N]
-    nll_mul_2 = np.log(nll_sub_2)  # [N]
-    nll_mul_2 *= nll_sub  # [N]
+    nll_log_sigmoid_2 = np.negative(z, out=z)  # [N]
+    nll_log_sigmoid_2_log1p = np.abs(nll_log_sigmoid_2)  # [N]
+    np.negative(nll_log_sigmoid_2_log1p, out=nll_log_sigmoid_2_log1p)  # [N]
+    np.exp(nll_log_sigmoid_2_log1p, out=nll_log_sigmoid_2_log1p)  # [N]
+    np.log1p(nll_log_sigmoid_2_log1p, out=nll_log_sigmoid_2_log1p)  # [N]
+    np.minimum(nll_log_sigmoid_2, 0, out=nll_log_sigmoid_2)  # [N]
+    nll_log_sigmoid_2 -= nll_log_sigmoid_2_log1p  # [N]
+    nll_mul_2 = nll_sub * nll_log_sigmoid_2  # [N]
     nll += nll_mul_2  # [N]
     np.negative(nll, out=nll)  # [N]
     loss = nll.mean()  # []
-    return loss, _Cache(x, t, p, nll_sub, nll_sub_2, N, loss.dtype)
+    return loss, _Cache(x, t, nll_log_sigmoid, nll_sub, nll_log_sigmoid_2, N, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. w, b, given dout = d(objective)/d(loss) []."""
-    x, t, p, nll_sub, nll_sub_2, N, dtype = cache
+    x, t, nll_log_sigmoid, nll_sub, nll_log_sigmoid_2, N, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # loss = mean(nll)
     dnll = np.full((N,), dout / N, dtype=dtype)  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
-    dnll_log = np.negative(dnll, out=dnll)  # negation rule
-    dnll_sub_2 = dnll_log * nll_sub  # product rule
-    dnll_sub_2 /= nll_sub_2  # log rule
-    dp = np.negative(dnll_sub_2, out=dnll_sub_2)  # difference rule
-    dnll_log *= t  # product rule
-    dp += dnll_log / p  # log rule, accumulated over uses (notes section 3)
-    # p = sigmoid(z)
-    dz = dp  # sigmoid rule, reusing the forward output
-    dz *= p * (1 - p)  # sigmoid rule, reusing the forward output
+    # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
+    # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
+    dnll_log_sigmoid = np.negative(dnll, out=dnll)  # negation rule
+    dnll_log_sigmoid_2 = dnll_log_sigmoid * nll_sub  # product rule
+    dz = dnll_log_sigmoid_2  # negation rule (the two signs cancel)
+    dz *= np.expm1(nll_log_sigmoid_2)  # negation rule (the two signs cancel)
+    dnll_log_sigmoid *= t  # product rule
+    # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
+    dz -= dnll_log_sigmoid * np.expm1(nll_log_sigmoid)
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3
@@ -109,29 +120,40 @@ def value_and_grad(x, t, w, b):
     N, D = _bind_dims(x, t, w, b)
     z = x @ w  # [N]
     z += b  # [N]
-    p = 0.5 + 0.5 * np.tanh(0.5 * z)  # [N]
-    nll = np.log(p)  # [N]
-    nll *= t  # [N]
+    # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
+    # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
+    nll_log_sigmoid_log1p = np.abs(z)  # [N]
+    np.negative(nll_log_sigmoid_log1p, out=nll_log_sigmoid_log1p)  # [N]
+    np.exp(nll_log_sigmoid_log1p, out=nll_log_sigmoid_log1p)  # [N]
+    np.log1p(nll_log_sigmoid_log1p, out=nll_log_sigmoid_log1p)  # [N]
+    nll_log_sigmoid = np.minimum(z, 0)  # [N]
+    nll_log_sigmoid -= nll_log_sigmoid_log1p  # [N]
+    nll = t * nll_log_sigmoid  # [N]
     nll_sub = 1 - t  # [N]
-    nll_sub_2 = 1 - p  # [N]
-    nll_mul_2 = np.log(nll_sub_2)  # [N]
-    nll_mul_2 *= nll_sub  # [N]
+    nll_log_sigmoid_2 = np.negative(z, out=z)  # [N]
+    nll_log_sigmoid_2_log1p = np.abs(nll_log_sigmoid_2)  # [N]
+    np.negative(nll_log_sigmoid_2_log1p, out=nll_log_sigmoid_2_log1p)  # [N]
+    np.exp(nll_log_sigmoid_2_log1p, out=nll_log_sigmoid_2_log1p)  # [N]
+    np.log1p(nll_log_sigmoid_2_log1p, out=nll_log_sigmoid_2_log1p)  # [N]
+    np.minimum(nll_log_sigmoid_2, 0, out=nll_log_sigmoid_2)  # [N]
+    nll_log_sigmoid_2 -= nll_log_sigmoid_2_log1p  # [N]
+    nll_mul_2 = nll_sub * nll_log_sigmoid_2  # [N]
     nll += nll_mul_2  # [N]
     np.negative(nll, out=nll)  # [N]
     loss = nll.mean()  # []
     # loss = mean(nll)
     dnll = np.full((N,), 1 / N, dtype=loss.dtype)  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
-    dnll_log = np.negative(dnll, out=dnll)  # negation rule
-    dnll_sub_2 = nll_sub  # product rule
-    dnll_sub_2 *= dnll_log  # product rule
-    dnll_sub_2 /= nll_sub_2  # log rule
-    dp = np.negative(dnll_sub_2, out=dnll_sub_2)  # difference rule
-    dnll_log *= t  # product rule
-    dp += dnll_log / p  # log rule, accumulated over uses (notes section 3)
-    # p = sigmoid(z)
-    dz = dp  # sigmoid rule, reusing the forward output
-    dz *= p * (1 - p)  # sigmoid rule, reusing the forward output
+    # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
+    # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
+    dnll_log_sigmoid = np.negative(dnll, out=dnll)  # negation rule
+    dnll_log_sigmoid_2 = nll_sub  # product rule
+    dnll_log_sigmoid_2 *= dnll_log_sigmoid  # product rule
+    dz = dnll_log_sigmoid_2  # negation rule (the two signs cancel)
+    dz *= np.expm1(nll_log_sigmoid_2)  # negation rule (the two signs cancel)
+    dnll_log_sigmoid *= t  # product rule
+    # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
+    dz -= dnll_log_sigmoid * np.expm1(nll_log_sigmoid)
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3

@@ -37,7 +37,7 @@ class _Cache(NamedTuple):
 
     y: np.ndarray
     X: np.ndarray
-    A_sigmoid: np.ndarray
+    A_sigmoid_tail: np.ndarray
     dtype: np.dtype
 
 
@@ -58,17 +58,22 @@ def forward(y, X):
     """Compute A []; return it and the cache that `backward` needs."""
     M, N = _bind_dims(y, X)
     B = y * X  # [N, M]
-    A_sigmoid = 0.5 + 0.5 * np.tanh(0.5 * B)  # [N, M]
+    A_sigmoid_tail = np.abs(B)  # [N, M]
+    np.negative(A_sigmoid_tail, out=A_sigmoid_tail)  # [N, M]
+    np.exp(A_sigmoid_tail, out=A_sigmoid_tail)  # [N, M]
+    A_sigmoid_tail /= 1 + A_sigmoid_tail  # [N, M]
+    A_sigmoid = (B >= 0) - A_sigmoid_tail  # [N, M]
+    np.abs(A_sigmoid, out=A_sigmoid)  # [N, M]
     A = A_sigmoid.sum()  # []
-    return A, _Cache(y, X, A_sigmoid, A.dtype)
+    return A, _Cache(y, X, A_sigmoid_tail, A.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. y, X, given dout = d(objective)/d(A) []."""
-    y, X, A_sigmoid, dtype = cache
+    y, X, A_sigmoid_tail, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # A = sum(sigmoid(B))
-    dB = A_sigmoid * (1 - A_sigmoid) * dout  # sigmoid rule, reusing the forward output
+    dB = A_sigmoid_tail * (1 - A_sigmoid_tail) * dout  # sigmoid rule, from the smaller tail
     # B = y * X
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
     dX = dB  # product rule
@@ -80,11 +85,16 @@ def value_and_grad(y, X):
     """Return A and its gradients in one pass (the cotangent of A is 1)."""
     M, N = _bind_dims(y, X)
     B = y * X  # [N, M]
-    A_sigmoid = 0.5 + 0.5 * np.tanh(0.5 * B)  # [N, M]
+    A_sigmoid_tail = np.abs(B)  # [N, M]
+    np.negative(A_sigmoid_tail, out=A_sigmoid_tail)  # [N, M]
+    np.exp(A_sigmoid_tail, out=A_sigmoid_tail)  # [N, M]
+    A_sigmoid_tail /= 1 + A_sigmoid_tail  # [N, M]
+    A_sigmoid = (B >= 0) - A_sigmoid_tail  # [N, M]
+    np.abs(A_sigmoid, out=A_sigmoid)  # [N, M]
     A = A_sigmoid.sum()  # []
     # A = sum(sigmoid(B))
-    dB = A_sigmoid  # sigmoid rule, reusing the forward output
-    dB *= 1 - A_sigmoid  # sigmoid rule, reusing the forward output
+    dB = A_sigmoid_tail  # sigmoid rule, from the smaller tail
+    dB *= 1 - A_sigmoid_tail  # sigmoid rule, from the smaller tail
     # B = y * X
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
     dX = dB  # product rule

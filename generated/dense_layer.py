@@ -40,7 +40,7 @@ class _Cache(NamedTuple):
 
     x: np.ndarray
     W: np.ndarray
-    y: np.ndarray
+    y_tail: np.ndarray
     dtype: np.dtype
 
 
@@ -66,16 +66,21 @@ def forward(x, W, b):
     D, H = _bind_dims(x, W, b)
     y_add = W @ x  # [H]
     y_add += b  # [H]
-    y = 0.5 + 0.5 * np.tanh(0.5 * y_add)  # [H]
-    return y, _Cache(x, W, y, y.dtype)
+    y_tail = np.abs(y_add)  # [H]
+    np.negative(y_tail, out=y_tail)  # [H]
+    np.exp(y_tail, out=y_tail)  # [H]
+    y_tail /= 1 + y_tail  # [H]
+    y = (y_add >= 0) - y_tail  # [H]
+    np.abs(y, out=y)  # [H]
+    return y, _Cache(x, W, y_tail, y.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. x, W, given dout = d(objective)/d(y) [H]."""
-    x, W, y, dtype = cache
+    x, W, y_tail, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
     # y = sigmoid(W @ x + b)
-    dy_matmul = dout * (y * (1 - y))  # sigmoid rule, reusing the forward output
+    dy_matmul = dout * (y_tail * (1 - y_tail))  # sigmoid rule, from the smaller tail
     dW = np.outer(dy_matmul, x)  # matrix-vector rule, notes section 3
     dx = W.T @ dy_matmul  # matrix-vector rule, notes section 3
     return Gradients(x=dx, W=dW)
@@ -141,12 +146,18 @@ def jvp(x, W, b, tangents):
     # y = sigmoid(W @ x + b)
     y_add = W @ x  # [H]
     y_add += b  # [H]
-    y = 0.5 + 0.5 * np.tanh(0.5 * y_add)  # [H]
+    y_tail = np.abs(y_add)  # [H]
+    np.negative(y_tail, out=y_tail)  # [H]
+    np.exp(y_tail, out=y_tail)  # [H]
+    y_tail /= 1 + y_tail  # [H]
+    y = (y_add >= 0) - y_tail  # [H]
+    np.abs(y, out=y)  # [H]
     y_dot = W_dot @ x  # matmul JVP rule, notes section 5
     y_dot += W @ x_dot  # matmul JVP rule, notes section 5
-    y_dot_mul = 1 - y  # sigmoid JVP rule, reusing the forward output
-    y_dot_mul *= y  # sigmoid JVP rule, reusing the forward output
-    y_dot *= y_dot_mul  # sigmoid JVP rule, reusing the forward output
+    y_dot_sub = 1 - y_tail  # sigmoid JVP rule, from the smaller tail
+    y_dot_mul = y_tail  # sigmoid JVP rule, from the smaller tail
+    y_dot_mul *= y_dot_sub  # sigmoid JVP rule, from the smaller tail
+    y_dot *= y_dot_mul  # sigmoid JVP rule, from the smaller tail
     return y, y_dot
 
 
@@ -160,12 +171,17 @@ def jacobian(x, W, b):
     # y = sigmoid(W @ x + b)
     y_add = W @ x  # [H]
     y_add += b  # [H]
-    y = 0.5 + 0.5 * np.tanh(0.5 * y_add)  # [H]
-    dy_sub = 1 - y  # sigmoid rule, reusing the forward output
+    y_tail = np.abs(y_add)  # [H]
+    np.negative(y_tail, out=y_tail)  # [H]
+    np.exp(y_tail, out=y_tail)  # [H]
+    y_tail /= 1 + y_tail  # [H]
+    y = (y_add >= 0) - y_tail  # [H]
+    np.abs(y, out=y)  # [H]
+    dy_sub = 1 - y_tail  # sigmoid rule, from the smaller tail
     # reverse sweep for every output entry at once (one basis cotangent each)
     dy = np.eye(H, H, dtype=dtype)
-    dy_add = dy  # sigmoid rule, reusing the forward output
-    dy_add *= y * dy_sub  # sigmoid rule, reusing the forward output
+    dy_add = dy  # sigmoid rule, from the smaller tail
+    dy_add *= y_tail * dy_sub  # sigmoid rule, from the smaller tail
     J_W = np.expand_dims(dy_add, axis=-1) * x  # matrix-vector rule, notes section 3
     J_x = dy_add @ W  # matrix-vector rule, notes section 3
     return y, Jacobian(x=J_x, W=J_W)

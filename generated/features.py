@@ -107,7 +107,7 @@ def backward(dout, cache):
     dmixed = dclipped_maximum * (mixed >= lo)  # maximum rule (ties go to a)
     # maximum rule (ties go to a), broadcast reduced (notes section 6)
     dlo = (dclipped_maximum * (mixed < lo)).sum(axis=0)
-    # mixed = einsum("nd,dk->nk", z, W)
+    # mixed = einsum('nd,dk->nk', z, W)
     # einsum rule: contract the cotangent with the other operands
     dz = np.einsum("nk,dk->nd", dmixed, W)
     # einsum rule: contract the cotangent with the other operands
@@ -143,7 +143,7 @@ def value_and_grad(a, c, W, lo):
     dmixed = dclipped_maximum * (mixed >= lo)  # maximum rule (ties go to a)
     # maximum rule (ties go to a), broadcast reduced (notes section 6)
     dlo = (dclipped_maximum * (mixed < lo)).sum(axis=0)
-    # mixed = einsum("nd,dk->nk", z, W)
+    # mixed = einsum('nd,dk->nk', z, W)
     # einsum rule: contract the cotangent with the other operands
     dz = np.einsum("nk,dk->nd", dmixed, W)
     # einsum rule: contract the cotangent with the other operands

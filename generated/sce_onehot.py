@@ -69,7 +69,7 @@ def backward(dout, cache):
     """Gradients w.r.t. theta, given dout = d(objective)/d(loss) []."""
     y, loss_probs, dtype = cache
     dout = np.asarray(dout, dtype=dtype)
-    # loss = softmax_cross_entropy(theta, y, reduction="sum")
+    # loss = softmax_cross_entropy(theta, y, reduction='sum')
     dtheta = (loss_probs - y) * dout  # softmax cross-entropy rule, notes section 2
     return Gradients(theta=dtheta)
 
@@ -83,7 +83,7 @@ def value_and_grad(theta, y):
     loss_probs /= loss_sums  # [N, C]
     loss_log_probs -= np.log(loss_sums)  # [N, C]
     loss = -(y * loss_log_probs).sum()  # []
-    # loss = softmax_cross_entropy(theta, y, reduction="sum")
+    # loss = softmax_cross_entropy(theta, y, reduction='sum')
     dtheta = loss_probs  # softmax cross-entropy rule, notes section 2
     dtheta -= y  # softmax cross-entropy rule, notes section 2
     return loss, Gradients(theta=dtheta)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 from gradgen.dims import Dim
 from gradgen.ir import Const, InputInfo, Node, TensorType, TypedGraph
+from gradgen.numbers import RunNum
 from gradgen.ops import ROWS, ShapeError, broadcast_shapes, norm_axes
 
 Operand = "int | Const"
@@ -103,7 +104,7 @@ def size(d: Dim) -> Const:
     """A dim as an operand (a count to divide by); a literal when the dim is a number."""
     if d.is_const:
         return const(d.value)
-    return Const(None, str(d), d)
+    return Const(None, str(d), RunNum("dim", dim=d))
 
 
 def attrs_of(op: str, given: dict) -> tuple:
@@ -246,7 +247,7 @@ class Builder:
         return self.nodes[a] if isinstance(a, int) else None
 
     def _is(self, a, value) -> bool:
-        return isinstance(a, Const) and a.dim is None and a.value == value and not isinstance(a.value, bool)
+        return isinstance(a, Const) and a.num is None and a.value == value and not isinstance(a.value, bool)
 
     def add(self, a, b):
         if a is None or self._is(a, 0):
@@ -273,7 +274,7 @@ class Builder:
     def neg(self, a):
         if a is None:
             return None
-        if isinstance(a, Const) and a.dim is None:
+        if isinstance(a, Const) and a.num is None:
             return const(-a.value)
         na = self._def(a)
         if na is not None and na.op == "neg":

@@ -7,6 +7,7 @@ exactly when the spec proves them equal; nothing is guessed.
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass
 from math import prod
 
@@ -95,6 +96,43 @@ def numel(shape: tuple[Dim, ...]) -> Dim:
 def concrete(shape: tuple[Dim, ...], sizes: dict[str, int]) -> tuple[int, ...]:
     """Evaluate a symbolic shape with concrete sizes (used by tests and property checks)."""
     return tuple(sum(c * prod(sizes[s] for s in m) for m, c in d.terms) for d in shape)
+
+
+def parse_dim(text: str) -> Dim | None:
+    """A dim as written in a shape: ``64``, ``N``, or a product of those, ``3*D``, ``H * Dh``.
+
+    None when the text is not of that form (a factor that is neither a positive int nor a name that
+    is an identifier, not a keyword and without a leading underscore)."""
+    out = Dim.const(1)
+    for factor in text.split("*"):
+        f = factor.strip(" ")
+        if f.isascii() and f.isdigit() and int(f) > 0:
+            out = out * Dim.const(int(f))
+        elif f.isidentifier() and f.isascii() and not keyword.iskeyword(f) and not f.startswith("_"):
+            out = out * Dim.sym(f)
+        else:
+            return None
+    return out
+
+
+def single_symbol(d: Dim) -> str | None:
+    """The name when a dim is one plain symbol (``N``, not ``2*N`` or ``H*Dh``), else None."""
+    if len(d.terms) == 1:
+        ((m, c),) = d.terms
+        if c == 1 and len(m) == 1:
+            return m[0]
+    return None
+
+
+def substitute(d: Dim, env: dict[str, Dim]) -> Dim:
+    """``d`` with every symbol replaced by its dim in ``env`` (a block's local dims at one call)."""
+    out = Dim.const(0)
+    for m, c in d.terms:
+        term = Dim.const(c)
+        for sym in m:
+            term = term * env[sym]
+        out = out + term
+    return out
 
 
 def at_least(d: Dim, bound: int) -> bool:

@@ -21,7 +21,18 @@ from gradgen.dims import Dim, shape_str
 from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Method, Var
 from gradgen.ir import Node
 from gradgen.ops import ROWS
-from gradgen.plan import FwdCtx, Line, Namer, Stmt, _lines, _own_returns, declared_view, dim_expr, optimize
+from gradgen.plan import (
+    FwdCtx,
+    Line,
+    Namer,
+    Stmt,
+    _lines,
+    _own_returns,
+    _Planner,
+    declared_view,
+    dim_expr,
+    optimize,
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,10 @@ class Emitter:
     def dtype_expr(self) -> E:
         self.used_dtype = True
         return Var("dtype")
+
+    # numbers known at run time (sizes, dims used as numbers) render as the planner renders them
+    const_expr = _Planner.const_expr
+    run_expr = _Planner.run_expr
 
     # -- names --------------------------------------------------------------------------------------
     def _stem(self, nid: int) -> str:
@@ -170,6 +185,9 @@ class Emitter:
         e = ROWS[n.op].forward(ctx)
         rule = self.prog.rules[n.id]
         comment = rule if rule is not None else shape_str(self.types[n.id].shape)
+        if isinstance(e, Var) and not out and e.name in self.temp_shapes:
+            self.var[n.id] = e.name  # a temporary that another op's line saved: the node is that value
+            return out
         if e is not None:
             out.append(Stmt(self.var[n.id], e, comment=comment, view_of=declared_view(n, self.var)))
         for s in out:
@@ -260,7 +278,9 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
         if any(v in writes and any(i < k <= j for k in writes[v]) for v in s.expr.vars()):
             continue
         view = (s.view_of or s.expr.view_of) if user.view_of == t else user.view_of
-        out[j] = Stmt(user.target, substitute(user.expr, t, s.expr), user.op, user.index, user.comment, view)
+        out[j] = Stmt(
+            user.target, substitute(user.expr, t, s.expr), user.op, user.index, user.comment, view_of=view
+        )
         out[i] = None
         for v in s.expr.vars():  # what the value read is now read by its user
             reads[v] = [j if k == i else k for k in reads.get(v, [])]
@@ -284,7 +304,7 @@ def _inline_everywhere(out, reads, writes, i, users, t) -> bool:
         u = out[j]
         index = tuple(substitute(e, t, s.expr) for e in u.index) if u.index is not None else None
         view = (s.view_of or s.expr.view_of) if u.view_of == t else u.view_of
-        out[j] = Stmt(u.target, substitute(u.expr, t, s.expr), u.op, index, u.comment, view)
+        out[j] = Stmt(u.target, substitute(u.expr, t, s.expr), u.op, index, u.comment, view_of=view)
     out[i] = None
     for v in s.expr.vars():
         reads[v] = [k for k in reads.get(v, []) if k != i] + sorted(set(users))
@@ -318,7 +338,7 @@ def fold_into_updates(stmts: list[Stmt], live_out: list[str]) -> list[Stmt]:
             and nxt.expr.name == s.target
             and nxt.target != s.target
         ):
-            out.append(Stmt(nxt.target, s.expr, nxt.op, None, nxt.comment, nxt.view_of))
+            out.append(Stmt(nxt.target, s.expr, nxt.op, None, nxt.comment, view_of=nxt.view_of))
             skip = True
             continue
         out.append(s)

@@ -477,14 +477,10 @@ def parse_dims(text: str | None, known: tuple[str, ...]) -> dict[str, int]:
 
 def explain(path: str, text: str, fmt: str = "md", dims: str | None = None, dtype: str = "float32") -> str:
     """The explanation of one spec; raises SpecError for an invalid spec, ValueError for bad --dims."""
-    from gradgen.load import load
-    from gradgen.lower import lower
-    from gradgen.pipeline import build_text
-    from gradgen.shapes import infer
+    from gradgen.pipeline import build_text, typed_text
     from gradgen.steps import derivation
 
-    graph, _ = lower(load(path, text))
-    d = derivation(infer(graph))
+    d = derivation(typed_text(path, text)[0])
     sizes = parse_dims(dims, d.dim_order)
     module = dict(build_text(path, text).files)[f"{d.name}.py"]
     md = document(d, module, sizes, dtype)

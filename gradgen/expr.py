@@ -136,7 +136,9 @@ VIEW_FUNCS = (
 VIEW_METHODS = ("reshape", "transpose", "swapaxes", "view")
 UFUNCS = (
     "np.exp",
+    "np.expm1",
     "np.log",
+    "np.log1p",
     "np.sqrt",
     "np.tanh",
     "np.abs",

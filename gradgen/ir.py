@@ -6,19 +6,55 @@ from dataclasses import dataclass, field
 
 from gradgen.diagnostics import Place
 from gradgen.dims import Dim, shape_str
+from gradgen.numbers import RunNum
 
 
 @dataclass(frozen=True)
 class Const:
-    """A numeric literal operand (``2.0`` in ``x * 2.0``), or in derivative programs a size (the count
-    that a mean divides by): ``dim`` set, ``value`` None, rendered from the bound dim variables."""
+    """A number operand: a literal (``2.0`` in ``x * 2.0``), a folded number-only subexpression
+    (``2 ** 0.5``, written as its value), or a number known only at run time (``num``: a dim used as a
+    number, ``sqrt(K)``; ``value`` is None and ``text`` is how messages name it).  No gradient flows
+    into any of them."""
 
     value: float | int | None
     text: str
-    dim: Dim | None = None
+    num: RunNum | None = None
 
 
 Operand = "int | Const"  # a node id or a literal
+
+
+@dataclass(frozen=True)
+class Inlined:
+    """One level of block inlining: the call, and the entry of the called block a node comes from."""
+
+    block: str  # the block's name
+    caller: str  # the entry that makes the call (a graph entry, or an entry of the calling block)
+    call_source: str  # the call's expression, e.g. "layernorm(x, g1, b1)"
+    call_place: Place
+    entry: str  # the block's entry that the node computes part of
+    source: str  # that entry's expression
+    place: Place  # that entry's place in the block
+    is_output: bool = False  # the entry is the block's output (its value is the call's value)
+
+
+def inlined_from(origin: tuple[Inlined, ...]) -> str:
+    """' (in block 'ln', called by 'h1' at line 9)': where an inlined node's message comes from.
+
+    Nested calls are listed from the innermost block outwards."""
+    if not origin:
+        return ""
+    text = f"in block {origin[-1].block!r}"
+    for k in range(len(origin) - 1, -1, -1):
+        frame = origin[k]
+        if k == 0:
+            text += f", called by {frame.caller!r} at line {frame.call_place.line}"
+        else:
+            text += (
+                f", called by {frame.caller!r} at line {frame.call_place.line}"
+                f" in block {origin[k - 1].block!r}"
+            )
+    return f" ({text})"
 
 
 @dataclass(frozen=True)
@@ -31,6 +67,9 @@ class Node:
     label: str  # how messages refer to it: its name, or its source text
     place: Place
     entry: str | None = None  # the graph entry this node belongs to (None for inputs)
+    note: str | None = None  # why the node differs from what the spec wrote (gradgen.rewrite)
+    origin: tuple[Inlined, ...] = ()  # the block calls this node was inlined from, outermost first
+    hint: str | None = None  # a variable name for an unnamed node (inlined block entries)
 
     def attr(self, key: str, default=None):
         for k, v in self.attrs:
@@ -57,8 +96,9 @@ class InputInfo:
 class Entry:
     name: str
     node: int
-    source: str
+    source: str  # the expression as written in the spec (for messages; never printed into code)
     place: Place
+    text: str  # the parsed expression as one canonical line: what generated comments echo
 
 
 @dataclass(frozen=True)
@@ -80,7 +120,9 @@ class Graph:
     def where(self, i: int) -> str:
         """'x, line 3': the provenance used in shape messages."""
         n = self.nodes[i]
-        return f"{n.label}, line {n.place.line}"
+        # a graph entry computed by an inlined block is defined where its call is
+        line = n.origin[0].call_place.line if n.origin and n.name else n.place.line
+        return f"{n.label}, line {line}"
 
 
 @dataclass(frozen=True)

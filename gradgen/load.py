@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import yaml
 
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error
+from gradgen.dims import parse_dim
 
-TOP_LEVEL_KEYS = ("name", "description", "inputs", "graph", "output", "wrt", "derivatives")
+TOP_LEVEL_KEYS = ("name", "description", "inputs", "blocks", "graph", "output", "wrt", "derivatives")
+BLOCK_KEYS = ("params", "graph", "output")
 INPUT_KEYS = ("shape", "dtype")
 DTYPES = ("float", "int")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -52,6 +54,25 @@ class EntryDecl:
 
 
 @dataclass(frozen=True)
+class ParamDecl:
+    """A block parameter: a bare name (``shape`` None), or a name with a declared shape and dtype."""
+
+    name: Text
+    shape: tuple[Text, ...] | None
+    dtype: Text | None
+
+
+@dataclass(frozen=True)
+class BlockDecl:
+    """A reusable sub-graph of ``blocks:``, inlined at every call."""
+
+    name: Text
+    params: tuple[ParamDecl, ...]
+    graph: tuple[EntryDecl, ...]
+    output: Text | None
+
+
+@dataclass(frozen=True)
 class SpecDoc:
     """The raw document: texts with places, nothing resolved yet."""
 
@@ -65,6 +86,7 @@ class SpecDoc:
     wrt: tuple[Text, ...] | None
     wrt_place: Place | None
     top_place: Place
+    blocks: tuple[BlockDecl, ...] = ()
     derivatives: tuple[Text, ...] | None = None  # the derivative kinds asked for, as written
 
 
@@ -199,6 +221,8 @@ def load(path: str, source: str) -> SpecDoc:
             if expr is not None:
                 graph.append(EntryDecl(key, expr))
 
+    blocks = _blocks(w, fields["blocks"][1]) if "blocks" in fields else ()
+
     wrt = wrt_place = None
     if "wrt" in fields:
         node = fields["wrt"][1]
@@ -219,7 +243,18 @@ def load(path: str, source: str) -> SpecDoc:
     if w.diags:
         raise SpecError(w.diags)
     return SpecDoc(
-        path, stem, name, description, tuple(inputs), tuple(graph), output, wrt, wrt_place, top, derivatives
+        path,
+        stem,
+        name,
+        description,
+        tuple(inputs),
+        tuple(graph),
+        output,
+        wrt,
+        wrt_place,
+        top,
+        blocks,
+        derivatives,
     )
 
 
@@ -268,16 +303,16 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
     return problem
 
 
-def _input(w: _Walker, key: Text, value) -> InputDecl | None:
+def _input(w: _Walker, key: Text, value, what: str = "input") -> InputDecl | None:
     dtype = Text("float", key.place)
     shape_node = value
     if isinstance(value, yaml.MappingNode):
-        pairs = w.mapping(value, f"input {key.value!r}")
+        pairs = w.mapping(value, f"{what} {key.value!r}")
         fields = {}
         for k, v in pairs or []:
             if k.value not in INPUT_KEYS:
                 w.err(
-                    k.place, f"unknown key {k.value!r} in input {key.value!r}; expected 'shape' and 'dtype'"
+                    k.place, f"unknown key {k.value!r} in {what} {key.value!r}; expected 'shape' and 'dtype'"
                 )
             else:
                 fields[k.value] = v
@@ -285,29 +320,33 @@ def _input(w: _Walker, key: Text, value) -> InputDecl | None:
             d = w.scalar(fields["dtype"], f"the dtype of {key.value!r}")
             if d is not None and d.value not in DTYPES:
                 w.err(
-                    d.place, f"unknown dtype {d.value!r} for input {key.value!r}; expected 'float' or 'int'"
+                    d.place, f"unknown dtype {d.value!r} for {what} {key.value!r}; expected 'float' or 'int'"
                 )
                 return None
             dtype = d or dtype
         if "shape" not in fields:
-            w.err(key.place, f"input {key.value!r} has no 'shape'")
+            w.err(key.place, f"{what} {key.value!r} has no 'shape'")
             return None
         shape_node = fields["shape"]
     if not isinstance(shape_node, yaml.SequenceNode):
         w.err(
             shape_node,
-            f"the shape of input {key.value!r} must be a list of dims like [N, D], not {_kind(shape_node)}",
+            f"the shape of {what} {key.value!r} must be a list of dims like [N, D], not {_kind(shape_node)}",
         )
         return None
     dims = []
     ok = True
     for item in shape_node.value:
-        t = w.scalar(item, f"a dim of input {key.value!r}")
+        t = w.scalar(item, f"a dim of {what} {key.value!r}")
         if t is None:
             ok = False
             continue
-        if not (is_positive_int(t.value) and not t.quoted) and not valid_dim_name(t.value):
-            w.err(t.place, f"dim {t.value!r} of input {key.value!r} must be a positive int or a name like N")
+        if not (is_positive_int(t.value) and not t.quoted) and not valid_dim_text(t.value):
+            w.err(
+                t.place,
+                f"dim {t.value!r} of {what} {key.value!r} must be a positive int, a name like N "
+                "or a product like 3*D",
+            )
             ok = False
         dims.append(t)
     if not ok:
@@ -321,3 +360,82 @@ def is_positive_int(text: str) -> bool:
 
 def valid_dim_name(text: str) -> bool:
     return bool(IDENTIFIER.match(text)) and not keyword.iskeyword(text) and not text.startswith("_")
+
+
+def valid_dim_text(text: str) -> bool:
+    """A name like N, or a product of names and positive ints like 3*D or H*Dh."""
+    if valid_dim_name(text):
+        return True
+    return "*" in text and text.isascii() and parse_dim(text) is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# blocks: reusable sub-graphs
+
+
+def _blocks(w: _Walker, node) -> tuple[BlockDecl, ...]:
+    pairs = w.mapping(node, "'blocks'")
+    out = []
+    for key, value in pairs or []:
+        block = _block(w, key, value)
+        if block is not None:
+            out.append(block)
+    return tuple(out)
+
+
+def _block(w: _Walker, key: Text, value) -> BlockDecl | None:
+    what = f"block {key.value!r}"
+    pairs = w.mapping(value, what)
+    if pairs is None:
+        return None
+    fields = {}
+    for k, v in pairs:
+        if k.value not in BLOCK_KEYS:
+            w.err(k.place, f"unknown key {k.value!r} in {what}; expected one of: {', '.join(BLOCK_KEYS)}")
+        else:
+            fields[k.value] = v
+    for required in ("params", "graph"):
+        if required not in fields:
+            w.err(key.place, f"{what} has no {required!r}")
+    if "params" not in fields or "graph" not in fields:
+        return None
+    params = _params(w, fields["params"], what)
+    graph = _entries(w, fields["graph"], f"the graph of {what}")
+    output = w.scalar(fields["output"], f"the output of {what}") if "output" in fields else None
+    if params is None or graph is None:
+        return None
+    return BlockDecl(key, params, graph, output)
+
+
+def _params(w: _Walker, node, what: str) -> tuple[ParamDecl, ...] | None:
+    """``[x, g, b]`` (any shapes) or ``{x: [N, D], g: [D], ...}`` (shapes checked at every call)."""
+    if isinstance(node, yaml.SequenceNode):
+        names = [w.scalar(item, f"a param of {what}") for item in node.value]
+        params = tuple(ParamDecl(t, None, None) for t in names if t is not None)
+    elif isinstance(node, yaml.MappingNode):
+        decls = [_input(w, k, v, "param") for k, v in w.mapping(node, f"the params of {what}") or []]
+        params = tuple(ParamDecl(d.name, d.shape, d.dtype) for d in decls if d is not None)
+    else:
+        w.err(
+            node, f"the params of {what} must be a list of names or a mapping name: shape, not {_kind(node)}"
+        )
+        return None
+    if not node.value:
+        w.err(node, f"{what} has no params; a block takes at least one tensor")
+        return None
+    return params
+
+
+def _entries(w: _Walker, node, what: str) -> tuple[EntryDecl, ...] | None:
+    pairs = w.mapping(node, what)
+    if pairs is None:
+        return None
+    if not node.value:
+        w.err(node, f"{what} is empty; define at least one entry")
+        return None
+    out = []
+    for key, value in pairs:
+        expr = w.scalar(value, f"the expression of {key.value!r}")
+        if expr is not None:
+            out.append(EntryDecl(key, expr))
+    return tuple(out)

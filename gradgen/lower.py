@@ -9,14 +9,18 @@ computes each value once.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import keyword
 import math
+import re
 
+from gradgen import blocks, hints, numbers
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
-from gradgen.dims import Dim
-from gradgen.ir import Const, Entry, Graph, InputInfo, Node
+from gradgen.dims import Dim, parse_dim, single_symbol
+from gradgen.ir import Const, Entry, Graph, InputInfo, Node, TensorType
 from gradgen.load import IDENTIFIER, SpecDoc, Text, is_positive_int, valid_dim_name
+from gradgen.numbers import CONSTANTS, FoldError
 from gradgen.ops import CALLABLE, TABLE
 
 BINOPS = {
@@ -40,6 +44,7 @@ RESERVED = {
     "backward": "a generated function",
     "value_and_grad": "a generated function",
     "ValueError": "the exception that the generated shape checks raise",
+    "slice": "a builtin that the generated code calls",
 }
 # What `derivatives:` may list; vjp (forward, backward, value_and_grad) is always generated.
 DERIVATIVE_KINDS = ("vjp", "jvp", "jacobian", "hvp", "hessian")
@@ -93,6 +98,10 @@ class _Unsupported(Exception):
         self.message = message
 
 
+class _Poisoned(Exception):
+    """An expression reads a name whose own definition failed: that error is the cause, say no more."""
+
+
 def check_name(text: Text, what: str, module: bool = False) -> str | None:
     """The reason a spec name is invalid, or None (``module``: the name of the generated module)."""
     name = text.value
@@ -106,8 +115,6 @@ def check_name(text: Text, what: str, module: bool = False) -> str | None:
         if name in SHADOWED_MODULES:
             return f"{what} {name!r} would shadow the module {name!r} that the generated files import"
         return None
-    if name in CALLABLE:
-        return f"{what} {name!r} is the name of an op"
     if name in RESERVED:
         return f"{what} {name!r} is reserved in generated modules ({RESERVED[name]})"
     return None
@@ -129,8 +136,15 @@ class _Lowerer:
         self.defined_at: dict[str, Place] = {}
         self.later: dict[str, Place] = {e.name.value: e.name.place for e in doc.graph}
         self.dims: dict[str, tuple[str, Place]] = {}  # dim -> (the input that first names it, where)
+        self.product_dims: dict[str, tuple[str, Text]] = {}  # dim -> (input, dim text) inside a product
         self.entry: str | None = None
         self.expr_text: Text | None = None
+        self.failed: set[str] = set()  # entries whose expression failed: known, but not lowered
+        self.dim_env: dict[str, Dim] | None = None  # a block's local dims (None: the spec's dims)
+        self.origin: tuple = ()  # the block calls being inlined, outermost first
+        self.hint_prefix: str | None = None  # variable-name prefix of the inlined entry being lowered
+        self.math_uses: list[Place] = []  # numbers that the generated code computes with math.*
+        self.blocks = blocks.Blocks(self)
 
     def err(self, place: Place, message: str) -> None:
         self.diags.append(error(place, message))
@@ -143,7 +157,10 @@ class _Lowerer:
         if op != "input" and key in self.cse:
             return self.cse[key]
         nid = len(self.nodes)
-        self.nodes.append(Node(nid, op, args, attrs, name, label, place, self.entry))
+        hint = f"{self.hint_prefix}_{op}" if self.hint_prefix else None
+        self.nodes.append(
+            Node(nid, op, args, attrs, name, label, place, self.entry, origin=self.origin, hint=hint)
+        )
         if op != "input":
             self.cse[key] = nid
         return nid
@@ -152,7 +169,7 @@ class _Lowerer:
         """Give a graph entry's name to its node (the first name wins when CSE merged two entries)."""
         n = self.nodes[nid]
         if n.name is None:  # keeps the expression's place: shape errors point into the expression
-            self.nodes[nid] = Node(n.id, n.op, n.args, n.attrs, name, name, n.place, n.entry)
+            self.nodes[nid] = dataclasses.replace(n, name=name, label=name)
 
     # -- expressions ---------------------------------------------------------------------------------
     def place_of(self, node: ast.AST) -> Place:
@@ -182,14 +199,16 @@ class _Lowerer:
                 raise _Unsupported(
                     node, f"unsupported literal {label}; only int and float numbers may appear here"
                 )
+            if isinstance(node.value, int) and abs(node.value) >= 2**1024:
+                raise _Unsupported(node, f"the literal {label} is too large for a float")
             if not math.isfinite(node.value):
                 raise _Unsupported(node, f"the literal {label} is not a finite number")
-            return Const(node.value, label)
+            return Const(node.value, literal_text(node.value, label))
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
                 operand = self.expr(node.operand)
                 if isinstance(operand, Const):
-                    return Const(-operand.value, label)
+                    return self.negated(operand, node, label)
                 return self.add("neg", (operand,), (), label, place)
             if isinstance(node.op, ast.UAdd):
                 return self.expr(node.operand)
@@ -202,16 +221,21 @@ class _Lowerer:
                 )
             place = self.operator_place(node)
             left = self.expr(node.left)
-            if op == "pow":
-                right = self.literal_number(node.right, "the exponent of **")
-                if isinstance(left, Const):
-                    raise _Unsupported(node, f"{label} has no tensor operand; write the number itself")
+            if op == "pow" and not isinstance(left, Const):
+                right = self.exponent(node.right)
                 return self.add("pow", (left,), (("k", right.value),), label, place)
             right = self.expr(node.right)
-            if isinstance(left, Const) and isinstance(right, Const):
-                raise _Unsupported(node, f"{label} has no tensor operand; write the number itself")
             if op == "matmul" and (isinstance(left, Const) or isinstance(right, Const)):
                 raise _Unsupported(node, f"matmul needs two tensors, not a number, in {label}")
+            if isinstance(left, Const) and isinstance(right, Const):
+                return self.fold(SYMBOLS[type(node.op)], left, right, node, label)
+            if op == "div" and isinstance(right, Const) and right.num is None and right.value == 0:
+                raise _Unsupported(node, f"{label} divides by zero")
+            if op == "pow":
+                raise _Unsupported(
+                    node.right,
+                    f"the exponent of ** must be a number, not a tensor expression ({self.source_of(node.right)})",
+                )
             return self.add(op, (left, right), (), label, place)
         if isinstance(node, ast.Attribute):
             if node.attr != "T":
@@ -224,6 +248,8 @@ class _Lowerer:
             return self.add("transpose", (operand,), (("axes", None),), label, place)
         if isinstance(node, ast.Call):
             return self.call(node, label, place)
+        if isinstance(node, ast.Subscript):
+            raise _Unsupported(node, f"indexing and slicing ({label}) are not supported yet")
         what = SYNTAX_NAMES.get(type(node), type(node).__name__)
         raise _Unsupported(
             node,
@@ -234,67 +260,134 @@ class _Lowerer:
             ),
         )
 
-    def name(self, node: ast.Name, place: Place) -> int:
+    def name(self, node: ast.Name, place: Place) -> int | Const:
+        """A value (input, earlier entry, block param), else a dim or a constant used as a number."""
         name = node.id
         if name in self.scope:
             return self.scope[name]
-        if name in CALLABLE:
-            raise _Unsupported(node, f"op {name!r} must be called, as {name}(...)")
+        if name in self.failed:
+            raise _Poisoned()
+        number = self.number_name(name)
+        if number is not None:
+            return number
+        if name in CALLABLE or name in self.blocks.names:
+            what = "op" if name in CALLABLE else "block"
+            raise _Unsupported(node, f"{what} {name!r} must be called, as {name}(...)")
         if name in self.later:
             line = self.later[name].line
             if name == self.entry:
                 raise _Unsupported(node, f"{name!r} is used in its own definition")
             raise _Unsupported(node, f"{name!r} is used before it is defined (line {line})")
+        if self.origin or self.dim_env is not None:
+            raise _Unsupported(
+                node,
+                f"unknown name {name!r}; a block sees its params, its earlier entries, the dims of its "
+                "declared param shapes, pi and e" + _did_you_mean(name, self.known_numbers()),
+            )
         raise _Unsupported(
             node,
             f"unknown name {name!r}; not an input or an earlier graph entry"
-            + _did_you_mean(name, self.scope),
+            + _did_you_mean(name, self.known_numbers()),
         )
 
-    def literal_number(self, node: ast.AST, what: str) -> Const:
-        value = node
-        sign = 1
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            sign = -1 if isinstance(node.op, ast.USub) else 1
-            value = node.operand
-        if (
-            isinstance(value, ast.Constant)
-            and isinstance(value.value, (int, float))
-            and not isinstance(value.value, bool)
-        ):
-            if not math.isfinite(value.value):
-                raise _Unsupported(node, f"the literal {self.source_of(node)} is not a finite number")
-            return Const(sign * value.value, self.source_of(node))
-        raise _Unsupported(
-            node, f"{what} must be a number literal, not a tensor expression ({self.source_of(node)})"
-        )
+    def is_value(self, name: str) -> bool:
+        return name in self.scope or name in self.failed
 
-    def call(self, node: ast.Call, label: str, place: Place) -> int:
+    # -- numbers: folded at build time, or dims known at run time -----------------------------------
+    def known_numbers(self) -> list[str]:
+        dims = self.dims if self.dim_env is None else self.dim_env
+        return [*self.scope, *dims, *CONSTANTS]
+
+    def dim_of(self, name: str) -> Dim | None:
+        """The dim a name stands for here (a block's local dims are its callers' dims)."""
+        if self.dim_env is not None:
+            return self.dim_env.get(name)
+        return Dim.sym(name) if name in self.dims or name in self.product_dims else None
+
+    def number_name(self, name: str) -> Const | None:
+        """A dim used as a number (known at run time), or pi or e; values shadow both."""
+        d = self.dim_of(name)
+        if d is not None:
+            return self.run_const(numbers.of_dim(d), name)
+        if name in CONSTANTS:
+            return Const(CONSTANTS[name], numbers.literal_text(CONSTANTS[name]))
+        return None
+
+    def run_const(self, n: numbers.RunNum, label: str) -> Const:
+        d = n.dim if n.op == "dim" else None
+        if d is not None and d.is_const:
+            return Const(d.value, str(d.value))
+        if n.functions:
+            self.math_uses.append(self.expr_text.place if self.expr_text else self.doc.top_place)
+        return Const(None, label, n)
+
+    def fold(self, symbol: str, a: Const, b: Const, node: ast.AST, label: str) -> Const:
+        """``a op b`` for two numbers: computed now, or kept as a run-time number when a dim is read."""
+        try:
+            if a.num is None and b.num is None:
+                value = numbers.fold_binary(symbol, a.value, b.value, label)
+                return Const(value, numbers.literal_text(value))
+            na = a.num or numbers.of_value(a.value)
+            nb = b.num or numbers.of_value(b.value)
+            return self.run_const(numbers.run_binary(symbol, na, nb, label), label)
+        except FoldError as exc:
+            raise _Unsupported(node, str(exc)) from None
+
+    def negated(self, a: Const, node: ast.UnaryOp, label: str) -> Const:
+        if a.num is not None:
+            return self.run_const(numbers.run_neg(a.num), label)
+        if isinstance(node.operand, ast.Constant):
+            return Const(-a.value, "-" + a.text)  # a signed literal keeps its spelling
+        return Const(-a.value, numbers.literal_text(-a.value))
+
+    def fold_call(self, opname: str, a: Const, node: ast.AST, label: str) -> Const:
+        """An elementwise op of a number: its value now, or its run-time form for a dim."""
+        if a.num is None:
+            try:
+                value = numbers.fold_call(opname, a.value, label)
+            except FoldError as exc:
+                raise _Unsupported(node, str(exc)) from None
+            return Const(value, numbers.literal_text(value))
+        run = numbers.run_call(opname, a.num)
+        if run is None:
+            allowed = ", ".join(sorted({*numbers.RUN_FUNCS, "square"}))
+            raise _Unsupported(
+                node,
+                f"{opname} of a number known only at run time ({label}) is not supported; "
+                f"these ops apply to dims used as numbers: {allowed}",
+            )
+        return self.run_const(run, label)
+
+    def exponent(self, node: ast.AST) -> Const:
+        """The exponent of ``a ** k``: a number known when the spec is built."""
+        value = self.expr(node)
+        text = self.source_of(node)
+        if not isinstance(value, Const):
+            raise _Unsupported(node, f"the exponent of ** must be a number, not a tensor expression ({text})")
+        if value.num is not None:
+            raise _Unsupported(
+                node,
+                f"the exponent of ** must be a number known when the spec is built; {text} reads a dim, "
+                "which is known only at run time",
+            )
+        return value
+
+    def call(self, node: ast.Call, label: str, place: Place) -> int | Const:
+        """A name in call position is an op (or a block of the spec), whatever values share its name."""
         if not isinstance(node.func, ast.Name):
             func = node.func
             if type(func) in SYNTAX_NAMES:
                 self.expr(func)  # raises: "lambdas are not allowed ..."
-            if (
-                isinstance(func, ast.Attribute)
-                and func.attr in CALLABLE
-                and not node.keywords
-                and not node.args
-            ):
-                obj = self.source_of(func.value)
-                raise _Unsupported(
-                    node, f"methods are not allowed; write {func.attr}({obj}) instead of {label}"
-                )
+            if isinstance(func, ast.Attribute):
+                raise _Unsupported(node, hints.attribute_call(node, func, self.is_value, CALLABLE))
             raise _Unsupported(node, f"only the ops may be called, not {self.source_of(func)}")
         opname = node.func.id
+        if self.blocks.is_block(opname):  # a spec's own block wins over an op of the same name
+            return self.blocks.call(node, label, place)
         if opname not in CALLABLE:
             if opname in self.scope:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
-            hint = _did_you_mean(opname, CALLABLE)
-            raise _Unsupported(
-                node,
-                f"unknown op {opname!r}{hint or ';'} known ops: {', '.join(sorted(CALLABLE))}; "
-                "`gradgen ops NAME` describes each",
-            )
+            raise _Unsupported(node, hints.unknown_op(opname, node, CALLABLE, self.blocks.names))
         opdef = TABLE[opname]
         params = opdef.params
         values: dict[str, ast.AST] = {}
@@ -342,10 +435,16 @@ class _Lowerer:
             if param.kind == "operand":  # a tensor or a number (maximum, minimum)
                 args.append(self.expr(arg))
                 if len(args) == 2 and all(isinstance(a, Const) for a in args):
-                    raise _Unsupported(node, f"{opname} needs at least one tensor operand")
+                    if any(a.num is not None for a in args):
+                        raise _Unsupported(node, f"{opname} needs at least one tensor operand")
+                    pick = max if opname == "maximum" else min
+                    value = pick(args[0].value, args[1].value)
+                    return Const(value, numbers.literal_text(value))
             elif param.kind == "tensor":
                 value = self.expr(arg)
                 if isinstance(value, Const):
+                    if opname in numbers.FOLD_FUNCS:  # exp(2), sqrt(K): a number, not a node
+                        return self.fold_call(opname, value, node, label)
                     raise _Unsupported(
                         arg, f"argument {param.name!r} of {opname} must be a tensor, not a number"
                     )
@@ -406,14 +505,8 @@ class _Lowerer:
                 raise _Unsupported(arg, f"shape of {opname} must be a list of dims like [N, -1], not {text}")
             dims = []
             for e in arg.elts:
-                if isinstance(e, ast.Name):
-                    if not valid_dim_name(e.id):
-                        raise _Unsupported(e, f"{e.id!r} is not a valid dim name")
-                    if e.id not in self.dims:
-                        raise _Unsupported(
-                            e, f"unknown dim {e.id!r} in shape; dims come from the inputs' shapes"
-                        )
-                    dims.append(e.id)
+                if isinstance(e, (ast.Name, ast.BinOp)):
+                    dims.append(self.shape_dim(e, opname))
                 else:
                     value = self.int_literal(e, f"a dim of the shape of {opname}")
                     if value == 0 or value < -1:
@@ -462,6 +555,34 @@ class _Lowerer:
                     f"which the spec defines at line {where.line}; rename it",
                 )
 
+    def shape_dim(self, e: ast.AST, opname: str) -> Dim:
+        """A dim of a shape argument: a dim name, or a product of names and ints (``B*T``, ``H*Dh``)."""
+        if isinstance(e, ast.BinOp):
+            if not isinstance(e.op, ast.Mult):
+                raise _Unsupported(
+                    e,
+                    f"a dim of the shape of {opname} is a name, an int or a product like B*T, not {self.source_of(e)}",
+                )
+            return self.shape_dim(e.left, opname) * self.shape_dim(e.right, opname)
+        if isinstance(e, ast.Name):
+            if not valid_dim_name(e.id):
+                raise _Unsupported(e, f"{e.id!r} is not a valid dim name")
+            d = self.dim_of(e.id)
+            if d is None:
+                where = (
+                    "the dims of a block come from its declared param shapes"
+                    if self.dim_env is not None
+                    else "dims come from the inputs' shapes"
+                )
+                raise _Unsupported(e, f"unknown dim {e.id!r} in shape; {where}")
+            return d
+        value = self.int_literal(e, f"a dim of the shape of {opname}")
+        if value <= 0:
+            raise _Unsupported(
+                e, f"a factor of a dim in the shape of {opname} must be a positive int, not {value}"
+            )
+        return Dim.const(value)
+
     def int_literal(self, node: ast.AST, what: str) -> int:
         sign = 1
         value = node
@@ -470,6 +591,66 @@ class _Lowerer:
         if isinstance(value, ast.Constant) and type(value.value) is int:
             return sign * value.value
         raise _Unsupported(node, f"{what} must be an int literal, not {self.source_of(node)}")
+
+    # -- entries and dims ----------------------------------------------------------------------------
+    def expression(self, decl, what: str) -> int | None:
+        """Parse and lower one entry's expression to its node; on failure report why and return None
+        (None without a report when it reads a name whose own definition failed)."""
+        name = decl.name.value
+        self.expr_text = decl.expr
+        try:
+            tree = ast.parse(decl.expr.value, mode="eval")
+        except SyntaxError as exc:
+            col = (exc.offset or 1) - 1
+            self.err(
+                decl.expr.place_at(0, col), _statement(decl.expr.value) or f"invalid expression: {exc.msg}"
+            )
+            return None
+        if _is_number(tree.body):
+            self.err(decl.expr.place, f"{what} {name!r} is a number, not a tensor expression")
+            return None
+        try:
+            value = self.expr(tree.body)
+        except _Poisoned:
+            return None
+        except _Unsupported as exc:
+            self.err(self.unsupported_place(exc), exc.message)
+            return None
+        if isinstance(value, Const):
+            self.err(decl.expr.place, f"{what} {name!r} is a number, not a tensor expression")
+            return None
+        return value
+
+    def unsupported_place(self, exc: _Unsupported) -> Place:
+        if isinstance(exc.node, Place):
+            return exc.node
+        if exc.node is not None and hasattr(exc.node, "col_offset"):
+            return self.place_of(exc.node)
+        return self.expr_text.place
+
+    def input_dim(self, input_name: str, t: Text) -> Dim:
+        """A symbolic dim of an input's shape; a plain name binds that dim, a product only reads its
+        factors, which some input axis must bind on its own."""
+        d = parse_dim(t.value)
+        symbol = single_symbol(d)
+        if symbol is not None:
+            self.dims.setdefault(symbol, (input_name, t.place))
+        else:
+            for sym in d.symbols:
+                self.product_dims.setdefault(sym, (input_name, t))
+        return d
+
+    def check_dims_bound(self) -> None:
+        """Every dim must be the whole size of some input axis: the generated module reads it there."""
+        for sym, (input_name, t) in self.product_dims.items():
+            if sym not in self.dims:
+                self.err(
+                    t.place,
+                    f"dim {sym!r} appears only inside products ({t.value} in the shape of input "
+                    f"{input_name!r}); the generated module reads every dim from an input axis of exactly "
+                    f"that size, so give {sym} an axis of its own in some input's shape (an input of shape "
+                    f"[{sym}], for example)",
+                )
 
     # -- the document --------------------------------------------------------------------------------
     def lower(self) -> Graph:
@@ -511,11 +692,11 @@ class _Lowerer:
                 if is_positive_int(t.value) and not t.quoted:
                     shape.append(Dim.const(int(t.value)))
                 else:
-                    self.dims.setdefault(t.value, (decl.name.value, t.place))
-                    shape.append(Dim.sym(t.value))
+                    shape.append(self.input_dim(decl.name.value, t))
             if not ok and decl.name.value in self.scope:
                 continue  # a second definition: the first one stands
             nid = self.add("input", (), (), decl.name.value, decl.name.place, decl.name.value)
+            self.blocks.typer.fixed[nid] = TensorType(tuple(shape), decl.dtype.value)
             self.scope[decl.name.value] = nid
             inputs.append(
                 InputInfo(
@@ -528,50 +709,27 @@ class _Lowerer:
                 )
             )
             self.defined_at[decl.name.value] = decl.name.place
+        self.check_dims_bound()
+        self.blocks.define(doc.blocks)
 
         entries: list[Entry] = []
         for decl in doc.graph:
             name = decl.name.value
             ok = claim(decl.name, "graph entry")
             self.entry = name
-            self.expr_text = decl.expr
             try:
-                tree = ast.parse(decl.expr.value, mode="eval")
-            except SyntaxError as exc:
-                col = (exc.offset or 1) - 1
-                self.err(
-                    decl.expr.place_at(0, col),
-                    _statement(decl.expr.value) or f"invalid expression: {exc.msg}",
-                )
-                self.later.pop(name, None)
-                continue
-            if _is_number(tree.body):
-                self.err(decl.expr.place, f"graph entry {name!r} is a number, not a tensor expression")
-                self.later.pop(name, None)
-                continue
-            try:
-                value = self.expr(tree.body)
-            except _Unsupported as exc:
-                if isinstance(exc.node, Place):
-                    place = exc.node
-                elif exc.node is not None and hasattr(exc.node, "col_offset"):
-                    place = self.place_of(exc.node)
-                else:
-                    place = decl.expr.place
-                self.err(place, exc.message)
-                self.later.pop(name, None)
-                continue
+                value = self.expression(decl, "graph entry")
             finally:
                 self.entry = None
             self.later.pop(name, None)
-            if isinstance(value, Const):
-                self.err(decl.expr.place, f"graph entry {name!r} is a number, not a tensor expression")
+            if value is None:
+                self.failed.add(name)  # later entries may name it without a second error
                 continue
             if not ok and name in self.scope:
                 continue  # a second definition: the first one stands
             self.name_node(value, name, decl.name.place)
             self.scope[name] = value
-            entries.append(Entry(name, value, decl.expr.value, decl.name.place))
+            entries.append(Entry(name, value, decl.expr.value, decl.name.place, echo_source(decl.expr.value)))
 
         output = None
         if doc.output is not None:
@@ -613,10 +771,17 @@ class _Lowerer:
             if inputs and not wrt and not self.diags:
                 self.err(doc.top_place, "no float input to differentiate; every input is an int")
 
+        if self.math_uses and "math" in names_seen:
+            self.err(
+                names_seen["math"],
+                "the name 'math' is taken in this spec: the generated module imports math to compute "
+                f"a number from dims (line {self.math_uses[0].line}); rename this value",
+            )
         derivatives = self.derivative_kinds()
 
         if self.diags:
             raise SpecError(self.diags)
+        self.diags.extend(self.blocks.final_warnings())
 
         # Graph entries that the output does not use are not computed; say so.
         used = _ancestors(self.nodes, output)
@@ -642,6 +807,47 @@ class _Lowerer:
             dim_origin,
             derivatives,
         )
+
+
+# A number exactly as Python spells one (1, 2.5, .5, 1e-5, 1_000, 0x1F): one token, safe to print as code.
+NUMBER_TOKEN = re.compile(r"[0-9.][0-9A-Za-z_.]*(?:[eE][+-][0-9_]+)?\Z")
+
+
+def literal_text(value, source: str) -> str:
+    """How a literal is printed in generated code and comments: its own spelling when that is a plain
+    number token (``1e-5`` stays ``1e-5``), else Python's rendering of the parsed value (``'sum'``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and NUMBER_TOKEN.match(source):
+        return source
+    return repr(value)
+
+
+def echo(node: ast.expr, source: str) -> str:
+    """A graph entry's expression as one line, rendered from its parse tree, not copied from the spec.
+
+    Line breaks, continuations, Python comments and redundant parentheses of the source are gone; number
+    literals keep their spelling and strings are quoted as ``repr`` quotes them.  The result is still
+    spec-derived text: it is printed only in comments, through ``gradgen.escape.one_line``.
+    """
+    for parent in ast.walk(node):  # iterative: literals become names spelled like the literal
+        for field, value in ast.iter_fields(parent):
+            if isinstance(value, ast.Constant):
+                setattr(parent, field, _spelled(value, source))
+            elif isinstance(value, list):
+                value[:] = [_spelled(v, source) if isinstance(v, ast.Constant) else v for v in value]
+    try:
+        return ast.unparse(node)
+    except RecursionError:  # too deep for ast.unparse: the source, collapsed to one line
+        return " ".join(source.split())
+
+
+def echo_source(source: str) -> str:
+    """``echo`` of an expression's text (parsed afresh: ``echo`` rewrites the tree it is given)."""
+    return echo(ast.parse(source, mode="eval").body, source)
+
+
+def _spelled(node: ast.Constant, source: str) -> ast.Name:
+    segment = ast.get_source_segment(source, node) or ""
+    return ast.Name(id=literal_text(node.value, segment), ctx=ast.Load())
 
 
 def _is_number(node: ast.AST) -> bool:

@@ -56,9 +56,21 @@ DOCS: dict[str, OpDoc] = {
     "sqrt": OpDoc("elementwise square root", "the operand's shape", "g / (2 * y) (the output is reused)"),
     "tanh": OpDoc("elementwise hyperbolic tangent", "the operand's shape", "g * (1 - y * y)"),
     "sigmoid": OpDoc(
-        "logistic function, computed as 0.5 + 0.5 * tanh(a / 2) so that it never overflows",
+        "logistic function, computed from the smaller tail exp(-|a|) / (1 + exp(-|a|)): never overflows, "
+        "a few ulps over the whole range",
         "the operand's shape",
-        "g * y * (1 - y)",
+        "g * t * (1 - t), t the tail saved by the forward pass",
+    ),
+    "log_sigmoid": OpDoc(
+        "log(sigmoid(a)) as min(a, 0) - log1p(exp(-|a|)); log(sigmoid(z)) and log(1 - sigmoid(z)) are "
+        "rewritten to it",
+        "the operand's shape",
+        "-g * expm1(y) (the output is reused)",
+    ),
+    "softplus": OpDoc(
+        "log(1 + exp(a)) as max(a, 0) + log1p(exp(-|a|)); log(1 + exp(z)) is rewritten to it",
+        "the operand's shape",
+        "-g * expm1(-y) (the output is reused)",
     ),
     "relu": OpDoc("max(a, 0)", "the operand's shape", "g * (y > 0); relu'(0) = 0"),
     "square": OpDoc("elementwise square", "the operand's shape", "g * 2 * a"),

@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 from gradgen.diagnostics import Diagnostic, SpecError
 from gradgen.fmt import black_format
+from gradgen.ir import TypedGraph
 from gradgen.load import load
 from gradgen.lower import lower
 from gradgen.plan import Plan, plan
 from gradgen.render import render_module, render_test
+from gradgen.rewrite import rewrite
 from gradgen.shapes import infer
+from gradgen.verify import UnsafeOutput, verify
 
 
 @dataclass(frozen=True)
@@ -21,19 +24,26 @@ class Built:
     warnings: tuple[Diagnostic, ...]
 
 
+def typed_text(path: str, text: str) -> tuple[TypedGraph, list[Diagnostic]]:
+    """load -> lower -> shapes -> rewrite: the graph every later stage (plan, explain) starts from."""
+    graph, warnings = lower(load(path, text))
+    return rewrite(infer(graph)), warnings
+
+
 def plan_text(path: str, text: str) -> tuple[Plan, list[Diagnostic]]:
-    """load -> lower -> shapes -> plan; raises SpecError with every error found."""
-    doc = load(path, text)
-    graph, warnings = lower(doc)
-    typed = infer(graph)
+    """typed_text -> plan; raises SpecError with every error found."""
+    typed, warnings = typed_text(path, text)
     return plan(typed), warnings
 
 
 def build_text(path: str, text: str) -> Built:
+    """The generated files of one spec; raises UnsafeOutput (a gradgen bug) if one fails verification."""
     p, warnings = plan_text(path, text)
     module = black_format(render_module(p))
     test = black_format(render_test(p))
-    return Built(path, p.name, ((f"{p.name}.py", module), (f"test_{p.name}.py", test)), tuple(warnings))
+    files = ((f"{p.name}.py", module), (f"test_{p.name}.py", test))
+    verify(p, files)
+    return Built(path, p.name, files, tuple(warnings))
 
 
-__all__ = ["Built", "SpecError", "build_text", "plan_text"]
+__all__ = ["Built", "SpecError", "UnsafeOutput", "build_text", "plan_text", "typed_text"]

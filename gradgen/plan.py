@@ -13,7 +13,7 @@ import builtins
 import keyword
 from dataclasses import dataclass
 
-from gradgen.dims import Dim, shape_str
+from gradgen.dims import Dim, shape_str, single_symbol
 from gradgen.expr import (
     AUG_OPS,
     UFUNC_OF,
@@ -31,9 +31,11 @@ from gradgen.expr import (
     add,
     axis_lit,
     method,
+    num,
 )
 from gradgen.ir import Const, Node, TypedGraph
 from gradgen.lower import RESERVED
+from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import ROWS, TABLE
 from gradgen.shapes import RuleContext
 
@@ -44,10 +46,13 @@ from gradgen.shapes import RuleContext
 @dataclass
 class Stmt:
     target: str | None  # internal variable name (may carry a '#k' version suffix)
-    expr: E | None
+    expr: E | None  # None: a comment-only line
     op: str = "="  # "=", or an augmented "+=", "-=", "*=", "/="
     index: tuple[E, ...] | None = None  # target[index] op= expr
     comment: str | None = None
+    # a comment-only line that explains the lines below it (an inlined block call, a rewrite), as
+    # opposed to the section comments that head each graph entry's part of the backward pass
+    note: bool = False
     view_of: str | None = None  # the op declared its result a view of this variable (never owned)
 
     def reads(self) -> list[str]:
@@ -66,6 +71,7 @@ class Stmt:
             self.op,
             tuple(e.rename(m) for e in self.index) if self.index is not None else None,
             self.comment,
+            self.note,
             m.get(self.view_of, self.view_of) if self.view_of else None,
         )
 
@@ -90,7 +96,9 @@ class Line:
 class DimCheck:
     input: str
     rank: int
-    dims: tuple[tuple[int, str, str | None], ...]  # (axis, dim text, var name if symbolic)
+    dims: tuple[tuple[int, str, str | None], ...]  # (axis, dim text, var name if a plain symbol)
+    # product axes (3*D, H*Dh), checked once their dims are bound: (axis, text, code, ((dim, var), ...))
+    products: tuple[tuple[int, str, str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ class Plan:
     fused_out: str
     test_inputs: tuple[tuple[str, tuple, str, str], ...]  # (name, shape (symbolic text), dtype, domain)
     dim_symbols: tuple[str, ...]
+    imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
 
 
@@ -125,7 +134,7 @@ class Plan:
 
 class Namer:
     def __init__(self, taken: set[str]):
-        self.taken = set(taken) | set(keyword.kwlist) | set(RESERVED) | set(dir(builtins))
+        self.taken = set(taken) | set(keyword.kwlist) | set(RESERVED) | set(dir(builtins)) | {"math"}
         self.kind: dict[str, tuple[str, str]] = {}  # name -> (kind, phase)
 
     def claim(self, name: str, kind: str, phase: str) -> str:
@@ -173,9 +182,7 @@ class _Ctx:
     def operand(self, i) -> E:
         a = self.node.args[i]
         if isinstance(a, Const):
-            if a.dim is not None:  # a size, in derivative programs
-                return self.p.dim_expr(a.dim)
-            return Lit(a.text if not a.text.startswith("+") else a.text[1:])
+            return self.p.const_expr(a)
         return Var(self.p.var[a])
 
     def dtype(self) -> E:
@@ -200,7 +207,7 @@ class FwdCtx(_Ctx):
 
     def value(self, operand) -> E:
         if isinstance(operand, Const):
-            return self.p.dim_expr(operand.dim) if operand.dim is not None else Lit(operand.text)
+            return self.p.const_expr(operand)
         return Var(self.p.var[operand])
 
     def a(self, i) -> E:
@@ -399,8 +406,8 @@ class _Planner:
                 continue
             if n.name:
                 self.var[n.id] = self.namer.claim(n.name, "param" if n.op == "input" else "user", "fwd")
-            else:
-                self.var[n.id] = self.namer.fresh(f"{n.entry}_{n.op}", "temp", "fwd")
+            else:  # an inlined block entry is named after its call and entry (h1_mu)
+                self.var[n.id] = self.namer.fresh(n.hint or f"{n.entry}_{n.op}", "temp", "fwd")
         wrt = set(g.wrt)
         self.needs_grad = {}
         for n in g.nodes:
@@ -415,6 +422,28 @@ class _Planner:
                 if hint in self.namer.taken:  # dout, say, for an entry named out: d_out reads better
                     hint = f"d_{self.var[n.id]}"
                 self.adj_name[n.id] = self.namer.fresh(hint, kind, "bwd")
+        self.noted: dict[str | None, list[Node]] = {}  # graph entry -> its rewritten live nodes
+        for n in g.nodes:
+            if n.note is not None and n.id in self.live:
+                self.noted.setdefault(n.entry, []).append(n)
+
+    def const_expr(self, a: Const) -> E:
+        """A number operand: its literal, or for a number known at run time, its expression over the
+        module's dim variables (a Python int or float, so float32 arrays stay float32)."""
+        if a.num is not None:
+            return self.run_expr(a.num)
+        return Lit(a.text if not a.text.startswith("+") else a.text[1:])
+
+    def run_expr(self, n: RunNum) -> E:
+        if n.op == "dim":
+            return self.dim_expr(n.dim)
+        if n.op == "lit":
+            return num(n.value)
+        if n.op == "neg":
+            return Neg(self.run_expr(n.args[0]))
+        if n.op in RUN_FUNCS:
+            return Call(RUN_FUNCS[n.op], (self.run_expr(n.args[0]),))
+        return Bin(n.op, self.run_expr(n.args[0]), self.run_expr(n.args[1]))
 
     def is_output(self, nid: int) -> bool:
         return nid == self.graph.output
@@ -425,15 +454,32 @@ class _Planner:
     def dim_expr(self, d: Dim) -> E:
         return dim_expr(d, self.dim_var)
 
+    def notes(self, entry: str | None, backward: bool = False) -> list[str]:
+        """What gradgen.rewrite changed in a graph entry, once each, printed at the head of its lines."""
+        out: list[str] = []
+        for n in self.noted.get(entry, ()):
+            if n.note not in out and (not backward or self.needs_grad[n.id]):
+                out.append(n.note)
+        return out
+
     # -- forward ---------------------------------------------------------------------------------
     def forward(self) -> list[Stmt]:
         stmts: list[Stmt] = []
-        entry = None
+        entry = call = None
+        entries = {e.name: e for e in self.graph.entries}
         for n in self.graph.nodes:
             if n.op == "input" or n.id not in self.live:
                 continue
             if n.entry != entry:
                 entry = n.entry
+                stmts += [Stmt(None, None, comment=note, note=True) for note in self.notes(entry)]
+            here = (n.entry, n.origin[0].call_place) if n.origin else None
+            if here != call:
+                call = here
+                if n.origin and n.entry in entries:
+                    e, frame = entries[n.entry], n.origin[0]
+                    text = f"{e.name} = {e.text}, inlined from block {frame.block}"
+                    stmts.append(Stmt(None, None, comment=text, note=True))
             ctx = FwdCtx(self, n, stmts)
             e = TABLE[n.op].forward(ctx)
             if e is not None:
@@ -465,11 +511,13 @@ class _Planner:
         for n in reversed(g.nodes):
             if n.op == "input" or n.id not in self.live or not self.needs_grad[n.id] or n.id not in adj:
                 continue
-            if n.entry != last_entry and n.entry is not None:
-                last_entry = n.entry
+            if (n.entry, n.origin) != last_entry and n.entry is not None:
+                last_entry = (n.entry, n.origin)
                 e = entries.get(n.entry)
                 if e is not None:
-                    sw.emit(Stmt(None, None, comment=f"{e.name} = {e.source}"))
+                    sw.emit(Stmt(None, None, comment=_section(e, n.origin)))
+                for note in self.notes(n.entry, backward=True):
+                    sw.emit(Stmt(None, None, comment=note, note=True))
             opdef = TABLE[n.op]
             if _is_number(adj[n.id], sw) and not opdef.number_cotangent:
                 # a bare number as cotangent (value_and_grad's 1): give it the output's shape and dtype
@@ -529,6 +577,7 @@ class _Planner:
         out_shape = self.types[n.id].shape
         shapes = dict.fromkeys(self.dim_var.values(), ())
         shapes["dout"] = ()
+        shapes.update(self.temp_shapes)  # forward temporaries a rule reads (sigmoid's tail)
         for _i, a in enumerate(n.args):
             if isinstance(a, int):
                 shapes[self.var[a]] = self.types[a].shape
@@ -925,7 +974,7 @@ def plan(tg: TypedGraph) -> Plan:
         ur = _closure(u_ren)
         fused_out = ur.get(out_var, out_var)
         fused_grads = [(n, e.rename(ur)) for n, e in u_grads]
-        fused_lines = _lines(u_opt[: _forward_length(u_opt)], shape_of) + _lines(
+        fused_lines = _lines(_drop_empty_notes(u_opt[: _forward_length(u_opt)]), shape_of) + _lines(
             u_opt[_forward_length(u_opt) :]
         )
         fused_grads = _own_returns(fused_grads, u_opt, set(inputs))
@@ -935,13 +984,18 @@ def plan(tg: TypedGraph) -> Plan:
     checks = []
     for info in g.inputs:
         ds = []
+        products = []
         for ax, d in enumerate(info.shape):
+            sym = single_symbol(d)
             if d.is_const:
                 ds.append((ax, str(d.value), None))
-            else:
-                sym = d.symbols[0]
+            elif sym is not None:
                 ds.append((ax, sym, p.dim_var[sym]))
-        checks.append(DimCheck(info.name, len(info.shape), tuple(ds)))
+            else:
+                ds.append((ax, str(d), None))
+                factors = tuple((s, p.dim_var[s]) for s in d.symbols)
+                products.append((ax, str(d), p.dim_expr(d).render(), factors))
+        checks.append(DimCheck(info.name, len(info.shape), tuple(ds), tuple(products)))
 
     test_inputs = tuple(
         (i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs
@@ -962,7 +1016,7 @@ def plan(tg: TypedGraph) -> Plan:
         wrt=tuple(g.nodes[n].name for n in wrt_nodes),
         dims=tuple(p.dim_var.items()),
         dim_checks=tuple(checks),
-        forward=_lines(f_opt, shape_of),
+        forward=_lines(_drop_empty_notes(f_opt), shape_of),
         forward_out=Var(fwd_out).render(),
         cache_fields=tuple(Var(v).render() for v in cache_vals) + tuple(cache_dims) + ("dtype",),
         cache_values=tuple(Var(v).render() for v in cache_exprs) + tuple(cache_dims),
@@ -973,16 +1027,46 @@ def plan(tg: TypedGraph) -> Plan:
         fused_out=Var(fused_out).render(),
         test_inputs=test_inputs,
         dim_symbols=tuple(p.dim_var),
+        imports_math=any(
+            isinstance(a, Const) and a.num is not None and a.num.functions
+            for n in g.nodes
+            if n.id in p.live
+            for a in n.args
+        ),
         derivatives=derivs,
     )
 
 
 def _forward_length(stmts: list[Stmt]) -> int:
-    """Where value_and_grad's backward part starts: at its first comment-only line."""
+    """Where value_and_grad's backward part starts: at its first section comment."""
     for i, s in enumerate(stmts):
-        if s.expr is None:
+        if s.expr is None and not s.note:
             return i
     return len(stmts)
+
+
+def _section(e, origin) -> str:
+    """The comment that opens a backward section: the entry; for an inlined block, the chain of calls
+    (entry: block) and the block's entry with its line (h1: layer -> up: layernorm -> mu = ...)."""
+    if not origin:
+        return f"{e.name} = {e.text}"
+    callers = [e.name] + [frame.entry for frame in origin[:-1]]
+    chain = " -> ".join(f"{c}: {frame.block}" for c, frame in zip(callers, origin))
+    last = origin[-1]
+    return f"{chain} -> {last.entry} = {last.source} (block {last.block}, line {last.place.line})"
+
+
+def _drop_empty_notes(stmts: list[Stmt]) -> list[Stmt]:
+    """Forward comment lines whose statements were all optimized away say nothing: drop them.  Notes
+    may stand in a row (a rewrite's note above a block call's); each one heads the code after the row."""
+    out = []
+    for i, s in enumerate(stmts):
+        if s.note:
+            after = next((x for x in stmts[i + 1 :] if not x.note), None)
+            if after is None or after.expr is None:
+                continue
+        out.append(s)
+    return out
 
 
 def _closure(renames: dict[str, str]) -> dict[str, str]:

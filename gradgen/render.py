@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gradgen import __version__
+from gradgen.escape import one_line
 from gradgen.plan import Plan
 
 SIZE_SEQUENCE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
@@ -43,6 +44,7 @@ def _lines(lines) -> list[str]:
     out = []
     for line in lines:
         code, comment = line.code, line.comment
+        comment = one_line(comment) if comment else comment
         if not code:
             if comment:
                 out.append(f"# {comment}")
@@ -59,8 +61,10 @@ def _dim_lines(plan: Plan) -> list:
     """Per input: the lines that check its dims against those already bound, and bind new ones."""
     bound: dict[str, str] = {}
     out = []
+    pending: list = []  # product axes whose dims are not all bound yet
     for c in plan.dim_checks:
         lines = []
+        products = {ax for ax, *_ in c.products}
         new = [(ax, text, var) for ax, text, var in c.dims if var is not None and text not in bound]
         first_seen = set()
         if new and len(new) == c.rank and len({v for _, _, v in new}) == c.rank:
@@ -69,6 +73,8 @@ def _dim_lines(plan: Plan) -> list:
                 bound[text] = c.input
                 first_seen.add(text)
         for ax, text, var in c.dims:
+            if ax in products:
+                continue
             if var is None:
                 lines.append(f"if {c.input}.shape[{ax}] != {text}:")
                 lines.append(
@@ -85,9 +91,24 @@ def _dim_lines(plan: Plan) -> list:
             else:
                 lines.append(f"{var} = {c.input}.shape[{ax}]")
                 bound[text] = c.input
+        pending += [(c.input, product) for product in c.products]
+        ready = [(name, pr) for name, pr in pending if all(d in bound for d, _ in pr[3])]
+        pending = [item for item in pending if item not in ready]
+        for name, product in ready:
+            lines += _product_check(name, *product)
         shape = "[" + ", ".join(t for _, t, _ in c.dims) + "]"
         out.append({"input": c.input, "rank": c.rank, "lines": lines, "shape": shape})
     return out
+
+
+def _product_check(name: str, ax: int, text: str, code: str, factors) -> list[str]:
+    """An axis sized by a product of dims (Wqkv: [D, 3*D]) must equal that product of the bound dims."""
+    sizes = ", ".join(f"{d} = {{{var}}}" for d, var in factors)
+    return [
+        f"if {name}.shape[{ax}] != {code}:",
+        f'    raise ValueError(f"{name}: dim {ax} must be {text} = {{{code}}} ({sizes}), '
+        f'got {{{name}.shape[{ax}]}}")',
+    ]
 
 
 def _size_expr(text: str, sizes: dict[str, int]) -> str:
@@ -105,12 +126,12 @@ def render_module(plan: Plan) -> str:
         .get_template("module.py.j2")
         .render(
             version=__version__,
-            source=plan.source_path,
+            source=one_line(plan.source_path),
             name=plan.name,
-            description=plan.description,
-            inputs=[{"name": n, "shape": s, "dtype": d} for n, s, d in plan.inputs],
-            output=plan.output,
-            output_shape=plan.output_shape,
+            description=one_line(plan.description),
+            inputs=[{"name": n, "shape": one_line(s), "dtype": d} for n, s, d in plan.inputs],
+            output=one_line(plan.output),
+            output_shape=one_line(plan.output_shape),
             scalar_output=plan.scalar_output,
             wrt=list(plan.wrt),
             args=args,
@@ -129,6 +150,7 @@ def render_module(plan: Plan) -> str:
             fused=_lines(plan.fused),
             fused_out=plan.fused_out,
             grads=", ".join(f"{n}={e}" for n, e in plan.grads),
+            imports_math=plan.imports_math,
             fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
             derivs=_derivatives(plan, args),
         )
@@ -198,7 +220,7 @@ def render_test(plan: Plan) -> str:
     seen: dict[str, str] = {}
     for n, shape, _dtype, _ in plan.test_inputs:
         for ax, t in enumerate(shape):
-            if not t.isdigit() and t in seen and bad_dim is None:
+            if t.isidentifier() and t in seen and bad_dim is None:
                 bad_dim = {"input": n, "axis": ax, "dim": t}
             seen.setdefault(t, n)
     return (
@@ -206,7 +228,7 @@ def render_test(plan: Plan) -> str:
         .get_template("test_module.py.j2")
         .render(
             version=__version__,
-            source=plan.source_path,
+            source=one_line(plan.source_path),
             name=plan.name,
             sizes="{" + ", ".join(f'"{k}": {v}' for k, v in sizes.items()) + "}",
             wrt_list="[" + ", ".join(f'"{w}"' for w in plan.wrt) + "]",

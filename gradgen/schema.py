@@ -20,6 +20,9 @@ from gradgen.ops import CALLABLE
 
 SCHEMA_FILE = "spec.schema.json"
 IDENT = "^[A-Za-z][A-Za-z0-9_]*$"
+# A product of dims as the loader reads it (3*D, H * Dh): positive ints and names joined by *.
+_FACTOR = "(?:0*[1-9][0-9]*|[A-Za-z][A-Za-z0-9_]*)"
+PRODUCT = f"^ *{_FACTOR}( *\\* *{_FACTOR})+ *$"
 
 
 def _name(what: str, also_not: list[str]) -> dict:
@@ -32,12 +35,14 @@ def _name(what: str, also_not: list[str]) -> dict:
 
 
 def build_schema() -> dict:
-    value_name_excluded = list(CALLABLE) + list(RESERVED)
+    value_name_excluded = list(RESERVED)  # (an op's name is fine: ops and values have separate namespaces)
     dim = {
-        "description": "A dim: a positive int, or a symbolic name like N that stands for one size everywhere.",
+        "description": "A dim: a positive int, a symbolic name like N that stands for one size everywhere, "
+        "or a product of those like 3*D or H*Dh.",
         "oneOf": [
             {"type": "integer", "minimum": 1},
             {"type": "string", "pattern": IDENT, "not": {"enum": sorted(keyword.kwlist)}},
+            {"type": "string", "pattern": PRODUCT},
         ],
     }
     shape = {
@@ -74,6 +79,12 @@ def build_schema() -> dict:
             "propertyNames": {"$ref": "#/$defs/value_name"},
             "additionalProperties": {"$ref": "#/$defs/tensor"},
             "description": "Ordered mapping name: shape; this order is the generated functions' argument order.",
+        },
+        "blocks": {
+            "type": "object",
+            "propertyNames": {"$ref": "#/$defs/block_name"},
+            "additionalProperties": {"$ref": "#/$defs/block"},
+            "description": "Named sub-graphs, called like ops (NAME(arg, ...)) and inlined at every call.",
         },
         "graph": {
             "type": "object",
@@ -126,10 +137,42 @@ def build_schema() -> dict:
             "dim": dim,
             "shape": shape,
             "tensor": tensor,
-            "value_name": _name(
-                "An input or graph entry name (not an op name, not reserved)", value_name_excluded
-            ),
+            "value_name": _name("An input or graph entry name (not reserved)", value_name_excluded),
+            "block_name": _name("A block's name, or a name inside a block", []),
+            "block": _block(),
         },
+    }
+
+
+def _block() -> dict:
+    name = {"$ref": "#/$defs/block_name"}
+    return {
+        "type": "object",
+        "properties": {
+            "params": {
+                "description": "The parameters in call order: a list of names (any shapes), or a mapping "
+                "name: shape whose dims are the block's own, bound and checked at every call.",
+                "oneOf": [
+                    {"type": "array", "items": name, "minItems": 1, "uniqueItems": True},
+                    {
+                        "type": "object",
+                        "minProperties": 1,
+                        "propertyNames": name,
+                        "additionalProperties": {"$ref": "#/$defs/tensor"},
+                    },
+                ],
+            },
+            "graph": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": name,
+                "additionalProperties": {"type": "string", "minLength": 1},
+                "description": "Ordered mapping name: expression over the params and earlier entries.",
+            },
+            "output": {**name, "description": "The entry (or param) returned; default: the last entry."},
+        },
+        "required": ["params", "graph"],
+        "additionalProperties": False,
     }
 
 

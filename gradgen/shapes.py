@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gradgen.diagnostics import Diagnostic, SpecError, error
-from gradgen.ir import Const, Graph, Node, TensorType, TypedGraph
+from gradgen.ir import Const, Graph, Node, TensorType, TypedGraph, inlined_from
 from gradgen.ops import TABLE, ShapeError
 
 
@@ -41,35 +41,34 @@ def infer(graph: Graph) -> TypedGraph:
             info = inputs[node.id]
             types.append(TensorType(info.shape, info.dtype))
             continue
-        if any(isinstance(a, int) and types[a] is None for a in node.args):
-            types.append(None)  # an operand already failed; do not cascade
-            continue
-        opdef = TABLE[node.op]
-        ctx = RuleContext(graph, node, types)
-        bad = [
-            i
-            for i, a in enumerate(node.args)
-            if isinstance(a, int) and types[a].dtype == "int" and i not in opdef.int_args
-        ]
-        if bad:
-            i = bad[0]
-            diags.append(
-                error(
-                    node.place,
-                    f"int tensor {ctx.where(i)} cannot be used in {_what(node.op)}; "
-                    "int inputs are class labels or indices and are never differentiated",
-                )
-            )
-            types.append(None)
-            continue
         try:
-            types.append(opdef.shape(ctx))
+            types.append(node_type(graph, node, types))
         except ShapeError as exc:
-            diags.append(error(node.place, str(exc)))
+            diags.append(error(node.place, str(exc) + inlined_from(node.origin)))
             types.append(None)
     if diags:
         raise SpecError(diags)
     return TypedGraph(graph, tuple(types))
+
+
+def node_type(graph: Graph, node: Node, types: list[TensorType | None]) -> TensorType | None:
+    """The type of one op node from its operands' types: None when an operand already failed (no
+    cascade), ShapeError when the op's rule does not hold."""
+    if any(isinstance(a, int) and types[a] is None for a in node.args):
+        return None
+    opdef = TABLE[node.op]
+    ctx = RuleContext(graph, node, types)
+    bad = [
+        i
+        for i, a in enumerate(node.args)
+        if isinstance(a, int) and types[a].dtype == "int" and i not in opdef.int_args
+    ]
+    if bad:
+        raise ShapeError(
+            f"int tensor {ctx.where(bad[0])} cannot be used in {_what(node.op)}; "
+            "int inputs are class labels or indices and are never differentiated"
+        )
+    return opdef.shape(ctx)
 
 
 def _what(op: str) -> str:

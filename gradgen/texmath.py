@@ -84,6 +84,10 @@ class Symbols:
             return f"\\{op}({a[0]})"
         if op == "sqrt":
             return f"\\sqrt{{{a[0]}}}"
+        if op == "log_sigmoid":
+            return f"\\log \\sigma({a[0]})"
+        if op == "softplus":
+            return f"\\operatorname{{softplus}}({a[0]})"
         if op == "abs":
             return f"|{a[0]}|"
         if op == "transpose" and attr.get("axes") is None:
@@ -130,6 +134,8 @@ class Symbols:
             "sqrt": f"{g} \\oslash (2\\,{y})",
             "tanh": f"{g} \\odot (1 - {y} \\odot {y})",
             "sigmoid": f"{g} \\odot {y} \\odot (1 - {y})",
+            "log_sigmoid": f"-{g} \\odot \\operatorname{{expm1}}({y})",
+            "softplus": f"-{g} \\odot \\operatorname{{expm1}}(-{y})",
             "relu": f"{g} \\odot \\mathbf{{1}}[{y} > 0]",
             "square": f"2\\,{g} \\odot {a[0]}",
             "abs": f"{g} \\odot \\operatorname{{sign}}({a[0]})",

@@ -59,7 +59,10 @@ ISSUE3_OPS = (
     "take",
     "concatenate",
 )
-ALL_OPS = ISSUE2_OPS + ISSUE3_OPS
+# Issue 7: the stable elementwise ops (the rewrites also meet log(sigmoid(.)), log(1 - sigmoid(.)),
+# log(1 + exp(.)), log(softmax(.)) and log(sum(exp(.))) built by ``positive`` and the log op).
+ISSUE7_OPS = ("log_sigmoid", "softplus")
+ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,13 +429,19 @@ class Builder:
         return made
 
     def _positive(self, node: Node) -> Node:
-        how = self.draw(st.sampled_from(["square1", "exp", "sigmoid", "abs"]))
+        how = self.draw(st.sampled_from(["square1", "exp", "sigmoid", "abs", "1-sigmoid", "1+exp"]))
         if how == "exp":
             return Node(f"exp({node.text})", ATOM, node.shape, True, lambda c: np.exp(node.ev(c)))
         if how == "sigmoid":
             return Node(
                 f"sigmoid({node.text})", ATOM, node.shape, True, lambda c: 1 / (1 + np.exp(-node.ev(c)))
             )
+        if how == "1-sigmoid":
+            return Node(
+                f"1 - sigmoid({node.text})", ADD, node.shape, True, lambda c: 1 / (1 + np.exp(node.ev(c)))
+            )
+        if how == "1+exp":
+            return Node(f"1 + exp({node.text})", ADD, node.shape, True, lambda c: 1 + np.exp(node.ev(c)))
         if how == "abs":
 
             def ev(c):
@@ -597,12 +606,14 @@ class Builder:
                 "sqrt": np.sqrt,
                 "tanh": np.tanh,
                 "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+                "log_sigmoid": lambda x: -np.logaddexp(0, -x),
+                "softplus": lambda x: np.logaddexp(0, x),
                 "relu": lambda x: np.maximum(x, 0),
                 "square": np.square,
                 "abs": np.abs,
             }[fn](v)
 
-        pos = fn in ("exp", "sigmoid") or (fn == "sqrt")
+        pos = fn in ("exp", "sigmoid", "softplus") or (fn == "sqrt")
         return Node(f"{fn}({a.text})", ATOM, a.shape, pos, ev, kind="mask" if fn == "relu" else "", args=(a,))
 
     def axis_arg(self, rank, *, default_last=False, allow_tuple=True):
@@ -968,7 +979,7 @@ class Builder:
     def make(self, kind) -> Node:
         if kind in ("add", "sub", "mul", "div"):
             return self.op_binary(kind)
-        if kind in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "square", "abs"):
+        if kind in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "square", "abs") + ISSUE7_OPS:
             return self.op_unary(kind)
         if kind in ("sum", "mean", "logsumexp"):
             return self.op_reduce(kind)

@@ -17,10 +17,7 @@ from typer.testing import CliRunner
 from gradgen import cost
 from gradgen.cli import app
 from gradgen.explain import explain, module_lines
-from gradgen.load import load
-from gradgen.lower import lower
-from gradgen.pipeline import build_text
-from gradgen.shapes import infer
+from gradgen.pipeline import build_text, typed_text
 from gradgen.steps import derivation
 from gradgen.texmath import Symbols, bar
 
@@ -30,8 +27,7 @@ SPECS = sorted((REPO / "specs").glob("*.yaml"))
 
 def derive(path: Path):
     text = path.read_text()
-    graph, _ = lower(load(str(path), text))
-    d = derivation(infer(graph))
+    d = derivation(typed_text(str(path), text)[0])
     module = dict(build_text(str(path), text).files)[f"{d.name}.py"]
     return d, module
 

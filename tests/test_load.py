@@ -136,3 +136,92 @@ def test_every_problem_is_reported_not_just_the_first():
 def test_structural_errors_have_places(text, fragment):
     msgs = errors(text)
     assert any(m.startswith("bad.yaml:" + fragment) for m in msgs), msgs
+
+
+# --------------------------------------------------------------------------------------------------
+# products of dims in shapes
+
+
+@pytest.mark.parametrize("dim", ["3*D", "H*Dh", "H * Dh", "2*H*Dh", "B*T"])
+def test_a_dim_may_be_a_product_of_names_and_ints(dim):
+    doc = load("s.yaml", f"inputs:\n  x: [N, {dim}]\ngraph:\n  y: sum(x)\n")
+    assert doc.inputs[0].shape[1].value == dim
+
+
+@pytest.mark.parametrize("dim", ["3*", "D*0", "2**D", "D*-1", "D*_h", "D*class", "D+1", "D/2"])
+def test_a_malformed_product_is_an_error_at_the_dim(dim):
+    (msg,) = errors(f"inputs:\n  x: [N, {dim}]\ngraph:\n  y: sum(x)\n")
+    assert msg.startswith(
+        f"bad.yaml:2:10: error: dim {dim!r} of input 'x' must be a positive int, a name like N or a product like 3*D"
+    ), msg
+
+
+# --------------------------------------------------------------------------------------------------
+# blocks
+
+BLOCKS = """\
+inputs:
+  x: [N, D]
+blocks:
+  layernorm:
+    params: {x: [M, E], g: [E], b: {shape: [E]}}
+    graph:
+      mu: mean(x, axis=-1, keepdims=True)
+      out: g * (x - mu) + b
+    output: out
+  scale:
+    params: [a, k]
+    graph:
+      out: a * k
+graph:
+  y: layernorm(x, x[0], x[1])
+"""
+
+
+def test_blocks_keep_their_params_entries_and_places():
+    doc = load("s.yaml", BLOCKS)
+    ln, scale = doc.blocks
+    assert ln.name.value == "layernorm" and ln.name.place == Place("s.yaml", 4, 3)
+    assert [p.name.value for p in ln.params] == ["x", "g", "b"]
+    assert [[d.value for d in p.shape] for p in ln.params] == [["M", "E"], ["E"], ["E"]]
+    assert [p.dtype.value for p in ln.params] == ["float"] * 3
+    assert [e.name.value for e in ln.graph] == ["mu", "out"]
+    assert ln.graph[1].expr.place == Place("s.yaml", 8, 12)
+    assert ln.output.value == "out"
+    assert [(p.name.value, p.shape, p.dtype) for p in scale.params] == [("a", None, None), ("k", None, None)]
+    assert scale.output is None
+
+
+def test_a_spec_without_blocks_has_none():
+    assert load("s.yaml", "inputs:\n  x: [N]\ngraph:\n  y: sum(x)\n").blocks == ()
+
+
+@pytest.mark.parametrize(
+    "block, fragment",
+    [
+        ("  b: [x]\n", "6:6: error: block 'b' must be a mapping, not a list"),
+        ("  b:\n    graph:\n      out: x\n", "6:3: error: block 'b' has no 'params'"),
+        ("  b:\n    params: [x]\n", "6:3: error: block 'b' has no 'graph'"),
+        ("  b:\n    params: []\n    graph:\n      out: x\n", "7:13: error: block 'b' has no params"),
+        (
+            "  b:\n    params: x\n    graph:\n      out: x\n",
+            "7:13: error: the params of block 'b' must be a list of names or a mapping",
+        ),
+        ("  b:\n    params: [x]\n    graph: {}\n", "8:12: error: the graph of block 'b' is empty"),
+        (
+            "  b:\n    params: [x]\n    graph:\n      out: x\n    outputs: out\n",
+            "10:5: error: unknown key 'outputs' in block 'b'",
+        ),
+        (
+            "  b:\n    params: {x: [N, 0]}\n    graph:\n      out: x\n",
+            "7:21: error: dim '0' of param 'x' must be a positive int",
+        ),
+        (
+            "  b:\n    params: {x: {dtype: int}}\n    graph:\n      out: x\n",
+            "7:14: error: param 'x' has no 'shape'",
+        ),
+    ],
+)
+def test_block_structure_errors_have_places(block, fragment):
+    msgs = errors("inputs:\n  x: [N]\ngraph:\n  y: sum(x)\nblocks:\n" + block)
+    assert any(m.startswith("bad.yaml:" + fragment) for m in msgs), msgs

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from gradgen.diagnostics import SpecError
+from gradgen.dims import Dim
 from gradgen.ir import Const
 from gradgen.load import load
 from gradgen.lower import lower
+from gradgen.ops import CALLABLE
 
 
 def lowered(text: str, path: str = "spec.yaml"):
@@ -194,3 +198,233 @@ def test_input_shapes_and_dim_origins():
     assert g.inputs[1].shape[1].is_const and g.inputs[2].shape == ()
     assert [d for d, _, _ in g.dim_origin] == ["N", "D"]  # order of first appearance
     assert g.dim_origin[1][2].line == 2 and g.dim_origin[1][2].col == 10
+
+
+# --------------------------------------------------------------------------------------------------
+# separate namespaces: a name in call position is an op, a bare name a value
+
+
+@pytest.mark.parametrize(
+    "name", ["var", "gelu", "cos", "exp", "sum", "max", "abs", "len", "print", "e", "pi"]
+)
+def test_a_value_may_be_named_like_an_op_or_a_builtin(name):
+    g, _ = lowered(f"inputs:\n  x: [N]\ngraph:\n  {name}: exp(x)\n  y: sum({name}) + {name}\n")
+    value = node_of(g, name)
+    y = node_of(g, "y")
+    assert value.op == "exp" and value.name == name
+    add = g.nodes[y.id]
+    assert add.op == "add" and add.args[1] == value.id  # the bare name is the value
+    assert g.nodes[add.args[0]].op == "sum" and g.nodes[add.args[0]].args == (value.id,)  # the call, the op
+
+
+def test_an_input_named_like_an_op_is_a_value_and_the_op_still_works():
+    g, _ = lowered("inputs:\n  exp: [N]\ngraph:\n  y: exp(exp)\n")
+    y = node_of(g, "y")
+    assert y.op == "exp" and y.args == (0,) and g.nodes[0].name == "exp"
+
+
+@pytest.mark.parametrize("name", ["np", "dout", "cache", "dtype", "Gradients", "ValueError", "slice"])
+def test_names_that_break_the_generated_module_are_still_refused(name):
+    (msg,) = errors(f"inputs:\n  x: [N]\ngraph:\n  {name}: exp(x)\n")
+    assert f"graph entry {name!r} is reserved in generated modules" in msg
+
+
+# --------------------------------------------------------------------------------------------------
+# numbers folded at build time
+
+
+def number_operand(expr: str, inputs: str = "  x: [N]\n"):
+    g, _ = lowered(f"inputs:\n{inputs}graph:\n  y: x * ({expr})\n")
+    (const,) = [a for a in node_of(g, "y").args if isinstance(a, Const)]
+    return const
+
+
+@pytest.mark.parametrize(
+    "expr, value, text",
+    [
+        ("2 ** 0.5", 2**0.5, "1.4142135623730951"),
+        ("1 - 0.3", 1 - 0.3, "0.7"),
+        ("1 / 3", 1 / 3, "0.3333333333333333"),
+        ("-(2*3)", -6, "-6"),
+        ("2 * 3", 6, "6"),
+        ("2 ** 3", 8, "8"),
+        ("6 / 3", 2.0, "2.0"),
+        ("2 * pi", 2 * math.pi, repr(2 * math.pi)),
+        ("e", math.e, repr(math.e)),
+        ("sqrt(2)", math.sqrt(2), repr(math.sqrt(2))),
+        ("exp(-1) + log(2)", math.exp(-1) + math.log(2), repr(math.exp(-1) + math.log(2))),
+        ("maximum(2, 3.5)", 3.5, "3.5"),
+        ("-3", -3, "-3"),  # a signed literal keeps its spelling
+        ("1e-5", 1e-5, "1e-5"),
+    ],
+)
+def test_number_only_subexpressions_are_folded(expr, value, text):
+    const = number_operand(expr)
+    assert const.num is None
+    assert const.value == value and type(const.value) is type(value)
+    assert const.text == text
+
+
+def test_a_folded_exponent_is_a_power_attr():
+    g, _ = lowered("inputs:\n  x: [N]\ngraph:\n  y: x ** (1 / 3) + x ** -(2 * 0.5)\n")
+    assert [n.attr("k") for n in g.nodes if n.op == "pow"] == [1 / 3, -1.0]
+
+
+def test_values_shadow_the_constants_pi_and_e():
+    g, _ = lowered("inputs:\n  x: [N]\n  pi: []\ngraph:\n  y: x * pi\n")
+    assert node_of(g, "y").args == (0, 1)  # the input, not 3.14159...
+
+
+@pytest.mark.parametrize(
+    "expr, col, fragment",
+    [
+        ("x * (1 / 0)", 11, "1 / 0 divides by zero"),
+        ("x / (3 - 3)", 6, "x / (3 - 3) divides by zero"),
+        ("x + 10.0 ** 400", 10, "10.0 ** 400 overflows"),
+        ("x * log(0)", 10, "log(0) is not defined"),
+        ("x + (-8) ** (1 / 3)", 10, "is not a real number"),
+        ("x * 2 ** 5000", 10, "overflows"),
+        ("x * 1" + "0" * 400, 10, "is too large for a float"),
+        ("x @ 2", 6, "matmul needs two tensors, not a number"),
+        ("x ** x", 11, "the exponent of ** must be a number, not a tensor expression (x)"),
+        ("2 ** x", 11, "the exponent of ** must be a number, not a tensor expression (x)"),
+    ],
+)
+def test_folding_errors_point_at_the_subexpression(expr, col, fragment):
+    (msg,) = errors(f"inputs:\n  x: [N]\ngraph:\n  y: {expr}\n")
+    assert msg.startswith(f"spec.yaml:4:{col}: error: "), msg
+    assert fragment in msg, msg
+
+
+# --------------------------------------------------------------------------------------------------
+# dims used as numbers: bound from the inputs at run time
+
+
+def test_a_dim_is_a_number_known_at_run_time():
+    const = number_operand("1 / sqrt(K)", "  x: [N]\n  w: [K]\n")
+    assert const.value is None and const.text == "1 / sqrt(K)"
+    assert const.num.op == "/" and const.num.functions == ("sqrt",)
+    n = number_operand("N", "  x: [N]\n")
+    assert n.num.op == "dim" and n.num.dim == Dim.sym("N") and n.text == "N"
+    two_d = number_operand("2 * N - 1", "  x: [N]\n")
+    assert two_d.num.dim == Dim.const(2) * Dim.sym("N") + Dim.const(-1)
+
+
+def test_a_dim_expression_that_is_constant_folds():
+    const = number_operand("N - N + 3")
+    assert const.num is None and const.value == 3 and const.text == "3"
+
+
+def test_sum_over_a_dim():
+    g, _ = lowered("inputs:\n  x: [N, D]\ngraph:\n  y: sum(x) / N\n")
+    y = node_of(g, "y")
+    assert y.op == "div" and y.args[1].num.dim == Dim.sym("N")
+
+
+def test_values_shadow_dims():
+    g, _ = lowered("inputs:\n  x: [N]\n  N: []\ngraph:\n  y: x * N\n")
+    assert node_of(g, "y").args == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "expr, fragment",
+    [
+        ("x ** N", "the exponent of ** must be a number known when the spec is built; N reads a dim"),
+        ("x / (N - N)", "x / (N - N) divides by zero"),
+        ("x * relu(N)", "relu of a number known only at run time (relu(N)) is not supported"),
+        ("x * maximum(N, 2)", "maximum needs at least one tensor operand"),
+        ("x * Q", "unknown name 'Q'"),
+    ],
+)
+def test_dim_number_errors(expr, fragment):
+    (msg,) = errors(f"inputs:\n  x: [N]\ngraph:\n  y: {expr}\n")
+    assert fragment in msg, msg
+
+
+def test_the_name_math_is_taken_only_when_the_module_imports_math():
+    text = "inputs:\n  x: [N]\n  math: [N]\ngraph:\n  y: x * math / {}\n"
+    lowered(text.format("N"))  # no math.* in the generated code: fine
+    (msg,) = errors(text.format("sqrt(N)"))
+    assert msg.startswith("spec.yaml:3:3: error: the name 'math' is taken in this spec"), msg
+    assert "(line 5)" in msg
+
+
+# --------------------------------------------------------------------------------------------------
+# products of dims in shapes
+
+
+def test_input_shapes_may_hold_products_of_dims():
+    g, _ = lowered("inputs:\n  x: [B, T, H*Dh]\n  W: [H, Dh, 3 * H*Dh]\ngraph:\n  y: sum(x)\n")
+    assert [str(d) for d in g.inputs[0].shape] == ["B", "T", "Dh*H"]
+    assert g.inputs[1].shape[2] == Dim.const(3) * Dim.sym("H") * Dim.sym("Dh")
+    assert [d for d, _, _ in g.dim_origin] == ["B", "T", "H", "Dh"]  # bound where each stands alone
+
+
+def test_a_dim_only_inside_products_is_an_error_that_says_how_to_bind_it():
+    (msg,) = errors("inputs:\n  x: [N, H*Dh]\n  w: [H]\ngraph:\n  y: sum(x) + sum(w)\n")
+    assert msg.startswith("spec.yaml:2:10: error: dim 'Dh' appears only inside products (H*Dh"), msg
+    assert "give Dh an axis of its own in some input's shape (an input of shape [Dh]" in msg
+
+
+def test_reshape_shapes_take_products_and_dims_of_the_spec():
+    g, _ = lowered("inputs:\n  x: [B, T, H*Dh]\n  w: [H, Dh]\ngraph:\n  y: reshape(x, [B*T, H, Dh])\n")
+    assert node_of(g, "y").attr("shape") == (Dim.sym("B") * Dim.sym("T"), Dim.sym("H"), Dim.sym("Dh"))
+    (msg,) = errors("inputs:\n  x: [N, D]\ngraph:\n  y: reshape(x, [N + D])\n")
+    assert "a dim of the shape of reshape is a name, an int or a product like B*T" in msg
+
+
+# --------------------------------------------------------------------------------------------------
+# error cascades and hints
+
+
+def test_an_entry_that_failed_is_still_a_known_name():
+    msgs = errors("inputs:\n  x: [N]\ngraph:\n  h: foo(x)\n  k: exp(h) + h\n  m: k * 2 + q\noutput: m\n")
+    assert msgs == [
+        "spec.yaml:4:6: error: unknown op 'foo'; known ops: "
+        + ", ".join(sorted(CALLABLE))
+        + "; `gradgen ops NAME` describes each",
+    ]
+
+
+def test_a_failed_entry_does_not_hide_unrelated_errors():
+    msgs = errors("inputs:\n  x: [N]\ngraph:\n  h: foo(x)\n  k: exp(h) + q\n  m: x + z\n")
+    assert len(msgs) == 2 and "foo" in msgs[0] and "unknown name 'z'" in msgs[1]
+
+
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        ("np.exp(x)", "ops are called by their bare names: write exp(x) instead of np.exp(x)"),
+        (
+            "numpy.sum(x, axis=0)",
+            "ops are called by their bare names: write sum(x, axis=0) instead of numpy.sum(x, axis=0)",
+        ),
+        ("x.sum()", "methods are not allowed; write sum(x) instead of x.sum()"),
+        ("x.sum(axis=0)", "methods are not allowed; write sum(x, axis=0) instead of x.sum(axis=0)"),
+        ("x.reshape(N, D)", "methods are not allowed; write reshape(x, [N, D]) instead of x.reshape(N, D)"),
+        (
+            "x.transpose(1, 0)",
+            "methods are not allowed; write transpose(x, axes=[1, 0]) instead of x.transpose(1, 0)",
+        ),
+        ("x.dot(x)", "methods are not allowed; the matrix product is the @ operator: write x @ x"),
+        ("np.dot(x, x)", "np.dot is not an op; the matrix product is the @ operator: write x @ x"),
+        ("np.max(x)", "np.max is not an op; a max reduction is not supported yet"),
+        ("x.max(axis=0)", "methods are not allowed; a max reduction is not supported yet"),
+        ("x.foo()", "methods are not allowed, and foo is not an op (x.foo())"),
+        ("np.foo(x)", "only the ops may be called, not np.foo"),
+        ("max(x, x)", "unknown op 'max'; for the elementwise maximum of two tensors write maximum(a, b)"),
+        (
+            "min(x)",
+            "unknown op 'min'; a min reduction is not supported yet (minimum(a, b) is the elementwise minimum of two tensors)",
+        ),
+        ("power(x, 2)", "unknown op 'power'; a power is the ** operator: write x ** 2"),
+        ("matmul(x, x)", "unknown op 'matmul'; the matrix product is the @ operator: write x @ x"),
+        ("x[0]", "indexing and slicing (x[0]) are not supported yet"),
+        ("x[:, 1:]", "indexing and slicing (x[:, 1:]) are not supported yet"),
+        ("exp", "op 'exp' must be called, as exp(...)"),
+    ],
+)
+def test_hints_point_at_the_right_op(expr, message):
+    (msg,) = errors(f"inputs:\n  x: [N, D]\ngraph:\n  y: {expr}\n")
+    assert msg.startswith("spec.yaml:4:6: error: "), msg
+    assert message in msg, msg

@@ -83,7 +83,7 @@ def test_ops_unknown_name_exits_2_with_a_hint(runner):
 
 def test_unknown_op_in_a_spec_points_at_gradgen_ops(runner, tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text("inputs:\n  x: [N]\ngraph:\n  y: sum(softplus(x))\n")
+    spec.write_text("inputs:\n  x: [N]\ngraph:\n  y: sum(erfc(x))\n")
     result = run(runner, "build", spec, "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert "`gradgen ops NAME` describes each" in result.stderr
@@ -130,7 +130,12 @@ BROKEN = {
     "dim zero": {"inputs": {"x": [0]}, "graph": {"y": "sum(x)"}},
     "dim with a space": {"inputs": {"x": ["N D"]}, "graph": {"y": "sum(x)"}},
     "underscore name": {"inputs": {"_x": ["N"]}, "graph": {"y": "sum(_x)"}},
-    "op as a name": {"inputs": {"x": ["N"]}, "graph": {"exp": "x"}},
+    "block without params": {**GOOD, "blocks": {"b": {"graph": {"out": "exp(a)"}}}},
+    "block with an unknown key": {
+        **GOOD,
+        "blocks": {"b": {"params": ["a"], "graph": {"o": "a"}, "outputs": "o"}},
+    },
+    "malformed product dim": {"inputs": {"x": ["N", "2**D"]}, "graph": {"y": "sum(x)"}},
     "reserved name": {"inputs": {"dout": ["N"]}, "graph": {"y": "sum(dout)"}},
     "keyword name": {"inputs": {"x": ["N"]}, "graph": {"lambda": "sum(x)"}},
     "number as expression": {"inputs": {"x": ["N"]}, "graph": {"y": 3}},
@@ -153,6 +158,20 @@ def test_the_schema_accepts_what_gradgen_accepts(validator):
     assert not list(validator.iter_errors(GOOD))
     both = {**GOOD, "name": "m", "description": "d", "output": "y", "wrt": "x"}
     assert not list(validator.iter_errors(both))
+    # an entry named like an op, products of dims, and blocks of both kinds
+    language = {
+        "inputs": {"x": ["N", "3*D"], "w": ["D"]},
+        "blocks": {
+            "scale": {"params": ["a", "k"], "graph": {"out": "a * k"}},
+            "norm": {
+                "params": {"a": ["M", "E"], "g": {"shape": ["E"]}},
+                "graph": {"o": "a * g"},
+                "output": "o",
+            },
+        },
+        "graph": {"exp": "exp(x)", "y": "sum(exp)"},
+    }
+    assert not list(validator.iter_errors(language))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,6 +31,12 @@ def test_readme_shows_the_two_commands():
     assert "\n```\npytest\n```\n" in readme
 
 
+def test_blocks_example_spec_is_specs_transformer2():
+    readme = (ROOT / "README.md").read_text()
+    spec = (ROOT / "specs" / "transformer2.yaml").read_text()
+    assert spec in _blocks(readme, "yaml"), "README's blocks example differs from specs/transformer2.yaml"
+
+
 def _plain_blocks(text: str) -> list[str]:
     """Fenced blocks without a language, pairing each opening fence with its closing one."""
     blocks, current, lang = [], None, None
