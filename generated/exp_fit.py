@@ -149,11 +149,10 @@ def jvp(t, data, a, rate, tangents):
     M, K = _bind_dims(t, data, a, rate)
     a_dot, rate_dot = _per_input("tangents", tangents, a=a, rate=rate)
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    decay_reshape = t.reshape((M, 1))  # [M, 1]
-    decay = decay_reshape * rate  # [M, K]
+    decay = t.reshape((M, 1)) * rate  # [M, K]
     np.negative(decay, out=decay)  # [M, K]
     np.exp(decay, out=decay)  # [M, K]
-    decay_dot = decay_reshape * rate_dot  # product JVP rule
+    decay_dot = t.reshape((M, 1)) * rate_dot  # product JVP rule
     decay_dot *= decay  # exp JVP rule, reusing the forward output
     np.negative(decay_dot, out=decay_dot)  # exp JVP rule, reusing the forward output
     # residual = decay @ a - data
@@ -183,8 +182,7 @@ def _jacobian_rows(t, data, a, rate):
     # <= 2 * K input entries
     dtype = np.result_type(t, data, a, rate)
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    decay_reshape = t.reshape((M, 1))  # [M, 1]
-    decay = decay_reshape * rate  # [M, K]
+    decay = t.reshape((M, 1)) * rate  # [M, K]
     np.negative(decay, out=decay)  # [M, K]
     np.exp(decay, out=decay)  # [M, K]
     # residual = decay @ a - data
@@ -197,7 +195,7 @@ def _jacobian_rows(t, data, a, rate):
     # decay = exp(-(reshape(t, [M, 1]) * rate))
     ddecay_mul_neg = ddecay  # exp rule, reusing the forward output
     ddecay_mul_neg *= decay  # exp rule, reusing the forward output
-    ddecay_mul_neg *= decay_reshape  # product rule
+    ddecay_mul_neg *= t.reshape((M, 1))  # product rule
     np.negative(ddecay_mul_neg, out=ddecay_mul_neg)  # product rule
     J_rate = ddecay_mul_neg.sum(axis=1)  # broadcast product rule, notes section 7
     return residual, Jacobian(a=J_a, rate=J_rate)
@@ -210,13 +208,12 @@ def _jacobian_columns(t, data, a, rate):
     # tangents), as 2 * K < M output entries
     dtype = np.result_type(t, data, a, rate)
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    decay_reshape = t.reshape((M, 1))  # [M, 1]
-    decay = decay_reshape * rate  # [M, K]
+    decay = t.reshape((M, 1)) * rate  # [M, K]
     np.negative(decay, out=decay)  # [M, K]
     np.exp(decay, out=decay)  # [M, K]
     # forward mode for every input entry at once (one basis tangent each)
     rate_dot = np.eye(2 * K, K, -K, dtype=dtype)
-    decay_dot = decay_reshape * np.expand_dims(rate_dot, axis=1)  # product JVP rule
+    decay_dot = t.reshape((M, 1)) * np.expand_dims(rate_dot, axis=1)  # product JVP rule
     decay_dot *= decay  # exp JVP rule, reusing the forward output
     np.negative(decay_dot, out=decay_dot)  # exp JVP rule, reusing the forward output
     # residual = decay @ a - data

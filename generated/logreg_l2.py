@@ -245,17 +245,13 @@ def jvp(X, y, W, b, tangents):
     logits_softmax /= fit_sums  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
     fit_dot_label_pick = logits_dot[np.arange(N), y]
-    fit_dot_mul = logits_softmax  # softmax cross-entropy JVP rule, notes section 2
-    fit_dot_mul *= logits_dot  # softmax cross-entropy JVP rule, notes section 2
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
-    loss_square_dot = 2 * W  # square JVP rule
-    loss_square_dot *= W_dot  # square JVP rule
-    loss_square_2_dot = 2 * b  # square JVP rule
-    loss_square_2_dot *= b_dot  # square JVP rule
+    loss_square_dot_mul = 2 * W  # square JVP rule
+    loss_square_2_dot_mul = 2 * b  # square JVP rule
     # sum JVP rule
-    loss_dot = (fit_dot_mul.sum() - fit_dot_label_pick.sum()) / N + 0.05 * (
-        loss_square_dot.sum() + loss_square_2_dot.sum()
+    loss_dot = (np.vdot(logits_softmax, logits_dot) - fit_dot_label_pick.sum()) / N + 0.05 * (
+        np.vdot(W_dot, loss_square_dot_mul) + np.vdot(b_dot, loss_square_2_dot_mul)
     )
     return loss, loss_dot
 
@@ -287,11 +283,9 @@ def hvp(X, y, W, b, v):
     dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_mul = logits_dot * logits_softmax
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot_sub = logits_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub -= logits_softmax_dot_mul.sum(axis=-1, keepdims=True)
+    logits_softmax_dot_sub -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -307,31 +301,28 @@ def hvp(X, y, W, b, v):
     dlogits_matmul_matmul_dot = X.T @ dlogits_dot
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
-    db = 2 * b  # square rule
-    db *= 0.05  # square rule
-    dW = 2 * W  # square rule
-    dW *= 0.05  # square rule
+    dloss_square_2_mul = 0.05 * 2  # square rule
+    db = b * dloss_square_2_mul  # square rule
+    dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
-    db_2 = db  # sum rule, accumulated over uses (notes section 3)
-    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    d_b = db  # sum rule, accumulated over uses (notes section 3)
+    d_b += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    d_W = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW_2 += dlogits_matmul_matmul
+    d_W += dlogits_matmul_matmul
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
-    db_dot = 2 * b_dot  # square rule, differentiated in forward mode
-    db_dot *= 0.05  # square rule, differentiated in forward mode
-    dW_dot = 2 * W_dot  # square rule, differentiated in forward mode
-    dW_dot *= 0.05  # square rule, differentiated in forward mode
+    db_dot = b_dot * dloss_square_2_mul  # square rule, differentiated in forward mode
+    dW_dot = W_dot * dloss_square_2_mul  # square rule, differentiated in forward mode
     # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot_2 = db_dot
+    d_b_dot = db_dot
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot_2 += logits_sum_dot
+    d_b_dot += logits_sum_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot_2 = dW_dot
+    d_W_dot = dW_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot_2 += dlogits_matmul_matmul_dot
-    return loss, Gradients(W=dW_2, b=db_2), Gradients(W=dW_dot_2, b=db_dot_2)
+    d_W_dot += dlogits_matmul_matmul_dot
+    return loss, Gradients(W=d_W, b=d_b), Gradients(W=d_W_dot, b=d_b_dot)
 
 
 def hessian(X, y, W, b):
@@ -384,41 +375,38 @@ def hessian(X, y, W, b):
     dlogits_matmul_matmul_dot = X.T @ dlogits_dot
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
-    db = 2 * b  # square rule
-    db *= 0.05  # square rule
-    dW = 2 * W  # square rule
-    dW *= 0.05  # square rule
+    dloss_square_2_mul = 0.05 * 2  # square rule
+    db = b * dloss_square_2_mul  # square rule
+    dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
-    db_2 = db  # sum rule, accumulated over uses (notes section 3)
-    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    d_b = db  # sum rule, accumulated over uses (notes section 3)
+    d_b += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    d_W = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW_2 += dlogits_matmul_matmul
+    d_W += dlogits_matmul_matmul
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     db_dot = b_dot  # square rule, differentiated in forward mode
-    db_dot *= 2  # square rule, differentiated in forward mode
-    db_dot *= 0.05  # square rule, differentiated in forward mode
+    db_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode
     dW_dot = W_dot  # square rule, differentiated in forward mode
-    dW_dot *= 2  # square rule, differentiated in forward mode
-    dW_dot *= 0.05  # square rule, differentiated in forward mode
+    dW_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode
     # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot_2 = db_dot
+    d_b_dot = db_dot
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot_2 += logits_sum_dot
+    d_b_dot += logits_sum_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot_2 = dW_dot
+    d_W_dot = dW_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot_2 += dlogits_matmul_matmul_dot
+    d_W_dot += dlogits_matmul_matmul_dot
     # the blocks of the Hessian, shaped a.shape + b.shape
-    H_W_W = dW_dot_2[: C * D].reshape((D, C, D, C))
+    H_W_W = d_W_dot[: C * D].reshape((D, C, D, C))
     # the blocks of the Hessian, shaped a.shape + b.shape
-    H_W_b = db_dot_2[: C * D].reshape((D, C, C))
-    H_b_W = dW_dot_2[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_b_b = db_dot_2[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
+    H_W_b = d_b_dot[: C * D].reshape((D, C, C))
+    H_b_W = d_W_dot[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
+    H_b_b = d_b_dot[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
     return (
         loss,
-        Gradients(W=dW_2, b=db_2),
+        Gradients(W=d_W, b=d_b),
         Hessian(W=Jacobian(W=H_W_W, b=H_W_b), b=Jacobian(W=H_b_W, b=H_b_b)),
     )
 

@@ -261,10 +261,8 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     logits_softmax /= loss_sums  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
     loss_dot_label_pick = logits_dot[np.arange(N), y]
-    loss_dot_mul = logits_softmax  # softmax cross-entropy JVP rule, notes section 2
-    loss_dot_mul *= logits_dot  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
-    loss_dot = (loss_dot_mul.sum() - loss_dot_label_pick.sum()) / N
+    loss_dot = (np.vdot(logits_softmax, logits_dot) - loss_dot_label_pick.sum()) / N
     return loss, loss_dot
 
 
@@ -313,11 +311,9 @@ def hvp(x, y, W1, b1, W2, b2, v):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_mul = logits_dot * logits_softmax
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot_sub = logits_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub -= logits_softmax_dot_mul.sum(axis=-1, keepdims=True)
+    logits_softmax_dot_sub -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -336,11 +332,11 @@ def hvp(x, y, W1, b1, W2, b2, v):
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 = dh  # tanh rule, reusing the forward output, differentiated in forward mode
+    d_h_add_dot_mul = dh  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 *= dh_mul_dot
+    d_h_add_dot_mul *= dh_mul_dot
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= dh_add_dot_mul_2
+    dh_add_dot -= d_h_add_dot_mul
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=0)
     dW1_dot = x.T @ dh_add_dot  # matmul rule, notes section 5, differentiated in forward mode
@@ -374,7 +370,7 @@ def hessian(x, y, W1, b1, W2, b2):
     h_dot += np.expand_dims(b1_dot, axis=1)  # sum JVP rule
     h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 = h_dot * (2 * h)
+    d_h_add_dot_mul = h_dot * (2 * h)
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -436,9 +432,9 @@ def hessian(x, y, W1, b1, W2, b2):
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 *= dh  # tanh rule, reusing the forward output, differentiated in forward mode
+    d_h_add_dot_mul *= dh  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= dh_add_dot_mul_2
+    dh_add_dot -= d_h_add_dot_mul
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=1)
     dW1_dot = x.T @ dh_add_dot  # matmul rule, notes section 5, differentiated in forward mode

@@ -284,6 +284,7 @@ class Builder:
     def mul(self, a, b):
         if a is None or b is None:
             return None
+        a, b = self._unfill(a, b)
         for x, y in ((a, b), (b, a)):
             if self._is(x, 1) and self.type(y).dtype != "bool":
                 return y
@@ -296,7 +297,17 @@ class Builder:
             return self.neg(self.mul(na.args[0], b))
         if nb is not None and nb.op == "neg":
             return self.neg(self.mul(a, nb.args[0]))
+        for x, y in ((a, b), (b, a)):  # s * (c * X) with numbers s, c: (s * c) * X, one pass over X
+            ny = self._def(y)
+            if self._scalar(x) and ny is not None and ny.op == "mul":
+                c, rest = ny.args if self._scalar(ny.args[0]) else ny.args[::-1]
+                if self._scalar(c) and not self._scalar(rest):
+                    return self.mul(rest, self.mul(x, c))
         return self.op("mul", *self._unfill(a, b))
+
+    def _scalar(self, a) -> bool:
+        """A Python number at run time (a literal, a size, or arithmetic on them)."""
+        return isinstance(a, Const) or self.is_number(a)
 
     def div(self, a, b):
         if a is None:

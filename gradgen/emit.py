@@ -29,6 +29,7 @@ from gradgen.plan import (
     _lines,
     _own_returns,
     _Planner,
+    _section,
     declared_view,
     dim_expr,
     optimize,
@@ -96,7 +97,7 @@ class Emitter:
         hint = self.prog.hints[nid]
         if hint is not None and hint.base != nid:
             return hint.prefix + self._stem(hint.base) + hint.suffix
-        return n.name or f"{n.entry}_{n.op}"
+        return n.name or n.hint or f"{n.entry}_{n.op}"
 
     def _name_nodes(self) -> None:
         prog = self.prog
@@ -120,7 +121,10 @@ class Emitter:
                 final = (
                     hint is not None and not is_intermediate(hint) and prog.nodes[hint.base].name is not None
                 )
-                self.var[n.id] = self.namer.fresh(self._stem(n.id), "user" if final else "temp", "bwd")
+                stem = self._stem(n.id)
+                if stem in self.namer.taken and hint is not None and hint.prefix.startswith("d"):
+                    stem = "d_" + stem[1:]  # dout, say, for the cotangent of out: d_out reads better
+                self.var[n.id] = self.namer.fresh(stem, "user" if final else "temp", "bwd")
 
     # -- statements ---------------------------------------------------------------------------------
     def order(self) -> list[int]:
@@ -172,10 +176,9 @@ class Emitter:
         header = None
         for nid in self.order():
             n = prog.nodes[nid]
-            if n.entry is not None and n.entry != header and n.entry in entries:
-                header = n.entry
-                e = entries[n.entry]
-                stmts.append(Stmt(None, None, comment=f"{e.name} = {e.source}"))
+            if n.entry is not None and (n.entry, n.origin) != header and n.entry in entries:
+                header = (n.entry, n.origin)
+                stmts.append(Stmt(None, None, comment=_section(entries[n.entry], n.origin)))
             stmts.extend(self._node(n))
         return stmts
 
@@ -288,10 +291,13 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
 
 
 def _free_view(e: E) -> bool:
-    """A view of a variable that costs nothing to write again at each use: ``W.T``, a swap of axes."""
-    if isinstance(e, Attr) and e.name == "T" and isinstance(e.obj, Var):
-        return True
-    return isinstance(e, Method) and e.name == "swapaxes" and isinstance(e.obj, Var)
+    """A view of a variable that costs nothing to write again at each use: ``W.T``, a swap of axes,
+    a reshape (``x.reshape(-1, D).T``)."""
+    if isinstance(e, Attr) and e.name == "T":
+        return isinstance(e.obj, Var) or _free_view(e.obj)
+    if isinstance(e, Method) and e.name in ("swapaxes", "reshape"):
+        return isinstance(e.obj, Var)
+    return isinstance(e, Call) and e.func == "np.transpose" and isinstance(e.args[0], Var)
 
 
 def _inline_everywhere(out, reads, writes, i, users, t) -> bool:

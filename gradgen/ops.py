@@ -720,7 +720,30 @@ def _reduction_forward(f, name: str) -> E:
     squared = _sum_of_squares(f, axes)
     if squared is not None:
         return squared if name == "sum" else div(squared, f.dim(numel(t.shape)))
+    if name == "sum":
+        dotted = _sum_of_products(f, axes)
+        if dotted is not None:
+            return dotted
     return method(f.a(0), name, **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
+
+
+def _sum_of_products(f, axes) -> E | None:
+    """sum(a * b) of two float arrays of one shape, when nothing else reads the products: over every
+    axis one dot product (np.vdot), over the last axis one einsum (a row of dot products); no
+    temporary the size of a."""
+    t = f.t(0)
+    inner = f.operand_node(0)
+    if inner is None or inner.op != "mul" or not f.single_use(0) or t.rank == 0:
+        return None
+    a, b = inner.args
+    if not (isinstance(a, int) and isinstance(b, int)) or f.p.types[a] != t or f.p.types[b] != t:
+        return None
+    if len(axes) == t.rank and not f.attr("keepdims"):
+        return call("np.vdot", f.value(a), f.value(b))
+    if axes == (t.rank - 1,):
+        rows = call("np.einsum", Lit("'...j,...j->...'"), f.value(a), f.value(b))
+        return Index(rows, (Lit("..."), Lit("None")), False) if f.attr("keepdims") else rows
+    return None
 
 
 def _sum_of_squares(f, axes) -> E | None:
@@ -1262,6 +1285,11 @@ class MatMul:
         padded so that its batch axis stays in front), else as an einsum with one more index."""
         ta, tb, out = r.t(0), r.t(1), r.out
         xa, xb = r.batched
+        if xa is None and ta.rank >= 3 and tb.rank == 2:
+            # one 2-D product over the flattened batch, for every batched matrix at once
+            rows = numel(ta.shape[:-1])
+            flat = r.op("matmul", r.reshape(r.x(0), (rows, ta.shape[-1])), xb)
+            return r.reshape(flat, (r.size_dim,) + out.shape)
         if ta.rank >= 2 and tb.rank >= 2:
             a = r.pad(xa, out.rank) if xa is not None else r.x(0)
             b = r.pad(xb, out.rank) if xb is not None else r.x(1)
