@@ -16,24 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from gradgen.buffers import Line, Stmt, _lines, _own_returns, optimize
 from gradgen.builder import Program, is_intermediate
+from gradgen.context import FwdCtx, Namer, _section, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str
 from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Method, Var
 from gradgen.ir import Node
 from gradgen.ops import ROWS
-from gradgen.plan import (
-    FwdCtx,
-    Line,
-    Namer,
-    Stmt,
-    _lines,
-    _own_returns,
-    _Planner,
-    _section,
-    declared_view,
-    dim_expr,
-    optimize,
-)
+from gradgen.plan import _Planner
 
 
 @dataclass(frozen=True)

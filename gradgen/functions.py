@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gradgen.buffers import Line
 from gradgen.builder import Program
+from gradgen.context import dim_expr
 from gradgen.derive import (
     Unsupported,
     hessian_program,
@@ -24,7 +26,6 @@ from gradgen.diagnostics import Place, SpecError, error
 from gradgen.dims import Dim, at_least, shape_str
 from gradgen.emit import Emitted, Emitter
 from gradgen.ir import TypedGraph
-from gradgen.plan import Line
 
 
 @dataclass(frozen=True)
@@ -213,8 +214,6 @@ def comment(text: str) -> list[Line]:
 
 
 def _dim_text(d: Dim, dim_var: dict[str, str]) -> str:
-    from gradgen.plan import dim_expr
-
     return dim_expr(d, dim_var).render()
 
 

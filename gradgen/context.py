@@ -1,0 +1,159 @@
+"""What an op's emission rules see: names, and the contexts of ``forward`` emission.
+
+``FwdCtx`` is the context an op row's ``forward(f)`` rule receives, in the planner (``forward``,
+``value_and_grad``) and in the emitter of derivative programs alike; ``Namer`` hands out the variable
+names of one generated function.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+
+from gradgen.buffers import Stmt
+from gradgen.dims import Dim, shape_str
+from gradgen.expr import Bin, E, Lit, Tuple, Var
+from gradgen.ir import Const, Node
+from gradgen.lower import RESERVED
+from gradgen.ops import ROWS
+
+
+class Namer:
+    def __init__(self, taken: set[str]):
+        self.taken = set(taken) | set(keyword.kwlist) | set(RESERVED) | set(dir(builtins)) | {"math"}
+        self.kind: dict[str, tuple[str, str]] = {}  # name -> (kind, phase)
+
+    def claim(self, name: str, kind: str, phase: str) -> str:
+        self.kind[name] = (kind, phase)
+        return name
+
+    def fresh(self, hint: str, kind: str = "temp", phase: str = "fwd") -> str:
+        name = hint
+        k = 1
+        while name in self.taken:
+            k += 1
+            name = f"{hint}_{k}"
+        self.taken.add(name)
+        self.kind[name] = (kind, phase)
+        return name
+
+
+class _Ctx:
+    """A rule's view of its node; ``planner`` is the planner or the emitter of a derivative program
+    (names, types, dims and temporaries of the function being written)."""
+
+    def __init__(self, planner, node: Node):
+        self.p = planner
+        self.node = node
+        self.graph = planner.graph
+        self.types = [None if isinstance(a, Const) else planner.types[a] for a in node.args]
+        self.out = planner.types[node.id]
+
+    def attr(self, key, default=None):
+        return self.node.attr(key, default)
+
+    def t(self, i):
+        return self.types[i]
+
+    def where(self, i):
+        return str(i)
+
+    def fail(self, message):  # shapes were checked already
+        raise AssertionError(message)
+
+    def shape_tuple(self, shape: tuple[Dim, ...]) -> E:
+        return Tuple(tuple(self.dim(d) for d in shape))
+
+    def operand(self, i) -> E:
+        a = self.node.args[i]
+        if isinstance(a, Const):
+            return self.p.const_expr(a)
+        return Var(self.p.var[a])
+
+    def dtype(self) -> E:
+        """The dtype the function computes in (internal ops that create arrays need it)."""
+        return self.p.dtype_expr()
+
+
+class FwdCtx(_Ctx):
+    def __init__(self, planner, node, out: list[Stmt]):
+        super().__init__(planner, node)
+        self.stmts = out
+        self.var = Var(planner.var[node.id])
+
+    def operand_node(self, i) -> Node | None:
+        a = self.node.args[i]
+        return None if isinstance(a, Const) else self.graph.nodes[a]
+
+    def single_use(self, i) -> bool:
+        """Operand i is read by this node alone and is not the output."""
+        a = self.node.args[i]
+        return isinstance(a, int) and self.p.uses.get(a, 0) == 1 and not self.p.is_output(a)
+
+    def value(self, operand) -> E:
+        if isinstance(operand, Const):
+            return self.p.const_expr(operand)
+        return Var(self.p.var[operand])
+
+    def a(self, i) -> E:
+        return self.operand(i)
+
+    def dim(self, d: Dim) -> E:
+        return self.p.dim_expr(d)
+
+    def saved_by(self, op: str) -> dict[str, E]:
+        """The temporaries that an already emitted node of ``op`` on the same operand 0 saved, in a
+        derivative program (the probabilities of a softmax cross-entropy, say); {} in the planner."""
+        if not getattr(self.p, "shares_temps", False) or not self.node.args:
+            return {}
+        first = self.node.args[0]
+        for n in self.graph.nodes:
+            if n.op == op and n.args and n.args[0] == first and n.id != self.node.id:
+                found = {h: Var(v) for (nid, h), v in self.p.fwd_temps.items() if nid == n.id}
+                if found:
+                    return found
+        return {}
+
+    def temp(self, hint, expr, shape) -> Var:
+        name = self.p.namer.fresh(f"{self.var.name}_{hint}", "temp", "fwd")
+        self.p.fwd_temps[(self.node.id, hint)] = name
+        self.p.temp_shapes[name] = tuple(shape)
+        self.stmts.append(Stmt(name, expr, comment=shape_str(shape)))
+        return Var(name)
+
+    def stmt(self, target, expr, op="=", index=None):
+        name = target.name if isinstance(target, Var) else target
+        self.stmts.append(Stmt(name, expr, op, index, comment=None))
+
+
+def dim_expr(d: Dim, dim_var: dict[str, str]) -> E:
+    """A (polynomial) dim as an expression over the variables the dims are bound to."""
+    if d.is_const:
+        return Lit(str(d.value))
+    expr = None
+    for m, c in d.terms:
+        term = Lit(str(c)) if c != 1 or not m else None
+        for s in m:
+            v = Var(dim_var[s])
+            term = v if term is None else Bin("*", term, v)
+        expr = term if expr is None else Bin("+", expr, term)
+    return expr
+
+
+def declared_view(n: Node, var: dict[int, str]) -> str | None:
+    """The variable a node's result views when its op row says it returns a view (``fresh=False``)."""
+    if ROWS[n.op].fresh is False:
+        a = next((a for a in n.args if isinstance(a, int)), None)
+        return var.get(a) if a is not None else None
+    return None
+
+
+def _section(e, origin) -> str:
+    """The comment that opens a backward section: the entry; for an inlined block, the chain of calls
+    (entry: block) and the block's entry with its line (h1: layer -> up: layernorm -> mu = ...)."""
+    if not origin:
+        return f"{e.name} = {e.text}"
+    callers = [e.name] + [frame.entry for frame in origin[:-1]]
+    chain = " -> ".join(f"{c}: {frame.block}" for c, frame in zip(callers, origin))
+    last = origin[-1]
+    return f"{chain} -> {last.entry} = {last.source} (block {last.block}, line {last.place.line})"
