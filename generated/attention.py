@@ -89,9 +89,9 @@ def _bind_dims(x, Wq, Wk, Wv, Wo):
 def forward(x, Wq, Wk, Wv, Wo):
     """Compute loss []; return it and the cache that `backward` needs."""
     B, T, D, K = _bind_dims(x, Wq, Wk, Wv, Wo)
-    q = (x.reshape(-1, D) @ Wq).reshape((B, T, K))  # [B, T, K]
-    k = (x.reshape(-1, D) @ Wk).reshape((B, T, K))  # [B, T, K]
-    v = (x.reshape(-1, D) @ Wv).reshape((B, T, K))  # [B, T, K]
+    q = (x.reshape(B * T, D) @ Wq).reshape((B, T, K))  # [B, T, K]
+    k = (x.reshape(B * T, D) @ Wk).reshape((B, T, K))  # [B, T, K]
+    v = (x.reshape(B * T, D) @ Wv).reshape((B, T, K))  # [B, T, K]
     scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
@@ -100,7 +100,7 @@ def forward(x, Wq, Wk, Wv, Wo):
     np.exp(attn, out=attn)  # [B, T, T]
     attn *= 1 / attn.sum(axis=-1, keepdims=True)  # [B, T, T]
     ctx = attn @ v  # [B, T, K]
-    out = (ctx.reshape(-1, K) @ Wo).reshape((B, T, D))  # [B, T, D]
+    out = (ctx.reshape(B * T, K) @ Wo).reshape((B, T, D))  # [B, T, D]
     loss_sub = out  # [B, T, D]
     loss_sub -= x  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
@@ -115,9 +115,9 @@ def backward(dout, cache):
     d_out = loss_sub * (2 * (dout / (B * D * T)))  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
-    dctx = (d_out.reshape(-1, D) @ Wo.T).reshape((B, T, K))
+    dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(-1, K).T @ d_out.reshape(-1, D)
+    dWo = ctx.reshape(B * T, K).T @ d_out.reshape(B * T, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
@@ -134,22 +134,22 @@ def backward(dout, cache):
     dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
     # batched matmul rule, notes section 5 per batch element
-    dWv = x.reshape(-1, D).T @ dv.reshape(-1, K)
+    dWv = x.reshape(B * T, D).T @ dv.reshape(B * T, K)
     # k = x @ Wk
     # batched matmul rule, notes section 5 per batch element
-    dWk = x.reshape(-1, D).T @ dk.reshape(-1, K)
+    dWk = x.reshape(B * T, D).T @ dk.reshape(B * T, K)
     # q = x @ Wq
     # batched matmul rule, notes section 5 per batch element
-    dWq = x.reshape(-1, D).T @ dq.reshape(-1, K)
+    dWq = x.reshape(B * T, D).T @ dq.reshape(B * T, K)
     return Gradients(Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)
 
 
 def value_and_grad(x, Wq, Wk, Wv, Wo):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     B, T, D, K = _bind_dims(x, Wq, Wk, Wv, Wo)
-    q = (x.reshape(-1, D) @ Wq).reshape((B, T, K))  # [B, T, K]
-    k = (x.reshape(-1, D) @ Wk).reshape((B, T, K))  # [B, T, K]
-    v = (x.reshape(-1, D) @ Wv).reshape((B, T, K))  # [B, T, K]
+    q = (x.reshape(B * T, D) @ Wq).reshape((B, T, K))  # [B, T, K]
+    k = (x.reshape(B * T, D) @ Wk).reshape((B, T, K))  # [B, T, K]
+    v = (x.reshape(B * T, D) @ Wv).reshape((B, T, K))  # [B, T, K]
     scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
@@ -158,7 +158,7 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     np.exp(attn, out=attn)  # [B, T, T]
     attn *= 1 / attn.sum(axis=-1, keepdims=True)  # [B, T, T]
     ctx = attn @ v  # [B, T, K]
-    out = (ctx.reshape(-1, K) @ Wo).reshape((B, T, D))  # [B, T, D]
+    out = (ctx.reshape(B * T, K) @ Wo).reshape((B, T, D))  # [B, T, D]
     loss_sub = out  # [B, T, D]
     loss_sub -= x  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
@@ -167,9 +167,9 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     d_out *= 2 * (1 / (B * D * T))  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
-    dctx = (d_out.reshape(-1, D) @ Wo.T).reshape((B, T, K))
+    dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(-1, K).T @ d_out.reshape(-1, D)
+    dWo = ctx.reshape(B * T, K).T @ d_out.reshape(B * T, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
@@ -186,11 +186,11 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
     # batched matmul rule, notes section 5 per batch element
-    dWv = x.reshape(-1, D).T @ dv.reshape(-1, K)
+    dWv = x.reshape(B * T, D).T @ dv.reshape(B * T, K)
     # k = x @ Wk
     # batched matmul rule, notes section 5 per batch element
-    dWk = x.reshape(-1, D).T @ dk.reshape(-1, K)
+    dWk = x.reshape(B * T, D).T @ dk.reshape(B * T, K)
     # q = x @ Wq
     # batched matmul rule, notes section 5 per batch element
-    dWq = x.reshape(-1, D).T @ dq.reshape(-1, K)
+    dWq = x.reshape(B * T, D).T @ dq.reshape(B * T, K)
     return loss, Gradients(Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)
