@@ -16,9 +16,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(x, Wq, Wk, Wv, Wo)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -55,8 +58,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(x, Wq, Wk, Wv, Wo):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(x, Wq, Wk, Wv, Wo):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = x.dtype.kind == "f" and x.dtype == Wq.dtype == Wk.dtype == Wv.dtype == Wo.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        x, Wq, Wk, Wv, Wo = _float_arrays(x=x, Wq=Wq, Wk=Wk, Wv=Wv, Wo=Wo)
     if x.ndim != 3:
         raise ValueError(f"x: expected rank 3 (shape [B, T, D]), got shape {x.shape}")
     B, T, D = x.shape
@@ -83,12 +134,18 @@ def _bind_dims(x, Wq, Wk, Wv, Wo):
         raise ValueError(f"Wo: dim K is {Wo.shape[0]} here but {K} from Wq")
     if Wo.shape[1] != D:
         raise ValueError(f"Wo: dim D is {Wo.shape[1]} here but {D} from x")
-    return B, T, D, K
+    if T == 0:
+        raise ValueError("T is 0, but attn needs an entry along it (softmax)")
+    if B == 0:
+        raise ValueError("B is 0, but loss is a mean over it (undefined for no values)")
+    if D == 0:
+        raise ValueError("D is 0, but loss is a mean over it (undefined for no values)")
+    return x, Wq, Wk, Wv, Wo, B, T, D, K
 
 
 def forward(x, Wq, Wk, Wv, Wo):
     """Compute loss []; return it and the cache that `backward` needs."""
-    B, T, D, K = _bind_dims(x, Wq, Wk, Wv, Wo)
+    x, Wq, Wk, Wv, Wo, B, T, D, K = _check_inputs(x, Wq, Wk, Wv, Wo)
     q = (x.reshape(B * T, D) @ Wq).reshape((B, T, K))  # [B, T, K]
     k = (x.reshape(B * T, D) @ Wk).reshape((B, T, K))  # [B, T, K]
     v = (x.reshape(B * T, D) @ Wv).reshape((B, T, K))  # [B, T, K]
@@ -110,7 +167,7 @@ def forward(x, Wq, Wk, Wv, Wo):
 def backward(dout, cache):
     """Gradients w.r.t. Wq, Wk, Wv, Wo, given dout = d(objective)/d(loss) []."""
     x, Wo, q, v, scores_transpose, attn, ctx, loss_sub, B, T, D, K, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = mean(square(out - x))
     d_out = loss_sub * (2 * (dout / (B * D * T)))  # square rule
     # out = ctx @ Wo
@@ -146,7 +203,7 @@ def backward(dout, cache):
 
 def value_and_grad(x, Wq, Wk, Wv, Wo):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    B, T, D, K = _bind_dims(x, Wq, Wk, Wv, Wo)
+    x, Wq, Wk, Wv, Wo, B, T, D, K = _check_inputs(x, Wq, Wk, Wv, Wo)
     q = (x.reshape(B * T, D) @ Wq).reshape((B, T, K))  # [B, T, K]
     k = (x.reshape(B * T, D) @ Wk).reshape((B, T, K))  # [B, T, K]
     v = (x.reshape(B * T, D) @ Wv).reshape((B, T, K))  # [B, T, K]
