@@ -217,6 +217,7 @@ def render_test(plan: Plan) -> str:
             if not t.isdigit() and t in seen and bad_dim is None:
                 bad_dim = {"input": n, "axis": ax, "dim": t}
             seen.setdefault(t, n)
+    runtime = _runtime_test_tables(plan, sizes)
     return (
         _env()
         .get_template("test_module.py.j2")
@@ -233,8 +234,35 @@ def render_test(plan: Plan) -> str:
             ),
             bad_rank=bad_rank,
             bad_dim=bad_dim,
+            **runtime,
         )
     )
+
+
+def _runtime_test_tables(plan: Plan, sizes: dict[str, int]) -> dict:
+    """The tables the run-time check tests read: float and int inputs, the bound of each index input,
+    and where each symbolic dim sits among the inputs."""
+    bounds: dict[str, str] = {}
+    for c in plan.index_checks:  # an input indexing two axes: the smaller bound is the one to break
+        size = _size_expr(c.dim, sizes)
+        bounds[c.input] = f"min({bounds[c.input]}, {size})" if c.input in bounds else size
+    axes: dict[str, list[str]] = {}
+    for name, shape, _dtype, _ in plan.test_inputs:
+        for ax, t in enumerate(shape):
+            if not t.isdigit():
+                axes.setdefault(t, []).append(f'("{name}", {ax})')
+    floats = [n for n, _, d in plan.inputs if d == "float"]
+    ints = [n for n, _, d in plan.inputs if d == "int"]
+    return {
+        "has_index_inputs": bool(bounds),
+        "has_int_inputs": bool(ints),
+        "several_float_inputs": len(floats) > 1,
+        "has_dims": bool(axes),
+        "float_list": "[" + ", ".join(f'"{n}"' for n in floats) + "]",
+        "int_list": "[" + ", ".join(f'"{n}"' for n in ints) + "]",
+        "index_bounds": "{" + ", ".join(f'"{k}": {v}' for k, v in bounds.items()) + "}",
+        "dim_axes": "{" + ", ".join(f'"{d}": [{", ".join(v)}]' for d, v in axes.items()) + "}",
+    }
 
 
 def _tuple_text(items: list[str]) -> str:
