@@ -951,7 +951,7 @@ def plan(tg: TypedGraph) -> Plan:
         fused_out=fused_value.render(),
         test_inputs=test_inputs,
         dim_symbols=tuple(p.dim_var),
-        index_checks=tuple(_range_check(p, c) for c in runtime.index_checks(tg)),
+        index_checks=tuple(_range_check(p, c) for c in runtime.index_checks(tg, p.live)),
         nonempty_checks=tuple(
             (p.dim_expr(c.dim).render(), f"{c.dim} is 0, but {c.reason}")
             for c in runtime.nonempty_checks(tg, p.live)

@@ -36,12 +36,14 @@ class NonEmpty:
     reason: str  # why, for the message: "loss is a mean over it (undefined for no values)"
 
 
-def index_checks(tg: TypedGraph) -> tuple[IndexCheck, ...]:
-    """One check per (int input, indexed size) pair, in graph order."""
+def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:
+    """One check per (int input, indexed size) pair among the live nodes, in graph order."""
     g = tg.graph
     out: list[IndexCheck] = []
     seen: set[tuple[str, Dim]] = set()
     for n in g.nodes:
+        if n.id not in live:
+            continue
         if n.op == "softmax_cross_entropy":
             logits, labels = n.args[0], n.args[1]
             if tg.types[labels].dtype != "int":

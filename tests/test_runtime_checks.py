@@ -107,6 +107,15 @@ def test_one_int_input_indexing_two_axes_gets_both_bounds_and_literal_dims_stay_
     assert [(c.input, c.size, c.dim) for c in checks] == [("y", "C", "C"), ("y", "10", "10")]
 
 
+def test_only_live_nodes_are_checked():
+    dead = SCE.replace(
+        "  loss: softmax_cross_entropy(logits, y)\n",
+        "  other: softmax_cross_entropy(logits, y)\n  loss: sum(logits)\n",
+    )
+    plan = plan_of(dead + "output: loss\n")
+    assert plan.index_checks == () and plan.nonempty_checks == ()
+
+
 def test_float_labels_are_not_range_checked():
     assert plan_of(ONE_HOT).index_checks == ()
 
