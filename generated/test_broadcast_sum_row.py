@@ -119,3 +119,158 @@ def test_inconsistent_dim_raises_value_error():
     inputs["y"] = np.resize(x, shape)
     with pytest.raises(ValueError, match=r"y.*M"):
         m.forward(**inputs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Run-time input checks: bad values raise ValueError instead of giving a silent wrong answer, and the
+# returned output shares no memory with the cache or the caller's arrays.
+
+FLOAT_INPUTS = ["X", "y"]
+INT_INPUTS = []
+# each int input that indexes, and the smallest axis length it indexes: 0 <= entry < size
+INDEX_BOUNDS = {}
+# where each symbolic dim appears among the inputs: (input, axis)
+DIM_AXES = {"N": [("X", 0)], "M": [("X", 1), ("y", 1)]}
+
+
+def _entry_points():
+    """forward (and value_and_grad for a scalar output) as functions of the inputs, giving the output."""
+    out = [lambda kw: m.forward(**kw)[0]]
+    if hasattr(m, "value_and_grad"):
+        out.append(lambda kw: m.value_and_grad(**kw)[0])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.complex128])
+def test_bool_or_complex_float_input_raises(dtype):
+    for name in FLOAT_INPUTS:
+        inputs = make_inputs(10, np.float64)
+        inputs[name] = inputs[name].astype(dtype)
+        for run in _entry_points():
+            with pytest.raises(
+                ValueError,
+                match=rf"^{name}: expected real numbers, got an array of dtype {np.dtype(dtype)}",
+            ):
+                run(inputs)
+
+
+def test_integer_arrays_for_float_inputs_are_cast_to_the_call_dtype():
+    for dtype in (np.float32, np.float64):
+        inputs = make_inputs(11, dtype)
+        name = FLOAT_INPUTS[0]
+        ones = np.ones(np.shape(inputs[name]), dtype=np.int64)
+        as_float = dict(inputs, **{name: ones.astype(dtype)})
+        as_int = dict(inputs, **{name: ones})
+        if len(FLOAT_INPUTS) == 1:
+            dtype = np.float64  # no other float input: integers become float64
+            as_float[name] = ones.astype(dtype)
+        for run in _entry_points():
+            got, want = run(as_int), run(as_float)
+            assert np.asarray(got).dtype == dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_lists_and_python_numbers_work_like_arrays():
+    inputs = make_inputs(12, np.float64)
+    as_lists = {k: np.asarray(v).tolist() for k, v in inputs.items()}
+    for run in _entry_points():
+        np.testing.assert_array_equal(run(as_lists), run(inputs))
+    # a list has no dtype of its own: it takes the float32 of the other inputs
+    inputs32 = make_inputs(12, np.float32)
+    inputs32[FLOAT_INPUTS[0]] = np.asarray(inputs32[FLOAT_INPUTS[0]]).tolist()
+    expected = np.float32 if len(FLOAT_INPUTS) > 1 else np.float64
+    for run in _entry_points():
+        assert np.asarray(run(inputs32)).dtype == expected
+
+
+def test_mixed_float32_and_float64_inputs_raise():
+    inputs = make_inputs(13, np.float32)
+    name = FLOAT_INPUTS[-1]
+    inputs[name] = inputs[name].astype(np.float64)
+    for run in _entry_points():
+        with pytest.raises(ValueError, match=rf"^{name}: dtype float64 differs from \w+'s float32"):
+            run(inputs)
+
+
+def test_dout_of_the_wrong_shape_raises():
+    inputs = make_inputs(14, np.float64)
+    out, cache = m.forward(**inputs)
+    shape = np.shape(out)
+    for bad in [shape + (2,), shape[:-1], (1,) + shape]:
+        if bad == shape:
+            continue
+        with pytest.raises(ValueError, match=r"^dout: expected the shape"):
+            m.backward(np.ones(bad), cache)
+    good = m.backward(np.ones(shape), cache)
+    if shape == ():  # a scalar output takes a Python or NumPy number or a 0-d array
+        for dout in (1.0, 1, np.float32(1.0), np.array(1.0)):
+            for g, h in zip(m.backward(dout, cache), good):
+                np.testing.assert_array_equal(g, h)
+    for dtype in (np.bool_, np.complex128):
+        with pytest.raises(ValueError, match=r"^dout: expected real numbers"):
+            m.backward(np.ones(shape, dtype=dtype), cache)
+
+
+def test_returned_output_shares_no_memory_with_the_cache_or_the_inputs():
+    inputs = make_inputs(15, np.float64)
+    out, cache = m.forward(**inputs)
+    for name, v in inputs.items():
+        assert not np.shares_memory(out, v), f"forward returned (a view of) the input {name}"
+    for field, v in zip(cache._fields, cache):
+        if isinstance(v, np.ndarray):
+            assert not np.shares_memory(
+                out, v
+            ), f"forward's output shares memory with cache.{field}"
+    dout = np.random.default_rng(16).standard_normal(np.shape(out))
+    before = [np.copy(g) for g in m.backward(dout, cache)]
+    if isinstance(
+        out, np.ndarray
+    ):  # a caller writing into the output changes nothing backward reads
+        out[...] = 123.0
+    for g, h in zip(m.backward(dout, cache), before):
+        np.testing.assert_array_equal(g, h)
+    if hasattr(m, "value_and_grad"):
+        value, grads = m.value_and_grad(**inputs)
+        for name, v in inputs.items():
+            assert not np.shares_memory(
+                value, v
+            ), f"value_and_grad returned (a view of) the input {name}"
+        for field, g in zip(grads._fields, grads):
+            assert not np.shares_memory(
+                value, g
+            ), f"value_and_grad's value shares memory with d{field}"
+
+
+@pytest.mark.parametrize("dim", DIM_AXES)  # its keys
+def test_zero_size_dim_is_a_value_error_or_an_empty_result(dim):
+    """forward and value_and_grad agree: both raise the same ValueError, or both give finite results of
+    the right shapes, without a NumPy warning (a mean of nothing would warn and give nan)."""
+    import warnings
+
+    inputs = make_inputs(17, np.float64)
+    for name, axis in DIM_AXES[dim]:
+        inputs[name] = inputs[name][(slice(None),) * axis + (slice(0, 0),)]
+    outcomes = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for run in _entry_points():
+            try:
+                outcomes.append(("value", np.asarray(run(inputs))))
+            except ValueError as e:
+                outcomes.append(("error", str(e)))
+        if outcomes[0][0] == "value":
+            out, cache = m.forward(**inputs)
+            grads = m.backward(np.ones(np.shape(out)), cache)
+            for name in WRT:
+                assert getattr(grads, name).shape == np.shape(inputs[name]), name
+                assert np.all(np.isfinite(getattr(grads, name))), name
+    kinds = {k for k, _ in outcomes}
+    assert len(kinds) == 1, f"forward and value_and_grad disagree at {dim} = 0: {outcomes}"
+    if kinds == {"error"}:
+        assert len({msg for _, msg in outcomes}) == 1, outcomes
+        message = outcomes[0][1]
+        assert message.startswith(f"{dim} is 0") or "is out of range" in message, message
+    else:
+        for _, v in outcomes:
+            assert np.all(np.isfinite(v)), outcomes
+        np.testing.assert_array_equal(outcomes[0][1], outcomes[-1][1])

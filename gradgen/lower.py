@@ -45,6 +45,7 @@ RESERVED = {
     "value_and_grad": "a generated function",
     "ValueError": "the exception that the generated shape checks raise",
     "slice": "a builtin that the generated code calls",
+    "AttributeError": "the exception that the generated input checks catch",
 }
 # Module names that would shadow a module that the generated files import.
 SHADOWED_MODULES = ("numpy", "pytest")

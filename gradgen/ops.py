@@ -900,7 +900,8 @@ class MatMul:
         if ta.rank >= 3 and tb.rank == 2:
             # [..., N, K] @ [K, M]: one 2-D product over the flattened batch (a batched product with a
             # broadcast 2-D operand measured up to 30x slower for float32 with OpenBLAS here)
-            flat = method(f.a(0), "reshape", num(-1), f.dim(ta.shape[-1]))
+            # (the row count spelled out, not -1, which NumPy cannot infer when a dim is 0)
+            flat = method(f.a(0), "reshape", f.dim(numel(ta.shape[:-1])), f.dim(ta.shape[-1]))
             return method(Bin("@", flat, f.a(1)), "reshape", f.shape_tuple(f.out.shape))
         return Bin("@", f.a(0), f.a(1))
 
@@ -968,7 +969,7 @@ def _batched_matmul_vjp(b):
     if b.needs(0):
         if tb.rank == 2 and ta.rank > 2 and a_shape[:-2] == batch:
             # dA = dB W^T for every batch element: one 2-D product over the flattened batch
-            flat = method(g, "reshape", num(-1), b.dim(b_shape[-1]))
+            flat = method(g, "reshape", b.dim(numel(to.shape[:-1])), b.dim(b_shape[-1]))
             da = method(Bin("@", flat, Attr(bb, "T")), "reshape", b.shape_tuple(a_shape))
         else:
             prod_ = Bin("@", g, _swap(bb) if len(b_shape) > 2 else Attr(bb, "T"))
@@ -981,8 +982,8 @@ def _batched_matmul_vjp(b):
             K, M = b_shape
             db = Bin(
                 "@",
-                Attr(method(a, "reshape", num(-1), b.dim(K)), "T"),
-                method(g, "reshape", num(-1), b.dim(M)),
+                Attr(method(a, "reshape", b.dim(numel(a_shape[:-1])), b.dim(K)), "T"),
+                method(g, "reshape", b.dim(numel(to.shape[:-1])), b.dim(M)),
             )
         else:
             prod_ = Bin("@", _swap(a) if len(a_shape) > 2 else Attr(a, "T"), g)
