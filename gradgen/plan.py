@@ -37,6 +37,7 @@ from gradgen.ir import Const, Node, TypedGraph
 from gradgen.lower import RESERVED
 from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import TABLE
+from gradgen.testplan import KinkSite, domains, edges, kinks, ops_used
 
 # ------------------------------------------------------------------------------------------------
 # statements
@@ -121,6 +122,11 @@ class Plan:
     fused_out: str
     test_inputs: tuple[tuple[str, tuple, str, str], ...]  # (name, shape (symbolic text), dtype, domain)
     dim_symbols: tuple[str, ...]
+    # for the generated tests (gradgen.testplan): ops the output uses, kinks that can be forced exactly,
+    # and (input, "scale" | "shrink" | "onehot") for the large-magnitude test
+    ops_used: tuple[str, ...]
+    kinks: tuple[KinkSite, ...]
+    edges: tuple[tuple[str, str], ...]
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
 
 
@@ -960,9 +966,9 @@ def plan(tg: TypedGraph) -> Plan:
                 products.append((ax, str(d), p.dim_expr(d).render(), factors))
         checks.append(DimCheck(info.name, len(info.shape), tuple(ds), tuple(products)))
 
-    test_inputs = tuple(
-        (i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs
-    )
+    domain = domains(tg)
+    test_inputs = tuple((i.name, tuple(str(d) for d in i.shape), i.dtype, domain[i.name]) for i in g.inputs)
+    wrt_names = tuple(g.nodes[n].name for n in wrt_nodes)
     return Plan(
         name=g.name,
         description=g.description,
@@ -991,6 +997,9 @@ def plan(tg: TypedGraph) -> Plan:
             if n.id in p.live
             for a in n.args
         ),
+        ops_used=ops_used(g),
+        kinks=kinks(tg, wrt_names, domain),
+        edges=edges(tg, domain),
     )
 
 
@@ -1081,25 +1090,3 @@ def _own_returns(grads, stmts, params):
                 e = Method(e, "copy")
         out.append((n, e))
     return out
-
-
-def _domain(g, tg, info) -> str:
-    """How the generated test samples an input: labels, probabilities, positive values or any."""
-    for n in g.nodes:
-        for k, a in enumerate(n.args):
-            if a != info.node:
-                continue
-            if n.op == "softmax_cross_entropy" and k == 1:
-                if info.dtype == "int":
-                    c = tg.types[n.args[0]].shape[-1]
-                    return f"labels:{c}"
-                return "probs"
-            if n.op == "take" and k == 1:
-                t = tg.types[n.args[0]]
-                ax = n.attr("axis", 0) % t.rank
-                return f"labels:{t.shape[ax]}"
-            if n.op in ("log", "sqrt") or (n.op == "pow" and not float(n.attr("k")).is_integer()):
-                return "positive"
-            if n.op == "div" and k == 1:
-                return "positive"
-    return "any"
