@@ -80,6 +80,12 @@ class OpDef:
     varargs: bool = False
     int_args: tuple[int, ...] = ()  # operand positions that may (or must) be int tensors
     broadcast_rule: str = ""  # what the line says when an operand was broadcast
+    # What the generated tests need to know (read by gradgen.testplan; defaults are the cautious choice):
+    domain: Callable | None = None  # (k, attr, types) -> how the test draws operand k if it is an input
+    zeros: str | Callable | None = None  # y is exactly 0 when "all" / "any" / the "first" operand is 0
+    shift: tuple[int, ...] = ()  # y moves by +-da for each operand (add, sub, neg, transpose, reshape)
+    kink: tuple[int, ...] = ()  # at a kink (operands all 0), the side whose derivative the rule takes
+    magnitude: str = "grows"  # "bounded": |y| bounded for any a; "explodes": overflows for moderate a
 
 
 TABLE: dict[str, OpDef] = {}
@@ -96,7 +102,10 @@ def op(
     varargs=False,
     int_args=(),
     broadcast_rule="",
+    **facts,
 ):
+    """Register an op; ``facts`` are the OpDef fields the generated tests read (domain ... magnitude)."""
+
     def register(cls):
         TABLE[name] = OpDef(
             name,
@@ -111,6 +120,7 @@ def op(
             varargs,
             int_args,
             broadcast_rule,
+            **facts,
         )
         return cls
 
@@ -206,6 +216,7 @@ class _Binary:
     broadcast_rule="broadcast sum rule, notes section 6",
     elementwise=True,
     callable=False,
+    shift=(1, 1),
     derivation="""
 d(a + b) = da + db, so both operands receive g.  A broadcast operand was added to every slice along
 the broadcast axes, so its cotangent is g summed over those axes (notes section 6: dy = 1^T dB).
@@ -224,6 +235,7 @@ class Add(_Binary):
     broadcast_rule="broadcast sum rule, notes section 6",
     elementwise=True,
     callable=False,
+    shift=(1, -1),
     derivation="""
 d(a - b) = da - db: a receives g, b receives -g (summed over broadcast axes, notes section 6).
 Accuracy: as for +, one rounding; the cancellation of nearly equal operands is the difference's own.""",
@@ -240,6 +252,7 @@ class Sub(_Binary):
     broadcast_rule="broadcast product rule, notes section 7",
     elementwise=True,
     callable=False,
+    zeros="any",
     derivation="""
 d(a * b) = da * b + a * db (Hadamard), so a receives g * b and b receives g * a.  For a broadcast
 row y in B = y * X, dy = sum_i dB_i * X_i and dX = y * dB (notes section 7).
@@ -262,6 +275,8 @@ class Mul(_Binary):
     broadcast_rule="quotient rule, broadcast reduced (notes section 6)",
     elementwise=True,
     callable=False,
+    zeros="first",
+    domain=lambda k, attr, types: "positive" if k == 1 else None,
     derivation="""
 d(a / b) = da / b - (a / b^2) db = da / b - y db / b with y = a / b reused from the forward pass,
 so a receives g / b and b receives -g * y / b.  Accuracy: a few ulps wherever y is a normal number;
@@ -294,6 +309,7 @@ class _Unary:
     elementwise=True,
     callable=False,
     derivation="d(-a) = -da.  Exact.",
+    shift=(-1,),
 )
 class Neg_(_Unary):
     forward = staticmethod(lambda f: neg(f.a(0)))
@@ -316,6 +332,8 @@ class Neg_(_Unary):
     derivation="""
 d(a ** k) = k * a ** (k - 1) da for a literal k.  Accuracy: NumPy's power, a few ulps; for k < 1 the
 derivative is infinite at a = 0 (inf, with a divide warning), and a < 0 with a fractional k is nan.""",
+    zeros=lambda attr: "all" if attr("k") > 0 else None,
+    domain=lambda k, attr, types: None if float(attr("k")).is_integer() else "positive",
 )
 class Pow:
     shape = staticmethod(_Unary.shape)
@@ -335,12 +353,17 @@ class Pow:
         return (mul(b.g, mul(num(k), Bin("**", b.x(0), num(km1)))),)
 
 
-def _unary(name, np_func, rule, derivation, vjp):
+def _unary(name, np_func, rule, derivation, vjp, **facts):
     class U(_Unary):
         forward = staticmethod(lambda f: call(np_func, f.a(0)))
 
     U.vjp = staticmethod(vjp)
-    return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation)(U)
+    return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation, **facts)(U)
+
+
+def _positive(k, attr, types):
+    """domain fact of log and sqrt: the operand is drawn positive."""
+    return "positive"
 
 
 _unary(
@@ -351,6 +374,7 @@ _unary(
     "a = 88.7 (float32) and 709.8 (float64), where exp(a) is not a number of the dtype; log(1 + exp(a)) "
     "and log(sum(exp(a))) are rewritten to softplus and logsumexp (gradgen.rewrite), which never form it.",
     lambda b: (mul(b.g, b.y),),
+    magnitude="explodes",
 )
 _unary(
     "log",
@@ -360,6 +384,7 @@ _unary(
     "may have rounded to 0 (sigmoid(z), 1 - sigmoid(z), 1 + exp(z), softmax(x), sum(exp(x))) is "
     "rewritten to the stable op it spells (gradgen.rewrite).",
     lambda b: (div(b.g, b.x(0)),),
+    domain=_positive,
 )
 _unary(
     "sqrt",
@@ -369,6 +394,7 @@ _unary(
     "derivative is infinite, so da is inf there (nan where g is 0): keep a away from 0, as "
     "sqrt(var + 1e-5) does in specs/layernorm.yaml.",
     lambda b: (div(b.g, mul(num(2), b.y)),),
+    domain=_positive,
 )
 _unary(
     "tanh",
@@ -380,6 +406,8 @@ _unary(
     "the true 4 e^(-2|a|) is still about 1e-8 and 1e-16.  The exact 4 t / (1 + t)^2, t = exp(-2|a|), measured 2x "
     "tanh's forward plus backward at [1024, 1024], for gradients below one ulp of 1: not used.",
     lambda b: (mul(b.g, sub(num(1), mul(b.y, b.y))),),
+    zeros="all",
+    magnitude="bounded",
 )
 _unary(
     "square",
@@ -387,6 +415,7 @@ _unary(
     "square rule",
     "d a^2 = 2 a da.  Accuracy: one rounding; inf where a^2 exceeds the dtype (|a| > 1.8e19 in float32).",
     lambda b: (mul(b.g, mul(num(2), b.x(0))),),
+    zeros="all",
 )
 _unary(
     "abs",
@@ -394,6 +423,8 @@ _unary(
     "abs rule (abs'(0) = 0)",
     "d |a| = sign(a) da, with sign(0) = 0 as SPEC.md fixes.  Exact.",
     lambda b: (mul(b.g, call("np.sign", b.x(0))),),
+    zeros="all",
+    kink=(0,),  # abs'(0) = 0, the mean of the slopes -1 and +1
 )
 
 
@@ -410,6 +441,7 @@ def _exp_neg_abs(f) -> Var:
     (P("a"),),
     rule="sigmoid rule, from the smaller tail",
     elementwise=True,
+    magnitude="bounded",
     derivation="""
 s(a) = 1 / (1 + exp(-a)).  With t = s(-|a|) = exp(-|a|) / (1 + exp(-|a|)), the smaller of s(a) and
 1 - s(a), in (0, 1/2]: y = t where a < 0 and 1 - t where a >= 0, computed as |[a >= 0] - t|.
@@ -490,6 +522,8 @@ class Softplus(_Unary):
     (P("a"),),
     rule="relu rule (relu'(0) = 0)",
     elementwise=True,
+    zeros="all",
+    kink=(-1,),  # relu'(0) = 0, the slope from below
     derivation="""
 relu(a) = max(a, 0); d relu(a) = [a > 0] da = [y > 0] da, with relu'(0) = 0 as SPEC.md fixes.
 The mask multiply (in place when the cotangent's buffer is dead) measured 2-10x faster than np.where
@@ -500,13 +534,15 @@ class Relu(_Unary):
     vjp = staticmethod(lambda b: (mul(b.g, Bin(">", b.y, num(0))),))
 
 
-def _minmax(name, np_func, cmp_a):
+def _minmax(name, np_func, cmp_a, kink):
     @op(
         name,
         (P("a", "operand"), P("b", "operand")),
         rule=f"{name} rule (ties go to a)",
         elementwise=True,
         broadcast_rule=f"{name} rule (ties go to a), broadcast reduced (notes section 6)",
+        zeros="all",
+        kink=kink,  # a tie takes the slope of the side where a is picked
         derivation=f"""
 {name}(a, b) picks one operand per element: d{name}(a, b) = [a {cmp_a} b] da + [not (a {cmp_a} b)] db;
 at ties the gradient goes to a (SPEC.md).  Exact.""",
@@ -523,8 +559,8 @@ at ties the gradient goes to a (SPEC.md).  Exact.""",
     return M
 
 
-_minmax("maximum", "np.maximum", ">=")
-_minmax("minimum", "np.minimum", "<=")
+_minmax("maximum", "np.maximum", ">=", kink=(1, -1))
+_minmax("minimum", "np.minimum", "<=", kink=(-1, 1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -589,6 +625,7 @@ def _spread(b, g: E, scale: E | None) -> E:
     "sum",
     (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)),
     rule="sum rule: broadcast back",
+    zeros="all",
     derivation="""
 y = sum over axes of a: every summed element enters y with weight 1, so da = g broadcast back over the
 summed axes (the transpose of notes section 6's broadcast).  Accuracy: NumPy sums pairwise along the
@@ -609,6 +646,7 @@ class Sum:
     "mean",
     (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False)),
     rule="mean rule: broadcast back, divided by the count",
+    zeros="all",
     derivation="""
 y = (1/n) sum over axes of a, n the number of elements averaged: da = g / n broadcast back.
 Accuracy: as sum, then one division.  For a variance, mean(square(x - mean(x))) (two passes, as in
@@ -689,6 +727,7 @@ def _shifted(f):
     "softmax",
     (P("a"), Param("axis", "int", -1)),
     rule="softmax rule, reusing the forward output",
+    magnitude="bounded",
     derivation="""
 y = exp(a - m) / sum exp(a - m) (m the max, for stability);
 dy = y * (da - sum(y * da)), so da = y * (g - sum(g * y)) along the axis (notes section 2).
@@ -757,6 +796,9 @@ class LogSoftmax:
     (P("logits"), P("labels"), Param("reduction", "choice", "mean", choices=("mean", "sum"))),
     rule="softmax cross-entropy rule, notes section 2",
     int_args=(1,),
+    domain=lambda k, attr, types: (
+        None if k != 1 else f"labels:{types[0].shape[-1]}" if types[1].dtype == "int" else "probs"
+    ),
     derivation="""
 J = log sum_c exp(theta_c) - theta_k per row (notes section 2), so dJ/dtheta = softmax(theta) - onehot(k):
 the fused form, never differentiated through log and softmax separately.  With int labels the one-hot
@@ -871,6 +913,7 @@ def _mm_parts(s):
     (P("a"), P("b")),
     rule="matmul rule, notes section 5",
     callable=False,
+    zeros="any",
     derivation="""
 B = X Y gives dB = dX Y + X dY, so dX = dB Y^T and dY = X^T dB (notes section 5).  Matrix times vector
 z = W x gives dW = outer(r, x), dx = W^T r (section 3); row vector times matrix z = x W gives
@@ -1012,6 +1055,7 @@ def _perm(s, rank):
     "transpose",
     (P("a"), Param("axes", "axes")),
     rule="transpose rule: the inverse permutation",
+    shift=(1,),
     derivation="""
 y = transpose(a, p) moves axis p[i] to position i; the cotangent moves back with the inverse
 permutation, da = transpose(g, argsort(p)); .T reverses the axes and is its own inverse.  Exact.""",
@@ -1071,6 +1115,7 @@ def _divide_monomial(total: Dim, known: Dim) -> Dim | None:
     "reshape",
     (P("a"), P("shape", "shape")),
     rule="reshape rule: reshape back",
+    shift=(1,),
     derivation="""
 reshape only relabels elements in row-major order, so the cotangent is reshaped back: da = g.reshape(a.shape).
 Exact.""",
@@ -1114,6 +1159,7 @@ class Reshape:
     "concatenate",
     (P("tensors", "tensors"), Param("axis", "int", 0)),
     rule="concatenate rule: split back",
+    zeros="all",
     derivation="""
 y stacks the operands along an axis, so each operand's cotangent is its own slice of g along that axis.
 Exact.""",
@@ -1169,6 +1215,10 @@ class Concatenate:
     (P("a"), P("indices"), Param("axis", "int", 0)),
     rule="take rule: scatter-add",
     int_args=(1,),
+    zeros="all",  # of its float operand a
+    domain=lambda k, attr, types: (
+        f"indices:{types[0].shape[attr('axis', 0) % types[0].rank]}" if k == 1 else None
+    ),
     derivation="""
 y = take(a, idx, axis) copies slices of a; each slice of a receives the sum of the cotangents of every
 position that copied it (repeated indices add up): a scatter-add of g into zeros shaped like a.
@@ -1211,6 +1261,7 @@ class Take:
     (P("subscripts", "str"), P("operands", "tensors")),
     varargs=True,
     rule="einsum rule: contract the cotangent with the other operands",
+    zeros="any",
     derivation="""
 y = einsum(s_1,...,s_n -> o) is linear in each operand, so operand i's cotangent is
 einsum(o, s_j (j != i) -> s_i) of g with the other operands; an index that appears only in s_i was

@@ -38,6 +38,7 @@ from gradgen.ir import Const, Node, TypedGraph
 from gradgen.lower import RESERVED
 from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import TABLE
+from gradgen.testplan import KinkSite, domains, edges, kinks, ops_used
 
 # ------------------------------------------------------------------------------------------------
 # statements
@@ -136,6 +137,11 @@ class Plan:
     nonempty_checks: tuple[tuple[str, str], ...]  # (dim expression, message), raised when it is 0
     output_dtype: str  # the forward output's dtype, for the cache: "loss.dtype"
     dout_shape: str  # the output's shape as a Python tuple in backward's names: "(N, C)"
+    # for the generated tests (gradgen.testplan): ops the output uses, kinks that can be forced exactly,
+    # and (input, "scale" | "shrink" | "onehot") for the large-magnitude test
+    ops_used: tuple[str, ...]
+    kinks: tuple[KinkSite, ...]
+    edges: tuple[tuple[str, str], ...]
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
 
 
@@ -984,9 +990,9 @@ def plan(tg: TypedGraph) -> Plan:
                 products.append((ax, str(d), p.dim_expr(d).render(), factors))
         checks.append(DimCheck(info.name, len(info.shape), tuple(ds), tuple(products)))
 
-    test_inputs = tuple(
-        (i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs
-    )
+    domain = domains(tg)
+    test_inputs = tuple((i.name, tuple(str(d) for d in i.shape), i.dtype, domain[i.name]) for i in g.inputs)
+    wrt_names = tuple(g.nodes[n].name for n in wrt_nodes)
     return Plan(
         name=g.name,
         description=g.description,
@@ -1022,6 +1028,9 @@ def plan(tg: TypedGraph) -> Plan:
             if n.id in p.live
             for a in n.args
         ),
+        ops_used=ops_used(g),
+        kinks=kinks(tg, wrt_names, domain),
+        edges=edges(tg, domain),
     )
 
 
@@ -1143,25 +1152,3 @@ def _returned_output(out: str, stmts: list[Stmt], params: set[str], cached: list
 
 def _range_check(p: _Planner, c: runtime.IndexCheck) -> RangeCheck:
     return RangeCheck(c.input, c.rank, p.dim_expr(c.size).render(), str(c.size), c.role)
-
-
-def _domain(g, tg, info) -> str:
-    """How the generated test samples an input: labels, probabilities, positive values or any."""
-    for n in g.nodes:
-        for k, a in enumerate(n.args):
-            if a != info.node:
-                continue
-            if n.op == "softmax_cross_entropy" and k == 1:
-                if info.dtype == "int":
-                    c = tg.types[n.args[0]].shape[-1]
-                    return f"labels:{c}"
-                return "probs"
-            if n.op == "take" and k == 1:
-                t = tg.types[n.args[0]]
-                ax = n.attr("axis", 0) % t.rank
-                return f"labels:{t.shape[ax]}"
-            if n.op in ("log", "sqrt") or (n.op == "pow" and not float(n.attr("k")).is_integer()):
-                return "positive"
-            if n.op == "div" and k == 1:
-                return "positive"
-    return "any"

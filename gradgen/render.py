@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from functools import lru_cache
@@ -221,9 +222,9 @@ def render_test(plan: Plan) -> str:
     inputs = []
     for name, shape, _dtype, domain in plan.test_inputs:
         shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])
-        if domain.startswith("labels:"):
-            n = _size_expr(domain.split(":", 1)[1], sizes)
-            maker = f"rng.integers(0, {n}, size={shape_py})"
+        if domain.startswith(("labels:", "indices:")):
+            kind, n = domain.split(":", 1)
+            maker = f"_{kind}(rng, {_size_expr(n, sizes)}, {shape_py})"
         elif domain == "probs":
             maker = f"_softmax_rows(rng.standard_normal({shape_py})).astype(dtype)"
         elif domain == "positive":
@@ -257,6 +258,13 @@ def render_test(plan: Plan) -> str:
             bad_rank=bad_rank,
             bad_dim=bad_dim,
             **runtime,
+            edges=_py([tuple(e) for e in plan.edges]),
+            draws={d.split(":")[0] for _, _, _, d in plan.test_inputs},
+            kinks=[_kink(k) for k in plan.kinks],
+            dout_kinds=_py(
+                ["float32", "float64"]
+                + (["python float", "numpy float64 scalar"] if plan.scalar_output else [])
+            ),
         )
     )
 
@@ -298,6 +306,23 @@ def _size_value(text: str, sizes: dict[str, int]) -> int:
             value *= int(factor) if factor.isdigit() else sizes[factor]
         total += value
     return total
+
+
+def _kink(site) -> dict:
+    """A forced kink as the test's KINKS row shows it (names are identifiers; the rule is gradgen's text)."""
+    what = f"{site.op} in {site.entry}: {site.rule}"
+    return {"what": _py(what), "control": site.control, "zeroed": _py(site.zeroed), "side": site.side}
+
+
+def _py(value) -> str:
+    """A literal of str, int, list and tuple values, strings in double quotes as black writes them."""
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a Python string literal of the same value
+    if isinstance(value, list):
+        return "[" + ", ".join(_py(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_py(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
 
 
 def _tuple_text(items: list[str]) -> str:
