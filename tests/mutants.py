@@ -229,8 +229,9 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
         "float32 output x 1.1",
         "def _out(out):\n    return out * np.float32(1.1) if np.asarray(out).dtype == np.float32 else out\n",
     ),
+    # backward's dout goes through _check_dout, which casts it to the forward pass's dtype
     "dout not cast (float64 leaks)": source_mutant(
-        "backward", _lines_with("dout = np.asarray(dout, dtype=dtype)", r", dtype=dtype\)", ")")
+        "_check_dout", _lines_with("return d.astype(dtype, copy=False)", r"\.astype\(dtype, copy=False\)", "")
     ),
     "labels reversed in backward": source_mutant(
         "backward", _lines_with("] -=", r"(np\.arange\(\w+\), )(\w+)\]", r"\1\2[::-1]]")
