@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import ast
 import difflib
+import io
 import keyword
 import math
+import tokenize
 
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
 from gradgen.dims import Dim
 from gradgen.ir import Const, Entry, Graph, InputInfo, Node
-from gradgen.load import IDENTIFIER, SpecDoc, Text, is_positive_int, valid_dim_name
+from gradgen.load import (
+    IDENTIFIER,
+    MAX_DIM,
+    MAX_RANK,
+    SpecDoc,
+    Text,
+    abbreviate,
+    is_positive_int,
+    valid_dim_name,
+)
 from gradgen.ops import CALLABLE, TABLE
 
 BINOPS = {
@@ -71,6 +82,14 @@ SYNTAX_NAMES = {
     ast.Tuple: "tuples",
     ast.List: "lists",
 }
+
+
+# How deeply one expression may nest operations (``a + b + c`` nests two).  Lowering and the emitted
+# expression trees walk an expression recursively, a few Python frames per level; Python's own parser
+# stops at 200 nested brackets.  A long sum belongs in several graph entries, each its own variable.
+MAX_EXPR_DEPTH = 200
+# Python's limit on the digits of an int literal (``sys.get_int_max_str_digits``'s default).
+MAX_INT_DIGITS = 4300
 
 
 class _Unsupported(Exception):
@@ -156,7 +175,7 @@ class _Lowerer:
         return self.place_of(node)
 
     def source_of(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.expr_text.value, node) or ast.unparse(node)
+        return one_line(ast.get_source_segment(self.expr_text.value, node) or ast.unparse(node))
 
     def expr(self, node: ast.AST) -> int | Const:
         place = self.place_of(node)
@@ -168,8 +187,7 @@ class _Lowerer:
                 raise _Unsupported(
                     node, f"unsupported literal {label}; only int and float numbers may appear here"
                 )
-            if not math.isfinite(node.value):
-                raise _Unsupported(node, f"the literal {label} is not a finite number")
+            _check_finite(node, node.value, label)
             return Const(node.value, label)
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
@@ -248,8 +266,7 @@ class _Lowerer:
             and isinstance(value.value, (int, float))
             and not isinstance(value.value, bool)
         ):
-            if not math.isfinite(value.value):
-                raise _Unsupported(node, f"the literal {self.source_of(node)} is not a finite number")
+            _check_finite(node, value.value, self.source_of(node))
             return Const(sign * value.value, self.source_of(node))
         raise _Unsupported(
             node, f"{what} must be a number literal, not a tensor expression ({self.source_of(node)})"
@@ -408,6 +425,10 @@ class _Lowerer:
                     dims.append(value)
             if dims.count(-1) > 1:
                 raise _Unsupported(arg, f"the shape of {opname} may hold at most one -1")
+            if len(dims) > MAX_RANK:
+                raise _Unsupported(
+                    arg, f"the shape of {opname} has {len(dims)} dims; NumPy arrays have at most {MAX_RANK}"
+                )
             return tuple(dims)
         raise AssertionError(kind)  # pragma: no cover
 
@@ -417,6 +438,10 @@ class _Lowerer:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             sign, value = -1, node.operand
         if isinstance(value, ast.Constant) and type(value.value) is int:
+            if value.value > MAX_DIM:
+                raise _Unsupported(
+                    node, f"{what} is out of range: {abbreviate(str(value.value))} is more than 2**63 - 1"
+                )
             return sign * value.value
         raise _Unsupported(node, f"{what} must be an int literal, not {self.source_of(node)}")
 
@@ -484,14 +509,9 @@ class _Lowerer:
             ok = claim(decl.name, "graph entry")
             self.entry = name
             self.expr_text = decl.expr
-            try:
-                tree = ast.parse(decl.expr.value, mode="eval")
-            except SyntaxError as exc:
-                col = (exc.offset or 1) - 1
-                self.err(
-                    decl.expr.place_at(0, col),
-                    _statement(decl.expr.value) or f"invalid expression: {exc.msg}",
-                )
+            tree, problem = _parse(decl.expr)
+            if problem is not None:
+                self.err(*problem)
                 self.later.pop(name, None)
                 continue
             if _is_number(tree.body):
@@ -520,7 +540,7 @@ class _Lowerer:
                 continue  # a second definition: the first one stands
             self.name_node(value, name, decl.name.place)
             self.scope[name] = value
-            entries.append(Entry(name, value, decl.expr.value, decl.name.place))
+            entries.append(Entry(name, value, one_line(decl.expr.value), decl.name.place))
 
         output = None
         if doc.output is not None:
@@ -588,6 +608,91 @@ class _Lowerer:
             tuple(wrt),
             dim_origin,
         )
+
+
+def _parse(text: Text) -> tuple[ast.Expression | None, tuple[Place, str] | None]:
+    """The expression's syntax tree, or the place and message of why it is not one we accept."""
+    source = text.value
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as exc:
+        place = text.place_at(0, (exc.offset or 1) - 1)
+        if "integer string conversion" in (exc.msg or ""):
+            return None, (place, f"an int literal has more than {MAX_INT_DIGITS} digits")
+        return None, (place, _statement(source) or f"invalid expression: {exc.msg}")
+    except (RecursionError, MemoryError):  # deeper than the parser's own C stack allows
+        return None, (text.place, _too_deep(None))
+    depth = _depth(tree.body)
+    if depth > MAX_EXPR_DEPTH:
+        return None, (text.place, _too_deep(depth))
+    return tree, None
+
+
+def _too_deep(depth: int | None) -> str:
+    nests = "" if depth is None else f" (this one nests {depth})"
+    return (
+        f"the expression nests operations more than {MAX_EXPR_DEPTH} deep{nests}; "
+        "split it into several graph entries"
+    )
+
+
+def _depth(root: ast.AST) -> int:
+    """How many expression nodes the longest path from the root passes through (iterative)."""
+    deepest = 0
+    stack = [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        for child in ast.iter_child_nodes(node):
+            stack.append((child, d + 1 if isinstance(child, ast.expr) else d))
+    return deepest
+
+
+def _check_finite(node: ast.AST, value: int | float, label: str) -> None:
+    """Number literals become Python floats in the generated code: they must be finite there."""
+    try:
+        float(value)
+    except OverflowError:
+        raise _Unsupported(
+            node,
+            f"the literal {abbreviate(str(abs(value)))} is too large for a float "
+            "(the largest is about 1.8e308)",
+        ) from None
+    if not math.isfinite(value):
+        raise _Unsupported(node, f"the literal {label} is not a finite number")
+
+
+_CLOSERS = frozenset(")]},")
+_OPENERS = frozenset("([{")
+
+
+def one_line(source: str) -> str:
+    """An expression's source text on one line, for messages and comments: comments dropped, and each
+    line break (inside brackets or after a backslash) one space, or none next to a bracket.  Line breaks
+    inside a (triple-quoted) string literal are shown as ``\\n``."""
+    if "\n" not in source and "\r" not in source and "#" not in source:
+        return source
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return " ".join(source.split())
+    skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+    out: list[str] = []
+    prev = None
+    for tok in tokens:
+        if tok.type in skip or tok.type == tokenize.ENDMARKER:
+            continue
+        text = tok.string
+        if tok.type == tokenize.STRING:
+            text = text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+        if prev is not None:
+            if tok.start[0] == prev.end[0]:
+                out.append(" " * (tok.start[1] - prev.end[1]))
+            elif prev.string not in _OPENERS and text not in _CLOSERS:
+                out.append(" ")
+        out.append(text)
+        prev = tok
+    return "".join(out)
 
 
 def _is_number(node: ast.AST) -> bool:
