@@ -322,12 +322,19 @@ def _is_number(e: E, sw: _Sweep) -> bool:
     """A Python number at run time: it reads only dims and variables assigned such numbers
     (value_and_grad's cotangent 1, scaled by literals and sizes).  A number has no dtype of its own, so
     it must become a typed array before it meets a mask, a view method or einsum, or is returned."""
-    for v in e.vars():
-        if v in sw.dims:
+    seen: set[str] = set()
+    stack = list(e.vars())
+    while stack:  # iterative: a chain of scalar entries makes a chain of definitions this long
+        v = stack.pop()
+        if v in sw.dims or v in seen or sw.numbers.get(v):
             continue
+        seen.add(v)
         d = sw.defs.get(v)
-        if d is None or v in sw.mutated or not _is_number(d, sw):
+        if d is None or v in sw.mutated:
             return False
+        stack.extend(d.vars())
+    for v in seen:  # each of them reads only numbers: remember it until something is mutated
+        sw.numbers[v] = True
     return True
 
 
@@ -338,13 +345,17 @@ class _Sweep:
         self.defs: dict[str, E] = {}
         self.mutated: set[str] = set()
         self.dims: set[str] = set()
+        self.numbers: dict[str, bool] = {}  # variables known to hold a number (see _is_number)
 
     def emit(self, s: Stmt):
         self.stmts.append(s)
         if s.target and s.op == "=" and s.index is None:
+            if s.target in self.defs:  # a redefinition: what was known from the old one may not hold
+                self.numbers.clear()
             self.defs[s.target] = s.expr
         elif s.target:
             self.mutated.add(s.target)
+            self.numbers.clear()
 
 
 class _Planner:
@@ -458,7 +469,7 @@ class _Planner:
             cots = opdef.vjp(ctx)
             if opdef.elementwise:
                 cots = self.fold_filled(n, ctx, cots, sw)
-            merged: dict[int, tuple[E, str]] = {}  # one contribution per operand node, even if used twice
+            merged: dict[int, tuple[list[E], str]] = {}  # one contribution per operand, even if used twice
             for i, c in enumerate(cots):
                 a = n.args[i]
                 if c is None or isinstance(a, Const) or not self.needs_grad[a]:
@@ -469,8 +480,9 @@ class _Planner:
                     if to_shape != self.types[n.id].shape:
                         c = unbroadcast(c, self.types[n.id].shape, to_shape)
                         rule = opdef.broadcast_rule or rule
-                merged[a] = (add(merged[a][0], c), rule) if a in merged else (c, rule)
-            for a, (c, rule) in merged.items():
+                merged.setdefault(a, ([], rule))[0].append(c)
+            for a, (terms, rule) in merged.items():
+                c = _total(terms)
                 # accumulate into the cotangent map (multi-path chain rule, notes section 3)
                 k = version.get(a, 0) + 1
                 version[a] = k
@@ -516,6 +528,21 @@ class _Planner:
                 return cots
             result.append(_scalar_last(c2, s))
         return tuple(result)
+
+
+def _total(terms: list[E]) -> E:
+    """The sum of an operand's contributions: ``a + b + c`` for a few, and for an operand used many
+    times (``concatenate((x, x, ..., x))``) sums of at most 16 terms summed again, so that the tree
+    that is rendered (recursively) stays shallow."""
+    while len(terms) > 1:
+        chunks = [terms[k : k + 16] for k in range(0, len(terms), 16)]
+        terms = []
+        for chunk in chunks:
+            e = chunk[0]
+            for c in chunk[1:]:
+                e = add(e, c)
+            terms.append(e)
+    return terms[0]
 
 
 def _expr_shape(e: E, shapes: dict[str, tuple]):
@@ -902,8 +929,9 @@ def plan(tg: TypedGraph) -> Plan:
                 ds.append((ax, sym, p.dim_var[sym]))
         checks.append(DimCheck(info.name, len(info.shape), tuple(ds)))
 
+    users = _users(g)
     test_inputs = tuple(
-        (i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs
+        (i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i, users)) for i in g.inputs
     )
     return Plan(
         name=g.name,
@@ -995,23 +1023,30 @@ def _own_returns(grads, stmts, params):
     return out
 
 
-def _domain(g, tg, info) -> str:
-    """How the generated test samples an input: labels, probabilities, positive values or any."""
+def _users(g) -> dict[int, list[tuple[Node, int]]]:
+    """For each node, the nodes that read it and at which operand position, in graph order."""
+    users: dict[int, list[tuple[Node, int]]] = {}
     for n in g.nodes:
         for k, a in enumerate(n.args):
-            if a != info.node:
-                continue
-            if n.op == "softmax_cross_entropy" and k == 1:
-                if info.dtype == "int":
-                    c = tg.types[n.args[0]].shape[-1]
-                    return f"labels:{c}"
-                return "probs"
-            if n.op == "take" and k == 1:
-                t = tg.types[n.args[0]]
-                ax = n.attr("axis", 0) % t.rank
-                return f"labels:{t.shape[ax]}"
-            if n.op in ("log", "sqrt") or (n.op == "pow" and not float(n.attr("k")).is_integer()):
-                return "positive"
-            if n.op == "div" and k == 1:
-                return "positive"
+            if isinstance(a, int):
+                users.setdefault(a, []).append((n, k))
+    return users
+
+
+def _domain(g, tg, info, users) -> str:
+    """How the generated test samples an input: labels, probabilities, positive values or any."""
+    for n, k in users.get(info.node, ()):
+        if n.op == "softmax_cross_entropy" and k == 1:
+            if info.dtype == "int":
+                c = tg.types[n.args[0]].shape[-1]
+                return f"labels:{c}"
+            return "probs"
+        if n.op == "take" and k == 1:
+            t = tg.types[n.args[0]]
+            ax = n.attr("axis", 0) % t.rank
+            return f"labels:{t.shape[ax]}"
+        if n.op in ("log", "sqrt") or (n.op == "pow" and not float(n.attr("k")).is_integer()):
+            return "positive"
+        if n.op == "div" and k == 1:
+            return "positive"
     return "any"
