@@ -1,4 +1,13 @@
-"""Stage 6, format: black with one fixed Mode, never the user's configuration."""
+"""Stage 6, format: black with one fixed Mode, never the user's configuration.
+
+A long module (an RNN unrolled over thousands of steps gives 50,000 lines) is formatted in pieces of
+a few hundred lines, in parallel where the platform allows.  black takes about a third of a millisecond
+per line and formats a file twice whenever its first pass changed anything; the rendered code is already
+in black's style except for a few long lines, so most pieces pass unchanged after one pass.  The pieces
+are cut only between two statements of a function or class body (or before a top-level definition), where
+black's output does not depend on what is around: formatting the pieces gives the same bytes as
+formatting the whole, which tests/test_fmt.py checks on every shipped spec and on large random ones.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +18,94 @@ import sys
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
-# A module this long (an unrolled RNN of hundreds of steps) is formatted in parallel, one top-level
-# definition per task: black takes about a third of a millisecond per line, so a 50,000-line module
-# costs it 15 s on one core.  Below this, starting worker processes would cost more than it saves.
-PARALLEL_LINES = 4000
-# Where a module may be cut: before a top-level def or class that already follows two blank lines.
-# black puts exactly two blank lines there whatever precedes them (not a decorator or a comment, which
-# would sit on the line just above), so formatting the pieces apart gives the same text as formatting
-# the whole (tests/test_fmt.py checks this on every shipped spec).
+# Below this many lines a module is formatted whole (all shipped specs are).
+PIECEWISE_LINES = 4000
+PIECE_LINES = 400  # the size a piece grows to before it is cut at the next safe place
+# Top level: before a def or class that already follows two blank lines (black puts exactly two there).
 _CUT = re.compile(r"\n\n\n(?=(?:def|class) )")
+# Inside a body: before a line that starts a statement at the body's own indent ...
+_BODY_START = re.compile(r"    [A-Za-z_]")
+_STATEMENT = re.compile(r"    +[^\s#@)\]}]")
+# A nested def or class: black puts a blank line after its body, so such a body is never cut.
+_NESTED_DEF = re.compile(r"\n +(?:async +)?(?:def|class) ")
+# ... which is not part of the one before, nor a definition (black puts a blank line before those)
+_CONTINUES = ("elif", "else", "except", "finally", "case", "def", "class", "async")
+_WRAPPER = {"def": "def _gradgen_piece():", "class": "class _gradgen_piece:"}
 
 
 def black_format(source: str) -> str:
-    """``source`` in black's style; a long module is formatted in parallel pieces (same result)."""
-    pieces = _CUT.split(source) if source.count("\n") >= PARALLEL_LINES else [source]
-    workers = min(len(pieces), os.cpu_count() or 1)
-    if workers < 2 or sys.platform != "linux":
+    """``source`` in black's style."""
+    if source.count("\n") < PIECEWISE_LINES:
         return _black_paused(source)
+    tops = [_split_body(top) for top in _CUT.split(source)]
+    tasks = [piece for pieces in tops for piece in pieces]
     try:
-        return "\n\n".join(_format_pieces(pieces, workers))
-    except (OSError, BrokenProcessPool):  # no processes to be had (a limit, a sandbox): one at a time
+        done = iter(_format_all(tasks))
+    except Exception:  # a piece black refuses: format the whole, for black's own error and line number
         return _black_paused(source)
+    out = []
+    for pieces in tops:
+        parts = [next(done)]
+        for piece in pieces[1:]:
+            wrapper, _, body = next(done).partition("\n")
+            if wrapper != piece.partition("\n")[0]:  # pragma: no cover - black kept the wrapper so far
+                return _black_paused(source)
+            parts.append(body)
+        out.append("".join(parts))
+    return "\n\n".join(out)
 
 
-def _format_pieces(pieces: list[str], workers: int) -> list[str]:
-    """Each piece through black in a pool of forked workers (which inherit the imported black)."""
+def _split_body(top: str) -> list[str]:
+    """A top-level def or class cut between statements of its body; each piece after the first is
+    wrapped in a def or class of its own so that black sees a body at the same indent."""
+    kind = top.split(" ", 1)[0]
+    lines = top.split("\n")
+    if kind not in _WRAPPER or len(lines) < 2 * PIECE_LINES or _NESTED_DEF.search(top):
+        return [top]
+    pieces, start, in_string = [], 0, False
+    for i in range(1, len(lines) - 1):
+        if lines[i - 1].count('"""') % 2:  # a docstring opens or closes on the line before
+            in_string = not in_string
+        if i - start >= PIECE_LINES and not in_string and _safe_cut(lines[i - 1], lines[i]):
+            pieces.append("\n".join(lines[start:i]) + "\n")
+            start = i
+    pieces.append("\n".join(lines[start:]))
+    return [pieces[0]] + [f"{_WRAPPER[kind]}\n{p}" for p in pieces[1:]]
+
+
+def _safe_cut(before: str, line: str) -> bool:
+    """Whether a body may be cut between these two lines: ``line`` starts a statement at the body's
+    indent, and ``before`` is a whole statement, in the body or at the end of a block nested in it
+    (no open bracket, block header or continuation at its end).  A cut that misjudges a statement (a bracket left open by a line before)
+    makes a piece that black cannot parse, and then the whole module is formatted in one go."""
+    if not _BODY_START.match(line) or line.split(None, 1)[0].rstrip(":") in _CONTINUES:
+        return False
+    code = before.split("  # ", 1)[0].rstrip()
+    if not _STATEMENT.match(code):  # in the body or a block nested in it; not a comment or decorator
+        return False
+    return not code.endswith((":", ",", "\\", "(", "[", "{", '"""', "'''"))
+
+
+def _format_all(sources: list[str]) -> list[str]:
+    workers = min(len(sources), os.cpu_count() or 1)
+    if workers < 2 or sys.platform != "linux":
+        return [_black_paused(s) for s in sources]
+    try:
+        return _format_in_parallel(sources, workers)
+    except (OSError, BrokenProcessPool):  # no processes to be had (a limit, a sandbox): one at a time
+        return [_black_paused(s) for s in sources]
+
+
+def _format_in_parallel(sources: list[str], workers: int) -> list[str]:
+    """Each source through black in a pool of forked workers (which inherit the imported black)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    order = sorted(range(len(pieces)), key=lambda k: -len(pieces[k]))  # longest first
+    order = sorted(range(len(sources)), key=lambda k: -len(sources[k]))  # longest first
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {k: pool.submit(_black_paused, pieces[k]) for k in order}
-        return [futures[k].result() for k in range(len(pieces))]
+        futures = {k: pool.submit(_black_paused, sources[k]) for k in order}
+        return [futures[k].result() for k in range(len(sources))]
 
 
 def _black_paused(source: str) -> str:

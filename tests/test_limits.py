@@ -326,5 +326,5 @@ def test_build_text_is_as_deterministic_in_parallel(tmp_path, monkeypatch):
     spec = Path(__file__).resolve().parents[1] / "specs" / "mlp.yaml"
     text = spec.read_text()
     whole = build_text("specs/mlp.yaml", text)
-    monkeypatch.setattr(gradgen.fmt, "PARALLEL_LINES", 0)
+    monkeypatch.setattr(gradgen.fmt, "PIECEWISE_LINES", 0)
     assert build_text("specs/mlp.yaml", text) == whole
