@@ -38,7 +38,8 @@ def black_format(source: str) -> str:
     if source.count("\n") < PIECEWISE_LINES:
         return _black_paused(source)
     tops = [_split_body(top) for top in _CUT.split(source)]
-    tasks = [piece for pieces in tops for piece in pieces]
+    # each piece ends in a newline, as black's output does: a piece black leaves alone takes one pass
+    tasks = [piece if piece.endswith("\n") else piece + "\n" for pieces in tops for piece in pieces]
     try:
         done = iter(_format_all(tasks))
     except Exception:  # a piece black refuses: format the whole, for black's own error and line number
