@@ -88,13 +88,20 @@ def _safe_cut(before: str, line: str) -> bool:
 
 
 def _format_all(sources: list[str]) -> list[str]:
-    workers = min(len(sources), os.cpu_count() or 1)
+    workers = min(len(sources), _cpus())
     if workers < 2 or sys.platform != "linux":
         return [_black_paused(s) for s in sources]
     try:
         return _format_in_parallel(sources, workers)
     except (OSError, BrokenProcessPool):  # no processes to be had (a limit, a sandbox): one at a time
         return [_black_paused(s) for s in sources]
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a container's affinity, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _format_in_parallel(sources: list[str], workers: int) -> list[str]:

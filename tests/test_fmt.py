@@ -56,7 +56,7 @@ def test_pieces_give_the_whole_for_random_specs(case):
         gradgen.fmt.PIECEWISE_LINES, gradgen.fmt.PIECE_LINES = 4000, 400
 
 
-def test_a_long_module_is_cut_and_formatted_the_same(tmp_path):
+def test_a_long_module_is_cut_and_formatted_the_same(monkeypatch):
     """A 300-step RNN (about 6,000 lines) takes the real path: cut into pieces of 400 lines."""
     lines = ["inputs:", "  x: [N, H]", "  U: [H, H]", "  b: [H]", "graph:", "  h0: tanh(x)"]
     lines += [f"  h{t}: tanh(h{t - 1} @ U + b)" for t in range(1, 300)]
@@ -64,7 +64,12 @@ def test_a_long_module_is_cut_and_formatted_the_same(tmp_path):
     module, _ = rendered("rnn.yaml", "\n".join(lines) + "\n")
     assert module.count("\n") > gradgen.fmt.PIECEWISE_LINES
     assert sum(len(_split_body(top)) for top in _CUT.split(module)) > 10
+    pools = []
+    real = gradgen.fmt._format_in_parallel
+    monkeypatch.setattr(gradgen.fmt, "_format_in_parallel", lambda *a: pools.append(a) or real(*a))
     assert black_format(module) == _black(module)
+    if sys.platform == "linux" and gradgen.fmt._cpus() > 1:
+        assert len(pools) == 1 and len(pools[0][0]) > 10  # the pieces went to worker processes
 
 
 def test_a_cut_that_black_cannot_parse_falls_back_to_the_whole(every_cut, monkeypatch):
