@@ -622,6 +622,8 @@ def _parse(text: Text) -> tuple[ast.Expression | None, tuple[Place, str] | None]
         return None, (place, _statement(source) or f"invalid expression: {exc.msg}")
     except (RecursionError, MemoryError):  # deeper than the parser's own C stack allows
         return None, (text.place, _too_deep(None))
+    except ValueError as exc:  # a NUL character, before Python 3.11.4 (a SyntaxError since)
+        return None, (text.place, f"invalid expression: {exc}")
     depth = _depth(tree.body)
     if depth > MAX_EXPR_DEPTH:
         return None, (text.place, _too_deep(depth))

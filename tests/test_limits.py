@@ -242,6 +242,27 @@ def test_aliases_are_walked_once(tmp_path):
 # -- text that no line of a message or a generated file may break -----------------------------------
 
 
+def test_a_nul_character_in_an_expression(tmp_path, monkeypatch):
+    """Python 3.10 and early 3.11 raise ValueError, not SyntaxError, for a NUL in source text."""
+    import ast
+
+    spec = tmp_path / "nul.yaml"
+    spec.write_text('inputs:\n  x: [N]\ngraph:\n  z: "sum(x)\\0"\n')
+    (line,) = clean_error(build(spec, tmp_path / "out"), spec)
+    assert "invalid expression" in line and "null bytes" in line
+
+    real = ast.parse
+
+    def old_parse(source, mode="exec"):
+        if "\0" in source:
+            raise ValueError("source code string cannot contain null bytes")
+        return real(source, mode=mode)
+
+    monkeypatch.setattr("gradgen.lower.ast.parse", old_parse)
+    (line,) = clean_error(build(spec, tmp_path / "out"), spec)
+    assert line == f"{spec}:4:6: error: invalid expression: source code string cannot contain null bytes"
+
+
 def test_a_surrogate_pair_is_one_character(tmp_path):
     spec = tmp_path / "emoji.yaml"
     spec.write_text('description: "smile \\ud83d\\ude00"\ninputs:\n  x: [N]\ngraph:\n  z: sum(x)\n')
