@@ -1,12 +1,13 @@
 """Stage 6, format: black with one fixed Mode, never the user's configuration.
 
 A long module (an RNN unrolled over thousands of steps gives 50,000 lines) is formatted in pieces of
-a few hundred lines, in parallel where the platform allows.  black takes about a third of a millisecond
-per line and formats a file twice whenever its first pass changed anything; the rendered code is already
-in black's style except for a few long lines, so most pieces pass unchanged after one pass.  The pieces
-are cut only between two statements of a function or class body (or before a top-level definition), where
-black's output does not depend on what is around: formatting the pieces gives the same bytes as
-formatting the whole, which tests/test_fmt.py checks on every shipped spec and on large random ones.
+a few hundred lines, in parallel where the platform allows.  black takes about 0.2 ms per line and
+pass, and makes a second pass over a file whenever its first pass changed anything; the rendered code
+is already in black's style except for a few long lines, so most pieces are done after one pass.  The
+pieces are cut only before a top-level definition or between two statements of a body, where black's
+output does not depend on what is around them: formatting the pieces gives the same bytes as
+formatting the whole, which tests/test_fmt.py checks on every shipped spec and on random specs, cut
+at every place the cutter allows.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ PIECEWISE_LINES = 4000
 PIECE_LINES = 400  # the size a piece grows to before it is cut at the next safe place
 # Top level: before a def or class that already follows two blank lines (black puts exactly two there).
 _CUT = re.compile(r"\n\n\n(?=(?:def|class) )")
-# Inside a body: before a line that starts a statement at the body's own indent ...
+# Inside a body: before a line that starts a statement at the body's own indent, which is neither part
+# of the statement before it nor a definition (black puts a blank line before those) ...
 _BODY_START = re.compile(r"    [A-Za-z_]")
+_CONTINUES = ("elif", "else", "except", "finally", "case", "def", "class", "async")
+# ... after a line of code (not a comment or decorator) in the body or in a block nested in it.
 _STATEMENT = re.compile(r"    +[^\s#@)\]}]")
 # A nested def or class: black puts a blank line after its body, so such a body is never cut.
 _NESTED_DEF = re.compile(r"\n +(?:async +)?(?:def|class) ")
-# ... which is not part of the one before, nor a definition (black puts a blank line before those)
-_CONTINUES = ("elif", "else", "except", "finally", "case", "def", "class", "async")
 _WRAPPER = {"def": "def _gradgen_piece():", "class": "class _gradgen_piece:"}
 
 
@@ -49,7 +51,7 @@ def black_format(source: str) -> str:
         parts = [next(done)]
         for piece in pieces[1:]:
             wrapper, _, body = next(done).partition("\n")
-            if wrapper != piece.partition("\n")[0]:  # pragma: no cover - black kept the wrapper so far
+            if wrapper != piece.partition("\n")[0]:  # pragma: no cover - black keeps it as it is
                 return _black_paused(source)
             parts.append(body)
         out.append("".join(parts))
@@ -77,8 +79,9 @@ def _split_body(top: str) -> list[str]:
 def _safe_cut(before: str, line: str) -> bool:
     """Whether a body may be cut between these two lines: ``line`` starts a statement at the body's
     indent, and ``before`` is a whole statement, in the body or at the end of a block nested in it
-    (no open bracket, block header or continuation at its end).  A cut that misjudges a statement (a bracket left open by a line before)
-    makes a piece that black cannot parse, and then the whole module is formatted in one go."""
+    (no open bracket, block header or continuation at its end).  A cut that misjudges a statement (a
+    bracket left open by a line before) makes a piece that black cannot parse, and then the whole
+    module is formatted in one go."""
     if not _BODY_START.match(line) or line.split(None, 1)[0].rstrip(":") in _CONTINUES:
         return False
     code = before.split("  # ", 1)[0].rstrip()
