@@ -37,25 +37,34 @@ _WRAPPER = {"def": "def _gradgen_piece():", "class": "class _gradgen_piece:"}
 
 def black_format(source: str) -> str:
     """``source`` in black's style."""
-    if source.count("\n") < PIECEWISE_LINES:
-        return _black_paused(source)
-    tops = [_split_body(top) for top in _CUT.split(source)]
+    return black_format_all([source])[0]
+
+
+def black_format_all(sources: list[str]) -> list[str]:
+    """Each source in black's style; the pieces of long ones are formatted together, in parallel."""
+    if sum(s.count("\n") for s in sources) < PIECEWISE_LINES:
+        return [_black_paused(s) for s in sources]
+    split = [[_split_body(top) for top in _CUT.split(s)] for s in sources]
     # each piece ends in a newline, as black's output does: a piece black leaves alone takes one pass
-    tasks = [piece if piece.endswith("\n") else piece + "\n" for pieces in tops for piece in pieces]
+    tasks = [p if p.endswith("\n") else p + "\n" for tops in split for pieces in tops for p in pieces]
     try:
         done = iter(_format_all(tasks))
-    except Exception:  # a piece black refuses: format the whole, for black's own error and line number
-        return _black_paused(source)
-    out = []
+    except Exception:  # a piece black refuses: format each whole, for black's own error and line
+        return [_black_paused(s) for s in sources]
+    return [_assemble(tops, done) or _black_paused(s) for s, tops in zip(sources, split)]
+
+
+def _assemble(tops: list[list[str]], done) -> str | None:
+    """One source from its formatted pieces (taken from ``done`` in order), unwrapping the bodies."""
+    out, ok = [], True
     for pieces in tops:
         parts = [next(done)]
         for piece in pieces[1:]:
             wrapper, _, body = next(done).partition("\n")
-            if wrapper != piece.partition("\n")[0]:  # pragma: no cover - black keeps it as it is
-                return _black_paused(source)
+            ok = ok and wrapper == piece.partition("\n")[0]  # black keeps it as it is
             parts.append(body)
         out.append("".join(parts))
-    return "\n\n".join(out)
+    return "\n\n".join(out) if ok else None
 
 
 def _split_body(top: str) -> list[str]:

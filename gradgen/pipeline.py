@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gradgen.diagnostics import Diagnostic, SpecError
-from gradgen.fmt import black_format, paused_gc
+from gradgen.fmt import black_format_all, paused_gc
 from gradgen.load import load
 from gradgen.lower import lower
 from gradgen.plan import Plan, plan
@@ -32,8 +32,7 @@ def plan_text(path: str, text: str) -> tuple[Plan, list[Diagnostic]]:
 def build_text(path: str, text: str) -> Built:
     with paused_gc():  # the stages make many objects and few cycles: collections only cost time
         p, warnings = plan_text(path, text)
-    module = black_format(render_module(p))
-    test = black_format(render_test(p))
+    module, test = black_format_all([render_module(p), render_test(p)])
     return Built(path, p.name, ((f"{p.name}.py", module), (f"test_{p.name}.py", test)), tuple(warnings))
 
 

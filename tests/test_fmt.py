@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import gradgen.fmt
-from gradgen.fmt import _CUT, _black, _split_body, black_format
+from gradgen.fmt import _CUT, _black, _split_body, black_format, black_format_all
 from gradgen.pipeline import plan_text
 from gradgen.render import render_module, render_test
 
@@ -61,15 +61,15 @@ def test_a_long_module_is_cut_and_formatted_the_same(monkeypatch):
     lines = ["inputs:", "  x: [N, H]", "  U: [H, H]", "  b: [H]", "graph:", "  h0: tanh(x)"]
     lines += [f"  h{t}: tanh(h{t - 1} @ U + b)" for t in range(1, 300)]
     lines.append("  loss: mean(h299 * h299)")
-    module, _ = rendered("rnn.yaml", "\n".join(lines) + "\n")
+    module, test = rendered("rnn.yaml", "\n".join(lines) + "\n")
     assert module.count("\n") > gradgen.fmt.PIECEWISE_LINES
     assert sum(len(_split_body(top)) for top in _CUT.split(module)) > 10
     pools = []
     real = gradgen.fmt._format_in_parallel
     monkeypatch.setattr(gradgen.fmt, "_format_in_parallel", lambda *a: pools.append(a) or real(*a))
-    assert black_format(module) == _black(module)
+    assert black_format_all([module, test]) == [_black(module), _black(test)]
     if sys.platform == "linux" and gradgen.fmt._cpus() > 1:
-        assert len(pools) == 1 and len(pools[0][0]) > 10  # the pieces went to worker processes
+        assert len(pools) == 1 and len(pools[0][0]) > 10  # the pieces of both went to one pool
 
 
 def test_a_cut_that_black_cannot_parse_falls_back_to_the_whole(every_cut, monkeypatch):
