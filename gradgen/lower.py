@@ -13,6 +13,7 @@ import difflib
 import io
 import keyword
 import math
+import sys
 import tokenize
 
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
@@ -88,8 +89,6 @@ SYNTAX_NAMES = {
 # expression trees walk an expression recursively, a few Python frames per level; Python's own parser
 # stops at 200 nested brackets.  A long sum belongs in several graph entries, each its own variable.
 MAX_EXPR_DEPTH = 200
-# Python's limit on the digits of an int literal (``sys.get_int_max_str_digits``'s default).
-MAX_INT_DIGITS = 4300
 
 
 class _Unsupported(Exception):
@@ -617,8 +616,9 @@ def _parse(text: Text) -> tuple[ast.Expression | None, tuple[Place, str] | None]
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         place = text.place_at(0, (exc.offset or 1) - 1)
-        if "integer string conversion" in (exc.msg or ""):
-            return None, (place, f"an int literal has more than {MAX_INT_DIGITS} digits")
+        if "integer string conversion" in (exc.msg or ""):  # Python 3.11+: 4,300 unless configured
+            limit = sys.get_int_max_str_digits()
+            return None, (place, f"an int literal has more than {limit} digits")
         return None, (place, _statement(source) or f"invalid expression: {exc.msg}")
     except (RecursionError, MemoryError):  # deeper than the parser's own C stack allows
         return None, (text.place, _too_deep(None))
