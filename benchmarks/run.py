@@ -429,6 +429,80 @@ def check_peer(name, workload, step, to_numpy, inputs, ref_result):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the cost of the generated input checks
+
+
+def _range_check_functions(workload):
+    """(ranges, noop): the generated module's index-range tests for ``workload``, compiled from the very
+    text the module holds (gradgen.render.range_condition), and a function with the same arguments
+    that does nothing, to subtract the cost of the call itself."""
+    from gradgen.pipeline import plan_text
+    from gradgen.render import range_condition
+
+    path = os.path.join(ROOT, "specs", f"{workload}.yaml")
+    with open(path, encoding="utf-8") as fh:
+        plan, _ = plan_text(path, fh.read())
+    params = ", ".join([n for n, _, _ in plan.inputs] + [v for _, v in plan.dims])
+    body = "".join(f"    if {range_condition(c)}:\n        raise ValueError\n" for c in plan.index_checks)
+    ns = {}
+    exec(f"def ranges({params}):\n{body}    return None\n\ndef noop({params}):\n    return None\n", ns)
+    return ns["ranges"], ns["noop"], len(plan.index_checks)
+
+
+def checks_cost(args, mods):
+    """Time `_check_inputs` (every run-time input check) and its index-range tests alone against one
+    `value_and_grad` step.  Each function gets its own calls-per-sample (at least --min-sample long);
+    the samples interleave in rotating order, round by round, and a no-op call with the same arguments
+    is subtracted from the checks' times.  Printed: the cost per call from the fastest sample of each
+    (robust on a busy machine, where every slower sample is a fast one plus interruptions) and, in
+    brackets, the median over rounds of the per-round ratio to the step."""
+    log("")
+    log(
+        "input checks: cost per call and share of one value_and_grad step (fastest samples; [median of paired rounds])"
+    )
+    log(
+        f"{'workload':22} {'size':>6} {'dtype':>8} {'step us':>9} {'checks us':>10} {'checks/step':>22} {'ranges us':>10} {'ranges/step':>22}"
+    )
+    for s in args.sizes:
+        for w in args.workloads:
+            ranges, noop, n_ranges = _range_check_functions(w)
+            for dt in args.dtypes:
+                inputs = R.make_inputs(w, SIZES[s][w], dt)
+                mod = mods[w]
+                checked = mod._check_inputs(*inputs)  # the inputs as arrays, then the bound dims
+                fns = [
+                    lambda: mod.value_and_grad(*inputs),
+                    lambda: mod._check_inputs(*inputs),
+                    lambda: ranges(*checked),
+                    lambda: noop(*checked),
+                ]
+                tv, tc, tr, tn = _interleaved(fns, args.repeats, args.min_sample)
+                row = f"{w:22} {s:>6} {dt:>8} {1e6 * min(tv):9.2f}"
+                for t, present in ((tc, True), (tr, n_ranges > 0)):
+                    if not present:
+                        row += f" {'-':>10} {'-':>22}"
+                        continue
+                    cost = min(t) - min(tn)
+                    paired_ = statistics.median((a - b) / v for a, b, v in zip(t, tn, tv))
+                    row += f" {1e6 * cost:10.3f} {100 * cost / min(tv):11.2f}% [{100 * paired_:6.2f}%]"
+                log(row)
+
+
+def _interleaved(fns, repeats, target):
+    """Per-call seconds of each function in each round; every function has its own calls per sample."""
+    counts = [calibrate(f, target) for f in fns]
+    samples = [[0.0] * repeats for _ in fns]
+    for r in range(repeats):
+        order = list(range(len(fns)))
+        order = order[r % len(fns) :] + order[: r % len(fns)]
+        if (r // len(fns)) % 2:
+            order.reverse()
+        for i in order:
+            samples[i][r] = sample(fns[i], counts[i])
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------------------
 # timing
 
 
@@ -667,6 +741,7 @@ def parse_args(argv):
     p.add_argument("--tiny", action="store_true", help="very small sizes and few repeats (smoke test)")
     p.add_argument("--no-build-scaling", action="store_true", help="skip the build-time scaling table")
     p.add_argument("--no-cli", action="store_true", help="skip the CLI start-up measurement")
+    p.add_argument("--no-checks", action="store_true", help="skip the input-check cost table")
     p.add_argument("--peers", default=",".join(PEERS), help="comma list of torch,jax,autograd, or none")
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="BLAS / peer threads (default: all)"
@@ -812,6 +887,8 @@ def _run(args, tmp_root):
     log("")
     for n in notes:
         log("  " + n)
+    if not args.no_checks:
+        checks_cost(args, mods)
     if not args.no_build_scaling:
         build_scaling(tmp_root)
     if not args.no_cli:

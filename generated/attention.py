@@ -16,9 +16,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(x, Wq, Wk, Wv, Wo)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -55,8 +58,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(x, Wq, Wk, Wv, Wo):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(x, Wq, Wk, Wv, Wo):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = x.dtype.kind == "f" and x.dtype == Wq.dtype == Wk.dtype == Wv.dtype == Wo.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        x, Wq, Wk, Wv, Wo = _float_arrays(x=x, Wq=Wq, Wk=Wk, Wv=Wv, Wo=Wo)
     if x.ndim != 3:
         raise ValueError(f"x: expected rank 3 (shape [B, T, D]), got shape {x.shape}")
     B, T, D = x.shape
@@ -83,15 +134,21 @@ def _bind_dims(x, Wq, Wk, Wv, Wo):
         raise ValueError(f"Wo: dim K is {Wo.shape[0]} here but {K} from Wq")
     if Wo.shape[1] != D:
         raise ValueError(f"Wo: dim D is {Wo.shape[1]} here but {D} from x")
-    return B, T, D, K
+    if T == 0:
+        raise ValueError("T is 0, but attn needs an entry along it (softmax)")
+    if B == 0:
+        raise ValueError("B is 0, but loss is a mean over it (undefined for no values)")
+    if D == 0:
+        raise ValueError("D is 0, but loss is a mean over it (undefined for no values)")
+    return x, Wq, Wk, Wv, Wo, B, T, D, K
 
 
 def forward(x, Wq, Wk, Wv, Wo):
     """Compute loss []; return it and the cache that `backward` needs."""
-    B, T, D, K = _bind_dims(x, Wq, Wk, Wv, Wo)
-    q = (x.reshape(-1, D) @ Wq).reshape((B, T, K))  # [B, T, K]
-    k = (x.reshape(-1, D) @ Wk).reshape((B, T, K))  # [B, T, K]
-    v = (x.reshape(-1, D) @ Wv).reshape((B, T, K))  # [B, T, K]
+    x, Wq, Wk, Wv, Wo, B, T, D, K = _check_inputs(x, Wq, Wk, Wv, Wo)
+    q = (x.reshape(B * T, D) @ Wq).reshape((B, T, K))  # [B, T, K]
+    k = (x.reshape(B * T, D) @ Wk).reshape((B, T, K))  # [B, T, K]
+    v = (x.reshape(B * T, D) @ Wv).reshape((B, T, K))  # [B, T, K]
     scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
@@ -100,7 +157,7 @@ def forward(x, Wq, Wk, Wv, Wo):
     np.exp(attn, out=attn)  # [B, T, T]
     attn *= 1 / attn.sum(axis=-1, keepdims=True)  # [B, T, T]
     ctx = attn @ v  # [B, T, K]
-    out = (ctx.reshape(-1, K) @ Wo).reshape((B, T, D))  # [B, T, D]
+    out = (ctx.reshape(B * T, K) @ Wo).reshape((B, T, D))  # [B, T, D]
     loss_sub = out  # [B, T, D]
     loss_sub -= x  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
@@ -110,14 +167,14 @@ def forward(x, Wq, Wk, Wv, Wo):
 def backward(dout, cache):
     """Gradients w.r.t. Wq, Wk, Wv, Wo, given dout = d(objective)/d(loss) []."""
     x, Wo, q, v, scores_transpose, attn, ctx, loss_sub, B, T, D, K, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = mean(square(out - x))
     d_out = loss_sub * (2 * (dout / (B * D * T)))  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
-    dctx = (d_out.reshape(-1, D) @ Wo.T).reshape((B, T, K))
+    dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(-1, K).T @ d_out.reshape(-1, D)
+    dWo = ctx.reshape(B * T, K).T @ d_out.reshape(B * T, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
@@ -134,22 +191,22 @@ def backward(dout, cache):
     dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
     # batched matmul rule, notes section 5 per batch element
-    dWv = x.reshape(-1, D).T @ dv.reshape(-1, K)
+    dWv = x.reshape(B * T, D).T @ dv.reshape(B * T, K)
     # k = x @ Wk
     # batched matmul rule, notes section 5 per batch element
-    dWk = x.reshape(-1, D).T @ dk.reshape(-1, K)
+    dWk = x.reshape(B * T, D).T @ dk.reshape(B * T, K)
     # q = x @ Wq
     # batched matmul rule, notes section 5 per batch element
-    dWq = x.reshape(-1, D).T @ dq.reshape(-1, K)
+    dWq = x.reshape(B * T, D).T @ dq.reshape(B * T, K)
     return Gradients(Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)
 
 
 def value_and_grad(x, Wq, Wk, Wv, Wo):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    B, T, D, K = _bind_dims(x, Wq, Wk, Wv, Wo)
-    q = (x.reshape(-1, D) @ Wq).reshape((B, T, K))  # [B, T, K]
-    k = (x.reshape(-1, D) @ Wk).reshape((B, T, K))  # [B, T, K]
-    v = (x.reshape(-1, D) @ Wv).reshape((B, T, K))  # [B, T, K]
+    x, Wq, Wk, Wv, Wo, B, T, D, K = _check_inputs(x, Wq, Wk, Wv, Wo)
+    q = (x.reshape(B * T, D) @ Wq).reshape((B, T, K))  # [B, T, K]
+    k = (x.reshape(B * T, D) @ Wk).reshape((B, T, K))  # [B, T, K]
+    v = (x.reshape(B * T, D) @ Wv).reshape((B, T, K))  # [B, T, K]
     scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
@@ -158,7 +215,7 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     np.exp(attn, out=attn)  # [B, T, T]
     attn *= 1 / attn.sum(axis=-1, keepdims=True)  # [B, T, T]
     ctx = attn @ v  # [B, T, K]
-    out = (ctx.reshape(-1, K) @ Wo).reshape((B, T, D))  # [B, T, D]
+    out = (ctx.reshape(B * T, K) @ Wo).reshape((B, T, D))  # [B, T, D]
     loss_sub = out  # [B, T, D]
     loss_sub -= x  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
@@ -167,9 +224,9 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     d_out *= 2 * (1 / (B * D * T))  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
-    dctx = (d_out.reshape(-1, D) @ Wo.T).reshape((B, T, K))
+    dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(-1, K).T @ d_out.reshape(-1, D)
+    dWo = ctx.reshape(B * T, K).T @ d_out.reshape(B * T, D)
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
@@ -186,11 +243,11 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
     # batched matmul rule, notes section 5 per batch element
-    dWv = x.reshape(-1, D).T @ dv.reshape(-1, K)
+    dWv = x.reshape(B * T, D).T @ dv.reshape(B * T, K)
     # k = x @ Wk
     # batched matmul rule, notes section 5 per batch element
-    dWk = x.reshape(-1, D).T @ dk.reshape(-1, K)
+    dWk = x.reshape(B * T, D).T @ dk.reshape(B * T, K)
     # q = x @ Wq
     # batched matmul rule, notes section 5 per batch element
-    dWq = x.reshape(-1, D).T @ dq.reshape(-1, K)
+    dWq = x.reshape(B * T, D).T @ dq.reshape(B * T, K)
     return loss, Gradients(Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)

@@ -15,9 +15,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(x, t, w, b)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -46,8 +49,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(x, t, w, b):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(x, t, w, b):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = x.dtype.kind == "f" and x.dtype == t.dtype == w.dtype == b.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        x, t, w, b = _float_arrays(x=x, t=t, w=w, b=b)
     if x.ndim != 2:
         raise ValueError(f"x: expected rank 2 (shape [N, D]), got shape {x.shape}")
     N, D = x.shape
@@ -61,12 +112,14 @@ def _bind_dims(x, t, w, b):
         raise ValueError(f"w: dim D is {w.shape[0]} here but {D} from x")
     if np.ndim(b) != 0:
         raise ValueError(f"b: expected a scalar (shape []), got shape {np.shape(b)}")
-    return N, D
+    if N == 0:
+        raise ValueError("N is 0, but loss is a mean over it (undefined for no values)")
+    return x, t, w, b, N, D
 
 
 def forward(x, t, w, b):
     """Compute loss []; return it and the cache that `backward` needs."""
-    N, D = _bind_dims(x, t, w, b)
+    x, t, w, b, N, D = _check_inputs(x, t, w, b)
     z = x @ w  # [N]
     z += b  # [N]
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
@@ -96,7 +149,7 @@ def forward(x, t, w, b):
 def backward(dout, cache):
     """Gradients w.r.t. w, b, given dout = d(objective)/d(loss) []."""
     x, t, nll_log_sigmoid, nll_sub, nll_log_sigmoid_2, N, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = mean(nll)
     dnll = np.full((N,), dout / N, dtype=dtype)  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
@@ -117,7 +170,7 @@ def backward(dout, cache):
 
 def value_and_grad(x, t, w, b):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    N, D = _bind_dims(x, t, w, b)
+    x, t, w, b, N, D = _check_inputs(x, t, w, b)
     z = x @ w  # [N]
     z += b  # [N]
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|

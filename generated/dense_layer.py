@@ -16,9 +16,12 @@ Usage::
     y, J = jacobian(x, W, b)  # J.<input>: y.shape + <input>.shape
     obj = objective(b)  # for scipy.optimize, see objective
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -41,11 +44,60 @@ class _Cache(NamedTuple):
     x: np.ndarray
     W: np.ndarray
     y_tail: np.ndarray
+    H: int
     dtype: np.dtype
 
 
-def _bind_dims(x, W, b):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like y."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of y [H], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(x, W, b):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, or float inputs of different dtypes.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = x.dtype.kind == "f" and x.dtype == W.dtype == b.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        x, W, b = _float_arrays(x=x, W=W, b=b)
     if x.ndim != 1:
         raise ValueError(f"x: expected rank 1 (shape [D]), got shape {x.shape}")
     (D,) = x.shape
@@ -58,12 +110,12 @@ def _bind_dims(x, W, b):
         raise ValueError(f"b: expected rank 1 (shape [H]), got shape {b.shape}")
     if b.shape[0] != H:
         raise ValueError(f"b: dim H is {b.shape[0]} here but {H} from W")
-    return D, H
+    return x, W, b, D, H
 
 
 def forward(x, W, b):
     """Compute y [H]; return it and the cache that `backward` needs."""
-    D, H = _bind_dims(x, W, b)
+    x, W, b, D, H = _check_inputs(x, W, b)
     y_add = W @ x  # [H]
     y_add += b  # [H]
     y_tail = np.abs(y_add)  # [H]
@@ -72,13 +124,13 @@ def forward(x, W, b):
     y_tail /= 1 + y_tail  # [H]
     y = (y_add >= 0) - y_tail  # [H]
     np.abs(y, out=y)  # [H]
-    return y, _Cache(x, W, y_tail, y.dtype)
+    return y, _Cache(x, W, y_tail, H, y.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. x, W, given dout = d(objective)/d(y) [H]."""
-    x, W, y_tail, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    x, W, y_tail, H, dtype = cache
+    dout = _check_dout(dout, (H,), dtype)
     # y = sigmoid(W @ x + b)
     dy_matmul = dout * (y_tail * (1 - y_tail))  # sigmoid rule, from the smaller tail
     dW = np.outer(dy_matmul, x)  # matrix-vector rule, notes section 3
@@ -141,7 +193,7 @@ def _per_input(what, values, /, **like):
 def jvp(x, W, b, tangents):
     """Compute y [H] and its directional derivative along `tangents` (one array per wrt input,
     shaped like it: x, W) in one forward-mode pass; return (y, y_dot)."""
-    D, H = _bind_dims(x, W, b)
+    x, W, b, D, H = _check_inputs(x, W, b)
     x_dot, W_dot = _per_input("tangents", tangents, x=x, W=W)
     # y = sigmoid(W @ x + b)
     y_add = W @ x  # [H]
@@ -164,7 +216,7 @@ def jvp(x, W, b, tangents):
 def jacobian(x, W, b):
     """Compute y [H] and its Jacobian w.r.t. x, W: J.<input>[i..., j...] = d y[i...] / d
     <input>[j...], shaped y.shape + <input>.shape (notes section 1).  Return (out, J)."""
-    D, H = _bind_dims(x, W, b)
+    x, W, b, D, H = _check_inputs(x, W, b)
     # rows: one reverse sweep for all H output entries at once (a batch of basis cotangents), as H
     # <= D + D * H input entries
     dtype = np.result_type(x, W, b)

@@ -16,9 +16,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(tokens, labels, E, W, b)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -52,8 +55,84 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(tokens, labels, E, W, b):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _int_array(name, value):
+    """An int input as an integer array (an empty list counts); ValueError for floats, bools and the rest."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "iu":
+        if a.size or hasattr(value, "dtype"):
+            raise ValueError(f"{name}: expected integers, got an array of dtype {a.dtype}")
+        a = a.astype(np.intp)
+    return a
+
+
+def _out_of_range(name, a, size, dim, what):
+    """The ValueError for an int input with an entry outside 0 <= entry < size: the first such entry."""
+    k = np.flatnonzero((a < 0) | (a >= size))[0]
+    at = f"{name}[{', '.join(str(i) for i in np.unravel_index(k, a.shape))}]" if a.ndim else name
+    bound = dim if dim == str(size) else f"{dim} = {size}"
+    return ValueError(
+        f"{at} = {a.flat[k]} is out of range: {name} holds {what}, so 0 <= {name} < {bound}"
+    )
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(tokens, labels, E, W, b):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, an int input that is not integer or holds an index
+    out of range, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype, integer arrays for the int inputs
+        usual = (
+            E.dtype.kind == "f"
+            and E.dtype == W.dtype == b.dtype
+            and tokens.dtype.kind in "iu"
+            and labels.dtype.kind in "iu"
+        )
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        E, W, b = _float_arrays(E=E, W=W, b=b)
+        tokens = _int_array("tokens", tokens)
+        labels = _int_array("labels", labels)
     if tokens.ndim != 2:
         raise ValueError(f"tokens: expected rank 2 (shape [B, T]), got shape {tokens.shape}")
     B, T = tokens.shape
@@ -73,12 +152,24 @@ def _bind_dims(tokens, labels, E, W, b):
         raise ValueError(f"b: expected rank 1 (shape [C]), got shape {b.shape}")
     if b.shape[0] != C:
         raise ValueError(f"b: dim C is {b.shape[0]} here but {C} from W")
-    return B, T, V, D, C
+    if T == 0:
+        raise ValueError("T is 0, but pooled is a mean over it (undefined for no values)")
+    if C == 0:
+        raise ValueError("C is 0, but loss needs at least one class (softmax_cross_entropy)")
+    if B == 0:
+        raise ValueError("B is 0, but loss is a mean of softmax_cross_entropy over it (no rows)")
+    if tokens.size and not (0 <= tokens.item(tokens.argmin()) and tokens.item(tokens.argmax()) < V):
+        raise _out_of_range("tokens", tokens, V, "V", "indices for emb (take, axis 0)")
+    if labels.size and not (0 <= labels.item(labels.argmin()) and labels.item(labels.argmax()) < C):
+        raise _out_of_range(
+            "labels", labels, C, "C", "class labels for loss (softmax_cross_entropy)"
+        )
+    return tokens, labels, E, W, b, B, T, V, D, C
 
 
 def forward(tokens, labels, E, W, b):
     """Compute loss []; return it and the cache that `backward` needs."""
-    B, T, V, D, C = _bind_dims(tokens, labels, E, W, b)
+    tokens, labels, E, W, b, B, T, V, D, C = _check_inputs(tokens, labels, E, W, b)
     emb = E[tokens]  # [B, T, D]
     pooled = emb.mean(axis=1)  # [B, D]
     logits = pooled @ W  # [B, C]
@@ -95,7 +186,7 @@ def forward(tokens, labels, E, W, b):
 def backward(dout, cache):
     """Gradients w.r.t. E, W, b, given dout = d(objective)/d(loss) []."""
     tokens, labels, W, pooled, loss_exp, loss_sums, B, T, V, D, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, labels)
     dloss_scale = dout / B  # softmax cross-entropy rule, notes section 2
     dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
@@ -115,7 +206,7 @@ def backward(dout, cache):
 
 def value_and_grad(tokens, labels, E, W, b):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    B, T, V, D, C = _bind_dims(tokens, labels, E, W, b)
+    tokens, labels, E, W, b, B, T, V, D, C = _check_inputs(tokens, labels, E, W, b)
     emb = E[tokens]  # [B, T, D]
     pooled = emb.mean(axis=1)  # [B, D]
     logits = pooled @ W  # [B, C]

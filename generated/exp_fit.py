@@ -17,9 +17,12 @@ Usage::
     residual, J = jacobian(t, data, a, rate)  # J.<input>: residual.shape + <input>.shape
     obj = objective(t, data)  # for scipy.optimize, see objective
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -42,11 +45,60 @@ class _Cache(NamedTuple):
     a: np.ndarray
     decay_reshape: np.ndarray
     decay: np.ndarray
+    M: int
     dtype: np.dtype
 
 
-def _bind_dims(t, data, a, rate):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like residual."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of residual [M], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(t, data, a, rate):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, or float inputs of different dtypes.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = t.dtype.kind == "f" and t.dtype == data.dtype == a.dtype == rate.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        t, data, a, rate = _float_arrays(t=t, data=data, a=a, rate=rate)
     if t.ndim != 1:
         raise ValueError(f"t: expected rank 1 (shape [M]), got shape {t.shape}")
     (M,) = t.shape
@@ -61,25 +113,25 @@ def _bind_dims(t, data, a, rate):
         raise ValueError(f"rate: expected rank 1 (shape [K]), got shape {rate.shape}")
     if rate.shape[0] != K:
         raise ValueError(f"rate: dim K is {rate.shape[0]} here but {K} from a")
-    return M, K
+    return t, data, a, rate, M, K
 
 
 def forward(t, data, a, rate):
     """Compute residual [M]; return it and the cache that `backward` needs."""
-    M, K = _bind_dims(t, data, a, rate)
+    t, data, a, rate, M, K = _check_inputs(t, data, a, rate)
     decay_reshape = t.reshape((M, 1))  # [M, 1]
     decay = decay_reshape * rate  # [M, K]
     np.negative(decay, out=decay)  # [M, K]
     np.exp(decay, out=decay)  # [M, K]
     residual = decay @ a  # [M]
     residual -= data  # [M]
-    return residual, _Cache(a, decay_reshape, decay, residual.dtype)
+    return residual, _Cache(a, decay_reshape, decay, M, residual.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. a, rate, given dout = d(objective)/d(residual) [M]."""
-    a, decay_reshape, decay, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    a, decay_reshape, decay, M, dtype = cache
+    dout = _check_dout(dout, (M,), dtype)
     # residual = decay @ a - data
     ddecay = np.outer(dout, a)  # matrix-vector rule, notes section 3
     da = decay.T @ dout  # matrix-vector rule, notes section 3
@@ -146,7 +198,7 @@ def _per_input(what, values, /, **like):
 def jvp(t, data, a, rate, tangents):
     """Compute residual [M] and its directional derivative along `tangents` (one array per wrt
     input, shaped like it: a, rate) in one forward-mode pass; return (residual, residual_dot)."""
-    M, K = _bind_dims(t, data, a, rate)
+    t, data, a, rate, M, K = _check_inputs(t, data, a, rate)
     a_dot, rate_dot = _per_input("tangents", tangents, a=a, rate=rate)
     # decay = exp(-(reshape(t, [M, 1]) * rate))
     decay = t.reshape((M, 1)) * rate  # [M, K]
@@ -167,7 +219,7 @@ def jacobian(t, data, a, rate):
     """Compute residual [M] and its Jacobian w.r.t. a, rate: J.<input>[i..., j...] = d
     residual[i...] / d <input>[j...], shaped residual.shape + <input>.shape (notes section 1).
     Return (out, J)."""
-    M, K = _bind_dims(t, data, a, rate)
+    t, data, a, rate, M, K = _check_inputs(t, data, a, rate)
     # the dims decide at run time: rows (one reverse sweep for a batch of basis cotangents) when
     # the output has no more entries than the wrt inputs, else columns (forward mode)
     if M <= 2 * K:
@@ -177,7 +229,7 @@ def jacobian(t, data, a, rate):
 
 def _jacobian_rows(t, data, a, rate):
     """The Jacobian by rows; see `jacobian`."""
-    M, K = _bind_dims(t, data, a, rate)
+    t, data, a, rate, M, K = _check_inputs(t, data, a, rate)
     # rows: one reverse sweep for all M output entries at once (a batch of basis cotangents), as M
     # <= 2 * K input entries
     dtype = np.result_type(t, data, a, rate)
@@ -203,7 +255,7 @@ def _jacobian_rows(t, data, a, rate):
 
 def _jacobian_columns(t, data, a, rate):
     """The Jacobian by columns; see `jacobian`."""
-    M, K = _bind_dims(t, data, a, rate)
+    t, data, a, rate, M, K = _check_inputs(t, data, a, rate)
     # columns: one forward-mode pass for all 2 * K input entries at once (a batch of basis
     # tangents), as 2 * K < M output entries
     dtype = np.result_type(t, data, a, rate)

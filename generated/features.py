@@ -15,9 +15,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(a, c, W, lo)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -53,8 +56,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(a, c, W, lo):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(a, c, W, lo):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = a.dtype.kind == "f" and a.dtype == c.dtype == W.dtype == lo.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        a, c, W, lo = _float_arrays(a=a, c=c, W=W, lo=lo)
     if a.ndim != 3:
         raise ValueError(f"a: expected rank 3 (shape [B, T, D]), got shape {a.shape}")
     B, T, D = a.shape
@@ -72,12 +123,14 @@ def _bind_dims(a, c, W, lo):
         raise ValueError(f"lo: expected rank 1 (shape [K]), got shape {lo.shape}")
     if lo.shape[0] != K:
         raise ValueError(f"lo: dim K is {lo.shape[0]} here but {K} from W")
-    return B, T, D, M, K
+    if K == 0:
+        raise ValueError("K is 0, but loss needs an entry along it (logsumexp)")
+    return a, c, W, lo, B, T, D, M, K
 
 
 def forward(a, c, W, lo):
     """Compute loss []; return it and the cache that `backward` needs."""
-    B, T, D, M, K = _bind_dims(a, c, W, lo)
+    a, c, W, lo, B, T, D, M, K = _check_inputs(a, c, W, lo)
     rows = a.reshape((B * T, D))  # [B*T, D]
     z = np.concatenate((rows, c), axis=0)  # [B*T + M, D]
     mixed = np.einsum("nd,dk->nk", z, W)  # [B*T + M, K]
@@ -96,7 +149,7 @@ def forward(a, c, W, lo):
 def backward(dout, cache):
     """Gradients w.r.t. a, c, W, lo, given dout = d(objective)/d(loss) []."""
     W, lo, z, mixed, clipped_maximum, clipped, loss_logsumexp_lse, B, T, D, M, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = sum(logsumexp(clipped, axis=-1))
     dloss_logsumexp = np.full((B * T + M,), dout, dtype=dtype)  # sum rule: broadcast back
     # logsumexp rule: softmax times the cotangent
@@ -122,7 +175,7 @@ def backward(dout, cache):
 
 def value_and_grad(a, c, W, lo):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    B, T, D, M, K = _bind_dims(a, c, W, lo)
+    a, c, W, lo, B, T, D, M, K = _check_inputs(a, c, W, lo)
     rows = a.reshape((B * T, D))  # [B*T, D]
     z = np.concatenate((rows, c), axis=0)  # [B*T + M, D]
     mixed = np.einsum("nd,dk->nk", z, W)  # [B*T + M, K]

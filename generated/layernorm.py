@@ -15,9 +15,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(x, gamma, beta, target)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -48,8 +51,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(x, gamma, beta, target):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(x, gamma, beta, target):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = x.dtype.kind == "f" and x.dtype == gamma.dtype == beta.dtype == target.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        x, gamma, beta, target = _float_arrays(x=x, gamma=gamma, beta=beta, target=target)
     if x.ndim != 2:
         raise ValueError(f"x: expected rank 2 (shape [N, D]), got shape {x.shape}")
     N, D = x.shape
@@ -67,12 +118,16 @@ def _bind_dims(x, gamma, beta, target):
         raise ValueError(f"target: dim N is {target.shape[0]} here but {N} from x")
     if target.shape[1] != D:
         raise ValueError(f"target: dim D is {target.shape[1]} here but {D} from x")
-    return N, D
+    if D == 0:
+        raise ValueError("D is 0, but mu is a mean over it (undefined for no values)")
+    if N == 0:
+        raise ValueError("N is 0, but loss is a mean over it (undefined for no values)")
+    return x, gamma, beta, target, N, D
 
 
 def forward(x, gamma, beta, target):
     """Compute loss []; return it and the cache that `backward` needs."""
-    N, D = _bind_dims(x, gamma, beta, target)
+    x, gamma, beta, target, N, D = _check_inputs(x, gamma, beta, target)
     mu = x.mean(axis=-1, keepdims=True)  # [N, 1]
     xc = x - mu  # [N, D]
     var_square = np.square(xc)  # [N, D]
@@ -92,7 +147,7 @@ def forward(x, gamma, beta, target):
 def backward(dout, cache):
     """Gradients w.r.t. x, gamma, beta, given dout = d(objective)/d(loss) []."""
     gamma, xc, xhat_sqrt, xhat, loss_sub, N, D, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = mean(square(y - target))
     dy = loss_sub * (2 * (dout / (D * N)))  # square rule
     # y = gamma * xhat + beta
@@ -121,7 +176,7 @@ def backward(dout, cache):
 
 def value_and_grad(x, gamma, beta, target):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    N, D = _bind_dims(x, gamma, beta, target)
+    x, gamma, beta, target, N, D = _check_inputs(x, gamma, beta, target)
     mu = x.mean(axis=-1, keepdims=True)  # [N, 1]
     xc = x - mu  # [N, D]
     var_square = np.square(xc)  # [N, D]

@@ -19,9 +19,12 @@ Usage::
     loss, grads, H = hessian(X, y, W, b)  # H.<a>.<b>: a.shape + b.shape
     obj = objective(X, y)  # for scipy.optimize, see objective
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -65,8 +68,78 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(X, y, W, b):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _int_array(name, value):
+    """An int input as an integer array (an empty list counts); ValueError for floats, bools and the rest."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "iu":
+        if a.size or hasattr(value, "dtype"):
+            raise ValueError(f"{name}: expected integers, got an array of dtype {a.dtype}")
+        a = a.astype(np.intp)
+    return a
+
+
+def _out_of_range(name, a, size, dim, what):
+    """The ValueError for an int input with an entry outside 0 <= entry < size: the first such entry."""
+    k = np.flatnonzero((a < 0) | (a >= size))[0]
+    at = f"{name}[{', '.join(str(i) for i in np.unravel_index(k, a.shape))}]" if a.ndim else name
+    bound = dim if dim == str(size) else f"{dim} = {size}"
+    return ValueError(
+        f"{at} = {a.flat[k]} is out of range: {name} holds {what}, so 0 <= {name} < {bound}"
+    )
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(X, y, W, b):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, an int input that is not integer or holds an index
+    out of range, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype, integer arrays for the int inputs
+        usual = X.dtype.kind == "f" and X.dtype == W.dtype == b.dtype and y.dtype.kind in "iu"
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        X, W, b = _float_arrays(X=X, W=W, b=b)
+        y = _int_array("y", y)
     if X.ndim != 2:
         raise ValueError(f"X: expected rank 2 (shape [N, D]), got shape {X.shape}")
     N, D = X.shape
@@ -83,12 +156,18 @@ def _bind_dims(X, y, W, b):
         raise ValueError(f"b: expected rank 1 (shape [C]), got shape {b.shape}")
     if b.shape[0] != C:
         raise ValueError(f"b: dim C is {b.shape[0]} here but {C} from W")
-    return N, D, C
+    if C == 0:
+        raise ValueError("C is 0, but fit needs at least one class (softmax_cross_entropy)")
+    if N == 0:
+        raise ValueError("N is 0, but fit is a mean of softmax_cross_entropy over it (no rows)")
+    if y.size and not (0 <= y.item(y.argmin()) and y.item(y.argmax()) < C):
+        raise _out_of_range("y", y, C, "C", "class labels for fit (softmax_cross_entropy)")
+    return X, y, W, b, N, D, C
 
 
 def forward(X, y, W, b):
     """Compute loss []; return it and the cache that `backward` needs."""
-    N, D, C = _bind_dims(X, y, W, b)
+    X, y, W, b, N, D, C = _check_inputs(X, y, W, b)
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
     fit_exp = logits  # [N, C]
@@ -108,7 +187,7 @@ def forward(X, y, W, b):
 def backward(dout, cache):
     """Gradients w.r.t. W, b, given dout = d(objective)/d(loss) []."""
     X, y, W, b, fit_exp, fit_sums, N, D, C, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     dloss_add = dout * 0.05  # product rule
     dloss_square_2 = np.full((C,), dloss_add, dtype=dtype)  # sum rule: broadcast back
@@ -130,7 +209,7 @@ def backward(dout, cache):
 
 def value_and_grad(X, y, W, b):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    N, D, C = _bind_dims(X, y, W, b)
+    X, y, W, b, N, D, C = _check_inputs(X, y, W, b)
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
     fit_exp = logits  # [N, C]
@@ -228,7 +307,7 @@ def _per_input(what, values, /, **like):
 def jvp(X, y, W, b, tangents):
     """Compute loss [] and its directional derivative along `tangents` (one array per wrt input,
     shaped like it: W, b) in one forward-mode pass; return (loss, loss_dot)."""
-    N, D, C = _bind_dims(X, y, W, b)
+    X, y, W, b, N, D, C = _check_inputs(X, y, W, b)
     W_dot, b_dot = _per_input("tangents", tangents, W=W, b=b)
     # logits = X @ W + b
     logits = X @ W  # [N, C]
@@ -260,7 +339,7 @@ def hvp(X, y, W, b, v):
     """Compute loss, its gradients and the Hessian of loss w.r.t. W, b (jointly) applied to `v`
     (one array per wrt input), in one forward-over-reverse pass: forward mode applied to the
     reverse sweep.  Return (value, grads, Hv)."""
-    N, D, C = _bind_dims(X, y, W, b)
+    X, y, W, b, N, D, C = _check_inputs(X, y, W, b)
     W_dot, b_dot = _per_input("v", v, W=W, b=b)
     # logits = X @ W + b
     logits = X @ W  # [N, C]
@@ -328,7 +407,7 @@ def hvp(X, y, W, b, v):
 def hessian(X, y, W, b):
     """Compute loss, its gradients and its Hessian w.r.t. W, b: every block H.<a>.<b> (also
     H[i][j]) = d^2 loss / (d a d b), shaped a.shape + b.shape.  Return (value, grads, H)."""
-    N, D, C = _bind_dims(X, y, W, b)
+    X, y, W, b, N, D, C = _check_inputs(X, y, W, b)
     # all C + C * D Hessian-vector products at once: forward mode over the reverse sweep, for a
     # batch of basis tangents
     dtype = np.result_type(X, W, b)

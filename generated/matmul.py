@@ -13,9 +13,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     A, grads = value_and_grad(X, Y)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -43,8 +46,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(X, Y):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like A."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of A [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(X, Y):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = X.dtype.kind == "f" and X.dtype == Y.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        X, Y = _float_arrays(X=X, Y=Y)
     if X.ndim != 2:
         raise ValueError(f"X: expected rank 2 (shape [N, M]), got shape {X.shape}")
     N, M = X.shape
@@ -53,12 +104,16 @@ def _bind_dims(X, Y):
     if Y.shape[0] != M:
         raise ValueError(f"Y: dim M is {Y.shape[0]} here but {M} from X")
     P = Y.shape[1]
-    return N, M, P
+    if N == 0:
+        raise ValueError("N is 0, but A is a mean over it (undefined for no values)")
+    if P == 0:
+        raise ValueError("P is 0, but A is a mean over it (undefined for no values)")
+    return X, Y, N, M, P
 
 
 def forward(X, Y):
     """Compute A []; return it and the cache that `backward` needs."""
-    N, M, P = _bind_dims(X, Y)
+    X, Y, N, M, P = _check_inputs(X, Y)
     B = X @ Y  # [N, P]
     A = np.vdot(B, B) / (N * P)  # []
     return A, _Cache(X, Y, B, N, P, A.dtype)
@@ -67,7 +122,7 @@ def forward(X, Y):
 def backward(dout, cache):
     """Gradients w.r.t. X, Y, given dout = d(objective)/d(A) []."""
     X, Y, B, N, P, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # A = mean(square(B))
     dB = B * (2 * (dout / (N * P)))  # square rule
     # B = X @ Y
@@ -78,7 +133,7 @@ def backward(dout, cache):
 
 def value_and_grad(X, Y):
     """Return A and its gradients in one pass (the cotangent of A is 1)."""
-    N, M, P = _bind_dims(X, Y)
+    X, Y, N, M, P = _check_inputs(X, Y)
     B = X @ Y  # [N, P]
     A = np.vdot(B, B) / (N * P)  # []
     # A = mean(square(B))

@@ -12,9 +12,12 @@ Usage::
     out, cache = forward(W, x)
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -36,11 +39,60 @@ class _Cache(NamedTuple):
 
     W: np.ndarray
     x: np.ndarray
+    N: int
     dtype: np.dtype
 
 
-def _bind_dims(W, x):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like z."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of z [N], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(W, x):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, or float inputs of different dtypes.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = W.dtype.kind == "f" and W.dtype == x.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        W, x = _float_arrays(W=W, x=x)
     if W.ndim != 2:
         raise ValueError(f"W: expected rank 2 (shape [N, M]), got shape {W.shape}")
     N, M = W.shape
@@ -48,20 +100,20 @@ def _bind_dims(W, x):
         raise ValueError(f"x: expected rank 1 (shape [M]), got shape {x.shape}")
     if x.shape[0] != M:
         raise ValueError(f"x: dim M is {x.shape[0]} here but {M} from W")
-    return N, M
+    return W, x, N, M
 
 
 def forward(W, x):
     """Compute z [N]; return it and the cache that `backward` needs."""
-    N, M = _bind_dims(W, x)
+    W, x, N, M = _check_inputs(W, x)
     z = W @ x  # [N]
-    return z, _Cache(W, x, z.dtype)
+    return z, _Cache(W, x, N, z.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. W, x, given dout = d(objective)/d(z) [N]."""
-    W, x, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    W, x, N, dtype = cache
+    dout = _check_dout(dout, (N,), dtype)
     # z = W @ x
     dW = np.outer(dout, x)  # matrix-vector rule, notes section 3
     dx = W.T @ dout  # matrix-vector rule, notes section 3

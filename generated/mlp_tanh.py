@@ -21,9 +21,12 @@ Usage::
     loss, grads, H = hessian(x, y, W1, b1, W2, b2)  # H.<a>.<b>: a.shape + b.shape
     obj = objective(x, y)  # for scipy.optimize, see objective
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -67,8 +70,82 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(x, y, W1, b1, W2, b2):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _int_array(name, value):
+    """An int input as an integer array (an empty list counts); ValueError for floats, bools and the rest."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "iu":
+        if a.size or hasattr(value, "dtype"):
+            raise ValueError(f"{name}: expected integers, got an array of dtype {a.dtype}")
+        a = a.astype(np.intp)
+    return a
+
+
+def _out_of_range(name, a, size, dim, what):
+    """The ValueError for an int input with an entry outside 0 <= entry < size: the first such entry."""
+    k = np.flatnonzero((a < 0) | (a >= size))[0]
+    at = f"{name}[{', '.join(str(i) for i in np.unravel_index(k, a.shape))}]" if a.ndim else name
+    bound = dim if dim == str(size) else f"{dim} = {size}"
+    return ValueError(
+        f"{at} = {a.flat[k]} is out of range: {name} holds {what}, so 0 <= {name} < {bound}"
+    )
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(x, y, W1, b1, W2, b2):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, an int input that is not integer or holds an index
+    out of range, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype, integer arrays for the int inputs
+        usual = (
+            x.dtype.kind == "f"
+            and x.dtype == W1.dtype == b1.dtype == W2.dtype == b2.dtype
+            and y.dtype.kind in "iu"
+        )
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        x, W1, b1, W2, b2 = _float_arrays(x=x, W1=W1, b1=b1, W2=W2, b2=b2)
+        y = _int_array("y", y)
     if x.ndim != 2:
         raise ValueError(f"x: expected rank 2 (shape [N, D]), got shape {x.shape}")
     N, D = x.shape
@@ -94,12 +171,18 @@ def _bind_dims(x, y, W1, b1, W2, b2):
         raise ValueError(f"b2: expected rank 1 (shape [C]), got shape {b2.shape}")
     if b2.shape[0] != C:
         raise ValueError(f"b2: dim C is {b2.shape[0]} here but {C} from W2")
-    return N, D, H, C
+    if C == 0:
+        raise ValueError("C is 0, but loss needs at least one class (softmax_cross_entropy)")
+    if N == 0:
+        raise ValueError("N is 0, but loss is a mean of softmax_cross_entropy over it (no rows)")
+    if y.size and not (0 <= y.item(y.argmin()) and y.item(y.argmax()) < C):
+        raise _out_of_range("y", y, C, "C", "class labels for loss (softmax_cross_entropy)")
+    return x, y, W1, b1, W2, b2, N, D, H, C
 
 
 def forward(x, y, W1, b1, W2, b2):
     """Compute loss []; return it and the cache that `backward` needs."""
-    N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
+    x, y, W1, b1, W2, b2, N, D, H, C = _check_inputs(x, y, W1, b1, W2, b2)
     h = x @ W1  # [N, H]
     h += b1  # [N, H]
     np.tanh(h, out=h)  # [N, H]
@@ -117,7 +200,7 @@ def forward(x, y, W1, b1, W2, b2):
 def backward(dout, cache):
     """Gradients w.r.t. W1, b1, W2, b2, given dout = d(objective)/d(loss) []."""
     x, y, W2, h, loss_exp, loss_sums, N, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
     dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
@@ -136,7 +219,7 @@ def backward(dout, cache):
 
 def value_and_grad(x, y, W1, b1, W2, b2):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
+    x, y, W1, b1, W2, b2, N, D, H, C = _check_inputs(x, y, W1, b1, W2, b2)
     h = x @ W1  # [N, H]
     h += b1  # [N, H]
     np.tanh(h, out=h)  # [N, H]
@@ -233,7 +316,7 @@ def _per_input(what, values, /, **like):
 def jvp(x, y, W1, b1, W2, b2, tangents):
     """Compute loss [] and its directional derivative along `tangents` (one array per wrt input,
     shaped like it: W1, b1, W2, b2) in one forward-mode pass; return (loss, loss_dot)."""
-    N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
+    x, y, W1, b1, W2, b2, N, D, H, C = _check_inputs(x, y, W1, b1, W2, b2)
     W1_dot, b1_dot, W2_dot, b2_dot = _per_input("tangents", tangents, W1=W1, b1=b1, W2=W2, b2=b2)
     # h = tanh(x @ W1 + b1)
     h = x @ W1  # [N, H]
@@ -270,7 +353,7 @@ def hvp(x, y, W1, b1, W2, b2, v):
     """Compute loss, its gradients and the Hessian of loss w.r.t. W1, b1, W2, b2 (jointly) applied
     to `v` (one array per wrt input), in one forward-over-reverse pass: forward mode applied to
     the reverse sweep.  Return (value, grads, Hv)."""
-    N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
+    x, y, W1, b1, W2, b2, N, D, H, C = _check_inputs(x, y, W1, b1, W2, b2)
     W1_dot, b1_dot, W2_dot, b2_dot = _per_input("v", v, W1=W1, b1=b1, W2=W2, b2=b2)
     # h = tanh(x @ W1 + b1)
     h = x @ W1  # [N, H]
@@ -350,7 +433,7 @@ def hvp(x, y, W1, b1, W2, b2, v):
 def hessian(x, y, W1, b1, W2, b2):
     """Compute loss, its gradients and its Hessian w.r.t. W1, b1, W2, b2: every block H.<a>.<b>
     (also H[i][j]) = d^2 loss / (d a d b), shaped a.shape + b.shape.  Return (value, grads, H)."""
-    N, D, H, C = _bind_dims(x, y, W1, b1, W2, b2)
+    x, y, W1, b1, W2, b2, N, D, H, C = _check_inputs(x, y, W1, b1, W2, b2)
     # all C + C * H + D * H + H Hessian-vector products at once: forward mode over the reverse
     # sweep, for a batch of basis tangents
     dtype = np.result_type(x, W1, b1, W2, b2)
@@ -375,7 +458,9 @@ def hessian(x, y, W1, b1, W2, b2):
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
     # matmul JVP rule, notes section 5
-    logits_dot = (h_dot.reshape(-1, H) @ W2).reshape((C + C * H + D * H + H, N, C))
+    logits_dot = (h_dot.reshape(C * H * N + C * N + D * H * N + H * N, H) @ W2).reshape(
+        (C + C * H + D * H + H, N, C)
+    )
     # Hessian-vector products for every input entry at once (one basis tangent each)
     W2_dot = np.eye(C + C * H + D * H + H, C * H, -(D * H + H), dtype=dtype).reshape(
         (C + C * H + D * H + H, H, C)
@@ -421,13 +506,15 @@ def hessian(x, y, W1, b1, W2, b2):
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = dlogits_dot.sum(axis=1)
     # matmul rule, notes section 5, differentiated in forward mode
-    dh_dot = (dlogits_dot.reshape(-1, C) @ W2.T).reshape((C + C * H + D * H + H, N, H))
+    dh_dot = (dlogits_dot.reshape(C * H * N + C * N + D * H * N + H * N, C) @ W2.T).reshape(
+        (C + C * H + D * H + H, N, H)
+    )
     # matmul rule, notes section 5, differentiated in forward mode
     dh_dot += dlogits @ np.transpose(W2_dot, (0, 2, 1))
     # matmul rule, notes section 5, differentiated in forward mode
-    dW2_dot = (np.transpose(h_dot, (0, 2, 1)).reshape(-1, N) @ dlogits).reshape(
-        (C + C * H + D * H + H, H, C)
-    )
+    dW2_dot = (
+        np.transpose(h_dot, (0, 2, 1)).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
+    ).reshape((C + C * H + D * H + H, H, C))
     dW2_dot += h.T @ dlogits_dot  # matmul rule, notes section 5, differentiated in forward mode
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode

@@ -13,9 +13,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(x, W)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -45,8 +48,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(x, W):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(x, W):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = x.dtype.kind == "f" and x.dtype == W.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        x, W = _float_arrays(x=x, W=W)
     if x.ndim != 2:
         raise ValueError(f"x: expected rank 2 (shape [N, D]), got shape {x.shape}")
     N, D = x.shape
@@ -55,12 +106,16 @@ def _bind_dims(x, W):
     if W.shape[0] != D:
         raise ValueError(f"W: dim D is {W.shape[0]} here but {D} from x")
     D2 = W.shape[1]
-    return N, D, D2
+    if N == 0:
+        raise ValueError("N is 0, but loss is a mean over it (undefined for no values)")
+    if D2 == 0:
+        raise ValueError("D2 is 0, but loss is a mean over it (undefined for no values)")
+    return x, W, N, D, D2
 
 
 def forward(x, W):
     """Compute loss []; return it and the cache that `backward` needs."""
-    N, D, D2 = _bind_dims(x, W)
+    x, W, N, D, D2 = _check_inputs(x, W)
     h = x @ W  # [N, D2]
     np.tanh(h, out=h)  # [N, D2]
     g = h * h  # [N, D2]
@@ -78,7 +133,7 @@ def forward(x, W):
 def backward(dout, cache):
     """Gradients w.r.t. x, W, given dout = d(objective)/d(loss) []."""
     x, W, h, g_exp, loss_sum, N, D2, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = mean(g) + sum(h, axis=0) @ sum(h, axis=0) / 10
     dloss_matmul = dout / 10  # quotient rule
     dloss_sum = dloss_matmul * loss_sum + dloss_matmul * loss_sum  # dot product rule
@@ -100,7 +155,7 @@ def backward(dout, cache):
 
 def value_and_grad(x, W):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    N, D, D2 = _bind_dims(x, W)
+    x, W, N, D, D2 = _check_inputs(x, W)
     h = x @ W  # [N, D2]
     np.tanh(h, out=h)  # [N, D2]
     g = h * h  # [N, D2]

@@ -13,9 +13,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(theta, y)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -39,8 +42,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(theta, y):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(theta, y):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = theta.dtype.kind == "f" and theta.dtype == y.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        theta, y = _float_arrays(theta=theta, y=y)
     if theta.ndim != 2:
         raise ValueError(f"theta: expected rank 2 (shape [N, C]), got shape {theta.shape}")
     N, C = theta.shape
@@ -50,12 +101,14 @@ def _bind_dims(theta, y):
         raise ValueError(f"y: dim N is {y.shape[0]} here but {N} from theta")
     if y.shape[1] != C:
         raise ValueError(f"y: dim C is {y.shape[1]} here but {C} from theta")
-    return N, C
+    if C == 0:
+        raise ValueError("C is 0, but loss needs at least one class (softmax_cross_entropy)")
+    return theta, y, N, C
 
 
 def forward(theta, y):
     """Compute loss []; return it and the cache that `backward` needs."""
-    N, C = _bind_dims(theta, y)
+    theta, y, N, C = _check_inputs(theta, y)
     loss_log_probs = theta - theta.max(axis=-1, keepdims=True)  # [N, C]
     loss_probs = np.exp(loss_log_probs)  # [N, C]
     loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -68,7 +121,7 @@ def forward(theta, y):
 def backward(dout, cache):
     """Gradients w.r.t. theta, given dout = d(objective)/d(loss) []."""
     y, loss_probs, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(theta, y, reduction='sum')
     dtheta = (loss_probs - y) * dout  # softmax cross-entropy rule, notes section 2
     return Gradients(theta=dtheta)
@@ -76,7 +129,7 @@ def backward(dout, cache):
 
 def value_and_grad(theta, y):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    N, C = _bind_dims(theta, y)
+    theta, y, N, C = _check_inputs(theta, y)
     loss_log_probs = theta - theta.max(axis=-1, keepdims=True)  # [N, C]
     loss_probs = np.exp(loss_log_probs)  # [N, C]
     loss_sums = loss_probs.sum(axis=-1, keepdims=True)  # [N, 1]

@@ -13,9 +13,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     J, grads = value_and_grad(theta, k)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -40,19 +43,93 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(theta, k):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _int_array(name, value):
+    """An int input as an integer array (an empty list counts); ValueError for floats, bools and the rest."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "iu":
+        if a.size or hasattr(value, "dtype"):
+            raise ValueError(f"{name}: expected integers, got an array of dtype {a.dtype}")
+        a = a.astype(np.intp)
+    return a
+
+
+def _out_of_range(name, a, size, dim, what):
+    """The ValueError for an int input with an entry outside 0 <= entry < size: the first such entry."""
+    k = np.flatnonzero((a < 0) | (a >= size))[0]
+    at = f"{name}[{', '.join(str(i) for i in np.unravel_index(k, a.shape))}]" if a.ndim else name
+    bound = dim if dim == str(size) else f"{dim} = {size}"
+    return ValueError(
+        f"{at} = {a.flat[k]} is out of range: {name} holds {what}, so 0 <= {name} < {bound}"
+    )
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like J."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of J [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(theta, k):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, an int input that is not integer or holds an index
+    out of range, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype, integer arrays for the int inputs
+        usual = theta.dtype.kind == "f" and k.dtype.kind in "iu"
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        (theta,) = _float_arrays(theta=theta)
+        k = _int_array("k", k)
     if theta.ndim != 1:
         raise ValueError(f"theta: expected rank 1 (shape [C]), got shape {theta.shape}")
     (C,) = theta.shape
     if np.ndim(k) != 0:
         raise ValueError(f"k: expected a scalar (shape []), got shape {np.shape(k)}")
-    return (C,)
+    if C == 0:
+        raise ValueError("C is 0, but J needs at least one class (softmax_cross_entropy)")
+    if not 0 <= k < C:
+        raise _out_of_range("k", k, C, "C", "class labels for J (softmax_cross_entropy)")
+    return theta, k, C
 
 
 def forward(theta, k):
     """Compute J []; return it and the cache that `backward` needs."""
-    (C,) = _bind_dims(theta, k)
+    theta, k, C = _check_inputs(theta, k)
     J_exp = theta - theta.max()  # [C]
     J_picked = J_exp[k]  # []
     np.exp(J_exp, out=J_exp)  # [C]
@@ -64,7 +141,7 @@ def forward(theta, k):
 def backward(dout, cache):
     """Gradients w.r.t. theta, given dout = d(objective)/d(J) []."""
     k, J_exp, J_sums, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # J = softmax_cross_entropy(theta, k)
     dtheta = J_exp * (dout / J_sums)  # softmax cross-entropy rule, notes section 2
     dtheta[k] -= dout  # softmax cross-entropy rule, notes section 2
@@ -73,7 +150,7 @@ def backward(dout, cache):
 
 def value_and_grad(theta, k):
     """Return J and its gradients in one pass (the cotangent of J is 1)."""
-    (C,) = _bind_dims(theta, k)
+    theta, k, C = _check_inputs(theta, k)
     J_exp = theta - theta.max()  # [C]
     J_picked = J_exp[k]  # []
     np.exp(J_exp, out=J_exp)  # [C]

@@ -33,9 +33,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     loss, grads = value_and_grad(x, target, norm1_g, norm1_b, Wq1, Wk1, Wv1, Wo1, mlp1_g, mlp1_b, Wup1, Wdown1, norm2_g, norm2_b, Wq2, Wk2, Wv2, Wo2, mlp2_g, mlp2_b, Wup2, Wdown2)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 import math
@@ -129,7 +132,45 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like loss."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of loss [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(
     x,
     target,
     norm1_g,
@@ -153,7 +194,87 @@ def _bind_dims(
     Wup2,
     Wdown2,
 ):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = (
+            x.dtype.kind == "f"
+            and x.dtype
+            == target.dtype
+            == norm1_g.dtype
+            == norm1_b.dtype
+            == Wq1.dtype
+            == Wk1.dtype
+            == Wv1.dtype
+            == Wo1.dtype
+            == mlp1_g.dtype
+            == mlp1_b.dtype
+            == Wup1.dtype
+            == Wdown1.dtype
+            == norm2_g.dtype
+            == norm2_b.dtype
+            == Wq2.dtype
+            == Wk2.dtype
+            == Wv2.dtype
+            == Wo2.dtype
+            == mlp2_g.dtype
+            == mlp2_b.dtype
+            == Wup2.dtype
+            == Wdown2.dtype
+        )
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        (
+            x,
+            target,
+            norm1_g,
+            norm1_b,
+            Wq1,
+            Wk1,
+            Wv1,
+            Wo1,
+            mlp1_g,
+            mlp1_b,
+            Wup1,
+            Wdown1,
+            norm2_g,
+            norm2_b,
+            Wq2,
+            Wk2,
+            Wv2,
+            Wo2,
+            mlp2_g,
+            mlp2_b,
+            Wup2,
+            Wdown2,
+        ) = _float_arrays(
+            x=x,
+            target=target,
+            norm1_g=norm1_g,
+            norm1_b=norm1_b,
+            Wq1=Wq1,
+            Wk1=Wk1,
+            Wv1=Wv1,
+            Wo1=Wo1,
+            mlp1_g=mlp1_g,
+            mlp1_b=mlp1_b,
+            Wup1=Wup1,
+            Wdown1=Wdown1,
+            norm2_g=norm2_g,
+            norm2_b=norm2_b,
+            Wq2=Wq2,
+            Wk2=Wk2,
+            Wv2=Wv2,
+            Wo2=Wo2,
+            mlp2_g=mlp2_g,
+            mlp2_b=mlp2_b,
+            Wup2=Wup2,
+            Wdown2=Wdown2,
+        )
     if x.ndim != 3:
         raise ValueError(f"x: expected rank 3 (shape [B, T, Dh*H]), got shape {x.shape}")
     B = x.shape[0]
@@ -327,7 +448,45 @@ def _bind_dims(
         raise ValueError(
             f"Wdown2: dim 1 must be Dh*H = {Dh * H} (Dh = {Dh}, H = {H}), got {Wdown2.shape[1]}"
         )
-    return B, T, H, Dh, F
+    if Dh == 0:
+        raise ValueError("Dh is 0, but h1 is a mean over it (undefined for no values)")
+    if H == 0:
+        raise ValueError("H is 0, but h1 is a mean over it (undefined for no values)")
+    if T == 0:
+        raise ValueError("T is 0, but h1 needs an entry along it (softmax)")
+    if F == 0:
+        raise ValueError("F is 0, but h1 divides by sqrt(F)")
+    if B == 0:
+        raise ValueError("B is 0, but loss is a mean over it (undefined for no values)")
+    return (
+        x,
+        target,
+        norm1_g,
+        norm1_b,
+        Wq1,
+        Wk1,
+        Wv1,
+        Wo1,
+        mlp1_g,
+        mlp1_b,
+        Wup1,
+        Wdown1,
+        norm2_g,
+        norm2_b,
+        Wq2,
+        Wk2,
+        Wv2,
+        Wo2,
+        mlp2_g,
+        mlp2_b,
+        Wup2,
+        Wdown2,
+        B,
+        T,
+        H,
+        Dh,
+        F,
+    )
 
 
 def forward(
@@ -355,7 +514,35 @@ def forward(
     Wdown2,
 ):
     """Compute loss []; return it and the cache that `backward` needs."""
-    B, T, H, Dh, F = _bind_dims(
+    (
+        x,
+        target,
+        norm1_g,
+        norm1_b,
+        Wq1,
+        Wk1,
+        Wv1,
+        Wo1,
+        mlp1_g,
+        mlp1_b,
+        Wup1,
+        Wdown1,
+        norm2_g,
+        norm2_b,
+        Wq2,
+        Wk2,
+        Wv2,
+        Wo2,
+        mlp2_g,
+        mlp2_b,
+        Wup2,
+        Wdown2,
+        B,
+        T,
+        H,
+        Dh,
+        F,
+    ) = _check_inputs(
         x,
         target,
         norm1_g,
@@ -390,13 +577,13 @@ def forward(
     h1_a_div /= h1_a_sqrt  # [B, T, Dh*H]
     h1_a_xs = h1_a_div + norm1_b  # [B, T, Dh*H]
     h1_a_xs /= math.sqrt(Dh * H)  # [B, T, Dh*H]
-    h1_a_q_matmul = (h1_a_xs.reshape(-1, Dh * H) @ Wq1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h1_a_q_matmul = (h1_a_xs.reshape(B * T, Dh * H) @ Wq1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h1_a_q_reshape = h1_a_q_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h1_a_q = np.transpose(h1_a_q_reshape, (0, 2, 1, 3))  # [B, H, T, Dh]
-    h1_a_k_matmul = (h1_a_xs.reshape(-1, Dh * H) @ Wk1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h1_a_k_matmul = (h1_a_xs.reshape(B * T, Dh * H) @ Wk1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h1_a_k_reshape = h1_a_k_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h1_a_k = np.transpose(h1_a_k_reshape, (0, 2, 3, 1))  # [B, H, Dh, T]
-    h1_a_v_matmul = (h1_a_xs.reshape(-1, Dh * H) @ Wv1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h1_a_v_matmul = (h1_a_xs.reshape(B * T, Dh * H) @ Wv1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h1_a_v_reshape = h1_a_v_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h1_a_v = np.transpose(h1_a_v_reshape, (0, 2, 1, 3))  # [B, H, T, Dh]
     h1_a_weights = h1_a_q @ h1_a_k  # [B, H, T, T]
@@ -417,9 +604,9 @@ def forward(
     np.sqrt(h1_up_sqrt, out=h1_up_sqrt)  # [B, T, 1]
     h1_up_div /= h1_up_sqrt  # [B, T, Dh*H]
     h1_up_layernorm = h1_up_div + mlp1_b  # [B, T, Dh*H]
-    h1_up = (h1_up_layernorm.reshape(-1, Dh * H) @ Wup1).reshape((B, T, F))  # [B, T, F]
+    h1_up = (h1_up_layernorm.reshape(B * T, Dh * H) @ Wup1).reshape((B, T, F))  # [B, T, F]
     np.maximum(h1_up, 0, out=h1_up)  # [B, T, F]
-    h1_div = (h1_up.reshape(-1, F) @ Wdown1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h1_div = (h1_up.reshape(B * T, F) @ Wdown1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h1_div /= math.sqrt(F)  # [B, T, Dh*H]
     h1 += h1_div  # [B, T, Dh*H]
     # h2 = layer(h1, norm2_g, norm2_b, Wq2, Wk2, Wv2, Wo2, mlp2_g, mlp2_b, Wup2, Wdown2), inlined from block layer
@@ -433,13 +620,13 @@ def forward(
     h2_a_div /= h2_a_sqrt  # [B, T, Dh*H]
     h2_a_xs = h2_a_div + norm2_b  # [B, T, Dh*H]
     h2_a_xs /= math.sqrt(Dh * H)  # [B, T, Dh*H]
-    h2_a_q_matmul = (h2_a_xs.reshape(-1, Dh * H) @ Wq2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h2_a_q_matmul = (h2_a_xs.reshape(B * T, Dh * H) @ Wq2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_a_q_reshape = h2_a_q_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h2_a_q = np.transpose(h2_a_q_reshape, (0, 2, 1, 3))  # [B, H, T, Dh]
-    h2_a_k_matmul = (h2_a_xs.reshape(-1, Dh * H) @ Wk2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h2_a_k_matmul = (h2_a_xs.reshape(B * T, Dh * H) @ Wk2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_a_k_reshape = h2_a_k_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h2_a_k = np.transpose(h2_a_k_reshape, (0, 2, 3, 1))  # [B, H, Dh, T]
-    h2_a_v_matmul = (h2_a_xs.reshape(-1, Dh * H) @ Wv2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h2_a_v_matmul = (h2_a_xs.reshape(B * T, Dh * H) @ Wv2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_a_v_reshape = h2_a_v_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h2_a_v = np.transpose(h2_a_v_reshape, (0, 2, 1, 3))  # [B, H, T, Dh]
     h2_a_weights = h2_a_q @ h2_a_k  # [B, H, T, T]
@@ -461,9 +648,9 @@ def forward(
     np.sqrt(h2_up_sqrt, out=h2_up_sqrt)  # [B, T, 1]
     h2_up_div /= h2_up_sqrt  # [B, T, Dh*H]
     h2_up_layernorm = h2_up_div + mlp2_b  # [B, T, Dh*H]
-    h2_up = (h2_up_layernorm.reshape(-1, Dh * H) @ Wup2).reshape((B, T, F))  # [B, T, F]
+    h2_up = (h2_up_layernorm.reshape(B * T, Dh * H) @ Wup2).reshape((B, T, F))  # [B, T, F]
     np.maximum(h2_up, 0, out=h2_up)  # [B, T, F]
-    h2_div = (h2_up.reshape(-1, F) @ Wdown2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h2_div = (h2_up.reshape(B * T, F) @ Wdown2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_div /= math.sqrt(F)  # [B, T, Dh*H]
     h2 += h2_div  # [B, T, Dh*H]
     loss_sub = h2  # [B, T, Dh*H]
@@ -579,22 +766,22 @@ def backward(dout, cache):
         F,
         dtype,
     ) = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # loss = mean(square(h2 - target))
     dloss_sub = loss_sub * (2 * (dout / (B * Dh * H * T)))  # square rule
     dtarget = -dloss_sub  # difference rule
     # h2: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 62)
     dh2_matmul = dloss_sub / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
-    dh2_up_matmul = (dh2_matmul.reshape(-1, Dh * H) @ Wdown2.T).reshape((B, T, F))
+    dh2_up_matmul = (dh2_matmul.reshape(B * T, Dh * H) @ Wdown2.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dWdown2 = h2_up.reshape(-1, F).T @ dh2_matmul.reshape(-1, Dh * H)
+    dWdown2 = h2_up.reshape(B * T, F).T @ dh2_matmul.reshape(B * T, Dh * H)
     # h2: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 61)
     dh2_up_matmul *= h2_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
-    dh2_up_layernorm = (dh2_up_matmul.reshape(-1, F) @ Wup2.T).reshape((B, T, Dh * H))
+    dh2_up_layernorm = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWup2 = h2_up_layernorm.reshape(-1, Dh * H).T @ dh2_up_matmul.reshape(-1, F)
+    dWup2 = h2_up_layernorm.reshape(B * T, Dh * H).T @ dh2_up_matmul.reshape(B * T, F)
     # h2: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
     dmlp2_b = dh2_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh2_up_mul = dh2_up_layernorm / h2_up_sqrt  # quotient rule
@@ -642,23 +829,23 @@ def backward(dout, cache):
     dh2_a_v_reshape = np.transpose(dh2_a_v, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh2_a_v_matmul = dh2_a_v_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
-    dh2_a_layernorm = (dh2_a_v_matmul.reshape(-1, Dh * H) @ Wv2.T).reshape((B, T, Dh * H))
+    dh2_a_layernorm = (dh2_a_v_matmul.reshape(B * T, Dh * H) @ Wv2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWv2 = h2_a_xs.reshape(-1, Dh * H).T @ dh2_a_v_matmul.reshape(-1, Dh * H)
+    dWv2 = h2_a_xs.reshape(B * T, Dh * H).T @ dh2_a_v_matmul.reshape(B * T, Dh * H)
     # h2: layer -> a: attention -> k = transpose(reshape(xs @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 42)
     dh2_a_k_reshape = np.transpose(dh2_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
     dh2_a_k_matmul = dh2_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dh2_a_layernorm += (dh2_a_k_matmul.reshape(-1, Dh * H) @ Wk2.T).reshape((B, T, Dh * H))
+    dh2_a_layernorm += (dh2_a_k_matmul.reshape(B * T, Dh * H) @ Wk2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWk2 = h2_a_xs.reshape(-1, Dh * H).T @ dh2_a_k_matmul.reshape(-1, Dh * H)
+    dWk2 = h2_a_xs.reshape(B * T, Dh * H).T @ dh2_a_k_matmul.reshape(B * T, Dh * H)
     # h2: layer -> a: attention -> q = transpose(reshape(xs @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     dh2_a_q_reshape = np.transpose(dh2_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh2_a_q_matmul = dh2_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dh2_a_layernorm += (dh2_a_q_matmul.reshape(-1, Dh * H) @ Wq2.T).reshape((B, T, Dh * H))
+    dh2_a_layernorm += (dh2_a_q_matmul.reshape(B * T, Dh * H) @ Wq2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWq2 = h2_a_xs.reshape(-1, Dh * H).T @ dh2_a_q_matmul.reshape(-1, Dh * H)
+    dWq2 = h2_a_xs.reshape(B * T, Dh * H).T @ dh2_a_q_matmul.reshape(B * T, Dh * H)
     # h2: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 40)
     dh2_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
     # h2: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
@@ -685,15 +872,15 @@ def backward(dout, cache):
     # h1: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 62)
     dh1_matmul = dh1 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
-    dh1_up_matmul = (dh1_matmul.reshape(-1, Dh * H) @ Wdown1.T).reshape((B, T, F))
+    dh1_up_matmul = (dh1_matmul.reshape(B * T, Dh * H) @ Wdown1.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dWdown1 = h1_up.reshape(-1, F).T @ dh1_matmul.reshape(-1, Dh * H)
+    dWdown1 = h1_up.reshape(B * T, F).T @ dh1_matmul.reshape(B * T, Dh * H)
     # h1: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 61)
     dh1_up_matmul *= h1_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
-    dh1_up_layernorm = (dh1_up_matmul.reshape(-1, F) @ Wup1.T).reshape((B, T, Dh * H))
+    dh1_up_layernorm = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWup1 = h1_up_layernorm.reshape(-1, Dh * H).T @ dh1_up_matmul.reshape(-1, F)
+    dWup1 = h1_up_layernorm.reshape(B * T, Dh * H).T @ dh1_up_matmul.reshape(B * T, F)
     # h1: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
     dmlp1_b = dh1_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh1_up_mul = dh1_up_layernorm / h1_up_sqrt  # quotient rule
@@ -741,23 +928,23 @@ def backward(dout, cache):
     dh1_a_v_reshape = np.transpose(dh1_a_v, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh1_a_v_matmul = dh1_a_v_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
-    dh1_a_layernorm = (dh1_a_v_matmul.reshape(-1, Dh * H) @ Wv1.T).reshape((B, T, Dh * H))
+    dh1_a_layernorm = (dh1_a_v_matmul.reshape(B * T, Dh * H) @ Wv1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWv1 = h1_a_xs.reshape(-1, Dh * H).T @ dh1_a_v_matmul.reshape(-1, Dh * H)
+    dWv1 = h1_a_xs.reshape(B * T, Dh * H).T @ dh1_a_v_matmul.reshape(B * T, Dh * H)
     # h1: layer -> a: attention -> k = transpose(reshape(xs @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 42)
     dh1_a_k_reshape = np.transpose(dh1_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
     dh1_a_k_matmul = dh1_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dh1_a_layernorm += (dh1_a_k_matmul.reshape(-1, Dh * H) @ Wk1.T).reshape((B, T, Dh * H))
+    dh1_a_layernorm += (dh1_a_k_matmul.reshape(B * T, Dh * H) @ Wk1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWk1 = h1_a_xs.reshape(-1, Dh * H).T @ dh1_a_k_matmul.reshape(-1, Dh * H)
+    dWk1 = h1_a_xs.reshape(B * T, Dh * H).T @ dh1_a_k_matmul.reshape(B * T, Dh * H)
     # h1: layer -> a: attention -> q = transpose(reshape(xs @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     dh1_a_q_reshape = np.transpose(dh1_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh1_a_q_matmul = dh1_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dh1_a_layernorm += (dh1_a_q_matmul.reshape(-1, Dh * H) @ Wq1.T).reshape((B, T, Dh * H))
+    dh1_a_layernorm += (dh1_a_q_matmul.reshape(B * T, Dh * H) @ Wq1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWq1 = h1_a_xs.reshape(-1, Dh * H).T @ dh1_a_q_matmul.reshape(-1, Dh * H)
+    dWq1 = h1_a_xs.reshape(B * T, Dh * H).T @ dh1_a_q_matmul.reshape(B * T, Dh * H)
     # h1: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 40)
     dh1_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
     # h1: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
@@ -832,7 +1019,35 @@ def value_and_grad(
     Wdown2,
 ):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
-    B, T, H, Dh, F = _bind_dims(
+    (
+        x,
+        target,
+        norm1_g,
+        norm1_b,
+        Wq1,
+        Wk1,
+        Wv1,
+        Wo1,
+        mlp1_g,
+        mlp1_b,
+        Wup1,
+        Wdown1,
+        norm2_g,
+        norm2_b,
+        Wq2,
+        Wk2,
+        Wv2,
+        Wo2,
+        mlp2_g,
+        mlp2_b,
+        Wup2,
+        Wdown2,
+        B,
+        T,
+        H,
+        Dh,
+        F,
+    ) = _check_inputs(
         x,
         target,
         norm1_g,
@@ -867,13 +1082,13 @@ def value_and_grad(
     h1_a_div /= h1_a_sqrt  # [B, T, Dh*H]
     h1_a_xs = h1_a_div + norm1_b  # [B, T, Dh*H]
     h1_a_xs /= math.sqrt(Dh * H)  # [B, T, Dh*H]
-    h1_a_q_matmul = (h1_a_xs.reshape(-1, Dh * H) @ Wq1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h1_a_q_matmul = (h1_a_xs.reshape(B * T, Dh * H) @ Wq1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h1_a_q_reshape = h1_a_q_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h1_a_q = np.transpose(h1_a_q_reshape, (0, 2, 1, 3))  # [B, H, T, Dh]
-    h1_a_k_matmul = (h1_a_xs.reshape(-1, Dh * H) @ Wk1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h1_a_k_matmul = (h1_a_xs.reshape(B * T, Dh * H) @ Wk1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h1_a_k_reshape = h1_a_k_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h1_a_k = np.transpose(h1_a_k_reshape, (0, 2, 3, 1))  # [B, H, Dh, T]
-    h1_a_v_matmul = (h1_a_xs.reshape(-1, Dh * H) @ Wv1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h1_a_v_matmul = (h1_a_xs.reshape(B * T, Dh * H) @ Wv1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h1_a_v_reshape = h1_a_v_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h1_a_v = np.transpose(h1_a_v_reshape, (0, 2, 1, 3))  # [B, H, T, Dh]
     h1_a_weights = h1_a_q @ h1_a_k  # [B, H, T, T]
@@ -894,9 +1109,9 @@ def value_and_grad(
     np.sqrt(h1_up_sqrt, out=h1_up_sqrt)  # [B, T, 1]
     h1_up_div /= h1_up_sqrt  # [B, T, Dh*H]
     h1_up_layernorm = h1_up_div + mlp1_b  # [B, T, Dh*H]
-    h1_up = (h1_up_layernorm.reshape(-1, Dh * H) @ Wup1).reshape((B, T, F))  # [B, T, F]
+    h1_up = (h1_up_layernorm.reshape(B * T, Dh * H) @ Wup1).reshape((B, T, F))  # [B, T, F]
     np.maximum(h1_up, 0, out=h1_up)  # [B, T, F]
-    h1_div = (h1_up.reshape(-1, F) @ Wdown1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h1_div = (h1_up.reshape(B * T, F) @ Wdown1).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h1_div /= math.sqrt(F)  # [B, T, Dh*H]
     h1 += h1_div  # [B, T, Dh*H]
     # h2 = layer(h1, norm2_g, norm2_b, Wq2, Wk2, Wv2, Wo2, mlp2_g, mlp2_b, Wup2, Wdown2), inlined from block layer
@@ -910,13 +1125,13 @@ def value_and_grad(
     h2_a_div /= h2_a_sqrt  # [B, T, Dh*H]
     h2_a_xs = h2_a_div + norm2_b  # [B, T, Dh*H]
     h2_a_xs /= math.sqrt(Dh * H)  # [B, T, Dh*H]
-    h2_a_q_matmul = (h2_a_xs.reshape(-1, Dh * H) @ Wq2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h2_a_q_matmul = (h2_a_xs.reshape(B * T, Dh * H) @ Wq2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_a_q_reshape = h2_a_q_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h2_a_q = np.transpose(h2_a_q_reshape, (0, 2, 1, 3))  # [B, H, T, Dh]
-    h2_a_k_matmul = (h2_a_xs.reshape(-1, Dh * H) @ Wk2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h2_a_k_matmul = (h2_a_xs.reshape(B * T, Dh * H) @ Wk2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_a_k_reshape = h2_a_k_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h2_a_k = np.transpose(h2_a_k_reshape, (0, 2, 3, 1))  # [B, H, Dh, T]
-    h2_a_v_matmul = (h2_a_xs.reshape(-1, Dh * H) @ Wv2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h2_a_v_matmul = (h2_a_xs.reshape(B * T, Dh * H) @ Wv2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_a_v_reshape = h2_a_v_matmul.reshape((B, T, H, Dh))  # [B, T, H, Dh]
     h2_a_v = np.transpose(h2_a_v_reshape, (0, 2, 1, 3))  # [B, H, T, Dh]
     h2_a_weights = h2_a_q @ h2_a_k  # [B, H, T, T]
@@ -938,9 +1153,9 @@ def value_and_grad(
     np.sqrt(h2_up_sqrt, out=h2_up_sqrt)  # [B, T, 1]
     h2_up_div /= h2_up_sqrt  # [B, T, Dh*H]
     h2_up_layernorm = h2_up_div + mlp2_b  # [B, T, Dh*H]
-    h2_up = (h2_up_layernorm.reshape(-1, Dh * H) @ Wup2).reshape((B, T, F))  # [B, T, F]
+    h2_up = (h2_up_layernorm.reshape(B * T, Dh * H) @ Wup2).reshape((B, T, F))  # [B, T, F]
     np.maximum(h2_up, 0, out=h2_up)  # [B, T, F]
-    h2_div = (h2_up.reshape(-1, F) @ Wdown2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
+    h2_div = (h2_up.reshape(B * T, F) @ Wdown2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_div /= math.sqrt(F)  # [B, T, Dh*H]
     h2 += h2_div  # [B, T, Dh*H]
     loss_sub = h2  # [B, T, Dh*H]
@@ -953,15 +1168,15 @@ def value_and_grad(
     # h2: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 62)
     dh2_matmul = dloss_sub / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
-    dh2_up_matmul = (dh2_matmul.reshape(-1, Dh * H) @ Wdown2.T).reshape((B, T, F))
+    dh2_up_matmul = (dh2_matmul.reshape(B * T, Dh * H) @ Wdown2.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dWdown2 = h2_up.reshape(-1, F).T @ dh2_matmul.reshape(-1, Dh * H)
+    dWdown2 = h2_up.reshape(B * T, F).T @ dh2_matmul.reshape(B * T, Dh * H)
     # h2: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 61)
     dh2_up_matmul *= h2_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
-    dh2_up_layernorm = (dh2_up_matmul.reshape(-1, F) @ Wup2.T).reshape((B, T, Dh * H))
+    dh2_up_layernorm = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWup2 = h2_up_layernorm.reshape(-1, Dh * H).T @ dh2_up_matmul.reshape(-1, F)
+    dWup2 = h2_up_layernorm.reshape(B * T, Dh * H).T @ dh2_up_matmul.reshape(B * T, F)
     # h2: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
     dmlp2_b = dh2_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh2_up_mul = dh2_up_layernorm / h2_up_sqrt  # quotient rule
@@ -1009,23 +1224,23 @@ def value_and_grad(
     dh2_a_v_reshape = np.transpose(dh2_a_v, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh2_a_v_matmul = dh2_a_v_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
-    dh2_a_layernorm = (dh2_a_v_matmul.reshape(-1, Dh * H) @ Wv2.T).reshape((B, T, Dh * H))
+    dh2_a_layernorm = (dh2_a_v_matmul.reshape(B * T, Dh * H) @ Wv2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWv2 = h2_a_xs.reshape(-1, Dh * H).T @ dh2_a_v_matmul.reshape(-1, Dh * H)
+    dWv2 = h2_a_xs.reshape(B * T, Dh * H).T @ dh2_a_v_matmul.reshape(B * T, Dh * H)
     # h2: layer -> a: attention -> k = transpose(reshape(xs @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 42)
     dh2_a_k_reshape = np.transpose(dh2_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
     dh2_a_k_matmul = dh2_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dh2_a_layernorm += (dh2_a_k_matmul.reshape(-1, Dh * H) @ Wk2.T).reshape((B, T, Dh * H))
+    dh2_a_layernorm += (dh2_a_k_matmul.reshape(B * T, Dh * H) @ Wk2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWk2 = h2_a_xs.reshape(-1, Dh * H).T @ dh2_a_k_matmul.reshape(-1, Dh * H)
+    dWk2 = h2_a_xs.reshape(B * T, Dh * H).T @ dh2_a_k_matmul.reshape(B * T, Dh * H)
     # h2: layer -> a: attention -> q = transpose(reshape(xs @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     dh2_a_q_reshape = np.transpose(dh2_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh2_a_q_matmul = dh2_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dh2_a_layernorm += (dh2_a_q_matmul.reshape(-1, Dh * H) @ Wq2.T).reshape((B, T, Dh * H))
+    dh2_a_layernorm += (dh2_a_q_matmul.reshape(B * T, Dh * H) @ Wq2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWq2 = h2_a_xs.reshape(-1, Dh * H).T @ dh2_a_q_matmul.reshape(-1, Dh * H)
+    dWq2 = h2_a_xs.reshape(B * T, Dh * H).T @ dh2_a_q_matmul.reshape(B * T, Dh * H)
     # h2: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 40)
     dh2_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
     # h2: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
@@ -1052,15 +1267,15 @@ def value_and_grad(
     # h1: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 62)
     dh1_matmul = dh1 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
-    dh1_up_matmul = (dh1_matmul.reshape(-1, Dh * H) @ Wdown1.T).reshape((B, T, F))
+    dh1_up_matmul = (dh1_matmul.reshape(B * T, Dh * H) @ Wdown1.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dWdown1 = h1_up.reshape(-1, F).T @ dh1_matmul.reshape(-1, Dh * H)
+    dWdown1 = h1_up.reshape(B * T, F).T @ dh1_matmul.reshape(B * T, Dh * H)
     # h1: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 61)
     dh1_up_matmul *= h1_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
-    dh1_up_layernorm = (dh1_up_matmul.reshape(-1, F) @ Wup1.T).reshape((B, T, Dh * H))
+    dh1_up_layernorm = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWup1 = h1_up_layernorm.reshape(-1, Dh * H).T @ dh1_up_matmul.reshape(-1, F)
+    dWup1 = h1_up_layernorm.reshape(B * T, Dh * H).T @ dh1_up_matmul.reshape(B * T, F)
     # h1: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
     dmlp1_b = dh1_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh1_up_mul = dh1_up_layernorm / h1_up_sqrt  # quotient rule
@@ -1108,23 +1323,23 @@ def value_and_grad(
     dh1_a_v_reshape = np.transpose(dh1_a_v, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh1_a_v_matmul = dh1_a_v_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
-    dh1_a_layernorm = (dh1_a_v_matmul.reshape(-1, Dh * H) @ Wv1.T).reshape((B, T, Dh * H))
+    dh1_a_layernorm = (dh1_a_v_matmul.reshape(B * T, Dh * H) @ Wv1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWv1 = h1_a_xs.reshape(-1, Dh * H).T @ dh1_a_v_matmul.reshape(-1, Dh * H)
+    dWv1 = h1_a_xs.reshape(B * T, Dh * H).T @ dh1_a_v_matmul.reshape(B * T, Dh * H)
     # h1: layer -> a: attention -> k = transpose(reshape(xs @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 42)
     dh1_a_k_reshape = np.transpose(dh1_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
     dh1_a_k_matmul = dh1_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dh1_a_layernorm += (dh1_a_k_matmul.reshape(-1, Dh * H) @ Wk1.T).reshape((B, T, Dh * H))
+    dh1_a_layernorm += (dh1_a_k_matmul.reshape(B * T, Dh * H) @ Wk1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWk1 = h1_a_xs.reshape(-1, Dh * H).T @ dh1_a_k_matmul.reshape(-1, Dh * H)
+    dWk1 = h1_a_xs.reshape(B * T, Dh * H).T @ dh1_a_k_matmul.reshape(B * T, Dh * H)
     # h1: layer -> a: attention -> q = transpose(reshape(xs @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     dh1_a_q_reshape = np.transpose(dh1_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh1_a_q_matmul = dh1_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dh1_a_layernorm += (dh1_a_q_matmul.reshape(-1, Dh * H) @ Wq1.T).reshape((B, T, Dh * H))
+    dh1_a_layernorm += (dh1_a_q_matmul.reshape(B * T, Dh * H) @ Wq1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWq1 = h1_a_xs.reshape(-1, Dh * H).T @ dh1_a_q_matmul.reshape(-1, Dh * H)
+    dWq1 = h1_a_xs.reshape(B * T, Dh * H).T @ dh1_a_q_matmul.reshape(B * T, Dh * H)
     # h1: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 40)
     dh1_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
     # h1: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)

@@ -13,9 +13,12 @@ Usage::
     grads = backward(dout, cache)  # dout: the gradient of your objective w.r.t. out
     J, grads = value_and_grad(x, W)
 
-Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); float inputs should share one
-dtype, which every result keeps (float32 in, float32 out).  `backward` may be called any number of
-times on one cache.  Rule citations refer to the sections of the gradient notes.
+Inputs are NumPy arrays (a 0-d array or a NumPy scalar for shape []); lists and Python numbers are
+converted.  Float inputs must share one float dtype, which every result keeps (float32 in, float32
+out); an integer array, a list or a number given for one takes that dtype.  Bad inputs (a wrong
+shape, a bool or complex array, an index out of range, a `dout` not shaped like the output) raise
+ValueError.  `backward` may be called any number of times on one cache.  Rule citations refer to the
+sections of the gradient notes.
 """
 
 from typing import NamedTuple
@@ -41,8 +44,56 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _bind_dims(x, W):
-    """Check each input's rank and bind every symbolic dim; raise ValueError on a mismatch."""
+def _float_arrays(**inputs):
+    """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
+
+    Arrays and NumPy scalars keep their dtype, and the float ones must all have the same one; an
+    integer array, a list or a Python number is converted to it (to float64 when no input brings a
+    float dtype).  Anything else (bool, complex, text) raises ValueError naming the input.
+    """
+    arrays, dtype, source = {}, None, None
+    for name, value in inputs.items():
+        try:
+            a = np.asarray(value)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"{name}: not an array of numbers ({e})") from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got an array of dtype {a.dtype}")
+        if a.dtype.kind == "f" and hasattr(value, "dtype"):
+            if dtype is None:
+                dtype, source = a.dtype, name
+            elif a.dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {a.dtype} differs from {source}'s {dtype}; float inputs must share "
+                    f"one dtype (convert with .astype)"
+                )
+        arrays[name] = a
+    dtype = np.dtype(np.float64) if dtype is None else dtype
+    return tuple(a.astype(dtype, copy=False) for a in arrays.values())
+
+
+def _check_dout(dout, shape, dtype):
+    """dout as an array of the forward pass's dtype; ValueError unless it is real and shaped like J."""
+    d = np.asarray(dout)
+    if d.shape != shape:
+        raise ValueError(f"dout: expected the shape {shape} of J [], got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise ValueError(f"dout: expected real numbers, got an array of dtype {d.dtype}")
+    return d.astype(dtype, copy=False)
+
+
+def _check_inputs(x, W):
+    """Check the inputs; return them as arrays, then the dims they bind.
+
+    Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
+    array, or float inputs of different dtypes.
+    """
+    try:  # the usual call: arrays of one float dtype
+        usual = x.dtype.kind == "f" and x.dtype == W.dtype
+    except AttributeError:  # a list or a Python number
+        usual = False
+    if not usual:  # convert lists and numbers, or raise ValueError naming the input
+        x, W = _float_arrays(x=x, W=W)
     if x.ndim != 1:
         raise ValueError(f"x: expected rank 1 (shape [M]), got shape {x.shape}")
     (M,) = x.shape
@@ -51,12 +102,12 @@ def _bind_dims(x, W):
     if W.shape[0] != M:
         raise ValueError(f"W: dim M is {W.shape[0]} here but {M} from x")
     N = W.shape[1]
-    return M, N
+    return x, W, M, N
 
 
 def forward(x, W):
     """Compute J []; return it and the cache that `backward` needs."""
-    M, N = _bind_dims(x, W)
+    x, W, M, N = _check_inputs(x, W)
     z = x @ W  # [N]
     J_tanh = np.tanh(z, out=z)  # [N]
     J = J_tanh.sum()  # []
@@ -66,7 +117,7 @@ def forward(x, W):
 def backward(dout, cache):
     """Gradients w.r.t. x, W, given dout = d(objective)/d(J) []."""
     x, W, J_tanh, dtype = cache
-    dout = np.asarray(dout, dtype=dtype)
+    dout = _check_dout(dout, (), dtype)
     # J = sum(tanh(z))
     dz = (1 - J_tanh * J_tanh) * dout  # tanh rule, reusing the forward output
     # z = x @ W
@@ -77,7 +128,7 @@ def backward(dout, cache):
 
 def value_and_grad(x, W):
     """Return J and its gradients in one pass (the cotangent of J is 1)."""
-    M, N = _bind_dims(x, W)
+    x, W, M, N = _check_inputs(x, W)
     z = x @ W  # [N]
     J_tanh = np.tanh(z, out=z)  # [N]
     J = J_tanh.sum()  # []

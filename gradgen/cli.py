@@ -1,5 +1,6 @@
-"""The command line: ``gradgen build`` and ``gradgen check`` (exit 0 ok, 1 stale, 2 bad spec or usage),
-and the helpers for people: ``explain``, ``ops``, ``schema``, ``init``.
+"""The command line: ``gradgen build`` and ``gradgen check`` (exit 0 ok, 1 stale or orphaned, 2 bad spec
+or usage, 3 internal error, 4 the out folder could not be written), and the helpers for people:
+``explain``, ``ops``, ``schema``, ``init``.
 
 Heavy imports (numpy, jinja2, black) happen inside the commands, so ``--help`` and ``--version`` start
 fast.
@@ -8,6 +9,7 @@ fast.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -27,6 +29,7 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_STALE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_WRITE = 4  # a file in the out folder could not be written, read or removed (nothing was changed)
 
 
 def _version(value: bool):
@@ -56,23 +59,47 @@ def _collect(paths: list[Path]) -> tuple[list[Path], list[str]]:
             specs.append(spec)
 
     for p in paths:
-        if p.is_dir():
-            found = sorted(list(p.glob("*.yaml")) + list(p.glob("*.yml")))
+        kind = _kind(p)
+        if kind == "folder":
+            try:
+                found = sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml"))
+            except OSError as exc:
+                problems.append(_problem(p, f"cannot read the folder: {exc.strerror or exc}"))
+                continue
             if not found:
-                problems.append(f"{p}:1:1: error: no spec files (*.yaml, *.yml) in this folder")
+                problems.append(_problem(p, "no spec files (*.yaml, *.yml) in this folder"))
             for spec in found:
                 add(spec)
-        elif p.is_file():
+        elif kind == "file":
             add(p)
         else:
-            problems.append(f"{p}:1:1: error: no such file or folder")
+            problems.append(_problem(p, kind))
     return specs, problems
+
+
+def _kind(p: Path) -> str:
+    """What the path is: a "file", a "folder", or the reason it is neither."""
+    try:
+        if p.is_dir():
+            return "folder"
+        if p.is_file():
+            return "file"
+        return "not a regular file or a folder" if p.exists() else "no such file or folder"
+    except OSError as exc:  # a parent folder that cannot be searched, say
+        return f"cannot read this path: {exc.strerror or exc}"
+
+
+def _problem(p: Path, message: str) -> str:
+    from gradgen.diagnostics import Place, error
+
+    return str(error(Place(str(p), 1, 1), message))
 
 
 def _build_all(paths: list[Path], out: Path, rep: Reporter):
     """Build every spec in memory; report diagnostics and exit 2 if any spec is invalid."""
     from gradgen.diagnostics import SpecError
     from gradgen.pipeline import build_text
+    from gradgen.sources import read_spec
 
     specs, problems = _collect(paths)
     for line in problems:
@@ -81,13 +108,7 @@ def _build_all(paths: list[Path], out: Path, rep: Reporter):
     owners: dict[str, tuple[str, str]] = {}  # file name -> (spec path, module name) of its writer
     for spec in specs:
         try:
-            text = spec.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            rep.diagnostic(f"{spec}:1:1: error: cannot read the spec: {exc}")
-            failed = True
-            continue
-        try:
-            result = build_text(str(spec), text)
+            result = build_text(str(spec), read_spec(spec))
         except SpecError as exc:
             for d in exc.diagnostics:
                 rep.diagnostic(str(d))
@@ -98,8 +119,11 @@ def _build_all(paths: list[Path], out: Path, rep: Reporter):
 
             traceback.print_exc()
             rep.diagnostic(
-                f"{spec}:1:1: error: internal error in gradgen while building this spec "
-                f"({type(exc).__name__}: {exc}); please report it with the spec"
+                _problem(
+                    spec,
+                    "internal error in gradgen while building this spec "
+                    f"({type(exc).__name__}: {exc}); please report it with the spec",
+                )
             )
             raise typer.Exit(EXIT_INTERNAL) from None
         for w in result.warnings:
@@ -116,7 +140,7 @@ def _build_all(paths: list[Path], out: Path, rep: Reporter):
                     f"module name {result.name!r} would write {clash}, which {other_spec} "
                     f"(module name {other_name!r}) also writes"
                 )
-            rep.diagnostic(f"{spec}:1:1: error: {message}; set a different 'name:' in one of them")
+            rep.diagnostic(_problem(spec, f"{message}; set a different 'name:' in one of them"))
             failed = True
             continue
         for name, _ in result.files:
@@ -159,17 +183,54 @@ def build(
     out: Path = typer.Option(
         Path("generated"), "--out", metavar="DIR", help="Folder for the generated modules and tests."
     ),
+    prune: bool = typer.Option(
+        False, "--prune", help="Also remove generated files in DIR that no spec given produces any more."
+    ),
     fmt: str | None = typer.Option(None, "--format", metavar="FORMAT", help=FORMAT_HELP),
 ):
-    """Write DIR/<name>.py and DIR/test_<name>.py for every spec (atomically; unchanged files untouched)."""
+    """Write DIR/<name>.py and DIR/test_<name>.py for every spec (all or none; unchanged ones untouched)."""
     from gradgen.output import write
 
     with _reporting("build", fmt) as rep:
         files = _build_all(paths, out, rep)
-        outcomes = write(files)
+        orphaned = _orphans(paths, out, files)
+        with _write_errors(rep):
+            outcomes = write(files, remove=[p for p, _ in orphaned] if prune else ())
         for o in outcomes:
             rep.outcome(o.path, o.status)
+        if not prune:
+            _report_orphans(rep, orphaned)
         rep.note(build_summary(rep.specs, [o.status for o in outcomes]))
+
+
+def _orphans(paths: list[Path], out: Path, files) -> list[tuple[Path, str]]:
+    """Generated files in OUT from a spec that these paths cover but that none of them produces."""
+    from gradgen.output import orphans
+
+    return orphans(out, [p for p, _ in files], paths)
+
+
+def _report_orphans(rep: Reporter, orphaned: list[tuple[Path, str]]) -> None:
+    from gradgen.diagnostics import printable
+
+    for path, source in orphaned:
+        gone = "no longer exists" if not Path(source).exists() else "no longer produces it"
+        why = f"generated from {printable(source)}, which {gone}; `gradgen build --prune` removes it"
+        rep.outcome(path, "orphaned", why=why)
+
+
+@contextmanager
+def _write_errors(rep: Reporter):
+    """An OSError on the out folder: one `error:` line and exit 4 (the folder is as it was)."""
+    from gradgen.output import OutputError
+
+    try:
+        yield
+    except OutputError as exc:
+        from gradgen.diagnostics import printable
+
+        rep.failure(f"error: {printable(str(exc))}")
+        raise typer.Exit(EXIT_WRITE) from None
 
 
 @app.command(cls=Command, epilog=SPEC_FORMAT_HINT)
@@ -185,15 +246,25 @@ def check(
 
     with _reporting("check", fmt) as rep:
         files = _build_all(paths, out, rep)
-        outcomes = check_files(files)
+        with _write_errors(rep):
+            outcomes = check_files(files)
         for o in outcomes:
             rep.outcome(o.path, o.status, o.diff)
         bad = [o for o in outcomes if o.status != "fresh"]
+        orphaned = _orphans(paths, out, files)
+        _report_orphans(rep, orphaned)
         if bad:
             rep.note(
                 f"{len(bad)} of {len(files)} generated files are missing or stale; run `gradgen build`.",
                 err=True,
             )
+        if orphaned:
+            rep.note(
+                f"{len(orphaned)} generated files come from specs that no longer produce them; "
+                "run `gradgen build --prune` to remove them.",
+                err=True,
+            )
+        if bad or orphaned:
             raise typer.Exit(EXIT_STALE)
         rep.note(f"all {len(files)} generated files are fresh")
 

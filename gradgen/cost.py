@@ -458,6 +458,7 @@ def memory(d: Derivation, module_text: str) -> Memory:
         cache.append((name, size, name in inputs))
         if name not in inputs:
             held[name] = size
+    shapes["dout"] = d.value(d.output).shape  # backward's first line checks dout against it
     bwd = _Replay(shapes, inputs | {"dout", "dtype", "cache"}, held)
     bwd.run(funcs["backward"].body)
     fused: tuple[Dim, ...] = ()

@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def printable(text: str) -> str:
+    """``text`` safe on one line of a terminal: every character that is not printable (a line break,
+    a control character, a lone surrogate, which could not even be encoded) as its Python escape, so a
+    diagnostic is always exactly one ``PATH:LINE:COL: error: MESSAGE`` line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True, order=True)
 class Place:
     """Where something is in a spec file (line and col are 1-based)."""
@@ -14,7 +23,7 @@ class Place:
     col: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{printable(self.file)}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,7 @@ class Diagnostic:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.place}: {self.level}: {self.message}"
+        return f"{self.place}: {self.level}: {printable(self.message)}"
 
 
 class SpecError(Exception):

@@ -21,6 +21,13 @@ BLOCK_KEYS = ("params", "graph", "output")
 INPUT_KEYS = ("shape", "dtype")
 DTYPES = ("float", "int")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A spec is four levels deep (the spec, 'inputs', one input, its shape); PyYAML's composer recurses once
+# per level, so a pathological file could exhaust Python's stack long before its memory.
+MAX_YAML_DEPTH = 32
+# NumPy 1.x arrays have at most 32 axes (NPY_MAXDIMS; NumPy 2 allows 64), and gradgen supports both.
+MAX_RANK = 32
+# The largest size of one NumPy axis (np.intp on a 64-bit platform); a literal dim above it cannot exist.
+MAX_DIM = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -149,8 +156,14 @@ def load(path: str, source: str) -> SpecDoc:
     """Parse YAML text into a SpecDoc; raise SpecError with every problem found."""
     stem = path.replace("\\", "/").rsplit("/", 1)[-1]
     stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    if _has_surrogate(path):
+        raise SpecError([error(Place(path, 1, 1), _SURROGATE_PATH)])
     try:
-        root = yaml.compose(source, Loader=yaml.SafeLoader)
+        root = _compose(source)
+    except _TooDeep as exc:
+        place = Place(path, exc.mark.line + 1, exc.mark.column + 1)
+        message = f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a spec needs 6 at most (a block param declared with its shape and dtype)"
+        raise SpecError([error(place, message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         place = Place(path, mark.line + 1, mark.column + 1) if mark else Place(path, 1, 1)
@@ -174,6 +187,9 @@ def load(path: str, source: str) -> SpecDoc:
     top = Place(path, 1, 1)
     if root is None:
         raise SpecError([error(top, "the spec file is empty; it needs at least 'inputs' and 'graph'")])
+    bad_text = _surrogates(path, root)
+    if bad_text:
+        raise SpecError(bad_text)
     w = _Walker(path)
     pairs = w.mapping(root, "the spec")
     if pairs is None:
@@ -267,6 +283,85 @@ def _derivatives(w: _Walker, node) -> tuple[Text, ...]:
     return tuple(t for t in items if t is not None)
 
 
+class _TooDeep(Exception):
+    def __init__(self, mark):
+        self.mark = mark
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses to nest more than MAX_YAML_DEPTH collections."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.depth >= MAX_YAML_DEPTH and (
+            self.check_event(yaml.SequenceStartEvent) or self.check_event(yaml.MappingStartEvent)
+        ):
+            raise _TooDeep(self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _compose(source: str):
+    loader = _DepthLimitedLoader(source)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+_SURROGATE_PATH = "the spec's file name is not valid UTF-8; rename the file"
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _surrogates(path: str, root) -> list[Diagnostic]:
+    """An error for every scalar holding a lone surrogate (a YAML "\\ud800" escape without its pair):
+    such text cannot be written as UTF-8, so it can reach neither a generated file nor a message.  A
+    whole pair ("\\ud83d\\ude00", as JSON writes characters beyond U+FFFF) is joined into its
+    character, which PyYAML does not do."""
+    diags = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:  # iterative, and each node once: aliases may share a node many times
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode) and _has_surrogate(node.value):
+            node.value = _join_pairs(node.value)
+            lone = [(k, c) for k, c in enumerate(node.value) if "\ud800" <= c <= "\udfff"]
+            if lone:
+                k, c = lone[0]
+                diags.append(
+                    error(
+                        _place(path, node),
+                        f"lone surrogate U+{ord(c):04X} in this text (character {k + 1}); "
+                        "a \\u escape between \\ud800 and \\udfff must be half of a pair",
+                    )
+                )
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                stack += [value, key]
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+    return sorted(diags, key=lambda d: d.place)
+
+
+def _join_pairs(text: str) -> str:
+    """Each high surrogate followed by a low one as the one character they encode; lone ones stay."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
 # PyYAML's context phrases, in the spec author's words.
 _YAML_CONTEXTS = {
     "while parsing a flow sequence": "in the [...] list that starts",
@@ -341,7 +436,14 @@ def _input(w: _Walker, key: Text, value, what: str = "input") -> InputDecl | Non
         if t is None:
             ok = False
             continue
-        if not (is_positive_int(t.value) and not t.quoted) and not valid_dim_text(t.value):
+        if not t.quoted and is_int_text(t.value) and (int_too_long(t.value) or int(t.value) > MAX_DIM):
+            w.err(
+                t.place,
+                f"dim {abbreviate(t.value)} of {what} {key.value!r} is larger than any NumPy axis can be "
+                f"(2**63 - 1 = {MAX_DIM})",
+            )
+            ok = False
+        elif not (is_positive_int(t.value) and not t.quoted) and not valid_dim_text(t.value):
             w.err(
                 t.place,
                 f"dim {t.value!r} of {what} {key.value!r} must be a positive int, a name like N "
@@ -349,13 +451,34 @@ def _input(w: _Walker, key: Text, value, what: str = "input") -> InputDecl | Non
             )
             ok = False
         dims.append(t)
+    if len(dims) > MAX_RANK:
+        w.err(shape_node, f"{what} {key.value!r} has {len(dims)} dims; NumPy arrays have at most {MAX_RANK}")
+        return None
     if not ok:
         return None
     return InputDecl(key, tuple(dims), _place(w.path, shape_node), dtype)
 
 
+def is_int_text(text: str) -> bool:
+    """Decimal digits only (what YAML reads as a non-negative int, leading zeros and all)."""
+    return text.isascii() and text.isdigit()
+
+
+def int_too_long(text: str) -> bool:
+    """More digits than any dim can have; ``int()`` of very long text is slow or refused (4300 digits)."""
+    return len(text.lstrip("0")) > len(str(MAX_DIM))
+
+
 def is_positive_int(text: str) -> bool:
-    return text.isdigit() and text.isascii() and int(text) > 0
+    """A literal dim: a positive decimal int no larger than a NumPy axis can be."""
+    return is_int_text(text) and not int_too_long(text) and 0 < int(text) <= MAX_DIM
+
+
+def abbreviate(digits: str) -> str:
+    """A long number as its first and last digits and its length, for a message."""
+    if len(digits) <= 24:
+        return digits
+    return f"{digits[:10]}...{digits[-4:]} ({len(digits)} digits)"
 
 
 def valid_dim_name(text: str) -> bool:

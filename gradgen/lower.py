@@ -11,15 +11,27 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import io
 import keyword
 import math
 import re
+import sys
+import tokenize
 
 from gradgen import blocks, hints, numbers
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
 from gradgen.dims import Dim, parse_dim, single_symbol
 from gradgen.ir import Const, Entry, Graph, InputInfo, Node, TensorType
-from gradgen.load import IDENTIFIER, SpecDoc, Text, is_positive_int, valid_dim_name
+from gradgen.load import (
+    IDENTIFIER,
+    MAX_DIM,
+    MAX_RANK,
+    SpecDoc,
+    Text,
+    abbreviate,
+    is_positive_int,
+    valid_dim_name,
+)
 from gradgen.numbers import CONSTANTS, FoldError
 from gradgen.ops import CALLABLE, TABLE
 
@@ -45,6 +57,7 @@ RESERVED = {
     "value_and_grad": "a generated function",
     "ValueError": "the exception that the generated shape checks raise",
     "slice": "a builtin that the generated code calls",
+    "AttributeError": "the exception that the generated input checks catch",
 }
 # What `derivatives:` may list; vjp (forward, backward, value_and_grad) is always generated.
 DERIVATIVE_KINDS = ("vjp", "jvp", "jacobian", "hvp", "hessian")
@@ -90,6 +103,12 @@ SYNTAX_NAMES = {
     ast.Tuple: "tuples",
     ast.List: "lists",
 }
+
+
+# How deeply one expression may nest operations (``a + b + c`` nests two).  Lowering and the emitted
+# expression trees walk an expression recursively, a few Python frames per level; Python's own parser
+# stops at 200 nested brackets.  A long sum belongs in several graph entries, each its own variable.
+MAX_EXPR_DEPTH = 200
 
 
 class _Unsupported(Exception):
@@ -187,7 +206,7 @@ class _Lowerer:
         return self.place_of(node)
 
     def source_of(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.expr_text.value, node) or ast.unparse(node)
+        return source_line(ast.get_source_segment(self.expr_text.value, node) or ast.unparse(node))
 
     def expr(self, node: ast.AST) -> int | Const:
         place = self.place_of(node)
@@ -199,10 +218,7 @@ class _Lowerer:
                 raise _Unsupported(
                     node, f"unsupported literal {label}; only int and float numbers may appear here"
                 )
-            if isinstance(node.value, int) and abs(node.value) >= 2**1024:
-                raise _Unsupported(node, f"the literal {label} is too large for a float")
-            if not math.isfinite(node.value):
-                raise _Unsupported(node, f"the literal {label} is not a finite number")
+            _check_finite(node, node.value, label)
             return Const(node.value, literal_text(node.value, label))
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
@@ -517,6 +533,10 @@ class _Lowerer:
                     dims.append(value)
             if dims.count(-1) > 1:
                 raise _Unsupported(arg, f"the shape of {opname} may hold at most one -1")
+            if len(dims) > MAX_RANK:
+                raise _Unsupported(
+                    arg, f"the shape of {opname} has {len(dims)} dims; NumPy arrays have at most {MAX_RANK}"
+                )
             return tuple(dims)
         raise AssertionError(kind)  # pragma: no cover
 
@@ -589,6 +609,10 @@ class _Lowerer:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             sign, value = -1, node.operand
         if isinstance(value, ast.Constant) and type(value.value) is int:
+            if value.value > MAX_DIM:
+                raise _Unsupported(
+                    node, f"{what} is out of range: {abbreviate(str(value.value))} is more than 2**63 - 1"
+                )
             return sign * value.value
         raise _Unsupported(node, f"{what} must be an int literal, not {self.source_of(node)}")
 
@@ -598,13 +622,9 @@ class _Lowerer:
         (None without a report when it reads a name whose own definition failed)."""
         name = decl.name.value
         self.expr_text = decl.expr
-        try:
-            tree = ast.parse(decl.expr.value, mode="eval")
-        except SyntaxError as exc:
-            col = (exc.offset or 1) - 1
-            self.err(
-                decl.expr.place_at(0, col), _statement(decl.expr.value) or f"invalid expression: {exc.msg}"
-            )
+        tree, problem = _parse(decl.expr)
+        if problem is not None:
+            self.err(*problem)
             return None
         if _is_number(tree.body):
             self.err(decl.expr.place, f"{what} {name!r} is a number, not a tensor expression")
@@ -729,7 +749,11 @@ class _Lowerer:
                 continue  # a second definition: the first one stands
             self.name_node(value, name, decl.name.place)
             self.scope[name] = value
-            entries.append(Entry(name, value, decl.expr.value, decl.name.place, echo_source(decl.expr.value)))
+            entries.append(
+                Entry(
+                    name, value, source_line(decl.expr.value), decl.name.place, echo_source(decl.expr.value)
+                )
+            )
 
         output = None
         if doc.output is not None:
@@ -848,6 +872,94 @@ def echo_source(source: str) -> str:
 def _spelled(node: ast.Constant, source: str) -> ast.Name:
     segment = ast.get_source_segment(source, node) or ""
     return ast.Name(id=literal_text(node.value, segment), ctx=ast.Load())
+
+
+def _parse(text: Text) -> tuple[ast.Expression | None, tuple[Place, str] | None]:
+    """The expression's syntax tree, or the place and message of why it is not one we accept."""
+    source = text.value
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as exc:
+        place = text.place_at(0, (exc.offset or 1) - 1)
+        if "integer string conversion" in (exc.msg or ""):  # Python 3.11+: 4,300 unless configured
+            limit = sys.get_int_max_str_digits()
+            return None, (place, f"an int literal has more than {limit} digits")
+        return None, (place, _statement(source) or f"invalid expression: {exc.msg}")
+    except (RecursionError, MemoryError):  # deeper than the parser's own C stack allows
+        return None, (text.place, _too_deep(None))
+    except ValueError as exc:  # a NUL character, before Python 3.11.4 (a SyntaxError since)
+        return None, (text.place, f"invalid expression: {exc}")
+    depth = _depth(tree.body)
+    if depth > MAX_EXPR_DEPTH:
+        return None, (text.place, _too_deep(depth))
+    return tree, None
+
+
+def _too_deep(depth: int | None) -> str:
+    nests = "" if depth is None else f" (this one nests {depth})"
+    return (
+        f"the expression nests operations more than {MAX_EXPR_DEPTH} deep{nests}; "
+        "split it into several graph entries"
+    )
+
+
+def _depth(root: ast.AST) -> int:
+    """How many expression nodes the longest path from the root passes through (iterative)."""
+    deepest = 0
+    stack = [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        for child in ast.iter_child_nodes(node):
+            stack.append((child, d + 1 if isinstance(child, ast.expr) else d))
+    return deepest
+
+
+def _check_finite(node: ast.AST, value: int | float, label: str) -> None:
+    """Number literals become Python floats in the generated code: they must be finite there."""
+    try:
+        float(value)
+    except OverflowError:
+        raise _Unsupported(
+            node,
+            f"the literal {abbreviate(str(abs(value)))} is too large for a float "
+            "(the largest is about 1.8e308)",
+        ) from None
+    if not math.isfinite(value):
+        raise _Unsupported(node, f"the literal {label} is not a finite number")
+
+
+_CLOSERS = frozenset(")]},")
+_OPENERS = frozenset("([{")
+
+
+def source_line(source: str) -> str:
+    """An expression's source text on one line, for messages and comments: comments dropped, and each
+    line break (inside brackets or after a backslash) one space, or none next to a bracket.  Line breaks
+    inside a (triple-quoted) string literal are shown as ``\\n``."""
+    if "\n" not in source and "\r" not in source and "#" not in source:
+        return source
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return " ".join(source.split())
+    skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+    out: list[str] = []
+    prev = None
+    for tok in tokens:
+        if tok.type in skip or tok.type == tokenize.ENDMARKER:
+            continue
+        text = tok.string
+        if tok.type == tokenize.STRING:
+            text = text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+        if prev is not None:
+            if tok.start[0] == prev.end[0]:
+                out.append(" " * (tok.start[1] - prev.end[1]))
+            elif prev.string not in _OPENERS and text not in _CLOSERS:
+                out.append(" ")
+        out.append(text)
+        prev = tok
+    return "".join(out)
 
 
 def _is_number(node: ast.AST) -> bool:

@@ -14,7 +14,7 @@ import math
 import operator
 from dataclasses import dataclass
 
-from gradgen.dims import Dim
+from gradgen.dims import Dim, concrete
 
 # The names that stand for numbers unless the spec defines a value or a dim with the same name.
 CONSTANTS = {"pi": math.pi, "e": math.e}
@@ -86,6 +86,26 @@ RUN_FUNCS = {
     "tanh": "math.tanh",
     "abs": "math.fabs",
 }
+
+
+def run_symbols(n: RunNum) -> tuple[str, ...]:
+    """The dims a run-time number reads, in order of appearance."""
+    if n.op == "dim":
+        return n.dim.symbols
+    return tuple(dict.fromkeys(s for a in n.args for s in run_symbols(a)))
+
+
+def run_value(n: RunNum, sizes: dict[str, int]) -> int | float:
+    """The number at the given dim sizes, as the generated code computes it (Python's errors too)."""
+    if n.op == "dim":
+        return concrete((n.dim,), sizes)[0]
+    if n.op == "lit":
+        return n.value
+    if n.op == "neg":
+        return -run_value(n.args[0], sizes)
+    if n.op in RUN_FUNCS:
+        return FOLD_FUNCS[n.op](run_value(n.args[0], sizes))
+    return _BINARY[n.op](run_value(n.args[0], sizes), run_value(n.args[1], sizes))
 
 
 def literal_text(value: int | float) -> str:

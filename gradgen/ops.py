@@ -107,7 +107,6 @@ class OpDef:
     number_cotangent: bool = False  # vjp takes a bare number (value_and_grad's 1) as its cotangent
     number_operands: bool = False  # forward takes Python numbers as its operands
     const_operands: tuple[int, ...] = ()  # operand positions that stay literal (pow's exponent)
-    domain: Callable | None = None  # (operand position, shape-rule context) -> test input domain or None
     grad_temp: str = ""  # the vjp temporary that holds operand 0's cotangent (named d<operand>)
     hint: str = ""  # in derivative programs, a value of this op is named <operand 0>_<hint>
     internal: bool = False  # built by derivative rules only; never written in a spec
@@ -121,6 +120,13 @@ class OpDef:
         if kind == "batch":
             return self.batch is not None or self.elementwise
         return True
+
+    # What the generated tests need to know (read by gradgen.testplan; defaults are the cautious choice):
+    domain: Callable | None = None  # (k, attr, types) -> how the test draws operand k if it is an input
+    zeros: str | Callable | None = None  # y is exactly 0 when "all" / "any" / the "first" operand is 0
+    shift: tuple[int, ...] = ()  # y moves by +-da for each operand (add, sub, neg, transpose, reshape)
+    kink: tuple[int, ...] = ()  # at a kink (operands all 0), the side whose derivative the rule takes
+    magnitude: str = "grows"  # "bounded": |y| bounded for any a; "explodes": overflows for moderate a
 
 
 TABLE: dict[str, OpDef] = {}  # the ops a spec may use
@@ -138,14 +144,18 @@ def op(
     varargs=False,
     int_args=(),
     broadcast_rule="",
-    **row,
+    **facts,
 ):
+    """Register an op; ``facts`` are the other OpDef fields: what the generated tests read (domain ...
+    magnitude) and what the derivative layer reads (jvp ... internal).  The graph-level rules may also be
+    given as the class's staticmethods (jvp, pullback, batch, partials)."""
+
     def register(cls):
-        for key in ("jvp", "pullback", "batch", "partials", "domain"):
-            if key not in row and getattr(cls, key, None) is not None:
-                row[key] = getattr(cls, key)
-        if row.get("internal"):
-            row["callable"] = False
+        for key in ("jvp", "pullback", "batch", "partials"):
+            if key not in facts and getattr(cls, key, None) is not None:
+                facts[key] = getattr(cls, key)
+        if facts.get("internal"):
+            facts["callable"] = False
         ROWS[name] = OpDef(
             name,
             tuple(params),
@@ -155,11 +165,11 @@ def op(
             rule,
             derivation.strip(),
             elementwise,
-            row.pop("callable", callable),
+            facts.pop("callable", callable),
             varargs,
             int_args,
             broadcast_rule,
-            **row,
+            **facts,
         )
         if not ROWS[name].internal:
             TABLE[name] = ROWS[name]
@@ -268,10 +278,6 @@ def _axis_batch(r):
     return r.node_like(r.batched[0], axis=ax + 1)
 
 
-def _domain_positive(i, s):
-    return "positive"
-
-
 # --------------------------------------------------------------------------------------------------
 # elementwise arithmetic (notes section 6 and 7 when an operand is broadcast)
 
@@ -290,6 +296,7 @@ class _Binary:
     elementwise=True,
     callable=False,
     number_cotangent=True,
+    shift=(1, 1),
     derivation="""
 d(a + b) = da + db, so both operands receive g.  A broadcast operand was added to every slice along
 the broadcast axes, so its cotangent is g summed over those axes (notes section 6: dy = 1^T dB).
@@ -310,6 +317,7 @@ class Add(_Binary):
     elementwise=True,
     callable=False,
     number_cotangent=True,
+    shift=(1, -1),
     derivation="""
 d(a - b) = da - db: a receives g, b receives -g (summed over broadcast axes, notes section 6).
 Accuracy: as for +, one rounding; the cancellation of nearly equal operands is the difference's own.""",
@@ -328,6 +336,7 @@ class Sub(_Binary):
     elementwise=True,
     callable=False,
     number_cotangent=True,
+    zeros="any",
     derivation="""
 d(a * b) = da * b + a * db (Hadamard), so a receives g * b and b receives g * a.  For a broadcast
 row y in B = y * X, dy = sum_i dB_i * X_i and dX = y * dB (notes section 7).
@@ -364,7 +373,8 @@ class Mul(_Binary):
     elementwise=True,
     callable=False,
     number_cotangent=True,
-    domain=lambda i, s: "positive" if i == 1 else None,
+    zeros="first",
+    domain=lambda k, attr, types: "positive" if k == 1 else None,
     derivation="""
 d(a / b) = da / b - (a / b^2) db = da / b - y db / b with y = a / b reused from the forward pass,
 so a receives g / b and b receives -g * y / b.  Accuracy: a few ulps wherever y is a normal number;
@@ -407,6 +417,7 @@ class _Unary:
     callable=False,
     number_cotangent=True,
     derivation="d(-a) = -da.  Exact.",
+    shift=(-1,),
 )
 class Neg_(_Unary):
     forward = staticmethod(lambda f: neg(f.a(0)))
@@ -428,10 +439,11 @@ class Neg_(_Unary):
     elementwise=True,
     callable=False,
     number_cotangent=True,
-    domain=lambda i, s: None if float(s.attr("k")).is_integer() else "positive",
     derivation="""
 d(a ** k) = k * a ** (k - 1) da for a literal k.  Accuracy: NumPy's power, a few ulps; for k < 1 the
 derivative is infinite at a = 0 (inf, with a divide warning), and a < 0 with a fractional k is nan.""",
+    zeros=lambda attr: "all" if attr("k") > 0 else None,
+    domain=lambda k, attr, types: None if float(attr("k")).is_integer() else "positive",
 )
 class Pow:
     shape = staticmethod(_Unary.shape)
@@ -460,7 +472,7 @@ class Pow:
         return (r.mul(Const(k, num(k).text), r.op("pow", r.x(0), k=k - 1)),)
 
 
-def _unary(name, np_func, rule, derivation, vjp, partial, **row):
+def _unary(name, np_func, rule, derivation, vjp, partial, **facts):
     """An elementwise unary op; ``partial(r)`` is its derivative as a node (or ``Over(x)``: 1 / x),
     from which forward mode (t * partial) and the pullback (g * partial) follow."""
 
@@ -469,7 +481,12 @@ def _unary(name, np_func, rule, derivation, vjp, partial, **row):
 
     U.vjp = staticmethod(vjp)
     U.partials = staticmethod(lambda r: (partial(r),))
-    return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation, **row)(U)
+    return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation, **facts)(U)
+
+
+def _positive(k, attr, types):
+    """domain fact of log and sqrt: the operand is drawn positive."""
+    return "positive"
 
 
 _unary(
@@ -482,6 +499,7 @@ _unary(
     lambda b: (mul(b.g, b.y),),
     lambda r: r.y,
     number_cotangent=True,
+    magnitude="explodes",
 )
 _unary(
     "log",
@@ -493,7 +511,7 @@ _unary(
     lambda b: (div(b.g, b.x(0)),),
     lambda r: Over(r.x(0)),
     number_cotangent=True,
-    domain=_domain_positive,
+    domain=_positive,
 )
 _unary(
     "sqrt",
@@ -505,7 +523,7 @@ _unary(
     lambda b: (div(b.g, mul(num(2), b.y)),),
     lambda r: Over(r.mul(TWO, r.y)),
     number_cotangent=True,
-    domain=_domain_positive,
+    domain=_positive,
 )
 _unary(
     "tanh",
@@ -519,6 +537,8 @@ _unary(
     lambda b: (mul(b.g, sub(num(1), mul(b.y, b.y))),),
     lambda r: r.sub(ONE, r.mul(r.y, r.y)),
     number_cotangent=True,
+    zeros="all",
+    magnitude="bounded",
 )
 _unary(
     "square",
@@ -528,6 +548,7 @@ _unary(
     lambda b: (mul(b.g, mul(num(2), b.x(0))),),
     lambda r: r.mul(TWO, r.x(0)),
     number_cotangent=True,
+    zeros="all",
 )
 _unary(
     "abs",
@@ -537,6 +558,8 @@ _unary(
     lambda b: (mul(b.g, call("np.sign", b.x(0))),),
     lambda r: r.op("sign", r.x(0)),
     number_cotangent=True,
+    zeros="all",
+    kink=(0,),  # abs'(0) = 0, the mean of the slopes -1 and +1
 )
 
 
@@ -554,6 +577,7 @@ def _exp_neg_abs(f) -> Var:
     rule="sigmoid rule, from the smaller tail",
     elementwise=True,
     number_cotangent=True,
+    magnitude="bounded",
     derivation="""
 s(a) = 1 / (1 + exp(-a)).  With t = s(-|a|) = exp(-|a|) / (1 + exp(-|a|)), the smaller of s(a) and
 1 - s(a), in (0, 1/2]: y = t where a < 0 and 1 - t where a >= 0, computed as |[a >= 0] - t|.
@@ -645,6 +669,8 @@ class Softplus(_Unary):
     (P("a"),),
     rule="relu rule (relu'(0) = 0)",
     elementwise=True,
+    zeros="all",
+    kink=(-1,),  # relu'(0) = 0, the slope from below
     derivation="""
 relu(a) = max(a, 0); d relu(a) = [a > 0] da = [y > 0] da, with relu'(0) = 0 as SPEC.md fixes.
 The mask multiply (in place when the cotangent's buffer is dead) measured 2-10x faster than np.where
@@ -656,13 +682,15 @@ class Relu(_Unary):
     partials = staticmethod(lambda r: (r.op("greater", r.y, Const(0, "0")),))
 
 
-def _minmax(name, np_func, cmp_a):
+def _minmax(name, np_func, cmp_a, kink):
     @op(
         name,
         (P("a", "operand"), P("b", "operand")),
         rule=f"{name} rule (ties go to a)",
         elementwise=True,
         broadcast_rule=f"{name} rule (ties go to a), broadcast reduced (notes section 6)",
+        zeros="all",
+        kink=kink,  # a tie takes the slope of the side where a is picked
         derivation=f"""
 {name}(a, b) picks one operand per element: d{name}(a, b) = [a {cmp_a} b] da + [not (a {cmp_a} b)] db;
 at ties the gradient goes to a (SPEC.md).  Exact.""",
@@ -690,8 +718,8 @@ at ties the gradient goes to a (SPEC.md).  Exact.""",
 CMP_OP = {">": "greater", ">=": "greater_equal", "<": "less", "<=": "less_equal"}
 
 
-_minmax("maximum", "np.maximum", ">=")
-_minmax("minimum", "np.minimum", "<=")
+_minmax("maximum", "np.maximum", ">=", kink=(1, -1))
+_minmax("minimum", "np.minimum", "<=", kink=(-1, 1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -799,6 +827,7 @@ def _count(r) -> Dim:
     jvp_rule="sum JVP rule: the sum of the tangent",
     linear=True,
     number_cotangent=True,
+    zeros="all",
     derivation="""
 y = sum over axes of a: every summed element enters y with weight 1, so da = g broadcast back over the
 summed axes (the transpose of notes section 6's broadcast).  Accuracy: NumPy sums pairwise along the
@@ -825,6 +854,7 @@ class Sum:
     jvp_rule="mean JVP rule: the mean of the tangent",
     linear=True,
     number_cotangent=True,
+    zeros="all",
     derivation="""
 y = (1/n) sum over axes of a, n the number of elements averaged: da = g / n broadcast back.
 Accuracy: as sum, then one division.  For a variance, mean(square(x - mean(x))) (two passes, as in
@@ -930,6 +960,7 @@ def _shifted(f):
     (P("a"), Param("axis", "int", -1)),
     rule="softmax rule, reusing the forward output",
     hint="softmax",
+    magnitude="bounded",
     derivation="""
 y = exp(a - m) / sum exp(a - m) (m the max, for stability);
 dy = y * (da - sum(y * da)), so da = y * (g - sum(g * y)) along the axis (notes section 2).
@@ -1033,8 +1064,8 @@ class LogSoftmax:
     int_args=(1,),
     number_cotangent=True,
     grad_temp="dlogits",
-    domain=lambda i, s: (
-        None if i != 1 else f"labels:{s.t(0).shape[-1]}" if s.t(1).dtype == "int" else "probs"
+    domain=lambda k, attr, types: (
+        None if k != 1 else f"labels:{types[0].shape[-1]}" if types[1].dtype == "int" else "probs"
     ),
     derivation="""
 J = log sum_c exp(theta_c) - theta_k per row (notes section 2), so dJ/dtheta = softmax(theta) - onehot(k):
@@ -1190,6 +1221,7 @@ def _mm_parts(s):
     jvp_rule="matmul JVP rule, notes section 5",
     callable=False,
     number_cotangent=True,  # a number reaches only scalar outputs: a dot product, g * b and g * a
+    zeros="any",
     derivation="""
 B = X Y gives dB = dX Y + X dY, so dX = dB Y^T and dY = X^T dB (notes section 5).  Matrix times vector
 z = W x gives dW = outer(r, x), dx = W^T r (section 3); row vector times matrix z = x W gives
@@ -1219,7 +1251,8 @@ class MatMul:
         if ta.rank >= 3 and tb.rank == 2:
             # [..., N, K] @ [K, M]: one 2-D product over the flattened batch (a batched product with a
             # broadcast 2-D operand measured up to 30x slower for float32 with OpenBLAS here)
-            flat = method(f.a(0), "reshape", num(-1), f.dim(ta.shape[-1]))
+            # (the row count spelled out, not -1, which NumPy cannot infer when a dim is 0)
+            flat = method(f.a(0), "reshape", f.dim(numel(ta.shape[:-1])), f.dim(ta.shape[-1]))
             return method(Bin("@", flat, f.a(1)), "reshape", f.shape_tuple(f.out.shape))
         return Bin("@", f.a(0), f.a(1))
 
@@ -1379,7 +1412,7 @@ def _batched_matmul_vjp(b):
     if b.needs(0):
         if tb.rank == 2 and ta.rank > 2 and a_shape[:-2] == batch:
             # dA = dB W^T for every batch element: one 2-D product over the flattened batch
-            flat = method(g, "reshape", num(-1), b.dim(b_shape[-1]))
+            flat = method(g, "reshape", b.dim(numel(to.shape[:-1])), b.dim(b_shape[-1]))
             da = method(Bin("@", flat, Attr(bb, "T")), "reshape", b.shape_tuple(a_shape))
         else:
             prod_ = Bin("@", g, _swap(bb) if len(b_shape) > 2 else Attr(bb, "T"))
@@ -1392,8 +1425,8 @@ def _batched_matmul_vjp(b):
             K, M = b_shape
             db = Bin(
                 "@",
-                Attr(method(a, "reshape", num(-1), b.dim(K)), "T"),
-                method(g, "reshape", num(-1), b.dim(M)),
+                Attr(method(a, "reshape", b.dim(numel(a_shape[:-1])), b.dim(K)), "T"),
+                method(g, "reshape", b.dim(numel(to.shape[:-1])), b.dim(M)),
             )
         else:
             prod_ = Bin("@", _swap(a) if len(a_shape) > 2 else Attr(a, "T"), g)
@@ -1424,6 +1457,7 @@ def _perm(s, rank):
     rule="transpose rule: the inverse permutation",
     jvp_rule="transpose JVP rule: the tangent transposed",
     linear=True,
+    shift=(1,),
     derivation="""
 y = transpose(a, p) moves axis p[i] to position i; the cotangent moves back with the inverse
 permutation, da = transpose(g, argsort(p)); .T reverses the axes and is its own inverse.  Exact.""",
@@ -1495,6 +1529,7 @@ def _divide_monomial(total: Dim, known: Dim) -> Dim | None:
     rule="reshape rule: reshape back",
     jvp_rule="reshape JVP rule: the tangent reshaped",
     linear=True,
+    shift=(1,),
     derivation="""
 reshape only relabels elements in row-major order, so the cotangent is reshaped back: da = g.reshape(a.shape).
 Exact.""",
@@ -1542,6 +1577,7 @@ class Reshape:
     (P("tensors", "tensors"), Param("axis", "int", 0)),
     rule="concatenate rule: split back",
     jvp_rule="concatenate JVP rule: the tangents concatenated",
+    zeros="all",
     derivation="""
 y stacks the operands along an axis, so each operand's cotangent is its own slice of g along that axis.
 Exact.""",
@@ -1625,8 +1661,9 @@ class Concatenate:
     jvp_rule="take JVP rule: the tangent's slices taken",
     int_args=(1,),
     linear=True,
-    domain=lambda i, s: (
-        f"labels:{s.t(0).shape[norm_axes(s, s.attr('axis'), s.t(0).rank)[0]]}" if i == 1 else None
+    zeros="all",  # of its float operand a
+    domain=lambda k, attr, types: (
+        f"indices:{types[0].shape[attr('axis', 0) % types[0].rank]}" if k == 1 else None
     ),
     derivation="""
 y = take(a, idx, axis) copies slices of a; each slice of a receives the sum of the cotangents of every
@@ -1678,6 +1715,7 @@ class Take:
     varargs=True,
     rule="einsum rule: contract the cotangent with the other operands",
     jvp_rule="einsum JVP rule: one term per operand's tangent",
+    zeros="any",
     derivation="""
 y = einsum(s_1,...,s_n -> o) is linear in each operand, so operand i's cotangent is
 einsum(o, s_j (j != i) -> s_i) of g with the other operands; an index that appears only in s_i was

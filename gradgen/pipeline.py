@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gradgen.diagnostics import Diagnostic, SpecError
-from gradgen.fmt import black_format
+from gradgen.fmt import black_format_all, paused_gc
 from gradgen.ir import TypedGraph
 from gradgen.load import load
 from gradgen.lower import lower
@@ -38,9 +38,9 @@ def plan_text(path: str, text: str) -> tuple[Plan, list[Diagnostic]]:
 
 def build_text(path: str, text: str) -> Built:
     """The generated files of one spec; raises UnsafeOutput (a gradgen bug) if one fails verification."""
-    p, warnings = plan_text(path, text)
-    module = black_format(render_module(p))
-    test = black_format(render_test(p))
+    with paused_gc():  # the stages make many objects and few cycles: collections only cost time
+        p, warnings = plan_text(path, text)
+    module, test = black_format_all([render_module(p), render_test(p)])
     files = ((f"{p.name}.py", module), (f"test_{p.name}.py", test))
     verify(p, files)
     return Built(path, p.name, files, tuple(warnings))

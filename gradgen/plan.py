@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gradgen import runtime
 from gradgen.buffers import Line, Stmt, _closure, _lines, _own_returns, optimize
 from gradgen.context import FwdCtx, Namer, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str, single_symbol
-from gradgen.expr import Attr, Bin, Call, E, Lit, Neg, Tuple, Var, num
+from gradgen.expr import Attr, Bin, Call, E, Lit, Method, Neg, Tuple, Var, num
 from gradgen.ir import Const, Node, TypedGraph
 from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import TABLE
-from gradgen.shapes import RuleContext
 from gradgen.sweep import BwdCtx, _is_number, _Sweep, reverse_sweep  # noqa: F401 (BwdCtx, _Sweep: steps.py)
+from gradgen.testplan import KinkSite, domains, edges, kinks, ops_used
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,15 @@ class DimCheck:
     dims: tuple[tuple[int, str, str | None], ...]  # (axis, dim text, var name if a plain symbol)
     # product axes (3*D, H*Dh), checked once their dims are bound: (axis, text, code, ((dim, var), ...))
     products: tuple[tuple[int, str, str, tuple[tuple[str, str], ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class RangeCheck:
+    input: str
+    rank: int
+    size: str  # Python expression of the indexed axis' length ("C", "B * T", "10")
+    dim: str  # how the message shows that length ("C", "B*T", "10")
+    role: str
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,16 @@ class Plan:
     fused_out: str
     test_inputs: tuple[tuple[str, tuple, str, str], ...]  # (name, shape (symbolic text), dtype, domain)
     dim_symbols: tuple[str, ...]
+    # run-time value checks (gradgen/runtime.py), rendered with the dims' variable names
+    index_checks: tuple[RangeCheck, ...]
+    nonempty_checks: tuple[tuple[str, str], ...]  # (dim expression, message), raised when it is 0
+    output_dtype: str  # the forward output's dtype, for the cache: "loss.dtype"
+    dout_shape: str  # the output's shape as a Python tuple in backward's names: "(N, C)"
+    # for the generated tests (gradgen.testplan): ops the output uses, kinks that can be forced exactly,
+    # and (input, "scale" | "shrink" | "onehot") for the large-magnitude test
+    ops_used: tuple[str, ...]
+    kinks: tuple[KinkSite, ...]
+    edges: tuple[tuple[str, str], ...]
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
 
@@ -280,6 +300,11 @@ def plan(tg: TypedGraph) -> Plan:
         for v in e.vars():
             if v not in defined_b and v not in free and v not in ("dout", "dtype"):
                 free.append(v)
+    # backward checks dout against the output's shape, so it reads the output's dims too
+    for d in out_type.shape:
+        for sym in d.symbols:
+            if p.dim_var[sym] not in free:
+                free.append(p.dim_var[sym])
     # cache: forward values (in forward order), then dims
     order = {v: i for i, v in enumerate(list(p.var.values()) + [s.target for s in fwd if s.target])}
     cache_vals = sorted([v for v in free if v not in dims_all], key=lambda v: order.get(v, 10**6))
@@ -289,11 +314,13 @@ def plan(tg: TypedGraph) -> Plan:
     fr = _closure(f_ren)
     fwd_out = fr.get(out_var, out_var)
     cache_exprs = [fr.get(v, v) for v in cache_vals]
+    fwd_value = _returned_output(fwd_out, f_opt, set(inputs), cache_exprs)
 
     # fused value_and_grad: forward then backward with a cotangent of 1
     fused_lines: tuple[Line, ...] = ()
     fused_grads: list = []
     fused_out = out_var
+    fused_value: E = Var(out_var)
     if out_type.shape == ():
         dtype_fused = Attr(Var(out_var), "dtype")
         u_stmts, u_adj = p.sweep(Lit("1"), dtype_fused)
@@ -307,7 +334,9 @@ def plan(tg: TypedGraph) -> Plan:
         fused_lines = _lines(_drop_empty_notes(u_opt[: _forward_length(u_opt)]), shape_of) + _lines(
             u_opt[_forward_length(u_opt) :]
         )
-        fused_grads = _own_returns(fused_grads, u_opt, set(inputs))
+        # the value is returned like a gradient: never the caller's array, never a gradient's buffer
+        owned = _own_returns([(None, Var(fused_out))] + fused_grads, u_opt, set(inputs))
+        fused_value, fused_grads = owned[0][1], owned[1:]
     b_grads = _own_returns(b_grads, b_opt, params_b)
 
     # dims: runtime checks in forward
@@ -327,9 +356,9 @@ def plan(tg: TypedGraph) -> Plan:
                 products.append((ax, str(d), p.dim_expr(d).render(), factors))
         checks.append(DimCheck(info.name, len(info.shape), tuple(ds), tuple(products)))
 
-    test_inputs = tuple(
-        (i.name, tuple(str(d) for d in i.shape), i.dtype, _domain(g, tg, i)) for i in g.inputs
-    )
+    domain = domains(tg)
+    test_inputs = tuple((i.name, tuple(str(d) for d in i.shape), i.dtype, domain[i.name]) for i in g.inputs)
+    wrt_names = tuple(g.nodes[n].name for n in wrt_nodes)
     derivs = None
     if g.derivatives:
         from gradgen.functions import derivatives
@@ -347,22 +376,32 @@ def plan(tg: TypedGraph) -> Plan:
         dims=tuple(p.dim_var.items()),
         dim_checks=tuple(checks),
         forward=_lines(_drop_empty_notes(f_opt), shape_of),
-        forward_out=Var(fwd_out).render(),
+        forward_out=fwd_value.render(),
         cache_fields=tuple(Var(v).render() for v in cache_vals) + tuple(cache_dims) + ("dtype",),
         cache_values=tuple(Var(v).render() for v in cache_exprs) + tuple(cache_dims),
         backward=_lines(b_opt),
         fused=fused_lines,
         grads=tuple((n, e.render()) for n, e in b_grads),
         fused_grads=tuple((n, e.render()) for n, e in fused_grads),
-        fused_out=Var(fused_out).render(),
+        fused_out=fused_value.render(),
         test_inputs=test_inputs,
         dim_symbols=tuple(p.dim_var),
+        index_checks=tuple(_range_check(p, c) for c in runtime.index_checks(tg, p.live)),
+        nonempty_checks=tuple(
+            (p.dim_expr(c.dim).render(), f"{c.dim} is 0, but {c.reason}")
+            for c in runtime.nonempty_checks(tg, p.live)
+        ),
+        output_dtype=f"{Var(fwd_out).render()}.dtype",
+        dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
         imports_math=any(
             isinstance(a, Const) and a.num is not None and a.num.functions
             for n in g.nodes
             if n.id in p.live
             for a in n.args
         ),
+        ops_used=ops_used(g),
+        kinks=kinks(tg, wrt_names, domain),
+        edges=edges(tg, domain),
         derivatives=derivs,
     )
 
@@ -388,16 +427,32 @@ def _drop_empty_notes(stmts: list[Stmt]) -> list[Stmt]:
     return out
 
 
-def _domain(g, tg, info) -> str:
-    """How the generated test samples an input: the first domain that an op reading it asks for on its
-    row (labels, probabilities, positive values), else any value."""
-    for n in g.nodes:
-        row = TABLE.get(n.op)
-        if row is None or row.domain is None:
-            continue
-        for k, a in enumerate(n.args):
-            if a == info.node:
-                domain = row.domain(k, RuleContext(g, n, list(tg.types)))
-                if domain is not None:
-                    return domain
-    return "any"
+def _buffer_base(name: str, defs: dict[str, E]) -> str:
+    """The variable whose array ``name`` is, or is a view of: follows aliases (``t = v``), views
+    (``.T``, ``.reshape``, basic slices) and ufuncs that wrote into an operand (``out=v``)."""
+    for _ in range(len(defs) + 1):
+        e = defs.get(name)
+        if e is None:
+            return name  # an input, or a buffer this function made
+        out = dict(e.kwargs).get("out") if isinstance(e, Call) else None
+        src = out.view_of if out is not None else e.view_of
+        if src is None:
+            return name
+        name = src
+    return name
+
+
+def _returned_output(out: str, stmts: list[Stmt], params: set[str], cached: list[str]) -> E:
+    """The expression ``forward`` returns for its output: the output itself, or a copy when its array
+    is the caller's (an input or a view of one: ``output: x``, ``x.T``, ``x * 1``) or is shared with a
+    value the cache keeps (``z: exp(x)``, whose rule reads z back), so that a caller writing into the
+    returned array cannot change what a later ``backward`` computes."""
+    defs = {s.target: s.expr for s in stmts if s.target and s.op == "=" and s.index is None}
+    base = _buffer_base(out, defs)
+    if base in params or base in {_buffer_base(c, defs) for c in cached}:
+        return Method(Var(out), "copy")
+    return Var(out)
+
+
+def _range_check(p: _Planner, c: runtime.IndexCheck) -> RangeCheck:
+    return RangeCheck(c.input, c.rank, p.dim_expr(c.size).render(), str(c.size), c.role)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
+import textwrap
 from functools import lru_cache
 from pathlib import Path
 
 from gradgen import __version__
 from gradgen.escape import one_line
-from gradgen.plan import Plan
+from gradgen.plan import Plan, RangeCheck
 
 SIZE_SEQUENCE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
 
@@ -116,10 +118,66 @@ def _size_expr(text: str, sizes: dict[str, int]) -> str:
     return re.sub(r"[A-Za-z_][A-Za-z0-9_]*", lambda m: f'SIZES["{m.group()}"]', text.replace("*", " * "))
 
 
+def range_condition(c: RangeCheck) -> str:
+    """The test that an int input holds an entry outside 0 <= entry < size: two cheap scans, argmin and
+    argmax (a fraction of a microsecond at a few hundred labels, where .min() and .max() cost about a
+    microsecond each), and none for an empty array.  benchmarks/run.py times this exact text."""
+    a, size = c.input, c.size
+    if c.rank == 0:
+        return f"not 0 <= {a} < {size}"
+    return f"{a}.size and not (0 <= {a}.item({a}.argmin()) and {a}.item({a}.argmax()) < {size})"
+
+
+def _input_checks(plan: Plan) -> dict:
+    """Template variables for ``_check_inputs``: its fast test, its careful path, what it returns."""
+    floats = [n for n, _, d in plan.inputs if d == "float"]
+    ints = [n for n, _, d in plan.inputs if d == "int"]
+    usual = []
+    if floats:
+        usual.append(f'{floats[0]}.dtype.kind == "f"')
+        if len(floats) > 1:
+            usual.append(" == ".join(f"{n}.dtype" for n in floats))
+    usual += [f'{n}.dtype.kind in "iu"' for n in ints]
+    returned = [n for n, _, _ in plan.inputs] + [v for _, v in plan.dims]
+    flag, k = "usual", 1
+    while flag in returned:  # the one local of _check_inputs that is neither an input nor a dim
+        k += 1
+        flag = f"usual_{k}"
+    ranges = [
+        {"cond": range_condition(c), "input": c.input, "size": c.size, "dim": c.dim, "role": c.role}
+        for c in plan.index_checks
+    ]
+    problems = ["a wrong rank or an inconsistent dim"]
+    if floats:
+        problems += ["a bool or complex array", "float inputs of different dtypes"]
+    if ints:
+        problems.append(
+            "an int input that is not integer" + (" or holds an index out of range" if ranges else "")
+        )
+    if plan.nonempty_checks:
+        problems.append("a zero size where an op needs entries")
+    doc = "Check the inputs; return them as arrays" + (", then the dims they bind." if plan.dims else ".")
+    raises = "Raise ValueError naming the input for " + ", ".join(problems[:-1])
+    raises += (", or " if len(problems) > 1 else "") + problems[-1] + "."
+    return {
+        "usual": " and ".join(usual),
+        "usual_flag": flag,
+        "float_inputs": floats,
+        "float_targets": _tuple_text(floats) if len(floats) == 1 else ", ".join(floats),
+        "float_kwargs": ", ".join(f"{n}={n}" for n in floats),
+        "int_inputs": ints,
+        "range_checks": ranges,
+        "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
+        "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
+        "returned": ", ".join(returned) if len(returned) > 1 else returned[0],
+    }
+
+
 def render_module(plan: Plan) -> str:
     args = ", ".join(name for name, _, _ in plan.inputs)
     dim_vars = [v for _, v in plan.dims]
     dims_tuple = ", ".join(dim_vars) + ("," if len(dim_vars) == 1 else "")
+    checks = _input_checks(plan)
     cache_fields = list(plan.cache_fields)
     text = (
         _env()
@@ -139,11 +197,13 @@ def render_module(plan: Plan) -> str:
                 (f, "int" if f in dim_vars else "np.dtype" if k == len(cache_fields) - 1 else "np.ndarray")
                 for k, f in enumerate(cache_fields)
             ],
-            cache_args=", ".join(list(plan.cache_values) + [f"{plan.forward_out}.dtype"]),
+            cache_args=", ".join(list(plan.cache_values) + [plan.output_dtype]),
             cache_unpack=", ".join(cache_fields) + ("," if len(cache_fields) == 1 else ""),
             dim_checks=_dim_lines(plan),
             dims_tuple=dims_tuple,
-            bind_dims=(f"{dims_tuple} = " if dims_tuple else "") + f"_bind_dims({args})",
+            bind_dims=f"{checks['returned']} = _check_inputs({args})",
+            dout_shape=plan.dout_shape,
+            **checks,
             forward=_lines(plan.forward),
             forward_out=plan.forward_out,
             backward=_lines(plan.backward),
@@ -205,9 +265,9 @@ def render_test(plan: Plan) -> str:
     inputs = []
     for name, shape, _dtype, domain in plan.test_inputs:
         shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])
-        if domain.startswith("labels:"):
-            n = _size_expr(domain.split(":", 1)[1], sizes)
-            maker = f"rng.integers(0, {n}, size={shape_py})"
+        if domain.startswith(("labels:", "indices:")):
+            kind, n = domain.split(":", 1)
+            maker = f"_{kind}(rng, {_size_expr(n, sizes)}, {shape_py})"
         elif domain == "probs":
             maker = f"_softmax_rows(rng.standard_normal({shape_py})).astype(dtype)"
         elif domain == "positive":
@@ -223,6 +283,7 @@ def render_test(plan: Plan) -> str:
             if t.isidentifier() and t in seen and bad_dim is None:
                 bad_dim = {"input": n, "axis": ax, "dim": t}
             seen.setdefault(t, n)
+    runtime = _runtime_test_tables(plan, sizes)
     return (
         _env()
         .get_template("test_module.py.j2")
@@ -239,6 +300,14 @@ def render_test(plan: Plan) -> str:
             ),
             bad_rank=bad_rank,
             bad_dim=bad_dim,
+            **runtime,
+            edges=_py([tuple(e) for e in plan.edges]),
+            draws={d.split(":")[0] for _, _, _, d in plan.test_inputs},
+            kinks=[_kink(k) for k in plan.kinks],
+            dout_kinds=_py(
+                ["float32", "float64"]
+                + (["python float", "numpy float64 scalar"] if plan.scalar_output else [])
+            ),
             derivs=_test_derivatives(plan),
         )
     )
@@ -260,6 +329,62 @@ def _test_derivatives(plan: Plan) -> dict | None:
             '["jacobian", "_jacobian_rows", "_jacobian_columns"]' if mode == "run time" else '["jacobian"]'
         ),
     }
+
+
+def _runtime_test_tables(plan: Plan, sizes: dict[str, int]) -> dict:
+    """The tables the run-time check tests read: float and int inputs, the bound of each index input,
+    and where each symbolic dim sits among the inputs."""
+    bounds: dict[str, str] = {}
+    for c in plan.index_checks:  # an input indexing two axes: the smaller bound is the one to break
+        if c.input not in bounds or _size_value(c.dim, sizes) < _size_value(bounds[c.input], sizes):
+            bounds[c.input] = c.dim
+    axes: dict[str, list[str]] = {}
+    for name, shape, _dtype, _ in plan.test_inputs:
+        for ax, t in enumerate(shape):
+            # a dim set to 0 empties every axis it is a factor of (D, 3*D, H*Dh)
+            for factor in sorted({f for f in re.split(r"[ *+]+", t) if f.isidentifier()}):
+                axes.setdefault(factor, []).append(f'("{name}", {ax})')
+    floats = [n for n, _, d in plan.inputs if d == "float"]
+    ints = [n for n, _, d in plan.inputs if d == "int"]
+    return {
+        "has_index_inputs": bool(bounds),
+        "has_int_inputs": bool(ints),
+        "several_float_inputs": len(floats) > 1,
+        "has_dims": bool(axes),
+        "float_list": "[" + ", ".join(f'"{n}"' for n in floats) + "]",
+        "int_list": "[" + ", ".join(f'"{n}"' for n in ints) + "]",
+        "index_bounds": "{" + ", ".join(f'"{k}": {_size_expr(v, sizes)}' for k, v in bounds.items()) + "}",
+        "dim_axes": "{" + ", ".join(f'"{d}": [{", ".join(v)}]' for d, v in axes.items()) + "}",
+    }
+
+
+def _size_value(text: str, sizes: dict[str, int]) -> int:
+    """A dim's text (10, C, B*T, 2*D + E) evaluated at the test's sizes."""
+    total = 0
+    for term in text.split("+"):
+        value = 1
+        for factor in term.split("*"):
+            factor = factor.strip()
+            value *= int(factor) if factor.isdigit() else sizes[factor]
+        total += value
+    return total
+
+
+def _kink(site) -> dict:
+    """A forced kink as the test's KINKS row shows it (names are identifiers; the rule is gradgen's text)."""
+    what = f"{site.op} in {site.entry}: {site.rule}"
+    return {"what": _py(what), "control": site.control, "zeroed": _py(site.zeroed), "side": site.side}
+
+
+def _py(value) -> str:
+    """A literal of str, int, list and tuple values, strings in double quotes as black writes them."""
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a Python string literal of the same value
+    if isinstance(value, list):
+        return "[" + ", ".join(_py(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_py(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
 
 
 def _tuple_text(items: list[str]) -> str:

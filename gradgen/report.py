@@ -90,24 +90,45 @@ class Reporter:
             typer.echo(workflow_command(d["level"], d["message"], d["file"], d["line"], d["col"]))
         typer.echo(line, err=True)
 
-    def outcome(self, path, status: str, diff: str = "") -> None:
-        """A generated file: written / unchanged (build), missing / stale / fresh (check)."""
+    def outcome(self, path, status: str, diff: str = "", why: str = "") -> None:
+        """A file of the out folder: written / unchanged / removed / cleaned (build), missing / stale /
+        fresh (check), orphaned (both: generated from a spec that no longer produces it, ``why``)."""
         entry = {"path": str(path), "status": status}
         if diff:
             entry["diff"] = diff
+        if why:
+            entry["why"] = why
         self.files.append(entry)
-        if self.format == "json":
+        if self.format == "json" or status == "fresh":
             return
-        if status == "fresh":
-            return
-        if status in ("written", "unchanged"):
+        if status in ("written", "unchanged", "removed", "cleaned"):
             typer.echo(f"{status:9} {path}")
             return
+        if status == "orphaned" and self.command == "build":  # reported, not a failure, in a build
+            if self.format == "github":
+                typer.echo(workflow_command("warning", f"orphaned generated file: {why}", str(path)))
+            typer.echo(f"{status:9} {path}")
+            typer.echo(f"{path}: {why}", err=True)
+            return
         if self.format == "github":
-            hint = "run `gradgen build` and commit the result"
+            hint = why or "run `gradgen build` and commit the result"
             typer.echo(workflow_command("error", f"generated file is {status}; {hint}", str(path)))
         typer.echo(f"{status}: {path}")
+        if why:
+            typer.echo(f"{path}: {why}", err=True)
         typer.echo(diff, nl=False)
+
+    def failure(self, line: str) -> None:
+        """An ``error: MESSAGE`` line about the out folder, not about a spec (exit 4)."""
+        message = line.removeprefix("error: ")
+        self.diagnostics.append(
+            {"file": None, "line": None, "col": None, "level": "error", "message": message}
+        )
+        if self.format == "json":
+            return
+        if self.format == "github":
+            typer.echo(workflow_command("error", message))
+        typer.echo(line, err=True)
 
     def note(self, text: str, err: bool = False) -> None:
         """The closing summary line."""
@@ -131,6 +152,7 @@ class Reporter:
 
 def build_summary(specs: int, outcomes: list[str]) -> str:
     """``17 specs: 2 written, 32 unchanged``."""
-    counts = [(s, outcomes.count(s)) for s in ("written", "unchanged") if outcomes.count(s)]
+    kinds = ("written", "unchanged", "removed", "cleaned")
+    counts = [(s, outcomes.count(s)) for s in kinds if outcomes.count(s)]
     noun = "spec" if specs == 1 else "specs"
     return f"{specs} {noun}: " + (", ".join(f"{n} {s}" for s, n in counts) or "nothing to write")

@@ -101,12 +101,19 @@ def _is_number(e: E, sw: _Sweep) -> bool:
     """A Python number at run time: it reads only dims and variables assigned such numbers
     (value_and_grad's cotangent 1, scaled by literals and sizes).  A number has no dtype of its own, so
     it must become a typed array before it meets a mask, a view method or einsum, or is returned."""
-    for v in e.vars():
-        if v in sw.dims:
+    seen: set[str] = set()
+    stack = list(e.vars())
+    while stack:  # iterative: a chain of scalar entries makes a chain of definitions this long
+        v = stack.pop()
+        if v in sw.dims or v in seen or sw.numbers.get(v):
             continue
+        seen.add(v)
         d = sw.defs.get(v)
-        if d is None or v in sw.mutated or not _is_number(d, sw):
+        if d is None or v in sw.mutated:
             return False
+        stack.extend(d.vars())
+    for v in seen:  # each of them reads only numbers: remember it until something is mutated
+        sw.numbers[v] = True
     return True
 
 
@@ -117,13 +124,32 @@ class _Sweep:
         self.defs: dict[str, E] = {}
         self.mutated: set[str] = set()
         self.dims: set[str] = set()
+        self.numbers: dict[str, bool] = {}  # variables known to hold a number (see _is_number)
 
     def emit(self, s: Stmt):
         self.stmts.append(s)
         if s.target and s.op == "=" and s.index is None:
+            if s.target in self.defs:  # a redefinition: what was known from the old one may not hold
+                self.numbers.clear()
             self.defs[s.target] = s.expr
         elif s.target:
             self.mutated.add(s.target)
+            self.numbers.clear()
+
+
+def _total(terms: list[E]) -> E:
+    """The sum of an operand's contributions: ``a + b + c`` for a few, and for an operand used many
+    times (``concatenate((x, x, ..., x))``) sums of at most 16 terms summed again, so that the tree
+    that is rendered (recursively) stays shallow."""
+    while len(terms) > 1:
+        chunks = [terms[k : k + 16] for k in range(0, len(terms), 16)]
+        terms = []
+        for chunk in chunks:
+            e = chunk[0]
+            for c in chunk[1:]:
+                e = add(e, c)
+            terms.append(e)
+    return terms[0]
 
 
 def _expr_shape(e: E, shapes: dict[str, tuple]):
@@ -207,7 +233,7 @@ def reverse_sweep(self, root: E, dtype: E) -> tuple[list[Stmt], dict[int, E]]:
         cots = opdef.vjp(ctx)
         if opdef.elementwise:
             cots = fold_filled(self, n, ctx, cots, sw)
-        merged: dict[int, tuple[E, str]] = {}  # one contribution per operand node, even if used twice
+        merged: dict[int, tuple[list[E], str]] = {}  # one contribution per operand, even if used twice
         for i, c in enumerate(cots):
             a = n.args[i]
             if c is None or isinstance(a, Const) or not self.needs_grad[a]:
@@ -218,8 +244,9 @@ def reverse_sweep(self, root: E, dtype: E) -> tuple[list[Stmt], dict[int, E]]:
                 if to_shape != self.types[n.id].shape:
                     c = unbroadcast(c, self.types[n.id].shape, to_shape)
                     rule = opdef.broadcast_rule or rule
-            merged[a] = (add(merged[a][0], c), rule) if a in merged else (c, rule)
-        for a, (c, rule) in merged.items():
+            merged.setdefault(a, ([], rule))[0].append(c)
+        for a, (terms, rule) in merged.items():
+            c = _total(terms)
             # accumulate into the cotangent map (multi-path chain rule, notes section 3)
             k = version.get(a, 0) + 1
             version[a] = k

@@ -25,3 +25,4 @@ def test_benchmark_runs_on_tiny_sizes():
     assert "machine:" in out, out
     for workload in ("mlp", "logistic_regression", "attention"):
         assert workload in out, out
+    assert "input checks:" in out and "ranges/step" in out, out  # the run-time check cost table

@@ -43,7 +43,7 @@ def _trace_float64(fn, *args):
         return local_trace
 
     def global_trace(frame, event, arg):
-        if frame.f_code is code or frame.f_code.co_name in ("_bind_dims",):
+        if frame.f_code is code or frame.f_code.co_name in ("_check_inputs",):
             return local_trace
         return None
 

@@ -154,19 +154,22 @@ def test_the_builtins_that_generated_functions_read_are_reserved_names():
     for text in texts + [NAMED_LIKE_OPS, DIMS_AS_NUMBERS, PROBE]:
         built = build_text("probe.yaml", text)
         module = ast.parse(dict(built.files)[f"{built.name}.py"])
-        # (_per_input takes no spec name as a variable: its spec names are keys of **like)
-        for fn in (n for n in module.body if isinstance(n, ast.FunctionDef) and n.name != "_per_input"):
-            args = fn.args
-            local = {a.arg for a in args.args + args.posonlyargs + args.kwonlyargs}
-            local |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+        # the functions whose locals include spec names: the public ones and the input check (the
+        # other helpers take fixed parameters, so no spec name can shadow what they read)
+        scoped = (n for n in module.body if isinstance(n, ast.FunctionDef))
+        for fn in (f for f in scoped if not f.name.startswith("_") or f.name == "_check_inputs"):
+            a = fn.args
+            local = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x}
             local |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            local |= {h.name for h in ast.walk(fn) if isinstance(h, ast.ExceptHandler) and h.name}
             for node in ast.walk(fn):
                 if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local:
                     read.add(node.id)
     assert {"slice", "ValueError", "math", "np"} <= read  # (the probes reach them all)
-    # the derivative kinds' functions and NamedTuples are refused as spec names when a kind uses them
+    # the module's own helpers start with an underscore, which no spec name may; the derivative kinds'
+    # functions and NamedTuples are refused as spec names when a kind uses them
     kinds = {name for names in DERIVATIVE_NAMES.values() for name, _ in names}
-    private = {name for name in read if name.startswith("_")}  # no spec name starts with an underscore
+    private = {name for name in read if name.startswith("_")}
     globals_ = {"np", "math", "Gradients"} | kinds | private
     assert read - globals_ <= set(dir(builtins))
     assert read - {"math"} - kinds - private <= set(RESERVED), read - set(RESERVED)

@@ -132,8 +132,8 @@ def _reads_inside(args: tuple, folder: Path) -> bool:
 def _is_definition(name: str, value) -> bool:
     if isinstance(value, (type, types.FunctionType, types.ModuleType)):
         return True
-    if name in ("SIZES", "WRT"):  # the test file's constants
-        return isinstance(value, (dict, list))
+    if name.isupper():  # the test file's tables (SIZES, WRT, EDGES, INDEX_BOUNDS, ...) and constants
+        return isinstance(value, (dict, list, tuple, float))  # (verify checks them inert in the syntax)
     if name in ("m", "_spec"):  # the test file's handle on the module under test
         return isinstance(value, types.ModuleType) or type(value).__name__ == "ModuleSpec"
     return False

@@ -1,0 +1,133 @@
+"""What a generated module checks at run time beyond ranks and dims, worked out from the typed graph.
+
+Two kinds of value check, both emitted once, in the module's input-checking function (so `forward`
+and `value_and_grad` agree):
+
+- an int input that indexes (softmax cross-entropy's class labels, `take`'s indices) must hold values in
+  ``0 <= v < size`` of the axis it indexes: NumPy would wrap a negative index around to the end of the
+  axis, a silent wrong answer;
+- a dim that an op divides by or takes a max over must not be 0: a mean of no values, a softmax
+  cross-entropy averaged over no rows or with no classes, a max-shifted softmax, log-softmax or
+  logsumexp over an empty axis.  Sums over nothing are 0 and stay allowed.
+
+The planner renders each ``Dim`` with its own variable names; this module only decides what to check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gradgen.dims import Dim
+from gradgen.ir import Const, TypedGraph
+from gradgen.numbers import run_symbols, run_value
+from gradgen.ops import norm_axes
+
+
+@dataclass(frozen=True)
+class IndexCheck:
+    input: str  # the int input
+    rank: int  # its rank
+    size: Dim  # the length of the axis it indexes: valid values are 0 <= v < size
+    role: str  # what the input holds, for the message: "class labels for loss (softmax_cross_entropy)"
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    dim: Dim  # a dim (a symbol, or a sum from concatenate) that must not be 0 at run time
+    reason: str  # why, for the message: "loss is a mean over it (undefined for no values)"
+
+
+def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:
+    """One check per (int input, indexed size) pair among the live nodes, in graph order."""
+    g = tg.graph
+    out: list[IndexCheck] = []
+    seen: set[tuple[str, Dim]] = set()
+    for n in g.nodes:
+        if n.id not in live:
+            continue
+        if n.op == "softmax_cross_entropy":
+            logits, labels = n.args[0], n.args[1]
+            if tg.types[labels].dtype != "int":
+                continue
+            size, role = tg.types[logits].shape[-1], f"class labels for {n.entry} (softmax_cross_entropy)"
+        elif n.op == "take":
+            a, labels = n.args[0], n.args[1]
+            t = tg.types[a]
+            axis = norm_axes(None, n.attr("axis", 0), t.rank)[0]
+            size, role = t.shape[axis], f"indices for {n.entry} (take, axis {axis})"
+        else:
+            continue
+        src = g.nodes[labels]
+        # int tensors enter the graph only as inputs (shape inference refuses int arithmetic)
+        assert src.op == "input", f"an int operand of {n.op} that is not an input: {src.label}"
+        if (src.name, size) not in seen:
+            seen.add((src.name, size))
+            out.append(IndexCheck(src.name, tg.types[labels].rank, size, role))
+    return tuple(out)
+
+
+def nonempty_checks(tg: TypedGraph, live: set[int]) -> tuple[NonEmpty, ...]:
+    """The dims that the live nodes need nonzero, each once (the first reason found), in graph order."""
+    g = tg.graph
+    found: dict[Dim, str] = {}
+    for n in g.nodes:
+        if n.id not in live or n.op == "input":
+            continue
+        for dim, reason in _needs(tg, n):
+            for d in _zero_factors(dim):
+                found.setdefault(d, reason)
+    return tuple(NonEmpty(d, r) for d, r in found.items())
+
+
+def _needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
+    """(dim, reason) pairs: node n is undefined when dim is 0."""
+    return _number_needs(n) + _op_needs(tg, n)
+
+
+def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
+    """What the op itself needs: entries to average, normalise over or pick a class from."""
+    t = tg.types[n.args[0]] if n.args and isinstance(n.args[0], int) else None
+    if n.op == "mean":
+        axes = norm_axes(None, n.attr("axis"), t.rank)
+        reason = f"{n.entry} is a mean over it (undefined for no values)"
+        return [(t.shape[i], reason) for i in axes]
+    if n.op in ("softmax", "log_softmax", "logsumexp"):
+        axes = norm_axes(None, n.attr("axis", -1), t.rank)
+        reason = f"{n.entry} needs an entry along it ({n.op})"
+        return [(t.shape[i], reason) for i in axes]
+    if n.op == "softmax_cross_entropy":
+        out = [(t.shape[-1], f"{n.entry} needs at least one class (softmax_cross_entropy)")]
+        if t.rank == 2 and n.attr("reduction", "mean") == "mean":
+            reason = f"{n.entry} is a mean of softmax_cross_entropy over it (no rows)"
+            out.append((t.shape[0], reason))
+        return out
+    return []
+
+
+def _number_needs(n) -> list[tuple[Dim, str]]:
+    """A number computed from dims (x / sqrt(D), x * log(N)) that breaks, or divides by 0, when one of
+    its dims is 0: found by computing it with that dim 0 and the others at distinct positive sizes."""
+    out = []
+    for k, a in enumerate(n.args):
+        if not (isinstance(a, Const) and a.num is not None):
+            continue
+        names = run_symbols(a.num)
+        for s in names:
+            sizes = {other: 2 + i for i, other in enumerate(names)} | {s: 0}
+            try:
+                if run_value(a.num, sizes) == 0 and n.op == "div" and k == 1:
+                    out.append((Dim.sym(s), f"{n.entry} divides by {a.text}"))
+            except (ArithmeticError, ValueError):
+                out.append((Dim.sym(s), f"{n.entry} computes {a.text}, which is undefined then"))
+    return out
+
+
+def _zero_factors(d: Dim) -> list[Dim]:
+    """Dims whose being 0 makes d 0: each symbol of a product (B*T is 0 when B or T is), else d itself
+    (a sum N + M of positive-coefficient terms is 0 only when every term is, so it is checked whole)."""
+    if d.is_const:
+        return []  # a literal dim is a positive int
+    if len(d.terms) == 1:
+        monomial, _ = d.terms[0]
+        return [Dim.sym(s) for s in dict.fromkeys(monomial)]
+    return [d]

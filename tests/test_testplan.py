@@ -1,0 +1,132 @@
+"""gradgen.testplan: what the generated tests read off the op facts (domains, edges, forced kinks)."""
+
+from __future__ import annotations
+
+import textwrap
+
+from gradgen.ops import TABLE
+from gradgen.pipeline import plan_text
+from gradgen.testplan import KinkSite
+
+
+def plan_of(inputs: str, graph: str, wrt: str = ""):
+    text = "inputs:\n" + textwrap.indent(textwrap.dedent(inputs), "  ")
+    text += "graph:\n" + textwrap.indent(textwrap.dedent(graph), "  ")
+    text += f"wrt: {wrt}\n" if wrt else ""
+    p, _ = plan_text("t.yaml", text)
+    return p
+
+
+def domains(p) -> dict[str, str]:
+    return {name: d for name, _, _, d in p.test_inputs}
+
+
+def test_domains_follow_the_op_facts():
+    p = plan_of(
+        """
+        a: [N]
+        d: [N]
+        r: [N]
+        s: [N]
+        q: [N]
+        """,
+        "loss: sum(log(a) + a / d + sqrt(r) + s ** 0.5 + q ** 2)\n",
+    )
+    assert domains(p) == {"a": "positive", "d": "positive", "r": "positive", "s": "positive", "q": "any"}
+
+
+def test_labels_indices_and_probabilities():
+    p = plan_of(
+        """
+        tok: {shape: [B], dtype: int}
+        E: [V, C]
+        y: {shape: [B], dtype: int}
+        t: [B, C]
+        """,
+        "z: take(E, tok)\nloss: softmax_cross_entropy(z, y) + softmax_cross_entropy(z, t)\n",
+    )
+    assert domains(p) == {"tok": "indices:V", "E": "any", "y": "labels:C", "t": "probs"}
+
+
+def test_every_op_states_its_facts_in_the_known_vocabulary():
+    for name, d in TABLE.items():
+        assert d.magnitude in ("grows", "bounded", "explodes"), name
+        assert d.zeros is None or callable(d.zeros) or d.zeros in ("all", "any", "first"), name
+        assert all(s in (-1, 1) for s in d.shift), name
+        assert all(s in (-1, 0, 1) for s in d.kink), name
+        assert not d.kink or d.zeros == "all", f"{name}: a kink sits where its operands are all 0"
+
+
+def test_edges_scale_what_cannot_overflow_and_push_domains_to_their_edge():
+    p = plan_of(
+        """
+        x: [N]
+        u: [N]
+        w: [N]
+        pos: [N]
+        t: [N, C]
+        k: {shape: [N], dtype: int}
+        L: [N, C]
+        """,
+        """
+        loss: sum(exp(x) + exp(tanh(u)) + w + log(pos)) + softmax_cross_entropy(L, t) + softmax_cross_entropy(L, k)
+        """,
+    )
+    edges = dict(p.edges)
+    assert "x" not in edges  # exp(100 x) overflows in exact arithmetic too
+    assert edges["u"] == "scale"  # tanh bounds what reaches exp
+    assert edges["w"] == "scale" and edges["L"] == "scale"
+    assert edges["pos"] == "shrink"
+    assert edges["t"] == "onehot"
+    assert "k" not in edges
+
+
+def test_kink_sites_name_a_control_and_the_side_of_its_derivative():
+    p = plan_of(
+        """
+        x: [N, D]
+        W: [D, H]
+        b: [H]
+        c: [H]
+        e: [H]
+        lo: [H]
+        hi: [H]
+        """,
+        """
+        z: x @ W
+        r: relu(z + b)
+        s: relu(z - c)
+        a: abs(e + z)
+        u: maximum(lo, z)
+        v: minimum(z, hi)
+        loss: sum(r * s + a + u * v)
+        """,
+    )
+    sites = {k.control: k for k in p.kinks}
+    assert sites["b"] == KinkSite("relu", "r", TABLE["relu"].rule, "b", ("W",), -1)
+    assert sites["c"].side == 1  # z - c: c moves the operand down, so "from below" is c from above
+    assert sites["e"].side == 0  # abs'(0) = 0, the mean of both slopes
+    assert (sites["lo"].op, sites["lo"].side) == ("maximum", 1)  # a tie goes to a: a from above
+    assert (sites["hi"].op, sites["hi"].side) == ("minimum", 1)  # b of minimum: b from above
+    assert set(p.ops_used) == {"matmul", "add", "relu", "sub", "mul", "abs", "maximum", "minimum", "sum"}
+
+
+def test_no_kink_site_when_its_control_meets_another_kink_at_the_same_point():
+    p = plan_of("b: [H]\n", "loss: sum(relu(b) + abs(b))\n")
+    assert p.kinks == ()
+
+
+def test_a_later_kink_provably_off_its_kink_is_allowed():
+    p = plan_of("x: [N, D]\nW: [D, H]\nb: [H]\n", "loss: sum(minimum(relu(x @ W + b), 1.5))\n")
+    assert [(k.op, k.control, k.zeroed) for k in p.kinks] == [("relu", "b", ("W",))]
+
+
+def test_no_kink_site_without_a_differentiated_control_or_with_a_nonzero_literal():
+    assert plan_of("x: [N, D]\nW: [D, H]\nb: [H]\n", "loss: sum(relu(x @ W + b))\n", wrt="[W]").kinks == ()
+    assert plan_of("x: [N, H]\nb: [H]\n", "loss: sum(relu(x + b + 1.0))\n").kinks == ()
+    assert plan_of("x: [N, H]\n", "loss: sum(minimum(x, 1.5))\n").kinks == ()
+
+
+def test_dead_entries_are_not_ops_used():
+    p = plan_of("x: [N]\n", "dead: exp(x)\nloss: sum(x)\n")
+    assert p.ops_used == ("sum",)
