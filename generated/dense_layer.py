@@ -229,9 +229,9 @@ def jacobian(x, W, b):
     y_tail /= 1 + y_tail  # [H]
     y = (y_add >= 0) - y_tail  # [H]
     np.abs(y, out=y)  # [H]
-    dy_sub = 1 - y_tail  # sigmoid rule, from the smaller tail
     # reverse sweep for every output entry at once (one basis cotangent each)
     dy = np.eye(H, H, dtype=dtype)
+    dy_sub = 1 - y_tail  # sigmoid rule, from the smaller tail
     dy_add = dy  # sigmoid rule, from the smaller tail
     dy_add *= y_tail * dy_sub  # sigmoid rule, from the smaller tail
     J_W = np.expand_dims(dy_add, axis=-1) * x  # matrix-vector rule, notes section 3

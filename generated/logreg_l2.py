@@ -320,10 +320,10 @@ def jvp(X, y, W, b, tangents):
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    logits_softmax = fit_exp  # softmax cross-entropy JVP rule, notes section 2
-    logits_softmax /= fit_sums  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
     fit_dot_label_pick = logits_dot[np.arange(N), y]
+    logits_softmax = fit_exp  # softmax cross-entropy JVP rule, notes section 2
+    logits_softmax /= fit_sums  # softmax cross-entropy JVP rule, notes section 2
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
     loss_square_dot_mul = 2 * W  # square JVP rule
@@ -384,24 +384,24 @@ def hvp(X, y, W, b, v):
     db = b * dloss_square_2_mul  # square rule
     dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
-    d_b = db  # sum rule, accumulated over uses (notes section 3)
-    d_b += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    d_W = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    db_2 = db  # sum rule, accumulated over uses (notes section 3)
+    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    d_W += dlogits_matmul_matmul
+    dW_2 += dlogits_matmul_matmul
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     db_dot = b_dot * dloss_square_2_mul  # square rule, differentiated in forward mode
     dW_dot = W_dot * dloss_square_2_mul  # square rule, differentiated in forward mode
     # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    d_b_dot = db_dot
+    db_dot_2 = db_dot
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    d_b_dot += logits_sum_dot
+    db_dot_2 += logits_sum_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    d_W_dot = dW_dot
+    dW_dot_2 = dW_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    d_W_dot += dlogits_matmul_matmul_dot
-    return loss, Gradients(W=d_W, b=d_b), Gradients(W=d_W_dot, b=d_b_dot)
+    dW_dot_2 += dlogits_matmul_matmul_dot
+    return loss, Gradients(W=dW_2, b=db_2), Gradients(W=dW_dot_2, b=db_dot_2)
 
 
 def hessian(X, y, W, b):
@@ -416,7 +416,8 @@ def hessian(X, y, W, b):
     logits += b  # [N, C]
     # Hessian-vector products for every input entry at once (one basis tangent each)
     W_dot = np.eye(C + C * D, C * D, dtype=dtype).reshape((C + C * D, D, C))
-    logits_dot = X @ W_dot  # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5
+    logits_dot = np.einsum("nk,zkm->znm", X, W_dot, optimize=True)
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b_dot = np.eye(C + C * D, C, -(C * D), dtype=dtype)
     logits_dot += np.expand_dims(b_dot, axis=1)  # sum JVP rule
@@ -436,11 +437,9 @@ def hessian(X, y, W, b):
     dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_mul = logits_dot * logits_softmax
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot -= logits_softmax_dot_mul.sum(axis=-1, keepdims=True)
+    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot *= logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -451,18 +450,18 @@ def hessian(X, y, W, b):
     # broadcast sum rule, notes section 6, differentiated in forward mode
     logits_sum_dot = dlogits_dot.sum(axis=1)
     # matmul rule, notes section 5, differentiated in forward mode
-    dlogits_matmul_matmul_dot = X.T @ dlogits_dot
+    dlogits_matmul_matmul_dot = np.einsum("nk,zkm->znm", X.T, dlogits_dot, optimize=True)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
     dloss_square_2_mul = 0.05 * 2  # square rule
     db = b * dloss_square_2_mul  # square rule
     dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
-    d_b = db  # sum rule, accumulated over uses (notes section 3)
-    d_b += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    d_W = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    db_2 = db  # sum rule, accumulated over uses (notes section 3)
+    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    d_W += dlogits_matmul_matmul
+    dW_2 += dlogits_matmul_matmul
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     db_dot = b_dot  # square rule, differentiated in forward mode
     db_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode
@@ -470,22 +469,22 @@ def hessian(X, y, W, b):
     dW_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode
     # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    d_b_dot = db_dot
+    db_dot_2 = db_dot
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    d_b_dot += logits_sum_dot
+    db_dot_2 += logits_sum_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    d_W_dot = dW_dot
+    dW_dot_2 = dW_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    d_W_dot += dlogits_matmul_matmul_dot
+    dW_dot_2 += dlogits_matmul_matmul_dot
     # the blocks of the Hessian, shaped a.shape + b.shape
-    H_W_W = d_W_dot[: C * D].reshape((D, C, D, C))
+    H_W_W = dW_dot_2[: C * D].reshape((D, C, D, C))
     # the blocks of the Hessian, shaped a.shape + b.shape
-    H_W_b = d_b_dot[: C * D].reshape((D, C, C))
-    H_b_W = d_W_dot[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_b_b = d_b_dot[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
+    H_W_b = db_dot_2[: C * D].reshape((D, C, C))
+    H_b_W = dW_dot_2[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
+    H_b_b = db_dot_2[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
     return (
         loss,
-        Gradients(W=d_W, b=d_b),
+        Gradients(W=dW_2, b=db_2),
         Hessian(W=Jacobian(W=H_W_W, b=H_W_b), b=Jacobian(W=H_b_W, b=H_b_b)),
     )
 

@@ -340,10 +340,10 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
-    logits_softmax = loss_exp  # softmax cross-entropy JVP rule, notes section 2
-    logits_softmax /= loss_sums  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
     loss_dot_label_pick = logits_dot[np.arange(N), y]
+    logits_softmax = loss_exp  # softmax cross-entropy JVP rule, notes section 2
+    logits_softmax /= loss_sums  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
     loss_dot = (np.vdot(logits_softmax, logits_dot) - loss_dot_label_pick.sum()) / N
     return loss, loss_dot
@@ -359,10 +359,10 @@ def hvp(x, y, W1, b1, W2, b2, v):
     h = x @ W1  # [N, H]
     h += b1  # [N, H]
     np.tanh(h, out=h)  # [N, H]
-    dh_sub = h * h  # tanh rule, reusing the forward output
-    np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot = x @ W1_dot  # matmul JVP rule, notes section 5
     h_dot += b1_dot  # sum JVP rule
+    dh_sub = h * h  # tanh rule, reusing the forward output
+    np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
     dh_mul_dot = 2 * h  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_mul_dot *= h_dot  # tanh rule, reusing the forward output, differentiated in forward mode
@@ -415,11 +415,11 @@ def hvp(x, y, W1, b1, W2, b2, v):
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
-    d_h_add_dot_mul = dh  # tanh rule, reusing the forward output, differentiated in forward mode
+    dh_add_dot_mul_2 = dh  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
-    d_h_add_dot_mul *= dh_mul_dot
+    dh_add_dot_mul_2 *= dh_mul_dot
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= d_h_add_dot_mul
+    dh_add_dot -= dh_add_dot_mul_2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=0)
     dW1_dot = x.T @ dh_add_dot  # matmul rule, notes section 5, differentiated in forward mode
@@ -441,19 +441,19 @@ def hessian(x, y, W1, b1, W2, b2):
     h = x @ W1  # [N, H]
     h += b1  # [N, H]
     np.tanh(h, out=h)  # [N, H]
-    dh_sub = h * h  # tanh rule, reusing the forward output
-    np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     # Hessian-vector products for every input entry at once (one basis tangent each)
     W1_dot = np.eye(C + C * H + D * H + H, D * H, dtype=dtype).reshape(
         (C + C * H + D * H + H, D, H)
     )
-    h_dot = x @ W1_dot  # matmul JVP rule, notes section 5
+    h_dot = np.einsum("nk,zkm->znm", x, W1_dot, optimize=True)  # matmul JVP rule, notes section 5
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b1_dot = np.eye(C + C * H + D * H + H, H, -(D * H), dtype=dtype)
     h_dot += np.expand_dims(b1_dot, axis=1)  # sum JVP rule
+    dh_sub = h * h  # tanh rule, reusing the forward output
+    np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
     # tanh rule, reusing the forward output, differentiated in forward mode
-    d_h_add_dot_mul = h_dot * (2 * h)
+    dh_add_dot_mul_2 = h_dot * (2 * h)
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -465,7 +465,8 @@ def hessian(x, y, W1, b1, W2, b2):
     W2_dot = np.eye(C + C * H + D * H + H, C * H, -(D * H + H), dtype=dtype).reshape(
         (C + C * H + D * H + H, H, C)
     )
-    logits_dot += h @ W2_dot  # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5
+    logits_dot += np.einsum("nk,zkm->znm", h, W2_dot, optimize=True)
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b2_dot = np.eye(C + C * H + D * H + H, C, -(C * H + D * H + H), dtype=dtype)
     logits_dot += np.expand_dims(b2_dot, axis=1)  # sum JVP rule
@@ -491,11 +492,9 @@ def hessian(x, y, W1, b1, W2, b2):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_mul = logits_dot * logits_softmax
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot -= logits_softmax_dot_mul.sum(axis=-1, keepdims=True)
+    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot *= logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -510,21 +509,23 @@ def hessian(x, y, W1, b1, W2, b2):
         (C + C * H + D * H + H, N, H)
     )
     # matmul rule, notes section 5, differentiated in forward mode
-    dh_dot += dlogits @ np.transpose(W2_dot, (0, 2, 1))
+    dh_dot += np.einsum("nk,zkm->znm", dlogits, np.transpose(W2_dot, (0, 2, 1)), optimize=True)
     # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot = (
         np.transpose(h_dot, (0, 2, 1)).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
     ).reshape((C + C * H + D * H + H, H, C))
-    dW2_dot += h.T @ dlogits_dot  # matmul rule, notes section 5, differentiated in forward mode
+    # matmul rule, notes section 5, differentiated in forward mode
+    dW2_dot += np.einsum("nk,zkm->znm", h.T, dlogits_dot, optimize=True)
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
-    d_h_add_dot_mul *= dh  # tanh rule, reusing the forward output, differentiated in forward mode
+    dh_add_dot_mul_2 *= dh  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= d_h_add_dot_mul
+    dh_add_dot -= dh_add_dot_mul_2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=1)
-    dW1_dot = x.T @ dh_add_dot  # matmul rule, notes section 5, differentiated in forward mode
+    # matmul rule, notes section 5, differentiated in forward mode
+    dW1_dot = np.einsum("nk,zkm->znm", x.T, dh_add_dot, optimize=True)
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_W1_W1 = dW1_dot[: D * H].reshape((D, H, D, H))
     # the blocks of the Hessian, shaped a.shape + b.shape

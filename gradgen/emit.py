@@ -98,6 +98,7 @@ class Emitter:
                 self.namer.taken.add(name)
             else:  # a tangent or a vector v: a fresh name
                 self.var[nid] = self.namer.fresh(name, "param", "fwd")
+        derived_names: set[str] = set()
         for n in prog.nodes:
             if n.id not in self.live or n.id in self.var:
                 continue
@@ -112,15 +113,29 @@ class Emitter:
                     hint is not None and not is_intermediate(hint) and prog.nodes[hint.base].name is not None
                 )
                 stem = self._stem(n.id)
-                if stem in self.namer.taken and hint is not None and hint.prefix.startswith("d"):
+                clash = stem in self.namer.taken and stem not in derived_names
+                if clash and hint is not None and hint.prefix.startswith("d"):
                     stem = "d_" + stem[1:]  # dout, say, for the cotangent of out: d_out reads better
                 self.var[n.id] = self.namer.fresh(stem, "user" if final else "temp", "bwd")
+                derived_names.add(stem)
 
     # -- statements ---------------------------------------------------------------------------------
     def order(self) -> list[int]:
-        """The spec's values in their order; each derived value as soon as what it reads is computed
-        (values that read nothing, like zeros, just before their first reader)."""
+        """The spec's values in their order; each derived value that carries a tangent, a cotangent or a
+        basis as soon as what it reads is computed; a derived value of the spec's values alone (a
+        factor like 1 - h * h, a mask, zeros) just before its first reader, so that it is not kept alive
+        through the rest of the forward pass."""
         prog = self.prog
+        spec_inputs = set(prog.params[: prog.n_spec])
+        carries: dict[int, bool] = {}
+        for n in prog.nodes:  # (operands come before their nodes)
+            if n.op == "input":
+                carries[n.id] = n.id not in spec_inputs
+            else:
+                hint = prog.hints[n.id]
+                named = hint is not None and prog.rules[n.id] is not None and hint.final
+                derivative = named and (hint.prefix.startswith("d") or "_dot" in hint.suffix)
+                carries[n.id] = n.op == "basis" or derivative or any(carries[a] for a in n.refs)
         primal = [
             n.id for n in prog.nodes if n.id in self.live and prog.rules[n.id] is None and n.op != "input"
         ]
@@ -134,7 +149,8 @@ class Emitter:
             while anchor is not None and prog.anchors[anchor] is not None:
                 anchor = prog.anchors[anchor]
             reads = [slot.get(a) for a in n.refs] + [slot.get(anchor) if anchor is not None else None]
-            slot[n.id] = max((k for k in reads if k is not None), default=-1) if n.refs else None
+            early = n.refs and carries[n.id]
+            slot[n.id] = max((k for k in reads if k is not None), default=-1) if early else None
         out, done = [], set(prog.params)
 
         def emit(nid):

@@ -764,11 +764,16 @@ def _sum_of_products(f, axes) -> E | None:
     if inner is None or inner.op != "mul" or not f.single_use(0) or t.rank == 0:
         return None
     a, b = inner.args
-    if not (isinstance(a, int) and isinstance(b, int)) or f.p.types[a] != t or f.p.types[b] != t:
+    if not (isinstance(a, int) and isinstance(b, int)):
         return None
-    if len(axes) == t.rank and not f.attr("keepdims"):
+    ta, tb = f.p.types[a], f.p.types[b]
+    if ta.dtype != "float" or tb.dtype != "float":
+        return None
+    if len(axes) == t.rank and not f.attr("keepdims") and ta == t and tb == t:
         return call("np.vdot", f.value(a), f.value(b))
-    if axes == (t.rank - 1,):
+    # a row of dot products: einsum's ... broadcasts the leading axes as the product did
+    rows_ok = ta.rank >= 1 and tb.rank >= 1 and ta.shape[-1] == tb.shape[-1] == t.shape[-1]
+    if axes == (t.rank - 1,) and rows_ok and (ta == t or tb == t):
         rows = call("np.einsum", Lit("'...j,...j->...'"), f.value(a), f.value(b))
         return Index(rows, (Lit("..."), Lit("None")), False) if f.attr("keepdims") else rows
     return None
@@ -1318,10 +1323,11 @@ class MatMul:
         padded so that its batch axis stays in front), else as an einsum with one more index."""
         ta, tb, out = r.t(0), r.t(1), r.out
         xa, xb = r.batched
-        if xa is None and ta.rank >= 3 and tb.rank == 2:
-            # one 2-D product over the flattened batch, for every batched matrix at once
+        if xa is None and ta.rank >= 2 and tb.rank == 2:
+            # one matrix times a batch of matrices: one 2-D product over the batch (a contraction that
+            # np.einsum(..., optimize=True) hands to BLAS once), not one product per batch element
             rows = numel(ta.shape[:-1])
-            flat = r.op("matmul", r.reshape(r.x(0), (rows, ta.shape[-1])), xb)
+            flat = r.op("contract", r.reshape(r.x(0), (rows, ta.shape[-1])), xb, subscripts="nk,zkm->znm")
             return r.reshape(flat, (r.size_dim,) + out.shape)
         if ta.rank >= 2 and tb.rank >= 2:
             a = r.pad(xa, out.rank) if xa is not None else r.x(0)
@@ -1805,7 +1811,7 @@ class Einsum:
         for i, t in enumerate(r.tangents):
             if t is not None:
                 args = [t if j == i else r.x(j) for j in range(len(r.types))]
-                total = r.add(total, r.op("einsum", *args, subscripts=subs))
+                total = r.add(total, r.op(r.node.op, *args, subscripts=subs))
         return total
 
     @staticmethod
@@ -1817,7 +1823,7 @@ class Einsum:
             avail = set(out).union(*(set(terms[j]) for j in others))
             kept = "".join(c for c in terms[i] if c in avail)
             spec = ",".join([out] + [terms[j] for j in others]) + "->" + kept
-            e = r.op("einsum", r.g, *(r.x(j) for j in others), subscripts=spec)
+            e = r.op(r.node.op, r.g, *(r.x(j) for j in others), subscripts=spec)
             missing = tuple(k for k, c in enumerate(terms[i]) if c not in avail)
             res.append(r.broadcast(r.expand(e, missing), r.t(i).shape))
         return tuple(res)
@@ -1828,7 +1834,26 @@ class Einsum:
         z = next(c for c in "zyxwvutsrqponmlkjihgfedcba" if c not in "".join(terms) + out)
         lhs = [z + t if x is not None else t for t, x in zip(terms, r.batched)]
         args = [x if x is not None else r.x(i) for i, x in enumerate(r.batched)]
-        return r.op("einsum", *args, subscripts=",".join(lhs) + "->" + z + out)
+        return r.op(r.node.op, *args, subscripts=",".join(lhs) + "->" + z + out)
+
+
+@op(
+    "contract",
+    (P("subscripts", "str"), P("operands", "tensors")),
+    varargs=True,
+    rule="einsum rule: contract the cotangent with the other operands",
+    jvp_rule="einsum JVP rule: one term per operand's tangent",
+    internal=True,
+    derivation="""
+An einsum that NumPy hands to BLAS (np.einsum(..., optimize=True): a tensordot, one matrix product):
+what batching turns a matrix times a batch of matrices into.  Its rules are einsum's.""",
+)
+class Contract(Einsum):
+    @staticmethod
+    def forward(f):
+        n = len(f.types)
+        subs = Lit(repr(f.attr("subscripts")))
+        return call("np.einsum", subs, *(f.a(i) for i in range(n)), optimize=Lit("True"))
 
 
 # --------------------------------------------------------------------------------------------------
