@@ -238,8 +238,7 @@ class Builder:
                 return args
         out = list(args)
         for k in numbers:
-            if k not in row.const_operands:
-                out[k] = self.full((), args[k])
+            out[k] = self.full((), args[k])
         return tuple(out)
 
     # -- arithmetic with symbolic zeros and folded identities --------------------------------------

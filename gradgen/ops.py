@@ -106,20 +106,9 @@ class OpDef:
     # None: as the emitted expression says (a call not known to copy counts as a view)
     number_cotangent: bool = False  # vjp takes a bare number (value_and_grad's 1) as its cotangent
     number_operands: bool = False  # forward takes Python numbers as its operands
-    const_operands: tuple[int, ...] = ()  # operand positions that stay literal (pow's exponent)
     grad_temp: str = ""  # the vjp temporary that holds operand 0's cotangent (named d<operand>)
     hint: str = ""  # in derivative programs, a value of this op is named <operand 0>_<hint>
     internal: bool = False  # built by derivative rules only; never written in a spec
-
-    def supports(self, kind: str) -> bool:
-        """Whether the graph-level rules that a derivative kind needs are on this row."""
-        if kind == "jvp":
-            return self.jvp is not None or self.partials is not None or self.linear
-        if kind == "pullback":
-            return self.pullback is not None or self.partials is not None
-        if kind == "batch":
-            return self.batch is not None or self.elementwise
-        return True
 
     # What the generated tests need to know (read by gradgen.testplan; defaults are the cautious choice):
     domain: Callable | None = None  # (k, attr, types) -> how the test draws operand k if it is an input
@@ -1860,10 +1849,6 @@ class Contract(Einsum):
 # internal ops: what derivative programs are built from besides the spec's ops.  Never written in a
 # spec (``internal=True``); each has a shape rule, its NumPy, and its own JVP, pullback and batching
 # rules, so that a derivative program can be differentiated and batched again.
-
-
-def _same_shape(s):
-    return TensorType(s.types[0].shape, s.types[0].dtype)
 
 
 @op(
