@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from gradgen import lower as _lower
 from gradgen.diagnostics import Place, warning
 from gradgen.dims import Dim, parse_dim, shape_str, single_symbol, substitute
-from gradgen.ir import Const, Graph, Inlined, TensorType, inlined_from
+from gradgen.ir import Const, Graph, Inlined, TensorType, ancestors, inlined_from
 from gradgen.load import BlockDecl, EntryDecl, Text, is_positive_int
 from gradgen.ops import CALLABLE, ShapeError
 
@@ -220,7 +220,7 @@ class Blocks:
         lw = self.lw
         if output is None or output not in lw.scope:
             return
-        live = _ancestors(lw.nodes, lw.scope[output])
+        live = ancestors(lw.nodes, lw.scope[output])
         for e in decl.graph:
             nid = lw.scope.get(e.name.value)
             if isinstance(nid, int) and nid not in live:
@@ -469,7 +469,7 @@ class _Typer:
 
     def causes(self, nid: int) -> list[tuple[int, str]]:
         """The nodes whose own shape rule failed, among nid and what it reads."""
-        return [(k, self.errors[k]) for k in sorted(_ancestors(self.lw.nodes, nid)) if k in self.errors]
+        return [(k, self.errors[k]) for k in sorted(ancestors(self.lw.nodes, nid)) if k in self.errors]
 
 
 class _Partial:
@@ -480,17 +480,6 @@ class _Partial:
 
     def where(self, i: int) -> str:
         return Graph.where(self, i)
-
-
-def _ancestors(nodes, root: int) -> set[int]:
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        i = stack.pop()
-        if i not in seen:
-            seen.add(i)
-            stack.extend(nodes[i].refs)
-    return seen
 
 
 def _name_problem(name: str, what: str) -> str | None:

@@ -21,7 +21,7 @@ from gradgen.builder import Program, is_intermediate
 from gradgen.context import FwdCtx, Namer, _section, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str
 from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Method, Var
-from gradgen.ir import Node
+from gradgen.ir import Node, ancestors
 from gradgen.ops import ROWS
 from gradgen.plan import _Planner
 
@@ -46,7 +46,7 @@ class Emitter:
         self.dim_var = dim_var
         self.namer = Namer(taken | set(dim_var.values()))
         self.outputs = set(prog.outputs)
-        self.live = _ancestors(prog.nodes, prog.outputs)
+        self.live = ancestors(prog.nodes, prog.outputs)
         self.uses: dict[int, int] = {}
         for n in prog.nodes:
             if n.id in self.live:
@@ -223,16 +223,6 @@ class Emitter:
         if name in self.shapes:
             return self.shapes[name]
         return self.temp_shapes.get(name)
-
-
-def _ancestors(nodes, roots) -> set[int]:
-    seen, stack = set(), list(roots)
-    while stack:
-        i = stack.pop()
-        if i not in seen:
-            seen.add(i)
-            stack.extend(nodes[i].refs)
-    return seen
 
 
 def _closure(renames: dict[str, str]) -> dict[str, str]:

@@ -142,3 +142,16 @@ class TensorType:
 class TypedGraph:
     graph: Graph
     types: tuple[TensorType, ...]  # indexed by node id
+
+
+def ancestors(nodes, roots) -> set[int]:
+    """The ids of the nodes that the roots (an id or ids) read, directly or not, the roots included;
+    ``nodes`` is indexed by id (a graph's, or a lowering's list).  Iterative: deep graphs are fine."""
+    seen: set[int] = set()
+    stack = [roots] if isinstance(roots, int) else list(roots)
+    while stack:
+        i = stack.pop()
+        if i not in seen:
+            seen.add(i)
+            stack.extend(nodes[i].refs)
+    return seen

@@ -21,7 +21,7 @@ import tokenize
 from gradgen import blocks, hints, numbers
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
 from gradgen.dims import Dim, parse_dim, single_symbol
-from gradgen.ir import Const, Entry, Graph, InputInfo, Node, TensorType
+from gradgen.ir import Const, Entry, Graph, InputInfo, Node, TensorType, ancestors
 from gradgen.load import (
     IDENTIFIER,
     MAX_DIM,
@@ -808,7 +808,7 @@ class _Lowerer:
         self.diags.extend(self.blocks.final_warnings())
 
         # Graph entries that the output does not use are not computed; say so.
-        used = _ancestors(self.nodes, output)
+        used = ancestors(self.nodes, output)
         for e in entries:
             if e.node not in used:
                 self.diags.append(
@@ -985,18 +985,6 @@ def _statement(source: str) -> str | None:
         what = STATEMENTS.get(type(body[0]), "a statement")
         return f"a graph entry is one expression, not {what}"
     return None
-
-
-def _ancestors(nodes: list[Node], root: int) -> set[int]:
-    seen = set()
-    stack = [root]
-    while stack:
-        i = stack.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        stack.extend(nodes[i].refs)
-    return seen
 
 
 def lower(doc: SpecDoc) -> tuple[Graph, list[Diagnostic]]:

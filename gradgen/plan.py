@@ -17,7 +17,7 @@ from gradgen.buffers import Line, Stmt, _closure, _lines, _own_returns, optimize
 from gradgen.context import FwdCtx, Namer, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str, single_symbol
 from gradgen.expr import Attr, Bin, Call, E, Lit, Method, Neg, Tuple, Var, num
-from gradgen.ir import Const, Node, TypedGraph
+from gradgen.ir import Const, Node, TypedGraph, ancestors
 from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import TABLE
 from gradgen.sweep import BwdCtx, _is_number, _Sweep, reverse_sweep  # noqa: F401 (BwdCtx, _Sweep: steps.py)
@@ -107,7 +107,7 @@ class _Planner:
             )
             self.namer.taken.add(self.dim_var[d])
             self.namer.claim(self.dim_var[d], "param", "fwd")
-        self.live = _ancestors(g, g.output)
+        self.live = ancestors(g.nodes, g.output)
         self.uses: dict[int, int] = {}
         for n in g.nodes:
             if n.id in self.live:
@@ -216,16 +216,6 @@ class _Planner:
     # -- backward: the reverse sweep ------------------------------------------------------------
     def sweep(self, root: E, dtype: E) -> tuple[list[Stmt], dict[int, E]]:
         return reverse_sweep(self, root, dtype)
-
-
-def _ancestors(g, root) -> set[int]:
-    seen, stack = set(), [root]
-    while stack:
-        i = stack.pop()
-        if i not in seen:
-            seen.add(i)
-            stack.extend(g.nodes[i].refs)
-    return seen
 
 
 # ------------------------------------------------------------------------------------------------

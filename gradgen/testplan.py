@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen.ir import Const, Graph, TypedGraph
+from gradgen.ir import Const, Graph, TypedGraph, ancestors
 from gradgen.ops import TABLE
 
 
@@ -70,7 +70,7 @@ def edges(tg: TypedGraph, domain: dict[str, str]) -> tuple[tuple[str, str], ...]
 def kinks(tg: TypedGraph, wrt: tuple[str, ...], domain: dict[str, str]) -> tuple[KinkSite, ...]:
     g = tg.graph
     users = _users(g)
-    live = _ancestors(g, g.output)
+    live = ancestors(g.nodes, g.output)
     out = []
     for nid in sorted(live):
         n = g.nodes[nid]
@@ -103,7 +103,7 @@ def kinks(tg: TypedGraph, wrt: tuple[str, ...], domain: dict[str, str]) -> tuple
 
 def ops_used(g: Graph) -> tuple[str, ...]:
     """The ops the output depends on, in graph order."""
-    live = _ancestors(g, g.output)
+    live = ancestors(g.nodes, g.output)
     seen: list[str] = []
     for nid in sorted(live):
         op = g.nodes[nid].op
@@ -175,16 +175,6 @@ def _users(g: Graph) -> dict[int, list[int]]:
         for a in n.refs:
             users[a].append(n.id)
     return users
-
-
-def _ancestors(g: Graph, nid: int) -> set[int]:
-    seen, stack = set(), [nid]
-    while stack:
-        i = stack.pop()
-        if i not in seen:
-            seen.add(i)
-            stack.extend(g.nodes[i].refs)
-    return seen
 
 
 def _descendants(users, nid: int, stop=lambda i: False) -> set[int]:
