@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from gradgen.dims import Dim
 from gradgen.ir import Const, InputInfo, Node, TensorType, TypedGraph
 from gradgen.numbers import RunNum
-from gradgen.ops import ROWS, ShapeError, broadcast_shapes, norm_axes
+from gradgen.ops import ROWS, ShapeError, broadcast_shapes
 
 Operand = "int | Const"
 
@@ -426,10 +426,6 @@ class Builder:
     def swap_last(self, a):
         rank = len(self.shape(a))
         return self.transpose(a, tuple(range(rank - 2)) + (rank - 1, rank - 2))
-
-    def norm(self, node: Node, axis, rank: int) -> tuple[int, ...]:
-        """An attribute's axes as sorted non-negative ints (None: all)."""
-        return norm_axes(self, axis, rank)
 
     # -- the finished program ----------------------------------------------------------------------
     def finish(self, outputs: list) -> Program:

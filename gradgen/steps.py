@@ -73,9 +73,6 @@ class Derivation:
     def value(self, i: int) -> Value:
         return self.values[i]
 
-    def symbol_of_entry(self) -> dict[str, int]:
-        return {name: nid for name, nid, _ in self.entries}
-
 
 def _reduced_axes(out: tuple[Dim, ...], operand: tuple[Dim, ...]) -> tuple[int, ...]:
     lead = len(out) - len(operand)

@@ -35,10 +35,6 @@ def dim_tex(d: Dim) -> str:
     return str(d).replace("*", " ")
 
 
-def shape_tex(shape: tuple[Dim, ...]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
 class Symbols:
     def __init__(self, d: Derivation):
         self.d = d
