@@ -201,6 +201,20 @@ RULES: dict[str, CostRule] = {
         lambda c: _k(4, c.m()) + _k(2, c.n),
         lambda c, pos: _k(3, c.m()),
     ),
+    "max": _rule(
+        "1 per element of a (one compare)",
+        "4 per element of a (the extreme found again, compare, count, scale) plus 1 per element of the "
+        "result (g / count)",
+        lambda c: c.m(),
+        lambda c, pos: _k(4, c.m()) + c.n,
+    ),
+    "min": _rule(
+        "1 per element of a (one compare)",
+        "4 per element of a (the extreme found again, compare, count, scale) plus 1 per element of the "
+        "result (g / count)",
+        lambda c: c.m(),
+        lambda c, pos: _k(4, c.m()) + c.n,
+    ),
     "softmax": _rule(
         "5 per element (max, shift, exp, sum, scale) plus 1 per row (the reciprocal)",
         "4 per element (row dot product: 2, subtract, multiply)",

@@ -96,6 +96,16 @@ DOCS: dict[str, OpDoc] = {
         "as sum",
         "g * exp(a - y), g broadcast back over the reduced axes",
     ),
+    "max": OpDoc(
+        "the largest entry over an axis, a tuple of axes, or all axes (axis=None), as numpy.max",
+        "as sum",
+        "g to each slice's largest entry; k tied entries get g / k each (torch's amax convention)",
+    ),
+    "min": OpDoc(
+        "the smallest entry over an axis, a tuple of axes, or all axes (axis=None), as numpy.min",
+        "as sum",
+        "g to each slice's smallest entry; k tied entries get g / k each (torch's amin convention)",
+    ),
     "softmax": OpDoc(
         "softmax along one axis, shifted by the max",
         "the operand's shape",

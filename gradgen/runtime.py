@@ -8,7 +8,7 @@ and `value_and_grad` agree):
   axis, a silent wrong answer;
 - a dim that an op divides by or takes a max over must not be 0: a mean of no values, a softmax
   cross-entropy averaged over no rows or with no classes, a max-shifted softmax, log-softmax or
-  logsumexp over an empty axis.  Sums over nothing are 0 and stay allowed.
+  logsumexp over an empty axis, a max or min of no values.  Sums over nothing are 0 and stay allowed.
 
 The planner renders each ``Dim`` with its own variable names; this module only decides what to check.
 """
@@ -90,6 +90,10 @@ def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
     if n.op == "mean":
         axes = norm_axes(None, n.attr("axis"), t.rank)
         reason = f"{n.entry} is a mean over it (undefined for no values)"
+        return [(t.shape[i], reason) for i in axes]
+    if n.op in ("max", "min"):
+        axes = norm_axes(None, n.attr("axis"), t.rank)
+        reason = f"{n.entry} takes the {n.op} over it (undefined for no values)"
         return [(t.shape[i], reason) for i in axes]
     if n.op in ("softmax", "log_softmax", "logsumexp"):
         axes = norm_axes(None, n.attr("axis", -1), t.rank)

@@ -62,7 +62,10 @@ ISSUE3_OPS = (
 # Issue 7: the stable elementwise ops (the rewrites also meet log(sigmoid(.)), log(1 - sigmoid(.)),
 # log(1 + exp(.)), log(softmax(.)) and log(sum(exp(.))) built by ``positive`` and the log op).
 ISSUE7_OPS = ("log_sigmoid", "softplus")
-ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS
+# Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
+# slice's two largest (smallest) entries).
+ISSUE9_REDUCE_OPS = ("max", "min")
+ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,6 +212,18 @@ class Ctx:
                 self.big = np.inf
             else:
                 self.big = max(self.big, float(np.abs(v).max()))
+
+
+def _runner_up_gap(v, axes):
+    """The gap between the largest and the second-largest entry of each reduced slice, and the same
+    at the smallest end: how far a max or min is from a tie (none for a slice of one entry)."""
+    v = np.asarray(v, dtype=np.float64)
+    rest = [k for k in range(v.ndim) if k not in axes]
+    rows = np.transpose(v, rest + list(axes)).reshape(int(np.prod([v.shape[k] for k in rest])), -1)
+    if rows.shape[1] < 2:
+        return np.zeros(0)
+    ordered = np.sort(rows, axis=1)
+    return np.concatenate([ordered[:, -1] - ordered[:, -2], ordered[:, 1] - ordered[:, 0]])
 
 
 def _lse(a, axis, keepdims):
@@ -663,6 +678,9 @@ class Builder:
                 return np.sum(v, axis=ax, keepdims=keep)
             if fn == "mean":
                 return np.mean(v, axis=ax, keepdims=keep)
+            if fn in ("max", "min"):
+                c.note_kink(_runner_up_gap(v, ax))
+                return (np.max if fn == "max" else np.min)(v, axis=ax, keepdims=keep)
             return _lse(v, ax, keep)
 
         pos = a.pos and fn != "logsumexp"
@@ -981,7 +999,7 @@ class Builder:
             return self.op_binary(kind)
         if kind in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "square", "abs") + ISSUE7_OPS:
             return self.op_unary(kind)
-        if kind in ("sum", "mean", "logsumexp"):
+        if kind in ("sum", "mean", "logsumexp") + ISSUE9_REDUCE_OPS:
             return self.op_reduce(kind)
         if kind in ("softmax", "log_softmax"):
             return self.op_softmax(kind)
