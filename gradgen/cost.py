@@ -248,6 +248,12 @@ RULES: dict[str, CostRule] = {
     "take": _rule(
         "none (a gather)", "1 per element of the result (scatter-add)", lambda c: ZERO, lambda c, pos: c.n
     ),
+    "take_along_axis": _rule(
+        "none (a gather)",
+        "1 per element of the result (a scatter: an assignment with one index per slice, else an add)",
+        lambda c: ZERO,
+        lambda c, pos: c.n,
+    ),
     "einsum": _rule(
         "one multiply-add per operand per term: (number of operands) * (product of all index sizes)",
         "the same contraction per operand, with g in the operand's place",

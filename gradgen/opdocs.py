@@ -145,6 +145,12 @@ DOCS: dict[str, OpDoc] = {
         "a.shape[:axis] + indices.shape + a.shape[axis+1:]",
         "g scatter-added (np.add.at) into zeros shaped like a; repeated indices add up",
     ),
+    "take_along_axis": OpDoc(
+        "numpy.take_along_axis: entries picked along an axis by int indices of the same rank (the per-row "
+        "label pick with [N, 1] indices)",
+        "as a, with the indices' length along the axis; off the axis a and the indices broadcast",
+        "g scatter-added into zeros shaped like a (an assignment when no entry can be picked twice)",
+    ),
     "einsum": OpDoc(
         'Einstein summation with an explicit output, as in einsum("ij,jk->ik", a, b)',
         "the output subscripts' dims; every index has one size in all operands",

@@ -140,6 +140,7 @@ class Symbols:
             "reshape": f"\\operatorname{{reshape}}({g})",
             "concatenate": f"{g}[\\text{{slice }} {i + 1}]",
             "take": f"\\operatorname{{scatter\\_add}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
+            "take_along_axis": f"\\operatorname{{scatter\\_along}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
         }
         if op in simple:
             return simple[op]

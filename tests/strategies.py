@@ -65,7 +65,7 @@ ISSUE7_OPS = ("log_sigmoid", "softplus")
 # Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
 # slice's two largest (smallest) entries).
 ISSUE9_REDUCE_OPS = ("max", "min")
-ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS
+ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis",)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -962,6 +962,30 @@ class Builder:
             lambda c: np.take(a.ev(c), c.values[idx.name], axis=ax),
         )
 
+    def op_take_along_axis(self):
+        """numpy.take_along_axis: indices of a's rank; off the axis each index dim is a's dim or 1 (or any
+        dim where a's is 1: a broadcast, so entries are picked repeatedly and the scatter adds up)."""
+        a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
+        ax = self.draw(st.integers(0, a.rank - 1))
+        ishape = []
+        for k, d in enumerate(a.shape):
+            if k == ax:
+                ishape.append(self.choice([ONE, ONE, *self.dims]))
+            elif d.is_one():
+                ishape.append(self.any_dim())
+            else:
+                ishape.append(self.choice([d, d, ONE]) if d.writable() else ONE)
+        shape = tuple(ishape[k] if k == ax or a.shape[k].is_one() else a.shape[k] for k in range(a.rank))
+        idx = self.new_input(tuple(ishape), "int", high=a.shape[ax])
+        written = ax - a.rank if self.flip(0.3) else ax
+        return Node(
+            f"take_along_axis({a.text}, {idx.text}, {self.choice(['axis=', ''])}{written})",
+            ATOM,
+            shape,
+            a.pos,
+            lambda c: np.take_along_axis(np.asarray(a.ev(c)), c.values[idx.name], axis=ax),
+        )
+
     def op_concatenate(self):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
         ax = self.draw(st.integers(0, a.rank - 1))
@@ -1016,6 +1040,7 @@ class Builder:
             "reshape": self.op_reshape,
             "einsum": self.op_einsum,
             "take": self.op_take,
+            "take_along_axis": self.op_take_along_axis,
             "concatenate": self.op_concatenate,
         }[kind]()
 

@@ -112,3 +112,43 @@ def test_max_over_time_spec_matches_torch_autograd():
     np.testing.assert_allclose(loss, tloss.item(), rtol=1e-12)
     for name, ref in zip(("x", "W", "V", "U"), (tx, tW, tV, tU)):
         np.testing.assert_allclose(getattr(grads, name), ref.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_svm_multiclass_spec_matches_torch_multi_margin_loss():
+    """The spec's data loss is C times torch's multi_margin_loss (which averages over the classes too)."""
+    m = build((REPO / "specs" / "svm_multiclass.yaml").read_text())
+    rng = np.random.default_rng(3)
+    N, D, C = 8, 5, 4
+    X, W, b = rng.standard_normal((N, D)), rng.standard_normal((D, C)), rng.standard_normal(C)
+    y = rng.integers(0, C, size=(N, 1))
+    loss, grads = m["value_and_grad"](X, y, W, b)
+
+    tW, tb = torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)
+    scores = torch.tensor(X) @ tW + tb
+    data = C * torch.nn.functional.multi_margin_loss(scores, torch.tensor(y[:, 0]), margin=1.0)
+    tloss = data + 0.5 * 0.001 * (tW * tW).sum()
+    tloss.backward()
+    np.testing.assert_allclose(loss, tloss.item(), rtol=1e-12)
+    np.testing.assert_allclose(grads.W, tW.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads.b, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_take_along_axis_with_repeated_picks_adds_them_up_as_torch_gather(dtype):
+    """Indices longer than one along the axis pick entries repeatedly: their cotangents add up."""
+    m = build(
+        "inputs:\n  a: [N, C]\n  i: {shape: [N, K], dtype: int}\ngraph:\n  y: take_along_axis(a, i, axis=-1)\n"
+    )
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((3, 4)).astype(dtype)
+    i = np.array([[0, 0, 3, 0, 1], [2, 2, 2, 2, 2], [1, 3, 1, 0, 0]])
+    y, cache = m["forward"](a, i)
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    (da,) = m["backward"](dout, cache)
+    assert da.dtype == dtype
+
+    ta = torch.tensor(a, requires_grad=True)
+    ty = torch.gather(ta, 1, torch.tensor(i))
+    ty.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_allclose(da, ta.grad.numpy(), rtol=1e-6)
