@@ -201,6 +201,20 @@ RULES: dict[str, CostRule] = {
         lambda c: _k(4, c.m()) + _k(2, c.n),
         lambda c, pos: _k(3, c.m()),
     ),
+    "max": _rule(
+        "1 per element of a (one compare)",
+        "4 per element of a (the extreme found again, compare, count, scale) plus 1 per element of the "
+        "result (g / count)",
+        lambda c: c.m(),
+        lambda c, pos: _k(4, c.m()) + c.n,
+    ),
+    "min": _rule(
+        "1 per element of a (one compare)",
+        "4 per element of a (the extreme found again, compare, count, scale) plus 1 per element of the "
+        "result (g / count)",
+        lambda c: c.m(),
+        lambda c, pos: _k(4, c.m()) + c.n,
+    ),
     "softmax": _rule(
         "5 per element (max, shift, exp, sum, scale) plus 1 per row (the reciprocal)",
         "4 per element (row dot product: 2, subtract, multiply)",
@@ -233,6 +247,12 @@ RULES: dict[str, CostRule] = {
     "concatenate": _rule("none (a copy)", "none (slices)", lambda c: ZERO, lambda c, pos: ZERO),
     "take": _rule(
         "none (a gather)", "1 per element of the result (scatter-add)", lambda c: ZERO, lambda c, pos: c.n
+    ),
+    "take_along_axis": _rule(
+        "none (a gather)",
+        "1 per element of the result (a scatter: an assignment with one index per slice, else an add)",
+        lambda c: ZERO,
+        lambda c, pos: c.n,
     ),
     "einsum": _rule(
         "one multiply-add per operand per term: (number of operands) * (product of all index sizes)",

@@ -405,6 +405,8 @@ class _Lowerer:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
             raise _Unsupported(node, hints.unknown_op(opname, node, CALLABLE, self.blocks.names))
         opdef = TABLE[opname]
+        if pair := hints.pair_of_tensors(opname, node):  # max(a, b): maximum(a, b) was meant
+            raise _Unsupported(node, pair)
         params = opdef.params
         values: dict[str, ast.AST] = {}
         positional = list(node.args)

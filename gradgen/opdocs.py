@@ -96,6 +96,16 @@ DOCS: dict[str, OpDoc] = {
         "as sum",
         "g * exp(a - y), g broadcast back over the reduced axes",
     ),
+    "max": OpDoc(
+        "the largest entry over an axis, a tuple of axes, or all axes (axis=None), as numpy.max",
+        "as sum",
+        "g to each slice's largest entry; k tied entries get g / k each (torch's amax convention)",
+    ),
+    "min": OpDoc(
+        "the smallest entry over an axis, a tuple of axes, or all axes (axis=None), as numpy.min",
+        "as sum",
+        "g to each slice's smallest entry; k tied entries get g / k each (torch's amin convention)",
+    ),
     "softmax": OpDoc(
         "softmax along one axis, shifted by the max",
         "the operand's shape",
@@ -134,6 +144,12 @@ DOCS: dict[str, OpDoc] = {
         "rows (or slices along axis) picked by an int index tensor: an embedding lookup",
         "a.shape[:axis] + indices.shape + a.shape[axis+1:]",
         "g scatter-added (np.add.at) into zeros shaped like a; repeated indices add up",
+    ),
+    "take_along_axis": OpDoc(
+        "numpy.take_along_axis: entries picked along an axis by int indices of the same rank (the per-row "
+        "label pick with [N, 1] indices)",
+        "as a, with the indices' length along the axis; off the axis a and the indices broadcast",
+        "g scatter-added into zeros shaped like a (an assignment when no entry can be picked twice)",
     ),
     "einsum": OpDoc(
         'Einstein summation with an explicit output, as in einsum("ij,jk->ik", a, b)',

@@ -88,7 +88,7 @@ class Symbols:
             return f"|{a[0]}|"
         if op == "transpose" and attr.get("axes") is None:
             return f"{a[0]}^{{\\top}}"
-        if op in ("sum", "mean", "logsumexp"):
+        if op in ("sum", "mean", "logsumexp", "max", "min"):
             axes = attr.get("axis")
             where = "" if axes is None else f"_{{\\text{{axis }} {axes}}}"
             return f"\\operatorname{{{op}}}{where}({a[0]})"
@@ -140,6 +140,7 @@ class Symbols:
             "reshape": f"\\operatorname{{reshape}}({g})",
             "concatenate": f"{g}[\\text{{slice }} {i + 1}]",
             "take": f"\\operatorname{{scatter\\_add}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
+            "take_along_axis": f"\\operatorname{{scatter\\_along}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
         }
         if op in simple:
             return simple[op]
@@ -152,6 +153,8 @@ class Symbols:
             return f"\\operatorname{{broadcast}}({g}) / n"
         if op == "logsumexp":
             return f"\\operatorname{{broadcast}}({g}) \\odot \\exp({a[0]} - {y})"
+        if op in ("max", "min"):  # split evenly among the tied extremes
+            return f"\\operatorname{{broadcast}}({g}) \\odot \\operatorname{{share}}_{{\\{op}}}({a[0]})"
         if op == "transpose":
             return (
                 f"{g}^{{\\top}}"

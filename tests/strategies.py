@@ -62,7 +62,10 @@ ISSUE3_OPS = (
 # Issue 7: the stable elementwise ops (the rewrites also meet log(sigmoid(.)), log(1 - sigmoid(.)),
 # log(1 + exp(.)), log(softmax(.)) and log(sum(exp(.))) built by ``positive`` and the log op).
 ISSUE7_OPS = ("log_sigmoid", "softplus")
-ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS
+# Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
+# slice's two largest (smallest) entries).
+ISSUE9_REDUCE_OPS = ("max", "min")
+ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis",)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,6 +212,18 @@ class Ctx:
                 self.big = np.inf
             else:
                 self.big = max(self.big, float(np.abs(v).max()))
+
+
+def _runner_up_gap(v, axes):
+    """The gap between the largest and the second-largest entry of each reduced slice, and the same
+    at the smallest end: how far a max or min is from a tie (none for a slice of one entry)."""
+    v = np.asarray(v, dtype=np.float64)
+    rest = [k for k in range(v.ndim) if k not in axes]
+    rows = np.transpose(v, rest + list(axes)).reshape(int(np.prod([v.shape[k] for k in rest])), -1)
+    if rows.shape[1] < 2:
+        return np.zeros(0)
+    ordered = np.sort(rows, axis=1)
+    return np.concatenate([ordered[:, -1] - ordered[:, -2], ordered[:, 1] - ordered[:, 0]])
 
 
 def _lse(a, axis, keepdims):
@@ -663,6 +678,9 @@ class Builder:
                 return np.sum(v, axis=ax, keepdims=keep)
             if fn == "mean":
                 return np.mean(v, axis=ax, keepdims=keep)
+            if fn in ("max", "min"):
+                c.note_kink(_runner_up_gap(v, ax))
+                return (np.max if fn == "max" else np.min)(v, axis=ax, keepdims=keep)
             return _lse(v, ax, keep)
 
         pos = a.pos and fn != "logsumexp"
@@ -944,6 +962,30 @@ class Builder:
             lambda c: np.take(a.ev(c), c.values[idx.name], axis=ax),
         )
 
+    def op_take_along_axis(self):
+        """numpy.take_along_axis: indices of a's rank; off the axis each index dim is a's dim or 1 (or any
+        dim where a's is 1: a broadcast, so entries are picked repeatedly and the scatter adds up)."""
+        a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
+        ax = self.draw(st.integers(0, a.rank - 1))
+        ishape = []
+        for k, d in enumerate(a.shape):
+            if k == ax:
+                ishape.append(self.choice([ONE, ONE, *self.dims]))
+            elif d.is_one():
+                ishape.append(self.any_dim())
+            else:
+                ishape.append(self.choice([d, d, ONE]) if d.writable() else ONE)
+        shape = tuple(ishape[k] if k == ax or a.shape[k].is_one() else a.shape[k] for k in range(a.rank))
+        idx = self.new_input(tuple(ishape), "int", high=a.shape[ax])
+        written = ax - a.rank if self.flip(0.3) else ax
+        return Node(
+            f"take_along_axis({a.text}, {idx.text}, {self.choice(['axis=', ''])}{written})",
+            ATOM,
+            shape,
+            a.pos,
+            lambda c: np.take_along_axis(np.asarray(a.ev(c)), c.values[idx.name], axis=ax),
+        )
+
     def op_concatenate(self):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
         ax = self.draw(st.integers(0, a.rank - 1))
@@ -981,7 +1023,7 @@ class Builder:
             return self.op_binary(kind)
         if kind in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "square", "abs") + ISSUE7_OPS:
             return self.op_unary(kind)
-        if kind in ("sum", "mean", "logsumexp"):
+        if kind in ("sum", "mean", "logsumexp") + ISSUE9_REDUCE_OPS:
             return self.op_reduce(kind)
         if kind in ("softmax", "log_softmax"):
             return self.op_softmax(kind)
@@ -998,6 +1040,7 @@ class Builder:
             "reshape": self.op_reshape,
             "einsum": self.op_einsum,
             "take": self.op_take,
+            "take_along_axis": self.op_take_along_axis,
             "concatenate": self.op_concatenate,
         }[kind]()
 
