@@ -46,6 +46,15 @@ def infer(graph: Graph) -> TypedGraph:
         except ShapeError as exc:
             diags.append(error(node.place, str(exc) + inlined_from(node.origin)))
             types.append(None)
+    out = graph.nodes[graph.output]
+    if types[out.id] is not None and types[out.id].dtype == "bool":
+        diags.append(
+            error(
+                out.place,
+                f"the output {out.label} is a mask (bool), which has no gradient; return a float value, "
+                f"such as where({out.label}, a, b)",
+            )
+        )
     if diags:
         raise SpecError(diags)
     return TypedGraph(graph, tuple(types))
@@ -68,7 +77,26 @@ def node_type(graph: Graph, node: Node, types: list[TensorType | None]) -> Tenso
             f"int tensor {ctx.where(bad[0])} cannot be used in {_what(node.op)}; "
             "int inputs are class labels or indices and are never differentiated"
         )
+    masks = [
+        i
+        for i, a in enumerate(node.args)
+        if isinstance(a, int) and types[a].dtype == "bool" and i not in opdef.bool_args
+    ]
+    if masks and not (node.op in _COMPARES or node.op == "where"):  # their rules say more
+        raise ShapeError(_mask_misused(ctx, node, masks[0]))
     return opdef.shape(ctx)
+
+
+_COMPARES = ("greater", "greater_equal", "less", "less_equal", "equal", "not_equal")
+
+
+def _mask_misused(ctx: RuleContext, node: Node, i: int) -> str:
+    """A mask where numbers are needed: the message says how a mask selects numbers."""
+    name = ctx.graph.nodes[node.args[i]].label
+    return (
+        f"a mask ({ctx.where(i)}) cannot be used in {_what(node.op)}; masks select values, they are "
+        f"not numbers: write where({name}, a, b), a where the mask holds and b elsewhere"
+    )
 
 
 def _what(op: str) -> str:
