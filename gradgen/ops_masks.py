@@ -183,8 +183,8 @@ so dy = [cond] da + [~cond] db: a receives g where cond holds and 0 elsewhere, b
 over its broadcast axes, notes section 6), and cond receives nothing.  The cotangents are formed with
 np.where(cond, g, 0), not g * cond: a selected 0 is exactly 0 even where g is inf or nan, and a mask's
 buffer never becomes a float result.  A number operand (where(mask, scores, -1e9), the causal
-attention fill) gets no cotangent; a -1e9 fill is exp'd to an exact 0 by a following softmax, so masked
-scores get an exact 0 gradient.  Exact.""",
+attention fill) gets no cotangent; a following softmax gives a -1e9 entry an exact 0 weight unless its
+whole row is masked (then the row's weights are uniform, as with torch's masked_fill).  Exact.""",
 )
 class Where:
     @staticmethod
