@@ -44,6 +44,7 @@ HARNESS_SPECS = [
     ROOT / "tests" / "cases" / "mutants" / "saturated.yaml",  # tiny gradients
     ROOT / "tests" / "cases" / "mutants" / "square.yaml",  # a square weight
     ROOT / "tests" / "cases" / "mutants" / "kinks.yaml",  # relu, abs, maximum, minimum kinks
+    ROOT / "tests" / "cases" / "mutants" / "masks.yaml",  # a bool input, comparisons, where
 ]
 
 
@@ -261,6 +262,18 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
     "minimum ties go to b": source_mutant(
         "backward", _lines_with("minimum rule", r" (<=|>) ", lambda m: {"<=": " < ", ">": " >= "}[m.group(1)])
     ),
+    "where's cotangent to the other side": source_mutant(
+        "backward", _lines_with("where rule", r"np\.where\((\w+), ", r"np.where(~\1, ")
+    ),
+    "where's cotangent not masked": source_mutant(
+        "backward", _lines_with("where rule", r"np\.where\(\w+, (\w+), 0\)", r"\1")
+    ),
+    "mask ignored in forward": source_mutant(
+        "forward", _lines_with("np.where(", r"np\.where\(\w+, (\w+), .+\)", r"\1")
+    ),
+    "a mask given as 0/1 numbers accepted": source_mutant(
+        "_bool_array", _lines_with("expected a bool mask", r"raise ValueError\(.*\)", "pass")
+    ),
 }
 
 # Where each spec-dependent mutant runs, and must apply (a change in the generated code that stops one
@@ -276,6 +289,7 @@ EXPECTED = {
         "saturated",
         "square",
         "kinks",
+        "masks",
     ],
     "labels reversed in backward": ["mlp", "sce_int_labels", "embedding_classifier", "saturated"],
     "labels reversed in value_and_grad": ["mlp", "sce_int_labels", "embedding_classifier", "saturated"],
@@ -289,6 +303,10 @@ EXPECTED = {
     "abs'(0) = 1": ["kinks"],
     "maximum ties go to b": ["features", "kinks"],
     "minimum ties go to b": ["kinks"],
+    "where's cotangent to the other side": ["masks"],
+    "where's cotangent not masked": ["masks"],
+    "mask ignored in forward": ["masks"],
+    "a mask given as 0/1 numbers accepted": ["masks"],
 }
 
 
