@@ -258,6 +258,8 @@ class _Lowerer:
                 )
             return self.add(op, (left, right), (), label, place)
         if isinstance(node, ast.Attribute):
+            if node.attr in ("inf", "nan"):
+                raise _Unsupported(node, _NOT_A_NUMBER)
             if node.attr != "T":
                 raise _Unsupported(
                     node, f"unsupported attribute .{node.attr}; only .T (transpose) is allowed"
@@ -329,6 +331,8 @@ class _Lowerer:
             if name == self.entry:
                 raise _Unsupported(node, f"{name!r} is used in its own definition")
             raise _Unsupported(node, f"{name!r} is used before it is defined (line {line})")
+        if name in ("inf", "nan"):
+            raise _Unsupported(node, _NOT_A_NUMBER)
         if self.origin or self.dim_env is not None:
             raise _Unsupported(
                 node,
@@ -998,6 +1002,13 @@ def source_line(source: str) -> str:
         out.append(text)
         prev = tok
     return "".join(out)
+
+
+_NOT_A_NUMBER = (
+    "inf and nan are not numbers a spec may use; for a masked fill write a large finite number, as in "
+    "where(mask, scores, -1e9): the softmax that follows gives it an exact 0 weight, while a row that is "
+    "all -inf would give nan"
+)
 
 
 def _is_mask_syntax(node: ast.AST) -> bool:
