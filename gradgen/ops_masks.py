@@ -79,6 +79,9 @@ _compare("not_equal", "!=", "a not equal to b")
 # the spec's comparison operators, as ast spells them, to the op rows above
 COMPARISONS = {"Gt": "greater", "GtE": "greater_equal", "Lt": "less", "LtE": "less_equal"}
 COMPARISONS |= {"Eq": "equal", "NotEq": "not_equal"}
+# ops whose shape rules say themselves what is wrong with a mask operand (the generic message of
+# gradgen/shapes.py, "use where", would be the wrong advice for them)
+EXPLAINS_MASKS = (*COMPARISONS.values(), "where")
 SYMBOL = {
     "greater": ">",
     "greater_equal": ">=",

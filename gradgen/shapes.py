@@ -5,6 +5,7 @@ from __future__ import annotations
 from gradgen.diagnostics import Diagnostic, SpecError, error
 from gradgen.ir import Const, Graph, Node, TensorType, TypedGraph, inlined_from
 from gradgen.ops import TABLE, ShapeError
+from gradgen.ops_masks import EXPLAINS_MASKS
 
 
 class RuleContext:
@@ -82,12 +83,9 @@ def node_type(graph: Graph, node: Node, types: list[TensorType | None]) -> Tenso
         for i, a in enumerate(node.args)
         if isinstance(a, int) and types[a].dtype == "bool" and i not in opdef.bool_args
     ]
-    if masks and not (node.op in _COMPARES or node.op == "where"):  # their rules say more
+    if masks and node.op not in EXPLAINS_MASKS:
         raise ShapeError(_mask_misused(ctx, node, masks[0]))
     return opdef.shape(ctx)
-
-
-_COMPARES = ("greater", "greater_equal", "less", "less_equal", "equal", "not_equal")
 
 
 def _mask_misused(ctx: RuleContext, node: Node, i: int) -> str:
