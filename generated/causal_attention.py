@@ -253,7 +253,8 @@ def backward(dout, cache):
     dscores -= np.einsum("...j,...j->...", dweights, weights)[..., None]
     dscores *= weights  # softmax rule, reusing the forward output
     # scores = where(mask, q @ k / sqrt(Dh), -1e9)
-    dscores_matmul = np.where(mask, dscores, 0)  # where rule: the cotangent goes to the side picked
+    dscores_matmul = dscores  # where rule: the cotangent goes to the side picked
+    dscores_matmul *= mask  # where rule: the cotangent goes to the side picked
     dscores_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ k.swapaxes(-1, -2)
@@ -325,7 +326,8 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     dscores -= np.einsum("...j,...j->...", dweights, weights)[..., None]
     dscores *= weights  # softmax rule, reusing the forward output
     # scores = where(mask, q @ k / sqrt(Dh), -1e9)
-    dscores_matmul = np.where(mask, dscores, 0)  # where rule: the cotangent goes to the side picked
+    dscores_matmul = dscores  # where rule: the cotangent goes to the side picked
+    dscores_matmul *= mask  # where rule: the cotangent goes to the side picked
     dscores_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ k.swapaxes(-1, -2)

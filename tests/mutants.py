@@ -268,6 +268,14 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
     "where's cotangent not masked": source_mutant(
         "backward", _lines_with("where rule", r"np\.where\(\w+, (\w+), 0\)", r"\1")
     ),
+    "an input mask applied the other way round": source_mutant(
+        "backward",
+        _lines_with(
+            "where rule",
+            r"(\*=? )(~?)(\w+)(\s+#)",
+            lambda m: m.group(1) + ("" if m.group(2) else "~") + m.group(3) + m.group(4),
+        ),
+    ),
     "mask ignored in forward": source_mutant(
         "forward", _lines_with("np.where(", r"np\.where\(\w+, (\w+), .+\)", r"\1")
     ),
@@ -278,8 +286,8 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
 
 # Where each spec-dependent mutant runs, and must apply (a change in the generated code that stops one
 # from applying is an error, not a silent skip).  The float32 wrappers run on every spec.  Left out as
-# equivalent: "dout not cast" on features (its backward builds the cotangent with np.full(..., dtype=dtype)),
-# and the tie of features' minimum(..., 1.5), which no input can force.
+# equivalent: "dout not cast" on features and masks (their backward builds the cotangent with
+# np.full(..., dtype=dtype)), and the tie of features' minimum(..., 1.5), which no input can force.
 EXPECTED = {
     "dout not cast (float64 leaks)": [
         "mlp",
@@ -289,7 +297,6 @@ EXPECTED = {
         "saturated",
         "square",
         "kinks",
-        "masks",
     ],
     "labels reversed in backward": ["mlp", "sce_int_labels", "embedding_classifier", "saturated"],
     "labels reversed in value_and_grad": ["mlp", "sce_int_labels", "embedding_classifier", "saturated"],
@@ -305,6 +312,7 @@ EXPECTED = {
     "minimum ties go to b": ["kinks"],
     "where's cotangent to the other side": ["masks"],
     "where's cotangent not masked": ["masks"],
+    "an input mask applied the other way round": ["masks"],
     "mask ignored in forward": ["masks"],
     "a mask given as 0/1 numbers accepted": ["masks"],
 }
