@@ -195,7 +195,7 @@ RULES: dict[str, CostRule] = {
     "logical_not": _per_element(1, 0, "", "none (a mask is never differentiated)"),
     "where": _rule(
         "1 per element (a select)",
-        "1 per element per operand (np.where(cond, g, 0))",
+        "1 per element per operand (np.where(cond, g, 0), or g * mask for a mask input)",
         lambda c: c.n,
         lambda c, pos: _k(len(pos), c.n),
     ),

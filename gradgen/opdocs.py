@@ -114,8 +114,8 @@ DOCS: dict[str, OpDoc] = {
     "where": OpDoc(
         "a where the mask cond holds, b elsewhere (np.where); a or b may be a number (not both)",
         "cond, a and b broadcast together (NumPy broadcasting)",
-        "np.where(cond, g, 0) to a and np.where(cond, 0, g) to b, each summed over its broadcast axes "
-        "(notes section 6); nothing to cond",
+        "np.where(cond, g, 0) to a and np.where(cond, 0, g) to b (g * cond and g * ~cond when cond is "
+        "an input), each summed over its broadcast axes (notes section 6); nothing to cond",
     ),
     "sum": OpDoc(
         "sum over an axis, a tuple of axes, or all axes (axis=None)",
