@@ -112,7 +112,8 @@ DOCS: dict[str, OpDoc] = {
         "elementwise not of a mask", "the operand's shape", "none: a mask is never differentiated"
     ),
     "where": OpDoc(
-        "a where the mask cond holds, b elsewhere (np.where); a or b may be a number (not both)",
+        "a where the mask cond holds, b elsewhere (np.where); a and b may be numbers (where(m, 1.0, 0.0) is "
+        "the mask as numbers of the computation's dtype)",
         "cond, a and b broadcast together (NumPy broadcasting)",
         "np.where(cond, g, 0) to a and np.where(cond, 0, g) to b (g * cond and g * ~cond when cond is "
         "an input), each summed over its broadcast axes (notes section 6); nothing to cond",

@@ -13,7 +13,7 @@ minimum), as they did when they were internal ops.
 
 from __future__ import annotations
 
-from gradgen.expr import Bin, Invert, Lit, call, mul
+from gradgen.expr import Bin, Invert, Lit, call, method, mul
 from gradgen.ir import Const, TensorType
 from gradgen.ops import P, _Binary, broadcast_shapes, op
 
@@ -182,7 +182,9 @@ def _select(r, cond, a, b):
     zeros="all",  # of its float operands a and b
     derivation="""
 y = a where cond, b elsewhere (np.where, NumPy broadcasting over all three).  cond is a mask, constant,
-so dy = [cond] da + [~cond] db: a receives g where cond holds and 0 elsewhere, b the rest (each summed
+With two numbers (where(mask, 1.0, 0.0), a mask as numbers, to count or average over it) the result
+takes the computation's dtype (.astype of the first float input's dtype), a constant of the graph.
+dy = [cond] da + [~cond] db: a receives g where cond holds and 0 elsewhere, b the rest (each summed
 over its broadcast axes, notes section 6), and cond receives nothing.  A mask computed in the graph
 gives np.where(cond, g, 0): a selected 0 is exactly 0 even where g is inf or nan, and the mask's buffer
 is never reused for a float result.  A mask that is an input (never written) gives g * cond, in g's
@@ -207,12 +209,15 @@ class Where:
                     f"where selects numbers, but {_kind(s, i)}; combine masks with & (and), | (or) "
                     "and ~ (not)"
                 )
-        if s.t(1) is None and s.t(2) is None:
-            s.fail("where needs a tensor as a or b; both are numbers")
         shapes = [t.shape if t is not None else () for t in s.types]
         return TensorType(broadcast_shapes(s, shapes), "float")
 
-    forward = staticmethod(lambda f: call("np.where", f.a(0), f.a(1), f.a(2)))
+    @staticmethod
+    def forward(f):
+        picked = call("np.where", f.a(0), f.a(1), f.a(2))
+        if f.t(1) is None and f.t(2) is None:  # two numbers: a mask as numbers of the dtype
+            return method(picked, "astype", f.dtype())
+        return picked
 
     @staticmethod
     def vjp(b):

@@ -93,7 +93,8 @@ def _mask_misused(ctx: RuleContext, node: Node, i: int) -> str:
     name = ctx.graph.nodes[node.args[i]].label
     return (
         f"a mask ({ctx.where(i)}) cannot be used in {_what(node.op)}; masks select values, they are "
-        f"not numbers: write where({name}, a, b), a where the mask holds and b elsewhere"
+        f"not numbers: write where({name}, a, b), a where the mask holds and b elsewhere "
+        f"(where({name}, 1.0, 0.0) is the mask as numbers)"
     )
 
 

@@ -122,3 +122,31 @@ def test_float32_stays_float32_through_where_and_a_mask_input():
     x = np.arange(4, dtype=np.float32)
     value, grads = ns["value_and_grad"](x, x[::-1].copy(), np.array([True, False, True, False]))
     assert value.dtype == np.float32 and grads.x.dtype == np.float32 and grads.z.dtype == np.float32
+
+
+MEAN = """
+inputs:
+  x: [N, D]
+  m: {shape: [N, D], dtype: bool}
+graph:
+  count: sum(where(m, 1.0, 0.0), axis=-1)
+  loss: sum(sum(where(m, x * x, 0.0), axis=-1) / count)
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_mask_as_numbers_averages_over_its_true_entries(dtype):
+    plan, _ = plan_text("mean.yaml", MEAN)
+    source = black_format(render_module(plan))
+    assert "np.where(m, 1.0, 0.0).astype(x.dtype)" in source
+    ns: dict = {}
+    exec(compile(source, "mean.py", "exec"), ns)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 5)).astype(dtype)
+    m = rng.random((4, 5)) < 0.6
+    m[:, 0] = True
+    value, grads = ns["value_and_grad"](x, m)
+    count = m.sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(value, np.sum(np.where(m, x * x, 0) / count), rtol=1e-6)
+    np.testing.assert_allclose(grads.x, np.where(m, 2 * x / count, 0), rtol=1e-6)
+    assert value.dtype == dtype and grads.x.dtype == dtype
