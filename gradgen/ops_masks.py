@@ -182,10 +182,10 @@ def _select(r, cond, a, b):
     zeros="all",  # of its float operands a and b
     derivation="""
 y = a where cond, b elsewhere (np.where, NumPy broadcasting over all three).  cond is a mask, constant,
-With two numbers (where(mask, 1.0, 0.0), a mask as numbers, to count or average over it) the result
-takes the computation's dtype (.astype of the first float input's dtype), a constant of the graph.
-dy = [cond] da + [~cond] db: a receives g where cond holds and 0 elsewhere, b the rest (each summed
-over its broadcast axes, notes section 6), and cond receives nothing.  A mask computed in the graph
+so dy = [cond] da + [~cond] db: a receives g where cond holds and 0 elsewhere, b the rest (each summed
+over its broadcast axes, notes section 6), and cond receives nothing.  With two numbers
+(where(mask, 1.0, 0.0), the mask as numbers, to count or average over it) y is a constant of the graph
+in the computation's dtype (.astype of the first float input's dtype).  A mask computed in the graph
 gives np.where(cond, g, 0): a selected 0 is exactly 0 even where g is inf or nan, and the mask's buffer
 is never reused for a float result.  A mask that is an input (never written) gives g * cond, in g's
 buffer when it is dead: measured 3-4x faster than np.where at [8, 8, 128, 128] float32 with a [128, 128]
