@@ -109,6 +109,7 @@ class OpDef:
     grad_temp: str = ""  # the vjp temporary that holds operand 0's cotangent (named d<operand>)
     hint: str = ""  # in derivative programs, a value of this op is named <operand 0>_<hint>
     internal: bool = False  # built by derivative rules only; never written in a spec
+    helpers: tuple[str, ...] = ()  # module-level functions its code calls (gradgen/special.py: _erf)
 
     # What the generated tests need to know (read by gradgen.testplan; defaults are the cautious choice):
     domain: Callable | None = None  # (k, attr, types) -> how the test draws operand k if it is an input
@@ -2272,20 +2273,6 @@ class SigmoidTail(_Unary):
 
 
 @op(
-    "expm1",
-    (P("a"),),
-    rule="exp(a) - 1, exact near 0",
-    elementwise=True,
-    internal=True,
-    fresh=True,
-    derivation="y = exp(a) - 1 without the cancellation near a = 0 (np.expm1); dy = exp(a) da = (y + 1) da.",
-)
-class Expm1(_Unary):
-    forward = staticmethod(lambda f: call("np.expm1", f.a(0)))
-    partials = staticmethod(lambda r: (r.op("exp", r.x(0)),))
-
-
-@op(
     "cast",
     (P("a"),),
     rule="the mask as numbers",
@@ -2299,5 +2286,7 @@ class Cast(_Unary):
     jvp = staticmethod(lambda r: None)
     pullback = staticmethod(lambda r: (None,))
 
+
+from gradgen import ops_elem  # noqa: E402, F401  (issue 9's elementwise ops register themselves)
 
 CALLABLE = tuple(sorted(name for name, d in TABLE.items() if d.callable))
