@@ -70,14 +70,13 @@ TAIL_Q = (
 )
 
 
-def horner(var: str, coeffs: tuple[float, ...]) -> str:
-    """The polynomial as one straight-line expression in Horner's form (no loop in generated code)."""
-    text = repr(coeffs[0]) if coeffs[0] != 1.0 else var
-    for k, c in enumerate(coeffs[1:]):
-        text = f"{text} * {var} + {c!r}" if k or coeffs[0] != 1.0 else f"{var} + {c!r}"
-        if k < len(coeffs) - 2:
-            text = f"({text})"
-    return text
+def horner(name: str, var: str, coeffs: tuple[float, ...]) -> str:
+    """Statements that evaluate the polynomial into ``name`` by Horner's scheme, one coefficient a
+    line (straight-line code: no loop in the generated module)."""
+    first = var if coeffs[0] == 1.0 else f"{coeffs[0]!r} * {var}"
+    lines = [f"{name} = {first} + {coeffs[1]!r}"]
+    lines += [f"{name} = {name} * {var} + {c!r}" for c in coeffs[2:]]
+    return "\n    ".join(lines)
 
 
 # What each helper calls besides NumPy: it is defined too.
@@ -91,11 +90,14 @@ def _erfc_tail(y):
     mid = y <= 4.0
     out = np.empty_like(y)
     t = y[mid]
-    out[mid] = ({horner("t", MID_P)}) / ({horner("t", MID_Q)})
+    {horner("num", "t", MID_P)}
+    {horner("den", "t", MID_Q)}
+    out[mid] = num / den
     t = y[~mid]
     z = 1.0 / (t * t)
-    ratio = ({horner("z", TAIL_P)}) / ({horner("z", TAIL_Q)})
-    out[~mid] = (0.5641895835477563 - z * ratio) / t
+    {horner("num", "z", TAIL_P)}
+    {horner("den", "z", TAIL_Q)}
+    out[~mid] = (0.5641895835477563 - z * num / den) / t
     s = np.trunc(y * 16.0) / 16.0  # exp(-y^2) as exp(-s^2) exp(-(y - s)(y + s)): y^2 unrounded
     return out * np.exp(-s * s) * np.exp(-(y - s) * (y + s))
 ''',
@@ -108,7 +110,9 @@ def _erf(x):
     out = np.empty_like(y)
     t = x[small]
     z = t * t
-    out[small] = t * ({horner("z", ERF_P)}) / ({horner("z", ERF_Q)})
+    {horner("num", "z", ERF_P)}
+    {horner("den", "z", ERF_Q)}
+    out[small] = t * num / den
     big = ~small  # nan lands here and stays nan
     out[big] = np.copysign(1.0 - _erfc_tail(y[big]), x[big])
     return out
