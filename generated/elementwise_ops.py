@@ -148,21 +148,6 @@ def _erf(x):
     return out
 
 
-def _erfc(x):
-    """erfc(x) = 1 - erf(x), elementwise in x's dtype, without the cancellation of 1 - erf(x): a few
-    ulps relative to erfc itself, so erfc(5) = 1.5e-12 keeps its digits (Cody 1969; see _erfc_tail).
-    """
-    x = np.asarray(x)
-    y = np.abs(x)
-    small = y <= 0.46875
-    out = np.empty_like(y)
-    out[small] = 1.0 - _erf(x[small])
-    big = ~small
-    tail = _erfc_tail(y[big])
-    out[big] = np.where(x[big] < 0, 2.0 - tail, tail)
-    return out
-
-
 def _float_arrays(**inputs):
     """The float inputs as arrays of one float dtype: the careful path of `_check_inputs`.
 

@@ -109,7 +109,8 @@ class OpDef:
     grad_temp: str = ""  # the vjp temporary that holds operand 0's cotangent (named d<operand>)
     hint: str = ""  # in derivative programs, a value of this op is named <operand 0>_<hint>
     internal: bool = False  # built by derivative rules only; never written in a spec
-    helpers: tuple[str, ...] = ()  # module-level functions its code calls (gradgen/special.py: _erf)
+    helpers: tuple[str, ...] | Callable = ()  # module-level functions its code calls (gradgen/special.py:
+    # _erf), or (attr) -> those functions when they depend on the attributes
 
     # What the generated tests need to know (read by gradgen.testplan; defaults are the cautious choice):
     domain: Callable | None = None  # (k, attr, types) -> how the test draws operand k if it is an input

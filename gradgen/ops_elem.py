@@ -153,7 +153,7 @@ def _gelu_tanh_parts(a):
     elementwise=True,
     number_cotangent=True,
     zeros="all",
-    helpers=("_erfc",),
+    helpers=lambda attr: () if attr("approximate") == "tanh" else ("_erfc",),
     derivation=f"""
 gelu(a) = a Phi(a), Phi the standard normal distribution function, as torch.nn.functional.gelu
 computes it with approximate="none" (Hendrycks and Gimpel 2016).  d gelu(a) = (Phi(a) + a phi(a)) da,

@@ -390,12 +390,18 @@ def plan(tg: TypedGraph) -> Plan:
             if n.id in p.live
             for a in n.args
         ),
-        helpers=special.source(h for n in g.nodes if n.op in ROWS for h in ROWS[n.op].helpers),
+        helpers=special.source(h for n in g.nodes if n.op in ROWS for h in _helpers(n)),
         ops_used=ops_used(g),
         kinks=kinks(tg, wrt_names, domain),
         edges=edges(tg, domain),
         derivatives=derivs,
     )
+
+
+def _helpers(n: Node) -> tuple[str, ...]:
+    """The module-level functions node n's code calls (gradgen/special.py), by its op row."""
+    helpers = ROWS[n.op].helpers
+    return helpers(n.attr) if callable(helpers) else helpers
 
 
 def _forward_length(stmts: list[Stmt]) -> int:
