@@ -170,6 +170,8 @@ UFUNCS = (
     "np.log1p",
     "np.sqrt",
     "np.tanh",
+    "np.sin",
+    "np.cos",
     "np.abs",
     "np.sign",
     "np.square",

@@ -21,7 +21,7 @@ class OpDoc:
     vjp: str  # g is the cotangent of the output y
 
 
-OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
+OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@", "power": "**"}
 OPERATORS |= {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=", "equal": "=="}
 OPERATORS |= {"not_equal": "!=", "logical_and": "&", "logical_or": "|"}
 
@@ -189,6 +189,33 @@ DOCS: dict[str, OpDoc] = {
         "the output subscripts' dims; every index has one size in all operands",
         "for each operand, an einsum of g with the other operands; indices only in that operand are "
         "broadcast back",
+    ),
+    # issue 9 (gradgen/ops_elem.py)
+    "sin": OpDoc("elementwise sine", "the operand's shape", "g * cos(a)"),
+    "cos": OpDoc("elementwise cosine", "the operand's shape", "-g * sin(a)"),
+    "log1p": OpDoc("log(1 + a), exact for small a (np.log1p)", "the operand's shape", "g / (1 + a)"),
+    "expm1": OpDoc("exp(a) - 1, exact for small a (np.expm1)", "the operand's shape", "g * exp(a)"),
+    "erf": OpDoc(
+        "the error function, within 4 ulps of math.erf (W. J. Cody's rational approximations, "
+        "defined in the generated module: no SciPy)",
+        "the operand's shape",
+        "g * 2 / sqrt(pi) * exp(-a * a)",
+    ),
+    "gelu": OpDoc(
+        'GELU, a * Phi(a) (approximate="none", as torch) or 0.5 a (1 + tanh(sqrt(2 / pi) (a + 0.044715 '
+        'a^3))) (approximate="tanh")',
+        "the operand's shape",
+        "g * (Phi(a) + a * phi(a)), Phi saved by the forward pass; tanh form: from the saved tanh",
+    ),
+    "clip": OpDoc(
+        "np.clip: a limited to [lo, hi]; lo and hi tensors or numbers (lo > hi gives hi everywhere)",
+        "NumPy broadcasting of a, lo and hi",
+        "g to a where lo <= a <= hi (bounds included), to lo where a < lo, to hi where a > hi",
+    ),
+    "power": OpDoc(
+        "power with a tensor exponent b; the base a tensor or a positive number",
+        "NumPy broadcasting",
+        "g * b * a ** (b - 1) to a, g * y * log(a) to b (the output reused)",
     ),
 }
 

@@ -216,6 +216,7 @@ def render_module(plan: Plan) -> str:
             fused_out=plan.fused_out,
             grads=", ".join(f"{n}={e}" for n, e in plan.grads),
             imports_math=plan.imports_math,
+            helpers=plan.helpers,
             fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
             derivs=_derivatives(plan, args),
         )

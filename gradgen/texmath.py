@@ -86,6 +86,16 @@ class Symbols:
             return f"\\operatorname{{softplus}}({a[0]})"
         if op == "abs":
             return f"|{a[0]}|"
+        if op in ("sin", "cos"):
+            return f"\\{op}({a[0]})"
+        if op == "power":
+            return f"{a[0]}^{{{a[1]}}}"
+        if op == "gelu":
+            return (
+                f"{a[0]}\\,\\Phi({a[0]})"
+                if attr.get("approximate") != "tanh"
+                else f"\\operatorname{{gelu}}_{{\\tanh}}({a[0]})"
+            )
         if op == "transpose" and attr.get("axes") is None:
             return f"{a[0]}^{{\\top}}"
         if op in ("sum", "mean", "logsumexp", "max", "min"):
@@ -147,9 +157,26 @@ class Symbols:
             "concatenate": f"{g}[\\text{{slice }} {i + 1}]",
             "take": f"\\operatorname{{scatter\\_add}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
             "take_along_axis": f"\\operatorname{{scatter\\_along}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
+            "sin": f"{g} \\odot \\cos({a[0]})",
+            "cos": f"-{g} \\odot \\sin({a[0]})",
+            "log1p": f"{g} \\oslash (1 + {a[0]})",
+            "expm1": f"{g} \\odot \\exp({a[0]})",
+            "erf": f"\\tfrac{{2}}{{\\sqrt{{\\pi}}}}\\,{g} \\odot \\exp(-{a[0]}^{{2}})",
+            "gelu": f"{g} \\odot \\operatorname{{gelu}}'({a[0]})",
         }
         if op in simple:
             return simple[op]
+        if op == "power":
+            if i == 0:
+                return f"{g} \\odot {a[1]} \\odot {a[0]}^{{{a[1]} - 1}}"
+            return f"{g} \\odot {y} \\odot \\log {a[0]}"
+        if op == "clip":
+            inside = [
+                f"{a[1]} \\le {a[0]} \\le {a[2]}",
+                f"{a[0]} < {a[1]} \\le {a[2]}",
+                f"\\max({a[0]}, {a[1]}) > {a[2]}",
+            ]
+            return f"{g} \\odot \\mathbf{{1}}[{inside[i]}]"
         if op in ("maximum", "minimum"):
             cmp = {("maximum", 0): "\\ge", ("maximum", 1): "<", ("minimum", 0): "\\le", ("minimum", 1): ">"}
             return f"{g} \\odot \\mathbf{{1}}[{a[0]} {cmp[(op, i)]} {a[1]}]"

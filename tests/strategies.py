@@ -13,6 +13,7 @@ SPEC.md, so they are an oracle for the generated code rather than a copy of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -69,7 +70,10 @@ ISSUE9_REDUCE_OPS = ("max", "min")
 # Issue 9, masks: where(cond, a, b) with cond a comparison (of tensors or a tensor and a number), a bool
 # input, or masks combined with & | ~ (ops_masks).
 ISSUE9_MASK_OPS = ("where",)
+# Issue 9's elementwise ops ("power" is a ** b with a tensor exponent; "gelu" draws either form)
+ISSUE9_ELEM_OPS = ("sin", "cos", "log1p", "expm1", "erf", "gelu", "clip", "power")
 ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis",) + ISSUE9_MASK_OPS
+ALL_OPS += ISSUE9_ELEM_OPS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,6 +242,11 @@ def _lse(a, axis, keepdims):
 
 def _log_softmax(a, axis):
     return a - _lse(a, axis, True)
+
+
+def _erf(v):
+    """The reference erf: the standard library's, element by element (an oracle, not gradgen's)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(v)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -638,6 +647,71 @@ class Builder:
 
         pos = fn in ("exp", "sigmoid", "softplus") or (fn == "sqrt")
         return Node(f"{fn}({a.text})", ATOM, a.shape, pos, ev, kind="mask" if fn == "relu" else "", args=(a,))
+
+    def op_elem(self, fn):
+        """sin, cos, log1p (on a positive operand), expm1, erf, and gelu in either form."""
+        a = self.pick(allow_new_rank=(0, 2))
+        if fn == "log1p":
+            a = self.positive(a)
+        text = f"{fn}({a.text})"
+        if fn == "gelu" and self.flip():
+            text = f'gelu({a.text}, approximate="tanh")'
+        tanh_form = "tanh" in text
+
+        def ev(c):
+            v = np.asarray(a.ev(c), dtype=np.float64)
+            if fn == "log1p":
+                c.note_domain(v)
+            if fn == "gelu" and tanh_form:
+                return 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))
+            if fn == "gelu":
+                return v * 0.5 * (1 + _erf(v / np.sqrt(2)))
+            return {"sin": np.sin, "cos": np.cos, "log1p": np.log1p, "expm1": np.expm1, "erf": _erf}[fn](v)
+
+        return Node(text, ATOM, a.shape, False, ev, args=(a,))
+
+    def op_clip(self):
+        """clip(a, lo, hi) with tensor or number bounds; its kinks are where a meets a bound."""
+        a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 3))
+        bounds = []
+        for lit in ("-0.5", "0.75"):
+            if self.flip(0.4):
+                bounds.append(
+                    Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): v)
+                )
+            else:
+                bounds.append(self.partner(a))
+        lo, hi = bounds
+        shape = broadcast(a.shape, lo.shape, hi.shape)
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            va, vlo, vhi = (np.asarray(n.ev(c), dtype=np.float64) for n in (a, lo, hi))
+            c.note_kink(va - vlo)
+            c.note_kink(np.maximum(va, vlo) - vhi)
+            c.note_kink(vlo - vhi)
+            return np.clip(va, vlo, vhi)
+
+        return Node(f"clip({a.text}, {lo.text}, {hi.text})", ATOM, shape, False, ev, args=(a, lo, hi))
+
+    def op_power(self):
+        """a ** b with a tensor exponent: a positive tensor base, or a positive number (2 ** b)."""
+        b = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 2))
+        if self.flip(0.25):
+            base = Node("2", ATOM, (), True, lambda c: 2.0)
+        else:
+            base = self.positive(self.partner(b))
+        shape = broadcast(base.shape, b.shape)
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            va, vb = np.asarray(base.ev(c), dtype=np.float64), np.asarray(b.ev(c), dtype=np.float64)
+            c.note_domain(va)
+            return va**vb
+
+        return Node(f"{paren(base, POW + 1)} ** {paren(b, POW)}", POW, shape, True, ev, args=(base, b))
 
     def axis_arg(self, rank, *, default_last=False, allow_tuple=True):
         """(text of the axis argument or "", normalized axes)."""
@@ -1106,6 +1180,12 @@ class Builder:
             return self.op_softmax(kind)
         if kind in ("maximum", "minimum"):
             return self.op_minmax(kind)
+        if kind in ("sin", "cos", "log1p", "expm1", "erf", "gelu"):
+            return self.op_elem(kind)
+        if kind == "clip":
+            return self.op_clip()
+        if kind == "power":
+            return self.op_power()
         return {
             "pow": self.op_pow,
             "neg": self.op_neg,
