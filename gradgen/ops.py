@@ -2300,4 +2300,6 @@ class Cast(_Unary):
     pullback = staticmethod(lambda r: (None,))
 
 
+from gradgen import ops_index  # noqa: E402, F401  (static indexing, split, stack)
+
 CALLABLE = tuple(sorted(name for name, d in TABLE.items() if d.callable))
