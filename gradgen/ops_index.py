@@ -101,9 +101,8 @@ def _position(needs: Needs, bound: Dim, size: Dim, axis: int, what: str, last: D
         needs.require(bound, Dim.const(-1), f"the {what} {dim_text(bound)} (counted from the end)")
     else:
         needs.s.fail(
-            f"cannot tell whether the {what} {dim_text(bound)} of axis {axis} is negative (counted from "
-            f"the end) or not: a size may be anything; write a bound whose sign is fixed, such as "
-            f"D - 1 written as -1, or -K"
+            f"the {what} {dim_text(bound)} of axis {axis} is negative (counted from the end) for some "
+            "sizes and not for others; write a bound of one sign: an int, a dim, -K, or -1 for the last"
         )
     where = f"the {what} {dim_text(bound)} of axis {axis} (size {size})"
     needs.require(Dim.const(0), pos, where)
