@@ -209,7 +209,7 @@ def _batched_items(items) -> tuple:
 
 @op(
     "index",
-    (P("a"), Param("index", "index")),
+    (P("a"), Param("index", "index", required=True)),
     rule="index rule: g written into zeros at the indexed positions",
     jvp_rule="index JVP rule: the tangent indexed alike",
     callable=False,
@@ -394,7 +394,7 @@ def _split_index(ctx) -> tuple:
 
 @op(
     "split",
-    (P("a"), Param("sections", "sections"), Param("axis", "int", 0), Param("piece", "int", 0)),
+    (P("a"), Param("sections", "sections", required=True), Param("axis", "int", 0)),  # (and the piece, 0 ..)
     rule="split rule: g written into zeros at the piece's slice",
     jvp_rule="split JVP rule: the tangent's piece",
     callable=False,

@@ -27,6 +27,13 @@ def name_tex(name: str) -> str:
     return "\\mathrm{" + name.replace("_", "\\_") + "}"
 
 
+def _index_tex(items) -> str:
+    from gradgen.ops_index import index_text
+
+    text = index_text(items).replace("_", "\\_").replace("...", "\\dots")
+    return f"\\texttt{{{text}}}"
+
+
 def bar(sym: str) -> str:
     return f"\\overline{{{sym}}}"
 
@@ -94,6 +101,10 @@ class Symbols:
             return f"\\operatorname{{{op}}}{where}({a[0]})"
         if op == "softmax_cross_entropy":
             return f"\\operatorname{{CE}}(\\operatorname{{softmax}}({a[0]}), {a[1]})"
+        if op == "index":
+            return f"{a[0]}{_index_tex(attr['index'])}"
+        if op == "split":
+            return f"\\operatorname{{split}}_{{{attr['piece'] + 1}}}({a[0]})"
         args = ", ".join(a)
         return f"\\operatorname{{{op.replace('_', chr(92) + '_')}}}({args})"
 
@@ -140,6 +151,7 @@ class Symbols:
             "reshape": f"\\operatorname{{reshape}}({g})",
             "concatenate": f"{g}[\\text{{slice }} {i + 1}]",
             "take": f"\\operatorname{{scatter\\_add}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
+            "stack": f"{g}[\\text{{slice }} {i + 1}]",
         }
         if op in simple:
             return simple[op]
@@ -164,6 +176,11 @@ class Symbols:
             return self._matmul(v, g, a, i)
         if op == "einsum":
             return f"\\operatorname{{einsum}}({g}, \\dots)"
+        if op in ("index", "split"):  # zeros shaped like a, g written where a was picked
+            where = (
+                _index_tex(dict(v.attrs)["index"]) if op == "index" else f"_{{{dict(v.attrs)['piece'] + 1}}}"
+            )
+            return f"\\operatorname{{scatter}}{where}({g})"
         raise KeyError(op)
 
     def _sce(self, v: Value, g: str, a: list[str], i: int) -> str:
