@@ -8,9 +8,11 @@ An index is stored on its node as a tuple of items, each one of
 - ``("new",)``: ``None``, a new axis of size 1;
 - ``("...",)``: the ellipsis, as many whole axes as the other items leave.
 
-A bound's sign (from the start, or from the end) is fixed when the spec is built; that it lies within
-its axis is proven then when it holds for every size, refused when it never holds, and otherwise
-checked by the generated module when it runs (``K <= D`` for ``x[:, :K]`` on ``x: [N, D]``).
+A bound with no positive term (``-1``, ``-K``) counts from the end, any other (``K``, ``D - K``) from
+the start, whatever the sizes; that it lies within its axis is proven when the spec is built if it
+holds for every size, refused if it never holds, and otherwise checked by the generated module when it
+runs (``K <= D`` for ``x[:, :K]`` on ``x: [N, D]``, ``1 <= K`` for ``x[-K:]``, ``K <= D`` for
+``x[:, D - K:]``), so NumPy never reads a bound the other way round.
 """
 
 from __future__ import annotations
@@ -94,16 +96,11 @@ class Needs:
 
 def _position(needs: Needs, bound: Dim, size: Dim, axis: int, what: str, last: Dim) -> Dim:
     """A bound as a position from the start of the axis, within ``0 .. last``."""
-    if nonneg(bound):
-        pos = bound
-    elif nonneg(_neg(bound)):
-        pos = size + bound  # negative: counted from the end, so it must not be 0
+    if nonneg(_neg(bound)) and bound.terms:
+        pos = size + bound  # negative: counted from the end, so it must not be 0 (-K with K = 0)
         needs.require(bound, Dim.const(-1), f"the {what} {dim_text(bound)} (counted from the end)")
-    else:
-        needs.s.fail(
-            f"the {what} {dim_text(bound)} of axis {axis} is negative (counted from the end) for some "
-            "sizes and not for others; write a bound of one sign: an int, a dim, -K, or -1 for the last"
-        )
+    else:  # counted from the start (D - K: K <= D is checked below, never read as from the end)
+        pos = bound
     where = f"the {what} {dim_text(bound)} of axis {axis} (size {size})"
     needs.require(Dim.const(0), pos, where)
     needs.require(pos, last, where)
