@@ -278,23 +278,11 @@ def backward(dout, cache):
     dz = np.zeros((N, 4 * H), dtype=dtype)  # split rule: g written into zeros at the piece's slice
     dz[:, 3 * H :] = do  # split rule: g written into zeros at the piece's slice
     # g = split(z, 4, axis=-1)[2]
-    # split rule: g written into zeros at the piece's slice
-    dz_3 = np.zeros((N, 4 * H), dtype=dtype)
-    dz_3[:, 2 * H : 3 * H] = dg  # split rule: g written into zeros at the piece's slice
-    # split rule: g written into zeros at the piece's slice, accumulated over uses (notes section 3)
-    dz += dz_3
+    dz[:, 2 * H : 3 * H] += dg  # split rule: g added at its positions in the same zeros
     # f = split(z, 4, axis=-1)[1]
-    # split rule: g written into zeros at the piece's slice
-    dz_4 = np.zeros((N, 4 * H), dtype=dtype)
-    dz_4[:, H : 2 * H] = df  # split rule: g written into zeros at the piece's slice
-    # split rule: g written into zeros at the piece's slice, accumulated over uses (notes section 3)
-    dz += dz_4
+    dz[:, H : 2 * H] += df  # split rule: g added at its positions in the same zeros
     # i = split(z, 4, axis=-1)[0]
-    # split rule: g written into zeros at the piece's slice
-    dz_5 = np.zeros((N, 4 * H), dtype=dtype)
-    dz_5[:, :H] = di  # split rule: g written into zeros at the piece's slice
-    # split rule: g written into zeros at the piece's slice, accumulated over uses (notes section 3)
-    dz += dz_5
+    dz[:, :H] += di  # split rule: g added at its positions in the same zeros
     # z = x @ W + h @ U + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dz @ U.T  # matmul rule, notes section 5
@@ -378,23 +366,11 @@ def value_and_grad(x, h, c, W, U, b, target):
     dz = np.zeros((N, 4 * H), dtype=loss.dtype)
     dz[:, 3 * H :] = do  # split rule: g written into zeros at the piece's slice
     # g = split(z, 4, axis=-1)[2]
-    # split rule: g written into zeros at the piece's slice
-    dz_3 = np.zeros((N, 4 * H), dtype=loss.dtype)
-    dz_3[:, 2 * H : 3 * H] = dg  # split rule: g written into zeros at the piece's slice
-    # split rule: g written into zeros at the piece's slice, accumulated over uses (notes section 3)
-    dz += dz_3
+    dz[:, 2 * H : 3 * H] += dg  # split rule: g added at its positions in the same zeros
     # f = split(z, 4, axis=-1)[1]
-    # split rule: g written into zeros at the piece's slice
-    dz_4 = np.zeros((N, 4 * H), dtype=loss.dtype)
-    dz_4[:, H : 2 * H] = df  # split rule: g written into zeros at the piece's slice
-    # split rule: g written into zeros at the piece's slice, accumulated over uses (notes section 3)
-    dz += dz_4
+    dz[:, H : 2 * H] += df  # split rule: g added at its positions in the same zeros
     # i = split(z, 4, axis=-1)[0]
-    # split rule: g written into zeros at the piece's slice
-    dz_5 = np.zeros((N, 4 * H), dtype=loss.dtype)
-    dz_5[:, :H] = di  # split rule: g written into zeros at the piece's slice
-    # split rule: g written into zeros at the piece's slice, accumulated over uses (notes section 3)
-    dz += dz_5
+    dz[:, :H] += di  # split rule: g added at its positions in the same zeros
     # z = x @ W + h @ U + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dz @ U.T  # matmul rule, notes section 5

@@ -747,21 +747,13 @@ def backward(dout, cache):
     # h2: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
     dh2_a_k_reshape = np.transpose(dh2_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
     dh2_a_k_index = dh2_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g written into zeros at the indexed positions
-    dh2_a_qkv_3 = np.zeros((B, T, 3 * Dh * H), dtype=dtype)
-    # index rule: g written into zeros at the indexed positions
-    dh2_a_qkv_3[..., Dh * H : 2 * Dh * H] = dh2_a_k_index
-    # index rule: g written into zeros at the indexed positions, accumulated over uses (notes section 3)
-    dh2_a_qkv += dh2_a_qkv_3
+    # index rule: g added at its positions in the same zeros
+    dh2_a_qkv[..., Dh * H : 2 * Dh * H] += dh2_a_k_index
     # h2: layer -> a: attention -> q = transpose(reshape(qkv[..., :H * Dh], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 39)
     dh2_a_q_reshape = np.transpose(dh2_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh2_a_q_index = dh2_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g written into zeros at the indexed positions
-    dh2_a_qkv_4 = np.zeros((B, T, 3 * Dh * H), dtype=dtype)
-    # index rule: g written into zeros at the indexed positions
-    dh2_a_qkv_4[..., : Dh * H] = dh2_a_q_index
-    # index rule: g written into zeros at the indexed positions, accumulated over uses (notes section 3)
-    dh2_a_qkv += dh2_a_qkv_4
+    # index rule: g added at its positions in the same zeros
+    dh2_a_qkv[..., : Dh * H] += dh2_a_q_index
     # h2: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_layernorm = (dh2_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv2.T).reshape((B, T, Dh * H))
@@ -855,21 +847,13 @@ def backward(dout, cache):
     # h1: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
     dh1_a_k_reshape = np.transpose(dh1_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
     dh1_a_k_index = dh1_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g written into zeros at the indexed positions
-    dh1_a_qkv_3 = np.zeros((B, T, 3 * Dh * H), dtype=dtype)
-    # index rule: g written into zeros at the indexed positions
-    dh1_a_qkv_3[..., Dh * H : 2 * Dh * H] = dh1_a_k_index
-    # index rule: g written into zeros at the indexed positions, accumulated over uses (notes section 3)
-    dh1_a_qkv += dh1_a_qkv_3
+    # index rule: g added at its positions in the same zeros
+    dh1_a_qkv[..., Dh * H : 2 * Dh * H] += dh1_a_k_index
     # h1: layer -> a: attention -> q = transpose(reshape(qkv[..., :H * Dh], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 39)
     dh1_a_q_reshape = np.transpose(dh1_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh1_a_q_index = dh1_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g written into zeros at the indexed positions
-    dh1_a_qkv_4 = np.zeros((B, T, 3 * Dh * H), dtype=dtype)
-    # index rule: g written into zeros at the indexed positions
-    dh1_a_qkv_4[..., : Dh * H] = dh1_a_q_index
-    # index rule: g written into zeros at the indexed positions, accumulated over uses (notes section 3)
-    dh1_a_qkv += dh1_a_qkv_4
+    # index rule: g added at its positions in the same zeros
+    dh1_a_qkv[..., : Dh * H] += dh1_a_q_index
     # h1: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_layernorm = (dh1_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv1.T).reshape((B, T, Dh * H))
@@ -1148,21 +1132,13 @@ def value_and_grad(
     # h2: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
     dh2_a_k_reshape = np.transpose(dh2_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
     dh2_a_k_index = dh2_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g written into zeros at the indexed positions
-    dh2_a_qkv_3 = np.zeros((B, T, 3 * Dh * H), dtype=loss.dtype)
-    # index rule: g written into zeros at the indexed positions
-    dh2_a_qkv_3[..., Dh * H : 2 * Dh * H] = dh2_a_k_index
-    # index rule: g written into zeros at the indexed positions, accumulated over uses (notes section 3)
-    dh2_a_qkv += dh2_a_qkv_3
+    # index rule: g added at its positions in the same zeros
+    dh2_a_qkv[..., Dh * H : 2 * Dh * H] += dh2_a_k_index
     # h2: layer -> a: attention -> q = transpose(reshape(qkv[..., :H * Dh], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 39)
     dh2_a_q_reshape = np.transpose(dh2_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh2_a_q_index = dh2_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g written into zeros at the indexed positions
-    dh2_a_qkv_4 = np.zeros((B, T, 3 * Dh * H), dtype=loss.dtype)
-    # index rule: g written into zeros at the indexed positions
-    dh2_a_qkv_4[..., : Dh * H] = dh2_a_q_index
-    # index rule: g written into zeros at the indexed positions, accumulated over uses (notes section 3)
-    dh2_a_qkv += dh2_a_qkv_4
+    # index rule: g added at its positions in the same zeros
+    dh2_a_qkv[..., : Dh * H] += dh2_a_q_index
     # h2: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_layernorm = (dh2_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv2.T).reshape((B, T, Dh * H))
@@ -1256,21 +1232,13 @@ def value_and_grad(
     # h1: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
     dh1_a_k_reshape = np.transpose(dh1_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
     dh1_a_k_index = dh1_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g written into zeros at the indexed positions
-    dh1_a_qkv_3 = np.zeros((B, T, 3 * Dh * H), dtype=loss.dtype)
-    # index rule: g written into zeros at the indexed positions
-    dh1_a_qkv_3[..., Dh * H : 2 * Dh * H] = dh1_a_k_index
-    # index rule: g written into zeros at the indexed positions, accumulated over uses (notes section 3)
-    dh1_a_qkv += dh1_a_qkv_3
+    # index rule: g added at its positions in the same zeros
+    dh1_a_qkv[..., Dh * H : 2 * Dh * H] += dh1_a_k_index
     # h1: layer -> a: attention -> q = transpose(reshape(qkv[..., :H * Dh], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 39)
     dh1_a_q_reshape = np.transpose(dh1_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
     dh1_a_q_index = dh1_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g written into zeros at the indexed positions
-    dh1_a_qkv_4 = np.zeros((B, T, 3 * Dh * H), dtype=loss.dtype)
-    # index rule: g written into zeros at the indexed positions
-    dh1_a_qkv_4[..., : Dh * H] = dh1_a_q_index
-    # index rule: g written into zeros at the indexed positions, accumulated over uses (notes section 3)
-    dh1_a_qkv += dh1_a_qkv_4
+    # index rule: g added at its positions in the same zeros
+    dh1_a_qkv[..., : Dh * H] += dh1_a_q_index
     # h1: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_layernorm = (dh1_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv1.T).reshape((B, T, Dh * H))
