@@ -115,8 +115,9 @@ def is_tuple_target(key: Text) -> bool:
     return "," in key.value
 
 
-def split_call(lw, tree: ast.AST, names: list[Text], label: str) -> tuple[int, ...]:
-    """``split(a, sections, axis=0)`` for ``len(names)`` names: one ``split`` node per piece."""
+def split_call(lw, tree: ast.AST, names: list[Text], label: str, own_entries=True) -> tuple[int, ...]:
+    """``split(a, sections, axis=0)`` for ``len(names)`` names: one ``split`` node per piece, each the
+    entry of its name (``own_entries``; inlined in a block, the nodes belong to the calling entry)."""
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "split"):
         raise _lower._Unsupported(
             tree,
@@ -138,7 +139,8 @@ def split_call(lw, tree: ast.AST, names: list[Text], label: str) -> tuple[int, .
     for need in ("a", "sections"):
         if need not in args:
             raise _lower._Unsupported(tree, f"split is missing its argument {need!r}")
-    lw.entry = names[0].value
+    if own_entries:
+        lw.entry = names[0].value
     operand = lw.expr(args["a"])
     if isinstance(operand, Const):
         raise _lower._Unsupported(args["a"], "argument 'a' of split must be a tensor, not a number")
@@ -147,7 +149,8 @@ def split_call(lw, tree: ast.AST, names: list[Text], label: str) -> tuple[int, .
     place = lw.place_of(tree)
     out = []
     for k, t in enumerate(names):
-        lw.entry = t.value  # each piece is its own entry (its section of backward says so)
+        if own_entries:
+            lw.entry = t.value  # each piece is its own entry (its section of backward says so)
         attrs = (("sections", sections), ("axis", axis), ("piece", k))
         out.append(lw.add("split", (operand,), attrs, label, place))
     return tuple(out)

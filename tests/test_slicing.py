@@ -262,3 +262,53 @@ def test_derivative_kinds_go_through_the_graph_rules(tmp_path):
         m.hvp(x, np.zeros(2), v=m.Wrt(x=v))[2].x, grad_v / (2 * eps), rtol=1e-5, atol=1e-7
     )
     assert np.isclose(np.sum(grad * v), slope)
+
+
+BLOCK = """
+inputs:
+  x: [B, T, E]
+  W1: [E, 3*E]
+  W2: [E, 3*E]
+blocks:
+  mix:
+    params: {x: [B, T, D], W: [D, 3*D]}
+    graph:
+      qkv: x @ W
+      q, k, v: split(qkv, 3, axis=-1)
+      out: tanh(q) * k + v
+graph:
+  h1: mix(x, W1)
+  h2: mix(h1, W2)
+  loss: sum(h2 * h2)
+"""
+
+
+def test_a_tuple_target_in_a_block_is_inlined_per_call(tmp_path):
+    source, m = module(BLOCK, tmp_path, "blk")
+    assert "# h2: mix -> k = split(qkv, 3, axis=-1)[1] (block mix, line 11)" in source
+    assert "dh2_qkv[:, :, E : 2 * E] += dh2_k" in source and "dh1_qkv[:, :, :E] += dh1_q" in source
+    rng = np.random.default_rng(4)
+    x, W1, W2 = rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 12)), rng.standard_normal((4, 12))
+
+    def f(x, W1, W2):
+        h = x
+        for W in (W1, W2):
+            q, k, v = np.split(h @ W, 3, axis=-1)
+            h = np.tanh(q) * k + v
+        return np.sum(h * h)
+
+    loss, grads = m.value_and_grad(x, W1, W2)
+    assert np.isclose(loss, f(x, W1, W2))
+    v = rng.standard_normal(W1.shape)
+    eps = 1e-6
+    slope = (f(x, W1 + eps * v, W2) - f(x, W1 - eps * v, W2)) / (2 * eps)
+    assert np.isclose(np.sum(grads.W1 * v), slope, rtol=1e-6)
+
+
+def test_split_errors_in_a_block_point_into_the_block():
+    text = BLOCK.replace("split(qkv, 3, axis=-1)", "split(qkv, 2, axis=-1)")
+    (msg,) = errors(text)
+    assert msg.startswith("spec.yaml:11:27: error: split gives 2 pieces, but the target names 3"), msg
+    text = BLOCK.replace("q, k, v:", "q, x, v:")
+    (msg,) = errors(text)
+    assert msg.startswith("spec.yaml:11:10: error: 'x' is already defined in block 'mix' (line 8)"), msg
