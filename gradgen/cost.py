@@ -265,6 +265,11 @@ RULES: dict[str, CostRule] = {
         lambda c: ZERO,
         lambda c, pos: c.n,
     ),
+    "index": _rule(
+        "none (a view)", "none (zeros, the picked entries written)", lambda c: ZERO, lambda c, pos: ZERO
+    ),
+    "split": _rule("none (a view)", "none (zeros, the piece written)", lambda c: ZERO, lambda c, pos: ZERO),
+    "stack": _rule("none (a copy)", "none (views)", lambda c: ZERO, lambda c, pos: ZERO),
     "einsum": _rule(
         "one multiply-add per operand per term: (number of operands) * (product of all index sizes)",
         "the same contraction per operand, with g in the operand's place",

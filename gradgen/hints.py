@@ -62,6 +62,18 @@ def _spelled(op: str, args: list[ast.AST], keywords: list[ast.keyword]) -> str:
     return ast.unparse(ast.Call(ast.Name(op), list(args), keywords))
 
 
+# NumPy's and PyTorch's ways of cutting a tensor into pieces, and how a spec writes each.
+_PIECES = "name the pieces with a tuple target: a, b: split(x, 2, axis=-1)"
+SPLITS = {
+    "split": f"{_PIECES} (2 equal pieces; a list gives the pieces' sizes, as torch.split)",
+    "array_split": f"{_PIECES} (the pieces must be equal, or give their sizes as a list)",
+    "chunk": f"{_PIECES} (torch's x.chunk(2, dim=-1))",
+    "hsplit": f"{_PIECES} (axis=1 for np.hsplit)",
+    "vsplit": f"{_PIECES} (axis=0 for np.vsplit)",
+    "unbind": "pick each position with an index instead: x[:, 0], x[:, 1], ...",
+}
+
+
 def _args(node: ast.Call) -> list[str]:
     return [ast.unparse(a) for a in node.args]
 
@@ -121,6 +133,8 @@ def attribute_call(node: ast.Call, func: ast.Attribute, is_value, ops) -> str:
     name = func.attr
     prefix = ast.unparse(func.value)
     written = ast.unparse(node)
+    if name in SPLITS:
+        return f"{written} is not an op; {SPLITS[name]}"
     module = isinstance(func.value, ast.Name) and not is_value(func.value.id)
     if module:
         if name in ops:

@@ -18,7 +18,7 @@ import re
 import sys
 import tokenize
 
-from gradgen import blocks, hints, numbers, ops_masks
+from gradgen import blocks, hints, numbers, ops_masks, slicing
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
 from gradgen.dims import Dim, parse_dim, single_symbol
 from gradgen.ir import Const, Entry, Graph, InputInfo, Node, TensorType, ancestors
@@ -271,7 +271,7 @@ class _Lowerer:
         if isinstance(node, ast.Call):
             return self.call(node, label, place)
         if isinstance(node, ast.Subscript):
-            raise _Unsupported(node, f"indexing and slicing ({label}) are not supported yet")
+            return slicing.subscript(self, node, label, place)
         what = SYNTAX_NAMES.get(type(node), type(node).__name__)
         raise _Unsupported(
             node,
@@ -454,6 +454,8 @@ class _Lowerer:
         opname = node.func.id
         if self.blocks.is_block(opname):  # a spec's own block wins over an op of the same name
             return self.blocks.call(node, label, place)
+        if opname == "split":
+            raise _Unsupported(node, slicing.SPLIT_ALONE)
         if opname not in CALLABLE:
             if opname in self.scope:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
@@ -790,6 +792,9 @@ class _Lowerer:
 
         entries: list[Entry] = []
         for decl in doc.graph:
+            if slicing.is_tuple_target(decl.name):  # a, b: split(x, 2)
+                entries.extend(slicing.tuple_entry(self, decl, claim))
+                continue
             name = decl.name.value
             ok = claim(decl.name, "graph entry")
             self.entry = name
@@ -901,6 +906,8 @@ def literal_text(value, source: str) -> str:
     number token (``1e-5`` stays ``1e-5``), else Python's rendering of the parsed value (``'sum'``)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and NUMBER_TOKEN.match(source):
         return source
+    if value is Ellipsis:  # x[..., 0]
+        return "..."
     return repr(value)
 
 

@@ -184,6 +184,26 @@ DOCS: dict[str, OpDoc] = {
         "as a, with the indices' length along the axis; off the axis a and the indices broadcast",
         "g scatter-added into zeros shaped like a (an assignment when no entry can be picked twice)",
     ),
+    "index": OpDoc(
+        "static indexing a[...]: ints (a position; negative counts from the end), slices start:stop:step "
+        "(ints, dims, or + - * of those; a positive step), None (a new axis) and ... (the axes left); "
+        "a view",
+        "one axis per slice (its length), none for an int, 1 for None; bounds are proven within their "
+        "axes at build time, or checked when the module runs (K <= D for a[:, :K] on [N, D])",
+        "g written into zeros shaped like a at the indexed positions",
+    ),
+    "split": OpDoc(
+        "the pieces of a along an axis, named by a tuple target: sections is a count of equal pieces "
+        "or a list of the pieces' sizes (as torch.split, not numpy.split's split points); each piece "
+        "is a view",
+        "a's shape with the axis cut to the piece's size; the sizes add up to the axis",
+        "each piece's g written into zeros shaped like a at its slice; the pieces' cotangents add up",
+    ),
+    "stack": OpDoc(
+        "numpy.stack of a tuple or list of tensors of one shape along a new axis",
+        "the operands' shape with a new axis of length (number of operands) at axis",
+        "operand k gets g at position k of the new axis (a view)",
+    ),
     "einsum": OpDoc(
         'Einstein summation with an explicit output, as in einsum("ij,jk->ik", a, b)',
         "the output subscripts' dims; every index has one size in all operands",
@@ -239,6 +259,10 @@ def signature(name: str) -> str:
         return "~a"
     if name == "pow":
         return "a ** k"
+    if name == "index":
+        return "a[index]"
+    if name == "split":
+        return "a1, a2, ...: split(a, sections, axis=0)"
     parts = []
     for p in d.params:
         if p.kind == "tensors" and d.varargs:
@@ -265,6 +289,8 @@ _KINDS = {
     "bool": "True or False",
     "shape": "a list of dim names, ints and at most one -1",
     "str": "a string",
+    "index": "ints, slices, None and ... (as in a[:, 1:-1, None])",
+    "sections": "a count of equal pieces, or a list of sizes (ints, dims, products and sums of them)",
 }
 
 
@@ -307,6 +333,7 @@ def lookup(name: str) -> str | None:
         "T": "transpose",
         "~": "logical_not",
     }
+    symbols |= {"[]": "index", "[": "index", "a[...]": "index"}
     return symbols.get(name.strip())
 
 

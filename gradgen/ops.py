@@ -2269,6 +2269,7 @@ class Cast(_Unary):
 # issue 9's op families, one module each; importing one registers its rows
 from gradgen import (  # noqa: E402
     ops_elem,  # noqa: F401  (sin, cos, log1p, expm1, erf, gelu, clip, a ** b)
+    ops_index,  # noqa: F401  (static indexing, split, stack)
     ops_masks,  # noqa: F401  (comparisons, & | ~, where)
     ops_reduce,  # noqa: F401  (max, min, var, std, take_along_axis)
 )

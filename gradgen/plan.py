@@ -77,6 +77,8 @@ class Plan:
     edges: tuple[tuple[str, str], ...]
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
     helpers: str = ""  # module-level functions the ops' code calls (gradgen/special.py), as source
+    order_checks: tuple[tuple[str, str, str], ...] = ()  # (lo, hi, message): raised when lo > hi
+    order_dims: tuple[tuple[Dim, Dim], ...] = ()  # the same (lo, hi) as dims: the tests' sizes obey them
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
 
 
@@ -384,6 +386,11 @@ def plan(tg: TypedGraph) -> Plan:
             (p.dim_expr(c.dim).render(), f"{c.dim} is 0, but {c.reason}")
             for c in runtime.nonempty_checks(tg, p.live)
         ),
+        order_checks=tuple(
+            (p.dim_expr(c.lo).render(), p.dim_expr(c.hi).render(), runtime.order_message(c))
+            for c in runtime.order_checks(tg, p.live)
+        ),
+        order_dims=tuple((c.lo, c.hi) for c in runtime.order_checks(tg, p.live)),
         output_dtype=f"{Var(fwd_out).render()}.dtype",
         dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
         imports_math=any(

@@ -27,6 +27,13 @@ def name_tex(name: str) -> str:
     return "\\mathrm{" + name.replace("_", "\\_") + "}"
 
 
+def _index_tex(items) -> str:
+    from gradgen.ops_index import index_text
+
+    text = index_text(items).replace("_", "\\_").replace("...", "\\dots")
+    return f"\\texttt{{{text}}}"
+
+
 def bar(sym: str) -> str:
     return f"\\overline{{{sym}}}"
 
@@ -110,6 +117,10 @@ class Symbols:
             return f"\\operatorname{{where}}({a[0]}, {a[1]}, {a[2]})"
         if op == "softmax_cross_entropy":
             return f"\\operatorname{{CE}}(\\operatorname{{softmax}}({a[0]}), {a[1]})"
+        if op == "index":
+            return f"{a[0]}{_index_tex(attr['index'])}"
+        if op == "split":
+            return f"\\operatorname{{split}}_{{{attr['piece'] + 1}}}({a[0]})"
         args = ", ".join(a)
         return f"\\operatorname{{{op.replace('_', chr(92) + '_')}}}({args})"
 
@@ -163,6 +174,7 @@ class Symbols:
             "expm1": f"{g} \\odot \\exp({a[0]})",
             "erf": f"\\tfrac{{2}}{{\\sqrt{{\\pi}}}}\\,{g} \\odot \\exp(-{a[0]}^{{2}})",
             "gelu": f"{g} \\odot \\operatorname{{gelu}}'({a[0]})",
+            "stack": f"{g}[\\text{{slice }} {i + 1}]",
         }
         if op in simple:
             return simple[op]
@@ -202,6 +214,11 @@ class Symbols:
             return self._matmul(v, g, a, i)
         if op == "einsum":
             return f"\\operatorname{{einsum}}({g}, \\dots)"
+        if op in ("index", "split"):  # zeros shaped like a, g written where a was picked
+            where = (
+                _index_tex(dict(v.attrs)["index"]) if op == "index" else f"_{{{dict(v.attrs)['piece'] + 1}}}"
+            )
+            return f"\\operatorname{{scatter}}{where}({g})"
         raise KeyError(op)
 
     def _sce(self, v: Value, g: str, a: list[str], i: int) -> str:
