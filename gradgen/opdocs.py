@@ -141,6 +141,35 @@ DOCS: dict[str, OpDoc] = {
         "for each operand, an einsum of g with the other operands; indices only in that operand are "
         "broadcast back",
     ),
+    "conv1d": OpDoc(
+        "1-d cross-correlation (torch's conv1d): input [N, C, W], weights [O, C/groups, K]",
+        "[N, O, (W + 2*padding - dilation*(K-1) - 1) // stride + 1]; literal kernel sizes; a symbolic "
+        "size must have every symbolic term divisible by the stride",
+        "dx: g dilated by the stride, padded, correlated with the flipped kernel; dw: g contracted "
+        "with the input's windows",
+    ),
+    "conv2d": OpDoc(
+        "2-d cross-correlation (torch's conv2d): input [N, C, H, W], weights [O, C/groups, KH, KW]",
+        "[N, O, H', W'] with H' = (H + 2*padding - dilation*(KH-1) - 1) // stride + 1, per axis",
+        "dx: g dilated by the stride, padded, correlated with the flipped kernel; dw: g contracted "
+        "with the input's windows",
+    ),
+    "max_pool2d": OpDoc(
+        "the maximum of each window over the last two axes (padding counts as -inf)",
+        "the last two axes become (size + 2*padding - kernel) // stride + 1; stride defaults to kernel_size",
+        "each window's g added at its first maximum (torch's choice at ties), one unrolled line per "
+        "kernel offset",
+    ),
+    "avg_pool2d": OpDoc(
+        "the mean of each window over the last two axes (padding counts as zeros, in the count)",
+        "as max_pool2d",
+        "g / (kh*kw) of each window added at every position it reads",
+    ),
+    "pad": OpDoc(
+        "numpy.pad with a constant value",
+        "each axis grows by its (before, after) widths",
+        "g without the padding (a view)",
+    ),
 }
 
 
@@ -187,6 +216,9 @@ _KINDS = {
     "bool": "True or False",
     "shape": "a list of dim names, ints and at most one -1",
     "str": "a string",
+    "ints": "an int, or a tuple of one int per spatial axis",
+    "widths": "an int (every axis, both sides), or a tuple of one (before, after) pair per axis",
+    "number": "a number literal",
 }
 
 

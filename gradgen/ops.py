@@ -2300,4 +2300,7 @@ class Cast(_Unary):
     pullback = staticmethod(lambda r: (None,))
 
 
+# the op rows of other modules, registered before the table of callable names is taken
+from gradgen import ops_conv  # noqa: E402,F401  (pad, conv1d, conv2d, max_pool2d, avg_pool2d)
+
 CALLABLE = tuple(sorted(name for name, d in TABLE.items() if d.callable))

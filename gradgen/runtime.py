@@ -84,6 +84,9 @@ def _needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
     return _number_needs(n) + _op_needs(tg, n)
 
 
+WINDOW_OPS = {"conv1d": 1, "conv2d": 2, "max_pool2d": 2, "avg_pool2d": 2}  # op -> spatial axes
+
+
 def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
     """What the op itself needs: entries to average, normalise over or pick a class from."""
     t = tg.types[n.args[0]] if n.args and isinstance(n.args[0], int) else None
@@ -95,6 +98,9 @@ def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
         axes = norm_axes(None, n.attr("axis", -1), t.rank)
         reason = f"{n.entry} needs an entry along it ({n.op})"
         return [(t.shape[i], reason) for i in axes]
+    if n.op in WINDOW_OPS:  # a window must fit into the (padded) input; none fits into no entries
+        reason = f"{n.entry} slides a window along it ({n.op})"
+        return [(d, reason) for d in t.shape[-WINDOW_OPS[n.op] :]]
     if n.op == "softmax_cross_entropy":
         out = [(t.shape[-1], f"{n.entry} needs at least one class (softmax_cross_entropy)")]
         if t.rank == 2 and n.attr("reduction", "mean") == "mean":

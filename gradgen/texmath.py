@@ -140,6 +140,11 @@ class Symbols:
             "reshape": f"\\operatorname{{reshape}}({g})",
             "concatenate": f"{g}[\\text{{slice }} {i + 1}]",
             "take": f"\\operatorname{{scatter\\_add}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
+            "pad": f"\\operatorname{{crop}}({g})",
+            "max_pool2d": f"\\operatorname{{route\\_to\\_max}}({g})",
+            "avg_pool2d": f"\\operatorname{{spread}}({g})",
+            "conv1d": CONV_TEX[min(i, 1)].format(g=g, x=a[0], w=a[-1]),
+            "conv2d": CONV_TEX[min(i, 1)].format(g=g, x=a[0], w=a[-1]),
         }
         if op in simple:
             return simple[op]
@@ -190,6 +195,13 @@ class Symbols:
         if ra > 2 and rb == 2:
             return f"\\textstyle\\sum_{{\\text{{batch}}}} {a[0]}^{{\\top}} {g}"
         return f"{a[0]}^{{\\top}} {g}"
+
+
+# a convolution's cotangents: the correlation with the flipped kernel, the contraction with the windows
+CONV_TEX = (
+    "{g} \\star \\operatorname{{flip}}({w})",
+    "\\textstyle\\sum_{{n, \\text{{pos}}}} {g} \\otimes \\operatorname{{windows}}({x})",
+)
 
 
 def reduce_tex(term: str, axes: tuple[int, ...]) -> str:

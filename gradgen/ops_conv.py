@@ -1,0 +1,805 @@
+"""Op rows for padding, convolution and pooling: pad, conv1d, conv2d, max_pool2d, avg_pool2d.
+
+Layouts follow torch: a convolution reads an input [N, C, *spatial] and weights [O, C/groups, *kernel]
+(NCW/OIW for conv1d, NCHW/OIHW for conv2d) and computes the cross-correlation
+y[n, o, h] = sum_{c, i} x_pad[n, c, h * stride + i * dilation] w[o, c, i] (per group, per spatial axis).
+A pool slides a window over the last two axes of a tensor of any rank >= 2.
+
+The forward pass is a window view (``np.lib.stride_tricks.sliding_window_view``, no copy) followed by
+one contraction (``np.tensordot``; ``np.einsum`` when there are groups).  The backward pass is
+vectorized too:
+
+- the weight gradient is one contraction of the output's cotangent with the same windows;
+- the input gradient is a correlation of the output's cotangent, dilated by the stride (zeros between
+  its entries) and padded by dilation * (kernel - 1) on each side, with the flipped kernel: position h
+  of the padded input receives g[o] w[i] from every (o, i) with h = o * stride + i * dilation, and
+  those are exactly the products that a window of the padded cotangent meets, kernel reversed;
+- a pool's input gradient is one line per kernel offset (unrolled here, at build time): the cotangent
+  of every window added into the input positions that offset reads, max-pool keeping only the window's
+  maximum.  No generated line loops over the batch, the channels or the positions.
+
+Spatial sizes may be symbolic: an output size is (size + 2 * padding - dilation * (kernel - 1) - 1) //
+stride + 1, a polynomial in the dims when the stride divides every symbolic term (``4*S`` pooled by 2
+is ``2*S``); otherwise it is an error that says how to write the size.  Kernel sizes are literal ints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gradgen.dims import Dim, shape_str
+from gradgen.expr import Bin, E, Index, Lit, Var, call, div, method, num
+from gradgen.ir import TensorType
+from gradgen.ops import P, Param, op
+
+# --------------------------------------------------------------------------------------------------
+# the configuration of a window op, normalized to one int per spatial axis
+
+
+@dataclass(frozen=True)
+class Conf:
+    n: int  # spatial axes (the trailing n axes of the input)
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad: tuple[int, ...]
+    dil: tuple[int, ...]
+    groups: int = 1
+
+    @property
+    def span(self) -> tuple[int, ...]:
+        """How many input positions one window covers along each axis."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dil))
+
+    def attrs(self) -> dict:
+        return dict(stride=self.stride, padding=self.pad, dilation=self.dil, groups=self.groups)
+
+
+def _ints(s, value, n: int, name: str, low: int) -> tuple[int, ...]:
+    vals = value if isinstance(value, tuple) else (value,) * n
+    if len(vals) != n:
+        s.fail(f"{name} of {s.node.op} takes one int or {n} (one per spatial axis), not {len(vals)}")
+    for v in vals:
+        if v < low:
+            s.fail(f"{name} of {s.node.op} must be at least {low}, got {v}")
+    return tuple(vals)
+
+
+CONV_N = {"conv1d": 1, "conv2d": 2}
+
+
+def conv_conf(s) -> Conf:
+    """A convolution's configuration, from the public op's attributes or an internal op's."""
+    n = CONV_N.get(s.node.op) or s.attr("n")
+    wshape = s.attr("shape") if s.node.op == "conv_weight_grad" else s.t(1).shape
+    kernel = tuple(d.value for d in wshape[2:])
+    groups = s.attr("groups")
+    if groups < 1:
+        s.fail(f"groups of {s.node.op} must be at least 1, got {groups}")
+    return Conf(
+        n,
+        kernel,
+        _ints(s, s.attr("stride"), n, "stride", 1),
+        _ints(s, s.attr("padding"), n, "padding", 0),
+        _ints(s, s.attr("dilation"), n, "dilation", 1),
+        groups,
+    )
+
+
+def pool_conf(s) -> Conf:
+    kernel = _ints(s, s.attr("kernel_size"), 2, "kernel_size", 1)
+    stride = kernel if s.attr("stride") is None else _ints(s, s.attr("stride"), 2, "stride", 1)
+    pad = _ints(s, s.attr("padding"), 2, "padding", 0)
+    for p, k in zip(pad, kernel):
+        if 2 * p > k:
+            s.fail(f"padding of {s.node.op} must be at most half the kernel size ({k}), got {p}")
+    return Conf(2, kernel, stride, pad, (1, 1))
+
+
+def _exact_div(d: Dim, k: int) -> Dim | None:
+    """d / k when k divides every coefficient of d (so the quotient is a dim for every size)."""
+    if any(c % k for _, c in d.terms):
+        return None
+    return Dim._make({m: c // k for m, c in d.terms})
+
+
+def out_size(s, size: Dim, k: int, stride: int, pad: int, dil: int, who: int) -> Dim:
+    """(size + 2 pad - dil (k - 1) - 1) // stride + 1 as a dim, or a shape error that says why not."""
+    room = size + Dim.const(2 * pad - dil * (k - 1) - 1)
+    if room.is_const:
+        if room.value < 0:
+            s.fail(
+                f"{s.node.op}: a window of {dil * (k - 1) + 1} does not fit into size {size} "
+                f"(padded by {pad} on each side) of {s.where(who)}"
+            )
+        return Dim.const(room.value // stride + 1)
+    const = dict(room.terms).get((), 0)
+    symbolic = Dim._make({m: c for m, c in room.terms if m})
+    quotient = _exact_div(symbolic, stride)
+    if quotient is None:
+        s.fail(
+            f"{s.node.op} with stride {stride} cannot size its output from {size} ({s.where(who)}): "
+            f"the stride must divide the symbolic part of size + 2*padding - {dil * (k - 1) + 1}; "
+            f"write the size as a multiple of {stride} (like {stride}*H) or as a number"
+        )
+    return quotient + Dim.const(const // stride + 1)
+
+
+def remainder(size: Dim, out: Dim, c: Conf, i: int) -> int:
+    """Padded positions after the last window along spatial axis i (never read): always a number."""
+    left = size + Dim.const(2 * c.pad[i] - c.span[i]) + Dim.const(-c.stride[i]) * (out + Dim.const(-1))
+    assert left.is_const, left
+    return left.value
+
+
+# --------------------------------------------------------------------------------------------------
+# emission helpers: ``c`` is any emission context (forward, backward or a derivative program's)
+
+
+def tuple_lit(items) -> Lit:
+    texts = [str(i) for i in items]
+    return Lit("(" + ", ".join(texts) + ("," if len(texts) == 1 else "") + ")")
+
+
+def pad_expr(src: E, lead: int, pads, value: E | None = None) -> E:
+    """np.pad of the trailing axes by (before, after) pairs, the leading ``lead`` axes untouched."""
+    widths = tuple_lit([(0, 0)] * lead + [tuple(p) for p in pads])
+    if value is None:
+        return call("np.pad", src, widths)
+    return call("np.pad", src, widths, constant_values=value)
+
+
+def windows_expr(src: E, rank: int, span, stride, dil) -> E:
+    """The sliding windows of src's trailing axes: [*lead, *out, *window], strided and dilated."""
+    n = len(span)
+    axes = tuple(range(rank - n, rank))
+    win = call(
+        "np.lib.stride_tricks.sliding_window_view",
+        src,
+        tuple_lit(span),
+        axis=tuple_lit(axes) if n > 1 else num(axes[0]),
+    )
+    steps = [":"] * (rank - n) + [f"::{s}" if s > 1 else ":" for s in stride]
+    steps += [f"::{d}" if d > 1 else ":" for d in dil]
+    while steps and steps[-1] == ":":
+        steps.pop()
+    return Index(win, tuple(Lit(t) for t in steps), False) if steps else win
+
+
+def _crop(e: E, lead: int, pads) -> E:
+    """e without the padding on its trailing axes (a view)."""
+    if not any(pads):
+        return e
+    index = [Lit(":")] * lead + [Lit(f"{p}:{-p}" if p else ":") for p in pads]
+    while index[-1].text == ":":
+        index.pop()
+    return Index(e, tuple(index), False)
+
+
+def _flip(w: E, n: int) -> E:
+    return Index(w, (Lit(":"), Lit(":")) + tuple(Lit("::-1") for _ in range(n)), False)
+
+
+def _group_dims(x_shape, w_shape, conf: Conf) -> tuple[Dim, Dim, Dim, Dim]:
+    """The batch, the groups, and the output and input channels per group."""
+    return x_shape[0], Dim.const(conf.groups), _exact_div(w_shape[0], conf.groups), w_shape[1]
+
+
+LETTERS = "hwd"  # spatial output axes in einsum subscripts
+KLETTERS = "ijk"  # kernel axes
+
+
+def contract_conv(c, win: E, w: E, conf: Conf, x_shape, w_shape, out_shape) -> E:
+    """y from the input's windows [N, C, *out, *kernel] and the weights [O, C/G, *kernel]."""
+    n = conf.n
+    if conf.groups == 1:
+        axes_win = (1,) + tuple(range(2 + n, 2 + 2 * n))
+        axes_w = tuple(range(1, 2 + n))
+        y = call("np.tensordot", win, w, axes=tuple_lit((axes_win, axes_w)))
+        return method(y, "transpose", *[num(a) for a in (0, n + 1) + tuple(range(1, n + 1))])
+    o, k = LETTERS[:n], KLETTERS[:n]
+    N, G, Og, Cg = _group_dims(x_shape, w_shape, conf)
+    xs = method(win, "reshape", c.shape_tuple((N, G, Cg) + out_shape[2:] + w_shape[2:]))
+    ws = method(w, "reshape", c.shape_tuple((G, Og, Cg) + w_shape[2:]))
+    y = call("np.einsum", Lit(f'"ngc{o}{k},goc{k}->ngo{o}"'), xs, ws, optimize=Lit("True"))
+    return method(y, "reshape", c.shape_tuple(out_shape))
+
+
+def weight_grad(c, win: E, g: E, conf: Conf, x_shape, w_shape, out_shape) -> E:
+    """dw = sum over the batch and the output positions of g times the input's windows."""
+    n = conf.n
+    if conf.groups == 1:
+        axes = (0,) + tuple(range(2, 2 + n))
+        return call("np.tensordot", g, win, axes=tuple_lit((axes, axes)))
+    o, k = LETTERS[:n], KLETTERS[:n]
+    N, G, Og, Cg = _group_dims(x_shape, w_shape, conf)
+    gs = method(g, "reshape", c.shape_tuple((N, G, Og) + out_shape[2:]))
+    xs = method(win, "reshape", c.shape_tuple((N, G, Cg) + out_shape[2:] + w_shape[2:]))
+    dw = call("np.einsum", Lit(f'"ngo{o},ngc{o}{k}->goc{k}"'), gs, xs, optimize=Lit("True"))
+    return method(dw, "reshape", c.shape_tuple(w_shape))
+
+
+def input_grad(c, g: E, w: E, conf: Conf, x_shape, w_shape, out_shape) -> E:
+    """dx: the cotangent, dilated by the stride and padded by dilation * (kernel - 1), correlated with
+    the flipped kernel (see the module's docstring); the input's own padding is cropped off."""
+    n = conf.n
+    reach = tuple(d * (k - 1) for k, d in zip(conf.kernel, conf.dil))
+    rest = tuple(remainder(x_shape[2 + i], out_shape[2 + i], conf, i) for i in range(n))
+    direct = all(s == 1 for s in conf.stride) and all(a >= p for a, p in zip(reach, conf.pad))
+    if direct:  # no zeros between entries, and the windows can start right at the input's first position
+        pads = tuple((a - p, a - p + r) for a, p, r in zip(reach, conf.pad, rest))
+        shape = out_shape[:2] + tuple(x_shape[2 + i] + Dim.const(reach[i]) for i in range(n))
+        gp = c.temp("gpad", pad_expr(g, 2, pads), shape) if any(map(any, pads)) else g
+        crop = (0,) * n
+    else:  # the cotangent written into zeros with a step, windows over the whole padded input
+        full = tuple(x_shape[2 + i] + Dim.const(2 * conf.pad[i] + reach[i]) for i in range(n))
+        shape = out_shape[:2] + full
+        gp = c.temp("grid", call("np.zeros", c.shape_tuple(shape), dtype=c.dtype()), shape)
+        index = [Lit(":"), Lit(":")]
+        for a, r, s in zip(reach, rest, conf.stride):
+            stop = -(a + r)
+            index.append(Lit(f"{a}:{stop if stop else ''}" + (f":{s}" if s > 1 else "")))
+        c.stmt(gp, g, index=tuple(index))
+        crop = conf.pad
+    gwin = windows_expr(gp, 2 + n, conf.span, (1,) * n, conf.dil)
+    wf = _flip(w, n)
+    if conf.groups == 1:
+        axes_g = (1,) + tuple(range(2 + n, 2 + 2 * n))
+        axes_w = (0,) + tuple(range(2, 2 + n))
+        dx = call("np.tensordot", gwin, wf, axes=tuple_lit((axes_g, axes_w)))
+        dx = method(dx, "transpose", *[num(a) for a in (0, n + 1) + tuple(range(1, n + 1))])
+    else:
+        o, k = LETTERS[:n], KLETTERS[:n]
+        N, G, Og, Cg = _group_dims(x_shape, w_shape, conf)
+        lengths = tuple(x_shape[2 + i] + Dim.const(2 * crop[i]) for i in range(n))
+        gs = method(gwin, "reshape", c.shape_tuple((N, G, Og) + lengths + w_shape[2:]))
+        ws = method(wf, "reshape", c.shape_tuple((G, Og, Cg) + w_shape[2:]))
+        dx = call("np.einsum", Lit(f'"ngo{o}{k},goc{k}->ngc{o}"'), gs, ws, optimize=Lit("True"))
+        dx = method(dx, "reshape", c.shape_tuple((N, x_shape[1]) + lengths))
+    return _crop(dx, 2, crop)
+
+
+# --------------------------------------------------------------------------------------------------
+# convolutions
+
+
+def _conv_shape(s) -> TensorType:
+    x, w = s.types
+    n = CONV_N[s.node.op]
+    layout = "[N, C, W]" if n == 1 else "[N, C, H, W]"
+    for i, t in enumerate((x, w)):
+        if t.dtype != "float":
+            s.fail(f"{s.node.op} needs float tensors, but {s.where(i)} is an {t.dtype} tensor")
+    if x.rank != n + 2:
+        s.fail(f"{s.node.op} needs an input {layout}, but {s.where(0)} has shape {shape_str(x.shape)}")
+    if w.rank != n + 2:
+        s.fail(
+            f"{s.node.op} needs weights [O, C/groups{', K' * n}], but {s.where(1)} has shape {shape_str(w.shape)}"
+        )
+    for k, d in enumerate(w.shape[2:]):
+        if not d.is_const:
+            s.fail(f"{s.node.op} needs literal kernel sizes, but dim {k + 2} of {s.where(1)} is {d}")
+    conf = conv_conf(s)
+    if Dim.const(conf.groups) * w.shape[1] != x.shape[1]:
+        s.fail(
+            f"{s.node.op}: the input's channels {x.shape[1]} ({s.where(0)}) must be groups * the weights' "
+            f"dim 1 = {conf.groups}*{w.shape[1]} ({s.where(1)})"
+        )
+    if _exact_div(w.shape[0], conf.groups) is None:
+        s.fail(
+            f"{s.node.op}: groups {conf.groups} must divide the output channels {w.shape[0]} ({s.where(1)})"
+        )
+    sizes = tuple(
+        out_size(s, x.shape[2 + i], conf.kernel[i], conf.stride[i], conf.pad[i], conf.dil[i], 0)
+        for i in range(n)
+    )
+    return TensorType((x.shape[0], w.shape[0]) + sizes, "float")
+
+
+def _windows_of(c, x: E, x_shape, conf: Conf) -> Var:
+    """The input's windows, padded with zeros first when the op pads (saved for the weight gradient)."""
+    src = x
+    if any(conf.pad):
+        padded = x_shape[:2] + tuple(x_shape[2 + i] + Dim.const(2 * p) for i, p in enumerate(conf.pad))
+        src = c.temp("pad", pad_expr(x, 2, [(p, p) for p in conf.pad]), padded)
+    return windows_expr(src, 2 + conf.n, conf.span, conf.stride, conf.dil)
+
+
+def _conv_forward(f):
+    conf = conv_conf(f)
+    x_shape, w_shape = f.t(0).shape, f.t(1).shape
+    win_shape = x_shape[:2] + f.out.shape[2:] + w_shape[2:]
+    win = f.temp("win", _windows_of(f, f.a(0), x_shape, conf), win_shape)
+    return contract_conv(f, win, f.a(1), conf, x_shape, w_shape, f.out.shape)
+
+
+def _conv_vjp(b):
+    conf = conv_conf(b)
+    x_shape, w_shape = b.t(0).shape, b.t(1).shape
+    dx = input_grad(b, b.g, b.x(1), conf, x_shape, w_shape, b.out.shape) if b.needs(0) else None
+    dw = weight_grad(b, b.saved("win"), b.g, conf, x_shape, w_shape, b.out.shape) if b.needs(1) else None
+    return (dx, dw)
+
+
+def _internal(r, conf: Conf) -> dict:
+    return dict(n=conf.n, **conf.attrs())
+
+
+def _conv_jvp(r):
+    tx, tw = r.tangents
+    attrs = conv_conf(r).attrs()
+    a = r.op(r.node.op, tx, r.x(1), **attrs) if tx is not None else None
+    b = r.op(r.node.op, r.x(0), tw, **attrs) if tw is not None else None
+    return r.add(a, b)
+
+
+def _conv_pullback(r):
+    conf = conv_conf(r)
+    at = _internal(r, conf)
+    dx = r.op("conv_input_grad", r.g, r.x(1), shape=r.t(0).shape, **at)
+    dw = r.op("conv_weight_grad", r.x(0), r.g, shape=r.t(1).shape, **at)
+    return (dx, dw)
+
+
+_CONV_PARAMS = (
+    P("x"),
+    P("w"),
+    Param("stride", "ints", 1),
+    Param("padding", "ints", 0),
+    Param("dilation", "ints", 1),
+    Param("groups", "int", 1),
+)
+_CONV_DERIVATION = """
+y = B(x, w) is bilinear (a cross-correlation, notes section 5's product with x's windows in the place of
+a matrix), so dy = B(dx, w) + B(x, dw), and with T(x, w, g) = <g, B(x, w)> the cotangents are T's
+gradients: dw[o, c, i] = sum_{n, h} g[n, o, h] x_pad[n, c, h s + i d] (one contraction of g with the
+windows), and dx_pad[n, c, p] = sum_{o, i: p = h s + i d} g[n, o, h] w[o, c, i], the correlation of g
+(stride-dilated, padded by d (k - 1)) with the flipped kernel; the padding is cropped off.  The
+internal ops conv_input_grad and conv_weight_grad are the other two gradients of T, so each op's
+pullback is made of the three.  Accuracy: a sum of C k terms per output, rounding as a matrix
+product of that inner size."""
+
+
+def _conv_row(name: str):
+    @op(
+        name,
+        _CONV_PARAMS,
+        rule=f"{name} rule: correlate with the flipped kernel, contract with the windows",
+        jvp_rule=f"{name} JVP rule: bilinear, one term per operand",
+        zeros="any",
+        fresh=True,
+        derivation=_CONV_DERIVATION,
+    )
+    class Conv:
+        shape = staticmethod(_conv_shape)
+        forward = staticmethod(_conv_forward)
+        vjp = staticmethod(_conv_vjp)
+        jvp = staticmethod(_conv_jvp)
+        pullback = staticmethod(_conv_pullback)
+
+    return Conv
+
+
+_conv_row("conv1d")
+_conv_row("conv2d")
+
+
+def _public_conv(r, conf: Conf) -> str:
+    return "conv1d" if conf.n == 1 else "conv2d"
+
+
+_INTERNAL_CONV = (
+    Param("n", "int"),
+    Param("stride", "ints"),
+    Param("padding", "ints"),
+    Param("dilation", "ints"),
+    Param("groups", "int"),
+    Param("shape", "dims"),
+)
+
+
+@op(
+    "conv_input_grad",
+    (P("g"), P("w")) + _INTERNAL_CONV,
+    rule="convolution rule: correlate with the flipped kernel",
+    internal=True,
+    fresh=True,
+    derivation="""
+y = the input cotangent of a convolution, for the output cotangent g and weights w: bilinear in (g, w).
+Its own cotangent c (input-shaped) gives g the convolution of c with w and w the weight cotangent of
+(c, g), the other two gradients of T(x, w, g) = <g, conv(x, w)>.""",
+)
+class ConvInputGrad:
+    shape = staticmethod(lambda s: TensorType(tuple(s.attr("shape")), "float"))
+
+    @staticmethod
+    def forward(f):
+        conf = conv_conf(f)
+        return input_grad(f, f.a(0), f.a(1), conf, tuple(f.attr("shape")), f.t(1).shape, f.t(0).shape)
+
+    @staticmethod
+    def jvp(r):
+        tg, tw = r.tangents
+        at = dict(shape=r.attr("shape"), **_internal(r, conv_conf(r)))
+        a = r.op("conv_input_grad", tg, r.x(1), **at) if tg is not None else None
+        b = r.op("conv_input_grad", r.x(0), tw, **at) if tw is not None else None
+        return r.add(a, b)
+
+    @staticmethod
+    def pullback(r):
+        conf = conv_conf(r)
+        dg = r.op(_public_conv(r, conf), r.g, r.x(1), **conf.attrs())
+        dw = r.op("conv_weight_grad", r.g, r.x(0), shape=r.t(1).shape, **_internal(r, conf))
+        return (dg, dw)
+
+
+@op(
+    "conv_weight_grad",
+    (P("x"), P("g")) + _INTERNAL_CONV,
+    rule="convolution rule: contract the cotangent with the windows",
+    internal=True,
+    fresh=True,
+    derivation="""
+y = the weight cotangent of a convolution of x, for the output cotangent g: bilinear in (x, g).  Its
+own cotangent c (weight-shaped) gives x the input cotangent of (g, c) and g the convolution of x with c.""",
+)
+class ConvWeightGrad:
+    shape = staticmethod(lambda s: TensorType(tuple(s.attr("shape")), "float"))
+
+    @staticmethod
+    def forward(f):
+        conf = conv_conf(f)
+        x_shape, w_shape = f.t(0).shape, tuple(f.attr("shape"))
+        win_shape = x_shape[:2] + f.t(1).shape[2:] + w_shape[2:]
+        win = f.temp("win", _windows_of(f, f.a(0), x_shape, conf), win_shape)
+        return weight_grad(f, win, f.a(1), conf, x_shape, w_shape, f.t(1).shape)
+
+    @staticmethod
+    def jvp(r):
+        tx, tg = r.tangents
+        at = dict(shape=r.attr("shape"), **_internal(r, conv_conf(r)))
+        a = r.op("conv_weight_grad", tx, r.x(1), **at) if tx is not None else None
+        b = r.op("conv_weight_grad", r.x(0), tg, **at) if tg is not None else None
+        return r.add(a, b)
+
+    @staticmethod
+    def pullback(r):
+        conf = conv_conf(r)
+        dx = r.op("conv_input_grad", r.x(1), r.g, shape=r.t(0).shape, **_internal(r, conf))
+        dg = r.op(_public_conv(r, conf), r.x(0), r.g, **conf.attrs())
+        return (dx, dg)
+
+
+# --------------------------------------------------------------------------------------------------
+# pooling over the last two axes
+
+
+def _pool_shape(s) -> TensorType:
+    x = s.types[0]
+    if x.dtype != "float":
+        s.fail(f"{s.node.op} needs a float tensor, but {s.where(0)} is an {x.dtype} tensor")
+    if x.rank < 2:
+        s.fail(f"{s.node.op} pools the last two axes, but {s.where(0)} has shape {shape_str(x.shape)}")
+    conf = pool_conf(s)
+    lead = x.rank - 2
+    sizes = tuple(
+        out_size(s, x.shape[lead + i], conf.kernel[i], conf.stride[i], conf.pad[i], 1, 0) for i in range(2)
+    )
+    return TensorType(x.shape[:lead] + sizes, "float")
+
+
+def _pool_windows(c, x: E, x_shape, conf: Conf, fill: E) -> E:
+    lead = len(x_shape) - 2
+    src = x
+    if any(conf.pad):
+        padded = x_shape[:lead] + tuple(x_shape[lead + i] + Dim.const(2 * p) for i, p in enumerate(conf.pad))
+        src = c.temp("pad", pad_expr(x, lead, [(p, p) for p in conf.pad], fill), padded)
+    return windows_expr(src, len(x_shape), conf.kernel, conf.stride, conf.dil)
+
+
+def _argmax(c, win: E, out_shape, conf: Conf) -> Var:
+    """Each window's first maximum, as a flat offset i * kw + j into the window (torch's choice)."""
+    flat = method(
+        win, "reshape", c.shape_tuple(tuple(out_shape) + (Dim.const(conf.kernel[0] * conf.kernel[1]),))
+    )
+    return c.temp("arg", method(flat, "argmax", axis=Lit("-1")), out_shape)
+
+
+def scatter_windows(c, g: E, x_shape, out_shape, conf: Conf, part) -> E:
+    """x's cotangent from one term per kernel offset (i, j), unrolled: ``part(i, j)`` is what every
+    window sends to the input position it reads at that offset, added in with the stride's step."""
+    lead = len(x_shape) - 2
+    padded = x_shape[:lead] + tuple(x_shape[lead + i] + Dim.const(2 * p) for i, p in enumerate(conf.pad))
+    dx = c.temp("grid", call("np.zeros", c.shape_tuple(padded), dtype=c.dtype()), padded)
+    rest = [remainder(x_shape[lead + a], out_shape[lead + a], conf, a) for a in range(2)]
+    kh, kw = conf.kernel
+    for i in range(kh):
+        for j in range(kw):
+            index = [Lit("...")]
+            for offset, k, s, r in ((i, kh, conf.stride[0], rest[0]), (j, kw, conf.stride[1], rest[1])):
+                stop = -(k - 1 - offset + r)
+                step = f":{s}" if s > 1 else ""
+                index.append(Lit(f"{offset or ''}:{stop if stop else ''}{step}"))
+            c.stmt(dx, part(i, j), op="+=", index=tuple(index))
+    return _crop(dx, lead, conf.pad)
+
+
+def route_max(c, g: E, arg: E, x_shape, out_shape, conf: Conf) -> E:
+    kw = conf.kernel[1]
+    return scatter_windows(
+        c, g, x_shape, out_shape, conf, lambda i, j: Bin("*", g, Bin("==", arg, num(i * kw + j)))
+    )
+
+
+def pick_max(c, t: E, arg: E, x_shape, out_shape, conf: Conf) -> E:
+    """t at each window's maximum (of x): the tangent of a max-pool."""
+    twin = _pool_windows(c, t, x_shape, conf, None)
+    kk = Dim.const(conf.kernel[0] * conf.kernel[1])
+    flat = method(twin, "reshape", c.shape_tuple(tuple(out_shape) + (kk,)))
+    picked = call("np.take_along_axis", flat, Index(arg, (Lit("..."), Lit("None")), False), axis=Lit("-1"))
+    return Index(picked, (Lit("..."), Lit("0")), False)
+
+
+_POOL_PARAMS = (
+    P("x"),
+    Param("kernel_size", "ints", required=True),
+    Param("stride", "ints", None),
+    Param("padding", "ints", 0),
+)
+
+
+@op(
+    "max_pool2d",
+    _POOL_PARAMS,
+    rule="max-pool rule: each window's cotangent to its maximum",
+    jvp_rule="max-pool JVP rule: the tangent at each window's maximum",
+    zeros="all",
+    fresh=True,
+    derivation="""
+y = the maximum of each window (padding counts as -inf, so it is never picked).  Where a window's
+maximum is unique y is locally that entry, so dy = dx at the window's argmax and x's cotangent collects
+g from every window whose maximum it is (a position in several overlapping windows adds them).  At
+ties the whole cotangent goes to the first maximum in row-major window order, as torch's max_pool2d
+does (a one-sided derivative, not the even split of the max reduction).  Exact: the forward picks
+entries, the backward adds at most k*k window cotangents per position.""",
+)
+class MaxPool2d:
+    shape = staticmethod(_pool_shape)
+
+    @staticmethod
+    def forward(f):
+        conf = pool_conf(f)
+        win = f.temp(
+            "win",
+            _pool_windows(f, f.a(0), f.t(0).shape, conf, Lit("-np.inf")),
+            f.out.shape + (Dim.const(conf.kernel[0]), Dim.const(conf.kernel[1])),
+        )
+        return method(win, "max", axis=Lit("(-2, -1)"))
+
+    @staticmethod
+    def vjp(b):
+        conf = pool_conf(b)
+        arg = _argmax(b, b.saved("win"), b.out.shape, conf)
+        return (route_max(b, b.g, arg, b.t(0).shape, b.out.shape, conf),)
+
+    @staticmethod
+    def jvp(r):
+        return r.op("pool_pick", r.tangents[0], r.x(0), **_pool_attrs(r))
+
+    @staticmethod
+    def pullback(r):
+        return (r.op("pool_route", r.g, r.x(0), **_pool_attrs(r)),)
+
+    batch = staticmethod(lambda r: r.node_like(r.batched[0]))
+
+
+def _pool_attrs(r) -> dict:
+    conf = pool_conf(r)
+    return dict(kernel_size=conf.kernel, stride=conf.stride, padding=conf.pad)
+
+
+def _pair_batch(r):
+    """An internal pool op of (a tangent or cotangent, x) with a leading batch axis on either."""
+    parts = [
+        xb if xb is not None else r.broadcast(r.x(k), (r.size_dim,) + r.t(k).shape)
+        for k, xb in enumerate(r.batched)
+    ]
+    return r.op(r.node.op, *parts, **_pool_attrs(r))
+
+
+class _PoolPair:
+    """pool_pick(t, x) and pool_route(g, x): linear in operand 0, x only says where the maxima are."""
+
+    @staticmethod
+    def _arg(f):
+        conf = pool_conf(f)
+        x_shape = f.t(1).shape
+        out_shape = f.out.shape if f.node.op == "pool_pick" else f.t(0).shape
+        win = _pool_windows(f, f.a(1), x_shape, conf, Lit("-np.inf"))
+        return conf, x_shape, out_shape, _argmax(f, win, out_shape, conf)
+
+    batch = staticmethod(_pair_batch)
+
+
+@op(
+    "pool_pick",
+    (P("t"), P("x"), Param("kernel_size", "ints"), Param("stride", "ints"), Param("padding", "ints")),
+    rule="max-pool JVP rule: the tangent at each window's maximum",
+    internal=True,
+    fresh=True,
+    linear=True,
+    derivation="y = t at each window's first maximum of x: linear in t; its transpose is pool_route.",
+)
+class PoolPick(_PoolPair):
+    @staticmethod
+    def shape(s):
+        return _pool_shape_of(s, s.types[1])
+
+    @staticmethod
+    def forward(f):
+        conf, x_shape, out_shape, arg = _PoolPair._arg(f)
+        return pick_max(f, f.a(0), arg, x_shape, out_shape, conf)
+
+    pullback = staticmethod(lambda r: (r.op("pool_route", r.g, r.x(1), **_pool_attrs(r)), None))
+
+
+@op(
+    "pool_route",
+    (P("g"), P("x"), Param("kernel_size", "ints"), Param("stride", "ints"), Param("padding", "ints")),
+    rule="max-pool rule: each window's cotangent to its maximum",
+    internal=True,
+    fresh=True,
+    linear=True,
+    derivation="y = g added at each window's first maximum of x, zeros elsewhere: linear in g.",
+)
+class PoolRoute(_PoolPair):
+    shape = staticmethod(lambda s: TensorType(s.types[1].shape, "float"))
+
+    @staticmethod
+    def forward(f):
+        conf, x_shape, out_shape, arg = _PoolPair._arg(f)
+        return route_max(f, f.a(0), arg, x_shape, out_shape, conf)
+
+    pullback = staticmethod(lambda r: (r.op("pool_pick", r.g, r.x(1), **_pool_attrs(r)), None))
+
+
+def _pool_shape_of(s, x: TensorType) -> TensorType:
+    conf = pool_conf(s)
+    lead = x.rank - 2
+    sizes = tuple(
+        out_size(s, x.shape[lead + i], conf.kernel[i], conf.stride[i], conf.pad[i], 1, 1) for i in range(2)
+    )
+    return TensorType(x.shape[:lead] + sizes, "float")
+
+
+@op(
+    "avg_pool2d",
+    _POOL_PARAMS,
+    rule="average-pool rule: each window's cotangent shared evenly",
+    zeros="all",
+    fresh=True,
+    linear=True,
+    derivation="""
+y = the mean of each window, padding counted as zeros in the k*k (torch's count_include_pad=True).
+Linear, so every position of a window receives g / (k*k) of that window, summed over the windows that
+read it (one unrolled line per kernel offset).  Accuracy: a mean of k*k terms.""",
+)
+class AvgPool2d:
+    shape = staticmethod(_pool_shape)
+
+    @staticmethod
+    def forward(f):
+        conf = pool_conf(f)
+        win = _pool_windows(f, f.a(0), f.t(0).shape, conf, None)
+        return method(win, "mean", axis=Lit("(-2, -1)"))
+
+    @staticmethod
+    def vjp(b):
+        conf = pool_conf(b)
+        share = b.temp("share", div(b.g, num(conf.kernel[0] * conf.kernel[1])), b.out.shape)
+        return (scatter_windows(b, share, b.t(0).shape, b.out.shape, conf, lambda i, j: share),)
+
+    @staticmethod
+    def pullback(r):
+        return (r.op("avg_pool_t", r.g, shape=r.t(0).shape, **_pool_attrs(r)),)
+
+    batch = staticmethod(lambda r: r.node_like(r.batched[0]))
+
+
+@op(
+    "avg_pool_t",
+    (
+        P("g"),
+        Param("kernel_size", "ints"),
+        Param("stride", "ints"),
+        Param("padding", "ints"),
+        Param("shape", "dims"),
+    ),
+    rule="average-pool rule: each window's cotangent shared evenly",
+    internal=True,
+    fresh=True,
+    linear=True,
+    derivation="y = the transpose of avg_pool2d: g / (k*k) of each window added at every position it reads.",
+)
+class AvgPoolT:
+    shape = staticmethod(lambda s: TensorType(tuple(s.attr("shape")), "float"))
+
+    @staticmethod
+    def forward(f):
+        conf = pool_conf(f)
+        share = f.temp("share", div(f.a(0), num(conf.kernel[0] * conf.kernel[1])), f.t(0).shape)
+        return scatter_windows(f, share, tuple(f.attr("shape")), f.t(0).shape, conf, lambda i, j: share)
+
+    pullback = staticmethod(lambda r: (r.op("avg_pool2d", r.g, **_pool_attrs(r)),))
+    batch = staticmethod(lambda r: r.node_like(r.batched[0], shape=(r.size_dim,) + tuple(r.attr("shape"))))
+
+
+# --------------------------------------------------------------------------------------------------
+# pad
+
+
+def pad_widths(s) -> tuple[tuple[int, int], ...]:
+    """pad's widths as one (before, after) pair per axis: an int pads every axis on both sides."""
+    t = s.types[0]
+    widths = s.attr("widths")
+    if isinstance(widths, int):
+        widths = ((widths, widths),) * t.rank
+    if len(widths) != t.rank:
+        s.fail(
+            f"pad needs one (before, after) pair per axis: {s.where(0)} has rank {t.rank} "
+            f"(shape {shape_str(t.shape)}), got {len(widths)} pairs"
+        )
+    for pair in widths:
+        if min(pair) < 0:
+            s.fail(f"pad widths must not be negative, got {pair}")
+    return tuple(widths)
+
+
+@op(
+    "pad",
+    (P("a"), Param("widths", "widths", required=True), Param("value", "number", 0)),
+    rule="pad rule: crop the padding off",
+    jvp_rule="pad JVP rule: the tangent padded with zeros",
+    fresh=True,
+    derivation="""
+y = a with constant borders (np.pad): the borders do not depend on a, the inside is a, so a's
+cotangent is g without its borders (a view of g), and the tangent is a's tangent padded with zeros
+(whatever the fill value).  Exact.""",
+)
+class Pad:
+    @staticmethod
+    def shape(s):
+        t = s.types[0]
+        if t.dtype != "float":
+            s.fail(f"pad needs a float tensor, but {s.where(0)} is an {t.dtype} tensor")
+        widths = pad_widths(s)
+        return TensorType(tuple(d + Dim.const(lo + hi) for d, (lo, hi) in zip(t.shape, widths)), "float")
+
+    @staticmethod
+    def forward(f):
+        value = f.attr("value")
+        return pad_expr(f.a(0), 0, pad_widths(f), num(value) if value else None)
+
+    @staticmethod
+    def vjp(b):
+        widths = pad_widths(b)
+        index = [Lit(f"{lo or ''}:{-hi if hi else ''}") for lo, hi in widths]
+        while index and index[-1].text == ":":
+            index.pop()
+        return (Index(b.g, tuple(index), False) if index else b.g,)
+
+    @staticmethod
+    def jvp(r):
+        return r.op("pad", r.tangents[0], widths=pad_widths(r), value=0)
+
+    @staticmethod
+    def pullback(r):
+        g = r.g
+        for ax, (lo, hi) in enumerate(pad_widths(r)):
+            if lo or hi:
+                size = r.t(0).shape[ax]
+                g = r.op("slice_axis", g, axis=ax, start=Dim.const(lo), stop=Dim.const(lo) + size)
+        return (g,)
+
+    @staticmethod
+    def batch(r):
+        return r.node_like(r.batched[0], widths=((0, 0),) + pad_widths(r))
