@@ -746,7 +746,7 @@ def pad_widths(s) -> tuple[tuple[int, int], ...]:
     if len(widths) != t.rank:
         s.fail(
             f"pad needs one (before, after) pair per axis: {s.where(0)} has rank {t.rank} "
-            f"(shape {shape_str(t.shape)}), got {len(widths)} pairs"
+            f"(shape {shape_str(t.shape)}), got {len(widths)} pair{'s' if len(widths) != 1 else ''}"
         )
     for pair in widths:
         if min(pair) < 0:
