@@ -51,18 +51,16 @@ class _Cache(NamedTuple):
     y: np.ndarray
     W2: np.ndarray
     W3: np.ndarray
-    z1_conv2d_win: np.ndarray
+    z1_conv2d_cols: np.ndarray
     h1_relu: np.ndarray
-    h1_win: np.ndarray
-    z2_conv2d_win: np.ndarray
+    h1: np.ndarray
+    z2_conv2d_cols: np.ndarray
     h2_relu: np.ndarray
-    h2_win: np.ndarray
     h2: np.ndarray
     loss_exp: np.ndarray
     loss_sums: np.ndarray
     N: int
     C1: int
-    C2: int
     S: int
     dtype: np.dtype
 
@@ -217,21 +215,29 @@ def forward(x, y, W1, b1, W2, b2, W3, b3):
     """Compute loss []; return it and the cache that `backward` needs."""
     x, y, W1, b1, W2, b2, W3, b3, N, C1, C2, S, K = _check_inputs(x, y, W1, b1, W2, b2, W3, b3)
     z1_conv2d_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, 3, 2 + 4*S, 2 + 4*S]
-    # [N, 3, 4*S, 4*S, 3, 3]
-    z1_conv2d_win = np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3))
+    # [N, 4*S, 4*S, 3, 3, 3]
+    z1_conv2d_cols = np.ascontiguousarray(
+        np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3)).transpose(
+            0, 2, 3, 1, 4, 5
+        )
+    )
     # [N, C1, 4*S, 4*S]
-    z1_conv2d = np.tensordot(z1_conv2d_win, W1, axes=((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
-    z1 = z1_conv2d + b1  # [N, C1, 4*S, 4*S]
+    z1 = np.tensordot(z1_conv2d_cols, W1, axes=((3, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
+    z1 += b1  # [N, C1, 4*S, 4*S]
     h1_relu = np.maximum(z1, 0, out=z1)  # [N, C1, 4*S, 4*S]
     # [N, C1, 2*S, 2*S, 2, 2]
     h1_win = np.lib.stride_tricks.sliding_window_view(h1_relu, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
     h1 = h1_win.max(axis=(-2, -1))  # [N, C1, 2*S, 2*S]
     z2_conv2d_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, C1, 2 + 2*S, 2 + 2*S]
-    # [N, C1, 2*S, 2*S, 3, 3]
-    z2_conv2d_win = np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3))
+    # [N, 2*S, 2*S, C1, 3, 3]
+    z2_conv2d_cols = np.ascontiguousarray(
+        np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3)).transpose(
+            0, 2, 3, 1, 4, 5
+        )
+    )
     # [N, C2, 2*S, 2*S]
-    z2_conv2d = np.tensordot(z2_conv2d_win, W2, axes=((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
-    z2 = z2_conv2d + b2  # [N, C2, 2*S, 2*S]
+    z2 = np.tensordot(z2_conv2d_cols, W2, axes=((3, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
+    z2 += b2  # [N, C2, 2*S, 2*S]
     h2_relu = np.maximum(z2, 0, out=z2)  # [N, C2, 2*S, 2*S]
     # [N, C2, S, S, 2, 2]
     h2_win = np.lib.stride_tricks.sliding_window_view(h2_relu, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
@@ -248,18 +254,16 @@ def forward(x, y, W1, b1, W2, b2, W3, b3):
         y,
         W2,
         W3,
-        z1_conv2d_win,
+        z1_conv2d_cols,
         h1_relu,
-        h1_win,
-        z2_conv2d_win,
+        h1,
+        z2_conv2d_cols,
         h2_relu,
-        h2_win,
         h2,
         loss_exp,
         loss_sums,
         N,
         C1,
-        C2,
         S,
         loss.dtype,
     )
@@ -271,18 +275,16 @@ def backward(dout, cache):
         y,
         W2,
         W3,
-        z1_conv2d_win,
+        z1_conv2d_cols,
         h1_relu,
-        h1_win,
-        z2_conv2d_win,
+        h1,
+        z2_conv2d_cols,
         h2_relu,
-        h2_win,
         h2,
         loss_exp,
         loss_sums,
         N,
         C1,
-        C2,
         S,
         dtype,
     ) = cache
@@ -298,49 +300,71 @@ def backward(dout, cache):
     # einsum rule: contract the cotangent with the other operands
     dW3 = np.einsum("nk,nchw->chwk", dlogits, h2)
     # h2 = max_pool2d(relu(z2), 2)
-    # max-pool rule: each window's cotangent to its maximum
-    dh2_arg = h2_win.reshape((N, C2, S, S, 4)).argmax(axis=-1)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2 = np.zeros((N, C2, 2 * S, 2 * S), dtype=dtype)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2[..., :-1:2, :-1:2] += dh2 * (dh2_arg == 0)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2[..., :-1:2, 1::2] += dh2 * (dh2_arg == 1)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2[..., 1::2, :-1:2] += dh2 * (dh2_arg == 2)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2[..., 1::2, 1::2] += dh2 * (dh2_arg == 3)
+    dz2 = np.zeros_like(h2_relu)  # max-pool rule: g to each window's first maximum
+    dh2_hit = h2_relu[..., :-1:2, :-1:2] == h2  # max-pool rule: g to each window's first maximum
+    dh2_free = ~dh2_hit  # max-pool rule: g to each window's first maximum
+    dz2[..., :-1:2, :-1:2] = dh2 * dh2_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh2_hit = np.logical_and(h2_relu[..., :-1:2, 1::2] == h2, dh2_free)
+    dh2_free &= ~dh2_hit  # max-pool rule: g to each window's first maximum
+    dz2[..., :-1:2, 1::2] += dh2 * dh2_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh2_hit = np.logical_and(h2_relu[..., 1::2, :-1:2] == h2, dh2_free)
+    dh2_free &= ~dh2_hit  # max-pool rule: g to each window's first maximum
+    dz2[..., 1::2, :-1:2] += dh2 * dh2_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh2_hit = np.logical_and(h2_relu[..., 1::2, 1::2] == h2, dh2_free)
+    dz2[..., 1::2, 1::2] += dh2 * dh2_hit  # max-pool rule: g to each window's first maximum
     dz2 *= h2_relu > 0  # relu rule (relu'(0) = 0)
     # z2 = conv2d(h1, W2, padding=1) + b2
     db2 = dz2.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
-    # conv2d rule: correlate with the flipped kernel, contract with the windows
-    dz2_conv2d_gpad = np.pad(dz2, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    # conv2d rule: correlate with the flipped kernel, contract with the windows
-    dh1 = np.tensordot(
-        np.lib.stride_tricks.sliding_window_view(dz2_conv2d_gpad, (3, 3), axis=(2, 3)),
-        W2[:, :, ::-1, ::-1],
-        axes=((1, 4, 5), (0, 2, 3)),
-    ).transpose(0, 3, 1, 2)
-    # conv2d rule: correlate with the flipped kernel, contract with the windows
-    dW2 = np.tensordot(dz2, z2_conv2d_win, axes=((0, 2, 3), (0, 2, 3)))
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_cols = np.tensordot(dz2, W2, axes=(1, 0))
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid = np.zeros((N, 2 + 2 * S, 2 + 2 * S, C1), dtype=dtype)
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, :-2, :-2] = dz2_conv2d_cols[..., 0, 0]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, :-2, 1:-1] += dz2_conv2d_cols[..., 0, 1]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, :-2, 2:] += dz2_conv2d_cols[..., 0, 2]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 1:-1, :-2] += dz2_conv2d_cols[..., 1, 0]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 1:-1, 1:-1] += dz2_conv2d_cols[..., 1, 1]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 1:-1, 2:] += dz2_conv2d_cols[..., 1, 2]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 2:, :-2] += dz2_conv2d_cols[..., 2, 0]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 2:, 1:-1] += dz2_conv2d_cols[..., 2, 1]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 2:, 2:] += dz2_conv2d_cols[..., 2, 2]
+    # conv2d rule, dw: g contracted with the input's columns
+    dh1 = dz2_conv2d_grid[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
+    # conv2d rule, dw: g contracted with the input's columns
+    dW2 = np.tensordot(dz2, z2_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     # h1 = max_pool2d(relu(z1), 2)
-    # max-pool rule: each window's cotangent to its maximum
-    dh1_arg = h1_win.reshape((N, C1, 2 * S, 2 * S, 4)).argmax(axis=-1)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1 = np.zeros((N, C1, 4 * S, 4 * S), dtype=dtype)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1[..., :-1:2, :-1:2] += dh1 * (dh1_arg == 0)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1[..., :-1:2, 1::2] += dh1 * (dh1_arg == 1)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1[..., 1::2, :-1:2] += dh1 * (dh1_arg == 2)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1[..., 1::2, 1::2] += dh1 * (dh1_arg == 3)
+    dz1 = np.zeros_like(h1_relu)  # max-pool rule: g to each window's first maximum
+    dh1_hit = h1_relu[..., :-1:2, :-1:2] == h1  # max-pool rule: g to each window's first maximum
+    dh1_free = ~dh1_hit  # max-pool rule: g to each window's first maximum
+    dz1[..., :-1:2, :-1:2] = dh1 * dh1_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh1_hit = np.logical_and(h1_relu[..., :-1:2, 1::2] == h1, dh1_free)
+    dh1_free &= ~dh1_hit  # max-pool rule: g to each window's first maximum
+    dz1[..., :-1:2, 1::2] += dh1 * dh1_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh1_hit = np.logical_and(h1_relu[..., 1::2, :-1:2] == h1, dh1_free)
+    dh1_free &= ~dh1_hit  # max-pool rule: g to each window's first maximum
+    dz1[..., 1::2, :-1:2] += dh1 * dh1_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh1_hit = np.logical_and(h1_relu[..., 1::2, 1::2] == h1, dh1_free)
+    dz1[..., 1::2, 1::2] += dh1 * dh1_hit  # max-pool rule: g to each window's first maximum
     dz1 *= h1_relu > 0  # relu rule (relu'(0) = 0)
     # z1 = conv2d(x, W1, padding=1) + b1
     db1 = dz1.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
-    # conv2d rule: correlate with the flipped kernel, contract with the windows
-    dW1 = np.tensordot(dz1, z1_conv2d_win, axes=((0, 2, 3), (0, 2, 3)))
+    # conv2d rule, dw: g contracted with the input's columns
+    dW1 = np.tensordot(dz1, z1_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     return Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2, W3=dW3, b3=db3)
 
 
@@ -348,21 +372,29 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     x, y, W1, b1, W2, b2, W3, b3, N, C1, C2, S, K = _check_inputs(x, y, W1, b1, W2, b2, W3, b3)
     z1_conv2d_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, 3, 2 + 4*S, 2 + 4*S]
-    # [N, 3, 4*S, 4*S, 3, 3]
-    z1_conv2d_win = np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3))
+    # [N, 4*S, 4*S, 3, 3, 3]
+    z1_conv2d_cols = np.ascontiguousarray(
+        np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3)).transpose(
+            0, 2, 3, 1, 4, 5
+        )
+    )
     # [N, C1, 4*S, 4*S]
-    z1_conv2d = np.tensordot(z1_conv2d_win, W1, axes=((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
-    z1 = z1_conv2d + b1  # [N, C1, 4*S, 4*S]
+    z1 = np.tensordot(z1_conv2d_cols, W1, axes=((3, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
+    z1 += b1  # [N, C1, 4*S, 4*S]
     h1_relu = np.maximum(z1, 0, out=z1)  # [N, C1, 4*S, 4*S]
     # [N, C1, 2*S, 2*S, 2, 2]
     h1_win = np.lib.stride_tricks.sliding_window_view(h1_relu, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
     h1 = h1_win.max(axis=(-2, -1))  # [N, C1, 2*S, 2*S]
     z2_conv2d_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, C1, 2 + 2*S, 2 + 2*S]
-    # [N, C1, 2*S, 2*S, 3, 3]
-    z2_conv2d_win = np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3))
+    # [N, 2*S, 2*S, C1, 3, 3]
+    z2_conv2d_cols = np.ascontiguousarray(
+        np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3)).transpose(
+            0, 2, 3, 1, 4, 5
+        )
+    )
     # [N, C2, 2*S, 2*S]
-    z2_conv2d = np.tensordot(z2_conv2d_win, W2, axes=((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
-    z2 = z2_conv2d + b2  # [N, C2, 2*S, 2*S]
+    z2 = np.tensordot(z2_conv2d_cols, W2, axes=((3, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
+    z2 += b2  # [N, C2, 2*S, 2*S]
     h2_relu = np.maximum(z2, 0, out=z2)  # [N, C2, 2*S, 2*S]
     # [N, C2, S, S, 2, 2]
     h2_win = np.lib.stride_tricks.sliding_window_view(h2_relu, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
@@ -387,47 +419,69 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     # einsum rule: contract the cotangent with the other operands
     dW3 = np.einsum("nk,nchw->chwk", dlogits, h2)
     # h2 = max_pool2d(relu(z2), 2)
-    # max-pool rule: each window's cotangent to its maximum
-    dh2_arg = h2_win.reshape((N, C2, S, S, 4)).argmax(axis=-1)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2 = np.zeros((N, C2, 2 * S, 2 * S), dtype=loss.dtype)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2[..., :-1:2, :-1:2] += dh2 * (dh2_arg == 0)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2[..., :-1:2, 1::2] += dh2 * (dh2_arg == 1)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2[..., 1::2, :-1:2] += dh2 * (dh2_arg == 2)
-    # max-pool rule: each window's cotangent to its maximum
-    dz2[..., 1::2, 1::2] += dh2 * (dh2_arg == 3)
+    dz2 = np.zeros_like(h2_relu)  # max-pool rule: g to each window's first maximum
+    dh2_hit = h2_relu[..., :-1:2, :-1:2] == h2  # max-pool rule: g to each window's first maximum
+    dh2_free = ~dh2_hit  # max-pool rule: g to each window's first maximum
+    dz2[..., :-1:2, :-1:2] = dh2 * dh2_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh2_hit = np.logical_and(h2_relu[..., :-1:2, 1::2] == h2, dh2_free)
+    dh2_free &= ~dh2_hit  # max-pool rule: g to each window's first maximum
+    dz2[..., :-1:2, 1::2] += dh2 * dh2_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh2_hit = np.logical_and(h2_relu[..., 1::2, :-1:2] == h2, dh2_free)
+    dh2_free &= ~dh2_hit  # max-pool rule: g to each window's first maximum
+    dz2[..., 1::2, :-1:2] += dh2 * dh2_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh2_hit = np.logical_and(h2_relu[..., 1::2, 1::2] == h2, dh2_free)
+    dz2[..., 1::2, 1::2] += dh2 * dh2_hit  # max-pool rule: g to each window's first maximum
     dz2 *= h2_relu > 0  # relu rule (relu'(0) = 0)
     # z2 = conv2d(h1, W2, padding=1) + b2
     db2 = dz2.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
-    # conv2d rule: correlate with the flipped kernel, contract with the windows
-    dz2_conv2d_gpad = np.pad(dz2, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    # conv2d rule: correlate with the flipped kernel, contract with the windows
-    dh1 = np.tensordot(
-        np.lib.stride_tricks.sliding_window_view(dz2_conv2d_gpad, (3, 3), axis=(2, 3)),
-        W2[:, :, ::-1, ::-1],
-        axes=((1, 4, 5), (0, 2, 3)),
-    ).transpose(0, 3, 1, 2)
-    # conv2d rule: correlate with the flipped kernel, contract with the windows
-    dW2 = np.tensordot(dz2, z2_conv2d_win, axes=((0, 2, 3), (0, 2, 3)))
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_cols = np.tensordot(dz2, W2, axes=(1, 0))
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid = np.zeros((N, 2 + 2 * S, 2 + 2 * S, C1), dtype=loss.dtype)
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, :-2, :-2] = dz2_conv2d_cols[..., 0, 0]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, :-2, 1:-1] += dz2_conv2d_cols[..., 0, 1]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, :-2, 2:] += dz2_conv2d_cols[..., 0, 2]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 1:-1, :-2] += dz2_conv2d_cols[..., 1, 0]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 1:-1, 1:-1] += dz2_conv2d_cols[..., 1, 1]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 1:-1, 2:] += dz2_conv2d_cols[..., 1, 2]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 2:, :-2] += dz2_conv2d_cols[..., 2, 0]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 2:, 1:-1] += dz2_conv2d_cols[..., 2, 1]
+    # conv2d rule, dx: g times the weights, added back per kernel offset
+    dz2_conv2d_grid[:, 2:, 2:] += dz2_conv2d_cols[..., 2, 2]
+    # conv2d rule, dw: g contracted with the input's columns
+    dh1 = dz2_conv2d_grid[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
+    # conv2d rule, dw: g contracted with the input's columns
+    dW2 = np.tensordot(dz2, z2_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     # h1 = max_pool2d(relu(z1), 2)
-    # max-pool rule: each window's cotangent to its maximum
-    dh1_arg = h1_win.reshape((N, C1, 2 * S, 2 * S, 4)).argmax(axis=-1)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1 = np.zeros((N, C1, 4 * S, 4 * S), dtype=loss.dtype)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1[..., :-1:2, :-1:2] += dh1 * (dh1_arg == 0)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1[..., :-1:2, 1::2] += dh1 * (dh1_arg == 1)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1[..., 1::2, :-1:2] += dh1 * (dh1_arg == 2)
-    # max-pool rule: each window's cotangent to its maximum
-    dz1[..., 1::2, 1::2] += dh1 * (dh1_arg == 3)
+    dz1 = np.zeros_like(h1_relu)  # max-pool rule: g to each window's first maximum
+    dh1_hit = h1_relu[..., :-1:2, :-1:2] == h1  # max-pool rule: g to each window's first maximum
+    dh1_free = ~dh1_hit  # max-pool rule: g to each window's first maximum
+    dz1[..., :-1:2, :-1:2] = dh1 * dh1_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh1_hit = np.logical_and(h1_relu[..., :-1:2, 1::2] == h1, dh1_free)
+    dh1_free &= ~dh1_hit  # max-pool rule: g to each window's first maximum
+    dz1[..., :-1:2, 1::2] += dh1 * dh1_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh1_hit = np.logical_and(h1_relu[..., 1::2, :-1:2] == h1, dh1_free)
+    dh1_free &= ~dh1_hit  # max-pool rule: g to each window's first maximum
+    dz1[..., 1::2, :-1:2] += dh1 * dh1_hit  # max-pool rule: g to each window's first maximum
+    # max-pool rule: g to each window's first maximum
+    dh1_hit = np.logical_and(h1_relu[..., 1::2, 1::2] == h1, dh1_free)
+    dz1[..., 1::2, 1::2] += dh1 * dh1_hit  # max-pool rule: g to each window's first maximum
     dz1 *= h1_relu > 0  # relu rule (relu'(0) = 0)
     # z1 = conv2d(x, W1, padding=1) + b1
     db1 = dz1.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
-    # conv2d rule: correlate with the flipped kernel, contract with the windows
-    dW1 = np.tensordot(dz1, z1_conv2d_win, axes=((0, 2, 3), (0, 2, 3)))
+    # conv2d rule, dw: g contracted with the input's columns
+    dW1 = np.tensordot(dz1, z1_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     return loss, Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2, W3=dW3, b3=db3)

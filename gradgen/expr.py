@@ -159,6 +159,7 @@ UFUNCS = (
 FRESH_FUNCS = UFUNCS + (
     "np.full",
     "np.zeros",
+    "np.zeros_like",
     "np.ones",
     "np.eye",
     "np.arange",
@@ -168,6 +169,7 @@ FRESH_FUNCS = UFUNCS + (
     "np.einsum",
     "np.take",
     "np.where",
+    "np.tensordot",
 )
 
 

@@ -26,9 +26,10 @@ is ``2*S``); otherwise it is an error that says how to write the size.  Kernel s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 
 from gradgen.dims import Dim, shape_str
-from gradgen.expr import Bin, E, Index, Lit, Var, call, div, method, num
+from gradgen.expr import PREC, Bin, E, Index, Lit, Var, call, div, method, num
 from gradgen.ir import TensorType
 from gradgen.ops import P, Param, op
 
@@ -175,10 +176,6 @@ def _crop(e: E, lead: int, pads) -> E:
     return Index(e, tuple(index), False)
 
 
-def _flip(w: E, n: int) -> E:
-    return Index(w, (Lit(":"), Lit(":")) + tuple(Lit("::-1") for _ in range(n)), False)
-
-
 def _group_dims(x_shape, w_shape, conf: Conf) -> tuple[Dim, Dim, Dim, Dim]:
     """The batch, the groups, and the output and input channels per group."""
     return x_shape[0], Dim.const(conf.groups), _exact_div(w_shape[0], conf.groups), w_shape[1]
@@ -189,12 +186,12 @@ KLETTERS = "ijk"  # kernel axes
 
 
 def contract_conv(c, win: E, w: E, conf: Conf, x_shape, w_shape, out_shape) -> E:
-    """y from the input's windows [N, C, *out, *kernel] and the weights [O, C/G, *kernel]."""
+    """y from the input's columns [N, *out, C, *kernel] (groups: its windows [N, C, *out, *kernel])
+    and the weights [O, C/G, *kernel]."""
     n = conf.n
     if conf.groups == 1:
-        axes_win = (1,) + tuple(range(2 + n, 2 + 2 * n))
         axes_w = tuple(range(1, 2 + n))
-        y = call("np.tensordot", win, w, axes=tuple_lit((axes_win, axes_w)))
+        y = call("np.tensordot", win, w, axes=tuple_lit((tuple(range(1 + n, 2 + 2 * n)), axes_w)))
         return method(y, "transpose", *[num(a) for a in (0, n + 1) + tuple(range(1, n + 1))])
     o, k = LETTERS[:n], KLETTERS[:n]
     N, G, Og, Cg = _group_dims(x_shape, w_shape, conf)
@@ -207,9 +204,9 @@ def contract_conv(c, win: E, w: E, conf: Conf, x_shape, w_shape, out_shape) -> E
 def weight_grad(c, win: E, g: E, conf: Conf, x_shape, w_shape, out_shape) -> E:
     """dw = sum over the batch and the output positions of g times the input's windows."""
     n = conf.n
-    if conf.groups == 1:
+    if conf.groups == 1:  # the columns [N, *out, C, *kernel]: their leading axes are contracted
         axes = (0,) + tuple(range(2, 2 + n))
-        return call("np.tensordot", g, win, axes=tuple_lit((axes, axes)))
+        return call("np.tensordot", g, win, axes=tuple_lit((axes, tuple(range(1 + n)))))
     o, k = LETTERS[:n], KLETTERS[:n]
     N, G, Og, Cg = _group_dims(x_shape, w_shape, conf)
     gs = method(g, "reshape", c.shape_tuple((N, G, Og) + out_shape[2:]))
@@ -219,43 +216,39 @@ def weight_grad(c, win: E, g: E, conf: Conf, x_shape, w_shape, out_shape) -> E:
 
 
 def input_grad(c, g: E, w: E, conf: Conf, x_shape, w_shape, out_shape) -> E:
-    """dx: the cotangent, dilated by the stride and padded by dilation * (kernel - 1), correlated with
-    the flipped kernel (see the module's docstring); the input's own padding is cropped off."""
+    """dx: g contracted with the weights gives, for every output position, the cotangent of each input
+    entry its window read (columns [N, *out, C, *kernel]); each kernel offset's slice of them is added
+    back where that offset reads, with the stride's step (one unrolled line per offset, col2im); the
+    padding is cropped off.  The channels stay last until the end, so every line adds contiguous rows."""
     n = conf.n
-    reach = tuple(d * (k - 1) for k, d in zip(conf.kernel, conf.dil))
-    rest = tuple(remainder(x_shape[2 + i], out_shape[2 + i], conf, i) for i in range(n))
-    direct = all(s == 1 for s in conf.stride) and all(a >= p for a, p in zip(reach, conf.pad))
-    if direct:  # no zeros between entries, and the windows can start right at the input's first position
-        pads = tuple((a - p, a - p + r) for a, p, r in zip(reach, conf.pad, rest))
-        shape = out_shape[:2] + tuple(x_shape[2 + i] + Dim.const(reach[i]) for i in range(n))
-        gp = c.temp("gpad", pad_expr(g, 2, pads), shape) if any(map(any, pads)) else g
-        crop = (0,) * n
-    else:  # the cotangent written into zeros with a step, windows over the whole padded input
-        full = tuple(x_shape[2 + i] + Dim.const(2 * conf.pad[i] + reach[i]) for i in range(n))
-        shape = out_shape[:2] + full
-        gp = c.temp("grid", call("np.zeros", c.shape_tuple(shape), dtype=c.dtype()), shape)
-        index = [Lit(":"), Lit(":")]
-        for a, r, s in zip(reach, rest, conf.stride):
-            stop = -(a + r)
-            index.append(Lit(f"{a}:{stop if stop else ''}" + (f":{s}" if s > 1 else "")))
-        c.stmt(gp, g, index=tuple(index))
-        crop = conf.pad
-    gwin = windows_expr(gp, 2 + n, conf.span, (1,) * n, conf.dil)
-    wf = _flip(w, n)
+    N = x_shape[0]
+    padded = tuple(x_shape[2 + i] + Dim.const(2 * conf.pad[i]) for i in range(n))
+    cols_shape = (N,) + out_shape[2:] + (x_shape[1],) + w_shape[2:]
     if conf.groups == 1:
-        axes_g = (1,) + tuple(range(2 + n, 2 + 2 * n))
-        axes_w = (0,) + tuple(range(2, 2 + n))
-        dx = call("np.tensordot", gwin, wf, axes=tuple_lit((axes_g, axes_w)))
-        dx = method(dx, "transpose", *[num(a) for a in (0, n + 1) + tuple(range(1, n + 1))])
+        dcols = call("np.tensordot", g, w, axes=Lit("(1, 0)"))
     else:
         o, k = LETTERS[:n], KLETTERS[:n]
-        N, G, Og, Cg = _group_dims(x_shape, w_shape, conf)
-        lengths = tuple(x_shape[2 + i] + Dim.const(2 * crop[i]) for i in range(n))
-        gs = method(gwin, "reshape", c.shape_tuple((N, G, Og) + lengths + w_shape[2:]))
-        ws = method(wf, "reshape", c.shape_tuple((G, Og, Cg) + w_shape[2:]))
-        dx = call("np.einsum", Lit(f'"ngo{o}{k},goc{k}->ngc{o}"'), gs, ws, optimize=Lit("True"))
-        dx = method(dx, "reshape", c.shape_tuple((N, x_shape[1]) + lengths))
-    return _crop(dx, 2, crop)
+        _, G, Og, Cg = _group_dims(x_shape, w_shape, conf)
+        gs = method(g, "reshape", c.shape_tuple((N, G, Og) + out_shape[2:]))
+        ws = method(w, "reshape", c.shape_tuple((G, Og, Cg) + w_shape[2:]))
+        dcols = call("np.einsum", Lit(f'"ngo{o},goc{k}->n{o}gc{k}"'), gs, ws, optimize=Lit("True"))
+        dcols = method(dcols, "reshape", c.shape_tuple(cols_shape))
+    dcols = c.temp("cols", dcols, cols_shape)
+    grid_shape = (N,) + padded + (x_shape[1],)
+    grid = c.temp("grid", call("np.zeros", c.shape_tuple(grid_shape), dtype=c.dtype()), grid_shape)
+    rest = [remainder(x_shape[2 + i], out_shape[2 + i], conf, i) for i in range(n)]
+    for offsets in product(*(range(k) for k in conf.kernel)):
+        index = [Lit(":")]
+        for i, at in enumerate(offsets):
+            start, stop = at * conf.dil[i], -(conf.span[i] - 1 - at * conf.dil[i] + rest[i])
+            step = f":{conf.stride[i]}" if conf.stride[i] > 1 else ""
+            index.append(Lit(f"{start or ''}:{stop or ''}{step}"))
+        first = not any(offsets)  # the first offset's positions are still zeros: written, not added
+        term = Index(dcols, (Lit("..."),) + tuple(num(at) for at in offsets), False)
+        c.stmt(grid, term, op="=" if first else "+=", index=tuple(index))
+    inside = Index(grid, (Lit(":"),) + tuple(Lit(f"{p}:{-p}" if p else ":") for p in conf.pad), False)
+    dx = inside if any(conf.pad) else grid
+    return method(dx, "transpose", *[num(a) for a in (0, n + 1) + tuple(range(1, n + 1))])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,19 +297,37 @@ def _windows_of(c, x: E, x_shape, conf: Conf) -> Var:
     return windows_expr(src, 2 + conf.n, conf.span, conf.stride, conf.dil)
 
 
+def columns(c, x: E, x_shape, w_shape, out_shape, conf: Conf) -> Var:
+    """The input's windows, copied once into contiguous columns [N, *out, C, *kernel] (im2col): the
+    forward product and the weight gradient then read them without another copy.  With groups, the
+    windows themselves [N, C, *out, *kernel] (the grouped einsum reads them as they are)."""
+    win = _windows_of(c, x, x_shape, conf)
+    if conf.groups > 1:
+        return c.temp("win", win, x_shape[:2] + out_shape[2:] + w_shape[2:])
+    n = conf.n
+    order = (0,) + tuple(range(2, 2 + n)) + (1,) + tuple(range(2 + n, 2 + 2 * n))
+    cols = call("np.ascontiguousarray", method(win, "transpose", *[num(a) for a in order]))
+    return c.temp("cols", cols, x_shape[:1] + out_shape[2:] + x_shape[1:2] + w_shape[2:])
+
+
 def _conv_forward(f):
     conf = conv_conf(f)
     x_shape, w_shape = f.t(0).shape, f.t(1).shape
-    win_shape = x_shape[:2] + f.out.shape[2:] + w_shape[2:]
-    win = f.temp("win", _windows_of(f, f.a(0), x_shape, conf), win_shape)
-    return contract_conv(f, win, f.a(1), conf, x_shape, w_shape, f.out.shape)
+    cols = columns(f, f.a(0), x_shape, w_shape, f.out.shape, conf)
+    return contract_conv(f, cols, f.a(1), conf, x_shape, w_shape, f.out.shape)
 
 
 def _conv_vjp(b):
     conf = conv_conf(b)
     x_shape, w_shape = b.t(0).shape, b.t(1).shape
-    dx = input_grad(b, b.g, b.x(1), conf, x_shape, w_shape, b.out.shape) if b.needs(0) else None
-    dw = weight_grad(b, b.saved("win"), b.g, conf, x_shape, w_shape, b.out.shape) if b.needs(1) else None
+    dx = dw = None
+    if b.needs(0):
+        b.note(f"{b.node.op} rule, dx: g times the weights, added back per kernel offset")
+        dx = input_grad(b, b.g, b.x(1), conf, x_shape, w_shape, b.out.shape)
+    if b.needs(1):
+        b.note(f"{b.node.op} rule, dw: g contracted with the input's columns")
+        cols = b.saved("cols" if conf.groups == 1 else "win")
+        dw = weight_grad(b, cols, b.g, conf, x_shape, w_shape, b.out.shape)
     return (dx, dw)
 
 
@@ -363,7 +374,7 @@ def _conv_row(name: str):
     @op(
         name,
         _CONV_PARAMS,
-        rule=f"{name} rule: correlate with the flipped kernel, contract with the windows",
+        rule=f"{name} rule: g times the weights added back per kernel offset; g times the columns",
         jvp_rule=f"{name} JVP rule: bilinear, one term per operand",
         zeros="any",
         fresh=True,
@@ -400,7 +411,7 @@ _INTERNAL_CONV = (
 @op(
     "conv_input_grad",
     (P("g"), P("w")) + _INTERNAL_CONV,
-    rule="convolution rule: correlate with the flipped kernel",
+    rule="convolution rule, dx: g times the weights, added back per kernel offset",
     internal=True,
     fresh=True,
     derivation="""
@@ -435,7 +446,7 @@ class ConvInputGrad:
 @op(
     "conv_weight_grad",
     (P("x"), P("g")) + _INTERNAL_CONV,
-    rule="convolution rule: contract the cotangent with the windows",
+    rule="convolution rule, dw: g contracted with the input's columns",
     internal=True,
     fresh=True,
     derivation="""
@@ -449,9 +460,8 @@ class ConvWeightGrad:
     def forward(f):
         conf = conv_conf(f)
         x_shape, w_shape = f.t(0).shape, tuple(f.attr("shape"))
-        win_shape = x_shape[:2] + f.t(1).shape[2:] + w_shape[2:]
-        win = f.temp("win", _windows_of(f, f.a(0), x_shape, conf), win_shape)
-        return weight_grad(f, win, f.a(1), conf, x_shape, w_shape, f.t(1).shape)
+        cols = columns(f, f.a(0), x_shape, w_shape, f.t(1).shape, conf)
+        return weight_grad(f, cols, f.a(1), conf, x_shape, w_shape, f.t(1).shape)
 
     @staticmethod
     def jvp(r):
@@ -504,12 +514,20 @@ def _argmax(c, win: E, out_shape, conf: Conf) -> Var:
     return c.temp("arg", method(flat, "argmax", axis=Lit("-1")), out_shape)
 
 
-def scatter_windows(c, g: E, x_shape, out_shape, conf: Conf, part) -> E:
-    """x's cotangent from one term per kernel offset (i, j), unrolled: ``part(i, j)`` is what every
-    window sends to the input position it reads at that offset, added in with the stride's step."""
+def scatter_windows(c, g: E, x_shape, out_shape, conf: Conf, part, like: E | None = None) -> E:
+    """x's cotangent from one term per kernel offset (i, j), unrolled: ``part(i, j, index)`` is what
+    every window sends to the input position it reads at that offset (``index`` selects those positions
+    of the padded input, with the stride's step); it is added in there."""
     lead = len(x_shape) - 2
     padded = x_shape[:lead] + tuple(x_shape[lead + i] + Dim.const(2 * p) for i, p in enumerate(conf.pad))
-    dx = c.temp("grid", call("np.zeros", c.shape_tuple(padded), dtype=c.dtype()), padded)
+    # zeros laid out in memory like the (padded) input when there is one: the lines that follow, and
+    # whatever reads the gradient next, then walk both in the same order
+    zeros = (
+        call("np.zeros_like", like)
+        if like is not None
+        else call("np.zeros", c.shape_tuple(padded), dtype=c.dtype())
+    )
+    dx = c.temp("grid", zeros, padded)
     rest = [remainder(x_shape[lead + a], out_shape[lead + a], conf, a) for a in range(2)]
     kh, kw = conf.kernel
     for i in range(kh):
@@ -519,15 +537,49 @@ def scatter_windows(c, g: E, x_shape, out_shape, conf: Conf, part) -> E:
                 stop = -(k - 1 - offset + r)
                 step = f":{s}" if s > 1 else ""
                 index.append(Lit(f"{offset or ''}:{stop if stop else ''}{step}"))
-            c.stmt(dx, part(i, j), op="+=", index=tuple(index))
+            op_ = "=" if i == j == 0 else "+="  # the first offset writes into zeros
+            c.stmt(dx, part(i, j, tuple(index)), op=op_, index=tuple(index))
     return _crop(dx, lead, conf.pad)
 
 
-def route_max(c, g: E, arg: E, x_shape, out_shape, conf: Conf) -> E:
-    kw = conf.kernel[1]
-    return scatter_windows(
-        c, g, x_shape, out_shape, conf, lambda i, j: Bin("*", g, Bin("==", arg, num(i * kw + j)))
-    )
+@dataclass(frozen=True)
+class Invert(E):
+    """``~a``: a boolean mask's complement."""
+
+    a: E
+    prec = PREC["neg"]
+
+    def render(self):
+        inner = self.a.render()
+        return "~" + (f"({inner})" if self.a.prec < self.prec else inner)
+
+    def vars(self):
+        return self.a.vars()
+
+    def rename(self, m):
+        return Invert(self.a.rename(m))
+
+
+def route_max(c, g: E, xp: E, y: E, x_shape, out_shape, conf: Conf) -> E:
+    """g added at each window's first maximum: the offsets are visited in row-major order, and an
+    offset whose entry equals the window's maximum takes g unless an earlier offset took it (``free``
+    says which windows have not found theirs yet)."""
+    last = (conf.kernel[0] - 1, conf.kernel[1] - 1)
+    state = {}
+
+    def part(i, j, index):
+        hit = Bin("==", Index(xp, index, False), y)
+        if "free" in state:
+            hit = call("np.logical_and", hit, state["free"])
+        hit = c.temp("hit", hit, out_shape)
+        if (i, j) != last:
+            if "free" in state:
+                c.stmt(state["free"], Invert(hit), op="&=")
+            else:
+                state["free"] = c.temp("free", Invert(hit), out_shape)
+        return Bin("*", g, hit)
+
+    return scatter_windows(c, g, x_shape, out_shape, conf, part, like=xp)
 
 
 def pick_max(c, t: E, arg: E, x_shape, out_shape, conf: Conf) -> E:
@@ -550,7 +602,7 @@ _POOL_PARAMS = (
 @op(
     "max_pool2d",
     _POOL_PARAMS,
-    rule="max-pool rule: each window's cotangent to its maximum",
+    rule="max-pool rule: g to each window's first maximum",
     jvp_rule="max-pool JVP rule: the tangent at each window's maximum",
     zeros="all",
     fresh=True,
@@ -578,8 +630,8 @@ class MaxPool2d:
     @staticmethod
     def vjp(b):
         conf = pool_conf(b)
-        arg = _argmax(b, b.saved("win"), b.out.shape, conf)
-        return (route_max(b, b.g, arg, b.t(0).shape, b.out.shape, conf),)
+        xp = b.saved("pad") if any(conf.pad) else b.x(0)
+        return (route_max(b, b.g, xp, b.y, b.t(0).shape, b.out.shape, conf),)
 
     @staticmethod
     def jvp(r):
@@ -617,6 +669,16 @@ class _PoolPair:
         win = _pool_windows(f, f.a(1), x_shape, conf, Lit("-np.inf"))
         return conf, x_shape, out_shape, _argmax(f, win, out_shape, conf)
 
+    @staticmethod
+    def _max(f):
+        """x padded with -inf (or x) and its windows' maxima, for pool_route."""
+        conf = pool_conf(f)
+        x_shape, out_shape = f.t(1).shape, f.t(0).shape
+        win = _pool_windows(f, f.a(1), x_shape, conf, Lit("-np.inf"))
+        xp = f.p.fwd_temps.get((f.node.id, "pad"))
+        y = f.temp("max", method(win, "max", axis=Lit("(-2, -1)")), out_shape)
+        return conf, x_shape, out_shape, Var(xp) if xp else f.a(1), y
+
     batch = staticmethod(_pair_batch)
 
 
@@ -645,7 +707,7 @@ class PoolPick(_PoolPair):
 @op(
     "pool_route",
     (P("g"), P("x"), Param("kernel_size", "ints"), Param("stride", "ints"), Param("padding", "ints")),
-    rule="max-pool rule: each window's cotangent to its maximum",
+    rule="max-pool rule: g to each window's first maximum",
     internal=True,
     fresh=True,
     linear=True,
@@ -656,8 +718,8 @@ class PoolRoute(_PoolPair):
 
     @staticmethod
     def forward(f):
-        conf, x_shape, out_shape, arg = _PoolPair._arg(f)
-        return route_max(f, f.a(0), arg, x_shape, out_shape, conf)
+        conf, x_shape, out_shape, xp, y = _PoolPair._max(f)
+        return route_max(f, f.a(0), xp, y, x_shape, out_shape, conf)
 
     pullback = staticmethod(lambda r: (r.op("pool_pick", r.g, r.x(1), **_pool_attrs(r)), None))
 
@@ -696,7 +758,7 @@ class AvgPool2d:
     def vjp(b):
         conf = pool_conf(b)
         share = b.temp("share", div(b.g, num(conf.kernel[0] * conf.kernel[1])), b.out.shape)
-        return (scatter_windows(b, share, b.t(0).shape, b.out.shape, conf, lambda i, j: share),)
+        return (scatter_windows(b, share, b.t(0).shape, b.out.shape, conf, lambda i, j, at: share),)
 
     @staticmethod
     def pullback(r):
@@ -727,7 +789,7 @@ class AvgPoolT:
     def forward(f):
         conf = pool_conf(f)
         share = f.temp("share", div(f.a(0), num(conf.kernel[0] * conf.kernel[1])), f.t(0).shape)
-        return scatter_windows(f, share, tuple(f.attr("shape")), f.t(0).shape, conf, lambda i, j: share)
+        return scatter_windows(f, share, tuple(f.attr("shape")), f.t(0).shape, conf, lambda i, j, at: share)
 
     pullback = staticmethod(lambda r: (r.op("avg_pool2d", r.g, **_pool_attrs(r)),))
     batch = staticmethod(lambda r: r.node_like(r.batched[0], shape=(r.size_dim,) + tuple(r.attr("shape"))))
