@@ -386,6 +386,7 @@ def _conv_row(name: str):
         vjp = staticmethod(_conv_vjp)
         jvp = staticmethod(_conv_jvp)
         pullback = staticmethod(_conv_pullback)
+        batch = staticmethod(lambda r: conv_batch(r))
 
     return Conv
 
@@ -421,6 +422,7 @@ Its own cotangent c (input-shaped) gives g the convolution of c with w and w the
 )
 class ConvInputGrad:
     shape = staticmethod(lambda s: TensorType(tuple(s.attr("shape")), "float"))
+    batch = staticmethod(lambda r: conv_batch(r))
 
     @staticmethod
     def forward(f):
@@ -455,6 +457,7 @@ own cotangent c (weight-shaped) gives x the input cotangent of (g, c) and g the 
 )
 class ConvWeightGrad:
     shape = staticmethod(lambda s: TensorType(tuple(s.attr("shape")), "float"))
+    batch = staticmethod(lambda r: conv_batch(r))
 
     @staticmethod
     def forward(f):
@@ -865,3 +868,77 @@ class Pad:
     @staticmethod
     def batch(r):
         return r.node_like(r.batched[0], widths=((0, 0),) + pad_widths(r))
+
+
+# --------------------------------------------------------------------------------------------------
+# batching the convolutions (a leading axis of size B on one operand: jacobian, hessian)
+
+# which operands (and the result) hold samples [N, channels, *spatial] ("n") or weights [O, C/G, *k]
+CONV_ROLES = {
+    "conv1d": ("n", "w", "n"),
+    "conv2d": ("n", "w", "n"),
+    "conv_input_grad": ("n", "w", "n"),
+    "conv_weight_grad": ("n", "n", "w"),
+}
+
+
+def _conv_again(r, a, b, shape=None):
+    """This node's op on new operands (an internal op with the result shape it is given)."""
+    attrs = dict(r.node.attrs)
+    if shape is not None:
+        attrs["shape"] = tuple(shape)
+    return r.op(r.node.op, a, b, **attrs)
+
+
+def conv_batch(r):
+    """The batch axis B goes where the op already has a free axis, so the same op computes all B:
+    into the samples (B*N) when the batched operand holds samples and so does the result; otherwise
+    into a channel axis, laid out [groups, B, channels per group] so that every group still reads
+    its own channels and every b only its own slice (the inverse split takes B out of the result).
+    Both operands batched is not supported: jacobian and hessian batch one operand of each bilinear
+    term, the other being a value of the forward pass."""
+    from gradgen.derive import Unsupported, _source
+
+    roles = CONV_ROLES[r.node.op]
+    k = [i for i, xb in enumerate(r.batched) if xb is not None]
+    if len(k) != 1:
+        raise Unsupported(r.node.op, _source(r), "batch")
+    i = k[0]
+    B, xb, ts, out = r.size_dim, r.batched[i], r.t(i).shape, r.out.shape
+    internal = r.node.op.startswith("conv_")
+    args = [r.x(0), r.x(1)]
+    if roles[i] == roles[2] == "n":  # samples: fold B into N
+        args[i] = r.reshape(xb, (B * ts[0],) + ts[1:])
+        y = _conv_again(r, *args, shape=(B * out[0],) + out[1:] if internal else None)
+        return r.reshape(y, (B,) + out)
+    G = r.attr("groups")
+    # (operand axis that takes B, its groups; result axis that gives B back, its groups)
+    merge_ax, merge_g, split_ax, split_g = {
+        ("conv1d", 1): (0, G, 1, G),
+        ("conv2d", 1): (0, G, 1, G),
+        ("conv_input_grad", 1): (1, 1, 1, G),
+        ("conv_weight_grad", 0): (1, G, 1, 1),
+        ("conv_weight_grad", 1): (1, G, 0, G),
+    }[(r.node.op, i)]
+    args[i] = _merge_batch(r, xb, ts, merge_ax, merge_g)
+    grown = out[:split_ax] + (B * out[split_ax],) + out[split_ax + 1 :]
+    y = _conv_again(r, *args, shape=grown if internal else None)
+    return _split_batch(r, y, out, split_ax, split_g)
+
+
+def _merge_batch(r, xb, shape, ax: int, groups: int):
+    """[B, *shape] -> shape with axis ax (groups * X long) grown to groups * B * X, b after the group."""
+    B, X = r.size_dim, _exact_div(shape[ax], groups)
+    G = Dim.const(groups)
+    t = r.reshape(xb, (B,) + shape[:ax] + (G, X) + shape[ax + 1 :])
+    perm = tuple(range(1, ax + 2)) + (0,) + tuple(range(ax + 2, len(shape) + 2))
+    return r.reshape(r.transpose(t, perm), shape[:ax] + (G * B * X,) + shape[ax + 1 :])
+
+
+def _split_batch(r, y, shape, ax: int, groups: int):
+    """The inverse of _merge_batch on a result: axis ax (groups * B * X long) -> [B, *shape]."""
+    B, X = r.size_dim, _exact_div(shape[ax], groups)
+    G = Dim.const(groups)
+    t = r.reshape(y, shape[:ax] + (G, B, X) + shape[ax + 1 :])
+    perm = (ax + 1,) + tuple(range(ax + 1)) + tuple(range(ax + 2, len(shape) + 2))
+    return r.reshape(r.transpose(t, perm), (B,) + shape)
