@@ -942,3 +942,26 @@ def _split_batch(r, y, shape, ax: int, groups: int):
     t = r.reshape(y, shape[:ax] + (G, B, X) + shape[ax + 1 :])
     perm = (ax + 1,) + tuple(range(ax + 1)) + tuple(range(ax + 2, len(shape) + 2))
     return r.reshape(r.transpose(t, perm), (B,) + shape)
+
+
+def window_needs(tg, node) -> list[tuple[Dim, int, str]]:
+    """(input size, least size, what) per spatial axis of a convolution or pool node."""
+
+    class _At:  # the shape rules' view of the node, for conv_conf and pool_conf
+        def __init__(self):
+            self.node, self.types = node, [tg.types[a] if isinstance(a, int) else None for a in node.args]
+
+        def attr(self, key, default=None):
+            return node.attr(key, default)
+
+        def t(self, i):
+            return self.types[i]
+
+    at = _At()
+    conf = pool_conf(at) if node.op.endswith("pool2d") else conv_conf(at)
+    x = at.types[0]
+    out = []
+    for i in range(conf.n):
+        need = conf.span[i] - 2 * conf.pad[i]
+        out.append((x.shape[x.rank - conf.n + i], need, f"a window of {conf.span[i]}"))
+    return out

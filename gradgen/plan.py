@@ -77,6 +77,9 @@ class Plan:
     edges: tuple[tuple[str, str], ...]
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
+    # sizes that windows need: (dim expression, least size, message up to the size, message after it)
+    minimum_checks: tuple[tuple[str, int, str, str], ...] = ()
+    test_minimums: tuple[tuple[str, int], ...] = ()  # (dim symbol, least size the generated tests use)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -380,6 +383,13 @@ def plan(tg: TypedGraph) -> Plan:
         nonempty_checks=tuple(
             (p.dim_expr(c.dim).render(), f"{c.dim} is 0, but {c.reason}")
             for c in runtime.nonempty_checks(tg, p.live)
+        ),
+        minimum_checks=tuple(
+            (p.dim_expr(c.dim).render(), c.minimum, f"{c.dim} is ", f", but {c.reason}")
+            for c in runtime.minimum_checks(tg, p.live)
+        ),
+        test_minimums=tuple(
+            m for c in runtime.minimum_checks(tg, p.live) if (m := runtime.test_minimum(c.dim, c.minimum))
         ),
         output_dtype=f"{Var(fwd_out).render()}.dtype",
         dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
