@@ -145,14 +145,14 @@ DOCS: dict[str, OpDoc] = {
         "1-d cross-correlation (torch's conv1d): input [N, C, W], weights [O, C/groups, K]",
         "[N, O, (W + 2*padding - dilation*(K-1) - 1) // stride + 1]; literal kernel sizes; a symbolic "
         "size must have every symbolic term divisible by the stride",
-        "dx: g dilated by the stride, padded, correlated with the flipped kernel; dw: g contracted "
-        "with the input's windows",
+        "dx: g times the weights, each kernel offset's slice added back where it reads (col2im); dw: g "
+        "contracted with the input's columns (im2col, copied once in forward)",
     ),
     "conv2d": OpDoc(
         "2-d cross-correlation (torch's conv2d): input [N, C, H, W], weights [O, C/groups, KH, KW]",
         "[N, O, H', W'] with H' = (H + 2*padding - dilation*(KH-1) - 1) // stride + 1, per axis",
-        "dx: g dilated by the stride, padded, correlated with the flipped kernel; dw: g contracted "
-        "with the input's windows",
+        "dx: g times the weights, each kernel offset's slice added back where it reads (col2im); dw: g "
+        "contracted with the input's columns (im2col, copied once in forward)",
     ),
     "max_pool2d": OpDoc(
         "the maximum of each window over the last two axes (padding counts as -inf)",

@@ -5,18 +5,19 @@ Layouts follow torch: a convolution reads an input [N, C, *spatial] and weights 
 y[n, o, h] = sum_{c, i} x_pad[n, c, h * stride + i * dilation] w[o, c, i] (per group, per spatial axis).
 A pool slides a window over the last two axes of a tensor of any rank >= 2.
 
-The forward pass is a window view (``np.lib.stride_tricks.sliding_window_view``, no copy) followed by
-one contraction (``np.tensordot``; ``np.einsum`` when there are groups).  The backward pass is
+The forward pass takes a window view (``np.lib.stride_tricks.sliding_window_view``, no copy), copies it
+once into contiguous columns [N, *out, C, *kernel] (im2col) and contracts them with the weights
+(``np.tensordot``; ``np.einsum`` over the windows when there are groups).  The backward pass is
 vectorized too:
 
-- the weight gradient is one contraction of the output's cotangent with the same windows;
-- the input gradient is a correlation of the output's cotangent, dilated by the stride (zeros between
-  its entries) and padded by dilation * (kernel - 1) on each side, with the flipped kernel: position h
-  of the padded input receives g[o] w[i] from every (o, i) with h = o * stride + i * dilation, and
-  those are exactly the products that a window of the padded cotangent meets, kernel reversed;
+- the weight gradient is one contraction of the output's cotangent with the same columns;
+- the input gradient is col2im: g times the weights (one contraction) gives, for every output
+  position and kernel term, what the input entry that term read receives; the slice of each kernel
+  offset is added back at the positions that offset reads (position h * stride + i * dilation), one
+  straight line per offset, unrolled here at build time;
 - a pool's input gradient is one line per kernel offset (unrolled here, at build time): the cotangent
   of every window added into the input positions that offset reads, max-pool keeping only the window's
-  maximum.  No generated line loops over the batch, the channels or the positions.
+  first maximum (found by comparing each offset's entries with the pooled value).  No generated line loops over the batch, the channels or the positions.
 
 Spatial sizes may be symbolic: an output size is (size + 2 * padding - dilation * (kernel - 1) - 1) //
 stride + 1, a polynomial in the dims when the stride divides every symbolic term (``4*S`` pooled by 2
@@ -360,14 +361,15 @@ _CONV_PARAMS = (
     Param("groups", "int", 1),
 )
 _CONV_DERIVATION = """
-y = B(x, w) is bilinear (a cross-correlation, notes section 5's product with x's windows in the place of
-a matrix), so dy = B(dx, w) + B(x, dw), and with T(x, w, g) = <g, B(x, w)> the cotangents are T's
-gradients: dw[o, c, i] = sum_{n, h} g[n, o, h] x_pad[n, c, h s + i d] (one contraction of g with the
-windows), and dx_pad[n, c, p] = sum_{o, i: p = h s + i d} g[n, o, h] w[o, c, i], the correlation of g
-(stride-dilated, padded by d (k - 1)) with the flipped kernel; the padding is cropped off.  The
-internal ops conv_input_grad and conv_weight_grad are the other two gradients of T, so each op's
-pullback is made of the three.  Accuracy: a sum of C k terms per output, rounding as a matrix
-product of that inner size."""
+y = B(x, w) is bilinear (a cross-correlation: notes section 5's product, with x's windows in the place
+of a matrix), so dy = B(dx, w) + B(x, dw), and with T(x, w, g) = <g, B(x, w)> the cotangents are T's
+gradients: dw[o, c, i] = sum_{n, h} g[n, o, h] x_pad[n, c, h s + i d], one contraction of g with the
+input's columns (its windows, copied once in the forward pass), and dx_pad[n, c, p] = sum over the
+(h, i) with p = h s + i d of g[n, o, h] w[o, c, i]: the product of g with the weights, each kernel
+offset's slice added back where that offset reads (col2im), the padding cropped off.  The internal ops
+conv_input_grad and conv_weight_grad are the other two gradients of T, so the pullbacks of all three
+are made of the three.  Accuracy: a sum of C k terms per output, rounding as a matrix product of that
+inner size."""
 
 
 def _conv_row(name: str):

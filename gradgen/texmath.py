@@ -197,9 +197,9 @@ class Symbols:
         return f"{a[0]}^{{\\top}} {g}"
 
 
-# a convolution's cotangents: the correlation with the flipped kernel, the contraction with the windows
+# a convolution's cotangents: g times the weights added back per offset (col2im), g against the columns
 CONV_TEX = (
-    "{g} \\star \\operatorname{{flip}}({w})",
+    "\\operatorname{{col2im}}({g} \\cdot {w})",
     "\\textstyle\\sum_{{n, \\text{{pos}}}} {g} \\otimes \\operatorname{{windows}}({x})",
 )
 
