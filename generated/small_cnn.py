@@ -215,12 +215,10 @@ def forward(x, y, W1, b1, W2, b2, W3, b3):
     """Compute loss []; return it and the cache that `backward` needs."""
     x, y, W1, b1, W2, b2, W3, b3, N, C1, C2, S, K = _check_inputs(x, y, W1, b1, W2, b2, W3, b3)
     z1_conv2d_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, 3, 2 + 4*S, 2 + 4*S]
+    # [N, 3, 4*S, 4*S, 3, 3]
+    z1_conv2d_win = np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3))
     # [N, 4*S, 4*S, 3, 3, 3]
-    z1_conv2d_cols = np.ascontiguousarray(
-        np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3)).transpose(
-            0, 2, 3, 1, 4, 5
-        )
-    )
+    z1_conv2d_cols = np.ascontiguousarray(z1_conv2d_win.transpose(0, 2, 3, 1, 4, 5))
     # [N, C1, 4*S, 4*S]
     z1 = np.tensordot(z1_conv2d_cols, W1, axes=((3, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
     z1 += b1  # [N, C1, 4*S, 4*S]
@@ -229,12 +227,10 @@ def forward(x, y, W1, b1, W2, b2, W3, b3):
     h1_win = np.lib.stride_tricks.sliding_window_view(h1_relu, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
     h1 = h1_win.max(axis=(-2, -1))  # [N, C1, 2*S, 2*S]
     z2_conv2d_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, C1, 2 + 2*S, 2 + 2*S]
+    # [N, C1, 2*S, 2*S, 3, 3]
+    z2_conv2d_win = np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3))
     # [N, 2*S, 2*S, C1, 3, 3]
-    z2_conv2d_cols = np.ascontiguousarray(
-        np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3)).transpose(
-            0, 2, 3, 1, 4, 5
-        )
-    )
+    z2_conv2d_cols = np.ascontiguousarray(z2_conv2d_win.transpose(0, 2, 3, 1, 4, 5))
     # [N, C2, 2*S, 2*S]
     z2 = np.tensordot(z2_conv2d_cols, W2, axes=((3, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
     z2 += b2  # [N, C2, 2*S, 2*S]
@@ -372,12 +368,10 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     x, y, W1, b1, W2, b2, W3, b3, N, C1, C2, S, K = _check_inputs(x, y, W1, b1, W2, b2, W3, b3)
     z1_conv2d_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, 3, 2 + 4*S, 2 + 4*S]
+    # [N, 3, 4*S, 4*S, 3, 3]
+    z1_conv2d_win = np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3))
     # [N, 4*S, 4*S, 3, 3, 3]
-    z1_conv2d_cols = np.ascontiguousarray(
-        np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3)).transpose(
-            0, 2, 3, 1, 4, 5
-        )
-    )
+    z1_conv2d_cols = np.ascontiguousarray(z1_conv2d_win.transpose(0, 2, 3, 1, 4, 5))
     # [N, C1, 4*S, 4*S]
     z1 = np.tensordot(z1_conv2d_cols, W1, axes=((3, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
     z1 += b1  # [N, C1, 4*S, 4*S]
@@ -386,12 +380,10 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     h1_win = np.lib.stride_tricks.sliding_window_view(h1_relu, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
     h1 = h1_win.max(axis=(-2, -1))  # [N, C1, 2*S, 2*S]
     z2_conv2d_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, C1, 2 + 2*S, 2 + 2*S]
+    # [N, C1, 2*S, 2*S, 3, 3]
+    z2_conv2d_win = np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3))
     # [N, 2*S, 2*S, C1, 3, 3]
-    z2_conv2d_cols = np.ascontiguousarray(
-        np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3)).transpose(
-            0, 2, 3, 1, 4, 5
-        )
-    )
+    z2_conv2d_cols = np.ascontiguousarray(z2_conv2d_win.transpose(0, 2, 3, 1, 4, 5))
     # [N, C2, 2*S, 2*S]
     z2 = np.tensordot(z2_conv2d_cols, W2, axes=((3, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
     z2 += b2  # [N, C2, 2*S, 2*S]

@@ -302,9 +302,9 @@ def columns(c, x: E, x_shape, w_shape, out_shape, conf: Conf) -> Var:
     """The input's windows, copied once into contiguous columns [N, *out, C, *kernel] (im2col): the
     forward product and the weight gradient then read them without another copy.  With groups, the
     windows themselves [N, C, *out, *kernel] (the grouped einsum reads them as they are)."""
-    win = _windows_of(c, x, x_shape, conf)
+    win = c.temp("win", _windows_of(c, x, x_shape, conf), x_shape[:2] + out_shape[2:] + w_shape[2:])
     if conf.groups > 1:
-        return c.temp("win", win, x_shape[:2] + out_shape[2:] + w_shape[2:])
+        return win
     n = conf.n
     order = (0,) + tuple(range(2, 2 + n)) + (1,) + tuple(range(2 + n, 2 + 2 * n))
     cols = call("np.ascontiguousarray", method(win, "transpose", *[num(a) for a in order]))
