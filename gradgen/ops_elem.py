@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 from gradgen.expr import Bin, add, call, div, mul, neg, num, sub
-from gradgen.ir import Const, TensorType
-from gradgen.ops import ONE, Over, P, Param, _Binary, _Unary, _unary, broadcast_shapes, op
+from gradgen.ir import Const
+from gradgen.ops import ONE, Over, P, Param, _Binary, _Unary, _unary, op
 
 HALF = Const(0.5, "0.5")
 TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)  # erf'(0)
@@ -245,9 +245,7 @@ bounds.  torch.clamp agrees except where lo == hi exactly and a < lo (torch give
 Exact.""",
 )
 class Clip:
-    shape = staticmethod(
-        lambda s: TensorType(broadcast_shapes(s, [t.shape if t else () for t in s.types]), "float")
-    )
+    shape = staticmethod(_Binary.shape)  # NumPy broadcasting of a, lo and hi
     forward = staticmethod(lambda f: call("np.clip", f.a(0), f.a(1), f.a(2)))
 
     @staticmethod
