@@ -70,7 +70,7 @@ TAIL_Q = (
 )
 
 
-def horner(name: str, var: str, coeffs: tuple[float, ...]) -> str:
+def horner(name: str, var: str, coeffs: tuple[float, ...], indent: int = 4) -> str:
     """Statements that evaluate the polynomial into ``name`` by Horner's scheme, in place: one
     multiply and one add per coefficient, straight-line code (no loop in the generated module), and
     no temporary array beyond ``name`` itself."""
@@ -78,7 +78,7 @@ def horner(name: str, var: str, coeffs: tuple[float, ...]) -> str:
     lines = [first] + ([] if coeffs[0] == 1.0 else [f"{name} += {coeffs[1]!r}"])
     for c in coeffs[2:]:
         lines += [f"{name} *= {var}", f"{name} += {c!r}"]
-    return "\n    ".join(lines)
+    return ("\n" + " " * indent).join(lines)
 
 
 # What each helper calls besides NumPy: it is defined too.
@@ -89,10 +89,10 @@ NEEDS = {
     "_erfc_big": (),
 }
 
-# Each range's formula is evaluated on the whole array and np.where picks per element: measured 2-4x
-# faster than gathering each range with a boolean mask and scattering it back.  The arguments are
-# clamped into each formula's range first, so that nothing overflows or divides by zero where a
-# formula is not the one picked.
+# The small and the middle range's formulas are evaluated on the whole array and np.where picks per
+# element (gathering each range with a boolean mask and scattering it back measured 2-4x slower); the
+# arguments are clamped into each formula's range first, so that nothing overflows or divides by zero
+# where a formula is not the one picked.  The far tail (|x| > 4, rare in activations) is gathered.
 SOURCE = {
     "_erf_small": f'''
 def _erf_small(x):
@@ -113,15 +113,14 @@ def _erfc_big(y):
     y = np.minimum(y, 27.5)  # erfc(27.5) rounds to 0 in float64: exp never sees -inf or inf
     {horner("num", "y", MID_P)}
     {horner("den", "y", MID_Q)}
-    mid = num / den
-    t = np.maximum(y, 4.0)
-    z = 1.0 / (t * t)
-    {horner("num", "z", TAIL_P)}
-    {horner("den", "z", TAIL_Q)}
-    num *= z
-    num /= den
-    tail = (0.5641895835477563 - num) / t
-    out = np.where(y <= 4.0, mid, tail)
+    out = np.asarray(num / den)
+    far = y > 4.0
+    if far.any():  # the far tail is rare: only its values are gathered and computed again
+        t = y[far]
+        z = 1.0 / (t * t)
+        {horner("num", "z", TAIL_P, 8)}
+        {horner("den", "z", TAIL_Q, 8)}
+        out[far] = (0.5641895835477563 - z * num / den) / t
     # exp(-y^2) as exp(-s^2) exp(-(y - s)(y + s)), s = y rounded down to a multiple of 1/16: the
     # rounding of y * y never reaches the exponent
     s = np.trunc(y * 16.0)
