@@ -77,6 +77,8 @@ class Plan:
     edges: tuple[tuple[str, str], ...]
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
     helpers: str = ""  # module-level functions the ops' code calls (gradgen/special.py), as source
+    order_checks: tuple[tuple[str, str, str], ...] = ()  # (lo, hi, message): raised when lo > hi
+    order_dims: tuple[tuple[Dim, Dim], ...] = ()  # the same (lo, hi) as dims: the tests' sizes obey them
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
 
 
@@ -165,7 +167,9 @@ class _Planner:
         return nid == self.graph.output
 
     def dtype_expr(self) -> E:
-        raise AssertionError("the spec's own ops do not create arrays of the dtype")
+        """The computation's dtype, read off the first float input (where(mask, 1.0, 0.0) needs it)."""
+        first = next(i for i in self.graph.inputs if i.dtype == "float")
+        return Attr(Var(self.var[first.node]), "dtype")
 
     def dim_expr(self, d: Dim) -> E:
         return dim_expr(d, self.dim_var)
@@ -382,6 +386,11 @@ def plan(tg: TypedGraph) -> Plan:
             (p.dim_expr(c.dim).render(), f"{c.dim} is 0, but {c.reason}")
             for c in runtime.nonempty_checks(tg, p.live)
         ),
+        order_checks=tuple(
+            (p.dim_expr(c.lo).render(), p.dim_expr(c.hi).render(), runtime.order_message(c))
+            for c in runtime.order_checks(tg, p.live)
+        ),
+        order_dims=tuple((c.lo, c.hi) for c in runtime.order_checks(tg, p.live)),
         output_dtype=f"{Var(fwd_out).render()}.dtype",
         dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
         imports_math=any(
