@@ -362,7 +362,7 @@ def backward(dout, cache):
     # q = sigmoid(z) ** p
     dq_sigmoid = ds_square * p * q_sigmoid ** (p - 1)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
-    dp = (ds_square * q * np.log(q_sigmoid)).sum(axis=0)
+    dp = (ds_square * q * np.log(np.where(q_sigmoid == 0, 1, q_sigmoid))).sum(axis=0)
     dz = dq_sigmoid  # sigmoid rule, from the smaller tail
     dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
@@ -435,7 +435,7 @@ def value_and_grad(x, y, W, b, w_out, p):
     # q = sigmoid(z) ** p
     dq_sigmoid = ds_square * p * q_sigmoid ** (p - 1)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
-    dp = (ds_square * q * np.log(q_sigmoid)).sum(axis=0)
+    dp = (ds_square * q * np.log(np.where(q_sigmoid == 0, 1, q_sigmoid))).sum(axis=0)
     dz = dq_sigmoid  # sigmoid rule, from the smaller tail
     dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
@@ -626,7 +626,8 @@ def jvp(x, y, W, b, w_out, p, tangents):
     q_dot_mul = q_sigmoid ** (p - 1)  # power JVP rule (tensor exponent)
     q_dot_mul *= p  # power JVP rule (tensor exponent)
     q_dot *= q_dot_mul  # power JVP rule (tensor exponent)
-    q_dot_mul_4 = np.log(q_sigmoid, out=q_sigmoid)  # power JVP rule (tensor exponent)
+    q_dot_mul_4 = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power JVP rule (tensor exponent)
+    np.log(q_dot_mul_4, out=q_dot_mul_4)  # power JVP rule (tensor exponent)
     q_dot_mul_4 *= q  # power JVP rule (tensor exponent)
     q_dot_mul_4 *= p_dot  # power JVP rule (tensor exponent)
     q_dot += q_dot_mul_4  # power JVP rule (tensor exponent)
@@ -715,7 +716,8 @@ def jacobian(x, y, W, b, w_out, p):
     dz = q_sigmoid ** (p - 1)  # power rule (tensor exponent)
     dz *= p  # power rule (tensor exponent)
     dz *= ds  # power rule (tensor exponent)
-    dq_log = np.log(q_sigmoid, out=q_sigmoid)  # power rule (tensor exponent)
+    dq_log = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
+    np.log(dq_log, out=dq_log)  # power rule (tensor exponent)
     dq_mul_3 = q  # power rule (tensor exponent)
     dq_mul_3 *= dq_log  # power rule (tensor exponent)
     dq_mul_3 *= ds  # power rule (tensor exponent)
@@ -892,7 +894,9 @@ def hvp(x, y, W, b, w_out, p, v):
     dq_power = q_sigmoid**dq_sub  # power rule (tensor exponent)
     dq_mul = p * dq_power  # power rule (tensor exponent)
     q_dot = q_sigmoid_dot * dq_mul  # power JVP rule (tensor exponent)
-    dq_log = np.log(q_sigmoid)  # power rule (tensor exponent)
+    q_sigmoid_mask = q_sigmoid == 0  # power rule (tensor exponent)
+    dq_where = np.where(q_sigmoid_mask, 1, q_sigmoid)  # power rule (tensor exponent)
+    dq_log = np.log(dq_where)  # power rule (tensor exponent)
     dq_mul_2 = q * dq_log  # power rule (tensor exponent)
     q_dot += p_dot * dq_mul_2  # power JVP rule (tensor exponent)
     # power rule (tensor exponent), differentiated in forward mode
@@ -910,8 +914,9 @@ def hvp(x, y, W, b, w_out, p, v):
     dq_mul_dot_mul_2 *= p  # power rule (tensor exponent), differentiated in forward mode
     # power rule (tensor exponent), differentiated in forward mode
     dq_sigmoid_dot_mul_2 += dq_mul_dot_mul_2
-    dq_mul_dot_mul_4 = q_sigmoid_dot  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_4 /= q_sigmoid  # power rule (tensor exponent), differentiated in forward mode
+    # power rule (tensor exponent), differentiated in forward mode
+    dq_mul_dot_mul_4 = np.where(q_sigmoid_mask, 0, q_sigmoid_dot)
+    dq_mul_dot_mul_4 /= dq_where  # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_mul_6 = dq_log  # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_mul_6 *= q_dot  # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_mul_4 *= q  # power rule (tensor exponent), differentiated in forward mode
@@ -1233,7 +1238,9 @@ def hessian(x, y, W, b, w_out, p):
     # Hessian-vector products for every input entry at once (one basis tangent each)
     p_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + 2 * H + N), dtype=dtype)
     q_dot_mul_expand_dims = np.expand_dims(p_dot, axis=1)  # power JVP rule (tensor exponent)
-    dq_log = np.log(q_sigmoid)  # power rule (tensor exponent)
+    q_sigmoid_mask = q_sigmoid == 0  # power rule (tensor exponent)
+    dq_where = np.where(q_sigmoid_mask, 1, q_sigmoid)  # power rule (tensor exponent)
+    dq_log = np.log(dq_where)  # power rule (tensor exponent)
     dq_mul_2 = q * dq_log  # power rule (tensor exponent)
     q_dot += q_dot_mul_expand_dims * dq_mul_2  # power JVP rule (tensor exponent)
     # power rule (tensor exponent), differentiated in forward mode
@@ -1247,8 +1254,9 @@ def hessian(x, y, W, b, w_out, p):
     dq_mul_dot_mul_2 *= p  # power rule (tensor exponent), differentiated in forward mode
     # power rule (tensor exponent), differentiated in forward mode
     dq_sigmoid_dot_mul_2 += dq_mul_dot_mul_2
-    dq_mul_dot_mul_4 = q_sigmoid_dot  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_4 /= q_sigmoid  # power rule (tensor exponent), differentiated in forward mode
+    # power rule (tensor exponent), differentiated in forward mode
+    dq_mul_dot_mul_4 = np.where(q_sigmoid_mask, 0, q_sigmoid_dot)
+    dq_mul_dot_mul_4 /= dq_where  # power rule (tensor exponent), differentiated in forward mode
     # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_mul_6 = q_dot * dq_log
     dq_mul_dot_mul_4 *= q  # power rule (tensor exponent), differentiated in forward mode
