@@ -5,7 +5,7 @@ from __future__ import annotations
 from gradgen.diagnostics import Diagnostic, SpecError, error
 from gradgen.ir import Const, Graph, Node, TensorType, TypedGraph, inlined_from
 from gradgen.ops import TABLE, ShapeError
-from gradgen.ops_masks import EXPLAINS_MASKS
+from gradgen.ops_masks import COMPARISONS, EXPLAINS_MASKS, SYMBOL
 
 
 class RuleContext:
@@ -107,4 +107,4 @@ def _what(op: str) -> str:
         "neg": "arithmetic (unary -)",
         "pow": "arithmetic (**)",
         "matmul": "a matmul (@)",
-    }.get(op, op)
+    }.get(op, f"a comparison ({SYMBOL[op]})" if op in COMPARISONS.values() else op)

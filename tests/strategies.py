@@ -1168,6 +1168,8 @@ class Builder:
         else:
             b = self.partner(a)
         cond = self.mask(a)
+        if b.kind != "input" and not b.shape and self.flip(0.3):  # two numbers: the mask as numbers
+            a = Node("1.0", ATOM, (), True, lambda c: np.asarray(1.0))
         if self.flip():
             a, b = b, a
         try:
