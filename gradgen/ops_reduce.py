@@ -10,10 +10,11 @@ the tied entries.  Registered by one import at the end of ``gradgen/ops.py``.
 
 from __future__ import annotations
 
-from gradgen.dims import shape_str
-from gradgen.expr import Bin, Index, Lit, Tuple, call, div, method, mul, num
+from gradgen.dims import Dim, shape_str
+from gradgen.expr import Bin, E, Index, Lit, Tuple, call, div, method, mul, num, sub
 from gradgen.ir import TensorType
 from gradgen.ops import (
+    TWO,
     P,
     Param,
     _reduce_batch,
@@ -275,3 +276,182 @@ class ScatterAlong:
         idx = r.op("expand_dims", r.x(1), axis=(0,))
         shape = (r.size_dim,) + tuple(r.attr("shape"))
         return r.op("scatter_along", r.batched[0], idx, axis=r.attr("axis") + 1, shape=shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# var and std over axes, with NumPy's ddof
+
+
+def _spread_count(t: TensorType, axes) -> Dim:
+    count = Dim.const(1)
+    for i in axes:
+        count = count * t.shape[i]
+    return count
+
+
+def _dof(b, t: TensorType, axes) -> E:
+    """n - ddof as emitted: the count of entries per slice less NumPy's delta degrees of freedom."""
+    n = b.dim(_spread_count(t, axes))
+    ddof = b.attr("ddof")
+    return Bin("-", n, num(ddof)) if ddof else n
+
+
+def _centered(b, t: TensorType, axes) -> E:
+    """a minus its mean over the axes, found again from a (two passes, as NumPy's var)."""
+    kw = _reduce_kwargs(b, axes, t.rank, True)
+    return b.temp("centered", sub(b.x(0), method(b.x(0), "mean", **kw)), t.shape)
+
+
+def _var_shape(s):
+    ddof = s.attr("ddof")
+    if ddof < 0:
+        s.fail(f"ddof of {s.node.op} must be >= 0, not {ddof}")
+    out = _reduce_shape(s)
+    t = s.types[0]
+    count = _spread_count(t, norm_axes(s, s.attr("axis"), t.rank))
+    if count.is_const and count.value <= ddof:
+        s.fail(
+            f"{s.node.op} with ddof={ddof} needs more than {ddof} entries per slice, but {s.where(0)} "
+            f"(shape {shape_str(t.shape)}) has {count.value} along the reduced axes"
+        )
+    return out
+
+
+def _var_forward(name):
+    def forward(f):
+        t = f.t(0)
+        axes = norm_axes(f, f.attr("axis"), t.rank)
+        kw = _reduce_kwargs(f, axes, t.rank, f.attr("keepdims"))
+        if f.attr("ddof"):
+            kw["ddof"] = num(f.attr("ddof"))
+        return method(f.a(0), name, **kw)
+
+    return staticmethod(forward)
+
+
+VAR_PARAMS = (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False), Param("ddof", "int", 0))
+
+
+def _graph_centered(r, axes):
+    return r.sub(r.x(0), r.op("mean", r.x(0), axis=axes[0] if len(axes) == 1 else axes, keepdims=True))
+
+
+def _var_pullback(r, g, axes):
+    """The cotangent of a for a cotangent g of var(a): 2 (a - mean) g / (n - ddof), g re-expanded."""
+    t = r.t(0)
+    g = g if r.attr("keepdims") else r.expand(g, axes)
+    dof = r.size(_spread_count(t, axes) + Dim.const(-r.attr("ddof")))
+    return r.mul(_graph_centered(r, axes), r.div(r.mul(TWO, g), dof))
+
+
+def _var_jvp(r, axes):
+    """d var = sum(2 (a - mean) da) / (n - ddof): the mean's own change drops out (the centered values
+    sum to 0)."""
+    t = r.t(0)
+    dof = r.size(_spread_count(t, axes) + Dim.const(-r.attr("ddof")))
+    total = r.sum(r.mul(_graph_centered(r, axes), r.tangents[0]), axes, r.attr("keepdims"))
+    return r.div(r.mul(TWO, total), dof)
+
+
+@op(
+    "var",
+    VAR_PARAMS,
+    rule="var rule: 2 (a - mean) g / (n - ddof)",
+    jvp_rule="var JVP rule: 2 sum((a - mean) da) / (n - ddof)",
+    derivation="""
+y = sum((a - m)^2) / (n - ddof) over the axes, m the mean and n the count (NumPy's var, two passes).
+dy = 2 sum((a - m)(da - dm)) / (n - ddof), and sum(a - m) = 0 removes dm, so da = 2 (a - m) g /
+(n - ddof), g broadcast back; m is found again from a in backward.  Accuracy: two-pass, a few ulps times
+the condition of the data (no cancellation from large means, unlike mean(a^2) - mean(a)^2).  A slice of
+at most ddof entries is a ValueError at run time (NumPy would give inf or nan).""",
+)
+class Var_:
+    shape = staticmethod(_var_shape)
+    forward = _var_forward("var")
+
+    @staticmethod
+    def vjp(b):
+        t = b.t(0)
+        axes = norm_axes(b, b.attr("axis"), t.rank)
+        g = (
+            b.g
+            if len(axes) == t.rank and not b.attr("keepdims")
+            else expand(b, b.g, axes, t.rank, b.attr("keepdims"))
+        )
+        return (mul(_centered(b, t, axes), mul(g, div(num(2), _dof(b, t, axes)))),)
+
+    @staticmethod
+    def jvp(r):
+        return _var_jvp(r, norm_axes(r, r.attr("axis"), r.t(0).rank))
+
+    @staticmethod
+    def pullback(r):
+        return (_var_pullback(r, r.g, norm_axes(r, r.attr("axis"), r.t(0).rank)),)
+
+    batch = staticmethod(_reduce_batch)
+
+
+@op(
+    "std",
+    VAR_PARAMS,
+    rule="std rule: (a - mean) g / ((n - ddof) y)",
+    jvp_rule="std JVP rule: d var / (2 y)",
+    derivation="""
+y = sqrt(var(a, ddof)): dy = d var / (2 y), so da = (a - m) g / ((n - ddof) y) with var's rule.  Where
+y = 0 (every entry of the slice equal) the standard deviation is not differentiable (like |x| at 0);
+the rule takes 0 there, the smallest choice (torch gives nan).  Accuracy: as var, then one square root
+and one division.""",
+)
+class Std:
+    shape = staticmethod(_var_shape)
+    forward = _var_forward("std")
+
+    @staticmethod
+    def vjp(b):
+        t = b.t(0)
+        axes = norm_axes(b, b.attr("axis"), t.rank)
+        keep = b.attr("keepdims")
+        scale = b.temp("scale", _over_nonzero(b.g, mul(_dof(b, t, axes), b.y), b.y), b.out.shape)
+        if not (len(axes) == t.rank and not keep):  # a scalar scale broadcasts as it is
+            scale = expand(b, scale, axes, t.rank, keep)
+        return (mul(_centered(b, t, axes), scale),)
+
+    @staticmethod
+    def jvp(r):
+        axes = norm_axes(r, r.attr("axis"), r.t(0).rank)
+        return r.mul(_var_jvp(r, axes), r.op("half_reciprocal", r.y))
+
+    @staticmethod
+    def pullback(r):
+        axes = norm_axes(r, r.attr("axis"), r.t(0).rank)
+        return (_var_pullback(r, r.mul(r.g, r.op("half_reciprocal", r.y)), axes),)
+
+    batch = staticmethod(_reduce_batch)
+
+
+def _over_nonzero(g: E, d: E, y: E) -> E:
+    """g / d where y != 0, else 0 (std's rule at a slice of equal entries)."""
+    zeros = call("np.zeros_like", y)
+    return call("np.divide", g, d, out=zeros, where=Bin("!=", y, num(0)))
+
+
+@op(
+    "half_reciprocal",
+    (P("a"),),
+    rule="std rule, 1 / (2 y) (0 where y = 0)",
+    elementwise=True,
+    internal=True,
+    fresh=True,
+    derivation="""
+h = 1 / (2 a) where a != 0, else 0: the derivative of sqrt at its output a, with std's choice at 0.
+dh = -2 h^2 da.""",
+)
+class HalfReciprocal:
+    shape = staticmethod(lambda s: TensorType(s.types[0].shape, "float"))
+
+    @staticmethod
+    def forward(f):
+        y = f.a(0)
+        return _over_nonzero(num(0.5), y, y)
+
+    partials = staticmethod(lambda r: (r.neg(r.mul(TWO, r.mul(r.y, r.y))),))

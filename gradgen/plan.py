@@ -67,7 +67,7 @@ class Plan:
     dim_symbols: tuple[str, ...]
     # run-time value checks (gradgen/runtime.py), rendered with the dims' variable names
     index_checks: tuple[RangeCheck, ...]
-    nonempty_checks: tuple[tuple[str, str], ...]  # (dim expression, message), raised when it is 0
+    nonempty_checks: tuple[tuple[str, str], ...]  # (condition, message): ValueError when it holds
     output_dtype: str  # the forward output's dtype, for the cache: "loss.dtype"
     dout_shape: str  # the output's shape as a Python tuple in backward's names: "(N, C)"
     # for the generated tests (gradgen.testplan): ops the output uses, kinks that can be forced exactly,
@@ -377,10 +377,7 @@ def plan(tg: TypedGraph) -> Plan:
         test_inputs=test_inputs,
         dim_symbols=tuple(p.dim_var),
         index_checks=tuple(_range_check(p, c) for c in runtime.index_checks(tg, p.live)),
-        nonempty_checks=tuple(
-            (p.dim_expr(c.dim).render(), f"{c.dim} is 0, but {c.reason}")
-            for c in runtime.nonempty_checks(tg, p.live)
-        ),
+        nonempty_checks=tuple(_size_check(p, c) for c in runtime.nonempty_checks(tg, p.live)),
         output_dtype=f"{Var(fwd_out).render()}.dtype",
         dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
         imports_math=any(
@@ -394,6 +391,15 @@ def plan(tg: TypedGraph) -> Plan:
         edges=edges(tg, domain),
         derivatives=derivs,
     )
+
+
+def _size_check(p, c: runtime.NonEmpty) -> tuple[str, str]:
+    """The condition under which a dim is too small for an op, and the message then."""
+    dim = p.dim_expr(c.dim)
+    if c.least == 1:
+        return f"{dim.render()} == 0", f"{c.dim} is 0, but {c.reason}"
+    cond = Bin("<", dim, Lit(str(c.least))).render()
+    return cond, f"{c.dim} is less than {c.least}, but {c.reason}"
 
 
 def _forward_length(stmts: list[Stmt]) -> int:

@@ -168,7 +168,7 @@ def _input_checks(plan: Plan) -> dict:
         "int_inputs": ints,
         "range_checks": ranges,
         "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
-        "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
+        "nonempty_checks": [{"cond": c, "message": repr(m)} for c, m in plan.nonempty_checks],
         "returned": ", ".join(returned) if len(returned) > 1 else returned[0],
     }
 

@@ -9,7 +9,8 @@ and `value_and_grad` agree):
   axis, a silent wrong answer;
 - a dim that an op divides by or takes a max over must not be 0: a mean of no values, a softmax
   cross-entropy averaged over no rows or with no classes, a max-shifted softmax, log-softmax or
-  logsumexp over an empty axis, a max or min of no values.  Sums over nothing are 0 and stay allowed.
+  logsumexp over an empty axis, a max or min of no values; a variance or standard deviation needs more
+  entries than its ddof.  Sums over nothing are 0 and stay allowed.
 
 The planner renders each ``Dim`` with its own variable names; this module only decides what to check.
 """
@@ -36,6 +37,7 @@ class IndexCheck:
 class NonEmpty:
     dim: Dim  # a dim (a symbol, or a sum from concatenate) that must not be 0 at run time
     reason: str  # why, for the message: "loss is a mean over it (undefined for no values)"
+    least: int = 1  # the smallest size allowed (a variance with ddof=1 needs 2 entries)
 
 
 def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:
@@ -75,14 +77,34 @@ def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:
 def nonempty_checks(tg: TypedGraph, live: set[int]) -> tuple[NonEmpty, ...]:
     """The dims that the live nodes need nonzero, each once (the first reason found), in graph order."""
     g = tg.graph
-    found: dict[Dim, str] = {}
+    found: dict[tuple[Dim, int], str] = {}
     for n in g.nodes:
         if n.id not in live or n.op == "input":
             continue
         for dim, reason in _needs(tg, n):
             for d in _zero_factors(dim):
-                found.setdefault(d, reason)
-    return tuple(NonEmpty(d, r) for d, r in found.items())
+                found.setdefault((d, 1), reason)
+        for dim, reason, least in _size_needs(tg, n):
+            for d in _zero_factors(dim):  # 0 first: the message then names the dim that is 0
+                found.setdefault((d, 1), reason)
+            found.setdefault((dim, least), reason)
+    return tuple(NonEmpty(d, r, least) for (d, least), r in found.items())
+
+
+def _size_needs(tg: TypedGraph, n) -> list[tuple[Dim, str, int]]:
+    """(dim, reason, least): a variance or standard deviation with ddof needs more than ddof entries per
+    slice; with several reduced axes their product is checked (it is 0 when one of them is)."""
+    if n.op not in ("var", "std"):
+        return []
+    t = tg.types[n.args[0]]
+    count = Dim.const(1)
+    for i in norm_axes(None, n.attr("axis"), t.rank):
+        count = count * t.shape[i]
+    ddof = n.attr("ddof", 0)
+    if count.is_const:
+        return []  # a literal count is checked when the spec is built
+    reason = f"{n.entry} is a {n.op} with ddof={ddof} over it (it needs at least {ddof + 1} entries)"
+    return [(count, reason, ddof + 1)]
 
 
 def _needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:

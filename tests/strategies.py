@@ -64,7 +64,7 @@ ISSUE3_OPS = (
 ISSUE7_OPS = ("log_sigmoid", "softplus")
 # Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
 # slice's two largest (smallest) entries).
-ISSUE9_REDUCE_OPS = ("max", "min")
+ISSUE9_REDUCE_OPS = ("max", "min", "var", "std")
 ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis",)
 
 
@@ -665,6 +665,12 @@ class Builder:
         axtext, axes = self.axis_arg(rank, default_last=(fn == "logsumexp"))
         keep = self.flip(0.35)
         kwtext = ", keepdims=True" if keep else (", keepdims=False" if self.flip(0.1) else "")
+        ddof = 0
+        if fn in ("var", "std") and axes and not any(a.shape[i].is_one() for i in axes) and self.flip():
+            ddof = 1
+            kwtext += ", ddof=1"
+        elif fn in ("var", "std") and self.flip(0.2):
+            kwtext += ", ddof=0"
         shape = (
             tuple(ONE if i in axes else d for i, d in enumerate(a.shape))
             if keep
@@ -681,9 +687,16 @@ class Builder:
             if fn in ("max", "min"):
                 c.note_kink(_runner_up_gap(v, ax))
                 return (np.max if fn == "max" else np.min)(v, axis=ax, keepdims=keep)
+            if fn in ("var", "std"):
+                y = np.var(v, axis=ax, keepdims=keep, ddof=ddof)
+                if fn == "var":
+                    return y
+                y = np.sqrt(y)
+                c.note_domain(y[y != 0])  # std's derivative has 1 / y; y = 0 (one entry) is exact
+                return y
             return _lse(v, ax, keep)
 
-        pos = a.pos and fn != "logsumexp"
+        pos = a.pos and fn not in ("logsumexp", "var", "std")  # a spread is 0 for a slice of one
         return Node(
             f"{fn}({a.text}{axtext}{kwtext})",
             ATOM,
