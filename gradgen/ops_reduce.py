@@ -10,10 +10,11 @@ the tied entries.  Registered by one import at the end of ``gradgen/ops.py``.
 
 from __future__ import annotations
 
-from gradgen.dims import Dim, shape_str
+from gradgen.dims import Dim, numel, shape_str
 from gradgen.expr import Bin, E, Index, Lit, Tuple, call, div, method, mul, num, sub
 from gradgen.ir import TensorType
 from gradgen.ops import (
+    ROWS,
     TWO,
     P,
     Param,
@@ -22,8 +23,10 @@ from gradgen.ops import (
     _reduce_shape,
     _unproven,
     expand,
+    kw_axis,
     norm_axes,
     op,
+    reduced,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -455,3 +458,94 @@ class HalfReciprocal:
         return _over_nonzero(num(0.5), y, y)
 
     partials = staticmethod(lambda r: (r.neg(r.mul(TWO, r.mul(r.y, r.y))),))
+
+
+# --------------------------------------------------------------------------------------------------
+# argmax and argmin: int tensors, never differentiated
+
+
+def _arg_shape(s):
+    t = s.types[0]
+    axis = s.attr("axis")
+    if axis is None:  # numpy: the index into the flattened array
+        return TensorType((Dim.const(1),) * t.rank if s.attr("keepdims") else (), "int")
+    ax = norm_axes(s, axis, t.rank)
+    return TensorType(reduced(t.shape, ax, s.attr("keepdims")), "int")
+
+
+def _arg(name: str, word: str):
+    @op(
+        name,
+        (P("a"), Param("axis", "axis", allow_tuple=False), Param("keepdims", "bool", False)),
+        rule=f"{name}: the index of the {word} entry",
+        fresh=True,
+        derivation=f"""
+y = the index of the {word} entry along the axis (the first one at a tie, as numpy.{name}; with axis=None
+the index into the flattened array): an int tensor, piecewise constant in a, so no gradient flows
+through it.  It may index (take, take_along_axis, the labels of softmax_cross_entropy) an axis of the
+size it ranges over.  Exact.""",
+    )
+    class Arg:
+        shape = staticmethod(_arg_shape)
+
+        @staticmethod
+        def forward(f):
+            t = f.t(0)
+            kw = {}
+            if f.attr("axis") is not None:
+                kw["axis"] = kw_axis(norm_axes(f, f.attr("axis"), t.rank), t.rank)
+            if f.attr("keepdims"):
+                kw["keepdims"] = Lit("True")
+            return method(f.a(0), name, **kw)
+
+        vjp = staticmethod(lambda b: (None,))
+        jvp = staticmethod(lambda r: None)
+        pullback = staticmethod(lambda r: (None,))
+
+        @staticmethod
+        def batch(r):
+            axis = r.attr("axis")
+            if axis is None:
+                r.fail(f"{name} with axis=None cannot be batched; give it an axis")
+            return r.node_like(r.batched[0], axis=norm_axes(r, axis, r.t(0).rank)[0] + 1)
+
+    return Arg
+
+
+_arg("argmax", "largest")
+_arg("argmin", "smallest")
+
+
+def index_bound(graph, types, nid: int) -> Dim | None:
+    """The exclusive upper bound of the values of an int tensor that an op computed (argmax over K
+    entries: K), or None for an input (checked at run time instead)."""
+    n = graph.nodes[nid]
+    if n.op not in ("argmax", "argmin"):
+        return None
+    t = types[n.args[0]]
+    axis = n.attr("axis")
+    return numel(t.shape) if axis is None else t.shape[axis % t.rank]
+
+
+# the size of the axis that each op's int operand indexes
+INDEXED_SIZE = {
+    "take": lambda t, attr: t.shape[attr("axis", 0) % t.rank],
+    "take_along_axis": lambda t, attr: t.shape[attr("axis") % t.rank],
+    "softmax_cross_entropy": lambda t, attr: t.shape[-1],
+}
+
+
+def check_computed_indices(s, types) -> None:
+    """Indices computed by an op (argmax) are in range by construction when the axis they index has the
+    size they range over; anything else is refused at build time (there is no input to check)."""
+    for k in ROWS[s.node.op].int_args:
+        a = s.node.args[k]
+        if not isinstance(a, int) or s.types[k].dtype != "int" or s.graph.nodes[a].op == "input":
+            continue
+        bound = index_bound(s.graph, types, a)
+        size = INDEXED_SIZE[s.node.op](s.types[0], s.attr) if s.node.op in INDEXED_SIZE else None
+        if bound is None or size is None or bound != size:
+            s.fail(
+                f"{s.where(k)} ranges over {bound} entries, but indexes an axis of {size} in "
+                f"{s.node.op}: computed indices must range over the axis they index"
+            )

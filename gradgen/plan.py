@@ -127,7 +127,9 @@ class _Planner:
         self.needs_grad = {}
         for n in g.nodes:
             self.needs_grad[n.id] = n.id in wrt or (
-                n.op != "input" and any(self.needs_grad.get(a, False) for a in n.refs)
+                n.op != "input"
+                and tg.types[n.id].dtype == "float"  # an int result (argmax) is never differentiated
+                and any(self.needs_grad.get(a, False) for a in n.refs)
             )
         self.adj_name = {}
         for n in g.nodes:

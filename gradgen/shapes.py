@@ -5,6 +5,7 @@ from __future__ import annotations
 from gradgen.diagnostics import Diagnostic, SpecError, error
 from gradgen.ir import Const, Graph, Node, TensorType, TypedGraph, inlined_from
 from gradgen.ops import TABLE, ShapeError
+from gradgen.ops_reduce import check_computed_indices
 
 
 class RuleContext:
@@ -46,6 +47,15 @@ def infer(graph: Graph) -> TypedGraph:
         except ShapeError as exc:
             diags.append(error(node.place, str(exc) + inlined_from(node.origin)))
             types.append(None)
+    out = graph.nodes[graph.output]
+    if not diags and out.op != "input" and types[out.id].dtype == "int":
+        diags.append(
+            error(
+                out.place,
+                f"the output {out.label} is an int tensor ({out.op}), which has no gradient; "
+                "output a float value computed from it (a loss that picks with it, say)",
+            )
+        )
     if diags:
         raise SpecError(diags)
     return TypedGraph(graph, tuple(types))
@@ -68,7 +78,10 @@ def node_type(graph: Graph, node: Node, types: list[TensorType | None]) -> Tenso
             f"int tensor {ctx.where(bad[0])} cannot be used in {_what(node.op)}; "
             "int inputs are class labels or indices and are never differentiated"
         )
-    return opdef.shape(ctx)
+    out = opdef.shape(ctx)
+    if opdef.int_args:
+        check_computed_indices(ctx, types)  # argmax's indices must range over the axis they index
+    return out
 
 
 def _what(op: str) -> str:

@@ -65,7 +65,7 @@ ISSUE7_OPS = ("log_sigmoid", "softplus")
 # Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
 # slice's two largest (smallest) entries).
 ISSUE9_REDUCE_OPS = ("max", "min", "var", "std")
-ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis",)
+ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis", "argmax", "argmin")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -999,6 +999,26 @@ class Builder:
             lambda c: np.take_along_axis(np.asarray(a.ev(c)), c.values[idx.name], axis=ax),
         )
 
+    def op_pick_extreme(self, fn):
+        """a's entries where b is largest (smallest) along an axis: take_along_axis(a, argmax(b, axis,
+        keepdims=True), axis), b a or another value of a's shape; a near-tie in b is a kink."""
+        a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
+        same = [n for n in self.pool if n.shape == a.shape and n is not a]
+        b = self.choice(same) if same and self.flip() else a
+        ax = self.draw(st.integers(0, a.rank - 1))
+        written = ax - a.rank if self.flip(0.3) else ax
+        pick = np.argmax if fn == "argmax" else np.argmin
+
+        def ev(c):
+            vb = np.asarray(b.ev(c))
+            c.note_kink(_runner_up_gap(vb, (ax,)))
+            index = pick(vb, axis=ax, keepdims=True)
+            return np.take_along_axis(np.asarray(a.ev(c)), index, axis=ax)
+
+        shape = tuple(ONE if k == ax else d for k, d in enumerate(a.shape))
+        text = f"take_along_axis({a.text}, {fn}({b.text}, axis={written}, keepdims=True), axis={written})"
+        return Node(text, ATOM, shape, a.pos, ev)
+
     def op_concatenate(self):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
         ax = self.draw(st.integers(0, a.rank - 1))
@@ -1054,6 +1074,8 @@ class Builder:
             "einsum": self.op_einsum,
             "take": self.op_take,
             "take_along_axis": self.op_take_along_axis,
+            "argmax": lambda: self.op_pick_extreme("argmax"),
+            "argmin": lambda: self.op_pick_extreme("argmin"),
             "concatenate": self.op_concatenate,
         }[kind]()
 

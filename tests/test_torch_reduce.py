@@ -229,3 +229,26 @@ def test_batchnorm_regression_spec_matches_torch_autograd():
     np.testing.assert_allclose(loss, tloss.item(), rtol=1e-12)
     for name, ref in zip(("x", "gamma", "beta", "W"), (tx, tg, tb, tW)):
         np.testing.assert_allclose(getattr(grads, name), ref.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", ["argmax", "argmin"])
+def test_argmax_picks_as_torch_and_its_pick_gets_the_gradient(op):
+    """Ties on purpose: the first extreme is picked (numpy and torch agree); the picked entries of x
+    get the gradient, the tensor that chose them none."""
+    spec = (
+        "inputs:\n  x: [N, C]\n  t: [N, C]\ngraph:\n"
+        f"  pick: take_along_axis(x, {op}(t, axis=1, keepdims=True), axis=1)\n"
+        f"  hard: softmax_cross_entropy(x, {op}(t, axis=-1))\n"
+        "  loss: sum(square(pick)) + hard\nwrt: [x]\n"
+    )
+    m = build(spec)
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((5, 4)), tied(rng, (5, 4))
+    loss, (dx,) = m["value_and_grad"](x, t)
+
+    tx = torch.tensor(x, requires_grad=True)
+    idx = getattr(torch, op)(torch.tensor(t), dim=1, keepdim=True)
+    tloss = (torch.gather(tx, 1, idx) ** 2).sum() + torch.nn.functional.cross_entropy(tx, idx[:, 0])
+    tloss.backward()
+    np.testing.assert_allclose(loss, tloss.item(), rtol=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
