@@ -188,6 +188,17 @@ RULES: dict[str, CostRule] = {
     "abs": _per_element(1, 2, "", "g * sign(a)"),
     "maximum": _per_element(1, 2, "", "compare and multiply, per operand"),
     "minimum": _per_element(1, 2, "", "compare and multiply, per operand"),
+    **dict.fromkeys(
+        ("greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "logical_and", "logical_or"),
+        _per_element(1, 0, "", "none (a mask is never differentiated)"),
+    ),
+    "logical_not": _per_element(1, 0, "", "none (a mask is never differentiated)"),
+    "where": _rule(
+        "1 per element (a select)",
+        "1 per element per operand (np.where(cond, g, 0), or g * mask for a mask input)",
+        lambda c: c.n,
+        lambda c, pos: _k(len(pos), c.n),
+    ),
     "sum": _rule("1 per element of a", "none (g broadcast back)", lambda c: c.m(), lambda c, pos: ZERO),
     "mean": _rule(
         "1 per element of a, plus 1 per element of the result (the division)",

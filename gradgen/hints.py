@@ -23,6 +23,15 @@ OPERATOR_FOR = {
     "divide": ("{0} / {1}", "use the / operator"),
     "true_divide": ("{0} / {1}", "use the / operator"),
     "negative": ("-{0}", "use unary -"),
+    "greater": ("{0} > {1}", "a comparison is an operator"),
+    "greater_equal": ("{0} >= {1}", "a comparison is an operator"),
+    "less": ("{0} < {1}", "a comparison is an operator"),
+    "less_equal": ("{0} <= {1}", "a comparison is an operator"),
+    "equal": ("{0} == {1}", "a comparison is an operator"),
+    "not_equal": ("{0} != {1}", "a comparison is an operator"),
+    "logical_and": ("({0}) & ({1})", "masks combine with the & operator"),
+    "logical_or": ("({0}) | ({1})", "masks combine with the | operator"),
+    "logical_not": ("~({0})", "a mask is negated with the ~ operator"),
 }
 # The reductions max and min, and the elementwise op of two operands that a call max(a, b) means.
 EXTREMES = {"max": "maximum", "min": "minimum"}

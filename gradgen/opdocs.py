@@ -22,6 +22,8 @@ class OpDoc:
 
 
 OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
+OPERATORS |= {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=", "equal": "=="}
+OPERATORS |= {"not_equal": "!=", "logical_and": "&", "logical_or": "|"}
 
 DOCS: dict[str, OpDoc] = {
     "add": OpDoc(
@@ -84,6 +86,37 @@ DOCS: dict[str, OpDoc] = {
         "elementwise minimum; either operand may be a number (not both)",
         "as +",
         "g where a <= b to a, elsewhere to b (ties go to a)",
+    ),
+    **{
+        name: OpDoc(
+            f"elementwise comparison a {symbol} b, a mask (bool); either operand may be a number",
+            "as +; a bool tensor",
+            "none: a mask is never differentiated (no cotangent reaches a or b through it)",
+        )
+        for name, symbol in (
+            ("greater", ">"),
+            ("greater_equal", ">="),
+            ("less", "<"),
+            ("less_equal", "<="),
+            ("equal", "=="),
+            ("not_equal", "!="),
+        )
+    },
+    "logical_and": OpDoc(
+        "elementwise and of two masks", "as +; a bool tensor", "none: a mask is never differentiated"
+    ),
+    "logical_or": OpDoc(
+        "elementwise or of two masks", "as +; a bool tensor", "none: a mask is never differentiated"
+    ),
+    "logical_not": OpDoc(
+        "elementwise not of a mask", "the operand's shape", "none: a mask is never differentiated"
+    ),
+    "where": OpDoc(
+        "a where the mask cond holds, b elsewhere (np.where); a and b may be numbers (where(m, 1.0, 0.0) is "
+        "the mask as numbers of the computation's dtype)",
+        "cond, a and b broadcast together (NumPy broadcasting)",
+        "np.where(cond, g, 0) to a and np.where(cond, 0, g) to b (g * cond and g * ~cond when cond is "
+        "an input), each summed over its broadcast axes (notes section 6); nothing to cond",
     ),
     "sum": OpDoc(
         "sum over an axis, a tuple of axes, or all axes (axis=None)",
@@ -198,6 +231,8 @@ def signature(name: str) -> str:
         return f"a {OPERATORS[name]} b"
     if name == "neg":
         return "-a"
+    if name == "logical_not":
+        return "~a"
     if name == "pow":
         return "a ** k"
     parts = []
@@ -243,6 +278,8 @@ def parameters(name: str) -> list[tuple[str, str]]:
             what += (
                 " (int: class labels or indices)" if name != "softmax_cross_entropy" else " (int or float)"
             )
+        if k in d.bool_args:
+            what += " (a mask: a bool tensor)"
         if not p.required and p.kind not in ("tensor", "operand", "tensors"):
             what += f"; default {_default(p.default)}"
         out.append((p.name, what))
@@ -260,7 +297,12 @@ def lookup(name: str) -> str | None:
     """An op's table name from what a user typed: a name, or an operator symbol like @ or **."""
     if name in TABLE:
         return name
-    symbols = {v: k for k, v in OPERATORS.items()} | {"**": "pow", ".T": "transpose", "T": "transpose"}
+    symbols = {v: k for k, v in OPERATORS.items()} | {
+        "**": "pow",
+        ".T": "transpose",
+        "T": "transpose",
+        "~": "logical_not",
+    }
     return symbols.get(name.strip())
 
 

@@ -109,6 +109,7 @@ class OpDef:
     grad_temp: str = ""  # the vjp temporary that holds operand 0's cotangent (named d<operand>)
     hint: str = ""  # in derivative programs, a value of this op is named <operand 0>_<hint>
     internal: bool = False  # built by derivative rules only; never written in a spec
+    bool_args: tuple[int, ...] = ()  # operand positions that may (or must) be masks (bool tensors)
 
     # What the generated tests need to know (read by gradgen.testplan; defaults are the cautious choice):
     domain: Callable | None = None  # (k, attr, types) -> how the test draws operand k if it is an input
@@ -2070,30 +2071,7 @@ class LabelAdd:
         return r.op("label_add", a, r.x(1), s, sign=r.attr("sign"), lead=r.attr("lead") + 1)
 
 
-def _compare(name, symbol):
-    @op(
-        name,
-        (P("a", "operand"), P("b", "operand")),
-        rule=f"mask a {symbol} b",
-        elementwise=True,
-        internal=True,
-        hint="mask",
-        fresh=True,
-        derivation=f"y = (a {symbol} b) as booleans: piecewise constant, so its derivatives are zero.",
-    )
-    class C(_Binary):
-        shape = staticmethod(lambda s: TensorType(_Binary.shape(s).shape, "bool"))
-        forward = staticmethod(lambda f: Bin(symbol, f.a(0), f.a(1)))
-        jvp = staticmethod(lambda r: None)
-        pullback = staticmethod(lambda r: (None, None))
-
-    return C
-
-
-_compare("greater", ">")
-_compare("greater_equal", ">=")
-_compare("less", "<")
-_compare("less_equal", "<=")
+# the comparisons (greater, greater_equal, less, less_equal, ...) are in gradgen/ops_masks.py
 
 
 @op(
@@ -2300,6 +2278,10 @@ class Cast(_Unary):
     pullback = staticmethod(lambda r: (None,))
 
 
-from gradgen import ops_reduce  # noqa: E402,F401  (max, min: registers its rows)
+# issue 9's op families, one module each; importing one registers its rows
+from gradgen import (  # noqa: E402
+    ops_masks,  # noqa: F401  (comparisons, & | ~, where)
+    ops_reduce,  # noqa: F401  (max, min, var, std, take_along_axis)
+)
 
 CALLABLE = tuple(sorted(name for name, d in TABLE.items() if d.callable))

@@ -166,7 +166,9 @@ class _Planner:
         return nid == self.graph.output
 
     def dtype_expr(self) -> E:
-        raise AssertionError("the spec's own ops do not create arrays of the dtype")
+        """The computation's dtype, read off the first float input (where(mask, 1.0, 0.0) needs it)."""
+        first = next(i for i in self.graph.inputs if i.dtype == "float")
+        return Attr(Var(self.var[first.node]), "dtype")
 
     def dim_expr(self, d: Dim) -> E:
         return dim_expr(d, self.dim_var)

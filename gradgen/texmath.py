@@ -92,6 +92,12 @@ class Symbols:
             axes = attr.get("axis")
             where = "" if axes is None else f"_{{\\text{{axis }} {axes}}}"
             return f"\\operatorname{{{op}}}{where}({a[0]})"
+        if op in _MASK_TEX:
+            if op == "logical_not":
+                return f"\\lnot {a[0]}"
+            return f"{a[0]} {_MASK_TEX[op]} {a[1]}"
+        if op == "where":
+            return f"\\operatorname{{where}}({a[0]}, {a[1]}, {a[2]})"
         if op == "softmax_cross_entropy":
             return f"\\operatorname{{CE}}(\\operatorname{{softmax}}({a[0]}), {a[1]})"
         args = ", ".join(a)
@@ -147,6 +153,8 @@ class Symbols:
         if op in ("maximum", "minimum"):
             cmp = {("maximum", 0): "\\ge", ("maximum", 1): "<", ("minimum", 0): "\\le", ("minimum", 1): ">"}
             return f"{g} \\odot \\mathbf{{1}}[{a[0]} {cmp[(op, i)]} {a[1]}]"
+        if op == "where":  # i is 1 (a) or 2 (b); a mask gets nothing
+            return f"{g} \\odot \\mathbf{{1}}[{'' if i == 1 else chr(92) + 'lnot '}{a[0]}]"
         if op == "sum":
             return f"\\operatorname{{broadcast}}({g})"
         if op == "mean":
@@ -197,6 +205,20 @@ class Symbols:
         if ra > 2 and rb == 2:
             return f"\\textstyle\\sum_{{\\text{{batch}}}} {a[0]}^{{\\top}} {g}"
         return f"{a[0]}^{{\\top}} {g}"
+
+
+# comparisons and the logical ops on masks, as LaTeX relations
+_MASK_TEX = {
+    "greater": ">",
+    "greater_equal": "\\ge",
+    "less": "<",
+    "less_equal": "\\le",
+    "equal": "=",
+    "not_equal": "\\ne",
+    "logical_and": "\\land",
+    "logical_or": "\\lor",
+    "logical_not": "\\lnot",
+}
 
 
 def reduce_tex(term: str, axes: tuple[int, ...]) -> str:

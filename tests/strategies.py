@@ -24,6 +24,7 @@ DIM_NAMES = ("N", "M", "K", "P")
 
 # Operator precedence levels, for printing expressions with only the parentheses Python needs.
 ADD, MUL, UNARY, POW, ATOM = 60, 70, 80, 90, 100
+CMP, BOR, BAND = 40, 45, 50  # comparisons bind more loosely than |, which binds more loosely than &
 
 ISSUE2_OPS = (
     "add",
@@ -65,7 +66,17 @@ ISSUE7_OPS = ("log_sigmoid", "softplus")
 # Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
 # slice's two largest (smallest) entries).
 ISSUE9_REDUCE_OPS = ("max", "min", "var", "std")
-ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis", "argmax", "argmin")
+# Issue 9, masks: where(cond, a, b) with cond a comparison (of tensors or a tensor and a number), a bool
+# input, or masks combined with & | ~ (ops_masks).
+ISSUE9_MASK_OPS = ("where",)
+ALL_OPS = (
+    ISSUE2_OPS
+    + ISSUE3_OPS
+    + ISSUE7_OPS
+    + ISSUE9_REDUCE_OPS
+    + ("take_along_axis", "argmax", "argmin")
+    + ISSUE9_MASK_OPS
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,17 +276,19 @@ def paren(node: Node, need: int) -> str:
 class InputDecl:
     name: str
     shape: tuple
-    kind: str  # normal | pos | prob | int
+    kind: str  # normal | pos | prob | int | bool
     high: Dim | None = None  # int inputs: values in [0, high)
 
     @property
     def is_float(self) -> bool:
-        return self.kind != "int"
+        return self.kind not in ("int", "bool")
 
     def make(self, rng: np.random.Generator, sizes: dict[str, int]):
         shape = tuple(d.size(sizes) for d in self.shape)
         if self.kind == "int":
             return rng.integers(0, self.high.size(sizes), size=shape).astype(np.int64)
+        if self.kind == "bool":
+            return rng.random(shape) < 0.5
         if self.kind == "pos":
             return rng.uniform(0.5, 2.0, size=shape)
         if self.kind == "prob":
@@ -352,7 +365,9 @@ class Builder:
     def new_input(self, shape, kind="normal", high=None) -> Node:
         assert all(d.writable() for d in shape), shape
         if kind == "int":
-            name = f"i{sum(1 for i in self.inputs if not i.is_float)}"
+            name = f"i{sum(1 for i in self.inputs if i.kind == 'int')}"
+        elif kind == "bool":
+            name = f"m{sum(1 for i in self.inputs if i.kind == 'bool')}"
         else:
             name = f"x{sum(1 for i in self.inputs if i.is_float)}"
         self.inputs.append(InputDecl(name, tuple(shape), kind, high))
@@ -366,7 +381,7 @@ class Builder:
             kind="input",
             pyfloat=not shape,
         )
-        if kind != "int":
+        if kind not in ("int", "bool"):
             self.pool.append(node)
         return node
 
@@ -1051,6 +1066,75 @@ class Builder:
             lambda c: np.concatenate([np.asarray(o.ev(c)) for o in ops_t], axis=ax),
         )
 
+    def op_where(self):
+        """where(cond, a, b): b a partner tensor or a number, cond a mask that broadcasts with both."""
+        a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 2))
+        if self.flip(0.3):
+            lit = self.choice(["0.0", "-3.0", "2.5", "-0.5"])
+            b = Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
+        else:
+            b = self.partner(a)
+        cond = self.mask(a)
+        if self.flip():
+            a, b = b, a
+        try:
+            shape = broadcast(cond.shape, a.shape, b.shape)
+        except AssertionError:
+            raise Unsupported from None
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            return np.where(cond.ev(c), a.ev(c), b.ev(c))
+
+        return Node(f"where({cond.text}, {a.text}, {b.text})", ATOM, shape, a.pos and b.pos, ev)
+
+    def mask(self, like: Node, depth: int = 0) -> Node:
+        """A bool tensor that broadcasts with ``like``: a bool input, a comparison of ``like`` (or a
+        tensor that broadcasts with it) with a number or a tensor, or masks combined with & | ~.
+        The reference notes the distance from each comparison's boundary (a kink), so the drawn
+        values keep finite differences away from where the mask flips."""
+        how = self.choice(["input", "compare", "compare", "combine" if depth < 2 else "compare", "not"])
+        if how == "input":
+            shape = self.partner_shape(like.shape)
+            if not all(d.writable() for d in shape) or len(shape) > self.input_rank:
+                raise Unsupported
+            return self.new_input(shape, "bool")
+        if how == "not":
+            inner = self.mask(like, depth + 1)
+            return Node(f"~{paren(inner, UNARY)}", UNARY, inner.shape, False, lambda c: ~inner.ev(c))
+        if how == "combine":
+            p, q = self.mask(like, depth + 1), self.mask(like, depth + 1)
+            sym, level, fn = self.choice([("&", BAND, np.logical_and), ("|", BOR, np.logical_or)])
+            try:
+                shape = broadcast(p.shape, q.shape)
+            except AssertionError:
+                raise Unsupported from None
+            text = f"{paren(p, level)} {sym} {paren(q, level + 1)}"
+            return Node(text, level, shape, False, lambda c: fn(p.ev(c), q.ev(c)))
+        x = like if self.flip() else self.partner(like)
+        if self.flip(0.4):
+            lit = self.choice(["0", "0.5", "-0.25", "1.0"])
+            y = Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
+        else:
+            y = self.partner(x)
+        if self.flip():
+            x, y = y, x
+        sym = self.choice([">", ">=", "<", "<=", "==", "!="])
+        fn = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+        fn |= {"==": np.equal, "!=": np.not_equal}
+
+        def ev(c):
+            vx, vy = x.ev(c), y.ev(c)
+            c.note_kink(np.asarray(vx) - np.asarray(vy))
+            return fn[sym](vx, vy)
+
+        try:
+            shape = broadcast(x.shape, y.shape)
+        except AssertionError:
+            raise Unsupported from None
+        return Node(f"{paren(x, CMP + 1)} {sym} {paren(y, CMP + 1)}", CMP, shape, False, ev)
+
     def make(self, kind) -> Node:
         if kind in ("add", "sub", "mul", "div"):
             return self.op_binary(kind)
@@ -1077,6 +1161,7 @@ class Builder:
             "argmax": lambda: self.op_pick_extreme("argmax"),
             "argmin": lambda: self.op_pick_extreme("argmin"),
             "concatenate": self.op_concatenate,
+            "where": self.op_where,
         }[kind]()
 
     # ---- the whole graph -----------------------------------------------------------------------
@@ -1189,8 +1274,8 @@ def cases(draw, plan: Plan):
         lines.append("name: prop")
     lines.append("inputs:")
     for i in b.inputs:
-        if i.kind == "int":
-            lines.append(f"  {i.name}: {{shape: {shape_text(i.shape)}, dtype: int}}")
+        if i.kind in ("int", "bool"):
+            lines.append(f"  {i.name}: {{shape: {shape_text(i.shape)}, dtype: {i.kind}}}")
         elif draw(st.integers(0, 4)) == 0:
             lines.append(f"  {i.name}: {{shape: {shape_text(i.shape)}, dtype: float}}")
         else:
