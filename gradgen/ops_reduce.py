@@ -10,6 +10,8 @@ the tied entries.  Registered by one import at the end of ``gradgen/ops.py``.
 
 from __future__ import annotations
 
+import textwrap
+
 from gradgen.dims import Dim, numel, shape_str
 from gradgen.expr import Bin, E, Index, Lit, Tuple, call, div, method, mul, num, sub
 from gradgen.ir import TensorType
@@ -34,7 +36,7 @@ from gradgen.ops import (
 
 
 def _extreme_derivation(name: str, word: str) -> str:
-    return f"""
+    return _wrapped(f"""
 y = the {word} entry of each reduced slice of a.  Off ties y moves with exactly one entry, the one that
 is the {word}: dy = da at that entry, so da = g there and 0 elsewhere.  At a tie of k entries y is not
 differentiable (moving one tied entry {"up" if name == "max" else "down"} moves y, moving it the other
@@ -43,7 +45,12 @@ shares still add up to g (moving all k together moves y by as much), and the gra
 the k choices "all of g to tied entry j".  Computed as ties = (a == the slice's {word} entry), found again from a, and
 da = ties * (g / the count of ties in the slice).
 Accuracy: the forward is exact; the split divides g by a small int, one rounding.  A nan in a slice
-makes y nan and gives the slice a nan gradient."""
+makes y nan and gives the slice a nan gradient.""")
+
+
+def _wrapped(text: str) -> str:
+    """One paragraph at the width of the other derivations (the op's words change the line lengths)."""
+    return textwrap.fill(" ".join(text.split()), 104)
 
 
 def _extreme(name: str, word: str):
