@@ -170,6 +170,8 @@ UFUNCS = (
     "np.log1p",
     "np.sqrt",
     "np.tanh",
+    "np.sin",
+    "np.cos",
     "np.abs",
     "np.sign",
     "np.square",
@@ -358,17 +360,19 @@ class Slice(E):
 
     lo: E | None
     hi: E | None
+    step: E | None = None
 
     def render(self):
         lo = self.lo.render() if self.lo is not None else ""
         hi = self.hi.render() if self.hi is not None else ""
-        return f"{lo}:{hi}"
+        return f"{lo}:{hi}" if self.step is None else f"{lo}:{hi}:{self.step.render()}"
 
     def vars(self):
-        return (self.lo.vars() if self.lo else []) + (self.hi.vars() if self.hi else [])
+        return [v for part in (self.lo, self.hi, self.step) if part is not None for v in part.vars()]
 
     def rename(self, m):
-        return Slice(self.lo.rename(m) if self.lo else None, self.hi.rename(m) if self.hi else None)
+        lo, hi, step = (None if p is None else p.rename(m) for p in (self.lo, self.hi, self.step))
+        return Slice(lo, hi, step)
 
     fresh = False
 

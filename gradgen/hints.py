@@ -39,6 +39,41 @@ EXTREMES = {"max": "maximum", "min": "minimum"}
 REDUCTION_ALIASES = {"amax": "max", "amin": "min"}
 
 
+# Ops that other libraries name differently (torch.clamp is np.clip).
+RENAMED = {"clamp": "clip", "clamp_min": "maximum", "clamp_max": "minimum"}
+
+
+def _renamed(name: str, node: ast.Call) -> str | None:
+    """'the op is called clip: write clip(x, 0, 1)' for clamp(x, 0, 1) and torch.clamp(x, 0, 1)."""
+    if name not in RENAMED:
+        return None
+    op = RENAMED[name]
+    return f"the op is called {op}: write {_spelled(op, node.args, node.keywords)}"
+
+
+# Keyword arguments that other libraries name differently, per op.
+KEYWORDS = {"clip": {"min": "lo", "max": "hi", "a_min": "lo", "a_max": "hi"}}
+
+
+def _spelled(op: str, args: list[ast.AST], keywords: list[ast.keyword]) -> str:
+    """The call of op as the spec language writes it, with its own keyword names."""
+    names = KEYWORDS.get(op, {})
+    keywords = [ast.keyword(names.get(k.arg, k.arg), k.value) for k in keywords]
+    return ast.unparse(ast.Call(ast.Name(op), list(args), keywords))
+
+
+# NumPy's and PyTorch's ways of cutting a tensor into pieces, and how a spec writes each.
+_PIECES = "name the pieces with a tuple target: a, b: split(x, 2, axis=-1)"
+SPLITS = {
+    "split": f"{_PIECES} (2 equal pieces; a list gives the pieces' sizes, as torch.split)",
+    "array_split": f"{_PIECES} (the pieces must be equal, or give their sizes as a list)",
+    "chunk": f"{_PIECES} (torch's x.chunk(2, dim=-1))",
+    "hsplit": f"{_PIECES} (axis=1 for np.hsplit)",
+    "vsplit": f"{_PIECES} (axis=0 for np.vsplit)",
+    "unbind": "pick each position with an index instead: x[:, 0], x[:, 1], ...",
+}
+
+
 def _args(node: ast.Call) -> list[str]:
     return [ast.unparse(a) for a in node.args]
 
@@ -85,7 +120,7 @@ def _alias(name: str, node: ast.Call) -> str | None:
 
 def unknown_op(name: str, node: ast.Call, ops, blocks=()) -> str:
     """The message for a call of a name that is no op and no block of the spec."""
-    hint = _operator(name, node) or _alias(name, node)
+    hint = _operator(name, node) or _alias(name, node) or _renamed(name, node)
     if hint:
         return f"unknown op {name!r}; {hint}"
     close = difflib.get_close_matches(name, sorted({*ops, *blocks}), n=1)
@@ -98,15 +133,17 @@ def attribute_call(node: ast.Call, func: ast.Attribute, is_value, ops) -> str:
     name = func.attr
     prefix = ast.unparse(func.value)
     written = ast.unparse(node)
+    if name in SPLITS:
+        return f"{written} is not an op; {SPLITS[name]}"
     module = isinstance(func.value, ast.Name) and not is_value(func.value.id)
     if module:
         if name in ops:
             pair = pair_of_tensors(name, node)
             if pair:
                 return f"{prefix}.{name} is not an op; {pair}"
-            bare = ast.unparse(ast.Call(ast.Name(name), node.args, node.keywords))
+            bare = _spelled(name, node.args, node.keywords)
             return f"ops are called by their bare names: write {bare} instead of {written}"
-        hint = _operator(name, node) or _alias(name, node)
+        hint = _operator(name, node) or _alias(name, node) or _renamed(name, node)
         if hint:
             return f"{prefix}.{name} is not an op; {hint}"
         close = difflib.get_close_matches(name, sorted(ops), n=1)
@@ -114,7 +151,12 @@ def attribute_call(node: ast.Call, func: ast.Attribute, is_value, ops) -> str:
         return f"only the ops may be called, not {prefix}.{name}{mean}"
     # a method of a value: the op takes the value as its first argument
     as_call = ast.Call(ast.Name(name), [func.value, *node.args], node.keywords)
-    hint = _operator(name, as_call) or _alias(name, as_call) or pair_of_tensors(name, as_call)
+    hint = (
+        _operator(name, as_call)
+        or _alias(name, as_call)
+        or pair_of_tensors(name, as_call)
+        or _renamed(name, as_call)
+    )
     if hint:
         return f"methods are not allowed; {hint}"
     if name not in ops:

@@ -18,7 +18,7 @@ import re
 import sys
 import tokenize
 
-from gradgen import blocks, hints, numbers, ops_masks
+from gradgen import blocks, hints, numbers, ops_masks, slicing
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
 from gradgen.dims import Dim, parse_dim, single_symbol
 from gradgen.ir import Const, Entry, Graph, InputInfo, Node, TensorType, ancestors
@@ -242,7 +242,10 @@ class _Lowerer:
             place = self.operator_place(node)
             left = self.expr(node.left)
             if op == "pow" and not isinstance(left, Const):
-                right = self.exponent(node.right)
+                right = self.expr(node.right)
+                if not isinstance(right, Const):  # a tensor exponent (issue 9)
+                    return self.add("power", (left, right), (), label, place)
+                right = self.exponent(node.right, right)
                 return self.add("pow", (left,), (("k", right.value),), label, place)
             right = self.expr(node.right)
             if op == "matmul" and (isinstance(left, Const) or isinstance(right, Const)):
@@ -251,11 +254,8 @@ class _Lowerer:
                 return self.fold(SYMBOLS[type(node.op)], left, right, node, label)
             if op == "div" and isinstance(right, Const) and right.num is None and right.value == 0:
                 raise _Unsupported(node, f"{label} divides by zero")
-            if op == "pow":
-                raise _Unsupported(
-                    node.right,
-                    f"the exponent of ** must be a number, not a tensor expression ({self.source_of(node.right)})",
-                )
+            if op == "pow":  # a number to a tensor power: the number is the base
+                return self.add("power", (self.power_base(node.left, left), right), (), label, place)
             return self.add(op, (left, right), (), label, place)
         if isinstance(node, ast.Attribute):
             if node.attr in ("inf", "nan"):
@@ -271,7 +271,7 @@ class _Lowerer:
         if isinstance(node, ast.Call):
             return self.call(node, label, place)
         if isinstance(node, ast.Subscript):
-            raise _Unsupported(node, f"indexing and slicing ({label}) are not supported yet")
+            return slicing.subscript(self, node, label, place)
         what = SYNTAX_NAMES.get(type(node), type(node).__name__)
         raise _Unsupported(
             node,
@@ -413,17 +413,32 @@ class _Lowerer:
             )
         return self.run_const(run, label)
 
-    def exponent(self, node: ast.AST) -> Const:
-        """The exponent of ``a ** k``: a number known when the spec is built."""
-        value = self.expr(node)
+    def exponent(self, node: ast.AST, value: Const) -> Const:
+        """The number exponent of ``a ** k``: known when the spec is built."""
         text = self.source_of(node)
-        if not isinstance(value, Const):
-            raise _Unsupported(node, f"the exponent of ** must be a number, not a tensor expression ({text})")
         if value.num is not None:
             raise _Unsupported(
                 node,
                 f"the exponent of ** must be a number known when the spec is built; {text} reads a dim, "
                 "which is known only at run time",
+            )
+        return value
+
+    def power_base(self, node: ast.AST, value: Const) -> Const:
+        """The number base of ``c ** b`` with a tensor b: positive and known at build time, since b's
+        gradient is y log(c) and log(c) is folded then."""
+        text = self.source_of(node)
+        if value.num is not None:
+            raise _Unsupported(
+                node,
+                f"the base of ** with a tensor exponent must be a number known when the spec is built; "
+                f"{text} reads a dim, which is known only at run time",
+            )
+        if not value.value > 0:
+            raise _Unsupported(
+                node,
+                f"the base of ** with a tensor exponent must be positive, not {text} (its log is the "
+                "exponent's gradient)",
             )
         return value
 
@@ -439,6 +454,8 @@ class _Lowerer:
         opname = node.func.id
         if self.blocks.is_block(opname):  # a spec's own block wins over an op of the same name
             return self.blocks.call(node, label, place)
+        if opname == "split":
+            raise _Unsupported(node, slicing.SPLIT_ALONE)
         if opname not in CALLABLE:
             if opname in self.scope:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
@@ -775,6 +792,9 @@ class _Lowerer:
 
         entries: list[Entry] = []
         for decl in doc.graph:
+            if slicing.is_tuple_target(decl.name):  # a, b: split(x, 2)
+                entries.extend(slicing.tuple_entry(self, decl, claim))
+                continue
             name = decl.name.value
             ok = claim(decl.name, "graph entry")
             self.entry = name
@@ -886,6 +906,8 @@ def literal_text(value, source: str) -> str:
     number token (``1e-5`` stays ``1e-5``), else Python's rendering of the parsed value (``'sum'``)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and NUMBER_TOKEN.match(source):
         return source
+    if value is Ellipsis:  # x[..., 0]
+        return "..."
     return repr(value)
 
 

@@ -21,7 +21,7 @@ class OpDoc:
     vjp: str  # g is the cotangent of the output y
 
 
-OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
+OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@", "power": "**"}
 OPERATORS |= {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=", "equal": "=="}
 OPERATORS |= {"not_equal": "!=", "logical_and": "&", "logical_or": "|"}
 
@@ -207,11 +207,58 @@ DOCS: dict[str, OpDoc] = {
         "as a, with the indices' length along the axis; off the axis a and the indices broadcast",
         "g scatter-added into zeros shaped like a (an assignment when no entry can be picked twice)",
     ),
+    "index": OpDoc(
+        "static indexing a[...]: ints (a position; negative counts from the end), slices start:stop:step "
+        "(ints, dims, or + - * of those; a positive step), None (a new axis) and ... (the axes left); "
+        "a view",
+        "one axis per slice (its length), none for an int, 1 for None; bounds are proven within their "
+        "axes at build time, or checked when the module runs (K <= D for a[:, :K] on [N, D])",
+        "g written into zeros shaped like a at the indexed positions",
+    ),
+    "split": OpDoc(
+        "the pieces of a along an axis, named by a tuple target: sections is a count of equal pieces "
+        "or a list of the pieces' sizes (as torch.split, not numpy.split's split points); each piece "
+        "is a view",
+        "a's shape with the axis cut to the piece's size; the sizes add up to the axis",
+        "each piece's g written into zeros shaped like a at its slice; the pieces' cotangents add up",
+    ),
+    "stack": OpDoc(
+        "numpy.stack of a tuple or list of tensors of one shape along a new axis",
+        "the operands' shape with a new axis of length (number of operands) at axis",
+        "operand k gets g at position k of the new axis (a view)",
+    ),
     "einsum": OpDoc(
         'Einstein summation with an explicit output, as in einsum("ij,jk->ik", a, b)',
         "the output subscripts' dims; every index has one size in all operands",
         "for each operand, an einsum of g with the other operands; indices only in that operand are "
         "broadcast back",
+    ),
+    # issue 9 (gradgen/ops_elem.py)
+    "sin": OpDoc("elementwise sine", "the operand's shape", "g * cos(a)"),
+    "cos": OpDoc("elementwise cosine", "the operand's shape", "-g * sin(a)"),
+    "log1p": OpDoc("log(1 + a), exact for small a (np.log1p)", "the operand's shape", "g / (1 + a)"),
+    "expm1": OpDoc("exp(a) - 1, exact for small a (np.expm1)", "the operand's shape", "g * exp(a)"),
+    "erf": OpDoc(
+        "the error function, within 4 ulps of math.erf (W. J. Cody's rational approximations, "
+        "defined in the generated module: no SciPy)",
+        "the operand's shape",
+        "g * 2 / sqrt(pi) * exp(-a * a)",
+    ),
+    "gelu": OpDoc(
+        'GELU, a * Phi(a) (approximate="none", as torch) or 0.5 a (1 + tanh(sqrt(2 / pi) (a + 0.044715 '
+        'a^3))) (approximate="tanh")',
+        "the operand's shape",
+        "g * (Phi(a) + a * phi(a)), Phi saved by the forward pass; tanh form: from the saved tanh",
+    ),
+    "clip": OpDoc(
+        "np.clip: a limited to [lo, hi]; lo and hi tensors or numbers (lo > hi gives hi everywhere)",
+        "NumPy broadcasting of a, lo and hi",
+        "g to a where lo <= a <= hi (bounds included), to lo where a < lo, to hi where a > hi",
+    ),
+    "power": OpDoc(
+        "power with a tensor exponent b; the base a tensor or a positive number",
+        "NumPy broadcasting",
+        "g * b * a ** (b - 1) to a, g * y * log(a) to b (the output reused)",
     ),
 }
 
@@ -235,6 +282,10 @@ def signature(name: str) -> str:
         return "~a"
     if name == "pow":
         return "a ** k"
+    if name == "index":
+        return "a[index]"
+    if name == "split":
+        return "a1, a2, ...: split(a, sections, axis=0)"
     parts = []
     for p in d.params:
         if p.kind == "tensors" and d.varargs:
@@ -261,6 +312,8 @@ _KINDS = {
     "bool": "True or False",
     "shape": "a list of dim names, ints and at most one -1",
     "str": "a string",
+    "index": "ints, slices, None and ... (as in a[:, 1:-1, None])",
+    "sections": "a count of equal pieces, or a list of sizes (ints, dims, products and sums of them)",
 }
 
 
@@ -303,6 +356,7 @@ def lookup(name: str) -> str | None:
         "T": "transpose",
         "~": "logical_not",
     }
+    symbols |= {"[]": "index", "[": "index", "a[...]": "index"}
     return symbols.get(name.strip())
 
 

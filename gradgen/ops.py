@@ -110,6 +110,8 @@ class OpDef:
     hint: str = ""  # in derivative programs, a value of this op is named <operand 0>_<hint>
     internal: bool = False  # built by derivative rules only; never written in a spec
     bool_args: tuple[int, ...] = ()  # operand positions that may (or must) be masks (bool tensors)
+    helpers: tuple[str, ...] | Callable = ()  # module-level functions its code calls (gradgen/special.py:
+    # _erf), or (attr) -> those functions when they depend on the attributes
 
     # What the generated tests need to know (read by gradgen.testplan; defaults are the cautious choice):
     domain: Callable | None = None  # (k, attr, types) -> how the test draws operand k if it is an input
@@ -2250,20 +2252,6 @@ class SigmoidTail(_Unary):
 
 
 @op(
-    "expm1",
-    (P("a"),),
-    rule="exp(a) - 1, exact near 0",
-    elementwise=True,
-    internal=True,
-    fresh=True,
-    derivation="y = exp(a) - 1 without the cancellation near a = 0 (np.expm1); dy = exp(a) da = (y + 1) da.",
-)
-class Expm1(_Unary):
-    forward = staticmethod(lambda f: call("np.expm1", f.a(0)))
-    partials = staticmethod(lambda r: (r.op("exp", r.x(0)),))
-
-
-@op(
     "cast",
     (P("a"),),
     rule="the mask as numbers",
@@ -2280,6 +2268,8 @@ class Cast(_Unary):
 
 # issue 9's op families, one module each; importing one registers its rows
 from gradgen import (  # noqa: E402
+    ops_elem,  # noqa: F401  (sin, cos, log1p, expm1, erf, gelu, clip, a ** b)
+    ops_index,  # noqa: F401  (static indexing, split, stack)
     ops_masks,  # noqa: F401  (comparisons, & | ~, where)
     ops_reduce,  # noqa: F401  (max, min, var, std, take_along_axis)
 )

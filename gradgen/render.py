@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import textwrap
 from functools import lru_cache
@@ -160,6 +161,8 @@ def _input_checks(plan: Plan) -> dict:
         problems.append("a mask (bool input) that is not a bool array")
     if plan.nonempty_checks:
         problems.append("a zero size where an op needs entries")
+    if plan.order_checks:
+        problems.append("sizes that a static index does not fit")
     doc = "Check the inputs; return them as arrays" + (", then the dims they bind." if plan.dims else ".")
     raises = "Raise ValueError naming the input for " + ", ".join(problems[:-1])
     raises += (", or " if len(problems) > 1 else "") + problems[-1] + "."
@@ -174,6 +177,7 @@ def _input_checks(plan: Plan) -> dict:
         "range_checks": ranges,
         "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
         "nonempty_checks": [{"cond": c, "message": repr(m)} for c, m in plan.nonempty_checks],
+        "order_checks": [{"lo": lo, "hi": hi, "message": repr(m)} for lo, hi, m in plan.order_checks],
         "returned": ", ".join(returned) if len(returned) > 1 else returned[0],
     }
 
@@ -216,6 +220,7 @@ def render_module(plan: Plan) -> str:
             fused_out=plan.fused_out,
             grads=", ".join(f"{n}={e}" for n, e in plan.grads),
             imports_math=plan.imports_math,
+            helpers=plan.helpers,
             fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
             derivs=_derivatives(plan, args),
         )
@@ -265,8 +270,27 @@ def _doc(text: str) -> str:
     return "\n    ".join(textwrap.wrap(text, width=LINE_LENGTH - 8, break_long_words=False))
 
 
+def _fitting(sizes: dict[str, int], orders) -> dict[str, int]:
+    """The test sizes, with a dim raised past all others while a static index needs lo <= hi and
+    it is not (``K <= D`` for ``x[:, :K]``); sizes stay distinct.  Conditions that no sizes meet are
+    left to fail in the tests, loudly."""
+
+    def value(d) -> int:
+        return sum(c * math.prod(sizes[s] for s in m) for m, c in d.terms)
+
+    for _ in range(8 * len(orders)):
+        bad = next(((lo, hi) for lo, hi in orders if value(lo) > value(hi)), None)
+        if bad is None or not bad[1].symbols:
+            break
+        sizes[bad[1].symbols[0]] = max(sizes.values()) + 1
+    return sizes
+
+
 def render_test(plan: Plan) -> str:
-    sizes = {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)}
+    sizes = _fitting(
+        {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)},
+        plan.order_dims,
+    )
     inputs = []
     for name, shape, _dtype, domain in plan.test_inputs:
         shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])

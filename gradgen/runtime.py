@@ -23,6 +23,7 @@ from gradgen.dims import Dim
 from gradgen.ir import Const, TypedGraph
 from gradgen.numbers import run_symbols, run_value
 from gradgen.ops import norm_axes
+from gradgen.ops_index import dim_text, index_text, parts, run_time_needs
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,30 @@ class NonEmpty:
     dim: Dim  # a dim (a symbol, or a sum from concatenate) that must not be 0 at run time
     reason: str  # why, for the message: "loss is a mean over it (undefined for no values)"
     least: int = 1  # the smallest size allowed (a variance with ddof=1 needs 2 entries)
+
+
+@dataclass(frozen=True)
+class SizeOrder:
+    lo: Dim  # a static index needs lo <= hi, which the spec's dims alone do not prove (x[:, :K] on D)
+    hi: Dim
+    reason: str  # what needs it, for the message: "b: the index [..., :K]"
+
+
+def order_checks(tg: TypedGraph, live: set[int]) -> tuple[SizeOrder, ...]:
+    """The size conditions of the live static indexes that only the run-time sizes can decide."""
+    out: dict[tuple[Dim, Dim], SizeOrder] = {}
+    for n in tg.graph.nodes:
+        if n.id in live and n.op == "index":
+            items = n.attr("index")
+            for a, b in run_time_needs(None, items, tg.types[n.args[0]].shape):
+                hi, lo = parts(b + Dim.const(-1) * a)  # a <= b as lo <= hi, both sides positive
+                reason = f"{n.entry}: the index {index_text(items)}"
+                out.setdefault((lo, hi), SizeOrder(lo, hi, reason))
+    return tuple(out.values())
+
+
+def order_message(c: SizeOrder) -> str:
+    return f"{c.reason} is out of range: it needs {dim_text(c.lo)} <= {dim_text(c.hi)}"
 
 
 def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:

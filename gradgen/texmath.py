@@ -27,6 +27,13 @@ def name_tex(name: str) -> str:
     return "\\mathrm{" + name.replace("_", "\\_") + "}"
 
 
+def _index_tex(items) -> str:
+    from gradgen.ops_index import index_text
+
+    text = index_text(items).replace("_", "\\_").replace("...", "\\dots")
+    return f"\\texttt{{{text}}}"
+
+
 def bar(sym: str) -> str:
     return f"\\overline{{{sym}}}"
 
@@ -86,6 +93,16 @@ class Symbols:
             return f"\\operatorname{{softplus}}({a[0]})"
         if op == "abs":
             return f"|{a[0]}|"
+        if op in ("sin", "cos"):
+            return f"\\{op}({a[0]})"
+        if op == "power":
+            return f"{a[0]}^{{{a[1]}}}"
+        if op == "gelu":
+            return (
+                f"{a[0]}\\,\\Phi({a[0]})"
+                if attr.get("approximate") != "tanh"
+                else f"\\operatorname{{gelu}}_{{\\tanh}}({a[0]})"
+            )
         if op == "transpose" and attr.get("axes") is None:
             return f"{a[0]}^{{\\top}}"
         if op in ("sum", "mean", "logsumexp", "max", "min", "var", "std"):
@@ -100,6 +117,10 @@ class Symbols:
             return f"\\operatorname{{where}}({a[0]}, {a[1]}, {a[2]})"
         if op == "softmax_cross_entropy":
             return f"\\operatorname{{CE}}(\\operatorname{{softmax}}({a[0]}), {a[1]})"
+        if op == "index":
+            return f"{a[0]}{_index_tex(attr['index'])}"
+        if op == "split":
+            return f"\\operatorname{{split}}_{{{attr['piece'] + 1}}}({a[0]})"
         args = ", ".join(a)
         return f"\\operatorname{{{op.replace('_', chr(92) + '_')}}}({args})"
 
@@ -147,9 +168,27 @@ class Symbols:
             "concatenate": f"{g}[\\text{{slice }} {i + 1}]",
             "take": f"\\operatorname{{scatter\\_add}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
             "take_along_axis": f"\\operatorname{{scatter\\_along}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
+            "sin": f"{g} \\odot \\cos({a[0]})",
+            "cos": f"-{g} \\odot \\sin({a[0]})",
+            "log1p": f"{g} \\oslash (1 + {a[0]})",
+            "expm1": f"{g} \\odot \\exp({a[0]})",
+            "erf": f"\\tfrac{{2}}{{\\sqrt{{\\pi}}}}\\,{g} \\odot \\exp(-{a[0]}^{{2}})",
+            "gelu": f"{g} \\odot \\operatorname{{gelu}}'({a[0]})",
+            "stack": f"{g}[\\text{{slice }} {i + 1}]",
         }
         if op in simple:
             return simple[op]
+        if op == "power":
+            if i == 0:
+                return f"{g} \\odot {a[1]} \\odot {a[0]}^{{{a[1]} - 1}}"
+            return f"{g} \\odot {y} \\odot \\log {a[0]}"
+        if op == "clip":
+            inside = [
+                f"{a[1]} \\le {a[0]} \\le {a[2]}",
+                f"{a[0]} < {a[1]} \\le {a[2]}",
+                f"\\max({a[0]}, {a[1]}) > {a[2]}",
+            ]
+            return f"{g} \\odot \\mathbf{{1}}[{inside[i]}]"
         if op in ("maximum", "minimum"):
             cmp = {("maximum", 0): "\\ge", ("maximum", 1): "<", ("minimum", 0): "\\le", ("minimum", 1): ">"}
             return f"{g} \\odot \\mathbf{{1}}[{a[0]} {cmp[(op, i)]} {a[1]}]"
@@ -179,6 +218,11 @@ class Symbols:
             return self._matmul(v, g, a, i)
         if op == "einsum":
             return f"\\operatorname{{einsum}}({g}, \\dots)"
+        if op in ("index", "split"):  # zeros shaped like a, g written where a was picked
+            where = (
+                _index_tex(dict(v.attrs)["index"]) if op == "index" else f"_{{{dict(v.attrs)['piece'] + 1}}}"
+            )
+            return f"\\operatorname{{scatter}}{where}({g})"
         raise KeyError(op)
 
     def _sce(self, v: Value, g: str, a: list[str], i: int) -> str:

@@ -13,6 +13,7 @@ SPEC.md, so they are an oracle for the generated code rather than a copy of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -69,6 +70,10 @@ ISSUE9_REDUCE_OPS = ("max", "min", "var", "std")
 # Issue 9, masks: where(cond, a, b) with cond a comparison (of tensors or a tensor and a number), a bool
 # input, or masks combined with & | ~ (ops_masks).
 ISSUE9_MASK_OPS = ("where",)
+# Issue 9's elementwise ops ("power" is a ** b with a tensor exponent; "gelu" draws either form)
+ISSUE9_ELEM_OPS = ("sin", "cos", "log1p", "expm1", "erf", "gelu", "clip", "power")
+# Issue 9, static indexing: x[...] with ints, slices, None and ..., split with a tuple target, stack.
+ISSUE9_INDEX_OPS = ("index", "split", "stack")
 ALL_OPS = (
     ISSUE2_OPS
     + ISSUE3_OPS
@@ -76,6 +81,8 @@ ALL_OPS = (
     + ISSUE9_REDUCE_OPS
     + ("take_along_axis", "argmax", "argmin")
     + ISSUE9_MASK_OPS
+    + ISSUE9_ELEM_OPS
+    + ISSUE9_INDEX_OPS
 )
 
 
@@ -141,6 +148,48 @@ class Dim:
 
 
 ONE = Dim((((), 1),))
+
+
+def _index_form(form: str, d: Dim):
+    """The NumPy index of one form of ``op_index`` on an axis of dim d, and the axis's new length
+    (None: the axis is dropped)."""
+    minus = Dim._make({(): -1})
+    table = {
+        ":": (slice(None), d),
+        "::1": (slice(None, None, 1), d),
+        "0": (0, None),
+        "-1": (-1, None),
+        "1:": (slice(1, None), d + minus),
+        ":-1": (slice(None, -1), d + minus),
+        "-2:": (slice(-2, None), Dim._make({(): 2})),
+        "1:-1": (slice(1, -1), d + minus + minus),
+    }
+    if form in table:
+        return table[form]
+    return slice(None), d  # ":NAME", the whole axis by its own dim
+
+
+def _neg(d: Dim) -> Dim:
+    return Dim._make({m: -c for m, c in d.terms})
+
+
+def _sum_text(d: Dim) -> str:
+    return " + ".join("*".join(m) if c == 1 else f"{c}*{'*'.join(m)}" for m, c in d.terms)
+
+
+def _take_range(v, lo: int, hi: int, ax: int):
+    return v[(slice(None),) * ax + (slice(lo, hi),)]
+
+
+def entry_nodes(entries) -> dict:
+    """Each graph name's node: a split's names (``t3p0, t3p1``) each get their piece."""
+    out = {}
+    for name, node in entries:
+        if node.kind == "split":
+            out.update(zip(name.split(", "), node.args))
+        else:
+            out[name] = node
+    return out
 
 
 def numel(shape) -> Dim:
@@ -247,6 +296,11 @@ def _log_softmax(a, axis):
     return a - _lse(a, axis, True)
 
 
+def _erf(v):
+    """The reference erf: the standard library's, element by element (an oracle, not gradgen's)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(v)
+
+
 # --------------------------------------------------------------------------------------------------
 # graph nodes
 
@@ -313,7 +367,7 @@ class Case:
 
     @property
     def scalar_output(self) -> bool:
-        return next(n for name, n in self.entries if name == self.output).shape == ()
+        return entry_nodes(self.entries)[self.output].shape == ()
 
     def make_inputs(self, rng):
         return {i.name: i.make(rng, self.sizes) for i in self.inputs}
@@ -321,9 +375,10 @@ class Case:
     def reference(self, inputs) -> Ctx:
         ctx = Ctx(inputs, self.sizes)
         for name, node in self.entries:
-            v = np.asarray(node.ev(ctx), dtype=np.float64)
-            ctx.note_value(v)
-            ctx.values[name] = v
+            for one, part in zip(name.split(", "), node.args if node.kind == "split" else (node,)):
+                v = np.asarray(part.ev(ctx), dtype=np.float64)
+                ctx.note_value(v)
+                ctx.values[one] = v
         return ctx
 
 
@@ -401,6 +456,14 @@ class Builder:
         )
         self.pool.append(named)
         return named
+
+    def bind_split(self, node: Node) -> None:
+        names = [f"t{len(self.entries)}p{j}" for j in range(len(node.args))]
+        self.entries.append((", ".join(names), node))
+        for name, piece in zip(names, node.args):
+            self.pool.append(
+                Node(name, ATOM, piece.shape, piece.pos, lambda c, n=name: c.values[n], name, kind="name")
+            )
 
     def flush(self):
         if self.pending is not None:
@@ -645,6 +708,71 @@ class Builder:
 
         pos = fn in ("exp", "sigmoid", "softplus") or (fn == "sqrt")
         return Node(f"{fn}({a.text})", ATOM, a.shape, pos, ev, kind="mask" if fn == "relu" else "", args=(a,))
+
+    def op_elem(self, fn):
+        """sin, cos, log1p (on a positive operand), expm1, erf, and gelu in either form."""
+        a = self.pick(allow_new_rank=(0, 2))
+        if fn == "log1p":
+            a = self.positive(a)
+        text = f"{fn}({a.text})"
+        if fn == "gelu" and self.flip():
+            text = f'gelu({a.text}, approximate="tanh")'
+        tanh_form = "tanh" in text
+
+        def ev(c):
+            v = np.asarray(a.ev(c), dtype=np.float64)
+            if fn == "log1p":
+                c.note_domain(v)
+            if fn == "gelu" and tanh_form:
+                return 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))
+            if fn == "gelu":
+                return v * 0.5 * (1 + _erf(v / np.sqrt(2)))
+            return {"sin": np.sin, "cos": np.cos, "log1p": np.log1p, "expm1": np.expm1, "erf": _erf}[fn](v)
+
+        return Node(text, ATOM, a.shape, False, ev, args=(a,))
+
+    def op_clip(self):
+        """clip(a, lo, hi) with tensor or number bounds; its kinks are where a meets a bound."""
+        a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 3))
+        bounds = []
+        for lit in ("-0.5", "0.75"):
+            if self.flip(0.4):
+                bounds.append(
+                    Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): v)
+                )
+            else:
+                bounds.append(self.partner(a))
+        lo, hi = bounds
+        shape = broadcast(a.shape, lo.shape, hi.shape)
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            va, vlo, vhi = (np.asarray(n.ev(c), dtype=np.float64) for n in (a, lo, hi))
+            c.note_kink(va - vlo)
+            c.note_kink(np.maximum(va, vlo) - vhi)
+            c.note_kink(vlo - vhi)
+            return np.clip(va, vlo, vhi)
+
+        return Node(f"clip({a.text}, {lo.text}, {hi.text})", ATOM, shape, False, ev, args=(a, lo, hi))
+
+    def op_power(self):
+        """a ** b with a tensor exponent: a positive tensor base, or a positive number (2 ** b)."""
+        b = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 2))
+        if self.flip(0.25):
+            base = Node("2", ATOM, (), True, lambda c: 2.0)
+        else:
+            base = self.positive(self.partner(b))
+        shape = broadcast(base.shape, b.shape)
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            va, vb = np.asarray(base.ev(c), dtype=np.float64), np.asarray(b.ev(c), dtype=np.float64)
+            c.note_domain(va)
+            return va**vb
+
+        return Node(f"{paren(base, POW + 1)} ** {paren(b, POW)}", POW, shape, True, ev, args=(base, b))
 
     def axis_arg(self, rank, *, default_last=False, allow_tuple=True):
         """(text of the axis argument or "", normalized axes)."""
@@ -1135,6 +1263,109 @@ class Builder:
             raise Unsupported from None
         return Node(f"{paren(x, CMP + 1)} {sym} {paren(y, CMP + 1)}", CMP, shape, False, ev)
 
+    # static indexing: each axis kept whole, picked at one position, or sliced; lengths stay >= 1
+    # for every size the dims are drawn with (2 .. 6), so a slice is never empty
+    INDEX_FORMS = (":", "0", "-1", "1:", ":-1", "-2:", "1:-1", "NAME", "::1")
+
+    def op_index(self):
+        a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
+        texts, index, shape = [], [], []
+        for d in a.shape:
+            forms = (":", "0", "-1") if d.is_one() else self.INDEX_FORMS
+            form = self.choice(forms)
+            if form == "1:-1" and d.size(self.sizes) < 3:
+                form = "1:"
+            if form == "NAME":
+                form = f":{d.writable()}" if d.writable() else ":"
+            if self.flip(0.15):
+                texts.append("None")
+                index.append(None)
+                shape.append(ONE)
+            texts.append(form)
+            sl, length = _index_form(form, d)
+            index.append(sl)
+            if length is not None:
+                shape.append(length)
+        if all(t == ":" for t in texts[-2:]) and len(texts) > 1 and self.flip():
+            texts, index = texts[:-1], index[:-1]  # trailing whole axes are implied
+        if texts and texts[0] == ":" and self.flip(0.3):
+            k = next((i for i, t in enumerate(texts) if t != ":"), len(texts))
+            texts = ["..."] + texts[k:]
+            index = [Ellipsis] + index[k:]
+        if len(shape) > self.max_rank:
+            raise Unsupported
+        idx = tuple(index)
+        return Node(
+            f"{paren(a, ATOM)}[{', '.join(texts)}]",
+            ATOM,
+            tuple(shape),
+            a.pos,
+            lambda c: np.asarray(a.ev(c))[idx],
+        )
+
+    def op_split(self):
+        """split(concatenate(...), sizes, axis): the axis is a sum of dims (N + M + N), cut at other
+        places than the concatenation's (sizes [N + M, N] or [N, M + N]) or at the same ones."""
+        base = self.pick(lambda n: 1 <= n.rank < self.max_rank, allow_new_rank=(1, 2))
+        ax = self.draw(st.integers(0, base.rank - 1))
+        if not base.shape[ax].writable() or base.shape[ax].is_one():
+            raise Unsupported
+        other = self.any_dim(allow_one=False)
+        widths = [base.shape[ax], other, base.shape[ax]][: self.choice([2, 3])]
+        parts = [base] + [self.operand(base.shape[:ax] + (w,) + base.shape[ax + 1 :]) for w in widths[1:]]
+        total = widths[0]
+        for w in widths[1:]:
+            total = total + w
+        cuts = self.choice(
+            [[widths[0], total + _neg(widths[0])], [total + _neg(widths[-1]), widths[-1]], widths]
+        )
+        axtext = self.choice([f"axis={ax}", f"axis={ax - base.rank}"])
+        cat = f"concatenate(({', '.join(p.text for p in parts)}), {axtext})"
+        sizes = ", ".join(_sum_text(w) for w in cuts)
+        parts_t = tuple(parts)
+
+        def whole(c):
+            return np.concatenate([np.asarray(p.ev(c)) for p in parts_t], axis=ax)
+
+        pieces, start = [], ONE + _neg(ONE)
+        for w in cuts:
+            lo, hi = start, start + w
+            pieces.append(
+                Node(
+                    "",
+                    ATOM,
+                    base.shape[:ax] + (w,) + base.shape[ax + 1 :],
+                    all(p.pos for p in parts_t),
+                    lambda c, lo=lo, hi=hi: _take_range(whole(c), lo.size(c.sizes), hi.size(c.sizes), ax),
+                )
+            )
+            start = hi
+        return Node(
+            f"split({cat}, [{sizes}], {axtext})", ATOM, (), False, None, kind="split", args=tuple(pieces)
+        )
+
+    def op_stack(self):
+        a = self.pick(lambda n: 0 < n.rank < self.max_rank, allow_new_rank=(1, 2))
+        others = [self.operand(a.shape) for _ in range(self.choice([1, 1, 2]))]
+        ops_t = (a, *others)
+        if self.flip():
+            ops_t = ops_t[::-1]
+        ax = self.draw(st.integers(0, a.rank))
+        written = self.choice(
+            ["", f", axis={ax}", f", axis={ax - a.rank - 1}"]
+            if ax == 0
+            else [f", axis={ax}", f", axis={ax - a.rank - 1}"]
+        )
+        shape = a.shape[:ax] + (Dim._make({(): len(ops_t)}),) + a.shape[ax:]
+        seq = "(" + ", ".join(o.text for o in ops_t) + ")"
+        return Node(
+            f"stack({seq}{written})",
+            ATOM,
+            shape,
+            all(o.pos for o in ops_t),
+            lambda c: np.stack([np.asarray(o.ev(c)) for o in ops_t], axis=ax),
+        )
+
     def make(self, kind) -> Node:
         if kind in ("add", "sub", "mul", "div"):
             return self.op_binary(kind)
@@ -1146,6 +1377,12 @@ class Builder:
             return self.op_softmax(kind)
         if kind in ("maximum", "minimum"):
             return self.op_minmax(kind)
+        if kind in ("sin", "cos", "log1p", "expm1", "erf", "gelu"):
+            return self.op_elem(kind)
+        if kind == "clip":
+            return self.op_clip()
+        if kind == "power":
+            return self.op_power()
         return {
             "pow": self.op_pow,
             "neg": self.op_neg,
@@ -1162,6 +1399,9 @@ class Builder:
             "argmin": lambda: self.op_pick_extreme("argmin"),
             "concatenate": self.op_concatenate,
             "where": self.op_where,
+            "index": self.op_index,
+            "split": self.op_split,
+            "stack": self.op_stack,
         }[kind]()
 
     # ---- the whole graph -----------------------------------------------------------------------
@@ -1177,6 +1417,10 @@ class Builder:
                 self.failed.append(kind)
                 continue
             self.used.append(kind)
+            if node.kind == "split":
+                self.flush()
+                self.bind_split(node)
+                return True
             inner = node.ev
 
             def noted(c, inner=inner):
@@ -1258,7 +1502,7 @@ def cases(draw, plan: Plan):
         else:
             b.step()
     b.finish()
-    names = [n for n, _ in b.entries]
+    names = list(entry_nodes(b.entries))
     output = names[-1]
     explicit_output = draw(st.sampled_from(["omit", "last", "earlier"]))
     if explicit_output == "earlier" and len(names) > 1:
@@ -1289,7 +1533,7 @@ def cases(draw, plan: Plan):
         lines.append(f"wrt: [{', '.join(wrt)}]")
     if not floats:
         wrt = ()
-    out_node = next(n for name, n in b.entries if name == output)
+    out_node = entry_nodes(b.entries)[output]
     if out_node.pyfloat:
         b.scalar_method = True  # the module reads `out.dtype`
     # entries after the output are dead code: keep them, the generated code must not care
