@@ -136,6 +136,17 @@ def _matmul_bwd(c: CostCtx, pos) -> Dim:
     return cost
 
 
+def _conv_flops(c: CostCtx) -> Dim:
+    """2 per term: every output element sums (C/groups) * kernel products."""
+    return _k(2, c.n * numel(c.operands[1].shape[1:]))
+
+
+def _window(c: CostCtx) -> Dim:
+    k = c.attr("kernel_size")
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return Dim.const(kh * kw)
+
+
 def _einsum_all(c: CostCtx) -> Dim:
     subscripts = c.attr("subscripts").replace(" ", "")
     terms = subscripts.split("->")[0].split(",")
@@ -318,6 +329,31 @@ RULES: dict[str, CostRule] = {
         lambda c: c.n,
         lambda c, pos: _k(4 if pos == (0,) else 3, c.n),
     ),
+    "conv1d": _rule(
+        "2*N*O*(output positions)*(C/groups)*K: a multiply-add per kernel term",
+        "the same per operand (a correlation for dx, a contraction for dw)",
+        lambda c: _conv_flops(c),
+        lambda c, pos: _conv_flops(c),
+    ),
+    "conv2d": _rule(
+        "2*N*O*H'*W'*(C/groups)*KH*KW: a multiply-add per kernel term",
+        "the same per operand (a correlation for dx, a contraction for dw)",
+        lambda c: _conv_flops(c),
+        lambda c, pos: _conv_flops(c),
+    ),
+    "max_pool2d": _rule(
+        "kh*kw per element of the result (a max per window)",
+        "kh*kw per element of the result (argmax), plus 2 per result element per kernel offset",
+        lambda c: _window(c) * c.n,
+        lambda c, pos: _k(3, _window(c) * c.n),
+    ),
+    "avg_pool2d": _rule(
+        "kh*kw per element of the result (a sum per window) plus 1 (the division)",
+        "1 per element of the result plus 1 per result element per kernel offset",
+        lambda c: (_window(c) + ONE) * c.n,
+        lambda c, pos: (_window(c) + ONE) * c.n,
+    ),
+    "pad": _rule("none (a copy)", "none (a view of g)", lambda c: ZERO, lambda c, pos: ZERO),
 }
 
 

@@ -260,6 +260,35 @@ DOCS: dict[str, OpDoc] = {
         "NumPy broadcasting",
         "g * b * a ** (b - 1) to a, g * y * log(a) to b (the output reused)",
     ),
+    "conv1d": OpDoc(
+        "1-d cross-correlation (torch's conv1d): input [N, C, W], weights [O, C/groups, K]",
+        "[N, O, (W + 2*padding - dilation*(K-1) - 1) // stride + 1]; literal kernel sizes; a symbolic "
+        "size must have every symbolic term divisible by the stride",
+        "dx: g times the weights, each kernel offset's slice added back where it reads (col2im); dw: g "
+        "contracted with the input's columns (im2col, copied once in forward)",
+    ),
+    "conv2d": OpDoc(
+        "2-d cross-correlation (torch's conv2d): input [N, C, H, W], weights [O, C/groups, KH, KW]",
+        "[N, O, H', W'] with H' = (H + 2*padding - dilation*(KH-1) - 1) // stride + 1, per axis",
+        "dx: g times the weights, each kernel offset's slice added back where it reads (col2im); dw: g "
+        "contracted with the input's columns (im2col, copied once in forward)",
+    ),
+    "max_pool2d": OpDoc(
+        "the maximum of each window over the last two axes (padding counts as -inf)",
+        "the last two axes become (size + 2*padding - kernel) // stride + 1; stride defaults to kernel_size",
+        "each window's g added at its first maximum (torch's choice at ties), one unrolled line per "
+        "kernel offset",
+    ),
+    "avg_pool2d": OpDoc(
+        "the mean of each window over the last two axes (padding counts as zeros, in the count)",
+        "as max_pool2d",
+        "g / (kh*kw) of each window added at every position it reads",
+    ),
+    "pad": OpDoc(
+        "numpy.pad with a constant value",
+        "each axis grows by its (before, after) widths",
+        "g without the padding (a view)",
+    ),
 }
 
 
@@ -314,6 +343,9 @@ _KINDS = {
     "str": "a string",
     "index": "ints, slices, None and ... (as in a[:, 1:-1, None])",
     "sections": "a count of equal pieces, or a list of sizes (ints, dims, products and sums of them)",
+    "ints": "an int, or a tuple of one int per spatial axis",
+    "widths": "an int (every axis, both sides), or a tuple of one (before, after) pair per axis",
+    "number": "a number literal",
 }
 
 

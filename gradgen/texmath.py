@@ -175,6 +175,11 @@ class Symbols:
             "erf": f"\\tfrac{{2}}{{\\sqrt{{\\pi}}}}\\,{g} \\odot \\exp(-{a[0]}^{{2}})",
             "gelu": f"{g} \\odot \\operatorname{{gelu}}'({a[0]})",
             "stack": f"{g}[\\text{{slice }} {i + 1}]",
+            "pad": f"\\operatorname{{crop}}({g})",
+            "max_pool2d": f"\\operatorname{{route\\_to\\_max}}({g})",
+            "avg_pool2d": f"\\operatorname{{spread}}({g})",
+            "conv1d": CONV_TEX[min(i, 1)].format(g=g, x=a[0], w=a[-1]),
+            "conv2d": CONV_TEX[min(i, 1)].format(g=g, x=a[0], w=a[-1]),
         }
         if op in simple:
             return simple[op]
@@ -263,6 +268,11 @@ _MASK_TEX = {
     "logical_or": "\\lor",
     "logical_not": "\\lnot",
 }
+# a convolution's cotangents: g times the weights added back per offset (col2im), g against the columns
+CONV_TEX = (
+    "\\operatorname{{col2im}}({g} \\cdot {w})",
+    "\\textstyle\\sum_{{n, \\text{{pos}}}} {g} \\otimes \\operatorname{{windows}}({x})",
+)
 
 
 def reduce_tex(term: str, axes: tuple[int, ...]) -> str:
