@@ -100,7 +100,8 @@ def _check_inputs(x, gamma, beta, W, t):
     """Check the inputs; return them as arrays, then the dims they bind.
 
     Raise ValueError naming the input for a wrong rank or an inconsistent dim, a bool or complex
-    array, float inputs of different dtypes, or a zero size where an op needs entries.
+    array, float inputs of different dtypes, a zero size where an op needs entries, or a size
+    smaller than a window or a ddof needs.
     """
     try:  # the usual call: arrays of one float dtype
         usual = x.dtype.kind == "f" and x.dtype == gamma.dtype == beta.dtype == W.dtype == t.dtype
@@ -132,12 +133,14 @@ def _check_inputs(x, gamma, beta, W, t):
         raise ValueError(f"t: dim K is {t.shape[1]} here but {K} from W")
     if N == 0:
         raise ValueError("N is 0, but mu is a mean over it (undefined for no values)")
-    if N < 2:
-        raise ValueError(
-            "N is less than 2, but spread is a std with ddof=1 over it (it needs at least 2 entries)"
-        )
     if K == 0:
         raise ValueError("K is 0, but loss is a mean over it (undefined for no values)")
+    if N < 2:
+        raise ValueError(
+            "N is "
+            + str(N)
+            + ", but spread is a std with ddof=1 over it (it needs at least 2 entries)"
+        )
     return x, gamma, beta, W, t, N, D, K
 
 

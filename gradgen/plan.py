@@ -67,7 +67,7 @@ class Plan:
     dim_symbols: tuple[str, ...]
     # run-time value checks (gradgen/runtime.py), rendered with the dims' variable names
     index_checks: tuple[RangeCheck, ...]
-    nonempty_checks: tuple[tuple[str, str], ...]  # (condition, message): ValueError when it holds
+    nonempty_checks: tuple[tuple[str, str], ...]  # (dim expression, message), raised when it is 0
     output_dtype: str  # the forward output's dtype, for the cache: "loss.dtype"
     dout_shape: str  # the output's shape as a Python tuple in backward's names: "(N, C)"
     # for the generated tests (gradgen.testplan): ops the output uses, kinks that can be forced exactly,
@@ -80,7 +80,7 @@ class Plan:
     order_checks: tuple[tuple[str, str, str], ...] = ()  # (lo, hi, message): raised when lo > hi
     order_dims: tuple[tuple[Dim, Dim], ...] = ()  # the same (lo, hi) as dims: the tests' sizes obey them
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
-    # sizes that windows need: (dim expression, least size, message up to the size, message after it)
+    # sizes that windows and ddofs need: (dim expression, least size, message up to the size, message after it)
     minimum_checks: tuple[tuple[str, int, str, str], ...] = ()
     test_minimums: tuple[tuple[str, int], ...] = ()  # (dim symbol, least size the generated tests use)
 
@@ -387,7 +387,10 @@ def plan(tg: TypedGraph) -> Plan:
         test_inputs=test_inputs,
         dim_symbols=tuple(p.dim_var),
         index_checks=tuple(_range_check(p, c) for c in runtime.index_checks(tg, p.live)),
-        nonempty_checks=tuple(_size_check(p, c) for c in runtime.nonempty_checks(tg, p.live)),
+        nonempty_checks=tuple(
+            (p.dim_expr(c.dim).render(), f"{c.dim} is 0, but {c.reason}")
+            for c in runtime.nonempty_checks(tg, p.live)
+        ),
         order_checks=tuple(
             (p.dim_expr(c.lo).render(), p.dim_expr(c.hi).render(), runtime.order_message(c))
             for c in runtime.order_checks(tg, p.live)
@@ -414,15 +417,6 @@ def plan(tg: TypedGraph) -> Plan:
         edges=edges(tg, domain),
         derivatives=derivs,
     )
-
-
-def _size_check(p, c: runtime.NonEmpty) -> tuple[str, str]:
-    """The condition under which a dim is too small for an op, and the message then."""
-    dim = p.dim_expr(c.dim)
-    if c.least == 1:
-        return f"{dim.render()} == 0", f"{c.dim} is 0, but {c.reason}"
-    cond = Bin("<", dim, Lit(str(c.least))).render()
-    return cond, f"{c.dim} is less than {c.least}, but {c.reason}"
 
 
 def _helpers(n: Node) -> tuple[str, ...]:

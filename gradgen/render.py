@@ -164,7 +164,7 @@ def _input_checks(plan: Plan) -> dict:
     if plan.order_checks:
         problems.append("sizes that a static index does not fit")
     if plan.minimum_checks:
-        problems.append("a size smaller than a window")
+        problems.append("a size smaller than a window or a ddof needs")
     doc = "Check the inputs; return them as arrays" + (", then the dims they bind." if plan.dims else ".")
     raises = "Raise ValueError naming the input for " + ", ".join(problems[:-1])
     raises += (", or " if len(problems) > 1 else "") + problems[-1] + "."
@@ -178,7 +178,7 @@ def _input_checks(plan: Plan) -> dict:
         "bool_inputs": bools,
         "range_checks": ranges,
         "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
-        "nonempty_checks": [{"cond": c, "message": repr(m)} for c, m in plan.nonempty_checks],
+        "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
         "order_checks": [{"lo": lo, "hi": hi, "message": repr(m)} for lo, hi, m in plan.order_checks],
         "minimum_checks": [
             {"dim": d, "minimum": k, "head": repr(head), "tail": repr(tail)}
