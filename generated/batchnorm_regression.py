@@ -137,9 +137,7 @@ def _check_inputs(x, gamma, beta, W, t):
         raise ValueError("K is 0, but loss is a mean over it (undefined for no values)")
     if N < 2:
         raise ValueError(
-            "N is "
-            + str(N)
-            + ", but spread is a std with ddof=1 over it (it needs at least 2 entries)"
+            f"N is {N}, but spread is a std with ddof=1 over it (it needs at least 2 entries)"
         )
     return x, gamma, beta, W, t, N, D, K
 
