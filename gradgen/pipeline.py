@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen.diagnostics import Diagnostic, SpecError
+from gradgen.diagnostics import Diagnostic, SpecError, warning
 from gradgen.fmt import black_format_all, paused_gc
 from gradgen.ir import TypedGraph
 from gradgen.load import load
@@ -13,6 +13,7 @@ from gradgen.plan import Plan, plan
 from gradgen.render import render_module, render_test
 from gradgen.rewrite import rewrite
 from gradgen.shapes import infer
+from gradgen.testplan import constant_inputs
 from gradgen.verify import UnsafeOutput, verify
 
 
@@ -27,7 +28,22 @@ class Built:
 def typed_text(path: str, text: str) -> tuple[TypedGraph, list[Diagnostic]]:
     """load -> lower -> shapes -> rewrite: the graph every later stage (plan, explain) starts from."""
     graph, warnings = lower(load(path, text))
-    return rewrite(infer(graph)), warnings
+    typed = rewrite(infer(graph))
+    return typed, warnings + _constant_warnings(typed)
+
+
+def _constant_warnings(typed: TypedGraph) -> list[Diagnostic]:
+    """A wrt input that reaches the output only through masks or int results has a gradient of 0
+    everywhere: legal (the module returns the zeros), but rarely what the spec meant."""
+    places = {i.name: i.place for i in typed.graph.inputs}
+    return [
+        warning(
+            places[name],
+            f"the gradient w.r.t. {name!r} is 0 everywhere: it reaches the output only through "
+            "comparisons or int results (argmax, argmin), which carry no gradient",
+        )
+        for name in constant_inputs(typed)
+    ]
 
 
 def plan_text(path: str, text: str) -> tuple[Plan, list[Diagnostic]]:

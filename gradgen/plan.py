@@ -21,7 +21,7 @@ from gradgen.ir import Const, Node, TypedGraph, ancestors
 from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import ROWS, TABLE
 from gradgen.sweep import BwdCtx, _is_number, _Sweep, reverse_sweep  # noqa: F401 (BwdCtx, _Sweep: steps.py)
-from gradgen.testplan import KinkSite, domains, edges, kinks, ops_used
+from gradgen.testplan import KinkSite, constant_inputs, domains, edges, kinks, ops_used
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class Plan:
     output_shape: str
     scalar_output: bool
     wrt: tuple[str, ...]
+    constant: tuple[str, ...]  # the wrt inputs whose gradient is 0 everywhere (testplan.constant_inputs)
     dims: tuple[tuple[str, str], ...]  # (dim symbol, variable name), in order of first appearance
     dim_checks: tuple[DimCheck, ...]
     forward: tuple[Line, ...]
@@ -413,6 +414,7 @@ def plan(tg: TypedGraph) -> Plan:
         ),
         helpers=special.source(h for n in g.nodes if n.op in ROWS for h in _helpers(n)),
         ops_used=ops_used(g),
+        constant=constant_inputs(tg),
         kinks=kinks(tg, wrt_names, domain),
         edges=edges(tg, domain),
         derivatives=derivs,

@@ -344,6 +344,7 @@ def render_test(plan: Plan) -> str:
             name=plan.name,
             sizes="{" + ", ".join(f'"{k}": {v}' for k, v in sizes.items()) + "}",
             wrt_list="[" + ", ".join(f'"{w}"' for w in plan.wrt) + "]",
+            constant_list="(" + "".join(f'"{w}", ' for w in plan.constant) + ")",
             inputs=inputs,
             scalar_output=plan.scalar_output,
             out_shape=_tuple_text(

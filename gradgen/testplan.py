@@ -115,6 +115,22 @@ def ops_used(g: Graph) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------
 
 
+def constant_inputs(tg: TypedGraph) -> tuple[str, ...]:
+    """The wrt inputs whose gradient is 0 everywhere: every path from them to the output passes through
+    a value that is not a float (a mask from a comparison, an int from argmax), which carries no
+    cotangent.  Their generated tests check for exact zeros instead of finite differences."""
+    g = tg.graph
+    floats = {i for i, t in enumerate(tg.types) if t.dtype == "float"}
+    reach: set[int] = set()
+    stack = [g.output] if g.output in floats else []
+    while stack:
+        i = stack.pop()
+        if i not in reach:
+            reach.add(i)
+            stack.extend(r for r in g.nodes[i].refs if r in floats)
+    return tuple(i.name for i in g.inputs if i.node in g.wrt and i.node not in reach)
+
+
 def _type(tg, a):
     return tg.types[a] if isinstance(a, int) else None
 

@@ -1,0 +1,45 @@
+"""A wrt input that reaches the output only through masks or int results has a gradient of exactly 0:
+the build warns at the input, and the generated tests check for exact zeros instead of failing as if
+the finite-difference check were vacuous."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from gradgen.pipeline import build_text
+
+SPEC = """name: zg
+inputs:
+  x: [N, D]
+  y: [N, D]
+graph:
+  z: where(x > 0, y, 0.0)
+  loss: sum(square(z))
+"""
+
+
+def test_warns_at_the_input_and_names_it():
+    built = build_text("zg.yaml", SPEC)
+    (w,) = built.warnings
+    assert (w.place.line, w.place.col) == (3, 3)
+    assert "the gradient w.r.t. 'x' is 0 everywhere" in w.message
+
+
+def test_no_warning_when_a_float_path_exists():
+    spec = SPEC.replace("where(x > 0, y, 0.0)", "where(x > 0, y * x, 0.0)")
+    assert build_text("zg.yaml", spec).warnings == ()
+
+
+def test_generated_tests_pass_and_catch_a_nonzero_gradient(tmp_path):
+    files = dict(build_text("zg.yaml", SPEC).files)
+    assert 'CONSTANT = ("x",)' in files["test_zg.py"]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_zg.py"]
+    assert subprocess.run(run, cwd=tmp_path, capture_output=True).returncode == 0
+    # a module whose dx is not exactly 0 must fail the generated tests
+    broken = files["zg.py"].replace("Gradients(x=np.zeros(", "Gradients(x=1e-300 + np.zeros(")
+    assert broken != files["zg.py"]
+    (tmp_path / "zg.py").write_text(broken)
+    assert subprocess.run(run, cwd=tmp_path, capture_output=True).returncode != 0
