@@ -151,17 +151,20 @@ def backward(dout, cache):
     x, t, nll_log_sigmoid, nll_sub, nll_log_sigmoid_2, N, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(nll)
-    dnll = np.full((N,), dout / N, dtype=dtype)  # mean rule: broadcast back, divided by the count
+    dloss_div = dout / N  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
     # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
-    dnll_log_sigmoid = np.negative(dnll, out=dnll)  # negation rule
-    dnll_log_sigmoid_2 = dnll_log_sigmoid * nll_sub  # product rule
-    dz = dnll_log_sigmoid_2  # negation rule (the two signs cancel)
-    dz *= np.expm1(nll_log_sigmoid_2)  # negation rule (the two signs cancel)
-    dnll_log_sigmoid *= t  # product rule
+    dnll_neg = dloss_div * nll_sub  # product rule
+    # log-sigmoid rule, reusing the forward output
+    dnll_log_sigmoid_2_expm1 = np.expm1(nll_log_sigmoid_2)
+    dnll_neg *= dnll_log_sigmoid_2_expm1  # log-sigmoid rule, reusing the forward output
+    dz = dloss_div * t  # product rule
+    # log-sigmoid rule, reusing the forward output
+    dnll_log_sigmoid_expm1 = np.expm1(nll_log_sigmoid)
+    dz *= dnll_log_sigmoid_expm1  # log-sigmoid rule, reusing the forward output
     # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
-    dz -= dnll_log_sigmoid * np.expm1(nll_log_sigmoid)
+    dz -= dnll_neg
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3
@@ -195,18 +198,21 @@ def value_and_grad(x, t, w, b):
     np.negative(nll, out=nll)  # [N]
     loss = nll.mean()  # []
     # loss = mean(nll)
-    dnll = np.full((N,), 1 / N, dtype=loss.dtype)  # mean rule: broadcast back, divided by the count
+    dloss_div = 1 / N  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
     # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
-    dnll_log_sigmoid = np.negative(dnll, out=dnll)  # negation rule
-    dnll_log_sigmoid_2 = nll_sub  # product rule
-    dnll_log_sigmoid_2 *= dnll_log_sigmoid  # product rule
-    dz = dnll_log_sigmoid_2  # negation rule (the two signs cancel)
-    dz *= np.expm1(nll_log_sigmoid_2)  # negation rule (the two signs cancel)
-    dnll_log_sigmoid *= t  # product rule
+    dnll_neg = nll_sub  # product rule
+    dnll_neg *= dloss_div  # product rule
+    # log-sigmoid rule, reusing the forward output
+    dnll_log_sigmoid_2_expm1 = np.expm1(nll_log_sigmoid_2, out=nll_log_sigmoid_2)
+    dnll_neg *= dnll_log_sigmoid_2_expm1  # log-sigmoid rule, reusing the forward output
+    dz = dloss_div * t  # product rule
+    # log-sigmoid rule, reusing the forward output
+    dnll_log_sigmoid_expm1 = np.expm1(nll_log_sigmoid, out=nll_log_sigmoid)
+    dz *= dnll_log_sigmoid_expm1  # log-sigmoid rule, reusing the forward output
     # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
-    dz -= dnll_log_sigmoid * np.expm1(nll_log_sigmoid)
+    dz -= dnll_neg
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3

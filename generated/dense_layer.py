@@ -132,9 +132,11 @@ def backward(dout, cache):
     x, W, y_tail, H, dtype = cache
     dout = _check_dout(dout, (H,), dtype)
     # y = sigmoid(W @ x + b)
-    dy_matmul = dout * (y_tail * (1 - y_tail))  # sigmoid rule, from the smaller tail
-    dW = np.outer(dy_matmul, x)  # matrix-vector rule, notes section 3
-    dx = W.T @ dy_matmul  # matrix-vector rule, notes section 3
+    dy_add = 1 - y_tail  # sigmoid rule, from the smaller tail
+    dy_add *= y_tail  # sigmoid rule, from the smaller tail
+    dy_add *= dout  # sigmoid rule, from the smaller tail
+    dW = np.outer(dy_add, x)  # matrix-vector rule, notes section 3
+    dx = W.T @ dy_add  # matrix-vector rule, notes section 3
     return Gradients(x=dx, W=dW)
 
 

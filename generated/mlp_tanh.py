@@ -210,8 +210,10 @@ def backward(dout, cache):
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = tanh(x @ W1 + b1)
+    dh_sub = h * h  # tanh rule, reusing the forward output
+    np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     dh_add = dh  # tanh rule, reusing the forward output
-    dh_add *= 1 - h * h  # tanh rule, reusing the forward output
+    dh_add *= dh_sub  # tanh rule, reusing the forward output
     db1 = dh_add.sum(axis=0)  # broadcast sum rule, notes section 6
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     return Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -241,8 +243,11 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = tanh(x @ W1 + b1)
+    dh_sub = h  # tanh rule, reusing the forward output
+    dh_sub *= h  # tanh rule, reusing the forward output
+    np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     dh_add = dh  # tanh rule, reusing the forward output
-    dh_add *= 1 - h * h  # tanh rule, reusing the forward output
+    dh_add *= dh_sub  # tanh rule, reusing the forward output
     db1 = dh_add.sum(axis=0)  # broadcast sum rule, notes section 6
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     return loss, Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -340,12 +345,10 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
-    # softmax cross-entropy JVP rule, notes section 2
-    loss_dot_label_pick = logits_dot[np.arange(N), y]
     logits_softmax = loss_exp  # softmax cross-entropy JVP rule, notes section 2
     logits_softmax /= loss_sums  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
-    loss_dot = (np.vdot(logits_softmax, logits_dot) - loss_dot_label_pick.sum()) / N
+    loss_dot = (np.vdot(logits_softmax, logits_dot) - logits_dot[np.arange(N), y].sum()) / N
     return loss, loss_dot
 
 
@@ -381,9 +384,9 @@ def hvp(x, y, W1, b1, W2, b2, v):
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     logits_softmax = loss_exp  # softmax cross-entropy rule, notes section 2
     logits_softmax /= loss_sums  # softmax cross-entropy rule, notes section 2
-    dloss_div = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dloss_div  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_div  # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
+    dlogits = logits_softmax * dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -404,7 +407,7 @@ def hvp(x, y, W1, b1, W2, b2, v):
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    dlogits_dot *= dloss_div
+    dlogits_dot *= dloss_scale
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = dlogits_dot.sum(axis=0)
@@ -479,9 +482,9 @@ def hessian(x, y, W1, b1, W2, b2):
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     logits_softmax = loss_exp  # softmax cross-entropy rule, notes section 2
     logits_softmax /= loss_sums  # softmax cross-entropy rule, notes section 2
-    dloss_div = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dloss_div  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_div  # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
+    dlogits = logits_softmax * dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -500,7 +503,7 @@ def hessian(x, y, W1, b1, W2, b2):
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    dlogits_dot *= dloss_div
+    dlogits_dot *= dloss_scale
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = dlogits_dot.sum(axis=1)
@@ -509,10 +512,10 @@ def hessian(x, y, W1, b1, W2, b2):
         (C + C * H + D * H + H, N, H)
     )
     # matmul rule, notes section 5, differentiated in forward mode
-    dh_dot += np.einsum("nk,zkm->znm", dlogits, np.transpose(W2_dot, (0, 2, 1)), optimize=True)
+    dh_dot += np.einsum("nk,zkm->znm", dlogits, W2_dot.swapaxes(-1, -2), optimize=True)
     # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot = (
-        np.transpose(h_dot, (0, 2, 1)).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
+        h_dot.swapaxes(-1, -2).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
     ).reshape((C + C * H + D * H + H, H, C))
     # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot += np.einsum("nk,zkm->znm", h.T, dlogits_dot, optimize=True)

@@ -801,8 +801,8 @@ def _spread_back(r, g):
     """A reduction's cotangent re-expanded over the reduced axes and broadcast to the operand."""
     t = r.t(0)
     axes = norm_axes(r, r.attr("axis"), t.rank)
-    if not r.attr("keepdims"):
-        g = r.expand(g, axes)
+    if not r.attr("keepdims") and axes != tuple(range(len(axes))):
+        g = r.expand(g, axes)  # (reduced leading axes need none: broadcasting aligns on the right)
     return r.broadcast(g, t.shape)
 
 
@@ -1158,7 +1158,9 @@ class SoftmaxCrossEntropy:
     @staticmethod
     def _scale(r, g):
         lt = r.t(0)
-        return r.div(g, r.size(lt.shape[0])) if r.attr("reduction") == "mean" and lt.rank == 2 else g
+        if r.attr("reduction") == "mean" and lt.rank == 2:
+            return r.called(r.div(g, r.size(lt.shape[0])), "scale")
+        return g
 
     @staticmethod
     def pullback(r):
@@ -1470,6 +1472,8 @@ class Transpose:
         p = _perm(f, rank)
         if p == tuple(reversed(range(rank))):
             return Attr(f.a(0), "T")
+        if p == tuple(range(rank - 2)) + (rank - 1, rank - 2):  # the batched matrices transposed
+            return method(f.a(0), "swapaxes", Lit("-1"), Lit("-2"))
         return call("np.transpose", f.a(0), Lit(str(p)))
 
     @staticmethod

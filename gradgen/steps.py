@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gradgen import reverse
 from gradgen.dims import Dim
 from gradgen.expr import Var
 from gradgen.ir import Const, TypedGraph
@@ -90,6 +91,11 @@ def derivation(tg: TypedGraph) -> Derivation:
     shapes = {v: tg.types[n].shape for n, v in names.var.items()}
     shapes.update({v: tg.types[n].shape for n, v in names.adj_name.items()})
     shapes.update(names.temp_shapes)
+    sweeps = [reverse.sweep(tg, names, Var("dtype"), "dout")]
+    if tg.types[g.output].shape == ():
+        sweeps.append(reverse.sweep(tg, names, Var("dtype"), None))
+    for sw in sweeps:  # the names of backward and value_and_grad (their derived values)
+        shapes.update(sw.shapes())
     shapes.update(dict.fromkeys(names.dim_var.values(), ()))
 
     values = tuple(
@@ -152,7 +158,7 @@ def derivation(tg: TypedGraph) -> Derivation:
         shapes=shapes,
         dim_order=tuple(d for d, _, _ in g.dim_origin),
         dim_vars=tuple(names.dim_var.values()),
-        var_entry=_var_entries(names),
+        var_entry={**_var_entries(names), **{v: e for sw in sweeps for v, e in sw.entries().items()}},
     )
 
 
