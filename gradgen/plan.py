@@ -4,7 +4,7 @@
 ``forward``, ``backward`` and the fused ``value_and_grad``, the cache, the runtime dim checks, the test
 inputs, and the functions of the spec's ``derivatives:`` (``gradgen/functions.py``), plus the names
 the templates need.  The concerns live in their own modules: the forward emission's contexts
-(``gradgen/context.py``), the reverse sweep of ``backward`` (``gradgen/sweep.py``), the buffer pass
+(``gradgen/context.py``), the reverse sweep of ``backward`` (``gradgen/reverse.py``), the buffer pass
 (``gradgen/buffers.py``), and the derivative layer (``gradgen/derive.py``, ``gradgen/emit.py``).
 """
 
@@ -20,7 +20,6 @@ from gradgen.expr import Attr, Bin, Call, E, Lit, Method, Neg, Tuple, Var, num
 from gradgen.ir import Const, Node, TypedGraph, ancestors
 from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import TABLE
-from gradgen.sweep import BwdCtx, _is_number, _Sweep, reverse_sweep  # noqa: F401 (BwdCtx, _Sweep: steps.py)
 from gradgen.testplan import KinkSite, domains, edges, kinks, ops_used
 
 
@@ -115,7 +114,6 @@ class _Planner:
                     self.uses[a] = self.uses.get(a, 0) + 1
         self.fwd_temps: dict[tuple[int, str], str] = {}
         self.temp_shapes: dict[str, tuple[Dim, ...]] = {}
-        self.bwd_temps: dict[tuple[int, str], str] = {}
         for n in g.nodes:
             if n.id not in self.live and n.op != "input":
                 continue
@@ -213,10 +211,6 @@ class _Planner:
                         break
         return stmts
 
-    # -- backward: the reverse sweep ------------------------------------------------------------
-    def sweep(self, root: E, dtype: E) -> tuple[list[Stmt], dict[int, E]]:
-        return reverse_sweep(self, root, dtype)
-
 
 # ------------------------------------------------------------------------------------------------
 # the buffer pass: copy propagation, dead code, in-place updates on dead owned buffers
@@ -266,21 +260,6 @@ def plan(tg: TypedGraph) -> Plan:
         return None
 
     fwd = p.forward()
-
-    def grad_exprs(adj, dtype, sw):
-        res = []
-        for nid in wrt_nodes:
-            name = g.nodes[nid].name
-            if nid in adj and _is_number(adj[nid], sw):
-                # the cotangent 1 passed through scalar arithmetic: an array of the input's shape and dtype
-                shape = Tuple(tuple(p.dim_expr(d) for d in tg.types[nid].shape))
-                res.append((name, Call("np.full", (shape, adj[nid]), (("dtype", dtype),))))
-            elif nid in adj:
-                res.append((name, adj[nid]))
-            else:
-                zeros_shape = Tuple(tuple(p.dim_expr(d) for d in tg.types[nid].shape))
-                res.append((name, Call("np.zeros", (zeros_shape,), (("dtype", dtype),))))
-        return res
 
     # split backward: dout is the cotangent of the output
     dtype_split = Var("dtype")

@@ -142,7 +142,7 @@ def _var_entries(p: _Planner) -> dict[str, str]:
     for nid, v in list(p.var.items()) + list(p.adj_name.items()):
         if nodes[nid].entry is not None:
             out[v] = nodes[nid].entry
-    for (nid, _hint), v in list(p.fwd_temps.items()) + list(p.bwd_temps.items()):
+    for (nid, _hint), v in p.fwd_temps.items():
         if nodes[nid].entry is not None:
             out[v] = nodes[nid].entry
     return out
