@@ -179,10 +179,8 @@ def backward(dout, cache):
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
-    dscores = dattn  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores -= np.einsum("...j,...j->...", dattn, attn)[..., None]
-    dscores *= attn  # softmax rule, reusing the forward output
+    dscores = attn * (dattn - np.einsum("...j,...j->...", dattn, attn)[..., None])
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
     dscores_matmul = dscores  # quotient rule
     dscores_matmul /= 8.0  # quotient rule
@@ -230,11 +228,9 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
-    dattn_sub = dattn  # softmax rule, reusing the forward output
-    # softmax rule, reusing the forward output
-    dattn_sub -= np.einsum("...j,...j->...", dattn, attn)[..., None]
     dscores = attn  # softmax rule, reusing the forward output
-    dscores *= dattn_sub  # softmax rule, reusing the forward output
+    # softmax rule, reusing the forward output
+    dscores *= dattn - np.einsum("...j,...j->...", dattn, attn)[..., None]
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
     dscores_matmul = dscores  # quotient rule
     dscores_matmul /= 8.0  # quotient rule

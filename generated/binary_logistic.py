@@ -155,16 +155,11 @@ def backward(dout, cache):
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
     # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
-    dnll_neg = dloss_div * nll_sub  # product rule
-    # log-sigmoid rule, reusing the forward output
-    dnll_log_sigmoid_2_expm1 = np.expm1(nll_log_sigmoid_2)
-    dnll_neg *= dnll_log_sigmoid_2_expm1  # log-sigmoid rule, reusing the forward output
+    dnll_mul_2_mul = dloss_div * nll_sub  # product rule
     dz = dloss_div * t  # product rule
-    # log-sigmoid rule, reusing the forward output
-    dnll_log_sigmoid_expm1 = np.expm1(nll_log_sigmoid)
-    dz *= dnll_log_sigmoid_expm1  # log-sigmoid rule, reusing the forward output
+    dz *= np.expm1(nll_log_sigmoid)  # log-sigmoid rule, reusing the forward output
     # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
-    dz -= dnll_neg
+    dz -= dnll_mul_2_mul * np.expm1(nll_log_sigmoid_2)
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3
@@ -202,17 +197,12 @@ def value_and_grad(x, t, w, b):
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
     # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
-    dnll_neg = nll_sub  # product rule
-    dnll_neg *= dloss_div  # product rule
-    # log-sigmoid rule, reusing the forward output
-    dnll_log_sigmoid_2_expm1 = np.expm1(nll_log_sigmoid_2, out=nll_log_sigmoid_2)
-    dnll_neg *= dnll_log_sigmoid_2_expm1  # log-sigmoid rule, reusing the forward output
+    dnll_mul_2_mul = nll_sub  # product rule
+    dnll_mul_2_mul *= dloss_div  # product rule
     dz = dloss_div * t  # product rule
-    # log-sigmoid rule, reusing the forward output
-    dnll_log_sigmoid_expm1 = np.expm1(nll_log_sigmoid, out=nll_log_sigmoid)
-    dz *= dnll_log_sigmoid_expm1  # log-sigmoid rule, reusing the forward output
+    dz *= np.expm1(nll_log_sigmoid)  # log-sigmoid rule, reusing the forward output
     # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
-    dz -= dnll_neg
+    dz -= dnll_mul_2_mul * np.expm1(nll_log_sigmoid_2)
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3

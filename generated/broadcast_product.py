@@ -124,9 +124,7 @@ def backward(dout, cache):
     y, X, A_sigmoid_tail, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # A = sum(sigmoid(B))
-    dB = 1 - A_sigmoid_tail  # sigmoid rule, from the smaller tail
-    dB *= A_sigmoid_tail  # sigmoid rule, from the smaller tail
-    dB *= dout  # sigmoid rule, from the smaller tail
+    dB = dout * (A_sigmoid_tail * (1 - A_sigmoid_tail))  # sigmoid rule, from the smaller tail
     # B = y * X
     dX = dB * y  # product rule
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
@@ -145,9 +143,8 @@ def value_and_grad(y, X):
     np.abs(A_sigmoid, out=A_sigmoid)  # [N, M]
     A = A_sigmoid.sum()  # []
     # A = sum(sigmoid(B))
-    dA_sigmoid_sub = 1 - A_sigmoid_tail  # sigmoid rule, from the smaller tail
     dB = A_sigmoid_tail  # sigmoid rule, from the smaller tail
-    dB *= dA_sigmoid_sub  # sigmoid rule, from the smaller tail
+    dB *= 1 - A_sigmoid_tail  # sigmoid rule, from the smaller tail
     # B = y * X
     dX = dB * y  # product rule
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7

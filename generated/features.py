@@ -152,9 +152,8 @@ def backward(dout, cache):
     dout = _check_dout(dout, (), dtype)
     # loss = sum(logsumexp(clipped, axis=-1))
     # logsumexp rule: softmax times the cotangent
-    dclipped = clipped - np.expand_dims(loss_logsumexp, axis=-1)
-    np.exp(dclipped, out=dclipped)  # logsumexp rule: softmax times the cotangent
-    dclipped *= dout  # logsumexp rule: softmax times the cotangent
+    dloss_logsumexp_sub = clipped - np.expand_dims(loss_logsumexp, axis=-1)
+    dclipped = dout * np.exp(dloss_logsumexp_sub)  # logsumexp rule: softmax times the cotangent
     # clipped = minimum(maximum(mixed, lo), 1.5)
     dclipped_maximum = dclipped  # minimum rule (ties go to a)
     dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)

@@ -156,17 +156,11 @@ def backward(dout, cache):
     dgamma = (dy * xhat).sum(axis=0)  # broadcast product rule, notes section 7
     # xhat = xc / sqrt(var + 1e-5)
     dxc = dxhat / xhat_sqrt  # quotient rule
-    dxhat_div = dxhat  # quotient rule
-    dxhat_div *= xhat  # quotient rule
-    dxhat_div /= xhat_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dvar = (-dxhat_div).sum(axis=-1, keepdims=True)
-    dxhat_sqrt_mul = 2 * xhat_sqrt  # sqrt rule, reusing the forward output
-    dvar /= dxhat_sqrt_mul  # sqrt rule, reusing the forward output
+    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(axis=-1, keepdims=True)
+    dvar /= 2 * xhat_sqrt  # sqrt rule, reusing the forward output
     # var = mean(square(xc), axis=-1, keepdims=True)
-    dvar_square_mul_2 = 2 * xc  # square rule
-    dvar_square_mul_2 *= dvar / D  # square rule
-    dxc += dvar_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    dxc += dvar / D * (2 * xc)  # square rule, accumulated over uses (notes section 3)
     # xc = x - mu
     dmu = (-dxc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
@@ -202,19 +196,11 @@ def value_and_grad(x, gamma, beta, target):
     dgamma = (dy * xhat).sum(axis=0)  # broadcast product rule, notes section 7
     # xhat = xc / sqrt(var + 1e-5)
     dxc = dxhat / xhat_sqrt  # quotient rule
-    dxhat_div = dxhat  # quotient rule
-    dxhat_div *= xhat  # quotient rule
-    dxhat_div /= xhat_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dvar = (-dxhat_div).sum(axis=-1, keepdims=True)
-    dxhat_sqrt_mul = xhat_sqrt  # sqrt rule, reusing the forward output
-    dxhat_sqrt_mul *= 2  # sqrt rule, reusing the forward output
-    dvar /= dxhat_sqrt_mul  # sqrt rule, reusing the forward output
+    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(axis=-1, keepdims=True)
+    dvar /= 2 * xhat_sqrt  # sqrt rule, reusing the forward output
     # var = mean(square(xc), axis=-1, keepdims=True)
-    dvar_square_mul_2 = xc  # square rule
-    dvar_square_mul_2 *= 2  # square rule
-    dvar_square_mul_2 *= dvar / D  # square rule
-    dxc += dvar_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    dxc += dvar / D * (2 * xc)  # square rule, accumulated over uses (notes section 3)
     # xc = x - mu
     dmu = (-dxc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)

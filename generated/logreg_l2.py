@@ -192,15 +192,13 @@ def backward(dout, cache):
     dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
-    dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     dloss_square_2_mul = dout * 0.05 * 2  # square rule
     db = b * dloss_square_2_mul  # square rule
     dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
     db += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW += dlogits_matmul_matmul
+    dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return Gradients(W=dW, b=db)
 
 
@@ -227,15 +225,13 @@ def value_and_grad(X, y, W, b):
     dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
-    dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     dloss_square_2_mul = 0.05 * 2  # square rule
     db = b * dloss_square_2_mul  # square rule
     dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
     db += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW += dlogits_matmul_matmul
+    dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return loss, Gradients(W=dW, b=db)
 
 
@@ -351,16 +347,13 @@ def hvp(X, y, W, b, v):
     dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
-    dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
     # fit = softmax_cross_entropy(logits, y)
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub = logits_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot *= logits_softmax_dot_sub
+    logits_softmax_dot *= (
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    )
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -377,8 +370,7 @@ def hvp(X, y, W, b, v):
     dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
     db += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW += dlogits_matmul_matmul
+    dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     db_dot = b_dot * dloss_square_2_mul  # square rule, differentiated in forward mode
     dW_dot = W_dot * dloss_square_2_mul  # square rule, differentiated in forward mode
@@ -420,14 +412,11 @@ def hessian(X, y, W, b):
     dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
-    dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot *= logits_softmax
+    logits_softmax_dot = logits_softmax * (
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    )
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -444,8 +433,7 @@ def hessian(X, y, W, b):
     dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
     db += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW += dlogits_matmul_matmul
+    dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     db_dot = b_dot  # square rule, differentiated in forward mode
     db_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode

@@ -210,10 +210,8 @@ def backward(dout, cache):
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = tanh(x @ W1 + b1)
-    dh_sub = h * h  # tanh rule, reusing the forward output
-    np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     dh_add = dh  # tanh rule, reusing the forward output
-    dh_add *= dh_sub  # tanh rule, reusing the forward output
+    dh_add *= 1 - h * h  # tanh rule, reusing the forward output
     db1 = dh_add.sum(axis=0)  # broadcast sum rule, notes section 6
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     return Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -243,11 +241,8 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = tanh(x @ W1 + b1)
-    dh_sub = h  # tanh rule, reusing the forward output
-    dh_sub *= h  # tanh rule, reusing the forward output
-    np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     dh_add = dh  # tanh rule, reusing the forward output
-    dh_add *= dh_sub  # tanh rule, reusing the forward output
+    dh_add *= 1 - h * h  # tanh rule, reusing the forward output
     db1 = dh_add.sum(axis=0)  # broadcast sum rule, notes section 6
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     return loss, Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -329,9 +324,7 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     np.tanh(h, out=h)  # [N, H]
     h_dot = x @ W1_dot  # matmul JVP rule, notes section 5
     h_dot += b1_dot  # sum JVP rule
-    h_dot_sub = h * h  # tanh JVP rule, reusing the forward output
-    np.subtract(1, h_dot_sub, out=h_dot_sub)  # tanh JVP rule, reusing the forward output
-    h_dot *= h_dot_sub  # tanh JVP rule, reusing the forward output
+    h_dot *= 1 - h * h  # tanh JVP rule, reusing the forward output
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -367,8 +360,6 @@ def hvp(x, y, W1, b1, W2, b2, v):
     dh_sub = h * h  # tanh rule, reusing the forward output
     np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
-    dh_mul_dot = 2 * h  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_mul_dot *= h_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -397,13 +388,11 @@ def hvp(x, y, W1, b1, W2, b2, v):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub = logits_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot *= logits_softmax_dot_sub
+    logits_softmax_dot *= (
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    )
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -418,11 +407,8 @@ def hvp(x, y, W1, b1, W2, b2, v):
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 = dh  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 *= dh_mul_dot
-    # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= dh_add_dot_mul_2
+    dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=0)
     dW1_dot = x.T @ dh_add_dot  # matmul rule, notes section 5, differentiated in forward mode
@@ -455,8 +441,6 @@ def hessian(x, y, W1, b1, W2, b2):
     dh_sub = h * h  # tanh rule, reusing the forward output
     np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
-    # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 = h_dot * (2 * h)
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -495,11 +479,9 @@ def hessian(x, y, W1, b1, W2, b2):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot *= logits_softmax
+    logits_softmax_dot = logits_softmax * (
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    )
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
@@ -522,9 +504,8 @@ def hessian(x, y, W1, b1, W2, b2):
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 *= dh  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= dh_add_dot_mul_2
+    dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=1)
     # matmul rule, notes section 5, differentiated in forward mode

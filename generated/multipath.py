@@ -139,17 +139,13 @@ def backward(dout, cache):
     dloss_matmul_mul = dout / 10 * loss_sum  # dot product rule
     dloss_mean_div = dout / (D2 * N)  # mean rule: broadcast back, divided by the count
     # g = h * h + exp(h) / 2.0
-    dg_exp_mul = np.broadcast_to(dloss_mean_div, (N, D2)) / 2.0  # quotient rule
-    dg_exp_mul *= g_exp  # exp rule, reusing the forward output
-    dh = dg_exp_mul  # exp rule, reusing the forward output, accumulated over uses (notes section 3)
+    dg_exp = np.broadcast_to(dloss_mean_div, (N, D2)) / 2.0  # quotient rule
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
-    dh += dloss_matmul_mul + dloss_matmul_mul
-    dg_mul_mul_2 = h * (dloss_mean_div * 2)  # product rule
-    dh += dg_mul_mul_2  # product rule, accumulated over uses (notes section 3)
+    dh = dloss_matmul_mul + dloss_matmul_mul + dg_exp * g_exp
+    dh += h * (dloss_mean_div * 2)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
-    dh_sub = 1 - g_mul  # tanh rule, reusing the forward output
     dh_matmul = dh  # tanh rule, reusing the forward output
-    dh_matmul *= dh_sub  # tanh rule, reusing the forward output
+    dh_matmul *= 1 - g_mul  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5
     return Gradients(x=dx, W=dW)
@@ -176,19 +172,14 @@ def value_and_grad(x, W):
     # mean rule: broadcast back, divided by the count
     dg = np.full((N, D2), dloss_mean_div, dtype=loss.dtype)
     # g = h * h + exp(h) / 2.0
-    dg_exp_mul = dg  # quotient rule
-    dg_exp_mul /= 2.0  # quotient rule
-    dg_exp_mul *= g_exp  # exp rule, reusing the forward output
-    dh = dg_exp_mul  # exp rule, reusing the forward output, accumulated over uses (notes section 3)
+    dg_exp = dg  # quotient rule
+    dg_exp /= 2.0  # quotient rule
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
-    dh += dloss_matmul_mul + dloss_matmul_mul
-    dg_mul_mul_2 = h  # product rule
-    dg_mul_mul_2 *= dloss_mean_div * 2  # product rule
-    dh += dg_mul_mul_2  # product rule, accumulated over uses (notes section 3)
+    dh = dloss_matmul_mul + dloss_matmul_mul + dg_exp * g_exp
+    dh += h * (dloss_mean_div * 2)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
-    dh_sub = np.subtract(1, g_mul, out=g_mul)  # tanh rule, reusing the forward output
     dh_matmul = dh  # tanh rule, reusing the forward output
-    dh_matmul *= dh_sub  # tanh rule, reusing the forward output
+    dh_matmul *= 1 - g_mul  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5
     return loss, Gradients(x=dx, W=dW)

@@ -770,60 +770,64 @@ def backward(dout, cache):
     # loss = mean(square(h2 - target))
     dh2 = loss_sub * (dout / (B * Dh * H * T) * 2)  # square rule
     dtarget = -dh2  # difference rule
-    # h2 = layer(h1, norm2_g, norm2_b, Wq2, Wk2, Wv2, Wo2, mlp2_g, mlp2_b, Wup2, Wdown2)
+    # h2: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 62)
     dh2_matmul = dh2 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_up_matmul = (dh2_matmul.reshape(B * T, Dh * H) @ Wdown2.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
     dWdown2 = h2_up.reshape((B * T, F)).T @ dh2_matmul.reshape((B * T, Dh * H))
+    # h2: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 61)
     dh2_up_matmul *= h2_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
-    dh2_up_div_div = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
+    dh2_up_layernorm = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
     dWup2 = h2_up_layernorm.reshape((B * T, Dh * H)).T @ dh2_up_matmul.reshape((B * T, F))
-    dmlp2_b = dh2_up_div_div.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dh2_up_mul = dh2_up_div_div / h2_up_sqrt  # quotient rule
-    dh2_up_div_div *= h2_up_div  # quotient rule
-    dh2_up_div_div /= h2_up_sqrt  # quotient rule
+    # h2: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
+    dmlp2_b = dh2_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dh2_up_mul = dh2_up_layernorm / h2_up_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh2_up_add = (-dh2_up_div_div).sum(axis=-1, keepdims=True)
-    dh2_up_sqrt_mul = 2 * h2_up_sqrt  # sqrt rule, reusing the forward output
-    dh2_up_add /= dh2_up_sqrt_mul  # sqrt rule, reusing the forward output
+    dh2_up_add = (-(dh2_up_layernorm * h2_up_div / h2_up_sqrt)).sum(axis=-1, keepdims=True)
+    dh2_up_add /= 2 * h2_up_sqrt  # sqrt rule, reusing the forward output
     dh2_up_xc = dh2_up_mul * mlp2_g  # product rule
     dmlp2_g = (dh2_up_mul * h2_up_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh2_up_var_square_mul_2 = 2 * h2_up_xc  # square rule
-    dh2_up_var_square_mul_2 *= dh2_up_add / (Dh * H)  # square rule
-    dh2_up_xc += dh2_up_var_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    # h2: layer -> up: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 34)
+    # square rule, accumulated over uses (notes section 3)
+    dh2_up_xc += dh2_up_add / (Dh * H) * (2 * h2_up_xc)
+    # h2: layer -> up: layernorm -> xc = x - mu (block layernorm, line 33)
     dh2_up_mu = (-dh2_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh1 = dh2  # difference rule, accumulated over uses (notes section 3)
-    dh1 += dh2_up_xc  # difference rule, accumulated over uses (notes section 3)
+    dh2_a = dh2  # difference rule, accumulated over uses (notes section 3)
+    dh2_a += dh2_up_xc  # difference rule, accumulated over uses (notes section 3)
+    # h2: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 32)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh1 += dh2_up_mu / (Dh * H)
-    dh2_a_einsum = dh1 / math.sqrt(Dh * H)  # quotient rule
+    dh2_a += dh2_up_mu / (Dh * H)
+    # h2: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
+    dh2_a_einsum = dh2_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh2_a_matmul = np.einsum("bte,hde->bhtd", dh2_a_einsum, Wo2)
     # einsum rule: contract the cotangent with the other operands
     dWo2 = np.einsum("bte,bhtd->hde", dh2_a_einsum, h2_a_matmul)
     # batched matmul rule, notes section 5 per batch element
-    dh2_a_weights_matmul = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
+    dh2_a_weights = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_v = h2_a_weights.swapaxes(-1, -2) @ dh2_a_matmul
+    # h2: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 44)
     # softmax rule, reusing the forward output
-    dh2_a_weights_matmul -= np.einsum("...j,...j->...", dh2_a_weights_matmul, h2_a_weights)[
-        ..., None
-    ]
-    dh2_a_weights_matmul *= h2_a_weights  # softmax rule, reusing the forward output
+    dh2_a_weights_matmul = h2_a_weights * (
+        dh2_a_weights - np.einsum("...j,...j->...", dh2_a_weights, h2_a_weights)[..., None]
+    )
     dh2_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_a_q = dh2_a_weights_matmul @ h2_a_k.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_k = h2_a_q.swapaxes(-1, -2) @ dh2_a_weights_matmul
+    # h2: layer -> a: attention -> v = transpose(reshape(xs @ Wv, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 43)
     # reshape rule: reshape back
     dh2_a_v_matmul = np.transpose(dh2_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dh2_a_div_div = (dh2_a_v_matmul.reshape(B * T, Dh * H) @ Wv2.T).reshape((B, T, Dh * H))
+    dh2_a_layernorm = (dh2_a_v_matmul.reshape(B * T, Dh * H) @ Wv2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
     dWv2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_v_matmul.reshape((B * T, Dh * H))
+    # h2: layer -> a: attention -> k = transpose(reshape(xs @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 42)
     # reshape rule: reshape back
     dh2_a_k_matmul = np.transpose(dh2_a_k, (0, 3, 1, 2)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
@@ -831,7 +835,8 @@ def backward(dout, cache):
     # batched matmul rule, notes section 5 per batch element
     dWk2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_k_matmul.reshape((B * T, Dh * H))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dh2_a_div_div += dh2_a_k_matmul_matmul
+    dh2_a_layernorm += dh2_a_k_matmul_matmul
+    # h2: layer -> a: attention -> q = transpose(reshape(xs @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     # reshape rule: reshape back
     dh2_a_q_matmul = np.transpose(dh2_a_q, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
@@ -839,80 +844,85 @@ def backward(dout, cache):
     # batched matmul rule, notes section 5 per batch element
     dWq2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_q_matmul.reshape((B * T, Dh * H))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dh2_a_div_div += dh2_a_q_matmul_matmul
-    dh2_a_div_div /= math.sqrt(Dh * H)  # quotient rule
-    dnorm2_b = dh2_a_div_div.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dh2_a_mul = dh2_a_div_div / h2_a_sqrt  # quotient rule
-    dh2_a_div_div *= h2_a_div  # quotient rule
-    dh2_a_div_div /= h2_a_sqrt  # quotient rule
+    dh2_a_layernorm += dh2_a_q_matmul_matmul
+    # h2: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 40)
+    dh2_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
+    # h2: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
+    dnorm2_b = dh2_a_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dh2_a_mul = dh2_a_layernorm / h2_a_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh2_a_add = (-dh2_a_div_div).sum(axis=-1, keepdims=True)
-    dh2_a_sqrt_mul = 2 * h2_a_sqrt  # sqrt rule, reusing the forward output
-    dh2_a_add /= dh2_a_sqrt_mul  # sqrt rule, reusing the forward output
+    dh2_a_add = (-(dh2_a_layernorm * h2_a_div / h2_a_sqrt)).sum(axis=-1, keepdims=True)
+    dh2_a_add /= 2 * h2_a_sqrt  # sqrt rule, reusing the forward output
     dh2_a_xc = dh2_a_mul * norm2_g  # product rule
     dnorm2_g = (dh2_a_mul * h2_a_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh2_a_var_square_mul_2 = 2 * h2_a_xc  # square rule
-    dh2_a_var_square_mul_2 *= dh2_a_add / (Dh * H)  # square rule
-    dh2_a_xc += dh2_a_var_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    # h2: layer -> a: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 34)
+    # square rule, accumulated over uses (notes section 3)
+    dh2_a_xc += dh2_a_add / (Dh * H) * (2 * h2_a_xc)
+    # h2: layer -> a: layernorm -> xc = x - mu (block layernorm, line 33)
     dh2_a_mu = (-dh2_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh1_2 = dh1  # difference rule, accumulated over uses (notes section 3)
-    dh1_2 += dh2_a_xc  # difference rule, accumulated over uses (notes section 3)
+    dh1 = dh2_a  # difference rule, accumulated over uses (notes section 3)
+    dh1 += dh2_a_xc  # difference rule, accumulated over uses (notes section 3)
+    # h2: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 32)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh1_2 += dh2_a_mu / (Dh * H)
-    # h1 = layer(x, norm1_g, norm1_b, Wq1, Wk1, Wv1, Wo1, mlp1_g, mlp1_b, Wup1, Wdown1)
-    dh1_matmul = dh1_2 / math.sqrt(F)  # quotient rule
+    dh1 += dh2_a_mu / (Dh * H)
+    # h1: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 62)
+    dh1_matmul = dh1 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_up_matmul = (dh1_matmul.reshape(B * T, Dh * H) @ Wdown1.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
     dWdown1 = h1_up.reshape((B * T, F)).T @ dh1_matmul.reshape((B * T, Dh * H))
+    # h1: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 61)
     dh1_up_matmul *= h1_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
-    dh1_up_div_div = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
+    dh1_up_layernorm = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
     dWup1 = h1_up_layernorm.reshape((B * T, Dh * H)).T @ dh1_up_matmul.reshape((B * T, F))
-    dmlp1_b = dh1_up_div_div.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dh1_up_mul = dh1_up_div_div / h1_up_sqrt  # quotient rule
-    dh1_up_div_div *= h1_up_div  # quotient rule
-    dh1_up_div_div /= h1_up_sqrt  # quotient rule
+    # h1: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
+    dmlp1_b = dh1_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dh1_up_mul = dh1_up_layernorm / h1_up_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh1_up_add = (-dh1_up_div_div).sum(axis=-1, keepdims=True)
-    dh1_up_sqrt_mul = 2 * h1_up_sqrt  # sqrt rule, reusing the forward output
-    dh1_up_add /= dh1_up_sqrt_mul  # sqrt rule, reusing the forward output
+    dh1_up_add = (-(dh1_up_layernorm * h1_up_div / h1_up_sqrt)).sum(axis=-1, keepdims=True)
+    dh1_up_add /= 2 * h1_up_sqrt  # sqrt rule, reusing the forward output
     dh1_up_xc = dh1_up_mul * mlp1_g  # product rule
     dmlp1_g = (dh1_up_mul * h1_up_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh1_up_var_square_mul_2 = 2 * h1_up_xc  # square rule
-    dh1_up_var_square_mul_2 *= dh1_up_add / (Dh * H)  # square rule
-    dh1_up_xc += dh1_up_var_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    # h1: layer -> up: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 34)
+    # square rule, accumulated over uses (notes section 3)
+    dh1_up_xc += dh1_up_add / (Dh * H) * (2 * h1_up_xc)
+    # h1: layer -> up: layernorm -> xc = x - mu (block layernorm, line 33)
     dh1_up_mu = (-dh1_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dx = dh1_2  # difference rule, accumulated over uses (notes section 3)
-    dx += dh1_up_xc  # difference rule, accumulated over uses (notes section 3)
+    dh1_a = dh1  # difference rule, accumulated over uses (notes section 3)
+    dh1_a += dh1_up_xc  # difference rule, accumulated over uses (notes section 3)
+    # h1: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 32)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += dh1_up_mu / (Dh * H)
-    dh1_a_einsum = dx / math.sqrt(Dh * H)  # quotient rule
+    dh1_a += dh1_up_mu / (Dh * H)
+    # h1: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
+    dh1_a_einsum = dh1_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh1_a_matmul = np.einsum("bte,hde->bhtd", dh1_a_einsum, Wo1)
     # einsum rule: contract the cotangent with the other operands
     dWo1 = np.einsum("bte,bhtd->hde", dh1_a_einsum, h1_a_matmul)
     # batched matmul rule, notes section 5 per batch element
-    dh1_a_weights_matmul = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
+    dh1_a_weights = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_v = h1_a_weights.swapaxes(-1, -2) @ dh1_a_matmul
+    # h1: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 44)
     # softmax rule, reusing the forward output
-    dh1_a_weights_matmul -= np.einsum("...j,...j->...", dh1_a_weights_matmul, h1_a_weights)[
-        ..., None
-    ]
-    dh1_a_weights_matmul *= h1_a_weights  # softmax rule, reusing the forward output
+    dh1_a_weights_matmul = h1_a_weights * (
+        dh1_a_weights - np.einsum("...j,...j->...", dh1_a_weights, h1_a_weights)[..., None]
+    )
     dh1_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_a_q = dh1_a_weights_matmul @ h1_a_k.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_k = h1_a_q.swapaxes(-1, -2) @ dh1_a_weights_matmul
+    # h1: layer -> a: attention -> v = transpose(reshape(xs @ Wv, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 43)
     # reshape rule: reshape back
     dh1_a_v_matmul = np.transpose(dh1_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dh1_a_div_div = (dh1_a_v_matmul.reshape(B * T, Dh * H) @ Wv1.T).reshape((B, T, Dh * H))
+    dh1_a_layernorm = (dh1_a_v_matmul.reshape(B * T, Dh * H) @ Wv1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
     dWv1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_v_matmul.reshape((B * T, Dh * H))
+    # h1: layer -> a: attention -> k = transpose(reshape(xs @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 42)
     # reshape rule: reshape back
     dh1_a_k_matmul = np.transpose(dh1_a_k, (0, 3, 1, 2)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
@@ -920,7 +930,8 @@ def backward(dout, cache):
     # batched matmul rule, notes section 5 per batch element
     dWk1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_k_matmul.reshape((B * T, Dh * H))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dh1_a_div_div += dh1_a_k_matmul_matmul
+    dh1_a_layernorm += dh1_a_k_matmul_matmul
+    # h1: layer -> a: attention -> q = transpose(reshape(xs @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     # reshape rule: reshape back
     dh1_a_q_matmul = np.transpose(dh1_a_q, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
@@ -928,28 +939,29 @@ def backward(dout, cache):
     # batched matmul rule, notes section 5 per batch element
     dWq1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_q_matmul.reshape((B * T, Dh * H))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dh1_a_div_div += dh1_a_q_matmul_matmul
-    dh1_a_div_div /= math.sqrt(Dh * H)  # quotient rule
-    dnorm1_b = dh1_a_div_div.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dh1_a_mul = dh1_a_div_div / h1_a_sqrt  # quotient rule
-    dh1_a_div_div *= h1_a_div  # quotient rule
-    dh1_a_div_div /= h1_a_sqrt  # quotient rule
+    dh1_a_layernorm += dh1_a_q_matmul_matmul
+    # h1: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 40)
+    dh1_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
+    # h1: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
+    dnorm1_b = dh1_a_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dh1_a_mul = dh1_a_layernorm / h1_a_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh1_a_add = (-dh1_a_div_div).sum(axis=-1, keepdims=True)
-    dh1_a_sqrt_mul = 2 * h1_a_sqrt  # sqrt rule, reusing the forward output
-    dh1_a_add /= dh1_a_sqrt_mul  # sqrt rule, reusing the forward output
+    dh1_a_add = (-(dh1_a_layernorm * h1_a_div / h1_a_sqrt)).sum(axis=-1, keepdims=True)
+    dh1_a_add /= 2 * h1_a_sqrt  # sqrt rule, reusing the forward output
     dh1_a_xc = dh1_a_mul * norm1_g  # product rule
     dnorm1_g = (dh1_a_mul * h1_a_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh1_a_var_square_mul_2 = 2 * h1_a_xc  # square rule
-    dh1_a_var_square_mul_2 *= dh1_a_add / (Dh * H)  # square rule
-    dh1_a_xc += dh1_a_var_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    # h1: layer -> a: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 34)
+    # square rule, accumulated over uses (notes section 3)
+    dh1_a_xc += dh1_a_add / (Dh * H) * (2 * h1_a_xc)
+    # h1: layer -> a: layernorm -> xc = x - mu (block layernorm, line 33)
     dh1_a_mu = (-dh1_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dx_2 = dx  # difference rule, accumulated over uses (notes section 3)
-    dx_2 += dh1_a_xc  # difference rule, accumulated over uses (notes section 3)
+    dx = dh1_a  # difference rule, accumulated over uses (notes section 3)
+    dx += dh1_a_xc  # difference rule, accumulated over uses (notes section 3)
+    # h1: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 32)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx_2 += dh1_a_mu / (Dh * H)
+    dx += dh1_a_mu / (Dh * H)
     return Gradients(
-        x=dx_2,
+        x=dx,
         target=dtarget,
         norm1_g=dnorm1_g,
         norm1_b=dnorm1_b,
@@ -1145,61 +1157,65 @@ def value_and_grad(
     dh2 = loss_sub  # square rule
     dh2 *= 1 / (B * Dh * H * T) * 2  # square rule
     dtarget = -dh2  # difference rule
-    # h2 = layer(h1, norm2_g, norm2_b, Wq2, Wk2, Wv2, Wo2, mlp2_g, mlp2_b, Wup2, Wdown2)
+    # h2: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 62)
     dh2_matmul = dh2 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_up_matmul = (dh2_matmul.reshape(B * T, Dh * H) @ Wdown2.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
     dWdown2 = h2_up.reshape((B * T, F)).T @ dh2_matmul.reshape((B * T, Dh * H))
+    # h2: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 61)
     dh2_up_matmul *= h2_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
-    dh2_up_div_div = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
+    dh2_up_layernorm = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
     dWup2 = h2_up_layernorm.reshape((B * T, Dh * H)).T @ dh2_up_matmul.reshape((B * T, F))
-    dmlp2_b = dh2_up_div_div.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dh2_up_mul = dh2_up_div_div / h2_up_sqrt  # quotient rule
-    dh2_up_div_div *= h2_up_div  # quotient rule
-    dh2_up_div_div /= h2_up_sqrt  # quotient rule
+    # h2: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
+    dmlp2_b = dh2_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dh2_up_mul = dh2_up_layernorm / h2_up_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh2_up_add = (-dh2_up_div_div).sum(axis=-1, keepdims=True)
-    dh2_up_sqrt_mul = h2_up_sqrt  # sqrt rule, reusing the forward output
-    dh2_up_sqrt_mul *= 2  # sqrt rule, reusing the forward output
-    dh2_up_add /= dh2_up_sqrt_mul  # sqrt rule, reusing the forward output
+    dh2_up_add = (-(dh2_up_layernorm * h2_up_div / h2_up_sqrt)).sum(axis=-1, keepdims=True)
+    dh2_up_add /= 2 * h2_up_sqrt  # sqrt rule, reusing the forward output
     dh2_up_xc = dh2_up_mul * mlp2_g  # product rule
     dmlp2_g = (dh2_up_mul * h2_up_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh2_up_var_square_mul_2 = h2_up_xc  # square rule
-    dh2_up_var_square_mul_2 *= 2  # square rule
-    dh2_up_var_square_mul_2 *= dh2_up_add / (Dh * H)  # square rule
-    dh2_up_xc += dh2_up_var_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    # h2: layer -> up: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 34)
+    # square rule, accumulated over uses (notes section 3)
+    dh2_up_xc += dh2_up_add / (Dh * H) * (2 * h2_up_xc)
+    # h2: layer -> up: layernorm -> xc = x - mu (block layernorm, line 33)
     dh2_up_mu = (-dh2_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh1 = dh2  # difference rule, accumulated over uses (notes section 3)
-    dh1 += dh2_up_xc  # difference rule, accumulated over uses (notes section 3)
+    dh2_a = dh2  # difference rule, accumulated over uses (notes section 3)
+    dh2_a += dh2_up_xc  # difference rule, accumulated over uses (notes section 3)
+    # h2: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 32)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh1 += dh2_up_mu / (Dh * H)
-    dh2_a_einsum = dh1 / math.sqrt(Dh * H)  # quotient rule
+    dh2_a += dh2_up_mu / (Dh * H)
+    # h2: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
+    dh2_a_einsum = dh2_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh2_a_matmul = np.einsum("bte,hde->bhtd", dh2_a_einsum, Wo2)
     # einsum rule: contract the cotangent with the other operands
     dWo2 = np.einsum("bte,bhtd->hde", dh2_a_einsum, h2_a_matmul)
     # batched matmul rule, notes section 5 per batch element
-    dh2_a_weights_sub = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
+    dh2_a_weights = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_v = h2_a_weights.swapaxes(-1, -2) @ dh2_a_matmul
-    # softmax rule, reusing the forward output
-    dh2_a_weights_sub -= np.einsum("...j,...j->...", dh2_a_weights_sub, h2_a_weights)[..., None]
+    # h2: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 44)
     dh2_a_weights_matmul = h2_a_weights  # softmax rule, reusing the forward output
-    dh2_a_weights_matmul *= dh2_a_weights_sub  # softmax rule, reusing the forward output
+    # softmax rule, reusing the forward output
+    dh2_a_weights_matmul *= (
+        dh2_a_weights - np.einsum("...j,...j->...", dh2_a_weights, h2_a_weights)[..., None]
+    )
     dh2_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_a_q = dh2_a_weights_matmul @ h2_a_k.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_k = h2_a_q.swapaxes(-1, -2) @ dh2_a_weights_matmul
+    # h2: layer -> a: attention -> v = transpose(reshape(xs @ Wv, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 43)
     # reshape rule: reshape back
     dh2_a_v_matmul = np.transpose(dh2_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dh2_a_div_div = (dh2_a_v_matmul.reshape(B * T, Dh * H) @ Wv2.T).reshape((B, T, Dh * H))
+    dh2_a_layernorm = (dh2_a_v_matmul.reshape(B * T, Dh * H) @ Wv2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
     dWv2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_v_matmul.reshape((B * T, Dh * H))
+    # h2: layer -> a: attention -> k = transpose(reshape(xs @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 42)
     # reshape rule: reshape back
     dh2_a_k_matmul = np.transpose(dh2_a_k, (0, 3, 1, 2)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
@@ -1207,7 +1223,8 @@ def value_and_grad(
     # batched matmul rule, notes section 5 per batch element
     dWk2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_k_matmul.reshape((B * T, Dh * H))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dh2_a_div_div += dh2_a_k_matmul_matmul
+    dh2_a_layernorm += dh2_a_k_matmul_matmul
+    # h2: layer -> a: attention -> q = transpose(reshape(xs @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     # reshape rule: reshape back
     dh2_a_q_matmul = np.transpose(dh2_a_q, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
@@ -1215,83 +1232,86 @@ def value_and_grad(
     # batched matmul rule, notes section 5 per batch element
     dWq2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_q_matmul.reshape((B * T, Dh * H))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dh2_a_div_div += dh2_a_q_matmul_matmul
-    dh2_a_div_div /= math.sqrt(Dh * H)  # quotient rule
-    dnorm2_b = dh2_a_div_div.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dh2_a_mul = dh2_a_div_div / h2_a_sqrt  # quotient rule
-    dh2_a_div_div *= h2_a_div  # quotient rule
-    dh2_a_div_div /= h2_a_sqrt  # quotient rule
+    dh2_a_layernorm += dh2_a_q_matmul_matmul
+    # h2: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 40)
+    dh2_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
+    # h2: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
+    dnorm2_b = dh2_a_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dh2_a_mul = dh2_a_layernorm / h2_a_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh2_a_add = (-dh2_a_div_div).sum(axis=-1, keepdims=True)
-    dh2_a_sqrt_mul = h2_a_sqrt  # sqrt rule, reusing the forward output
-    dh2_a_sqrt_mul *= 2  # sqrt rule, reusing the forward output
-    dh2_a_add /= dh2_a_sqrt_mul  # sqrt rule, reusing the forward output
+    dh2_a_add = (-(dh2_a_layernorm * h2_a_div / h2_a_sqrt)).sum(axis=-1, keepdims=True)
+    dh2_a_add /= 2 * h2_a_sqrt  # sqrt rule, reusing the forward output
     dh2_a_xc = dh2_a_mul * norm2_g  # product rule
     dnorm2_g = (dh2_a_mul * h2_a_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh2_a_var_square_mul_2 = h2_a_xc  # square rule
-    dh2_a_var_square_mul_2 *= 2  # square rule
-    dh2_a_var_square_mul_2 *= dh2_a_add / (Dh * H)  # square rule
-    dh2_a_xc += dh2_a_var_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    # h2: layer -> a: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 34)
+    # square rule, accumulated over uses (notes section 3)
+    dh2_a_xc += dh2_a_add / (Dh * H) * (2 * h2_a_xc)
+    # h2: layer -> a: layernorm -> xc = x - mu (block layernorm, line 33)
     dh2_a_mu = (-dh2_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh1_2 = dh1  # difference rule, accumulated over uses (notes section 3)
-    dh1_2 += dh2_a_xc  # difference rule, accumulated over uses (notes section 3)
+    dh1 = dh2_a  # difference rule, accumulated over uses (notes section 3)
+    dh1 += dh2_a_xc  # difference rule, accumulated over uses (notes section 3)
+    # h2: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 32)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh1_2 += dh2_a_mu / (Dh * H)
-    # h1 = layer(x, norm1_g, norm1_b, Wq1, Wk1, Wv1, Wo1, mlp1_g, mlp1_b, Wup1, Wdown1)
-    dh1_matmul = dh1_2 / math.sqrt(F)  # quotient rule
+    dh1 += dh2_a_mu / (Dh * H)
+    # h1: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 62)
+    dh1_matmul = dh1 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_up_matmul = (dh1_matmul.reshape(B * T, Dh * H) @ Wdown1.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
     dWdown1 = h1_up.reshape((B * T, F)).T @ dh1_matmul.reshape((B * T, Dh * H))
+    # h1: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 61)
     dh1_up_matmul *= h1_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
-    dh1_up_div_div = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
+    dh1_up_layernorm = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
     dWup1 = h1_up_layernorm.reshape((B * T, Dh * H)).T @ dh1_up_matmul.reshape((B * T, F))
-    dmlp1_b = dh1_up_div_div.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dh1_up_mul = dh1_up_div_div / h1_up_sqrt  # quotient rule
-    dh1_up_div_div *= h1_up_div  # quotient rule
-    dh1_up_div_div /= h1_up_sqrt  # quotient rule
+    # h1: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
+    dmlp1_b = dh1_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dh1_up_mul = dh1_up_layernorm / h1_up_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh1_up_add = (-dh1_up_div_div).sum(axis=-1, keepdims=True)
-    dh1_up_sqrt_mul = h1_up_sqrt  # sqrt rule, reusing the forward output
-    dh1_up_sqrt_mul *= 2  # sqrt rule, reusing the forward output
-    dh1_up_add /= dh1_up_sqrt_mul  # sqrt rule, reusing the forward output
+    dh1_up_add = (-(dh1_up_layernorm * h1_up_div / h1_up_sqrt)).sum(axis=-1, keepdims=True)
+    dh1_up_add /= 2 * h1_up_sqrt  # sqrt rule, reusing the forward output
     dh1_up_xc = dh1_up_mul * mlp1_g  # product rule
     dmlp1_g = (dh1_up_mul * h1_up_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh1_up_var_square_mul_2 = h1_up_xc  # square rule
-    dh1_up_var_square_mul_2 *= 2  # square rule
-    dh1_up_var_square_mul_2 *= dh1_up_add / (Dh * H)  # square rule
-    dh1_up_xc += dh1_up_var_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    # h1: layer -> up: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 34)
+    # square rule, accumulated over uses (notes section 3)
+    dh1_up_xc += dh1_up_add / (Dh * H) * (2 * h1_up_xc)
+    # h1: layer -> up: layernorm -> xc = x - mu (block layernorm, line 33)
     dh1_up_mu = (-dh1_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dx = dh1_2  # difference rule, accumulated over uses (notes section 3)
-    dx += dh1_up_xc  # difference rule, accumulated over uses (notes section 3)
+    dh1_a = dh1  # difference rule, accumulated over uses (notes section 3)
+    dh1_a += dh1_up_xc  # difference rule, accumulated over uses (notes section 3)
+    # h1: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 32)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += dh1_up_mu / (Dh * H)
-    dh1_a_einsum = dx / math.sqrt(Dh * H)  # quotient rule
+    dh1_a += dh1_up_mu / (Dh * H)
+    # h1: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 45)
+    dh1_a_einsum = dh1_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh1_a_matmul = np.einsum("bte,hde->bhtd", dh1_a_einsum, Wo1)
     # einsum rule: contract the cotangent with the other operands
     dWo1 = np.einsum("bte,bhtd->hde", dh1_a_einsum, h1_a_matmul)
     # batched matmul rule, notes section 5 per batch element
-    dh1_a_weights_sub = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
+    dh1_a_weights = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_v = h1_a_weights.swapaxes(-1, -2) @ dh1_a_matmul
-    # softmax rule, reusing the forward output
-    dh1_a_weights_sub -= np.einsum("...j,...j->...", dh1_a_weights_sub, h1_a_weights)[..., None]
+    # h1: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 44)
     dh1_a_weights_matmul = h1_a_weights  # softmax rule, reusing the forward output
-    dh1_a_weights_matmul *= dh1_a_weights_sub  # softmax rule, reusing the forward output
+    # softmax rule, reusing the forward output
+    dh1_a_weights_matmul *= (
+        dh1_a_weights - np.einsum("...j,...j->...", dh1_a_weights, h1_a_weights)[..., None]
+    )
     dh1_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_a_q = dh1_a_weights_matmul @ h1_a_k.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_k = h1_a_q.swapaxes(-1, -2) @ dh1_a_weights_matmul
+    # h1: layer -> a: attention -> v = transpose(reshape(xs @ Wv, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 43)
     # reshape rule: reshape back
     dh1_a_v_matmul = np.transpose(dh1_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dh1_a_div_div = (dh1_a_v_matmul.reshape(B * T, Dh * H) @ Wv1.T).reshape((B, T, Dh * H))
+    dh1_a_layernorm = (dh1_a_v_matmul.reshape(B * T, Dh * H) @ Wv1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
     dWv1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_v_matmul.reshape((B * T, Dh * H))
+    # h1: layer -> a: attention -> k = transpose(reshape(xs @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 42)
     # reshape rule: reshape back
     dh1_a_k_matmul = np.transpose(dh1_a_k, (0, 3, 1, 2)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
@@ -1299,7 +1319,8 @@ def value_and_grad(
     # batched matmul rule, notes section 5 per batch element
     dWk1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_k_matmul.reshape((B * T, Dh * H))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dh1_a_div_div += dh1_a_k_matmul_matmul
+    dh1_a_layernorm += dh1_a_k_matmul_matmul
+    # h1: layer -> a: attention -> q = transpose(reshape(xs @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     # reshape rule: reshape back
     dh1_a_q_matmul = np.transpose(dh1_a_q, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
@@ -1307,30 +1328,29 @@ def value_and_grad(
     # batched matmul rule, notes section 5 per batch element
     dWq1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_q_matmul.reshape((B * T, Dh * H))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dh1_a_div_div += dh1_a_q_matmul_matmul
-    dh1_a_div_div /= math.sqrt(Dh * H)  # quotient rule
-    dnorm1_b = dh1_a_div_div.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dh1_a_mul = dh1_a_div_div / h1_a_sqrt  # quotient rule
-    dh1_a_div_div *= h1_a_div  # quotient rule
-    dh1_a_div_div /= h1_a_sqrt  # quotient rule
+    dh1_a_layernorm += dh1_a_q_matmul_matmul
+    # h1: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 40)
+    dh1_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
+    # h1: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 35)
+    dnorm1_b = dh1_a_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dh1_a_mul = dh1_a_layernorm / h1_a_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh1_a_add = (-dh1_a_div_div).sum(axis=-1, keepdims=True)
-    dh1_a_sqrt_mul = h1_a_sqrt  # sqrt rule, reusing the forward output
-    dh1_a_sqrt_mul *= 2  # sqrt rule, reusing the forward output
-    dh1_a_add /= dh1_a_sqrt_mul  # sqrt rule, reusing the forward output
+    dh1_a_add = (-(dh1_a_layernorm * h1_a_div / h1_a_sqrt)).sum(axis=-1, keepdims=True)
+    dh1_a_add /= 2 * h1_a_sqrt  # sqrt rule, reusing the forward output
     dh1_a_xc = dh1_a_mul * norm1_g  # product rule
     dnorm1_g = (dh1_a_mul * h1_a_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh1_a_var_square_mul_2 = h1_a_xc  # square rule
-    dh1_a_var_square_mul_2 *= 2  # square rule
-    dh1_a_var_square_mul_2 *= dh1_a_add / (Dh * H)  # square rule
-    dh1_a_xc += dh1_a_var_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    # h1: layer -> a: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 34)
+    # square rule, accumulated over uses (notes section 3)
+    dh1_a_xc += dh1_a_add / (Dh * H) * (2 * h1_a_xc)
+    # h1: layer -> a: layernorm -> xc = x - mu (block layernorm, line 33)
     dh1_a_mu = (-dh1_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dx_2 = dx  # difference rule, accumulated over uses (notes section 3)
-    dx_2 += dh1_a_xc  # difference rule, accumulated over uses (notes section 3)
+    dx = dh1_a  # difference rule, accumulated over uses (notes section 3)
+    dx += dh1_a_xc  # difference rule, accumulated over uses (notes section 3)
+    # h1: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 32)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx_2 += dh1_a_mu / (Dh * H)
+    dx += dh1_a_mu / (Dh * H)
     return loss, Gradients(
-        x=dx_2,
+        x=dx,
         target=dtarget,
         norm1_g=dnorm1_g,
         norm1_b=dnorm1_b,

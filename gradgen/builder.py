@@ -162,7 +162,7 @@ class Builder:
             return
         old = self.hints[nid]
         # a value a rule made, one made on the way, or one named after a value the spec did not name
-        unnamed = old is not None and self.nodes[old.base].name is None and self.nodes[hint.base].name
+        unnamed = old is not None and not _named(self.nodes[old.base]) and _named(self.nodes[hint.base])
         if nid >= since or is_intermediate(old) or unnamed:
             self.hints[nid] = hint
 
@@ -204,7 +204,7 @@ class Builder:
             return self.cse[key]
         like = self.nodes[self.like] if self.like is not None else self.nodes[-1]
         nid = len(self.nodes)
-        node = Node(nid, op, args, attrs, None, like.label, like.place, like.entry)
+        node = Node(nid, op, args, attrs, None, like.label, like.place, like.entry, origin=like.origin)
         try:
             t = row.shape(_ShapeCheck(node, self.types))
         except ShapeError as exc:
@@ -462,6 +462,11 @@ class Builder:
             tuple(self.anchors),
         )
         return prog
+
+
+def _named(node: Node) -> bool:
+    """A value the spec names: a graph entry, or an entry of an inlined block (h1_mu)."""
+    return node.name is not None or node.hint is not None
 
 
 def _swap_last(rank: int) -> tuple[int, ...]:

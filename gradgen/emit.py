@@ -20,7 +20,7 @@ from gradgen.buffers import Line, Stmt, _lines, _own_returns, optimize
 from gradgen.builder import Program, is_intermediate
 from gradgen.context import FwdCtx, Namer, _section, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str
-from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Lit, Method, Var
+from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Lit, Method, Neg, Var
 from gradgen.ir import Node, ancestors
 from gradgen.ops import ROWS
 from gradgen.plan import _Planner
@@ -282,6 +282,7 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
     writes = _writes(stmts)
     out: list[Stmt | None] = list(stmts)
     keep_out = set(live_out) | params
+    summed = _summed(stmts, reads, writes, keep_out)
     for i in range(len(stmts)):
         s = out[i]
         t = s.target
@@ -303,12 +304,7 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
             continue
         if user.index is not None and t in [v for e in user.index for v in e.vars()]:
             continue
-        reduced = (
-            isinstance(user.expr, Method)
-            and user.expr.name in REDUCTIONS
-            and user.expr.obj == Var(t)
-            and _one_rule(s.comment, user.comment)
-        )
+        reduced = t in summed
         if not reduced and not _cheap(s.expr, shape_of(t), shape_of(user.target) if user.target else None):
             continue
         if any(v in writes and any(i < k <= j for k in writes[v]) for v in s.expr.vars()):
@@ -370,6 +366,45 @@ def _single(e: E, shape_of) -> bool:
 
 # a value that only a reduction reads is written into it: no buffer could be reused either way
 REDUCTIONS = ("sum", "mean", "max", "min")
+
+
+def _operand_of_rule(s: Stmt, user: Stmt, t: str) -> bool:
+    """``u = v op t`` where t is an elementwise value of the same rule (``1 - y * y`` of tanh's rule):
+    t is written into that line (``dh *= 1 - h * h``), which may still update v in place."""
+    e = user.expr
+    if not (isinstance(e, Bin) and e.b == Var(t) and isinstance(e.a, Var) and e.a != Var(t)):
+        return False
+    if not (s.comment and user.comment and user.comment.startswith(s.comment)):
+        return False
+    return isinstance(s.expr, (Bin, Neg)) or (isinstance(s.expr, Call) and s.expr.is_ufunc)
+
+
+def _summed(stmts: list[Stmt], reads, writes, keep_out) -> set[str]:
+    """The values written into the one line that reads them because both apply one rule: a value a
+    reduction of the same rule reads (``(g * a).sum(axis=0)``: no buffer could be reused in it either
+    way), the right operand of an update of that rule (``dh *= 1 - h * h``), and the elementwise values
+    of that rule that only such a value reads (``-(g * a / s)``), so that the rule reads as one
+    expression."""
+    out: set[str] = set()
+    for i in range(len(stmts) - 1, -1, -1):
+        s = stmts[i]
+        t = s.target
+        if t is None or s.op != "=" or s.index is not None or t in keep_out or t in writes:
+            continue
+        users = reads.get(t, [])
+        if len(users) != 1 or users[0] <= i:
+            continue
+        u = stmts[users[0]]
+        if u.index is not None or u.op != "=" or u.expr.vars().count(t) != 1:
+            continue
+        if isinstance(u.expr, Method) and u.expr.name in REDUCTIONS and u.expr.obj == Var(t):
+            if _one_rule(s.comment, u.comment):
+                out.add(t)
+        elif _operand_of_rule(s, u, t) or (
+            u.target in out and s.comment == u.comment and isinstance(u.expr, (Bin, Neg))
+        ):
+            out.add(t)
+    return out
 
 
 def _one_rule(value: str | None, user: str | None) -> bool:

@@ -239,7 +239,7 @@ def test_jvp_reads_like_a_hand_written_forward_mode_pass():
         'W1_dot, b1_dot, W2_dot = _per_input("tangents", tangents, W1=W1, b1=b1, W2=W2)',
         "h_dot = x @ W1_dot  # matmul JVP rule, notes section 5",
         "h_dot += b1_dot  # sum JVP rule",
-        "h_dot *= h_dot_sub  # tanh JVP rule, reusing the forward output",
+        "h_dot *= 1 - h * h  # tanh JVP rule, reusing the forward output",
         "loss_matmul_dot[np.arange(N), y].sum()",  # the pick summed in the line that reads it
         "# softmax cross-entropy JVP rule, notes section 2",
     ):
