@@ -18,7 +18,7 @@ from gradgen.builder import Builder, Program, const
 from gradgen.context import _section
 from gradgen.derive import _out, pullbacks
 from gradgen.emit import Emitter, fold_scales, inline
-from gradgen.expr import E, Var
+from gradgen.expr import Bin, Call, E, Var
 from gradgen.ir import TypedGraph
 from gradgen.ops import ROWS
 
@@ -126,9 +126,62 @@ def sweep(tg: TypedGraph, planner, dtype: E, seed_name: str | None) -> Sweep:
                 at += 1
             stmts.insert(at + 1, Stmt(alias.target, alias.expr, comment=alias.comment))
             returns[k] = alias.target
+    stmts, returns = _pieces_in_place(stmts, returns)
     stmts = inline(fold_scales(stmts, returns, em.shape_of), returns, params, em.shape_of)
     names = [tg.graph.nodes[w].name for w in tg.graph.wrt]
     return Sweep(stmts, [(n, Var(r)) for n, r in zip(names, returns)], em)
+
+
+def _pieces_in_place(stmts: list[Stmt], returns: list[str]) -> tuple[list[Stmt], list[str]]:
+    """The pieces of one value (split, q, k and v sliced from one qkv) each send zeros with their
+    cotangent at their slice; summed over uses, ``t = zeros; t[s] = g; u = v + t`` becomes
+    ``v[s] += g`` when v is itself such zeros that this function made and nothing else reads: one
+    array for all the pieces, no zeros and no sum per piece."""
+    reads: dict[str, int] = {}  # statements reading each variable's value (not those writing a slice)
+    for st in stmts:
+        for v in set(st.expr.vars() if st.expr is not None else []) | {
+            v for e in st.index or () for v in e.vars()
+        }:
+            reads[v] = reads.get(v, 0) + 1
+    scatter: set[str] = set()  # variables holding fresh zeros written at slices
+    out: list[Stmt] = []
+    rename: dict[str, str] = {}
+    i = 0
+    while i < len(stmts):
+        st = stmts[i].rename(rename) if rename else stmts[i]
+        nxt = stmts[i + 1].rename(rename) if i + 1 < len(stmts) and rename else None
+        nxt = nxt or (stmts[i + 1] if i + 1 < len(stmts) else None)
+        zeros = st.op == "=" and st.index is None and isinstance(st.expr, Call) and st.expr.func == "np.zeros"
+        if zeros and nxt is not None and nxt.target == st.target and nxt.op == "=" and nxt.index is not None:
+            t = st.target
+            user = next((k for k in range(i + 2, len(stmts)) if t in stmts[k].reads()), None)
+            u = stmts[user].rename(rename) if user is not None else None
+            if (
+                u is not None
+                and reads.get(t) == 1  # the sum alone
+                and u.op == "="
+                and u.index is None
+                and isinstance(u.expr, Bin)
+                and u.expr.op == "+"
+                and u.expr.b == Var(t)
+                and isinstance(u.expr.a, Var)
+                and u.expr.a.name in scatter
+                and reads.get(u.expr.a.name) == 1
+                and not any(v == u.expr.a.name for k in range(i, user) for v in stmts[k].reads())
+            ):
+                v = u.expr.a.name
+                comment = nxt.comment.split(":")[0] + ": g added at its slice of the same zeros"
+                out.extend(stmts[k].rename(rename) for k in range(i + 2, user))
+                out.append(Stmt(v, nxt.expr, "+=", nxt.index, comment))
+                rename[u.target] = v
+                scatter.add(v)
+                returns = [rename.get(r, r) for r in returns]
+                i = user + 1
+                continue
+            scatter.add(t)
+        out.append(st)
+        i += 1
+    return out, returns
 
 
 def _named_after(prog: Program, em: Emitter, w: int, g: int) -> _Alias | None:
