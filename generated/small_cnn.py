@@ -48,12 +48,13 @@ class Gradients(NamedTuple):
 class _Cache(NamedTuple):
     """The forward values and sizes that `backward` reads, and nothing else."""
 
-    x: np.ndarray
     y: np.ndarray
     W2: np.ndarray
     W3: np.ndarray
+    z1_conv2d_cols: np.ndarray
     h1_relu: np.ndarray
     h1: np.ndarray
+    z2_conv2d_cols: np.ndarray
     h2_relu: np.ndarray
     h2: np.ndarray
     loss_exp: np.ndarray
@@ -246,13 +247,43 @@ def forward(x, y, W1, b1, W2, b2, W3, b3):
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     return loss, _Cache(
-        x, y, W2, W3, h1_relu, h1, h2_relu, h2, loss_exp, loss_sums, N, C1, S, loss.dtype
+        y,
+        W2,
+        W3,
+        z1_conv2d_cols,
+        h1_relu,
+        h1,
+        z2_conv2d_cols,
+        h2_relu,
+        h2,
+        loss_exp,
+        loss_sums,
+        N,
+        C1,
+        S,
+        loss.dtype,
     )
 
 
 def backward(dout, cache):
     """Gradients w.r.t. W1, b1, W2, b2, W3, b3, given dout = d(objective)/d(loss) []."""
-    x, y, W2, W3, h1_relu, h1, h2_relu, h2, loss_exp, loss_sums, N, C1, S, dtype = cache
+    (
+        y,
+        W2,
+        W3,
+        z1_conv2d_cols,
+        h1_relu,
+        h1,
+        z2_conv2d_cols,
+        h2_relu,
+        h2,
+        loss_exp,
+        loss_sums,
+        N,
+        C1,
+        S,
+        dtype,
+    ) = cache
     dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, y)
     dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
@@ -265,28 +296,24 @@ def backward(dout, cache):
     # einsum rule: contract the cotangent with the other operands
     dW3 = np.einsum("nk,nchw->chwk", dlogits, h2)
     # h2 = max_pool2d(relu(z2), 2)
-    # max-pool rule: g to each window's first maximum
-    dh2_relu_max = np.lib.stride_tricks.sliding_window_view(h2_relu, (2, 2), axis=(2, 3))[
-        :, :, ::2, ::2
-    ].max(axis=(-2, -1))
     dz2 = np.zeros_like(h2_relu)  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
-    dh2_relu_hit = h2_relu[..., :-1:2, :-1:2] == dh2_relu_max
+    dh2_relu_hit = h2_relu[..., :-1:2, :-1:2] == h2
     dh2_relu_free = ~dh2_relu_hit  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz2[..., :-1:2, :-1:2] = dh2 * dh2_relu_hit
     # max-pool rule: g to each window's first maximum
-    dh2_relu_hit_2 = np.logical_and(h2_relu[..., :-1:2, 1::2] == dh2_relu_max, dh2_relu_free)
+    dh2_relu_hit_2 = np.logical_and(h2_relu[..., :-1:2, 1::2] == h2, dh2_relu_free)
     dh2_relu_free &= ~dh2_relu_hit_2  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz2[..., :-1:2, 1::2] += dh2 * dh2_relu_hit_2
     # max-pool rule: g to each window's first maximum
-    dh2_relu_hit_3 = np.logical_and(h2_relu[..., 1::2, :-1:2] == dh2_relu_max, dh2_relu_free)
+    dh2_relu_hit_3 = np.logical_and(h2_relu[..., 1::2, :-1:2] == h2, dh2_relu_free)
     dh2_relu_free &= ~dh2_relu_hit_3  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz2[..., 1::2, :-1:2] += dh2 * dh2_relu_hit_3
     # max-pool rule: g to each window's first maximum
-    dh2_relu_hit_4 = np.logical_and(h2_relu[..., 1::2, 1::2] == dh2_relu_max, dh2_relu_free)
+    dh2_relu_hit_4 = np.logical_and(h2_relu[..., 1::2, 1::2] == h2, dh2_relu_free)
     # max-pool rule: g to each window's first maximum
     dz2[..., 1::2, 1::2] += dh2 * dh2_relu_hit_4
     dz2 *= h2_relu > 0  # relu rule (relu'(0) = 0)
@@ -317,49 +344,33 @@ def backward(dout, cache):
     # conv2d rule: g times the weights added back per kernel offset; g times the columns
     dh1 = dh1_grid[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
     # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW2_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW2_win = np.lib.stride_tricks.sliding_window_view(dW2_pad, (3, 3), axis=(2, 3))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW2_cols = np.ascontiguousarray(dW2_win.transpose(0, 2, 3, 1, 4, 5))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW2 = np.tensordot(dz2, dW2_cols, axes=((0, 2, 3), (0, 1, 2)))
+    dW2 = np.tensordot(dz2, z2_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     # h1 = max_pool2d(relu(z1), 2)
-    # max-pool rule: g to each window's first maximum
-    dh1_relu_max = np.lib.stride_tricks.sliding_window_view(h1_relu, (2, 2), axis=(2, 3))[
-        :, :, ::2, ::2
-    ].max(axis=(-2, -1))
     dz1 = np.zeros_like(h1_relu)  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
-    dh1_relu_hit = h1_relu[..., :-1:2, :-1:2] == dh1_relu_max
+    dh1_relu_hit = h1_relu[..., :-1:2, :-1:2] == h1
     dh1_relu_free = ~dh1_relu_hit  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz1[..., :-1:2, :-1:2] = dh1 * dh1_relu_hit
     # max-pool rule: g to each window's first maximum
-    dh1_relu_hit_2 = np.logical_and(h1_relu[..., :-1:2, 1::2] == dh1_relu_max, dh1_relu_free)
+    dh1_relu_hit_2 = np.logical_and(h1_relu[..., :-1:2, 1::2] == h1, dh1_relu_free)
     dh1_relu_free &= ~dh1_relu_hit_2  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz1[..., :-1:2, 1::2] += dh1 * dh1_relu_hit_2
     # max-pool rule: g to each window's first maximum
-    dh1_relu_hit_3 = np.logical_and(h1_relu[..., 1::2, :-1:2] == dh1_relu_max, dh1_relu_free)
+    dh1_relu_hit_3 = np.logical_and(h1_relu[..., 1::2, :-1:2] == h1, dh1_relu_free)
     dh1_relu_free &= ~dh1_relu_hit_3  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz1[..., 1::2, :-1:2] += dh1 * dh1_relu_hit_3
     # max-pool rule: g to each window's first maximum
-    dh1_relu_hit_4 = np.logical_and(h1_relu[..., 1::2, 1::2] == dh1_relu_max, dh1_relu_free)
+    dh1_relu_hit_4 = np.logical_and(h1_relu[..., 1::2, 1::2] == h1, dh1_relu_free)
     # max-pool rule: g to each window's first maximum
     dz1[..., 1::2, 1::2] += dh1 * dh1_relu_hit_4
     dz1 *= h1_relu > 0  # relu rule (relu'(0) = 0)
     # z1 = conv2d(x, W1, padding=1) + b1
     db1 = dz1.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
     # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW1_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW1_win = np.lib.stride_tricks.sliding_window_view(dW1_pad, (3, 3), axis=(2, 3))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW1_cols = np.ascontiguousarray(dW1_win.transpose(0, 2, 3, 1, 4, 5))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW1 = np.tensordot(dz1, dW1_cols, axes=((0, 2, 3), (0, 1, 2)))
+    dW1 = np.tensordot(dz1, z1_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     return Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2, W3=dW3, b3=db3)
 
 
@@ -410,28 +421,24 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     # einsum rule: contract the cotangent with the other operands
     dW3 = np.einsum("nk,nchw->chwk", dlogits, h2)
     # h2 = max_pool2d(relu(z2), 2)
-    # max-pool rule: g to each window's first maximum
-    dh2_relu_max = np.lib.stride_tricks.sliding_window_view(h2_relu, (2, 2), axis=(2, 3))[
-        :, :, ::2, ::2
-    ].max(axis=(-2, -1))
     dz2 = np.zeros_like(h2_relu)  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
-    dh2_relu_hit = h2_relu[..., :-1:2, :-1:2] == dh2_relu_max
+    dh2_relu_hit = h2_relu[..., :-1:2, :-1:2] == h2
     dh2_relu_free = ~dh2_relu_hit  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz2[..., :-1:2, :-1:2] = dh2 * dh2_relu_hit
     # max-pool rule: g to each window's first maximum
-    dh2_relu_hit_2 = np.logical_and(h2_relu[..., :-1:2, 1::2] == dh2_relu_max, dh2_relu_free)
+    dh2_relu_hit_2 = np.logical_and(h2_relu[..., :-1:2, 1::2] == h2, dh2_relu_free)
     dh2_relu_free &= ~dh2_relu_hit_2  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz2[..., :-1:2, 1::2] += dh2 * dh2_relu_hit_2
     # max-pool rule: g to each window's first maximum
-    dh2_relu_hit_3 = np.logical_and(h2_relu[..., 1::2, :-1:2] == dh2_relu_max, dh2_relu_free)
+    dh2_relu_hit_3 = np.logical_and(h2_relu[..., 1::2, :-1:2] == h2, dh2_relu_free)
     dh2_relu_free &= ~dh2_relu_hit_3  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz2[..., 1::2, :-1:2] += dh2 * dh2_relu_hit_3
     # max-pool rule: g to each window's first maximum
-    dh2_relu_hit_4 = np.logical_and(h2_relu[..., 1::2, 1::2] == dh2_relu_max, dh2_relu_free)
+    dh2_relu_hit_4 = np.logical_and(h2_relu[..., 1::2, 1::2] == h2, dh2_relu_free)
     # max-pool rule: g to each window's first maximum
     dz2[..., 1::2, 1::2] += dh2 * dh2_relu_hit_4
     dz2 *= h2_relu > 0  # relu rule (relu'(0) = 0)
@@ -462,47 +469,31 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     # conv2d rule: g times the weights added back per kernel offset; g times the columns
     dh1 = dh1_grid[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
     # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW2_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW2_win = np.lib.stride_tricks.sliding_window_view(dW2_pad, (3, 3), axis=(2, 3))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW2_cols = np.ascontiguousarray(dW2_win.transpose(0, 2, 3, 1, 4, 5))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW2 = np.tensordot(dz2, dW2_cols, axes=((0, 2, 3), (0, 1, 2)))
+    dW2 = np.tensordot(dz2, z2_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     # h1 = max_pool2d(relu(z1), 2)
-    # max-pool rule: g to each window's first maximum
-    dh1_relu_max = np.lib.stride_tricks.sliding_window_view(h1_relu, (2, 2), axis=(2, 3))[
-        :, :, ::2, ::2
-    ].max(axis=(-2, -1))
     dz1 = np.zeros_like(h1_relu)  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
-    dh1_relu_hit = h1_relu[..., :-1:2, :-1:2] == dh1_relu_max
+    dh1_relu_hit = h1_relu[..., :-1:2, :-1:2] == h1
     dh1_relu_free = ~dh1_relu_hit  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz1[..., :-1:2, :-1:2] = dh1 * dh1_relu_hit
     # max-pool rule: g to each window's first maximum
-    dh1_relu_hit_2 = np.logical_and(h1_relu[..., :-1:2, 1::2] == dh1_relu_max, dh1_relu_free)
+    dh1_relu_hit_2 = np.logical_and(h1_relu[..., :-1:2, 1::2] == h1, dh1_relu_free)
     dh1_relu_free &= ~dh1_relu_hit_2  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz1[..., :-1:2, 1::2] += dh1 * dh1_relu_hit_2
     # max-pool rule: g to each window's first maximum
-    dh1_relu_hit_3 = np.logical_and(h1_relu[..., 1::2, :-1:2] == dh1_relu_max, dh1_relu_free)
+    dh1_relu_hit_3 = np.logical_and(h1_relu[..., 1::2, :-1:2] == h1, dh1_relu_free)
     dh1_relu_free &= ~dh1_relu_hit_3  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
     dz1[..., 1::2, :-1:2] += dh1 * dh1_relu_hit_3
     # max-pool rule: g to each window's first maximum
-    dh1_relu_hit_4 = np.logical_and(h1_relu[..., 1::2, 1::2] == dh1_relu_max, dh1_relu_free)
+    dh1_relu_hit_4 = np.logical_and(h1_relu[..., 1::2, 1::2] == h1, dh1_relu_free)
     # max-pool rule: g to each window's first maximum
     dz1[..., 1::2, 1::2] += dh1 * dh1_relu_hit_4
     dz1 *= h1_relu > 0  # relu rule (relu'(0) = 0)
     # z1 = conv2d(x, W1, padding=1) + b1
     db1 = dz1.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
     # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW1_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW1_win = np.lib.stride_tricks.sliding_window_view(dW1_pad, (3, 3), axis=(2, 3))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW1_cols = np.ascontiguousarray(dW1_win.transpose(0, 2, 3, 1, 4, 5))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
-    dW1 = np.tensordot(dz1, dW1_cols, axes=((0, 2, 3), (0, 1, 2)))
+    dW1 = np.tensordot(dz1, z1_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     return loss, Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2, W3=dW3, b3=db3)

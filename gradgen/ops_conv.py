@@ -318,6 +318,21 @@ def _conv_forward(f):
     return contract_conv(f, cols, f.a(1), conf, x_shape, w_shape, f.out.shape)
 
 
+def _forward_columns(f, conf: Conf) -> Var | None:
+    """The columns (or windows, with groups) that the forward convolution of the same input with the
+    same configuration saved, when the function being written computed it: backward reads them from
+    the cache instead of cutting the windows again."""
+    if not getattr(f.p, "shares_temps", False):
+        return None
+    x = f.node.args[0]
+    hint = "cols" if conf.groups == 1 else "win"
+    for n in f.graph.nodes:
+        saved = n.op in CONV_N and n.args and n.args[0] == x and (n.id, hint) in f.p.fwd_temps
+        if saved and conv_conf(type(f)(f.p, n, [])) == conf:
+            return Var(f.p.fwd_temps[(n.id, hint)])
+    return None
+
+
 def _internal(r, conf: Conf) -> dict:
     return dict(n=conf.n, **conf.attrs())
 
@@ -450,7 +465,7 @@ class ConvWeightGrad:
     def forward(f):
         conf = conv_conf(f)
         x_shape, w_shape = f.t(0).shape, tuple(f.attr("shape"))
-        cols = columns(f, f.a(0), x_shape, w_shape, f.t(1).shape, conf)
+        cols = _forward_columns(f, conf) or columns(f, f.a(0), x_shape, w_shape, f.t(1).shape, conf)
         return weight_grad(f, cols, f.a(1), conf, x_shape, w_shape, f.t(1).shape)
 
     @staticmethod
@@ -628,6 +643,17 @@ class MaxPool2d:
     batch = staticmethod(lambda r: r.node_like(r.batched[0]))
 
 
+def _forward_max(f, conf: Conf) -> Var | None:
+    """The windows' maxima of x when the function computes them anyway: the forward max_pool2d of the
+    same x with the same configuration (backward reads it from the cache)."""
+    x = f.node.args[1]
+    for n in f.graph.nodes:
+        pooled = n.op == "max_pool2d" and n.args and n.args[0] == x and n.id in f.p.var
+        if pooled and n.id != f.node.id and pool_conf(type(f)(f.p, n, [])) == conf:
+            return Var(f.p.var[n.id])
+    return None
+
+
 def _pool_attrs(r) -> dict:
     conf = pool_conf(r)
     return dict(kernel_size=conf.kernel, stride=conf.stride, padding=conf.pad)
@@ -660,7 +686,7 @@ class _PoolPair:
         x_shape, out_shape = f.t(1).shape, f.t(0).shape
         win = _pool_windows(f, f.a(1), x_shape, conf, Lit("-np.inf"))
         xp = f.p.fwd_temps.get((f.node.id, "pad"))
-        y = f.temp("max", method(win, "max", axis=Lit("(-2, -1)")), out_shape)
+        y = _forward_max(f, conf) or f.temp("max", method(win, "max", axis=Lit("(-2, -1)")), out_shape)
         return conf, x_shape, out_shape, Var(xp) if xp else f.a(1), y
 
     batch = staticmethod(_pair_batch)
