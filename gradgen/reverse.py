@@ -167,7 +167,7 @@ def _pieces_in_place(stmts: list[Stmt], returns: list[str]) -> tuple[list[Stmt],
                 and isinstance(u.expr.a, Var)
                 and u.expr.a.name in scatter
                 and reads.get(u.expr.a.name) == 1
-                and not any(v == u.expr.a.name for k in range(i, user) for v in stmts[k].reads())
+                and not any(stmts[k].target == t for k in range(i + 2, user))  # one slice written
             ):
                 v = u.expr.a.name
                 comment = nxt.comment.split(":")[0] + ": g added at its slice of the same zeros"
