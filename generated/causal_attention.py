@@ -251,7 +251,8 @@ def backward(dout, cache):
     # softmax rule, reusing the forward output
     dscores = weights * (dweights - np.einsum("...j,...j->...", dweights, weights)[..., None])
     # scores = where(mask, q @ k / sqrt(Dh), -1e9)
-    dscores_matmul = np.where(mask, dscores, 0)  # where rule: the cotangent goes to the side picked
+    dscores_matmul = dscores  # where rule: the cotangent goes to the side picked
+    dscores_matmul *= mask  # where rule: the cotangent goes to the side picked
     dscores_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ k.swapaxes(-1, -2)
@@ -321,7 +322,8 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     # softmax rule, reusing the forward output
     dscores *= dweights - np.einsum("...j,...j->...", dweights, weights)[..., None]
     # scores = where(mask, q @ k / sqrt(Dh), -1e9)
-    dscores_matmul = np.where(mask, dscores, 0)  # where rule: the cotangent goes to the side picked
+    dscores_matmul = dscores  # where rule: the cotangent goes to the side picked
+    dscores_matmul *= mask  # where rule: the cotangent goes to the side picked
     dscores_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ k.swapaxes(-1, -2)

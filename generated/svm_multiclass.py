@@ -170,8 +170,7 @@ def backward(dout, cache):
     X, y, W, margins, N, C, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # margins = relu(scores - correct + 1.0)
-    # relu rule (relu'(0) = 0)
-    dscores = np.broadcast_to(np.broadcast_to(dout / N, (N, 1)), (N, C)) * (margins > 0)
+    dscores = dout / N * (margins > 0)  # relu rule (relu'(0) = 0)
     dcorrect = (-dscores).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # correct = take_along_axis(scores, y, axis=1)
     dcorrect_scatter_along = np.zeros((N, C), dtype=dtype)  # take_along_axis rule: scatter-add
@@ -207,8 +206,7 @@ def value_and_grad(X, y, W, b):
     loss_mul = 0.0005 * loss_sum  # []
     loss = data_loss + loss_mul  # []
     # margins = relu(scores - correct + 1.0)
-    # relu rule (relu'(0) = 0)
-    dscores = np.broadcast_to(np.full((N, 1), 1 / N, dtype=loss.dtype), (N, C)) * (margins > 0)
+    dscores = np.full((N, 1), 1 / N, dtype=loss.dtype) * (margins > 0)  # relu rule (relu'(0) = 0)
     dcorrect = (-dscores).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # correct = take_along_axis(scores, y, axis=1)
     dcorrect_scatter_along = np.zeros((N, C), dtype=loss.dtype)  # take_along_axis rule: scatter-add

@@ -332,8 +332,8 @@ class Builder:
             nx = self._def(x)
             if nx is None or nx.op not in ("full", "broadcast_to") or self.shape(y) != full:
                 continue
-            if self.type(y).dtype == "bool":
-                continue
+            if self.type(y).dtype == "bool" and self._scalar(nx.args[0]):
+                continue  # (a number times a mask is an int array; a 0-d float array is not)
             out[k] = nx.args[0]
         return tuple(out)
 
@@ -403,6 +403,9 @@ class Builder:
             return a
         if self.is_number(a):
             return self.full(shape, a)
+        na = self._def(a)
+        if na is not None and na.op == "broadcast_to":  # a broadcast of a broadcast: one view
+            return self.broadcast(na.args[0], shape)
         return self.op("broadcast_to", a, shape=shape)
 
     def full(self, shape: tuple[Dim, ...], value) -> int:

@@ -224,6 +224,11 @@ class Where:
     @staticmethod
     def pullback(r):
         cond = r.x(0)
+        if r.b.nodes[cond].op == "input":
+            # a caller's mask is never written: g * mask, in g's buffer when it is dead
+            da = None if isinstance(r.x(1), Const) else r.mul(r.g, cond)
+            db = None if isinstance(r.x(2), Const) else r.mul(r.g, r.op("logical_not", cond))
+            return (None, da, db)
         da = None if isinstance(r.x(1), Const) else _select(r, cond, r.g, None)
         db = None if isinstance(r.x(2), Const) else _select(r, cond, None, r.g)
         return (None, da, db)
