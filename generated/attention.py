@@ -46,8 +46,8 @@ class _Cache(NamedTuple):
     x: np.ndarray
     Wo: np.ndarray
     q: np.ndarray
+    k: np.ndarray
     v: np.ndarray
-    scores_transpose: np.ndarray
     attn: np.ndarray
     ctx: np.ndarray
     loss_sub: np.ndarray
@@ -149,7 +149,7 @@ def forward(x, Wq, Wk, Wv, Wo):
     q = (x.reshape(B * T, D) @ Wq).reshape((B, T, K))  # [B, T, K]
     k = (x.reshape(B * T, D) @ Wk).reshape((B, T, K))  # [B, T, K]
     v = (x.reshape(B * T, D) @ Wv).reshape((B, T, K))  # [B, T, K]
-    scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
+    scores_transpose = k.swapaxes(-1, -2)  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
     attn = scores  # [B, T, T]
@@ -161,43 +161,40 @@ def forward(x, Wq, Wk, Wv, Wo):
     loss_sub = out  # [B, T, D]
     loss_sub -= x  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
-    return loss, _Cache(x, Wo, q, v, scores_transpose, attn, ctx, loss_sub, B, T, D, K, loss.dtype)
+    return loss, _Cache(x, Wo, q, k, v, attn, ctx, loss_sub, B, T, D, K, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. Wq, Wk, Wv, Wo, given dout = d(objective)/d(loss) []."""
-    x, Wo, q, v, scores_transpose, attn, ctx, loss_sub, B, T, D, K, dtype = cache
+    x, Wo, q, k, v, attn, ctx, loss_sub, B, T, D, K, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(square(out - x))
-    d_out = loss_sub * (2 * (dout / (B * D * T)))  # square rule
+    d_out = loss_sub * (dout / (B * D * T) * 2)  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
     dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(B * T, K).T @ d_out.reshape(B * T, D)
+    dWo = ctx.reshape((B * T, K)).T @ d_out.reshape((B * T, D))
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
-    dscores = dattn  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores -= np.einsum("...j,...j->...", dattn, attn)[..., None]
-    dscores *= attn  # softmax rule, reusing the forward output
+    dscores = attn * (dattn - np.einsum("...j,...j->...", dattn, attn)[..., None])
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
     dscores_matmul = dscores  # quotient rule
     dscores_matmul /= 8.0  # quotient rule
-    # batched matmul rule, notes section 5 per batch element
-    dq = dscores_matmul @ scores_transpose.swapaxes(-1, -2)
+    dq = dscores_matmul @ k  # batched matmul rule, notes section 5 per batch element
     dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
     # batched matmul rule, notes section 5 per batch element
-    dWv = x.reshape(B * T, D).T @ dv.reshape(B * T, K)
+    dWv = x.reshape((B * T, D)).T @ dv.reshape((B * T, K))
     # k = x @ Wk
     # batched matmul rule, notes section 5 per batch element
-    dWk = x.reshape(B * T, D).T @ dk.reshape(B * T, K)
+    dWk = x.reshape((B * T, D)).T @ dk.reshape((B * T, K))
     # q = x @ Wq
     # batched matmul rule, notes section 5 per batch element
-    dWq = x.reshape(B * T, D).T @ dq.reshape(B * T, K)
+    dWq = x.reshape((B * T, D)).T @ dq.reshape((B * T, K))
     return Gradients(Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)
 
 
@@ -207,7 +204,7 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     q = (x.reshape(B * T, D) @ Wq).reshape((B, T, K))  # [B, T, K]
     k = (x.reshape(B * T, D) @ Wk).reshape((B, T, K))  # [B, T, K]
     v = (x.reshape(B * T, D) @ Wv).reshape((B, T, K))  # [B, T, K]
-    scores_transpose = np.transpose(k, (0, 2, 1))  # [B, K, T]
+    scores_transpose = k.swapaxes(-1, -2)  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
     attn = scores  # [B, T, T]
@@ -221,33 +218,31 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     # loss = mean(square(out - x))
     d_out = loss_sub  # square rule
-    d_out *= 2 * (1 / (B * D * T))  # square rule
+    d_out *= 1 / (B * D * T) * 2  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
     dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
     # batched matmul rule, notes section 5 per batch element
-    dWo = ctx.reshape(B * T, K).T @ d_out.reshape(B * T, D)
+    dWo = ctx.reshape((B * T, K)).T @ d_out.reshape((B * T, D))
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
-    dscores = dattn  # softmax rule, reusing the forward output
+    dscores = attn  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores -= np.einsum("...j,...j->...", dattn, attn)[..., None]
-    dscores *= attn  # softmax rule, reusing the forward output
+    dscores *= dattn - np.einsum("...j,...j->...", dattn, attn)[..., None]
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
     dscores_matmul = dscores  # quotient rule
     dscores_matmul /= 8.0  # quotient rule
-    # batched matmul rule, notes section 5 per batch element
-    dq = dscores_matmul @ scores_transpose.swapaxes(-1, -2)
+    dq = dscores_matmul @ k  # batched matmul rule, notes section 5 per batch element
     dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
     # batched matmul rule, notes section 5 per batch element
-    dWv = x.reshape(B * T, D).T @ dv.reshape(B * T, K)
+    dWv = x.reshape((B * T, D)).T @ dv.reshape((B * T, K))
     # k = x @ Wk
     # batched matmul rule, notes section 5 per batch element
-    dWk = x.reshape(B * T, D).T @ dk.reshape(B * T, K)
+    dWk = x.reshape((B * T, D)).T @ dk.reshape((B * T, K))
     # q = x @ Wq
     # batched matmul rule, notes section 5 per batch element
-    dWq = x.reshape(B * T, D).T @ dq.reshape(B * T, K)
+    dWq = x.reshape((B * T, D)).T @ dq.reshape((B * T, K))
     return loss, Gradients(Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)

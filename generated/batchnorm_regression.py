@@ -53,7 +53,6 @@ class _Cache(NamedTuple):
     spread: np.ndarray
     loss_sub: np.ndarray
     N: int
-    D: int
     K: int
     dtype: np.dtype
 
@@ -161,54 +160,44 @@ def forward(x, gamma, beta, W, t):
     loss_sum = spread.sum()  # []
     loss_mul = 0.1 * loss_sum  # []
     loss = loss_mean + loss_mul  # []
-    return loss, _Cache(
-        x, gamma, W, xhat_sqrt, xhat, h, pred, spread, loss_sub, N, D, K, loss.dtype
-    )
+    return loss, _Cache(x, gamma, W, xhat_sqrt, xhat, h, pred, spread, loss_sub, N, K, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. x, gamma, beta, W, given dout = d(objective)/d(loss) []."""
-    x, gamma, W, xhat_sqrt, xhat, h, pred, spread, loss_sub, N, D, K, dtype = cache
+    x, gamma, W, xhat_sqrt, xhat, h, pred, spread, loss_sub, N, K, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(square(pred - t)) + 0.1 * sum(spread)
-    dloss_sum = dout * 0.1  # product rule
-    dspread = np.full((K,), dloss_sum, dtype=dtype)  # sum rule: broadcast back
-    # mean rule: broadcast back, divided by the count
-    dloss_square = np.full((N, K), dout / (K * N), dtype=dtype)
-    dpred = dloss_square  # square rule
-    dpred *= 2 * loss_sub  # square rule
+    dpred = loss_sub * (dout / (K * N) * 2)  # square rule
     # spread = std(pred, axis=0, ddof=1)
     # std rule: (a - mean) g / ((n - ddof) y)
-    dspread_scale = np.divide(
-        dspread, (N - 1) * spread, out=np.zeros_like(spread), where=spread != 0
-    )
-    # std rule: (a - mean) g / ((n - ddof) y)
-    dspread_centered = pred - pred.mean(axis=0, keepdims=True)
+    dspread_half_reciprocal = np.divide(0.5, spread, out=np.zeros_like(spread), where=spread != 0)
     # std rule: (a - mean) g / ((n - ddof) y), accumulated over uses (notes section 3)
-    dpred += dspread_centered * np.expand_dims(dspread_scale, axis=0)
+    dpred += (pred - pred.mean(axis=0, keepdims=True)) * (
+        2 * np.expand_dims(dout * 0.1 * dspread_half_reciprocal, axis=0) / (-1 + N)
+    )
     # pred = h @ W
     dh = dpred @ W.T  # matmul rule, notes section 5
     dW = h.T @ dpred  # matmul rule, notes section 5
     # h = gamma * xhat + beta
     dbeta = dh.sum(axis=0)  # broadcast sum rule, notes section 6
+    dxhat = dh * gamma  # product rule
     dgamma = (dh * xhat).sum(axis=0)  # broadcast product rule, notes section 7
-    dxhat = dh  # product rule
-    dxhat *= gamma  # product rule
     # xhat = (x - mu) / sqrt(sigma2 + 1e-5)
-    dxhat_sub = dxhat / xhat_sqrt  # quotient rule
+    dx = dxhat / xhat_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dsigma2 = (-(dxhat * xhat / xhat_sqrt)).sum(axis=0)
-    dsigma2 /= 2 * xhat_sqrt  # sqrt rule, reusing the forward output
-    dmu = (-dxhat_sub).sum(axis=0)  # broadcast sum rule, notes section 6
+    dxhat_sqrt = (-(dxhat * xhat / xhat_sqrt)).sum(axis=0)
+    dmu = (-dx).sum(axis=0)  # broadcast sum rule, notes section 6
     # sigma2 = var(x, axis=0)
-    dsigma2_centered = x - x.mean(axis=0, keepdims=True)  # var rule: 2 (a - mean) g / (n - ddof)
-    dx = dxhat_sub  # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
+    dx_2 = dx  # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
     # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
-    dx += dsigma2_centered * (np.expand_dims(dsigma2, axis=0) * (2 / N))
+    dx_2 += (x - x.mean(axis=0, keepdims=True)) * (
+        2 * np.expand_dims(dxhat_sqrt / (2 * xhat_sqrt), axis=0) / N
+    )
     # mu = mean(x, axis=0)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += np.broadcast_to(np.expand_dims(dmu / N, axis=0), (N, D))
-    return Gradients(x=dx, gamma=dgamma, beta=dbeta, W=dW)
+    dx_2 += dmu / N
+    return Gradients(x=dx_2, gamma=dgamma, beta=dbeta, W=dW)
 
 
 def value_and_grad(x, gamma, beta, W, t):
@@ -231,43 +220,34 @@ def value_and_grad(x, gamma, beta, W, t):
     loss_mul = 0.1 * loss_sum  # []
     loss = loss_mean + loss_mul  # []
     # loss = mean(square(pred - t)) + 0.1 * sum(spread)
-    dloss_mean = 1  # sum rule
-    dloss_mul = 1  # sum rule
-    dloss_sum = dloss_mul * 0.1  # product rule
-    dspread = np.full((K,), dloss_sum, dtype=loss.dtype)  # sum rule: broadcast back
-    # mean rule: broadcast back, divided by the count
-    dloss_square = np.full((N, K), dloss_mean / (K * N), dtype=loss.dtype)
-    dpred = dloss_square  # square rule
-    dpred *= 2 * loss_sub  # square rule
+    dpred = loss_sub  # square rule
+    dpred *= 1 / (K * N) * 2  # square rule
     # spread = std(pred, axis=0, ddof=1)
     # std rule: (a - mean) g / ((n - ddof) y)
-    dspread_scale = np.divide(
-        dspread, (N - 1) * spread, out=np.zeros_like(spread), where=spread != 0
-    )
-    dspread_centered = pred  # std rule: (a - mean) g / ((n - ddof) y)
-    dspread_centered -= pred.mean(axis=0, keepdims=True)  # std rule: (a - mean) g / ((n - ddof) y)
+    dspread_half_reciprocal = np.divide(0.5, spread, out=np.zeros_like(spread), where=spread != 0)
     # std rule: (a - mean) g / ((n - ddof) y), accumulated over uses (notes section 3)
-    dpred += dspread_centered * np.expand_dims(dspread_scale, axis=0)
+    dpred += (pred - pred.mean(axis=0, keepdims=True)) * (
+        2 * np.expand_dims(0.1 * dspread_half_reciprocal, axis=0) / (-1 + N)
+    )
     # pred = h @ W
     dh = dpred @ W.T  # matmul rule, notes section 5
     dW = h.T @ dpred  # matmul rule, notes section 5
     # h = gamma * xhat + beta
     dbeta = dh.sum(axis=0)  # broadcast sum rule, notes section 6
+    dxhat = dh * gamma  # product rule
     dgamma = (dh * xhat).sum(axis=0)  # broadcast product rule, notes section 7
-    dxhat = dh  # product rule
-    dxhat *= gamma  # product rule
     # xhat = (x - mu) / sqrt(sigma2 + 1e-5)
-    dxhat_sub = dxhat / xhat_sqrt  # quotient rule
+    dx = dxhat / xhat_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dsigma2 = (-(dxhat * xhat / xhat_sqrt)).sum(axis=0)
-    dsigma2 /= 2 * xhat_sqrt  # sqrt rule, reusing the forward output
-    dmu = (-dxhat_sub).sum(axis=0)  # broadcast sum rule, notes section 6
+    dxhat_sqrt = (-(dxhat * xhat / xhat_sqrt)).sum(axis=0)
+    dmu = (-dx).sum(axis=0)  # broadcast sum rule, notes section 6
     # sigma2 = var(x, axis=0)
-    dsigma2_centered = x - x.mean(axis=0, keepdims=True)  # var rule: 2 (a - mean) g / (n - ddof)
-    dx = dxhat_sub  # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
+    dx_2 = dx  # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
     # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
-    dx += dsigma2_centered * (np.expand_dims(dsigma2, axis=0) * (2 / N))
+    dx_2 += (x - x.mean(axis=0, keepdims=True)) * (
+        2 * np.expand_dims(dxhat_sqrt / (2 * xhat_sqrt), axis=0) / N
+    )
     # mu = mean(x, axis=0)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += np.broadcast_to(np.expand_dims(dmu / N, axis=0), (N, D))
-    return loss, Gradients(x=dx, gamma=dgamma, beta=dbeta, W=dW)
+    dx_2 += dmu / N
+    return loss, Gradients(x=dx_2, gamma=dgamma, beta=dbeta, W=dW)

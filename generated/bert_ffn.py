@@ -322,44 +322,43 @@ def backward(dout, cache):
     x, W1, W2, gamma, h_add, h_cdf, h, rc, out_sqrt, out_div, loss_sub, B, T, D, F, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(square(out - target))
-    dloss_sub = loss_sub * (2 * (dout / (B * D * T)))  # square rule
-    dtarget = -dloss_sub  # difference rule
+    d_out = loss_sub * (dout / (B * D * T) * 2)  # square rule
+    dtarget = -d_out  # difference rule
     # out = gamma * rc / sqrt(var + 1e-12) + beta
-    dbeta = dloss_sub.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dout_mul = dloss_sub / out_sqrt  # quotient rule
+    dbeta = d_out.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dout_mul = d_out / out_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dvar = (-(dloss_sub * out_div / out_sqrt)).sum(axis=2, keepdims=True)
+    dvar = (-(d_out * out_div / out_sqrt)).sum(axis=-1, keepdims=True)
     dvar /= 2 * out_sqrt  # sqrt rule, reusing the forward output
+    drc = dout_mul * gamma  # product rule
     dgamma = (dout_mul * rc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    drc = dout_mul  # product rule
-    drc *= gamma  # product rule
     # var = mean(square(rc), axis=-1, keepdims=True)
-    # mean rule: broadcast back, divided by the count
-    dvar_square = np.broadcast_to(dvar / D, (B, T, D))
-    drc += dvar_square * (2 * rc)  # square rule, accumulated over uses (notes section 3)
+    drc += dvar / D * (2 * rc)  # square rule, accumulated over uses (notes section 3)
     # rc = r - mu
-    dmu = (-drc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
+    dmu = (-drc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(r, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dr = drc
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr += np.broadcast_to(dmu / D, (B, T, D))
+    dr += dmu / D
     # r = x + h @ W2 + b2
     db2 = dr.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh = (dr.reshape(B * T, D) @ W2.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dW2 = h.reshape(B * T, F).T @ dr.reshape(B * T, D)
+    dW2 = h.reshape((B * T, F)).T @ dr.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
-    dh_add = dh  # GELU rule
-    dh_add *= h_cdf + h_add * (np.exp(-0.5 * h_add * h_add) * 0.3989422804014327)  # GELU rule
-    db1 = dh_add.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dx = dr
-    # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dx += (dh_add.reshape(B * T, F) @ W1.T).reshape((B, T, D))
+    dh_mul = np.square(h_add)  # GELU rule
+    dh_mul *= -0.5  # GELU rule
+    dh_add_2 = dh  # GELU rule
+    dh_add_2 *= h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul))  # GELU rule
+    db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
-    dW1 = x.reshape(B * T, D).T @ dh_add.reshape(B * T, F)
+    dh_matmul_matmul = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
+    # batched matmul rule, notes section 5 per batch element
+    dW1 = x.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
+    dx = dr  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    dx += dh_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return Gradients(x=dx, target=dtarget, W1=dW1, b1=db1, W2=dW2, b2=db2, gamma=dgamma, beta=dbeta)
 
 
@@ -390,45 +389,44 @@ def value_and_grad(x, target, W1, b1, W2, b2, gamma, beta):
     loss_sub -= target  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     # loss = mean(square(out - target))
-    dloss_sub = loss_sub  # square rule
-    dloss_sub *= 2 * (1 / (B * D * T))  # square rule
-    dtarget = -dloss_sub  # difference rule
+    d_out = loss_sub  # square rule
+    d_out *= 1 / (B * D * T) * 2  # square rule
+    dtarget = -d_out  # difference rule
     # out = gamma * rc / sqrt(var + 1e-12) + beta
-    dbeta = dloss_sub.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dout_mul = dloss_sub / out_sqrt  # quotient rule
+    dbeta = d_out.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
+    dout_mul = d_out / out_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dvar = (-(dloss_sub * out_div / out_sqrt)).sum(axis=2, keepdims=True)
+    dvar = (-(d_out * out_div / out_sqrt)).sum(axis=-1, keepdims=True)
     dvar /= 2 * out_sqrt  # sqrt rule, reusing the forward output
+    drc = dout_mul * gamma  # product rule
     dgamma = (dout_mul * rc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    drc = dout_mul  # product rule
-    drc *= gamma  # product rule
     # var = mean(square(rc), axis=-1, keepdims=True)
-    # mean rule: broadcast back, divided by the count
-    dvar_square = np.broadcast_to(dvar / D, (B, T, D))
-    drc += dvar_square * (2 * rc)  # square rule, accumulated over uses (notes section 3)
+    drc += dvar / D * (2 * rc)  # square rule, accumulated over uses (notes section 3)
     # rc = r - mu
-    dmu = (-drc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
+    dmu = (-drc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(r, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dr = drc
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr += np.broadcast_to(dmu / D, (B, T, D))
+    dr += dmu / D
     # r = x + h @ W2 + b2
     db2 = dr.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh = (dr.reshape(B * T, D) @ W2.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dW2 = h.reshape(B * T, F).T @ dr.reshape(B * T, D)
+    dW2 = h.reshape((B * T, F)).T @ dr.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
-    dh_add = dh  # GELU rule
-    dh_add *= h_cdf + h_add * (np.exp(-0.5 * h_add * h_add) * 0.3989422804014327)  # GELU rule
-    db1 = dh_add.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dx = dr
-    # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dx += (dh_add.reshape(B * T, F) @ W1.T).reshape((B, T, D))
+    dh_mul = np.square(h_add)  # GELU rule
+    dh_mul *= -0.5  # GELU rule
+    dh_add_2 = dh  # GELU rule
+    dh_add_2 *= h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul))  # GELU rule
+    db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
-    dW1 = x.reshape(B * T, D).T @ dh_add.reshape(B * T, F)
+    dh_matmul_matmul = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
+    # batched matmul rule, notes section 5 per batch element
+    dW1 = x.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
+    dx = dr  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    dx += dh_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return loss, Gradients(
         x=dx, target=dtarget, W1=dW1, b1=db1, W2=dW2, b2=db2, gamma=dgamma, beta=dbeta
     )
@@ -503,15 +501,9 @@ def jvp(x, target, W1, b1, W2, b2, gamma, beta, tangents):
     h_dot = (x_dot.reshape(B * T, D) @ W1).reshape((B, T, F))  # matmul JVP rule, notes section 5
     h_dot += (x.reshape(B * T, D) @ W1_dot).reshape((B, T, F))  # matmul JVP rule, notes section 5
     h_dot += b1_dot  # sum JVP rule
-    h_dot_mul_2 = np.square(h_add)  # GELU JVP rule
-    h_dot_mul_2 *= -0.5  # GELU JVP rule
-    np.exp(h_dot_mul_2, out=h_dot_mul_2)  # GELU JVP rule
-    h_dot_mul_2 *= 0.3989422804014327  # GELU JVP rule
-    h_dot_mul_3 = h_add  # GELU JVP rule
-    h_dot_mul_3 *= h_dot_mul_2  # GELU JVP rule
-    h_dot_add = h_cdf  # GELU JVP rule
-    h_dot_add += h_dot_mul_3  # GELU JVP rule
-    h_dot *= h_dot_add  # GELU JVP rule
+    h_dot_mul = np.square(h_add)  # GELU JVP rule
+    h_dot_mul *= -0.5  # GELU JVP rule
+    h_dot *= h_cdf + h_add * (0.3989422804014327 * np.exp(h_dot_mul))  # GELU JVP rule
     # r = x + h @ W2 + b2
     r = (h.reshape(B * T, F) @ W2).reshape((B, T, D))  # [B, T, D]
     r += x  # [B, T, D]
@@ -529,8 +521,7 @@ def jvp(x, target, W1, b1, W2, b2, gamma, beta, tangents):
     # var = mean(square(rc), axis=-1, keepdims=True)
     var_square = np.square(rc)  # [B, T, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [B, T, 1]
-    var_square_dot = 2 * rc  # square JVP rule
-    var_square_dot *= rc_dot  # square JVP rule
+    var_square_dot = rc_dot * (2 * rc)  # square JVP rule
     var_dot = var_square_dot.mean(axis=-1, keepdims=True)  # mean JVP rule: the mean of the tangent
     # out = gamma * rc / sqrt(var + 1e-12) + beta
     out_div = gamma * rc  # [B, T, D]
@@ -541,15 +532,9 @@ def jvp(x, target, W1, b1, W2, b2, gamma, beta, tangents):
     out = out_div + beta  # [B, T, D]
     out_dot = rc  # product JVP rule
     out_dot *= gamma_dot  # product JVP rule
-    out_mul_dot_mul_2 = rc_dot  # product JVP rule
-    out_mul_dot_mul_2 *= gamma  # product JVP rule
-    out_dot += out_mul_dot_mul_2  # product JVP rule
-    out_sqrt_dot_mul = 2 * out_sqrt  # sqrt JVP rule, reusing the forward output
+    out_dot += gamma * rc_dot  # product JVP rule
     out_dot /= out_sqrt  # quotient JVP rule
-    out_div_dot_div_2 = out_div  # quotient JVP rule
-    out_div_dot_div_2 *= var_dot / out_sqrt_dot_mul  # quotient JVP rule
-    out_div_dot_div_2 /= out_sqrt  # quotient JVP rule
-    out_dot -= out_div_dot_div_2  # quotient JVP rule
+    out_dot -= var_dot / (2 * out_sqrt) * out_div / out_sqrt  # quotient JVP rule
     out_dot += beta_dot  # sum JVP rule
     # loss = mean(square(out - target))
     loss_sub = out  # [B, T, D]
@@ -557,9 +542,7 @@ def jvp(x, target, W1, b1, W2, b2, gamma, beta, tangents):
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     loss_square_dot = out_dot  # difference JVP rule
     loss_square_dot -= target_dot  # difference JVP rule
-    loss_square_dot_mul = loss_sub  # square JVP rule
-    loss_square_dot_mul *= 2  # square JVP rule
-    loss_square_dot *= loss_square_dot_mul  # square JVP rule
+    loss_square_dot *= 2 * loss_sub  # square JVP rule
     loss_dot = loss_square_dot.mean()  # mean JVP rule: the mean of the tangent
     return loss, loss_dot
 
@@ -588,23 +571,11 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dh_exp *= -0.5  # GELU rule
     np.exp(dh_exp, out=dh_exp)  # GELU rule
     dh_mul_2 = 0.3989422804014327 * dh_exp  # GELU rule
-    dh_mul_3 = h_add * dh_mul_2  # GELU rule
     dh_add = h_cdf  # GELU rule
-    dh_add += dh_mul_3  # GELU rule
+    dh_add += h_add * dh_mul_2  # GELU rule
     h_dot = h_add_dot * dh_add  # GELU JVP rule
     dh_normal_cdf_dot = dh_mul_2  # GELU rule, differentiated in forward mode
     dh_normal_cdf_dot *= h_add_dot  # GELU rule, differentiated in forward mode
-    dh_square_dot_mul = 2 * h_add  # GELU rule, differentiated in forward mode
-    dh_mul_dot_2 = h_add_dot  # GELU rule, differentiated in forward mode
-    dh_mul_dot_2 *= dh_square_dot_mul  # GELU rule, differentiated in forward mode
-    dh_mul_dot_2 *= -0.5  # GELU rule, differentiated in forward mode
-    dh_mul_dot_2 *= dh_exp  # GELU rule, differentiated in forward mode
-    dh_mul_dot_2 *= 0.3989422804014327  # GELU rule, differentiated in forward mode
-    dh_mul_dot_3 = h_add  # GELU rule, differentiated in forward mode
-    dh_mul_dot_3 *= dh_mul_dot_2  # GELU rule, differentiated in forward mode
-    dh_mul_dot_3 += dh_normal_cdf_dot  # GELU rule, differentiated in forward mode
-    dh_add_dot = dh_normal_cdf_dot  # GELU rule, differentiated in forward mode
-    dh_add_dot += dh_mul_dot_3  # GELU rule, differentiated in forward mode
     # r = x + h @ W2 + b2
     r = (h.reshape(B * T, F) @ W2).reshape((B, T, D))  # [B, T, D]
     r += x  # [B, T, D]
@@ -625,7 +596,6 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dvar_square_mul = 2 * rc  # square rule
     var_square_dot = rc_dot * dvar_square_mul  # square JVP rule
     var_dot = var_square_dot.mean(axis=-1, keepdims=True)  # mean JVP rule: the mean of the tangent
-    dvar_square_mul_dot_mul_2 = 2 * rc_dot  # square rule, differentiated in forward mode
     # out = gamma * rc / sqrt(var + 1e-12) + beta
     out_div = gamma * rc  # [B, T, D]
     out_sqrt = var  # [B, T, 1]
@@ -639,12 +609,8 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     out_sqrt_dot = var_dot  # sqrt JVP rule, reusing the forward output
     out_sqrt_dot /= dout_sqrt_mul  # sqrt JVP rule, reusing the forward output
     out_div_dot /= out_sqrt  # quotient JVP rule
-    out_div_dot_div_2 = out_sqrt_dot * out_div  # quotient JVP rule
-    out_div_dot_div_2 /= out_sqrt  # quotient JVP rule
-    out_div_dot -= out_div_dot_div_2  # quotient JVP rule
+    out_div_dot -= out_sqrt_dot * out_div / out_sqrt  # quotient JVP rule
     out_dot = out_div_dot + beta_dot  # sum JVP rule
-    # sqrt rule, reusing the forward output, differentiated in forward mode
-    dvar_dot_div_2 = 2 * out_sqrt_dot
     # loss = mean(square(out - target))
     loss_sub = out  # [B, T, D]
     loss_sub -= target  # [B, T, D]
@@ -658,24 +624,19 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dout_mul = d_out / out_sqrt  # quotient rule
     dout_div_div = d_out * out_div  # quotient rule
     dout_div_div /= out_sqrt  # quotient rule
-    dout_div_neg = -dout_div_div  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dvar = dout_div_neg.sum(axis=-1, keepdims=True)
+    dvar = (-dout_div_div).sum(axis=-1, keepdims=True)
     dvar /= dout_sqrt_mul  # sqrt rule, reusing the forward output
-    dout_mul_mul = dout_mul * rc  # product rule
     drc = dout_mul * gamma  # product rule
-    dgamma = dout_mul_mul.sum(axis=(0, 1))  # broadcast product rule, notes section 7
+    dgamma = (dout_mul * rc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
     # var = mean(square(rc), axis=-1, keepdims=True)
     dvar_div = dvar / D  # mean rule: broadcast back, divided by the count
-    dvar_square_mul_2 = dvar_div * dvar_square_mul  # square rule
-    drc_2 = drc  # square rule, accumulated over uses (notes section 3)
-    drc_2 += dvar_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    drc += dvar_div * dvar_square_mul  # square rule, accumulated over uses (notes section 3)
     # rc = r - mu
-    drc_neg = -drc_2  # difference rule
-    dmu = drc_neg.sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
+    dmu = (-drc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(r, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr = drc_2
+    dr = drc
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dr += dmu / D
     # r = x + h @ W2 + b2
@@ -701,59 +662,44 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     # broadcast sum rule, notes section 6, differentiated in forward mode
     dbeta_dot = dout_dot.sum(axis=(0, 1))
     dout_mul_dot = dout_dot / out_sqrt  # quotient rule, differentiated in forward mode
-    dout_mul_dot_div_2 = out_sqrt_dot * dout_mul  # quotient rule, differentiated in forward mode
-    dout_mul_dot_div_2 /= out_sqrt  # quotient rule, differentiated in forward mode
-    dout_mul_dot -= dout_mul_dot_div_2  # quotient rule, differentiated in forward mode
+    # quotient rule, differentiated in forward mode
+    dout_mul_dot -= out_sqrt_dot * dout_mul / out_sqrt
     dout_div_neg_dot = dout_dot  # quotient rule, differentiated in forward mode
     dout_div_neg_dot *= out_div  # quotient rule, differentiated in forward mode
-    dout_div_mul_dot_mul_2 = d_out  # quotient rule, differentiated in forward mode
-    dout_div_mul_dot_mul_2 *= out_div_dot  # quotient rule, differentiated in forward mode
-    dout_div_neg_dot += dout_div_mul_dot_mul_2  # quotient rule, differentiated in forward mode
+    dout_div_neg_dot += d_out * out_div_dot  # quotient rule, differentiated in forward mode
     dout_div_neg_dot /= out_sqrt  # quotient rule, differentiated in forward mode
-    dout_div_div_dot_div_2 = dout_div_div  # quotient rule, differentiated in forward mode
-    dout_div_div_dot_div_2 *= out_sqrt_dot  # quotient rule, differentiated in forward mode
-    dout_div_div_dot_div_2 /= out_sqrt  # quotient rule, differentiated in forward mode
-    dout_div_neg_dot -= dout_div_div_dot_div_2  # quotient rule, differentiated in forward mode
+    # quotient rule, differentiated in forward mode
+    dout_div_neg_dot -= out_sqrt_dot * dout_div_div / out_sqrt
     # quotient rule, differentiated in forward mode
     np.negative(dout_div_neg_dot, out=dout_div_neg_dot)
     # quotient rule, broadcast reduced (notes section 6), differentiated in forward mode
     dvar_dot = dout_div_neg_dot.sum(axis=-1, keepdims=True)
     # sqrt rule, reusing the forward output, differentiated in forward mode
     dvar_dot /= dout_sqrt_mul
-    dvar_dot_div_2 *= dvar  # sqrt rule, reusing the forward output, differentiated in forward mode
     # sqrt rule, reusing the forward output, differentiated in forward mode
-    dvar_dot_div_2 /= dout_sqrt_mul
-    # sqrt rule, reusing the forward output, differentiated in forward mode
-    dvar_dot -= dvar_dot_div_2
+    dvar_dot -= 2 * out_sqrt_dot * dvar / dout_sqrt_mul
     dout_mul_mul_dot = rc  # product rule, differentiated in forward mode
     dout_mul_mul_dot *= dout_mul_dot  # product rule, differentiated in forward mode
-    dout_mul_mul_dot_mul_2 = rc_dot  # product rule, differentiated in forward mode
-    dout_mul_mul_dot_mul_2 *= dout_mul  # product rule, differentiated in forward mode
-    dout_mul_mul_dot += dout_mul_mul_dot_mul_2  # product rule, differentiated in forward mode
-    drc_dot = dout_mul_dot  # product rule, differentiated in forward mode
-    drc_dot *= gamma  # product rule, differentiated in forward mode
-    drc_dot_mul_2 = dout_mul  # product rule, differentiated in forward mode
-    drc_dot_mul_2 *= gamma_dot  # product rule, differentiated in forward mode
-    drc_dot += drc_dot_mul_2  # product rule, differentiated in forward mode
+    dout_mul_mul_dot += dout_mul * rc_dot  # product rule, differentiated in forward mode
+    drc_dot_mul = dout_mul_dot  # product rule, differentiated in forward mode
+    drc_dot_mul *= gamma  # product rule, differentiated in forward mode
+    drc_dot = drc_dot_mul  # product rule, differentiated in forward mode
+    drc_dot += dout_mul * gamma_dot  # product rule, differentiated in forward mode
     # broadcast product rule, notes section 7, differentiated in forward mode
     dgamma_dot = dout_mul_mul_dot.sum(axis=(0, 1))
     # var = mean(square(rc), axis=-1, keepdims=True)
     dvar_square_mul_dot_2 = dvar_square_mul  # square rule, differentiated in forward mode
     dvar_square_mul_dot_2 *= dvar_dot / D  # square rule, differentiated in forward mode
-    dvar_square_mul_dot_mul_2 *= dvar_div  # square rule, differentiated in forward mode
-    # square rule, differentiated in forward mode
-    dvar_square_mul_dot_2 += dvar_square_mul_dot_mul_2
+    dvar_square_mul_dot_2 += dvar_div * (2 * rc_dot)  # square rule, differentiated in forward mode
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
-    drc_dot_2 = drc_dot
-    # square rule, accumulated over uses (notes section 3), differentiated in forward mode
-    drc_dot_2 += dvar_square_mul_dot_2
+    drc_dot += dvar_square_mul_dot_2
     # rc = r - mu
-    drc_neg_dot = -drc_dot_2  # difference rule, differentiated in forward mode
+    drc_neg_dot = -drc_dot  # difference rule, differentiated in forward mode
     # broadcast sum rule, notes section 6, differentiated in forward mode
     dmu_dot = drc_neg_dot.sum(axis=-1, keepdims=True)
     # mu = mean(r, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3), differentiated in forward mode
-    dr_dot = drc_dot_2
+    dr_dot = drc_dot
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3), differentiated in forward mode
     dr_dot += dmu_dot / D
     # r = x + h @ W2 + b2
@@ -770,9 +716,14 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     # h = gelu(x @ W1 + b1)
     dh_add_dot_2 = dh_dot  # GELU rule, differentiated in forward mode
     dh_add_dot_2 *= dh_add  # GELU rule, differentiated in forward mode
-    dh_add_dot_mul_2 = dh  # GELU rule, differentiated in forward mode
-    dh_add_dot_mul_2 *= dh_add_dot  # GELU rule, differentiated in forward mode
-    dh_add_dot_2 += dh_add_dot_mul_2  # GELU rule, differentiated in forward mode
+    # GELU rule, differentiated in forward mode
+    dh_add_dot_2 += dh * (
+        dh_normal_cdf_dot
+        + (
+            dh_normal_cdf_dot
+            + h_add * (0.3989422804014327 * (-0.5 * (h_add_dot * (2 * h_add)) * dh_exp))
+        )
+    )
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot_2.sum(axis=(0, 1))
     # batched matmul rule, notes section 5 per batch element, differentiated in forward mode

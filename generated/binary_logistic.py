@@ -151,17 +151,15 @@ def backward(dout, cache):
     x, t, nll_log_sigmoid, nll_sub, nll_log_sigmoid_2, N, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(nll)
-    dnll = np.full((N,), dout / N, dtype=dtype)  # mean rule: broadcast back, divided by the count
+    dloss_div = dout / N  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
     # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
-    dnll_log_sigmoid = np.negative(dnll, out=dnll)  # negation rule
-    dnll_log_sigmoid_2 = dnll_log_sigmoid * nll_sub  # product rule
-    dz = dnll_log_sigmoid_2  # negation rule (the two signs cancel)
-    dz *= np.expm1(nll_log_sigmoid_2)  # negation rule (the two signs cancel)
-    dnll_log_sigmoid *= t  # product rule
+    dnll_mul_2_mul = dloss_div * nll_sub  # product rule
+    dz = dloss_div * t  # product rule
+    dz *= np.expm1(nll_log_sigmoid)  # log-sigmoid rule, reusing the forward output
     # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
-    dz -= dnll_log_sigmoid * np.expm1(nll_log_sigmoid)
+    dz -= dnll_mul_2_mul * np.expm1(nll_log_sigmoid_2)
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3
@@ -195,18 +193,16 @@ def value_and_grad(x, t, w, b):
     np.negative(nll, out=nll)  # [N]
     loss = nll.mean()  # []
     # loss = mean(nll)
-    dnll = np.full((N,), 1 / N, dtype=loss.dtype)  # mean rule: broadcast back, divided by the count
+    dloss_div = 1 / N  # mean rule: broadcast back, divided by the count
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
     # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
-    dnll_log_sigmoid = np.negative(dnll, out=dnll)  # negation rule
-    dnll_log_sigmoid_2 = nll_sub  # product rule
-    dnll_log_sigmoid_2 *= dnll_log_sigmoid  # product rule
-    dz = dnll_log_sigmoid_2  # negation rule (the two signs cancel)
-    dz *= np.expm1(nll_log_sigmoid_2)  # negation rule (the two signs cancel)
-    dnll_log_sigmoid *= t  # product rule
+    dnll_mul_2_mul = nll_sub  # product rule
+    dnll_mul_2_mul *= dloss_div  # product rule
+    dz = dloss_div * t  # product rule
+    dz *= np.expm1(nll_log_sigmoid)  # log-sigmoid rule, reusing the forward output
     # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
-    dz -= dnll_log_sigmoid * np.expm1(nll_log_sigmoid)
+    dz -= dnll_mul_2_mul * np.expm1(nll_log_sigmoid_2)
     # z = x @ w + b
     db = dz.sum()  # broadcast sum rule, notes section 6
     dw = x.T @ dz  # matrix-vector rule, notes section 3

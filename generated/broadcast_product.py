@@ -124,11 +124,10 @@ def backward(dout, cache):
     y, X, A_sigmoid_tail, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # A = sum(sigmoid(B))
-    dB = A_sigmoid_tail * (1 - A_sigmoid_tail) * dout  # sigmoid rule, from the smaller tail
+    dB = dout * (A_sigmoid_tail * (1 - A_sigmoid_tail))  # sigmoid rule, from the smaller tail
     # B = y * X
+    dX = dB * y  # product rule
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
-    dX = dB  # product rule
-    dX *= y  # product rule
     return Gradients(y=dy, X=dX)
 
 
@@ -147,7 +146,6 @@ def value_and_grad(y, X):
     dB = A_sigmoid_tail  # sigmoid rule, from the smaller tail
     dB *= 1 - A_sigmoid_tail  # sigmoid rule, from the smaller tail
     # B = y * X
+    dX = dB * y  # product rule
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7
-    dX = dB  # product rule
-    dX *= y  # product rule
     return A, Gradients(y=dy, X=dX)

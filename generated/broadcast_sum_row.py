@@ -118,7 +118,7 @@ def backward(dout, cache):
     A_tanh, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # A = sum(tanh(B))
-    dB = (1 - A_tanh * A_tanh) * dout  # tanh rule, reusing the forward output
+    dB = dout * (1 - A_tanh * A_tanh)  # tanh rule, reusing the forward output
     # B = X + y
     dX = dB  # sum rule
     dy = dB.sum(axis=0, keepdims=True)  # broadcast sum rule, notes section 6
@@ -132,7 +132,9 @@ def value_and_grad(X, y):
     A_tanh = np.tanh(B, out=B)  # [N, M]
     A = A_tanh.sum()  # []
     # A = sum(tanh(B))
-    dB = 1 - A_tanh * A_tanh  # tanh rule, reusing the forward output
+    dB = A_tanh  # tanh rule, reusing the forward output
+    dB *= A_tanh  # tanh rule, reusing the forward output
+    np.subtract(1, dB, out=dB)  # tanh rule, reusing the forward output
     # B = X + y
     dX = dB  # sum rule
     dy = dB.sum(axis=0, keepdims=True)  # broadcast sum rule, notes section 6

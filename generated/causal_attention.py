@@ -237,7 +237,7 @@ def backward(dout, cache):
     x, mask, Wq, Wk, Wv, Wo, q, k, v, weights, out_matmul, loss_sub, B, T, H, Dh, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(square(out - target))
-    d_out = loss_sub * (2 * (dout / (B * Dh * H * T)))  # square rule
+    d_out = loss_sub * (dout / (B * Dh * H * T) * 2)  # square rule
     # out = einsum('bhtd,hde->bte', weights @ v, Wo)
     # einsum rule: contract the cotangent with the other operands
     dout_matmul = np.einsum("bte,hde->bhtd", d_out, Wo)
@@ -248,10 +248,8 @@ def backward(dout, cache):
     # batched matmul rule, notes section 5 per batch element
     dv = weights.swapaxes(-1, -2) @ dout_matmul
     # weights = softmax(scores, axis=-1)
-    dscores = dweights  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores -= np.einsum("...j,...j->...", dweights, weights)[..., None]
-    dscores *= weights  # softmax rule, reusing the forward output
+    dscores = weights * (dweights - np.einsum("...j,...j->...", dweights, weights)[..., None])
     # scores = where(mask, q @ k / sqrt(Dh), -1e9)
     dscores_matmul = dscores  # where rule: the cotangent goes to the side picked
     dscores_matmul *= mask  # where rule: the cotangent goes to the side picked
@@ -261,26 +259,25 @@ def backward(dout, cache):
     # batched matmul rule, notes section 5 per batch element
     dk = q.swapaxes(-1, -2) @ dscores_matmul
     # v = transpose(reshape(x @ Wv, [B, T, H, Dh]), axes=[0, 2, 1, 3])
-    dv_reshape = np.transpose(dv, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dv_matmul = dv_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
+    dv_matmul = np.transpose(dv, (0, 2, 1, 3)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
     dx = (dv_matmul.reshape(B * T, Dh * H) @ Wv.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWv = x.reshape(B * T, Dh * H).T @ dv_matmul.reshape(B * T, Dh * H)
+    dWv = x.reshape((B * T, Dh * H)).T @ dv_matmul.reshape((B * T, Dh * H))
     # k = transpose(reshape(x @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1])
-    dk_reshape = np.transpose(dk, (0, 3, 1, 2))  # transpose rule: the inverse permutation
-    dk_matmul = dk_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dx += (dk_matmul.reshape(B * T, Dh * H) @ Wk.T).reshape((B, T, Dh * H))
+    dk_matmul = np.transpose(dk, (0, 3, 1, 2)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
-    dWk = x.reshape(B * T, Dh * H).T @ dk_matmul.reshape(B * T, Dh * H)
+    dk_matmul_matmul = (dk_matmul.reshape(B * T, Dh * H) @ Wk.T).reshape((B, T, Dh * H))
+    # batched matmul rule, notes section 5 per batch element
+    dWk = x.reshape((B * T, Dh * H)).T @ dk_matmul.reshape((B * T, Dh * H))
+    dx += dk_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # q = transpose(reshape(x @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3])
-    dq_reshape = np.transpose(dq, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dq_matmul = dq_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dx += (dq_matmul.reshape(B * T, Dh * H) @ Wq.T).reshape((B, T, Dh * H))
+    dq_matmul = np.transpose(dq, (0, 2, 1, 3)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
-    dWq = x.reshape(B * T, Dh * H).T @ dq_matmul.reshape(B * T, Dh * H)
+    dq_matmul_matmul = (dq_matmul.reshape(B * T, Dh * H) @ Wq.T).reshape((B, T, Dh * H))
+    # batched matmul rule, notes section 5 per batch element
+    dWq = x.reshape((B * T, Dh * H)).T @ dq_matmul.reshape((B * T, Dh * H))
+    dx += dq_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return Gradients(x=dx, Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)
 
 
@@ -310,7 +307,7 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     loss = np.vdot(loss_sub, loss_sub) / (B * Dh * H * T)  # []
     # loss = mean(square(out - target))
     d_out = loss_sub  # square rule
-    d_out *= 2 * (1 / (B * Dh * H * T))  # square rule
+    d_out *= 1 / (B * Dh * H * T) * 2  # square rule
     # out = einsum('bhtd,hde->bte', weights @ v, Wo)
     # einsum rule: contract the cotangent with the other operands
     dout_matmul = np.einsum("bte,hde->bhtd", d_out, Wo)
@@ -321,10 +318,9 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     # batched matmul rule, notes section 5 per batch element
     dv = weights.swapaxes(-1, -2) @ dout_matmul
     # weights = softmax(scores, axis=-1)
-    dscores = dweights  # softmax rule, reusing the forward output
+    dscores = weights  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores -= np.einsum("...j,...j->...", dweights, weights)[..., None]
-    dscores *= weights  # softmax rule, reusing the forward output
+    dscores *= dweights - np.einsum("...j,...j->...", dweights, weights)[..., None]
     # scores = where(mask, q @ k / sqrt(Dh), -1e9)
     dscores_matmul = dscores  # where rule: the cotangent goes to the side picked
     dscores_matmul *= mask  # where rule: the cotangent goes to the side picked
@@ -334,24 +330,23 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     # batched matmul rule, notes section 5 per batch element
     dk = q.swapaxes(-1, -2) @ dscores_matmul
     # v = transpose(reshape(x @ Wv, [B, T, H, Dh]), axes=[0, 2, 1, 3])
-    dv_reshape = np.transpose(dv, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dv_matmul = dv_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
+    dv_matmul = np.transpose(dv, (0, 2, 1, 3)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
     dx = (dv_matmul.reshape(B * T, Dh * H) @ Wv.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWv = x.reshape(B * T, Dh * H).T @ dv_matmul.reshape(B * T, Dh * H)
+    dWv = x.reshape((B * T, Dh * H)).T @ dv_matmul.reshape((B * T, Dh * H))
     # k = transpose(reshape(x @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1])
-    dk_reshape = np.transpose(dk, (0, 3, 1, 2))  # transpose rule: the inverse permutation
-    dk_matmul = dk_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dx += (dk_matmul.reshape(B * T, Dh * H) @ Wk.T).reshape((B, T, Dh * H))
+    dk_matmul = np.transpose(dk, (0, 3, 1, 2)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
-    dWk = x.reshape(B * T, Dh * H).T @ dk_matmul.reshape(B * T, Dh * H)
+    dk_matmul_matmul = (dk_matmul.reshape(B * T, Dh * H) @ Wk.T).reshape((B, T, Dh * H))
+    # batched matmul rule, notes section 5 per batch element
+    dWk = x.reshape((B * T, Dh * H)).T @ dk_matmul.reshape((B * T, Dh * H))
+    dx += dk_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # q = transpose(reshape(x @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3])
-    dq_reshape = np.transpose(dq, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dq_matmul = dq_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # batched matmul rule, notes section 5 per batch element, accumulated over uses (notes section 3)
-    dx += (dq_matmul.reshape(B * T, Dh * H) @ Wq.T).reshape((B, T, Dh * H))
+    dq_matmul = np.transpose(dq, (0, 2, 1, 3)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
-    dWq = x.reshape(B * T, Dh * H).T @ dq_matmul.reshape(B * T, Dh * H)
+    dq_matmul_matmul = (dq_matmul.reshape(B * T, Dh * H) @ Wq.T).reshape((B, T, Dh * H))
+    # batched matmul rule, notes section 5 per batch element
+    dWq = x.reshape((B * T, Dh * H)).T @ dq_matmul.reshape((B * T, Dh * H))
+    dx += dq_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return loss, Gradients(x=dx, Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)

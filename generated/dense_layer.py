@@ -132,9 +132,9 @@ def backward(dout, cache):
     x, W, y_tail, H, dtype = cache
     dout = _check_dout(dout, (H,), dtype)
     # y = sigmoid(W @ x + b)
-    dy_matmul = dout * (y_tail * (1 - y_tail))  # sigmoid rule, from the smaller tail
-    dW = np.outer(dy_matmul, x)  # matrix-vector rule, notes section 3
-    dx = W.T @ dy_matmul  # matrix-vector rule, notes section 3
+    dy_add = dout * (y_tail * (1 - y_tail))  # sigmoid rule, from the smaller tail
+    dW = np.outer(dy_add, x)  # matrix-vector rule, notes section 3
+    dx = W.T @ dy_add  # matrix-vector rule, notes section 3
     return Gradients(x=dx, W=dW)
 
 
@@ -206,10 +206,7 @@ def jvp(x, W, b, tangents):
     np.abs(y, out=y)  # [H]
     y_dot = W_dot @ x  # matmul JVP rule, notes section 5
     y_dot += W @ x_dot  # matmul JVP rule, notes section 5
-    y_dot_sub = 1 - y_tail  # sigmoid JVP rule, from the smaller tail
-    y_dot_mul = y_tail  # sigmoid JVP rule, from the smaller tail
-    y_dot_mul *= y_dot_sub  # sigmoid JVP rule, from the smaller tail
-    y_dot *= y_dot_mul  # sigmoid JVP rule, from the smaller tail
+    y_dot *= y_tail * (1 - y_tail)  # sigmoid JVP rule, from the smaller tail
     return y, y_dot
 
 
@@ -231,9 +228,8 @@ def jacobian(x, W, b):
     np.abs(y, out=y)  # [H]
     # reverse sweep for every output entry at once (one basis cotangent each)
     dy = np.eye(H, H, dtype=dtype)
-    dy_sub = 1 - y_tail  # sigmoid rule, from the smaller tail
     dy_add = dy  # sigmoid rule, from the smaller tail
-    dy_add *= y_tail * dy_sub  # sigmoid rule, from the smaller tail
+    dy_add *= y_tail * (1 - y_tail)  # sigmoid rule, from the smaller tail
     J_W = np.expand_dims(dy_add, axis=-1) * x  # matrix-vector rule, notes section 3
     J_x = dy_add @ W  # matrix-vector rule, notes section 3
     return y, Jacobian(x=J_x, W=J_W)

@@ -69,11 +69,13 @@ class _Cache(NamedTuple):
     w_out: np.ndarray
     p: np.ndarray
     z: np.ndarray
+    f_sin: np.ndarray
+    f_cos: np.ndarray
     f_add: np.ndarray
     f: np.ndarray
-    g_gelu_tanh: np.ndarray
     g_gelu: np.ndarray
     g: np.ndarray
+    s_square: np.ndarray
     s_div: np.ndarray
     s_square_2: np.ndarray
     q_sigmoid_tail: np.ndarray
@@ -276,15 +278,15 @@ def forward(x, y, W, b, w_out, p):
     x, y, W, b, w_out, p, N, D, H = _check_inputs(x, y, W, b, w_out, p)
     z = x @ W  # [N, H]
     z += b  # [N, H]
-    f_add = np.sin(z)  # [N, H]
+    f_sin = np.sin(z)  # [N, H]
     f_cos = np.cos(z)  # [N, H]
-    f_add += f_cos  # [N, H]
+    f_add = f_sin + f_cos  # [N, H]
     f = np.clip(f_add, -1.2, 1.2)  # [N, H]
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    s_div = np.square(z)  # [N, H]
-    np.negative(s_div, out=s_div)  # [N, H]
+    s_square = np.square(z)  # [N, H]
+    s_div = -s_square  # [N, H]
     s_div /= 2  # [N, H]
     s = np.expm1(s_div)  # [N, H]
     s_square_2 = np.square(g)  # [N, H]
@@ -309,11 +311,13 @@ def forward(x, y, W, b, w_out, p):
         w_out,
         p,
         z,
+        f_sin,
+        f_cos,
         f_add,
         f,
-        g_gelu_tanh,
         g_gelu,
         g,
+        s_square,
         s_div,
         s_square_2,
         q_sigmoid_tail,
@@ -335,11 +339,13 @@ def backward(dout, cache):
         w_out,
         p,
         z,
+        f_sin,
+        f_cos,
         f_add,
         f,
-        g_gelu_tanh,
         g_gelu,
         g,
+        s_square,
         s_div,
         s_square_2,
         q_sigmoid_tail,
@@ -353,38 +359,48 @@ def backward(dout, cache):
     ) = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(square(erf(pred) - y))
-    dloss_sub = loss_sub * (2 * (dout / N))  # square rule
-    dy = -dloss_sub  # difference rule
-    dpred = dloss_sub * np.exp(-(pred * pred)) * 1.1283791670955126  # erf rule
+    dpred = loss_sub * (dout / N * 2)  # square rule
+    dy = -dpred  # difference rule
+    dloss_erf_neg = np.square(pred)  # erf rule
+    np.negative(dloss_erf_neg, out=dloss_erf_neg)  # erf rule
+    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)  # erf rule
     # pred = (s + q) @ w_out
-    ds_square = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
+    ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
     # q = sigmoid(z) ** p
-    dq_sigmoid = ds_square * p * q_sigmoid ** (p - 1)  # power rule (tensor exponent)
+    dq_sigmoid = ds * (p * q_sigmoid ** (p - 1))  # power rule (tensor exponent)
+    dq_where = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
-    dp = (ds_square * q * np.log(np.where(q_sigmoid == 0, 1, q_sigmoid))).sum(axis=0)
+    dp = (ds * (q * np.log(dq_where))).sum(axis=0)
     dz = dq_sigmoid  # sigmoid rule, from the smaller tail
     dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
-    dg = ds_square / (1 + s_square_2)  # log1p rule
+    dg = ds / (1 + s_square_2)  # log1p rule
     dg *= 2 * g  # square rule
-    ds_square *= np.exp(s_div)  # expm1 rule
-    ds_square /= 2  # quotient rule
-    np.negative(ds_square, out=ds_square)  # negation rule
-    dz += ds_square * (2 * z)  # square rule, accumulated over uses (notes section 3)
+    ds_neg = ds  # expm1 rule
+    ds_neg *= np.exp(s_div)  # expm1 rule
+    ds_neg /= 2  # quotient rule
+    dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
     dg_gelu = dg  # product rule
     dg_gelu *= f  # product rule
+    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
+    dg_gelu_tanh *= 0.7978845608028654  # GELU rule
+    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
-        0.5 * (1 + g_gelu_tanh)
-        + (1 - g_gelu_tanh * g_gelu_tanh) * (0.3989422804014327 + 0.05351611220445019 * z * z) * z
+        0.5 * (1 + dg_gelu_tanh)
+        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        * (0.3989422804014327 + 0.05351611220445019 * s_square)
+        * z
     )
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    df_add = df * (f_add >= -1.2) * (f_add <= 1.2)  # clip rule (1 inside [lo, hi], bounds included)
-    dz -= df_add * np.sin(z)  # cos rule, accumulated over uses (notes section 3)
-    dz += df_add * np.cos(z)  # sin rule, accumulated over uses (notes section 3)
+    df_add = df  # clip rule (1 inside [lo, hi], bounds included)
+    # clip rule (1 inside [lo, hi], bounds included)
+    df_add *= (f_add >= -1.2).astype(dtype) * (f_add <= 1.2)
+    dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
+    dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
     dx = dz @ W.T  # matmul rule, notes section 5
@@ -397,15 +413,15 @@ def value_and_grad(x, y, W, b, w_out, p):
     x, y, W, b, w_out, p, N, D, H = _check_inputs(x, y, W, b, w_out, p)
     z = x @ W  # [N, H]
     z += b  # [N, H]
-    f_add = np.sin(z)  # [N, H]
+    f_sin = np.sin(z)  # [N, H]
     f_cos = np.cos(z)  # [N, H]
-    f_add += f_cos  # [N, H]
+    f_add = f_sin + f_cos  # [N, H]
     f = np.clip(f_add, -1.2, 1.2)  # [N, H]
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    s_div = np.square(z)  # [N, H]
-    np.negative(s_div, out=s_div)  # [N, H]
+    s_square = np.square(z)  # [N, H]
+    s_div = -s_square  # [N, H]
     s_div /= 2  # [N, H]
     s = np.expm1(s_div)  # [N, H]
     s_square_2 = np.square(g)  # [N, H]
@@ -425,40 +441,50 @@ def value_and_grad(x, y, W, b, w_out, p):
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
     # loss = mean(square(erf(pred) - y))
-    dloss_sub = loss_sub  # square rule
-    dloss_sub *= 2 * (1 / N)  # square rule
-    dy = -dloss_sub  # difference rule
-    dpred = dloss_sub * np.exp(-(pred * pred)) * 1.1283791670955126  # erf rule
+    dpred = loss_sub  # square rule
+    dpred *= 1 / N * 2  # square rule
+    dy = -dpred  # difference rule
+    dloss_erf_neg = np.square(pred, out=pred)  # erf rule
+    np.negative(dloss_erf_neg, out=dloss_erf_neg)  # erf rule
+    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)  # erf rule
     # pred = (s + q) @ w_out
-    ds_square = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
+    ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
     # q = sigmoid(z) ** p
-    dq_sigmoid = ds_square * p * q_sigmoid ** (p - 1)  # power rule (tensor exponent)
+    dq_sigmoid = ds * (p * q_sigmoid ** (p - 1))  # power rule (tensor exponent)
+    dq_where = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
-    dp = (ds_square * q * np.log(np.where(q_sigmoid == 0, 1, q_sigmoid))).sum(axis=0)
+    dp = (ds * (q * np.log(dq_where))).sum(axis=0)
     dz = dq_sigmoid  # sigmoid rule, from the smaller tail
     dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
-    dg = ds_square / (1 + s_square_2)  # log1p rule
+    dg = ds / (1 + s_square_2)  # log1p rule
     dg *= 2 * g  # square rule
-    ds_square *= np.exp(s_div)  # expm1 rule
-    ds_square /= 2  # quotient rule
-    np.negative(ds_square, out=ds_square)  # negation rule
-    dz += ds_square * (2 * z)  # square rule, accumulated over uses (notes section 3)
+    ds_neg = ds  # expm1 rule
+    ds_neg *= np.exp(s_div)  # expm1 rule
+    ds_neg /= 2  # quotient rule
+    dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
     df = g_gelu  # product rule
     df *= dg  # product rule
     dg_gelu = dg  # product rule
     dg_gelu *= f  # product rule
+    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
+    dg_gelu_tanh *= 0.7978845608028654  # GELU rule
+    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
-        0.5 * (1 + g_gelu_tanh)
-        + (1 - g_gelu_tanh * g_gelu_tanh) * (0.3989422804014327 + 0.05351611220445019 * z * z) * z
+        0.5 * (1 + dg_gelu_tanh)
+        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        * (0.3989422804014327 + 0.05351611220445019 * s_square)
+        * z
     )
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    df_add = df * (f_add >= -1.2) * (f_add <= 1.2)  # clip rule (1 inside [lo, hi], bounds included)
-    dz -= df_add * np.sin(z)  # cos rule, accumulated over uses (notes section 3)
-    dz += df_add * np.cos(z)  # sin rule, accumulated over uses (notes section 3)
+    df_add = df  # clip rule (1 inside [lo, hi], bounds included)
+    # clip rule (1 inside [lo, hi], bounds included)
+    df_add *= (f_add >= -1.2).astype(loss.dtype) * (f_add <= 1.2)
+    dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
+    dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
     dx = dz @ W.T  # matmul rule, notes section 5
@@ -561,54 +587,40 @@ def jvp(x, y, W, b, w_out, p, tangents):
     f_cos_dot_mul = f_sin  # cos JVP rule
     f_cos_dot_mul *= z_dot  # cos JVP rule
     f_dot -= f_cos_dot_mul  # sum JVP rule
-    f_dot_mul = (f_add >= -1.2).astype(dtype)  # clip JVP rule (1 inside [lo, hi], bounds included)
-    f_dot_mul *= f_add <= 1.2  # clip JVP rule (1 inside [lo, hi], bounds included)
-    f_dot *= f_dot_mul  # clip JVP rule (1 inside [lo, hi], bounds included)
+    # clip JVP rule (1 inside [lo, hi], bounds included)
+    f_dot *= (f_add >= -1.2).astype(dtype) * (f_add <= 1.2)
     # g = f * gelu(z, approximate='tanh')
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    g_gelu_dot_tanh = z**3  # GELU JVP rule
-    g_gelu_dot_tanh *= 0.044715  # GELU JVP rule
-    g_gelu_dot_tanh += z  # GELU JVP rule
+    g_gelu_dot_tanh = z + 0.044715 * z**3  # GELU JVP rule
     g_gelu_dot_tanh *= 0.7978845608028654  # GELU JVP rule
     np.tanh(g_gelu_dot_tanh, out=g_gelu_dot_tanh)  # GELU JVP rule
-    g_dot_mul_2 = 1 + g_gelu_dot_tanh  # GELU JVP rule
-    g_dot_mul_2 *= 0.5  # GELU JVP rule
-    g_gelu_dot_mul_6 = g_gelu_dot_tanh  # GELU JVP rule
-    g_gelu_dot_mul_6 *= g_gelu_dot_tanh  # GELU JVP rule
-    np.subtract(1, g_gelu_dot_mul_6, out=g_gelu_dot_mul_6)  # GELU JVP rule
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
-    g_gelu_dot_add_2 = 0.05351611220445019 * s_square  # GELU JVP rule
-    g_gelu_dot_add_2 += 0.3989422804014327  # GELU JVP rule
-    g_gelu_dot_mul_6 *= g_gelu_dot_add_2  # GELU JVP rule
-    g_gelu_dot_mul_6 *= z  # GELU JVP rule
-    g_dot_mul_2 += g_gelu_dot_mul_6  # GELU JVP rule
-    g_dot_mul_2 *= z_dot  # GELU JVP rule
+    # GELU JVP rule
+    g_gelu_dot = z_dot * (
+        0.5 * (1 + g_gelu_dot_tanh)
+        + (1 - g_gelu_dot_tanh * g_gelu_dot_tanh)
+        * (0.3989422804014327 + 0.05351611220445019 * s_square)
+        * z
+    )
     g_dot = f_dot  # product JVP rule
     g_dot *= g_gelu  # product JVP rule
-    g_dot_mul_2 *= f  # product JVP rule
-    g_dot += g_dot_mul_2  # product JVP rule
+    g_dot += f * g_gelu_dot  # product JVP rule
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
     s = np.expm1(s_div)  # [N, H]
     s_square_2 = np.square(g)  # [N, H]
     s += np.log1p(s_square_2)  # [N, H]
-    s_expm1_dot_mul = 2 * z  # square JVP rule
-    s_expm1_dot_mul *= z_dot  # square JVP rule
+    s_expm1_dot_mul = z_dot * (2 * z)  # square JVP rule
     s_expm1_dot_mul /= 2  # quotient JVP rule
-    s_expm1_dot_exp = np.exp(s_div, out=s_div)  # expm1 JVP rule
-    s_expm1_dot_mul *= s_expm1_dot_exp  # expm1 JVP rule
-    s_square_2_dot_mul = g  # square JVP rule
-    s_square_2_dot_mul *= 2  # square JVP rule
+    s_expm1_dot_mul *= np.exp(s_div)  # expm1 JVP rule
     s_dot = g_dot  # square JVP rule
-    s_dot *= s_square_2_dot_mul  # square JVP rule
-    s_log1p_dot_add = s_square_2  # log1p JVP rule
-    s_log1p_dot_add += 1  # log1p JVP rule
-    s_dot /= s_log1p_dot_add  # log1p JVP rule
+    s_dot *= 2 * g  # square JVP rule
+    s_dot /= 1 + s_square_2  # log1p JVP rule
     s_dot -= s_expm1_dot_mul  # sum JVP rule
     # q = sigmoid(z) ** p
     q_sigmoid_tail = np.abs(z)  # [N, H]
@@ -618,19 +630,11 @@ def jvp(x, y, W, b, w_out, p, tangents):
     q_sigmoid = (z >= 0) - q_sigmoid_tail  # [N, H]
     np.abs(q_sigmoid, out=q_sigmoid)  # [N, H]
     q = q_sigmoid**p  # [N, H]
-    q_sigmoid_dot_sub = 1 - q_sigmoid_tail  # sigmoid JVP rule, from the smaller tail
-    q_sigmoid_dot_mul = q_sigmoid_tail  # sigmoid JVP rule, from the smaller tail
-    q_sigmoid_dot_mul *= q_sigmoid_dot_sub  # sigmoid JVP rule, from the smaller tail
     q_dot = z_dot  # sigmoid JVP rule, from the smaller tail
-    q_dot *= q_sigmoid_dot_mul  # sigmoid JVP rule, from the smaller tail
-    q_dot_mul = q_sigmoid ** (p - 1)  # power JVP rule (tensor exponent)
-    q_dot_mul *= p  # power JVP rule (tensor exponent)
-    q_dot *= q_dot_mul  # power JVP rule (tensor exponent)
-    q_dot_mul_4 = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power JVP rule (tensor exponent)
-    np.log(q_dot_mul_4, out=q_dot_mul_4)  # power JVP rule (tensor exponent)
-    q_dot_mul_4 *= q  # power JVP rule (tensor exponent)
-    q_dot_mul_4 *= p_dot  # power JVP rule (tensor exponent)
-    q_dot += q_dot_mul_4  # power JVP rule (tensor exponent)
+    q_dot *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid JVP rule, from the smaller tail
+    q_dot *= p * q_sigmoid ** (p - 1)  # power JVP rule (tensor exponent)
+    q_dot_where = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power JVP rule (tensor exponent)
+    q_dot += p_dot * (q * np.log(q_dot_where))  # power JVP rule (tensor exponent)
     # pred = (s + q) @ w_out
     pred_add = s  # [N, H]
     pred_add += q  # [N, H]
@@ -643,16 +647,12 @@ def jvp(x, y, W, b, w_out, p, tangents):
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
-    loss_erf_dot_mul = np.square(pred, out=pred)  # erf JVP rule
-    np.negative(loss_erf_dot_mul, out=loss_erf_dot_mul)  # erf JVP rule
-    np.exp(loss_erf_dot_mul, out=loss_erf_dot_mul)  # erf JVP rule
-    loss_erf_dot_mul *= 1.1283791670955126  # erf JVP rule
+    loss_erf_dot_neg = np.square(pred, out=pred)  # erf JVP rule
+    np.negative(loss_erf_dot_neg, out=loss_erf_dot_neg)  # erf JVP rule
     loss_square_dot = pred_dot  # erf JVP rule
-    loss_square_dot *= loss_erf_dot_mul  # erf JVP rule
+    loss_square_dot *= 1.1283791670955126 * np.exp(loss_erf_dot_neg)  # erf JVP rule
     loss_square_dot -= y_dot  # difference JVP rule
-    loss_square_dot_mul = loss_sub  # square JVP rule
-    loss_square_dot_mul *= 2  # square JVP rule
-    loss_square_dot *= loss_square_dot_mul  # square JVP rule
+    loss_square_dot *= 2 * loss_sub  # square JVP rule
     loss_dot = loss_square_dot.mean()  # mean JVP rule: the mean of the tangent
     return loss, loss_dot
 
@@ -703,85 +703,52 @@ def jacobian(x, y, W, b, w_out, p):
     dloss_sub = loss_sub  # square rule
     dloss_sub *= 1 / N * 2  # square rule
     J_y = -dloss_sub  # difference rule
-    dloss_erf_mul = np.square(pred, out=pred)  # erf rule
-    np.negative(dloss_erf_mul, out=dloss_erf_mul)  # erf rule
-    np.exp(dloss_erf_mul, out=dloss_erf_mul)  # erf rule
-    dloss_erf_mul *= 1.1283791670955126  # erf rule
+    dloss_erf_neg = np.square(pred, out=pred)  # erf rule
+    np.negative(dloss_erf_neg, out=dloss_erf_neg)  # erf rule
     dpred = dloss_sub  # erf rule
-    dpred *= dloss_erf_mul  # erf rule
+    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)  # erf rule
     # pred = (s + q) @ w_out
     ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     J_w_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
     # q = sigmoid(z) ** p
-    dz = q_sigmoid ** (p - 1)  # power rule (tensor exponent)
-    dz *= p  # power rule (tensor exponent)
-    dz *= ds  # power rule (tensor exponent)
-    dq_log = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
-    np.log(dq_log, out=dq_log)  # power rule (tensor exponent)
-    dq_mul_3 = q  # power rule (tensor exponent)
-    dq_mul_3 *= dq_log  # power rule (tensor exponent)
-    dq_mul_3 *= ds  # power rule (tensor exponent)
-    J_p = dq_mul_3.sum(axis=0)  # power rule (tensor exponent), broadcast reduced (notes section 6)
-    dq_sigmoid_sub = 1 - q_sigmoid_tail  # sigmoid rule, from the smaller tail
-    dq_sigmoid_mul = q_sigmoid_tail  # sigmoid rule, from the smaller tail
-    dq_sigmoid_mul *= dq_sigmoid_sub  # sigmoid rule, from the smaller tail
-    dz *= dq_sigmoid_mul  # sigmoid rule, from the smaller tail
+    dq_sigmoid = ds * (p * q_sigmoid ** (p - 1))  # power rule (tensor exponent)
+    dq_where = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
+    # power rule (tensor exponent), broadcast reduced (notes section 6)
+    J_p = (ds * (q * np.log(dq_where))).sum(axis=0)
+    dz = dq_sigmoid  # sigmoid rule, from the smaller tail
+    dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
-    dg = s_square_2  # log1p rule
-    dg += 1  # log1p rule
-    np.divide(ds, dg, out=dg)  # log1p rule
-    ds_square_2_mul = g  # square rule
-    ds_square_2_mul *= 2  # square rule
-    dg *= ds_square_2_mul  # square rule
-    ds_expm1_exp = np.exp(s_div, out=s_div)  # expm1 rule
-    ds_square_mul_2 = ds  # expm1 rule
-    ds_square_mul_2 *= ds_expm1_exp  # expm1 rule
-    ds_square_mul_2 /= 2  # quotient rule
-    ds_square_mul = 2 * z  # square rule
-    ds_square_mul_2 *= ds_square_mul  # square rule
-    dz_2 = dz  # square rule, accumulated over uses (notes section 3)
-    dz_2 -= ds_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    dg = ds / (1 + s_square_2)  # log1p rule
+    dg *= 2 * g  # square rule
+    ds_neg = ds  # expm1 rule
+    ds_neg *= np.exp(s_div)  # expm1 rule
+    ds_neg /= 2  # quotient rule
+    dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
     df = g_gelu  # product rule
     df *= dg  # product rule
-    dg_gelu_mul_8 = dg  # product rule
-    dg_gelu_mul_8 *= f  # product rule
-    dg_gelu_tanh = z**3  # GELU rule
-    dg_gelu_tanh *= 0.044715  # GELU rule
-    dg_gelu_tanh += z  # GELU rule
+    dg_gelu = dg  # product rule
+    dg_gelu *= f  # product rule
+    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
     dg_gelu_tanh *= 0.7978845608028654  # GELU rule
     np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
-    dg_gelu_add_4 = 1 + dg_gelu_tanh  # GELU rule
-    dg_gelu_add_4 *= 0.5  # GELU rule
-    dg_gelu_mul_6 = dg_gelu_tanh  # GELU rule
-    dg_gelu_mul_6 *= dg_gelu_tanh  # GELU rule
-    np.subtract(1, dg_gelu_mul_6, out=dg_gelu_mul_6)  # GELU rule
-    dg_gelu_add_2 = s_square  # GELU rule
-    dg_gelu_add_2 *= 0.05351611220445019  # GELU rule
-    dg_gelu_add_2 += 0.3989422804014327  # GELU rule
-    dg_gelu_mul_6 *= dg_gelu_add_2  # GELU rule
-    dg_gelu_mul_6 *= z  # GELU rule
-    dg_gelu_add_4 += dg_gelu_mul_6  # GELU rule
-    dg_gelu_mul_8 *= dg_gelu_add_4  # GELU rule
-    dz_3 = dz_2  # GELU rule, accumulated over uses (notes section 3)
-    dz_3 += dg_gelu_mul_8  # GELU rule, accumulated over uses (notes section 3)
+    # GELU rule, accumulated over uses (notes section 3)
+    dz += dg_gelu * (
+        0.5 * (1 + dg_gelu_tanh)
+        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        * (0.3989422804014327 + 0.05351611220445019 * s_square)
+        * z
+    )
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    df_mul = (f_add >= -1.2).astype(dtype)  # clip rule (1 inside [lo, hi], bounds included)
-    df_mul *= f_add <= 1.2  # clip rule (1 inside [lo, hi], bounds included)
     df_add = df  # clip rule (1 inside [lo, hi], bounds included)
-    df_add *= df_mul  # clip rule (1 inside [lo, hi], bounds included)
-    df_cos_mul = f_sin  # cos rule
-    df_cos_mul *= df_add  # cos rule
-    dz_4 = dz_3  # cos rule, accumulated over uses (notes section 3)
-    dz_4 -= df_cos_mul  # cos rule, accumulated over uses (notes section 3)
-    df_sin_mul = df_add  # sin rule
-    df_sin_mul *= f_cos  # sin rule
-    dz_5 = dz_4  # sin rule, accumulated over uses (notes section 3)
-    dz_5 += df_sin_mul  # sin rule, accumulated over uses (notes section 3)
+    # clip rule (1 inside [lo, hi], bounds included)
+    df_add *= (f_add >= -1.2).astype(dtype) * (f_add <= 1.2)
+    dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
+    dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
-    J_b = dz_5.sum(axis=0)  # broadcast sum rule, notes section 6
-    J_x = dz_5 @ W.T  # matmul rule, notes section 5
-    J_W = x.T @ dz_5  # matmul rule, notes section 5
+    J_b = dz.sum(axis=0)  # broadcast sum rule, notes section 6
+    J_x = dz @ W.T  # matmul rule, notes section 5
+    J_W = x.T @ dz  # matmul rule, notes section 5
     return loss, Jacobian(x=J_x, y=J_y, W=J_W, b=J_b, w_out=J_w_out, p=J_p)
 
 
@@ -815,9 +782,7 @@ def hvp(x, y, W, b, w_out, p, v):
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    dg_gelu_tanh = z**3  # GELU rule
-    dg_gelu_tanh *= 0.044715  # GELU rule
-    dg_gelu_tanh += z  # GELU rule
+    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
     dg_gelu_tanh *= 0.7978845608028654  # GELU rule
     np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
     dg_gelu_add_4 = 1 + dg_gelu_tanh  # GELU rule
@@ -834,21 +799,10 @@ def hvp(x, y, W, b, w_out, p, v):
     g_gelu_dot = z_dot * dg_gelu_add_4  # GELU JVP rule
     g_dot = f_dot * g_gelu  # product JVP rule
     g_dot += f * g_gelu_dot  # product JVP rule
-    dg_gelu_add_dot_2 = z**2  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 *= 3  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 *= z_dot  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 *= 0.044715  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 += z_dot  # GELU rule, differentiated in forward mode
+    # GELU rule, differentiated in forward mode
+    dg_gelu_add_dot_2 = z_dot + 0.044715 * (z_dot * (3 * z**2))
     dg_gelu_add_dot_2 *= 0.7978845608028654  # GELU rule, differentiated in forward mode
     dg_gelu_add_dot_2 *= dg_gelu_sub  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_2 = dg_gelu_tanh  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_2 *= 2  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_2 *= dg_gelu_add_dot_2  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_2 *= dg_gelu_add_2  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_5 = dg_gelu_mul_5  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_5 *= z_dot  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_4 = dg_gelu_add_dot_2  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_4 *= 0.5  # GELU rule, differentiated in forward mode
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -867,18 +821,7 @@ def hvp(x, y, W, b, w_out, p, v):
     ds_log1p_add += 1  # log1p rule
     s_dot = s_square_2_dot / ds_log1p_add  # log1p JVP rule
     s_dot -= s_expm1_dot_mul  # sum JVP rule
-    ds_square_2_mul_dot = g_dot  # square rule, differentiated in forward mode
-    ds_square_2_mul_dot *= 2  # square rule, differentiated in forward mode
-    ds_square_mul_dot = 2 * z_dot  # square rule, differentiated in forward mode
     # g = f * gelu(z, approximate='tanh')
-    dg_gelu_add_dot_3 = s_square_dot  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_3 *= 0.05351611220445019  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 = dg_gelu_sub  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 *= dg_gelu_add_dot_3  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 -= dg_gelu_mul_dot_mul_2  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 *= z  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 += dg_gelu_mul_dot_mul_5  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_4 += dg_gelu_mul_dot_5  # GELU rule, differentiated in forward mode
     # q = sigmoid(z) ** p
     q_sigmoid_tail = np.abs(z)  # [N, H]
     np.negative(q_sigmoid_tail, out=q_sigmoid_tail)  # [N, H]
@@ -899,47 +842,8 @@ def hvp(x, y, W, b, w_out, p, v):
     dq_log = np.log(dq_where)  # power rule (tensor exponent)
     dq_mul_2 = q * dq_log  # power rule (tensor exponent)
     q_dot += p_dot * dq_mul_2  # power JVP rule (tensor exponent)
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_2 = q_sigmoid ** (dq_sub - 1)
-    dq_mul_dot_mul_2 *= dq_sub  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_2 *= q_sigmoid_dot
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_power_dot_mul_4 = dq_power * dq_log
-    dq_power_dot_mul_4 *= p_dot  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_2 += dq_power_dot_mul_4
-    dq_sigmoid_dot_mul_2 = dq_power  # power rule (tensor exponent), differentiated in forward mode
-    dq_sigmoid_dot_mul_2 *= p_dot  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_2 *= p  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_sigmoid_dot_mul_2 += dq_mul_dot_mul_2
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_4 = np.where(q_sigmoid_mask, 0, q_sigmoid_dot)
-    dq_mul_dot_mul_4 /= dq_where  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_6 = dq_log  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_6 *= q_dot  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_4 *= q  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_6 += dq_mul_dot_mul_4
     # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_sigmoid_tail_dot_mul = np.sign(z, out=z)
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_sigmoid_tail_dot_mul *= dq_sigmoid_mul
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_sub_dot = z_dot
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_sub_dot *= dq_sigmoid_sigmoid_tail_dot_mul
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_mul_dot_mul = dq_sigmoid_sub
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_mul_dot_mul *= dq_sigmoid_sub_dot
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_mul_dot = q_sigmoid_tail
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_mul_dot *= dq_sigmoid_sub_dot
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_mul_dot -= dq_sigmoid_mul_dot_mul
+    dq_sigmoid_sub_dot = z_dot * (np.sign(z) * dq_sigmoid_mul)
     # pred = (s + q) @ w_out
     pred_add = s  # [N, H]
     pred_add += q  # [N, H]
@@ -966,52 +870,37 @@ def hvp(x, y, W, b, w_out, p, v):
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
     # q = sigmoid(z) ** p
     dq_sigmoid = ds * dq_mul  # power rule (tensor exponent)
-    dq_mul_3 = ds * dq_mul_2  # power rule (tensor exponent)
-    dp = dq_mul_3.sum(axis=0)  # power rule (tensor exponent), broadcast reduced (notes section 6)
+    # power rule (tensor exponent), broadcast reduced (notes section 6)
+    dp = (ds * dq_mul_2).sum(axis=0)
     dz = dq_sigmoid * dq_sigmoid_mul  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
     ds_square_2 = ds / ds_log1p_add  # log1p rule
     dg = ds_square_2 * ds_square_2_mul  # square rule
     ds_neg = ds * ds_expm1_exp  # expm1 rule
     ds_neg /= 2  # quotient rule
-    ds_square_mul_2 = ds_neg * ds_square_mul  # square rule
-    dz_2 = dz  # square rule, accumulated over uses (notes section 3)
-    dz_2 -= ds_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    dz -= ds_neg * ds_square_mul  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
     dg_gelu = dg * f  # product rule
-    dg_gelu_mul_8 = dg_gelu * dg_gelu_add_4  # GELU rule
-    dz_3 = dz_2  # GELU rule, accumulated over uses (notes section 3)
-    dz_3 += dg_gelu_mul_8  # GELU rule, accumulated over uses (notes section 3)
+    dz += dg_gelu * dg_gelu_add_4  # GELU rule, accumulated over uses (notes section 3)
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     df_add = df  # clip rule (1 inside [lo, hi], bounds included)
     df_add *= df_mul  # clip rule (1 inside [lo, hi], bounds included)
-    df_cos_mul = df_add * f_sin  # cos rule
-    dz_4 = dz_3  # cos rule, accumulated over uses (notes section 3)
-    dz_4 -= df_cos_mul  # cos rule, accumulated over uses (notes section 3)
-    df_sin_mul = df_add * f_cos  # sin rule
-    dz_5 = dz_4  # sin rule, accumulated over uses (notes section 3)
-    dz_5 += df_sin_mul  # sin rule, accumulated over uses (notes section 3)
+    dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
+    dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
-    db = dz_5.sum(axis=0)  # broadcast sum rule, notes section 6
-    dx = dz_5 @ W.T  # matmul rule, notes section 5
-    dW = x.T @ dz_5  # matmul rule, notes section 5
+    db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
+    dx = dz @ W.T  # matmul rule, notes section 5
+    dW = x.T @ dz  # matmul rule, notes section 5
     # loss = mean(square(erf(pred) - y))
     dloss_sub_dot = pred_dot * dloss_erf_mul  # erf JVP rule
     dloss_sub_dot -= y_dot  # difference JVP rule
     dloss_sub_dot *= dloss_square_mul  # square rule, differentiated in forward mode
     dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
-    dloss_erf_square_dot_mul = pred  # erf rule, differentiated in forward mode
-    dloss_erf_square_dot_mul *= 2  # erf rule, differentiated in forward mode
-    dloss_erf_mul_dot_mul = pred_dot  # erf rule, differentiated in forward mode
-    dloss_erf_mul_dot_mul *= dloss_erf_square_dot_mul  # erf rule, differentiated in forward mode
-    dloss_erf_mul_dot_mul *= dloss_erf_exp  # erf rule, differentiated in forward mode
-    dloss_erf_mul_dot_mul *= 1.1283791670955126  # erf rule, differentiated in forward mode
     dpred_dot = dloss_sub_dot  # erf rule, differentiated in forward mode
     dpred_dot *= dloss_erf_mul  # erf rule, differentiated in forward mode
-    dpred_dot_mul_2 = dloss_sub  # erf rule, differentiated in forward mode
-    dpred_dot_mul_2 *= dloss_erf_mul_dot_mul  # erf rule, differentiated in forward mode
-    dpred_dot -= dpred_dot_mul_2  # erf rule, differentiated in forward mode
+    # erf rule, differentiated in forward mode
+    dpred_dot -= dloss_sub * (1.1283791670955126 * (pred_dot * (2 * pred) * dloss_erf_exp))
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot = np.outer(dpred_dot, w_out)
@@ -1022,64 +911,64 @@ def hvp(x, y, W, b, w_out, p, v):
     # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot += pred_add.T @ dpred_dot
     # q = sigmoid(z) ** p
-    dz_dot = dq_mul  # power rule (tensor exponent), differentiated in forward mode
-    dz_dot *= ds_dot  # power rule (tensor exponent), differentiated in forward mode
-    dq_sigmoid_dot_mul_2 *= ds  # power rule (tensor exponent), differentiated in forward mode
-    dz_dot += dq_sigmoid_dot_mul_2  # power rule (tensor exponent), differentiated in forward mode
+    dz_dot_mul = dq_mul  # power rule (tensor exponent), differentiated in forward mode
+    dz_dot_mul *= ds_dot  # power rule (tensor exponent), differentiated in forward mode
+    # power rule (tensor exponent), differentiated in forward mode
+    dz_dot_mul += ds * (
+        p_dot * dq_power
+        + p * (q_sigmoid_dot * (dq_sub * q_sigmoid ** (dq_sub - 1)) + p_dot * (dq_power * dq_log))
+    )
     dq_mul_dot_3 = dq_mul_2  # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_3 *= ds_dot  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_6 *= ds  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_3 += dq_mul_dot_mul_6  # power rule (tensor exponent), differentiated in forward mode
+    # power rule (tensor exponent), differentiated in forward mode
+    dq_mul_dot_3 += ds * (
+        q_dot * dq_log + q * (np.where(q_sigmoid_mask, 0, q_sigmoid_dot) / dq_where)
+    )
     # power rule (tensor exponent), broadcast reduced (notes section 6), differentiated in forward mode
     dp_dot = dq_mul_dot_3.sum(axis=0)
-    dz_dot *= dq_sigmoid_mul  # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dz_dot_mul_2 = dq_sigmoid  # sigmoid rule, from the smaller tail, differentiated in forward mode
     # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dz_dot_mul_2 *= dq_sigmoid_mul_dot
-    dz_dot += dz_dot_mul_2  # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dz_dot_mul *= dq_sigmoid_mul
+    dz_dot = dz_dot_mul  # sigmoid rule, from the smaller tail, differentiated in forward mode
+    # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dz_dot += dq_sigmoid * (
+        q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub
+    )
     # s = expm1(-square(z) / 2) + log1p(square(g))
     dg_dot = ds_dot / ds_log1p_add  # log1p rule, differentiated in forward mode
-    ds_square_2_dot_div_2 = s_square_2_dot  # log1p rule, differentiated in forward mode
-    ds_square_2_dot_div_2 *= ds_square_2  # log1p rule, differentiated in forward mode
-    ds_square_2_dot_div_2 /= ds_log1p_add  # log1p rule, differentiated in forward mode
-    dg_dot -= ds_square_2_dot_div_2  # log1p rule, differentiated in forward mode
+    # log1p rule, differentiated in forward mode
+    dg_dot -= s_square_2_dot * ds_square_2 / ds_log1p_add
     dg_dot *= ds_square_2_mul  # square rule, differentiated in forward mode
-    dg_dot_mul_2 = ds_square_2  # square rule, differentiated in forward mode
-    dg_dot_mul_2 *= ds_square_2_mul_dot  # square rule, differentiated in forward mode
-    dg_dot += dg_dot_mul_2  # square rule, differentiated in forward mode
+    dg_dot += ds_square_2 * (2 * g_dot)  # square rule, differentiated in forward mode
     ds_square_mul_dot_2 = ds_dot  # expm1 rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_expm1_exp  # expm1 rule, differentiated in forward mode
-    ds_div_dot_mul_2 = ds  # expm1 rule, differentiated in forward mode
-    ds_div_dot_mul_2 *= s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 -= ds_div_dot_mul_2  # expm1 rule, differentiated in forward mode
+    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
     ds_square_mul_dot_2 /= 2  # quotient rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_square_mul  # square rule, differentiated in forward mode
-    ds_square_mul_dot_mul_2 = ds_neg  # square rule, differentiated in forward mode
-    ds_square_mul_dot_mul_2 *= ds_square_mul_dot  # square rule, differentiated in forward mode
-    ds_square_mul_dot_2 += ds_square_mul_dot_mul_2  # square rule, differentiated in forward mode
+    ds_square_mul_dot_2 += ds_neg * (2 * z_dot)  # square rule, differentiated in forward mode
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_2 = dz_dot
-    # square rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_2 -= ds_square_mul_dot_2
+    dz_dot -= ds_square_mul_dot_2
     # g = f * gelu(z, approximate='tanh')
     df_dot = g_gelu  # product rule, differentiated in forward mode
     df_dot *= dg_dot  # product rule, differentiated in forward mode
-    df_dot_mul_2 = g_gelu_dot  # product rule, differentiated in forward mode
-    df_dot_mul_2 *= dg  # product rule, differentiated in forward mode
-    df_dot += df_dot_mul_2  # product rule, differentiated in forward mode
+    df_dot += dg * g_gelu_dot  # product rule, differentiated in forward mode
     dg_gelu_mul_dot_7 = dg_dot  # product rule, differentiated in forward mode
     dg_gelu_mul_dot_7 *= f  # product rule, differentiated in forward mode
-    dg_gelu_dot_mul_2 = dg  # product rule, differentiated in forward mode
-    dg_gelu_dot_mul_2 *= f_dot  # product rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg_gelu_dot_mul_2  # product rule, differentiated in forward mode
+    dg_gelu_mul_dot_7 += dg * f_dot  # product rule, differentiated in forward mode
     dg_gelu_mul_dot_7 *= dg_gelu_add_4  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_7 = dg_gelu  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_7 *= dg_gelu_add_dot_4  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg_gelu_mul_dot_mul_7  # GELU rule, differentiated in forward mode
+    # GELU rule, differentiated in forward mode
+    dg_gelu_mul_dot_7 += dg_gelu * (
+        0.5 * dg_gelu_add_dot_2
+        + (
+            (
+                dg_gelu_sub * (0.05351611220445019 * s_square_dot)
+                - dg_gelu_add_dot_2 * (2 * dg_gelu_tanh) * dg_gelu_add_2
+            )
+            * z
+            + dg_gelu_mul_5 * z_dot
+        )
+    )
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_3 = dz_dot_2
-    # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_3 += dg_gelu_mul_dot_7
+    dz_dot += dg_gelu_mul_dot_7
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
     df_add_dot = df_dot
@@ -1087,29 +976,21 @@ def hvp(x, y, W, b, w_out, p, v):
     df_add_dot *= df_mul
     df_cos_mul_dot = f_sin  # cos rule, differentiated in forward mode
     df_cos_mul_dot *= df_add_dot  # cos rule, differentiated in forward mode
-    df_cos_mul_dot_mul_2 = f_sin_dot  # cos rule, differentiated in forward mode
-    df_cos_mul_dot_mul_2 *= df_add  # cos rule, differentiated in forward mode
-    df_cos_mul_dot += df_cos_mul_dot_mul_2  # cos rule, differentiated in forward mode
+    df_cos_mul_dot += df_add * f_sin_dot  # cos rule, differentiated in forward mode
     # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_4 = dz_dot_3
-    # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_4 -= df_cos_mul_dot
+    dz_dot -= df_cos_mul_dot
     df_sin_mul_dot = df_add_dot  # sin rule, differentiated in forward mode
     df_sin_mul_dot *= f_cos  # sin rule, differentiated in forward mode
-    df_sin_mul_dot_mul_2 = df_add  # sin rule, differentiated in forward mode
-    df_sin_mul_dot_mul_2 *= f_cos_dot_mul  # sin rule, differentiated in forward mode
-    df_sin_mul_dot -= df_sin_mul_dot_mul_2  # sin rule, differentiated in forward mode
+    df_sin_mul_dot -= df_add * f_cos_dot_mul  # sin rule, differentiated in forward mode
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_5 = dz_dot_4
-    # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_5 += df_sin_mul_dot
+    dz_dot += df_sin_mul_dot
     # z = x @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
-    db_dot = dz_dot_5.sum(axis=0)
-    dx_dot = dz_dot_5 @ W.T  # matmul rule, notes section 5, differentiated in forward mode
-    dx_dot += dz_5 @ W_dot.T  # matmul rule, notes section 5, differentiated in forward mode
-    dW_dot = x_dot.T @ dz_5  # matmul rule, notes section 5, differentiated in forward mode
-    dW_dot += x.T @ dz_dot_5  # matmul rule, notes section 5, differentiated in forward mode
+    db_dot = dz_dot.sum(axis=0)
+    dx_dot = dz_dot @ W.T  # matmul rule, notes section 5, differentiated in forward mode
+    dx_dot += dz @ W_dot.T  # matmul rule, notes section 5, differentiated in forward mode
+    dW_dot = x_dot.T @ dz  # matmul rule, notes section 5, differentiated in forward mode
+    dW_dot += x.T @ dz_dot  # matmul rule, notes section 5, differentiated in forward mode
     return (
         loss,
         Gradients(x=dx, y=dy, W=dW, b=db, w_out=dw_out, p=dp),
@@ -1159,9 +1040,7 @@ def hessian(x, y, W, b, w_out, p):
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    dg_gelu_tanh = z**3  # GELU rule
-    dg_gelu_tanh *= 0.044715  # GELU rule
-    dg_gelu_tanh += z  # GELU rule
+    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
     dg_gelu_tanh *= 0.7978845608028654  # GELU rule
     np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
     dg_gelu_add_4 = 1 + dg_gelu_tanh  # GELU rule
@@ -1178,19 +1057,10 @@ def hessian(x, y, W, b, w_out, p):
     g_gelu_dot = z_dot * dg_gelu_add_4  # GELU JVP rule
     g_dot = f_dot * g_gelu  # product JVP rule
     g_dot += f * g_gelu_dot  # product JVP rule
-    dg_gelu_pow_dot_pow = z**2  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 = z_dot * (3 * dg_gelu_pow_dot_pow)
-    dg_gelu_add_dot_2 *= 0.044715  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 += z_dot  # GELU rule, differentiated in forward mode
+    dg_gelu_add_dot_2 = z_dot + 0.044715 * (z_dot * (3 * z**2))
     dg_gelu_add_dot_2 *= 0.7978845608028654  # GELU rule, differentiated in forward mode
     dg_gelu_add_dot_2 *= dg_gelu_sub  # GELU rule, differentiated in forward mode
-    # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_2 = dg_gelu_add_dot_2 * (2 * dg_gelu_tanh)
-    dg_gelu_mul_dot_mul_2 *= dg_gelu_add_2  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_5 = dg_gelu_mul_5 * z_dot  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_7 = dg_gelu_add_dot_2  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_7 *= 0.5  # GELU rule, differentiated in forward mode
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -1209,17 +1079,7 @@ def hessian(x, y, W, b, w_out, p):
     ds_log1p_add += 1  # log1p rule
     s_dot = s_square_2_dot / ds_log1p_add  # log1p JVP rule
     s_dot -= s_expm1_dot_mul  # sum JVP rule
-    dg_dot_mul_2 = g_dot  # square rule, differentiated in forward mode
-    dg_dot_mul_2 *= 2  # square rule, differentiated in forward mode
-    ds_square_mul_dot_mul_2 = 2 * z_dot  # square rule, differentiated in forward mode
     # g = f * gelu(z, approximate='tanh')
-    dg_gelu_mul_dot_5 = s_square_dot  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 *= 0.05351611220445019  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 *= dg_gelu_sub  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 -= dg_gelu_mul_dot_mul_2  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 *= z  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 += dg_gelu_mul_dot_mul_5  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_7 += dg_gelu_mul_dot_5  # GELU rule, differentiated in forward mode
     # q = sigmoid(z) ** p
     q_sigmoid_tail = np.abs(z)  # [N, H]
     np.negative(q_sigmoid_tail, out=q_sigmoid_tail)  # [N, H]
@@ -1243,39 +1103,8 @@ def hessian(x, y, W, b, w_out, p):
     dq_log = np.log(dq_where)  # power rule (tensor exponent)
     dq_mul_2 = q * dq_log  # power rule (tensor exponent)
     q_dot += q_dot_mul_expand_dims * dq_mul_2  # power JVP rule (tensor exponent)
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_power_dot_power = q_sigmoid ** (dq_sub - 1)
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_2 = q_sigmoid_dot * (dq_sub * dq_power_dot_power)
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_2 += q_dot_mul_expand_dims * (dq_power * dq_log)
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_sigmoid_dot_mul_2 = q_dot_mul_expand_dims * dq_power
-    dq_mul_dot_mul_2 *= p  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_sigmoid_dot_mul_2 += dq_mul_dot_mul_2
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_4 = np.where(q_sigmoid_mask, 0, q_sigmoid_dot)
-    dq_mul_dot_mul_4 /= dq_where  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_6 = q_dot * dq_log
-    dq_mul_dot_mul_4 *= q  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_6 += dq_mul_dot_mul_4
     # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_sigmoid_tail_dot_sign = np.sign(z, out=z)
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_sub_dot = z_dot
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_sub_dot *= dq_sigmoid_sigmoid_tail_dot_sign * dq_sigmoid_mul
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_mul_dot_mul = dq_sigmoid_sub_dot * dq_sigmoid_sub
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dz_dot_mul_2 = dq_sigmoid_sub_dot
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dz_dot_mul_2 *= q_sigmoid_tail
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dz_dot_mul_2 -= dq_sigmoid_mul_dot_mul
+    dq_sigmoid_sub_dot = z_dot * (np.sign(z) * dq_sigmoid_mul)
     # pred = (s + q) @ w_out
     pred_add = s  # [N, H]
     pred_add += q  # [N, H]
@@ -1304,163 +1133,148 @@ def hessian(x, y, W, b, w_out, p):
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
     # q = sigmoid(z) ** p
     dq_sigmoid = ds * dq_mul  # power rule (tensor exponent)
-    dq_mul_3 = ds * dq_mul_2  # power rule (tensor exponent)
-    dp = dq_mul_3.sum(axis=0)  # power rule (tensor exponent), broadcast reduced (notes section 6)
+    # power rule (tensor exponent), broadcast reduced (notes section 6)
+    dp = (ds * dq_mul_2).sum(axis=0)
     dz = dq_sigmoid * dq_sigmoid_mul  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
     ds_square_2 = ds / ds_log1p_add  # log1p rule
     dg = ds_square_2 * ds_square_2_mul  # square rule
     ds_neg = ds * ds_expm1_exp  # expm1 rule
     ds_neg /= 2  # quotient rule
-    ds_square_mul_2 = ds_neg * ds_square_mul  # square rule
-    dz_2 = dz  # square rule, accumulated over uses (notes section 3)
-    dz_2 -= ds_square_mul_2  # square rule, accumulated over uses (notes section 3)
+    dz -= ds_neg * ds_square_mul  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
     dg_gelu = dg * f  # product rule
-    dg_gelu_mul_8 = dg_gelu * dg_gelu_add_4  # GELU rule
-    dz_3 = dz_2  # GELU rule, accumulated over uses (notes section 3)
-    dz_3 += dg_gelu_mul_8  # GELU rule, accumulated over uses (notes section 3)
+    dz += dg_gelu * dg_gelu_add_4  # GELU rule, accumulated over uses (notes section 3)
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     df_add = df  # clip rule (1 inside [lo, hi], bounds included)
     df_add *= df_mul  # clip rule (1 inside [lo, hi], bounds included)
-    df_cos_mul = df_add * f_sin  # cos rule
-    dz_4 = dz_3  # cos rule, accumulated over uses (notes section 3)
-    dz_4 -= df_cos_mul  # cos rule, accumulated over uses (notes section 3)
-    df_sin_mul = df_add * f_cos  # sin rule
-    dz_5 = dz_4  # sin rule, accumulated over uses (notes section 3)
-    dz_5 += df_sin_mul  # sin rule, accumulated over uses (notes section 3)
+    dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
+    dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
-    db = dz_5.sum(axis=0)  # broadcast sum rule, notes section 6
-    dx = dz_5 @ W.T  # matmul rule, notes section 5
-    dW = x.T @ dz_5  # matmul rule, notes section 5
+    db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
+    dx = dz @ W.T  # matmul rule, notes section 5
+    dW = x.T @ dz  # matmul rule, notes section 5
     # loss = mean(square(erf(pred) - y))
     dloss_sub_dot = pred_dot * dloss_erf_mul  # erf JVP rule
     # difference JVP rule
     dloss_sub_dot -= np.eye(D * H + D * N + 3 * H + N, N, -(D * N), dtype=dtype)
     dloss_sub_dot *= dloss_square_mul  # square rule, differentiated in forward mode
     dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
-    dpred_dot_mul_2 = pred_dot  # erf rule, differentiated in forward mode
-    dpred_dot_mul_2 *= 2 * pred  # erf rule, differentiated in forward mode
-    dpred_dot_mul_2 *= dloss_erf_exp  # erf rule, differentiated in forward mode
-    dpred_dot_mul_2 *= 1.1283791670955126  # erf rule, differentiated in forward mode
     dpred_dot = dloss_sub_dot  # erf rule, differentiated in forward mode
     dpred_dot *= dloss_erf_mul  # erf rule, differentiated in forward mode
-    dpred_dot_mul_2 *= dloss_sub  # erf rule, differentiated in forward mode
-    dpred_dot -= dpred_dot_mul_2  # erf rule, differentiated in forward mode
+    # erf rule, differentiated in forward mode
+    dpred_dot -= dloss_sub * (1.1283791670955126 * (pred_dot * (2 * pred) * dloss_erf_exp))
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot = np.expand_dims(dpred_dot, axis=-1) * w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot += np.expand_dims(dpred, axis=-1) * np.expand_dims(w_out_dot, axis=1)
     # matrix-vector rule, notes section 3, differentiated in forward mode
-    dw_out_dot = np.transpose(pred_add_dot, (0, 2, 1)) @ dpred
+    dw_out_dot = pred_add_dot.swapaxes(-1, -2) @ dpred
     # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot += dpred_dot @ pred_add
     # q = sigmoid(z) ** p
-    dz_dot = ds_dot * dq_mul  # power rule (tensor exponent), differentiated in forward mode
-    dq_sigmoid_dot_mul_2 *= ds  # power rule (tensor exponent), differentiated in forward mode
-    dz_dot += dq_sigmoid_dot_mul_2  # power rule (tensor exponent), differentiated in forward mode
+    dz_dot_mul = ds_dot * dq_mul  # power rule (tensor exponent), differentiated in forward mode
+    # power rule (tensor exponent), differentiated in forward mode
+    dz_dot_mul += ds * (
+        q_dot_mul_expand_dims * dq_power
+        + p
+        * (
+            q_sigmoid_dot * (dq_sub * q_sigmoid ** (dq_sub - 1))
+            + q_dot_mul_expand_dims * (dq_power * dq_log)
+        )
+    )
     dq_mul_dot_3 = ds_dot * dq_mul_2  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_6 *= ds  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_3 += dq_mul_dot_mul_6  # power rule (tensor exponent), differentiated in forward mode
+    # power rule (tensor exponent), differentiated in forward mode
+    dq_mul_dot_3 += ds * (
+        q_dot * dq_log + q * (np.where(q_sigmoid_mask, 0, q_sigmoid_dot) / dq_where)
+    )
     # power rule (tensor exponent), broadcast reduced (notes section 6), differentiated in forward mode
     dp_dot = dq_mul_dot_3.sum(axis=1)
-    dz_dot *= dq_sigmoid_mul  # sigmoid rule, from the smaller tail, differentiated in forward mode
     # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dz_dot_mul_2 *= dq_sigmoid
-    dz_dot += dz_dot_mul_2  # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dz_dot_mul *= dq_sigmoid_mul
+    dz_dot = dz_dot_mul  # sigmoid rule, from the smaller tail, differentiated in forward mode
+    # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dz_dot += dq_sigmoid * (
+        q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub
+    )
     # s = expm1(-square(z) / 2) + log1p(square(g))
     dg_dot = ds_dot / ds_log1p_add  # log1p rule, differentiated in forward mode
-    ds_square_2_dot_div_2 = s_square_2_dot  # log1p rule, differentiated in forward mode
-    ds_square_2_dot_div_2 *= ds_square_2  # log1p rule, differentiated in forward mode
-    ds_square_2_dot_div_2 /= ds_log1p_add  # log1p rule, differentiated in forward mode
-    dg_dot -= ds_square_2_dot_div_2  # log1p rule, differentiated in forward mode
+    # log1p rule, differentiated in forward mode
+    dg_dot -= s_square_2_dot * ds_square_2 / ds_log1p_add
     dg_dot *= ds_square_2_mul  # square rule, differentiated in forward mode
-    dg_dot_mul_2 *= ds_square_2  # square rule, differentiated in forward mode
-    dg_dot += dg_dot_mul_2  # square rule, differentiated in forward mode
+    dg_dot += ds_square_2 * (2 * g_dot)  # square rule, differentiated in forward mode
     ds_square_mul_dot_2 = ds_dot  # expm1 rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_expm1_exp  # expm1 rule, differentiated in forward mode
-    ds_div_dot_mul_2 = s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
-    ds_div_dot_mul_2 *= ds  # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 -= ds_div_dot_mul_2  # expm1 rule, differentiated in forward mode
+    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
     ds_square_mul_dot_2 /= 2  # quotient rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_square_mul  # square rule, differentiated in forward mode
-    ds_square_mul_dot_mul_2 *= ds_neg  # square rule, differentiated in forward mode
-    ds_square_mul_dot_2 += ds_square_mul_dot_mul_2  # square rule, differentiated in forward mode
+    ds_square_mul_dot_2 += ds_neg * (2 * z_dot)  # square rule, differentiated in forward mode
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_2 = dz_dot
-    # square rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_2 -= ds_square_mul_dot_2
+    dz_dot -= ds_square_mul_dot_2
     # g = f * gelu(z, approximate='tanh')
     df_dot = dg_dot * g_gelu  # product rule, differentiated in forward mode
-    df_dot_mul_2 = g_gelu_dot  # product rule, differentiated in forward mode
-    df_dot_mul_2 *= dg  # product rule, differentiated in forward mode
-    df_dot += df_dot_mul_2  # product rule, differentiated in forward mode
+    df_dot += dg * g_gelu_dot  # product rule, differentiated in forward mode
     dg_gelu_mul_dot_7 = dg_dot  # product rule, differentiated in forward mode
     dg_gelu_mul_dot_7 *= f  # product rule, differentiated in forward mode
-    dg_gelu_dot_mul_2 = f_dot  # product rule, differentiated in forward mode
-    dg_gelu_dot_mul_2 *= dg  # product rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg_gelu_dot_mul_2  # product rule, differentiated in forward mode
+    dg_gelu_mul_dot_7 += dg * f_dot  # product rule, differentiated in forward mode
     dg_gelu_mul_dot_7 *= dg_gelu_add_4  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_mul_7 *= dg_gelu  # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg_gelu_mul_dot_mul_7  # GELU rule, differentiated in forward mode
+    # GELU rule, differentiated in forward mode
+    dg_gelu_mul_dot_7 += dg_gelu * (
+        0.5 * dg_gelu_add_dot_2
+        + (
+            (
+                dg_gelu_sub * (0.05351611220445019 * s_square_dot)
+                - dg_gelu_add_dot_2 * (2 * dg_gelu_tanh) * dg_gelu_add_2
+            )
+            * z
+            + dg_gelu_mul_5 * z_dot
+        )
+    )
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_3 = dz_dot_2
-    # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_3 += dg_gelu_mul_dot_7
+    dz_dot += dg_gelu_mul_dot_7
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
     df_add_dot = df_dot
     # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
     df_add_dot *= df_mul
     df_cos_mul_dot = df_add_dot * f_sin  # cos rule, differentiated in forward mode
-    df_cos_mul_dot_mul_2 = f_sin_dot  # cos rule, differentiated in forward mode
-    df_cos_mul_dot_mul_2 *= df_add  # cos rule, differentiated in forward mode
-    df_cos_mul_dot += df_cos_mul_dot_mul_2  # cos rule, differentiated in forward mode
+    df_cos_mul_dot += df_add * f_sin_dot  # cos rule, differentiated in forward mode
     # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_4 = dz_dot_3
-    # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_4 -= df_cos_mul_dot
+    dz_dot -= df_cos_mul_dot
     df_sin_mul_dot = df_add_dot  # sin rule, differentiated in forward mode
     df_sin_mul_dot *= f_cos  # sin rule, differentiated in forward mode
-    df_sin_mul_dot_mul_2 = f_cos_dot_mul  # sin rule, differentiated in forward mode
-    df_sin_mul_dot_mul_2 *= df_add  # sin rule, differentiated in forward mode
-    df_sin_mul_dot -= df_sin_mul_dot_mul_2  # sin rule, differentiated in forward mode
+    df_sin_mul_dot -= df_add * f_cos_dot_mul  # sin rule, differentiated in forward mode
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_5 = dz_dot_4
-    # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot_5 += df_sin_mul_dot
+    dz_dot += df_sin_mul_dot
     # z = x @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
-    db_dot = dz_dot_5.sum(axis=1)
+    db_dot = dz_dot.sum(axis=1)
     # matmul rule, notes section 5, differentiated in forward mode
-    dx_dot = (dz_dot_5.reshape(D * H * N + D * N * N + 3 * H * N + N * N, H) @ W.T).reshape(
+    dx_dot = (dz_dot.reshape(D * H * N + D * N * N + 3 * H * N + N * N, H) @ W.T).reshape(
         (D * H + D * N + 3 * H + N, N, D)
     )
     # matmul rule, notes section 5, differentiated in forward mode
-    dx_dot += np.einsum("nk,zkm->znm", dz_5, np.transpose(W_dot, (0, 2, 1)), optimize=True)
+    dx_dot += np.einsum("nk,zkm->znm", dz, W_dot.swapaxes(-1, -2), optimize=True)
     # matmul rule, notes section 5, differentiated in forward mode
     dW_dot = (
-        np.transpose(x_dot, (0, 2, 1)).reshape(D * D * H + D * D * N + 3 * D * H + D * N, N) @ dz_5
+        x_dot.swapaxes(-1, -2).reshape(D * D * H + D * D * N + 3 * D * H + D * N, N) @ dz
     ).reshape((D * H + D * N + 3 * H + N, D, H))
     # matmul rule, notes section 5, differentiated in forward mode
-    dW_dot += np.einsum("nk,zkm->znm", x.T, dz_dot_5, optimize=True)
+    dW_dot += np.einsum("nk,zkm->znm", x.T, dz_dot, optimize=True)
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_x = dx_dot[: D * N].reshape((N, D, N, D))
-    H_x_y = dy_dot[: D * N].reshape(
-        (N, D, N)
-    )  # the blocks of the Hessian, shaped a.shape + b.shape
+    # the blocks of the Hessian, shaped a.shape + b.shape
+    H_x_y = dy_dot[: D * N].reshape((N, D, N))
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_W = dW_dot[: D * N].reshape((N, D, D, H))
-    H_x_b = db_dot[: D * N].reshape(
-        (N, D, H)
-    )  # the blocks of the Hessian, shaped a.shape + b.shape
+    # the blocks of the Hessian, shaped a.shape + b.shape
+    H_x_b = db_dot[: D * N].reshape((N, D, H))
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_w_out = dw_out_dot[: D * N].reshape((N, D, H))
-    H_x_p = dp_dot[: D * N].reshape(
-        (N, D, H)
-    )  # the blocks of the Hessian, shaped a.shape + b.shape
+    # the blocks of the Hessian, shaped a.shape + b.shape
+    H_x_p = dp_dot[: D * N].reshape((N, D, H))
     H_y_x = dx_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape
     H_y_y = dy_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape
     H_y_W = dW_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape

@@ -196,11 +196,12 @@ def backward(dout, cache):
     dpooled = dlogits @ W.T  # matmul rule, notes section 5
     dW = pooled.T @ dlogits  # matmul rule, notes section 5
     # pooled = mean(emb, axis=1)
-    # mean rule: broadcast back, divided by the count
-    demb = np.broadcast_to(np.expand_dims(dpooled / T, axis=1), (B, T, D))
+    dpooled_div = dpooled  # mean rule: broadcast back, divided by the count
+    dpooled_div /= T  # mean rule: broadcast back, divided by the count
     # emb = take(E, tokens, axis=0)
     dE = np.zeros((V, D), dtype=dtype)  # take rule: scatter-add
-    np.add.at(dE, tokens, demb)  # take rule: scatter-add
+    # take rule: scatter-add
+    np.add.at(dE, tokens, np.broadcast_to(np.expand_dims(dpooled_div, axis=1), (B, T, D)))
     return Gradients(E=dE, W=dW, b=db)
 
 
@@ -227,9 +228,10 @@ def value_and_grad(tokens, labels, E, W, b):
     dpooled = dlogits @ W.T  # matmul rule, notes section 5
     dW = pooled.T @ dlogits  # matmul rule, notes section 5
     # pooled = mean(emb, axis=1)
-    # mean rule: broadcast back, divided by the count
-    demb = np.broadcast_to(np.expand_dims(dpooled / T, axis=1), (B, T, D))
+    dpooled_div = dpooled  # mean rule: broadcast back, divided by the count
+    dpooled_div /= T  # mean rule: broadcast back, divided by the count
     # emb = take(E, tokens, axis=0)
     dE = np.zeros((V, D), dtype=loss.dtype)  # take rule: scatter-add
-    np.add.at(dE, tokens, demb)  # take rule: scatter-add
+    # take rule: scatter-add
+    np.add.at(dE, tokens, np.broadcast_to(np.expand_dims(dpooled_div, axis=1), (B, T, D)))
     return loss, Gradients(E=dE, W=dW, b=db)

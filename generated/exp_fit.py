@@ -136,10 +136,9 @@ def backward(dout, cache):
     ddecay = np.outer(dout, a)  # matrix-vector rule, notes section 3
     da = decay.T @ dout  # matrix-vector rule, notes section 3
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    ddecay_mul = ddecay  # exp rule, reusing the forward output
-    ddecay_mul *= decay  # exp rule, reusing the forward output
-    np.negative(ddecay_mul, out=ddecay_mul)  # negation rule
-    drate = (ddecay_mul * decay_reshape).sum(axis=0)  # broadcast product rule, notes section 7
+    ddecay_neg = ddecay  # exp rule, reusing the forward output
+    ddecay_neg *= decay  # exp rule, reusing the forward output
+    drate = (-(ddecay_neg * decay_reshape)).sum(axis=0)  # broadcast product rule, notes section 7
     return Gradients(a=da, rate=drate)
 
 
@@ -245,11 +244,10 @@ def _jacobian_rows(t, data, a, rate):
     ddecay = np.expand_dims(dresidual, axis=-1) * a  # matrix-vector rule, notes section 3
     J_a = dresidual @ decay  # matrix-vector rule, notes section 3
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    ddecay_mul_neg = ddecay  # exp rule, reusing the forward output
-    ddecay_mul_neg *= decay  # exp rule, reusing the forward output
-    ddecay_mul_neg *= t.reshape((M, 1))  # product rule
-    np.negative(ddecay_mul_neg, out=ddecay_mul_neg)  # product rule
-    J_rate = ddecay_mul_neg.sum(axis=1)  # broadcast product rule, notes section 7
+    ddecay_neg = ddecay  # exp rule, reusing the forward output
+    ddecay_neg *= decay  # exp rule, reusing the forward output
+    # broadcast product rule, notes section 7
+    J_rate = (-(ddecay_neg * t.reshape((M, 1)))).sum(axis=1)
     return residual, Jacobian(a=J_a, rate=J_rate)
 
 

@@ -48,7 +48,7 @@ class _Cache(NamedTuple):
     mixed: np.ndarray
     clipped_maximum: np.ndarray
     clipped: np.ndarray
-    loss_logsumexp_lse: np.ndarray
+    loss_logsumexp: np.ndarray
     B: int
     T: int
     D: int
@@ -142,18 +142,18 @@ def forward(a, c, W, lo):
     loss_logsumexp = np.squeeze(loss_logsumexp_lse, axis=-1)  # [B*T + M]
     loss = loss_logsumexp.sum()  # []
     return loss, _Cache(
-        W, lo, z, mixed, clipped_maximum, clipped, loss_logsumexp_lse, B, T, D, M, loss.dtype
+        W, lo, z, mixed, clipped_maximum, clipped, loss_logsumexp, B, T, D, M, loss.dtype
     )
 
 
 def backward(dout, cache):
     """Gradients w.r.t. a, c, W, lo, given dout = d(objective)/d(loss) []."""
-    W, lo, z, mixed, clipped_maximum, clipped, loss_logsumexp_lse, B, T, D, M, dtype = cache
+    W, lo, z, mixed, clipped_maximum, clipped, loss_logsumexp, B, T, D, M, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = sum(logsumexp(clipped, axis=-1))
-    dloss_logsumexp = np.full((B * T + M,), dout, dtype=dtype)  # sum rule: broadcast back
     # logsumexp rule: softmax times the cotangent
-    dclipped = np.expand_dims(dloss_logsumexp, axis=-1) * np.exp(clipped - loss_logsumexp_lse)
+    dloss_logsumexp_sub = clipped - np.expand_dims(loss_logsumexp, axis=-1)
+    dclipped = dout * np.exp(dloss_logsumexp_sub)  # logsumexp rule: softmax times the cotangent
     # clipped = minimum(maximum(mixed, lo), 1.5)
     dclipped_maximum = dclipped  # minimum rule (ties go to a)
     dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)
@@ -166,10 +166,9 @@ def backward(dout, cache):
     # einsum rule: contract the cotangent with the other operands
     dW = np.einsum("nk,nd->dk", dmixed, z)
     # z = concatenate((rows, c), axis=0)
-    drows = dz[: B * T]  # concatenate rule: split back
     dc = dz[B * T : B * T + M]  # concatenate rule: split back
     # rows = reshape(a, [-1, D])
-    da = drows.reshape((B, T, D))  # reshape rule: reshape back
+    da = dz[: B * T].reshape((B, T, D))  # reshape rule: reshape back
     return Gradients(a=da, c=dc, W=dW, lo=dlo)
 
 
@@ -187,9 +186,10 @@ def value_and_grad(a, c, W, lo):
     loss_logsumexp = np.squeeze(loss_logsumexp_lse, axis=-1)  # [B*T + M]
     loss = loss_logsumexp.sum()  # []
     # loss = sum(logsumexp(clipped, axis=-1))
-    dloss_logsumexp = np.full((B * T + M,), 1, dtype=loss.dtype)  # sum rule: broadcast back
+    dclipped = clipped  # logsumexp rule: softmax times the cotangent
     # logsumexp rule: softmax times the cotangent
-    dclipped = np.expand_dims(dloss_logsumexp, axis=-1) * np.exp(clipped - loss_logsumexp_lse)
+    dclipped -= np.expand_dims(loss_logsumexp, axis=-1)
+    np.exp(dclipped, out=dclipped)  # logsumexp rule: softmax times the cotangent
     # clipped = minimum(maximum(mixed, lo), 1.5)
     dclipped_maximum = dclipped  # minimum rule (ties go to a)
     dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)
@@ -202,8 +202,7 @@ def value_and_grad(a, c, W, lo):
     # einsum rule: contract the cotangent with the other operands
     dW = np.einsum("nk,nd->dk", dmixed, z)
     # z = concatenate((rows, c), axis=0)
-    drows = dz[: B * T]  # concatenate rule: split back
     dc = dz[B * T : B * T + M]  # concatenate rule: split back
     # rows = reshape(a, [-1, D])
-    da = drows.reshape((B, T, D))  # reshape rule: reshape back
+    da = dz[: B * T].reshape((B, T, D))  # reshape rule: reshape back
     return loss, Gradients(a=da, c=dc, W=dW, lo=dlo)

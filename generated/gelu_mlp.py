@@ -228,15 +228,12 @@ def backward(dout, cache):
     dgelu = dlogits_matmul @ W2.T  # matmul rule, notes section 5
     dW2 = gelu.T @ dlogits_matmul  # matmul rule, notes section 5
     # gelu = 0.5 * h * (1 + tanh(sqrt(2 / pi) * (h + 0.044715 * h ** 3)))
-    dgelu_mul = dgelu * gelu_add_2  # product rule
-    dgelu_add = dgelu  # product rule
-    dgelu_add *= gelu_mul  # product rule
-    dgelu_add *= 1 - gelu_tanh * gelu_tanh  # tanh rule, reusing the forward output
-    dgelu_add *= 0.7978845608028654  # product rule
-    dgelu_pow = dgelu_add * 0.044715  # product rule
-    dh = dgelu_add  # power rule, accumulated over uses (notes section 3)
+    dgelu_pow = dgelu * gelu_mul  # product rule
+    dgelu_pow *= 1 - gelu_tanh * gelu_tanh  # tanh rule, reusing the forward output
+    dh = dgelu_pow * 0.7978845608028654  # product rule
+    dgelu_pow *= 0.044715 * 0.7978845608028654  # product rule
     dh += dgelu_pow * (3 * h**2)  # power rule, accumulated over uses (notes section 3)
-    dh += dgelu_mul * 0.5  # product rule, accumulated over uses (notes section 3)
+    dh += dgelu * gelu_add_2 * 0.5  # product rule, accumulated over uses (notes section 3)
     # h = x @ W1 / sqrt(D) + b1
     db1 = dh.sum(axis=0)  # broadcast sum rule, notes section 6
     dh_matmul = dh  # quotient rule
@@ -279,16 +276,13 @@ def value_and_grad(x, y, W1, b1, W2):
     dgelu = dlogits_matmul @ W2.T  # matmul rule, notes section 5
     dW2 = gelu.T @ dlogits_matmul  # matmul rule, notes section 5
     # gelu = 0.5 * h * (1 + tanh(sqrt(2 / pi) * (h + 0.044715 * h ** 3)))
-    dgelu_mul = gelu_add_2  # product rule
-    dgelu_mul *= dgelu  # product rule
-    dgelu_add = dgelu  # product rule
-    dgelu_add *= gelu_mul  # product rule
-    dgelu_add *= 1 - gelu_tanh * gelu_tanh  # tanh rule, reusing the forward output
-    dgelu_add *= 0.7978845608028654  # product rule
-    dgelu_pow = dgelu_add * 0.044715  # product rule
-    dh = dgelu_add  # power rule, accumulated over uses (notes section 3)
+    dgelu_pow = gelu_mul  # product rule
+    dgelu_pow *= dgelu  # product rule
+    dgelu_pow *= 1 - gelu_tanh * gelu_tanh  # tanh rule, reusing the forward output
+    dh = dgelu_pow * 0.7978845608028654  # product rule
+    dgelu_pow *= 0.044715 * 0.7978845608028654  # product rule
     dh += dgelu_pow * (3 * h**2)  # power rule, accumulated over uses (notes section 3)
-    dh += dgelu_mul * 0.5  # product rule, accumulated over uses (notes section 3)
+    dh += dgelu * gelu_add_2 * 0.5  # product rule, accumulated over uses (notes section 3)
     # h = x @ W1 / sqrt(D) + b1
     db1 = dh.sum(axis=0)  # broadcast sum rule, notes section 6
     dh_matmul = dh  # quotient rule

@@ -149,28 +149,25 @@ def backward(dout, cache):
     gamma, xc, xhat_sqrt, xhat, loss_sub, N, D, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(square(y - target))
-    dy = loss_sub * (2 * (dout / (D * N)))  # square rule
+    dy = loss_sub * (dout / (D * N) * 2)  # square rule
     # y = gamma * xhat + beta
     dbeta = dy.sum(axis=0)  # broadcast sum rule, notes section 6
+    dxhat = dy * gamma  # product rule
     dgamma = (dy * xhat).sum(axis=0)  # broadcast product rule, notes section 7
-    dxhat = dy  # product rule
-    dxhat *= gamma  # product rule
     # xhat = xc / sqrt(var + 1e-5)
     dxc = dxhat / xhat_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(axis=1, keepdims=True)
+    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(axis=-1, keepdims=True)
     dvar /= 2 * xhat_sqrt  # sqrt rule, reusing the forward output
     # var = mean(square(xc), axis=-1, keepdims=True)
-    # mean rule: broadcast back, divided by the count
-    dvar_square = np.broadcast_to(dvar / D, (N, D))
-    dxc += dvar_square * (2 * xc)  # square rule, accumulated over uses (notes section 3)
+    dxc += dvar / D * (2 * xc)  # square rule, accumulated over uses (notes section 3)
     # xc = x - mu
-    dmu = (-dxc).sum(axis=1, keepdims=True)  # broadcast sum rule, notes section 6
+    dmu = (-dxc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dx = dxc
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += np.broadcast_to(dmu / D, (N, D))
+    dx += dmu / D
     return Gradients(x=dx, gamma=dgamma, beta=dbeta)
 
 
@@ -192,26 +189,23 @@ def value_and_grad(x, gamma, beta, target):
     loss = np.vdot(loss_sub, loss_sub) / (D * N)  # []
     # loss = mean(square(y - target))
     dy = loss_sub  # square rule
-    dy *= 2 * (1 / (D * N))  # square rule
+    dy *= 1 / (D * N) * 2  # square rule
     # y = gamma * xhat + beta
     dbeta = dy.sum(axis=0)  # broadcast sum rule, notes section 6
+    dxhat = dy * gamma  # product rule
     dgamma = (dy * xhat).sum(axis=0)  # broadcast product rule, notes section 7
-    dxhat = dy  # product rule
-    dxhat *= gamma  # product rule
     # xhat = xc / sqrt(var + 1e-5)
     dxc = dxhat / xhat_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(axis=1, keepdims=True)
+    dvar = (-(dxhat * xhat / xhat_sqrt)).sum(axis=-1, keepdims=True)
     dvar /= 2 * xhat_sqrt  # sqrt rule, reusing the forward output
     # var = mean(square(xc), axis=-1, keepdims=True)
-    # mean rule: broadcast back, divided by the count
-    dvar_square = np.broadcast_to(dvar / D, (N, D))
-    dxc += dvar_square * (2 * xc)  # square rule, accumulated over uses (notes section 3)
+    dxc += dvar / D * (2 * xc)  # square rule, accumulated over uses (notes section 3)
     # xc = x - mu
-    dmu = (-dxc).sum(axis=1, keepdims=True)  # broadcast sum rule, notes section 6
+    dmu = (-dxc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dx = dxc
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += np.broadcast_to(dmu / D, (N, D))
+    dx += dmu / D
     return loss, Gradients(x=dx, gamma=dgamma, beta=dbeta)

@@ -63,8 +63,6 @@ class _Cache(NamedTuple):
     fit_exp: np.ndarray
     fit_sums: np.ndarray
     N: int
-    D: int
-    C: int
     dtype: np.dtype
 
 
@@ -181,28 +179,25 @@ def forward(X, y, W, b):
     loss_add = loss_sum + loss_sum_2  # []
     loss_mul = 0.05 * loss_add  # []
     loss = fit + loss_mul  # []
-    return loss, _Cache(X, y, W, b, fit_exp, fit_sums, N, D, C, loss.dtype)
+    return loss, _Cache(X, y, W, b, fit_exp, fit_sums, N, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. W, b, given dout = d(objective)/d(loss) []."""
-    X, y, W, b, fit_exp, fit_sums, N, D, C, dtype = cache
+    X, y, W, b, fit_exp, fit_sums, N, dtype = cache
     dout = _check_dout(dout, (), dtype)
-    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
-    dloss_add = dout * 0.05  # product rule
-    dloss_square_2 = np.full((C,), dloss_add, dtype=dtype)  # sum rule: broadcast back
-    db = dloss_square_2  # square rule
-    db *= 2 * b  # square rule
-    dloss_square = np.full((D, C), dloss_add, dtype=dtype)  # sum rule: broadcast back
-    dW = dloss_square  # square rule
-    dW *= 2 * W  # square rule
     # fit = softmax_cross_entropy(logits, y)
     dfit_scale = dout / N  # softmax cross-entropy rule, notes section 2
     dlogits = fit_exp * (dfit_scale / fit_sums)  # softmax cross-entropy rule, notes section 2
     dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
-    # broadcast sum rule, notes section 6, accumulated over uses (notes section 3)
-    db += dlogits.sum(axis=0)
+    logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    dloss_square_2_mul = dout * 0.05 * 2  # square rule
+    db = b * dloss_square_2_mul  # square rule
+    dW = W * dloss_square_2_mul  # square rule
+    # logits = X @ W + b
+    db += logits_sum  # sum rule, accumulated over uses (notes section 3)
     dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return Gradients(W=dW, b=db)
 
@@ -223,24 +218,19 @@ def value_and_grad(X, y, W, b):
     loss_add = loss_sum + loss_sum_2  # []
     loss_mul = 0.05 * loss_add  # []
     loss = fit + loss_mul  # []
-    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
-    dfit = 1  # sum rule
-    dloss_mul = 1  # sum rule
-    dloss_add = dloss_mul * 0.05  # product rule
-    dloss_square_2 = np.full((C,), dloss_add, dtype=loss.dtype)  # sum rule: broadcast back
-    db = dloss_square_2  # square rule
-    db *= 2 * b  # square rule
-    dloss_square = np.full((D, C), dloss_add, dtype=loss.dtype)  # sum rule: broadcast back
-    dW = dloss_square  # square rule
-    dW *= 2 * W  # square rule
     # fit = softmax_cross_entropy(logits, y)
-    dfit_scale = dfit / N  # softmax cross-entropy rule, notes section 2
+    dfit_scale = 1 / N  # softmax cross-entropy rule, notes section 2
     dlogits = fit_exp  # softmax cross-entropy rule, notes section 2
     dlogits *= dfit_scale / fit_sums  # softmax cross-entropy rule, notes section 2
     dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
-    # broadcast sum rule, notes section 6, accumulated over uses (notes section 3)
-    db += dlogits.sum(axis=0)
+    logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    dloss_square_2_mul = 0.05 * 2  # square rule
+    db = b * dloss_square_2_mul  # square rule
+    dW = W * dloss_square_2_mul  # square rule
+    # logits = X @ W + b
+    db += logits_sum  # sum rule, accumulated over uses (notes section 3)
     dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return loss, Gradients(W=dW, b=db)
 
@@ -320,8 +310,6 @@ def jvp(X, y, W, b, tangents):
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    # softmax cross-entropy JVP rule, notes section 2
-    fit_dot_label_pick = logits_dot[np.arange(N), y]
     logits_softmax = fit_exp  # softmax cross-entropy JVP rule, notes section 2
     logits_softmax /= fit_sums  # softmax cross-entropy JVP rule, notes section 2
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
@@ -329,9 +317,9 @@ def jvp(X, y, W, b, tangents):
     loss_square_dot_mul = 2 * W  # square JVP rule
     loss_square_2_dot_mul = 2 * b  # square JVP rule
     # sum JVP rule
-    loss_dot = (np.vdot(logits_softmax, logits_dot) - fit_dot_label_pick.sum()) / N + 0.05 * (
-        np.vdot(W_dot, loss_square_dot_mul) + np.vdot(b_dot, loss_square_2_dot_mul)
-    )
+    loss_dot = (
+        np.vdot(logits_softmax, logits_dot) - logits_dot[np.arange(N), y].sum()
+    ) / N + 0.05 * (np.vdot(W_dot, loss_square_dot_mul) + np.vdot(b_dot, loss_square_2_dot_mul))
     return loss, loss_dot
 
 
@@ -354,25 +342,22 @@ def hvp(X, y, W, b, v):
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     logits_softmax = fit_exp  # softmax cross-entropy rule, notes section 2
     logits_softmax /= fit_sums  # softmax cross-entropy rule, notes section 2
-    dfit_div = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dfit_div  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dfit_div  # softmax cross-entropy rule, notes section 2
+    dfit_scale = 1 / N  # softmax cross-entropy rule, notes section 2
+    dlogits = logits_softmax * dfit_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
-    dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
     # fit = softmax_cross_entropy(logits, y)
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub = logits_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot *= logits_softmax_dot_sub
+    logits_softmax_dot *= (
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    )
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    dlogits_dot *= dfit_div
+    dlogits_dot *= dfit_scale
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
     logits_sum_dot = dlogits_dot.sum(axis=0)
@@ -384,24 +369,17 @@ def hvp(X, y, W, b, v):
     db = b * dloss_square_2_mul  # square rule
     dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
-    db_2 = db  # sum rule, accumulated over uses (notes section 3)
-    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW_2 += dlogits_matmul_matmul
+    db += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     db_dot = b_dot * dloss_square_2_mul  # square rule, differentiated in forward mode
     dW_dot = W_dot * dloss_square_2_mul  # square rule, differentiated in forward mode
     # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot_2 = db_dot
-    # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot_2 += logits_sum_dot
+    db_dot += logits_sum_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot_2 = dW_dot
-    # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot_2 += dlogits_matmul_matmul_dot
-    return loss, Gradients(W=dW_2, b=db_2), Gradients(W=dW_dot_2, b=db_dot_2)
+    dW_dot += dlogits_matmul_matmul_dot
+    return loss, Gradients(W=dW, b=db), Gradients(W=dW_dot, b=db_dot)
 
 
 def hessian(X, y, W, b):
@@ -429,23 +407,20 @@ def hessian(X, y, W, b):
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     logits_softmax = fit_exp  # softmax cross-entropy rule, notes section 2
     logits_softmax /= fit_sums  # softmax cross-entropy rule, notes section 2
-    dfit_div = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dfit_div  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dfit_div  # softmax cross-entropy rule, notes section 2
+    dfit_scale = 1 / N  # softmax cross-entropy rule, notes section 2
+    dlogits = logits_softmax * dfit_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
-    dlogits_matmul_matmul = X.T @ dlogits  # matmul rule, notes section 5
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot *= logits_softmax
+    logits_softmax_dot = logits_softmax * (
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    )
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    dlogits_dot *= dfit_div
+    dlogits_dot *= dfit_scale
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
     logits_sum_dot = dlogits_dot.sum(axis=1)
@@ -457,11 +432,8 @@ def hessian(X, y, W, b):
     db = b * dloss_square_2_mul  # square rule
     dW = W * dloss_square_2_mul  # square rule
     # logits = X @ W + b
-    db_2 = db  # sum rule, accumulated over uses (notes section 3)
-    db_2 += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    dW_2 = dW  # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dW_2 += dlogits_matmul_matmul
+    db += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     db_dot = b_dot  # square rule, differentiated in forward mode
     db_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode
@@ -469,22 +441,18 @@ def hessian(X, y, W, b):
     dW_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode
     # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot_2 = db_dot
-    # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot_2 += logits_sum_dot
+    db_dot += logits_sum_dot
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot_2 = dW_dot
-    # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot_2 += dlogits_matmul_matmul_dot
+    dW_dot += dlogits_matmul_matmul_dot
     # the blocks of the Hessian, shaped a.shape + b.shape
-    H_W_W = dW_dot_2[: C * D].reshape((D, C, D, C))
+    H_W_W = dW_dot[: C * D].reshape((D, C, D, C))
     # the blocks of the Hessian, shaped a.shape + b.shape
-    H_W_b = db_dot_2[: C * D].reshape((D, C, C))
-    H_b_W = dW_dot_2[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_b_b = db_dot_2[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
+    H_W_b = db_dot[: C * D].reshape((D, C, C))
+    H_b_W = dW_dot[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
+    H_b_b = db_dot[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
     return (
         loss,
-        Gradients(W=dW_2, b=db_2),
+        Gradients(W=dW, b=db),
         Hessian(W=Jacobian(W=H_W_W, b=H_W_b), b=Jacobian(W=H_b_W, b=H_b_b)),
     )
 

@@ -250,14 +250,8 @@ def backward(dout, cache):
     ) = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(square(h_next - target)) + 0.5 * mean(square(c_next))
-    dloss_mean_2 = dout * 0.5  # product rule
-    # mean rule: broadcast back, divided by the count
-    dloss_square_2 = np.full((N, H), dloss_mean_2 / (H * N), dtype=dtype)
-    dc_next = dloss_square_2  # square rule
-    dc_next *= 2 * c_next  # square rule
-    # mean rule: broadcast back, divided by the count
-    dh_next = np.full((N, H), dout / (H * N), dtype=dtype)
-    dh_next *= 2 * loss_sub  # square rule
+    dc_next = c_next * (dout * 0.5 / (H * N) * 2)  # square rule
+    dh_next = loss_sub * (dout / (H * N) * 2)  # square rule
     # h_next = sigmoid(o) * tanh(c_next)
     do = dh_next * h_next_tanh  # product rule
     dh_next_tanh = dh_next  # product rule
@@ -278,11 +272,11 @@ def backward(dout, cache):
     dz = np.zeros((N, 4 * H), dtype=dtype)  # split rule: g written into zeros at the piece's slice
     dz[:, 3 * H :] = do  # split rule: g written into zeros at the piece's slice
     # g = split(z, 4, axis=-1)[2]
-    dz[:, 2 * H : 3 * H] += dg  # split rule: g added at its positions in the same zeros
+    dz[:, 2 * H : 3 * H] += dg  # split rule: g added at its slice of the same zeros
     # f = split(z, 4, axis=-1)[1]
-    dz[:, H : 2 * H] += df  # split rule: g added at its positions in the same zeros
+    dz[:, H : 2 * H] += df  # split rule: g added at its slice of the same zeros
     # i = split(z, 4, axis=-1)[0]
-    dz[:, :H] += di  # split rule: g added at its positions in the same zeros
+    dz[:, :H] += di  # split rule: g added at its slice of the same zeros
     # z = x @ W + h @ U + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dz @ U.T  # matmul rule, notes section 5
@@ -334,16 +328,10 @@ def value_and_grad(x, h, c, W, U, b, target):
     loss_mul = 0.5 * loss_mean_2  # []
     loss = loss_mean + loss_mul  # []
     # loss = mean(square(h_next - target)) + 0.5 * mean(square(c_next))
-    dloss_mean = 1  # sum rule
-    dloss_mul = 1  # sum rule
-    dloss_mean_2 = dloss_mul * 0.5  # product rule
-    # mean rule: broadcast back, divided by the count
-    dloss_square_2 = np.full((N, H), dloss_mean_2 / (H * N), dtype=loss.dtype)
-    dc_next = dloss_square_2  # square rule
-    dc_next *= 2 * c_next  # square rule
-    # mean rule: broadcast back, divided by the count
-    dh_next = np.full((N, H), dloss_mean / (H * N), dtype=loss.dtype)
-    dh_next *= 2 * loss_sub  # square rule
+    dc_next = c_next  # square rule
+    dc_next *= 0.5 / (H * N) * 2  # square rule
+    dh_next = loss_sub  # square rule
+    dh_next *= 1 / (H * N) * 2  # square rule
     # h_next = sigmoid(o) * tanh(c_next)
     do = dh_next * h_next_tanh  # product rule
     dh_next_tanh = dh_next  # product rule
@@ -366,11 +354,11 @@ def value_and_grad(x, h, c, W, U, b, target):
     dz = np.zeros((N, 4 * H), dtype=loss.dtype)
     dz[:, 3 * H :] = do  # split rule: g written into zeros at the piece's slice
     # g = split(z, 4, axis=-1)[2]
-    dz[:, 2 * H : 3 * H] += dg  # split rule: g added at its positions in the same zeros
+    dz[:, 2 * H : 3 * H] += dg  # split rule: g added at its slice of the same zeros
     # f = split(z, 4, axis=-1)[1]
-    dz[:, H : 2 * H] += df  # split rule: g added at its positions in the same zeros
+    dz[:, H : 2 * H] += df  # split rule: g added at its slice of the same zeros
     # i = split(z, 4, axis=-1)[0]
-    dz[:, :H] += di  # split rule: g added at its positions in the same zeros
+    dz[:, :H] += di  # split rule: g added at its slice of the same zeros
     # z = x @ W + h @ U + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dz @ U.T  # matmul rule, notes section 5

@@ -124,7 +124,7 @@ def backward(dout, cache):
     X, Y, B, N, P, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # A = mean(square(B))
-    dB = B * (2 * (dout / (N * P)))  # square rule
+    dB = B * (dout / (N * P) * 2)  # square rule
     # B = X @ Y
     dX = dB @ Y.T  # matmul rule, notes section 5
     dY = X.T @ dB  # matmul rule, notes section 5
@@ -138,7 +138,7 @@ def value_and_grad(X, Y):
     A = np.vdot(B, B) / (N * P)  # []
     # A = mean(square(B))
     dB = B  # square rule
-    dB *= 2 * (1 / (N * P))  # square rule
+    dB *= 1 / (N * P) * 2  # square rule
     # B = X @ Y
     dX = dB @ Y.T  # matmul rule, notes section 5
     dY = X.T @ dB  # matmul rule, notes section 5

@@ -204,25 +204,26 @@ def backward(dout, cache):
     dV = high.T @ dlogits  # matmul rule, notes section 5
     # low = min(h, axis=1)
     # min rule: the cotangent to the smallest entry, split evenly among ties
-    dlow_ties = h == h.min(axis=1, keepdims=True)
+    dlow_tie_share = (h == h.min(axis=1, keepdims=True)).astype(dtype)
     # min rule: the cotangent to the smallest entry, split evenly among ties
-    dh = dlow_ties * (
-        np.expand_dims(dlow, axis=1) / dlow_ties.sum(axis=1, keepdims=True, dtype=dtype)
-    )
+    dlow_tie_share /= dlow_tie_share.sum(axis=1, keepdims=True)
+    dh = dlow_tie_share  # min rule: the cotangent to the smallest entry, split evenly among ties
+    # min rule: the cotangent to the smallest entry, split evenly among ties
+    dh *= np.expand_dims(dlow, axis=1)
     # high = max(h, axis=1)
     # max rule: the cotangent to the largest entry, split evenly among ties
-    dhigh_ties = h == h.max(axis=1, keepdims=True)
+    dhigh_tie_share = (h == h.max(axis=1, keepdims=True)).astype(dtype)
+    # max rule: the cotangent to the largest entry, split evenly among ties
+    dhigh_tie_share /= dhigh_tie_share.sum(axis=1, keepdims=True)
     # max rule: the cotangent to the largest entry, split evenly among ties, accumulated over uses (notes section 3)
-    dh += dhigh_ties * (
-        np.expand_dims(dhigh, axis=1) / dhigh_ties.sum(axis=1, keepdims=True, dtype=dtype)
-    )
+    dh += np.expand_dims(dhigh, axis=1) * dhigh_tie_share
     # h = tanh(x @ W)
     dh_matmul = dh  # tanh rule, reusing the forward output
     dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
     # batched matmul rule, notes section 5 per batch element
     dx = (dh_matmul.reshape(B * T, H) @ W.T).reshape((B, T, D))
     # batched matmul rule, notes section 5 per batch element
-    dW = x.reshape(B * T, D).T @ dh_matmul.reshape(B * T, H)
+    dW = x.reshape((B * T, D)).T @ dh_matmul.reshape((B * T, H))
     return Gradients(x=dx, W=dW, V=dV, U=dU)
 
 
@@ -254,23 +255,24 @@ def value_and_grad(x, y, W, V, U):
     dV = high.T @ dlogits  # matmul rule, notes section 5
     # low = min(h, axis=1)
     # min rule: the cotangent to the smallest entry, split evenly among ties
-    dlow_ties = h == h.min(axis=1, keepdims=True)
+    dlow_tie_share = (h == h.min(axis=1, keepdims=True)).astype(loss.dtype)
     # min rule: the cotangent to the smallest entry, split evenly among ties
-    dh = dlow_ties * (
-        np.expand_dims(dlow, axis=1) / dlow_ties.sum(axis=1, keepdims=True, dtype=loss.dtype)
-    )
+    dlow_tie_share /= dlow_tie_share.sum(axis=1, keepdims=True)
+    dh = dlow_tie_share  # min rule: the cotangent to the smallest entry, split evenly among ties
+    # min rule: the cotangent to the smallest entry, split evenly among ties
+    dh *= np.expand_dims(dlow, axis=1)
     # high = max(h, axis=1)
     # max rule: the cotangent to the largest entry, split evenly among ties
-    dhigh_ties = h == h.max(axis=1, keepdims=True)
+    dhigh_tie_share = (h == h.max(axis=1, keepdims=True)).astype(loss.dtype)
+    # max rule: the cotangent to the largest entry, split evenly among ties
+    dhigh_tie_share /= dhigh_tie_share.sum(axis=1, keepdims=True)
     # max rule: the cotangent to the largest entry, split evenly among ties, accumulated over uses (notes section 3)
-    dh += dhigh_ties * (
-        np.expand_dims(dhigh, axis=1) / dhigh_ties.sum(axis=1, keepdims=True, dtype=loss.dtype)
-    )
+    dh += np.expand_dims(dhigh, axis=1) * dhigh_tie_share
     # h = tanh(x @ W)
     dh_matmul = dh  # tanh rule, reusing the forward output
     dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
     # batched matmul rule, notes section 5 per batch element
     dx = (dh_matmul.reshape(B * T, H) @ W.T).reshape((B, T, D))
     # batched matmul rule, notes section 5 per batch element
-    dW = x.reshape(B * T, D).T @ dh_matmul.reshape(B * T, H)
+    dW = x.reshape((B * T, D)).T @ dh_matmul.reshape((B * T, H))
     return loss, Gradients(x=dx, W=dW, V=dV, U=dU)

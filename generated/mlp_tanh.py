@@ -324,9 +324,7 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     np.tanh(h, out=h)  # [N, H]
     h_dot = x @ W1_dot  # matmul JVP rule, notes section 5
     h_dot += b1_dot  # sum JVP rule
-    h_dot_sub = h * h  # tanh JVP rule, reusing the forward output
-    np.subtract(1, h_dot_sub, out=h_dot_sub)  # tanh JVP rule, reusing the forward output
-    h_dot *= h_dot_sub  # tanh JVP rule, reusing the forward output
+    h_dot *= 1 - h * h  # tanh JVP rule, reusing the forward output
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -340,12 +338,10 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
-    # softmax cross-entropy JVP rule, notes section 2
-    loss_dot_label_pick = logits_dot[np.arange(N), y]
     logits_softmax = loss_exp  # softmax cross-entropy JVP rule, notes section 2
     logits_softmax /= loss_sums  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
-    loss_dot = (np.vdot(logits_softmax, logits_dot) - loss_dot_label_pick.sum()) / N
+    loss_dot = (np.vdot(logits_softmax, logits_dot) - logits_dot[np.arange(N), y].sum()) / N
     return loss, loss_dot
 
 
@@ -364,8 +360,6 @@ def hvp(x, y, W1, b1, W2, b2, v):
     dh_sub = h * h  # tanh rule, reusing the forward output
     np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
-    dh_mul_dot = 2 * h  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_mul_dot *= h_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -381,9 +375,9 @@ def hvp(x, y, W1, b1, W2, b2, v):
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     logits_softmax = loss_exp  # softmax cross-entropy rule, notes section 2
     logits_softmax /= loss_sums  # softmax cross-entropy rule, notes section 2
-    dloss_div = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dloss_div  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_div  # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
+    dlogits = logits_softmax * dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -394,17 +388,15 @@ def hvp(x, y, W1, b1, W2, b2, v):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub = logits_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot_sub -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_softmax
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot *= logits_softmax_dot_sub
+    logits_softmax_dot *= (
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    )
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    dlogits_dot *= dloss_div
+    dlogits_dot *= dloss_scale
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = dlogits_dot.sum(axis=0)
@@ -415,11 +407,8 @@ def hvp(x, y, W1, b1, W2, b2, v):
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 = dh  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 *= dh_mul_dot
-    # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= dh_add_dot_mul_2
+    dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=0)
     dW1_dot = x.T @ dh_add_dot  # matmul rule, notes section 5, differentiated in forward mode
@@ -452,8 +441,6 @@ def hessian(x, y, W1, b1, W2, b2):
     dh_sub = h * h  # tanh rule, reusing the forward output
     np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
-    # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 = h_dot * (2 * h)
     # logits = h @ W2 + b2
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
@@ -479,9 +466,9 @@ def hessian(x, y, W1, b1, W2, b2):
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     logits_softmax = loss_exp  # softmax cross-entropy rule, notes section 2
     logits_softmax /= loss_sums  # softmax cross-entropy rule, notes section 2
-    dloss_div = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dloss_div  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_div  # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
+    dlogits = logits_softmax * dloss_scale  # softmax cross-entropy rule, notes section 2
+    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -492,15 +479,13 @@ def hessian(x, y, W1, b1, W2, b2):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot *= logits_softmax
+    logits_softmax_dot = logits_softmax * (
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    )
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    dlogits_dot *= dloss_div
+    dlogits_dot *= dloss_scale
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = dlogits_dot.sum(axis=1)
@@ -509,19 +494,18 @@ def hessian(x, y, W1, b1, W2, b2):
         (C + C * H + D * H + H, N, H)
     )
     # matmul rule, notes section 5, differentiated in forward mode
-    dh_dot += np.einsum("nk,zkm->znm", dlogits, np.transpose(W2_dot, (0, 2, 1)), optimize=True)
+    dh_dot += np.einsum("nk,zkm->znm", dlogits, W2_dot.swapaxes(-1, -2), optimize=True)
     # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot = (
-        np.transpose(h_dot, (0, 2, 1)).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
+        h_dot.swapaxes(-1, -2).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
     ).reshape((C + C * H + D * H + H, H, C))
     # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot += np.einsum("nk,zkm->znm", h.T, dlogits_dot, optimize=True)
     # h = tanh(x @ W1 + b1)
     dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot_mul_2 *= dh  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= dh_add_dot_mul_2
+    dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=1)
     # matmul rule, notes section 5, differentiated in forward mode

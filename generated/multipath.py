@@ -41,6 +41,7 @@ class _Cache(NamedTuple):
     x: np.ndarray
     W: np.ndarray
     h: np.ndarray
+    g_mul: np.ndarray
     g_exp: np.ndarray
     loss_sum: np.ndarray
     N: int
@@ -118,36 +119,33 @@ def forward(x, W):
     x, W, N, D, D2 = _check_inputs(x, W)
     h = x @ W  # [N, D2]
     np.tanh(h, out=h)  # [N, D2]
-    g = h * h  # [N, D2]
+    g_mul = h * h  # [N, D2]
     g_exp = np.exp(h)  # [N, D2]
-    g_div = g_exp / 2.0  # [N, D2]
-    g += g_div  # [N, D2]
+    g = g_exp / 2.0  # [N, D2]
+    g += g_mul  # [N, D2]
     loss_mean = g.mean()  # []
     loss_sum = h.sum(axis=0)  # [D2]
     loss_matmul = loss_sum @ loss_sum  # []
     loss_div = loss_matmul / 10  # []
     loss = loss_mean + loss_div  # []
-    return loss, _Cache(x, W, h, g_exp, loss_sum, N, D2, loss.dtype)
+    return loss, _Cache(x, W, h, g_mul, g_exp, loss_sum, N, D2, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. x, W, given dout = d(objective)/d(loss) []."""
-    x, W, h, g_exp, loss_sum, N, D2, dtype = cache
+    x, W, h, g_mul, g_exp, loss_sum, N, D2, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(g) + sum(h, axis=0) @ sum(h, axis=0) / 10
-    dloss_matmul = dout / 10  # quotient rule
-    dloss_sum = dloss_matmul * loss_sum + dloss_matmul * loss_sum  # dot product rule
-    dh = np.broadcast_to(np.expand_dims(dloss_sum, axis=0), (N, D2))  # sum rule: broadcast back
-    # mean rule: broadcast back, divided by the count
-    dg = np.full((N, D2), dout / (D2 * N), dtype=dtype)
+    dloss_matmul_mul = dout / 10 * loss_sum  # dot product rule
+    dloss_mean_div = dout / (D2 * N)  # mean rule: broadcast back, divided by the count
     # g = h * h + exp(h) / 2.0
-    dg_exp = dg / 2.0  # quotient rule
+    dg_exp = np.broadcast_to(dloss_mean_div, (N, D2)) / 2.0  # quotient rule
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
-    dh = dh + dg_exp * g_exp
-    dh += dg * (2 * h)  # product rule, accumulated over uses (notes section 3)
+    dh = dloss_matmul_mul + dloss_matmul_mul + dg_exp * g_exp
+    dh += h * (dloss_mean_div * 2)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
     dh_matmul = dh  # tanh rule, reusing the forward output
-    dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
+    dh_matmul *= 1 - g_mul  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5
     return Gradients(x=dx, W=dW)
@@ -158,31 +156,30 @@ def value_and_grad(x, W):
     x, W, N, D, D2 = _check_inputs(x, W)
     h = x @ W  # [N, D2]
     np.tanh(h, out=h)  # [N, D2]
-    g = h * h  # [N, D2]
+    g_mul = h * h  # [N, D2]
     g_exp = np.exp(h)  # [N, D2]
-    g_div = g_exp / 2.0  # [N, D2]
-    g += g_div  # [N, D2]
+    g = g_exp / 2.0  # [N, D2]
+    g += g_mul  # [N, D2]
     loss_mean = g.mean()  # []
     loss_sum = h.sum(axis=0)  # [D2]
     loss_matmul = loss_sum @ loss_sum  # []
     loss_div = loss_matmul / 10  # []
     loss = loss_mean + loss_div  # []
     # loss = mean(g) + sum(h, axis=0) @ sum(h, axis=0) / 10
-    dloss_mean = 1  # sum rule
-    dloss_div = 1  # sum rule
-    dloss_matmul = dloss_div / 10  # quotient rule
-    dloss_sum = dloss_matmul * loss_sum + dloss_matmul * loss_sum  # dot product rule
-    dh = np.broadcast_to(np.expand_dims(dloss_sum, axis=0), (N, D2))  # sum rule: broadcast back
+    dloss_matmul_mul = loss_sum  # dot product rule
+    dloss_matmul_mul *= 1 / 10  # dot product rule
+    dloss_mean_div = 1 / (D2 * N)  # mean rule: broadcast back, divided by the count
     # mean rule: broadcast back, divided by the count
-    dg = np.full((N, D2), dloss_mean / (D2 * N), dtype=loss.dtype)
+    dg = np.full((N, D2), dloss_mean_div, dtype=loss.dtype)
     # g = h * h + exp(h) / 2.0
-    dg_exp = dg / 2.0  # quotient rule
+    dg_exp = dg  # quotient rule
+    dg_exp /= 2.0  # quotient rule
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
-    dh = dh + dg_exp * g_exp
-    dh += dg * (2 * h)  # product rule, accumulated over uses (notes section 3)
+    dh = dloss_matmul_mul + dloss_matmul_mul + dg_exp * g_exp
+    dh += h * (dloss_mean_div * 2)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
     dh_matmul = dh  # tanh rule, reusing the forward output
-    dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
+    dh_matmul *= 1 - g_mul  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5
     return loss, Gradients(x=dx, W=dW)

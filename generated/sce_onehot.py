@@ -123,7 +123,10 @@ def backward(dout, cache):
     y, loss_probs, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(theta, y, reduction='sum')
-    dtheta = (loss_probs - y) * dout  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dtheta = loss_probs * y.sum(axis=-1, keepdims=True)
+    dtheta -= y  # softmax cross-entropy rule, notes section 2
+    dtheta *= dout  # softmax cross-entropy rule, notes section 2
     return Gradients(theta=dtheta)
 
 
@@ -138,5 +141,6 @@ def value_and_grad(theta, y):
     loss = -(y * loss_log_probs).sum()  # []
     # loss = softmax_cross_entropy(theta, y, reduction='sum')
     dtheta = loss_probs  # softmax cross-entropy rule, notes section 2
+    dtheta *= y.sum(axis=-1, keepdims=True)  # softmax cross-entropy rule, notes section 2
     dtheta -= y  # softmax cross-entropy rule, notes section 2
     return loss, Gradients(theta=dtheta)

@@ -158,6 +158,6 @@ def value_and_grad(theta, k):
     J = np.log(J_sums) - J_picked  # []
     # J = softmax_cross_entropy(theta, k)
     dtheta = J_exp  # softmax cross-entropy rule, notes section 2
-    dtheta *= 1 / J_sums  # softmax cross-entropy rule, notes section 2
+    dtheta /= J_sums  # softmax cross-entropy rule, notes section 2
     dtheta[k] -= 1  # softmax cross-entropy rule, notes section 2
     return J, Gradients(theta=dtheta)

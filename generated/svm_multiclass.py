@@ -45,7 +45,6 @@ class _Cache(NamedTuple):
     W: np.ndarray
     margins: np.ndarray
     N: int
-    D: int
     C: int
     dtype: np.dtype
 
@@ -163,34 +162,30 @@ def forward(X, y, W, b):
     loss_sum = np.vdot(W, W)  # []
     loss_mul = 0.0005 * loss_sum  # []
     loss = data_loss + loss_mul  # []
-    return loss, _Cache(X, y, W, margins, N, D, C, loss.dtype)
+    return loss, _Cache(X, y, W, margins, N, C, loss.dtype)
 
 
 def backward(dout, cache):
     """Gradients w.r.t. W, b, given dout = d(objective)/d(loss) []."""
-    X, y, W, margins, N, D, C, dtype = cache
+    X, y, W, margins, N, C, dtype = cache
     dout = _check_dout(dout, (), dtype)
-    # loss = data_loss + 0.5 * 0.001 * sum(square(W))
-    dloss_sum = dout * 0.0005  # product rule
-    dloss_square = np.full((D, C), dloss_sum, dtype=dtype)  # sum rule: broadcast back
-    dW = dloss_square  # square rule
-    dW *= 2 * W  # square rule
-    # data_loss = mean(sum(margins, axis=1)) - 1
-    # mean rule: broadcast back, divided by the count
-    ddata_loss_sum = np.full((N,), dout / N, dtype=dtype)
-    # sum rule: broadcast back
-    dmargins = np.broadcast_to(np.expand_dims(ddata_loss_sum, axis=-1), (N, C))
     # margins = relu(scores - correct + 1.0)
-    dscores = dmargins * (margins > 0)  # relu rule (relu'(0) = 0)
-    dcorrect = (-dscores).sum(axis=1, keepdims=True)  # broadcast sum rule, notes section 6
+    dscores = dout / N * (margins > 0)  # relu rule (relu'(0) = 0)
+    dcorrect = (-dscores).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # correct = take_along_axis(scores, y, axis=1)
-    dcorrect_scatter = np.zeros((N, C), dtype=dtype)  # take_along_axis rule: scatter-add
-    np.put_along_axis(dcorrect_scatter, y, dcorrect, axis=1)  # take_along_axis rule: scatter-add
+    dcorrect_scatter_along = np.zeros((N, C), dtype=dtype)  # take_along_axis rule: scatter-add
+    # take_along_axis rule: scatter-add
+    np.put_along_axis(dcorrect_scatter_along, y, dcorrect, axis=1)
     # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
-    dscores += dcorrect_scatter
+    dscores_2 = dscores
+    # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
+    dscores_2 += dcorrect_scatter_along
     # scores = X @ W + b
-    db = dscores.sum(axis=0)  # broadcast sum rule, notes section 6
-    dW += X.T @ dscores  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    db = dscores_2.sum(axis=0)  # broadcast sum rule, notes section 6
+    # loss = data_loss + 0.5 * 0.001 * sum(square(W))
+    dW = W * (dout * 0.0005 * 2)  # square rule
+    # scores = X @ W + b
+    dW += X.T @ dscores_2  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return Gradients(W=dW, b=db)
 
 
@@ -210,27 +205,21 @@ def value_and_grad(X, y, W, b):
     loss_sum = np.vdot(W, W)  # []
     loss_mul = 0.0005 * loss_sum  # []
     loss = data_loss + loss_mul  # []
-    # loss = data_loss + 0.5 * 0.001 * sum(square(W))
-    ddata_loss = 1  # sum rule
-    dloss_mul = 1  # sum rule
-    dloss_sum = dloss_mul * 0.0005  # product rule
-    dloss_square = np.full((D, C), dloss_sum, dtype=loss.dtype)  # sum rule: broadcast back
-    dW = dloss_square  # square rule
-    dW *= 2 * W  # square rule
-    # data_loss = mean(sum(margins, axis=1)) - 1
-    # mean rule: broadcast back, divided by the count
-    ddata_loss_sum = np.full((N,), ddata_loss / N, dtype=loss.dtype)
-    # sum rule: broadcast back
-    dmargins = np.broadcast_to(np.expand_dims(ddata_loss_sum, axis=-1), (N, C))
     # margins = relu(scores - correct + 1.0)
-    dscores = dmargins * (margins > 0)  # relu rule (relu'(0) = 0)
-    dcorrect = (-dscores).sum(axis=1, keepdims=True)  # broadcast sum rule, notes section 6
+    dscores = np.full((N, 1), 1 / N, dtype=loss.dtype) * (margins > 0)  # relu rule (relu'(0) = 0)
+    dcorrect = (-dscores).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # correct = take_along_axis(scores, y, axis=1)
-    dcorrect_scatter = np.zeros((N, C), dtype=loss.dtype)  # take_along_axis rule: scatter-add
-    np.put_along_axis(dcorrect_scatter, y, dcorrect, axis=1)  # take_along_axis rule: scatter-add
+    dcorrect_scatter_along = np.zeros((N, C), dtype=loss.dtype)  # take_along_axis rule: scatter-add
+    # take_along_axis rule: scatter-add
+    np.put_along_axis(dcorrect_scatter_along, y, dcorrect, axis=1)
     # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
-    dscores += dcorrect_scatter
+    dscores_2 = dscores
+    # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
+    dscores_2 += dcorrect_scatter_along
     # scores = X @ W + b
-    db = dscores.sum(axis=0)  # broadcast sum rule, notes section 6
-    dW += X.T @ dscores  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    db = dscores_2.sum(axis=0)  # broadcast sum rule, notes section 6
+    # loss = data_loss + 0.5 * 0.001 * sum(square(W))
+    dW = W * (0.0005 * 2)  # square rule
+    # scores = X @ W + b
+    dW += X.T @ dscores_2  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return loss, Gradients(W=dW, b=db)

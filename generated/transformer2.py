@@ -680,42 +680,38 @@ def backward(dout, cache):
     ) = cache
     dout = _check_dout(dout, (), dtype)
     # loss = mean(square(h2 - target))
-    dloss_sub = loss_sub * (2 * (dout / (B * Dh * H * T)))  # square rule
-    dtarget = -dloss_sub  # difference rule
+    dh2 = loss_sub * (dout / (B * Dh * H * T) * 2)  # square rule
+    dtarget = -dh2  # difference rule
     # h2: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 58)
-    dh2_matmul = dloss_sub / math.sqrt(F)  # quotient rule
+    dh2_matmul = dh2 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_up_matmul = (dh2_matmul.reshape(B * T, Dh * H) @ Wdown2.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dWdown2 = h2_up.reshape(B * T, F).T @ dh2_matmul.reshape(B * T, Dh * H)
+    dWdown2 = h2_up.reshape((B * T, F)).T @ dh2_matmul.reshape((B * T, Dh * H))
     # h2: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 57)
     dh2_up_matmul *= h2_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
     dh2_up_layernorm = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWup2 = h2_up_layernorm.reshape(B * T, Dh * H).T @ dh2_up_matmul.reshape(B * T, F)
+    dWup2 = h2_up_layernorm.reshape((B * T, Dh * H)).T @ dh2_up_matmul.reshape((B * T, F))
     # h2: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dmlp2_b = dh2_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh2_up_mul = dh2_up_layernorm / h2_up_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh2_up_var = (-(dh2_up_layernorm * h2_up_div / h2_up_sqrt)).sum(axis=2, keepdims=True)
-    dh2_up_var /= 2 * h2_up_sqrt  # sqrt rule, reusing the forward output
+    dh2_up_add = (-(dh2_up_layernorm * h2_up_div / h2_up_sqrt)).sum(axis=-1, keepdims=True)
+    dh2_up_add /= 2 * h2_up_sqrt  # sqrt rule, reusing the forward output
+    dh2_up_xc = dh2_up_mul * mlp2_g  # product rule
     dmlp2_g = (dh2_up_mul * h2_up_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh2_up_xc = dh2_up_mul  # product rule
-    dh2_up_xc *= mlp2_g  # product rule
     # h2: layer -> up: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 30)
-    # mean rule: broadcast back, divided by the count
-    dh2_up_var_square = np.broadcast_to(dh2_up_var / (Dh * H), (B, T, Dh * H))
     # square rule, accumulated over uses (notes section 3)
-    dh2_up_xc += dh2_up_var_square * (2 * h2_up_xc)
+    dh2_up_xc += dh2_up_add / (Dh * H) * (2 * h2_up_xc)
     # h2: layer -> up: layernorm -> xc = x - mu (block layernorm, line 29)
-    dh2_a = dloss_sub  # difference rule, accumulated over uses (notes section 3)
+    dh2_up_mu = (-dh2_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
+    dh2_a = dh2  # difference rule, accumulated over uses (notes section 3)
     dh2_a += dh2_up_xc  # difference rule, accumulated over uses (notes section 3)
-    dh2_up_mu = (-dh2_up_xc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
     # h2: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh2_a += np.broadcast_to(dh2_up_mu / (Dh * H), (B, T, Dh * H))
-    # h2: layer -> a = x + attention(layernorm(x, norm_g, norm_b), Wqkv, Wo) (block layer, line 56)
+    dh2_a += dh2_up_mu / (Dh * H)
     # h2: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 43)
     dh2_a_einsum = dh2_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
@@ -723,99 +719,90 @@ def backward(dout, cache):
     # einsum rule: contract the cotangent with the other operands
     dWo2 = np.einsum("bte,bhtd->hde", dh2_a_einsum, h2_a_matmul)
     # batched matmul rule, notes section 5 per batch element
-    dh2_a_weights_matmul = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
+    dh2_a_weights = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_v = h2_a_weights.swapaxes(-1, -2) @ dh2_a_matmul
     # h2: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
     # softmax rule, reusing the forward output
-    dh2_a_weights_matmul -= np.einsum("...j,...j->...", dh2_a_weights_matmul, h2_a_weights)[
-        ..., None
-    ]
-    dh2_a_weights_matmul *= h2_a_weights  # softmax rule, reusing the forward output
+    dh2_a_weights_matmul = h2_a_weights * (
+        dh2_a_weights - np.einsum("...j,...j->...", dh2_a_weights, h2_a_weights)[..., None]
+    )
     dh2_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_a_q = dh2_a_weights_matmul @ h2_a_k.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_k = h2_a_q.swapaxes(-1, -2) @ dh2_a_weights_matmul
     # h2: layer -> a: attention -> v = transpose(reshape(qkv[..., 2 * H * Dh:], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
-    dh2_a_v_reshape = np.transpose(dh2_a_v, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dh2_a_v_index = dh2_a_v_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
+    # reshape rule: reshape back
+    dh2_a_v_index = np.transpose(dh2_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # index rule: g written into zeros at the indexed positions
     dh2_a_qkv = np.zeros((B, T, 3 * Dh * H), dtype=dtype)
     # index rule: g written into zeros at the indexed positions
     dh2_a_qkv[..., 2 * Dh * H :] = dh2_a_v_index
     # h2: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
-    dh2_a_k_reshape = np.transpose(dh2_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
-    dh2_a_k_index = dh2_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g added at its positions in the same zeros
+    # reshape rule: reshape back
+    dh2_a_k_index = np.transpose(dh2_a_k, (0, 3, 1, 2)).reshape((B, T, Dh * H))
+    # index rule: g added at its slice of the same zeros
     dh2_a_qkv[..., Dh * H : 2 * Dh * H] += dh2_a_k_index
     # h2: layer -> a: attention -> q = transpose(reshape(qkv[..., :H * Dh], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 39)
-    dh2_a_q_reshape = np.transpose(dh2_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dh2_a_q_index = dh2_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g added at its positions in the same zeros
-    dh2_a_qkv[..., : Dh * H] += dh2_a_q_index
+    # reshape rule: reshape back
+    dh2_a_q_index = np.transpose(dh2_a_q, (0, 2, 1, 3)).reshape((B, T, Dh * H))
+    dh2_a_qkv[..., : Dh * H] += dh2_a_q_index  # index rule: g added at its slice of the same zeros
     # h2: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_layernorm = (dh2_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWqkv2 = h2_a_xs.reshape(B * T, Dh * H).T @ dh2_a_qkv.reshape(B * T, 3 * Dh * H)
+    dWqkv2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_qkv.reshape((B * T, 3 * Dh * H))
     # h2: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 37)
     dh2_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
     # h2: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dnorm2_b = dh2_a_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh2_a_mul = dh2_a_layernorm / h2_a_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh2_a_var = (-(dh2_a_layernorm * h2_a_div / h2_a_sqrt)).sum(axis=2, keepdims=True)
-    dh2_a_var /= 2 * h2_a_sqrt  # sqrt rule, reusing the forward output
+    dh2_a_add = (-(dh2_a_layernorm * h2_a_div / h2_a_sqrt)).sum(axis=-1, keepdims=True)
+    dh2_a_add /= 2 * h2_a_sqrt  # sqrt rule, reusing the forward output
+    dh2_a_xc = dh2_a_mul * norm2_g  # product rule
     dnorm2_g = (dh2_a_mul * h2_a_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh2_a_xc = dh2_a_mul  # product rule
-    dh2_a_xc *= norm2_g  # product rule
     # h2: layer -> a: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 30)
-    # mean rule: broadcast back, divided by the count
-    dh2_a_var_square = np.broadcast_to(dh2_a_var / (Dh * H), (B, T, Dh * H))
     # square rule, accumulated over uses (notes section 3)
-    dh2_a_xc += dh2_a_var_square * (2 * h2_a_xc)
+    dh2_a_xc += dh2_a_add / (Dh * H) * (2 * h2_a_xc)
     # h2: layer -> a: layernorm -> xc = x - mu (block layernorm, line 29)
+    dh2_a_mu = (-dh2_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     dh1 = dh2_a  # difference rule, accumulated over uses (notes section 3)
     dh1 += dh2_a_xc  # difference rule, accumulated over uses (notes section 3)
-    dh2_a_mu = (-dh2_a_xc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
     # h2: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh1 += np.broadcast_to(dh2_a_mu / (Dh * H), (B, T, Dh * H))
+    dh1 += dh2_a_mu / (Dh * H)
     # h1: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 58)
     dh1_matmul = dh1 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_up_matmul = (dh1_matmul.reshape(B * T, Dh * H) @ Wdown1.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dWdown1 = h1_up.reshape(B * T, F).T @ dh1_matmul.reshape(B * T, Dh * H)
+    dWdown1 = h1_up.reshape((B * T, F)).T @ dh1_matmul.reshape((B * T, Dh * H))
     # h1: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 57)
     dh1_up_matmul *= h1_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
     dh1_up_layernorm = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWup1 = h1_up_layernorm.reshape(B * T, Dh * H).T @ dh1_up_matmul.reshape(B * T, F)
+    dWup1 = h1_up_layernorm.reshape((B * T, Dh * H)).T @ dh1_up_matmul.reshape((B * T, F))
     # h1: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dmlp1_b = dh1_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh1_up_mul = dh1_up_layernorm / h1_up_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh1_up_var = (-(dh1_up_layernorm * h1_up_div / h1_up_sqrt)).sum(axis=2, keepdims=True)
-    dh1_up_var /= 2 * h1_up_sqrt  # sqrt rule, reusing the forward output
+    dh1_up_add = (-(dh1_up_layernorm * h1_up_div / h1_up_sqrt)).sum(axis=-1, keepdims=True)
+    dh1_up_add /= 2 * h1_up_sqrt  # sqrt rule, reusing the forward output
+    dh1_up_xc = dh1_up_mul * mlp1_g  # product rule
     dmlp1_g = (dh1_up_mul * h1_up_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh1_up_xc = dh1_up_mul  # product rule
-    dh1_up_xc *= mlp1_g  # product rule
     # h1: layer -> up: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 30)
-    # mean rule: broadcast back, divided by the count
-    dh1_up_var_square = np.broadcast_to(dh1_up_var / (Dh * H), (B, T, Dh * H))
     # square rule, accumulated over uses (notes section 3)
-    dh1_up_xc += dh1_up_var_square * (2 * h1_up_xc)
+    dh1_up_xc += dh1_up_add / (Dh * H) * (2 * h1_up_xc)
     # h1: layer -> up: layernorm -> xc = x - mu (block layernorm, line 29)
+    dh1_up_mu = (-dh1_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     dh1_a = dh1  # difference rule, accumulated over uses (notes section 3)
     dh1_a += dh1_up_xc  # difference rule, accumulated over uses (notes section 3)
-    dh1_up_mu = (-dh1_up_xc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
     # h1: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh1_a += np.broadcast_to(dh1_up_mu / (Dh * H), (B, T, Dh * H))
-    # h1: layer -> a = x + attention(layernorm(x, norm_g, norm_b), Wqkv, Wo) (block layer, line 56)
+    dh1_a += dh1_up_mu / (Dh * H)
     # h1: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 43)
     dh1_a_einsum = dh1_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
@@ -823,65 +810,60 @@ def backward(dout, cache):
     # einsum rule: contract the cotangent with the other operands
     dWo1 = np.einsum("bte,bhtd->hde", dh1_a_einsum, h1_a_matmul)
     # batched matmul rule, notes section 5 per batch element
-    dh1_a_weights_matmul = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
+    dh1_a_weights = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_v = h1_a_weights.swapaxes(-1, -2) @ dh1_a_matmul
     # h1: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
     # softmax rule, reusing the forward output
-    dh1_a_weights_matmul -= np.einsum("...j,...j->...", dh1_a_weights_matmul, h1_a_weights)[
-        ..., None
-    ]
-    dh1_a_weights_matmul *= h1_a_weights  # softmax rule, reusing the forward output
+    dh1_a_weights_matmul = h1_a_weights * (
+        dh1_a_weights - np.einsum("...j,...j->...", dh1_a_weights, h1_a_weights)[..., None]
+    )
     dh1_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_a_q = dh1_a_weights_matmul @ h1_a_k.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_k = h1_a_q.swapaxes(-1, -2) @ dh1_a_weights_matmul
     # h1: layer -> a: attention -> v = transpose(reshape(qkv[..., 2 * H * Dh:], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
-    dh1_a_v_reshape = np.transpose(dh1_a_v, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dh1_a_v_index = dh1_a_v_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
+    # reshape rule: reshape back
+    dh1_a_v_index = np.transpose(dh1_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # index rule: g written into zeros at the indexed positions
     dh1_a_qkv = np.zeros((B, T, 3 * Dh * H), dtype=dtype)
     # index rule: g written into zeros at the indexed positions
     dh1_a_qkv[..., 2 * Dh * H :] = dh1_a_v_index
     # h1: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
-    dh1_a_k_reshape = np.transpose(dh1_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
-    dh1_a_k_index = dh1_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g added at its positions in the same zeros
+    # reshape rule: reshape back
+    dh1_a_k_index = np.transpose(dh1_a_k, (0, 3, 1, 2)).reshape((B, T, Dh * H))
+    # index rule: g added at its slice of the same zeros
     dh1_a_qkv[..., Dh * H : 2 * Dh * H] += dh1_a_k_index
     # h1: layer -> a: attention -> q = transpose(reshape(qkv[..., :H * Dh], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 39)
-    dh1_a_q_reshape = np.transpose(dh1_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dh1_a_q_index = dh1_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g added at its positions in the same zeros
-    dh1_a_qkv[..., : Dh * H] += dh1_a_q_index
+    # reshape rule: reshape back
+    dh1_a_q_index = np.transpose(dh1_a_q, (0, 2, 1, 3)).reshape((B, T, Dh * H))
+    dh1_a_qkv[..., : Dh * H] += dh1_a_q_index  # index rule: g added at its slice of the same zeros
     # h1: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_layernorm = (dh1_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWqkv1 = h1_a_xs.reshape(B * T, Dh * H).T @ dh1_a_qkv.reshape(B * T, 3 * Dh * H)
+    dWqkv1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_qkv.reshape((B * T, 3 * Dh * H))
     # h1: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 37)
     dh1_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
     # h1: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dnorm1_b = dh1_a_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh1_a_mul = dh1_a_layernorm / h1_a_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh1_a_var = (-(dh1_a_layernorm * h1_a_div / h1_a_sqrt)).sum(axis=2, keepdims=True)
-    dh1_a_var /= 2 * h1_a_sqrt  # sqrt rule, reusing the forward output
+    dh1_a_add = (-(dh1_a_layernorm * h1_a_div / h1_a_sqrt)).sum(axis=-1, keepdims=True)
+    dh1_a_add /= 2 * h1_a_sqrt  # sqrt rule, reusing the forward output
+    dh1_a_xc = dh1_a_mul * norm1_g  # product rule
     dnorm1_g = (dh1_a_mul * h1_a_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh1_a_xc = dh1_a_mul  # product rule
-    dh1_a_xc *= norm1_g  # product rule
     # h1: layer -> a: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 30)
-    # mean rule: broadcast back, divided by the count
-    dh1_a_var_square = np.broadcast_to(dh1_a_var / (Dh * H), (B, T, Dh * H))
     # square rule, accumulated over uses (notes section 3)
-    dh1_a_xc += dh1_a_var_square * (2 * h1_a_xc)
+    dh1_a_xc += dh1_a_add / (Dh * H) * (2 * h1_a_xc)
     # h1: layer -> a: layernorm -> xc = x - mu (block layernorm, line 29)
+    dh1_a_mu = (-dh1_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     dx = dh1_a  # difference rule, accumulated over uses (notes section 3)
     dx += dh1_a_xc  # difference rule, accumulated over uses (notes section 3)
-    dh1_a_mu = (-dh1_a_xc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
     # h1: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += np.broadcast_to(dh1_a_mu / (Dh * H), (B, T, Dh * H))
+    dx += dh1_a_mu / (Dh * H)
     return Gradients(
         x=dx,
         target=dtarget,
@@ -1064,43 +1046,39 @@ def value_and_grad(
     loss_sub -= target  # [B, T, Dh*H]
     loss = np.vdot(loss_sub, loss_sub) / (B * Dh * H * T)  # []
     # loss = mean(square(h2 - target))
-    dloss_sub = loss_sub  # square rule
-    dloss_sub *= 2 * (1 / (B * Dh * H * T))  # square rule
-    dtarget = -dloss_sub  # difference rule
+    dh2 = loss_sub  # square rule
+    dh2 *= 1 / (B * Dh * H * T) * 2  # square rule
+    dtarget = -dh2  # difference rule
     # h2: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 58)
-    dh2_matmul = dloss_sub / math.sqrt(F)  # quotient rule
+    dh2_matmul = dh2 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_up_matmul = (dh2_matmul.reshape(B * T, Dh * H) @ Wdown2.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dWdown2 = h2_up.reshape(B * T, F).T @ dh2_matmul.reshape(B * T, Dh * H)
+    dWdown2 = h2_up.reshape((B * T, F)).T @ dh2_matmul.reshape((B * T, Dh * H))
     # h2: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 57)
     dh2_up_matmul *= h2_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
     dh2_up_layernorm = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWup2 = h2_up_layernorm.reshape(B * T, Dh * H).T @ dh2_up_matmul.reshape(B * T, F)
+    dWup2 = h2_up_layernorm.reshape((B * T, Dh * H)).T @ dh2_up_matmul.reshape((B * T, F))
     # h2: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dmlp2_b = dh2_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh2_up_mul = dh2_up_layernorm / h2_up_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh2_up_var = (-(dh2_up_layernorm * h2_up_div / h2_up_sqrt)).sum(axis=2, keepdims=True)
-    dh2_up_var /= 2 * h2_up_sqrt  # sqrt rule, reusing the forward output
+    dh2_up_add = (-(dh2_up_layernorm * h2_up_div / h2_up_sqrt)).sum(axis=-1, keepdims=True)
+    dh2_up_add /= 2 * h2_up_sqrt  # sqrt rule, reusing the forward output
+    dh2_up_xc = dh2_up_mul * mlp2_g  # product rule
     dmlp2_g = (dh2_up_mul * h2_up_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh2_up_xc = dh2_up_mul  # product rule
-    dh2_up_xc *= mlp2_g  # product rule
     # h2: layer -> up: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 30)
-    # mean rule: broadcast back, divided by the count
-    dh2_up_var_square = np.broadcast_to(dh2_up_var / (Dh * H), (B, T, Dh * H))
     # square rule, accumulated over uses (notes section 3)
-    dh2_up_xc += dh2_up_var_square * (2 * h2_up_xc)
+    dh2_up_xc += dh2_up_add / (Dh * H) * (2 * h2_up_xc)
     # h2: layer -> up: layernorm -> xc = x - mu (block layernorm, line 29)
-    dh2_a = dloss_sub  # difference rule, accumulated over uses (notes section 3)
+    dh2_up_mu = (-dh2_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
+    dh2_a = dh2  # difference rule, accumulated over uses (notes section 3)
     dh2_a += dh2_up_xc  # difference rule, accumulated over uses (notes section 3)
-    dh2_up_mu = (-dh2_up_xc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
     # h2: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh2_a += np.broadcast_to(dh2_up_mu / (Dh * H), (B, T, Dh * H))
-    # h2: layer -> a = x + attention(layernorm(x, norm_g, norm_b), Wqkv, Wo) (block layer, line 56)
+    dh2_a += dh2_up_mu / (Dh * H)
     # h2: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 43)
     dh2_a_einsum = dh2_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
@@ -1108,99 +1086,91 @@ def value_and_grad(
     # einsum rule: contract the cotangent with the other operands
     dWo2 = np.einsum("bte,bhtd->hde", dh2_a_einsum, h2_a_matmul)
     # batched matmul rule, notes section 5 per batch element
-    dh2_a_weights_matmul = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
+    dh2_a_weights = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_v = h2_a_weights.swapaxes(-1, -2) @ dh2_a_matmul
     # h2: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
+    dh2_a_weights_matmul = h2_a_weights  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dh2_a_weights_matmul -= np.einsum("...j,...j->...", dh2_a_weights_matmul, h2_a_weights)[
-        ..., None
-    ]
-    dh2_a_weights_matmul *= h2_a_weights  # softmax rule, reusing the forward output
+    dh2_a_weights_matmul *= (
+        dh2_a_weights - np.einsum("...j,...j->...", dh2_a_weights, h2_a_weights)[..., None]
+    )
     dh2_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_a_q = dh2_a_weights_matmul @ h2_a_k.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_k = h2_a_q.swapaxes(-1, -2) @ dh2_a_weights_matmul
     # h2: layer -> a: attention -> v = transpose(reshape(qkv[..., 2 * H * Dh:], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
-    dh2_a_v_reshape = np.transpose(dh2_a_v, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dh2_a_v_index = dh2_a_v_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
+    # reshape rule: reshape back
+    dh2_a_v_index = np.transpose(dh2_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # index rule: g written into zeros at the indexed positions
     dh2_a_qkv = np.zeros((B, T, 3 * Dh * H), dtype=loss.dtype)
     # index rule: g written into zeros at the indexed positions
     dh2_a_qkv[..., 2 * Dh * H :] = dh2_a_v_index
     # h2: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
-    dh2_a_k_reshape = np.transpose(dh2_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
-    dh2_a_k_index = dh2_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g added at its positions in the same zeros
+    # reshape rule: reshape back
+    dh2_a_k_index = np.transpose(dh2_a_k, (0, 3, 1, 2)).reshape((B, T, Dh * H))
+    # index rule: g added at its slice of the same zeros
     dh2_a_qkv[..., Dh * H : 2 * Dh * H] += dh2_a_k_index
     # h2: layer -> a: attention -> q = transpose(reshape(qkv[..., :H * Dh], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 39)
-    dh2_a_q_reshape = np.transpose(dh2_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dh2_a_q_index = dh2_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g added at its positions in the same zeros
-    dh2_a_qkv[..., : Dh * H] += dh2_a_q_index
+    # reshape rule: reshape back
+    dh2_a_q_index = np.transpose(dh2_a_q, (0, 2, 1, 3)).reshape((B, T, Dh * H))
+    dh2_a_qkv[..., : Dh * H] += dh2_a_q_index  # index rule: g added at its slice of the same zeros
     # h2: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_layernorm = (dh2_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv2.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWqkv2 = h2_a_xs.reshape(B * T, Dh * H).T @ dh2_a_qkv.reshape(B * T, 3 * Dh * H)
+    dWqkv2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_qkv.reshape((B * T, 3 * Dh * H))
     # h2: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 37)
     dh2_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
     # h2: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dnorm2_b = dh2_a_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh2_a_mul = dh2_a_layernorm / h2_a_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh2_a_var = (-(dh2_a_layernorm * h2_a_div / h2_a_sqrt)).sum(axis=2, keepdims=True)
-    dh2_a_var /= 2 * h2_a_sqrt  # sqrt rule, reusing the forward output
+    dh2_a_add = (-(dh2_a_layernorm * h2_a_div / h2_a_sqrt)).sum(axis=-1, keepdims=True)
+    dh2_a_add /= 2 * h2_a_sqrt  # sqrt rule, reusing the forward output
+    dh2_a_xc = dh2_a_mul * norm2_g  # product rule
     dnorm2_g = (dh2_a_mul * h2_a_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh2_a_xc = dh2_a_mul  # product rule
-    dh2_a_xc *= norm2_g  # product rule
     # h2: layer -> a: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 30)
-    # mean rule: broadcast back, divided by the count
-    dh2_a_var_square = np.broadcast_to(dh2_a_var / (Dh * H), (B, T, Dh * H))
     # square rule, accumulated over uses (notes section 3)
-    dh2_a_xc += dh2_a_var_square * (2 * h2_a_xc)
+    dh2_a_xc += dh2_a_add / (Dh * H) * (2 * h2_a_xc)
     # h2: layer -> a: layernorm -> xc = x - mu (block layernorm, line 29)
+    dh2_a_mu = (-dh2_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     dh1 = dh2_a  # difference rule, accumulated over uses (notes section 3)
     dh1 += dh2_a_xc  # difference rule, accumulated over uses (notes section 3)
-    dh2_a_mu = (-dh2_a_xc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
     # h2: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh1 += np.broadcast_to(dh2_a_mu / (Dh * H), (B, T, Dh * H))
+    dh1 += dh2_a_mu / (Dh * H)
     # h1: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 58)
     dh1_matmul = dh1 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_up_matmul = (dh1_matmul.reshape(B * T, Dh * H) @ Wdown1.T).reshape((B, T, F))
     # batched matmul rule, notes section 5 per batch element
-    dWdown1 = h1_up.reshape(B * T, F).T @ dh1_matmul.reshape(B * T, Dh * H)
+    dWdown1 = h1_up.reshape((B * T, F)).T @ dh1_matmul.reshape((B * T, Dh * H))
     # h1: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 57)
     dh1_up_matmul *= h1_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
     dh1_up_layernorm = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWup1 = h1_up_layernorm.reshape(B * T, Dh * H).T @ dh1_up_matmul.reshape(B * T, F)
+    dWup1 = h1_up_layernorm.reshape((B * T, Dh * H)).T @ dh1_up_matmul.reshape((B * T, F))
     # h1: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dmlp1_b = dh1_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh1_up_mul = dh1_up_layernorm / h1_up_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh1_up_var = (-(dh1_up_layernorm * h1_up_div / h1_up_sqrt)).sum(axis=2, keepdims=True)
-    dh1_up_var /= 2 * h1_up_sqrt  # sqrt rule, reusing the forward output
+    dh1_up_add = (-(dh1_up_layernorm * h1_up_div / h1_up_sqrt)).sum(axis=-1, keepdims=True)
+    dh1_up_add /= 2 * h1_up_sqrt  # sqrt rule, reusing the forward output
+    dh1_up_xc = dh1_up_mul * mlp1_g  # product rule
     dmlp1_g = (dh1_up_mul * h1_up_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh1_up_xc = dh1_up_mul  # product rule
-    dh1_up_xc *= mlp1_g  # product rule
     # h1: layer -> up: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 30)
-    # mean rule: broadcast back, divided by the count
-    dh1_up_var_square = np.broadcast_to(dh1_up_var / (Dh * H), (B, T, Dh * H))
     # square rule, accumulated over uses (notes section 3)
-    dh1_up_xc += dh1_up_var_square * (2 * h1_up_xc)
+    dh1_up_xc += dh1_up_add / (Dh * H) * (2 * h1_up_xc)
     # h1: layer -> up: layernorm -> xc = x - mu (block layernorm, line 29)
+    dh1_up_mu = (-dh1_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     dh1_a = dh1  # difference rule, accumulated over uses (notes section 3)
     dh1_a += dh1_up_xc  # difference rule, accumulated over uses (notes section 3)
-    dh1_up_mu = (-dh1_up_xc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
     # h1: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dh1_a += np.broadcast_to(dh1_up_mu / (Dh * H), (B, T, Dh * H))
-    # h1: layer -> a = x + attention(layernorm(x, norm_g, norm_b), Wqkv, Wo) (block layer, line 56)
+    dh1_a += dh1_up_mu / (Dh * H)
     # h1: layer -> a: attention -> out = einsum('bhtd,hde->bte', weights @ v, Wo) / sqrt(H * Dh) (block attention, line 43)
     dh1_a_einsum = dh1_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
@@ -1208,65 +1178,61 @@ def value_and_grad(
     # einsum rule: contract the cotangent with the other operands
     dWo1 = np.einsum("bte,bhtd->hde", dh1_a_einsum, h1_a_matmul)
     # batched matmul rule, notes section 5 per batch element
-    dh1_a_weights_matmul = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
+    dh1_a_weights = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_v = h1_a_weights.swapaxes(-1, -2) @ dh1_a_matmul
     # h1: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
+    dh1_a_weights_matmul = h1_a_weights  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dh1_a_weights_matmul -= np.einsum("...j,...j->...", dh1_a_weights_matmul, h1_a_weights)[
-        ..., None
-    ]
-    dh1_a_weights_matmul *= h1_a_weights  # softmax rule, reusing the forward output
+    dh1_a_weights_matmul *= (
+        dh1_a_weights - np.einsum("...j,...j->...", dh1_a_weights, h1_a_weights)[..., None]
+    )
     dh1_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_a_q = dh1_a_weights_matmul @ h1_a_k.swapaxes(-1, -2)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_k = h1_a_q.swapaxes(-1, -2) @ dh1_a_weights_matmul
     # h1: layer -> a: attention -> v = transpose(reshape(qkv[..., 2 * H * Dh:], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
-    dh1_a_v_reshape = np.transpose(dh1_a_v, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dh1_a_v_index = dh1_a_v_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
+    # reshape rule: reshape back
+    dh1_a_v_index = np.transpose(dh1_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # index rule: g written into zeros at the indexed positions
     dh1_a_qkv = np.zeros((B, T, 3 * Dh * H), dtype=loss.dtype)
     # index rule: g written into zeros at the indexed positions
     dh1_a_qkv[..., 2 * Dh * H :] = dh1_a_v_index
     # h1: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
-    dh1_a_k_reshape = np.transpose(dh1_a_k, (0, 3, 1, 2))  # transpose rule: the inverse permutation
-    dh1_a_k_index = dh1_a_k_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g added at its positions in the same zeros
+    # reshape rule: reshape back
+    dh1_a_k_index = np.transpose(dh1_a_k, (0, 3, 1, 2)).reshape((B, T, Dh * H))
+    # index rule: g added at its slice of the same zeros
     dh1_a_qkv[..., Dh * H : 2 * Dh * H] += dh1_a_k_index
     # h1: layer -> a: attention -> q = transpose(reshape(qkv[..., :H * Dh], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 39)
-    dh1_a_q_reshape = np.transpose(dh1_a_q, (0, 2, 1, 3))  # transpose rule: the inverse permutation
-    dh1_a_q_index = dh1_a_q_reshape.reshape((B, T, Dh * H))  # reshape rule: reshape back
-    # index rule: g added at its positions in the same zeros
-    dh1_a_qkv[..., : Dh * H] += dh1_a_q_index
+    # reshape rule: reshape back
+    dh1_a_q_index = np.transpose(dh1_a_q, (0, 2, 1, 3)).reshape((B, T, Dh * H))
+    dh1_a_qkv[..., : Dh * H] += dh1_a_q_index  # index rule: g added at its slice of the same zeros
     # h1: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_layernorm = (dh1_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv1.T).reshape((B, T, Dh * H))
     # batched matmul rule, notes section 5 per batch element
-    dWqkv1 = h1_a_xs.reshape(B * T, Dh * H).T @ dh1_a_qkv.reshape(B * T, 3 * Dh * H)
+    dWqkv1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_qkv.reshape((B * T, 3 * Dh * H))
     # h1: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 37)
     dh1_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
     # h1: layer -> a: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dnorm1_b = dh1_a_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     dh1_a_mul = dh1_a_layernorm / h1_a_sqrt  # quotient rule
     # quotient rule, broadcast reduced (notes section 6)
-    dh1_a_var = (-(dh1_a_layernorm * h1_a_div / h1_a_sqrt)).sum(axis=2, keepdims=True)
-    dh1_a_var /= 2 * h1_a_sqrt  # sqrt rule, reusing the forward output
+    dh1_a_add = (-(dh1_a_layernorm * h1_a_div / h1_a_sqrt)).sum(axis=-1, keepdims=True)
+    dh1_a_add /= 2 * h1_a_sqrt  # sqrt rule, reusing the forward output
+    dh1_a_xc = dh1_a_mul * norm1_g  # product rule
     dnorm1_g = (dh1_a_mul * h1_a_xc).sum(axis=(0, 1))  # broadcast product rule, notes section 7
-    dh1_a_xc = dh1_a_mul  # product rule
-    dh1_a_xc *= norm1_g  # product rule
     # h1: layer -> a: layernorm -> var = mean(square(xc), axis=-1, keepdims=True) (block layernorm, line 30)
-    # mean rule: broadcast back, divided by the count
-    dh1_a_var_square = np.broadcast_to(dh1_a_var / (Dh * H), (B, T, Dh * H))
     # square rule, accumulated over uses (notes section 3)
-    dh1_a_xc += dh1_a_var_square * (2 * h1_a_xc)
+    dh1_a_xc += dh1_a_add / (Dh * H) * (2 * h1_a_xc)
     # h1: layer -> a: layernorm -> xc = x - mu (block layernorm, line 29)
+    dh1_a_mu = (-dh1_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     dx = dh1_a  # difference rule, accumulated over uses (notes section 3)
     dx += dh1_a_xc  # difference rule, accumulated over uses (notes section 3)
-    dh1_a_mu = (-dh1_a_xc).sum(axis=2, keepdims=True)  # broadcast sum rule, notes section 6
     # h1: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += np.broadcast_to(dh1_a_mu / (Dh * H), (B, T, Dh * H))
+    dx += dh1_a_mu / (Dh * H)
     return loss, Gradients(
         x=dx,
         target=dtarget,

@@ -119,7 +119,7 @@ def backward(dout, cache):
     x, W, J_tanh, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # J = sum(tanh(z))
-    dz = (1 - J_tanh * J_tanh) * dout  # tanh rule, reusing the forward output
+    dz = dout * (1 - J_tanh * J_tanh)  # tanh rule, reusing the forward output
     # z = x @ W
     dx = dz @ W.T  # vector-matrix rule, notes section 4
     dW = np.outer(x, dz)  # vector-matrix rule, notes section 4
@@ -133,7 +133,9 @@ def value_and_grad(x, W):
     J_tanh = np.tanh(z, out=z)  # [N]
     J = J_tanh.sum()  # []
     # J = sum(tanh(z))
-    dz = 1 - J_tanh * J_tanh  # tanh rule, reusing the forward output
+    dz = J_tanh  # tanh rule, reusing the forward output
+    dz *= J_tanh  # tanh rule, reusing the forward output
+    np.subtract(1, dz, out=dz)  # tanh rule, reusing the forward output
     # z = x @ W
     dx = dz @ W.T  # vector-matrix rule, notes section 4
     dW = np.outer(x, dz)  # vector-matrix rule, notes section 4

@@ -187,6 +187,8 @@ def optimize(
                 and not (keep_read_names and first_read.get(v, i) < i)
             ):
                 mode = "rename"  # an anonymous temporary takes the name of what it becomes
+            elif isinstance(e, Method) and len(versions.get(show_t, ())) == 1:
+                mode = "rename"  # a copy of a dead buffer: the buffer itself, under the copy's name
             elif isinstance(e, Bin) and (pos == 0 or e.op in ("+", "*")) and show_t not in other_reads:
                 mode = "alias"  # t = v, then t op= other
             else:

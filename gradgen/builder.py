@@ -162,7 +162,7 @@ class Builder:
             return
         old = self.hints[nid]
         # a value a rule made, one made on the way, or one named after a value the spec did not name
-        unnamed = old is not None and self.nodes[old.base].name is None and self.nodes[hint.base].name
+        unnamed = old is not None and not _named(self.nodes[old.base]) and _named(self.nodes[hint.base])
         if nid >= since or is_intermediate(old) or unnamed:
             self.hints[nid] = hint
 
@@ -204,7 +204,7 @@ class Builder:
             return self.cse[key]
         like = self.nodes[self.like] if self.like is not None else self.nodes[-1]
         nid = len(self.nodes)
-        node = Node(nid, op, args, attrs, None, like.label, like.place, like.entry)
+        node = Node(nid, op, args, attrs, None, like.label, like.place, like.entry, origin=like.origin)
         try:
             t = row.shape(_ShapeCheck(node, self.types))
         except ShapeError as exc:
@@ -296,13 +296,17 @@ class Builder:
             return self.neg(self.mul(na.args[0], b))
         if nb is not None and nb.op == "neg":
             return self.neg(self.mul(a, nb.args[0]))
-        for x, y in ((a, b), (b, a)):  # s * (c * X) with numbers s, c: (s * c) * X, one pass over X
+        for x, y in ((a, b), (b, a)):  # s * (c * X) with single values s, c: (s * c) * X, one pass
             ny = self._def(y)
-            if self._scalar(x) and ny is not None and ny.op == "mul":
-                c, rest = ny.args if self._scalar(ny.args[0]) else ny.args[::-1]
-                if self._scalar(c) and not self._scalar(rest):
+            if self._single(x) and ny is not None and ny.op == "mul":
+                c, rest = ny.args if self._single(ny.args[0]) else ny.args[::-1]
+                if self._single(c) and not self._single(rest):
                     return self.mul(rest, self.mul(x, c))
         return self.op("mul", *self._unfill(a, b))
+
+    def _single(self, a) -> bool:
+        """One value: a number, or a 0-d float array (backward's dout, scaled)."""
+        return self._scalar(a) or (len(self.shape(a)) == 0 and self.type(a).dtype == "float")
 
     def _scalar(self, a) -> bool:
         """A Python number at run time (a literal, a size, or arithmetic on them)."""
@@ -328,8 +332,8 @@ class Builder:
             nx = self._def(x)
             if nx is None or nx.op not in ("full", "broadcast_to") or self.shape(y) != full:
                 continue
-            if self.type(y).dtype == "bool":
-                continue
+            if self.type(y).dtype == "bool" and self._scalar(nx.args[0]):
+                continue  # (a number times a mask is an int array; a 0-d float array is not)
             out[k] = nx.args[0]
         return tuple(out)
 
@@ -378,7 +382,18 @@ class Builder:
             return a
         if self.is_number(a):
             return a  # a number broadcasts as it is
+        na = self._def(a)
+        if na is not None and na.op in ("full", "broadcast_to") and self._scalar_fill(na):
+            # one value everywhere (a full reduction's cotangent, spread): spread it to the new shape
+            shape = list(self.shape(a))
+            for ax in sorted(axes):
+                shape.insert(ax, Dim.const(1))
+            return self.broadcast(na.args[0], tuple(shape))
         return self.op("expand_dims", a, axis=tuple(sorted(axes)))
+
+    def _scalar_fill(self, node: Node) -> bool:
+        """A ``full`` or a ``broadcast_to`` of a 0-d value: the same number at every position."""
+        return len(self.shape(node.args[0])) == 0
 
     def broadcast(self, a, shape: tuple[Dim, ...]):
         if a is None:
@@ -388,6 +403,9 @@ class Builder:
             return a
         if self.is_number(a):
             return self.full(shape, a)
+        na = self._def(a)
+        if na is not None and na.op == "broadcast_to":  # a broadcast of a broadcast: one view
+            return self.broadcast(na.args[0], shape)
         return self.op("broadcast_to", a, shape=shape)
 
     def full(self, shape: tuple[Dim, ...], value) -> int:
@@ -420,6 +438,12 @@ class Builder:
             combined = tuple(inner[p] for p in perm)
             if combined == tuple(range(rank)):
                 return na.args[0]
+        if na is not None and na.op == "matmul" and self.rules[a] is not None and perm == _swap_last(rank):
+            x, y = na.args
+            if len(self.shape(x)) >= 2 and len(self.shape(y)) >= 2:
+                # a derived product (a cotangent): (X Y)^T = Y^T X^T, a product of transposed views
+                # instead of a transposed product that a later reshape would have to copy
+                return self.op("matmul", self.swap_last(y), self.swap_last(x))
         axes = None if perm == tuple(reversed(range(rank))) else perm
         return self.op("transpose", a, axes=axes)
 
@@ -441,6 +465,15 @@ class Builder:
             tuple(self.anchors),
         )
         return prog
+
+
+def _named(node: Node) -> bool:
+    """A value the spec names: a graph entry, or an entry of an inlined block (h1_mu)."""
+    return node.name is not None or node.hint is not None
+
+
+def _swap_last(rank: int) -> tuple[int, ...]:
+    return tuple(range(rank - 2)) + (rank - 1, rank - 2)
 
 
 def _perm_of(node: Node, rank: int) -> tuple[int, ...]:

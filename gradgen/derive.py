@@ -77,6 +77,12 @@ class Rule:
     def fail(self, message):
         raise BuildError(message)
 
+    def called(self, x, word: str):
+        """Name a value this rule made after what it is: d<value>_<word> (a rule's scale, say)."""
+        if isinstance(x, int) and self.b.rules[x] is not None and self.b.hint is not None:
+            self.b.hints[x] = self.b.hint.derive(suffix=f"_{word}", final=False)
+        return x
+
     def pad(self, x: int, rank: int) -> int:
         """A batched value with axes of size 1 inserted after the batch axis, up to ``rank`` + 1 axes, so
         that it broadcasts against unbatched operands of rank ``rank`` as the unbatched value did."""

@@ -20,7 +20,7 @@ from gradgen.buffers import Line, Stmt, _lines, _own_returns, optimize
 from gradgen.builder import Program, is_intermediate
 from gradgen.context import FwdCtx, Namer, _section, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str
-from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Method, Var
+from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Lit, Method, Neg, Var
 from gradgen.ir import Node, ancestors
 from gradgen.ops import ROWS
 from gradgen.plan import _Planner
@@ -118,6 +118,37 @@ class Emitter:
                     stem = "d_" + stem[1:]  # dout, say, for the cotangent of out: d_out reads better
                 self.var[n.id] = self.namer.fresh(stem, "user" if final else "temp", "bwd")
                 derived_names.add(stem)
+        self._version_sums()
+
+    def _version_sums(self) -> None:
+        """A cotangent summed over uses (notes section 3) keeps one name: ``dh = dh + c`` is the next
+        version of ``dh`` (written ``dh#2`` inside, ``dh`` in the code), when the previous version is
+        read by that sum alone."""
+        prog = self.prog
+        for n in prog.nodes:
+            if n.id not in self.live or prog.rules[n.id] is None or n.op not in ("add", "sub"):
+                continue
+            prev = n.args[0]
+            hint, old = prog.hints[n.id], prog.hints[prev] if isinstance(prev, int) else None
+            if (
+                hint is None
+                or old is None
+                or not hint.final
+                or (hint.base, hint.prefix, hint.suffix)
+                != (
+                    old.base,
+                    old.prefix,
+                    old.suffix,
+                )
+            ):
+                continue
+            if self.uses.get(prev, 0) != 1 or prev in self.outputs or prev in prog.params:
+                continue
+            base = self.var[prev].split("#")[0]
+            k = int(self.var[prev].split("#")[1]) + 1 if "#" in self.var[prev] else 2
+            self.namer.taken.discard(self.var[n.id])
+            self.var[n.id] = f"{base}#{k}"
+            self.namer.kind[self.var[n.id]] = self.namer.kind.get(base, ("user", "bwd"))
 
     # -- statements ---------------------------------------------------------------------------------
     def order(self) -> list[int]:
@@ -208,7 +239,7 @@ class Emitter:
         stmts = self.statements()
         returns = [self.var[o] for o in self.prog.outputs]
         params = {self.var[p] for p in self.prog.params} | set(self.dim_var.values())
-        stmts = inline(stmts, returns, params, self.shape_of)
+        stmts = inline(fold_scales(stmts, returns, self.shape_of), returns, params, self.shape_of)
         body, renames = optimize(stmts, params, returns, self.kind, self.shape_of, keep_read_names=True)
         ren = _closure(renames)
         body = fold_into_updates(body, [ren.get(r, r) for r in returns])
@@ -251,6 +282,7 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
     writes = _writes(stmts)
     out: list[Stmt | None] = list(stmts)
     keep_out = set(live_out) | params
+    summed = _summed(stmts, reads, writes, keep_out)
     for i in range(len(stmts)):
         s = out[i]
         t = s.target
@@ -272,7 +304,8 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
             continue
         if user.index is not None and t in [v for e in user.index for v in e.vars()]:
             continue
-        if not _cheap(s.expr, shape_of(t), shape_of(user.target) if user.target else None):
+        reduced = t in summed
+        if not reduced and not _cheap(s.expr, shape_of(t), shape_of(user.target) if user.target else None):
             continue
         if any(v in writes and any(i < k <= j for k in writes[v]) for v in s.expr.vars()):
             continue
@@ -284,6 +317,102 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
         for v in s.expr.vars():  # what the value read is now read by its user
             reads[v] = [j if k == i else k for k in reads.get(v, [])]
     return [s for s in out if s is not None]
+
+
+def fold_scales(stmts: list[Stmt], live_out: list[str], shape_of) -> list[Stmt]:
+    """``t = A / b`` read once, by ``u = t * s`` with a single value s, becomes ``u = A * (s / b)``: one
+    pass over A instead of two (softmax cross-entropy's probabilities times its scale)."""
+    reads: dict[str, list[int]] = {}
+    for i, s in enumerate(stmts):
+        for v in s.reads():
+            reads.setdefault(v, []).append(i)
+    writes = _writes(stmts)
+    out: list[Stmt | None] = list(stmts)
+    for i, s in enumerate(stmts):
+        e = s.expr
+        if not (isinstance(e, Bin) and e.op == "/" and s.op == "=" and s.index is None and s.target):
+            continue
+        t = s.target
+        users = reads.get(t, [])
+        if t in live_out or t in writes or len(users) != 1:
+            continue
+        j = users[0]
+        u = out[j]
+        if u is None or u.index is not None or u.op != "=" or not isinstance(u.expr, Bin) or u.expr.op != "*":
+            continue
+        a, b = u.expr.a, u.expr.b
+        scale = b if a == Var(t) else a if b == Var(t) else None
+        if scale is None or scale == Var(t) or not _single(scale, shape_of) or _single(e.a, shape_of):
+            continue
+        if any(v in writes and any(i < k <= j for k in writes[v]) for v in e.vars()):
+            continue
+        new = Bin("*", e.a, Bin("/", scale, e.b))
+        out[j] = Stmt(u.target, new, u.op, None, u.comment, view_of=u.view_of)
+        out[i] = None
+    return [s for s in out if s is not None]
+
+
+def _single(e: E, shape_of) -> bool:
+    """One value: a literal, a variable of shape (), or arithmetic on them."""
+    if isinstance(e, Lit):
+        return True
+    if isinstance(e, Var):
+        shape = shape_of(e.name)
+        return shape is not None and len(shape) == 0
+    if isinstance(e, Bin) and e.op != "@":
+        return _single(e.a, shape_of) and _single(e.b, shape_of)
+    return False
+
+
+# a value that only a reduction reads is written into it: no buffer could be reused either way
+REDUCTIONS = ("sum", "mean", "max", "min")
+
+
+def _operand_of_rule(s: Stmt, user: Stmt, t: str) -> bool:
+    """``u = v op t`` where t is an elementwise value of the same rule (``1 - y * y`` of tanh's rule):
+    t is written into that line (``dh *= 1 - h * h``), which may still update v in place."""
+    e = user.expr
+    if not (isinstance(e, Bin) and e.b == Var(t) and isinstance(e.a, Var) and e.a != Var(t)):
+        return False
+    if not (s.comment and user.comment and user.comment.startswith(s.comment)):
+        return False
+    return isinstance(s.expr, (Bin, Neg)) or (isinstance(s.expr, Call) and s.expr.is_ufunc)
+
+
+def _summed(stmts: list[Stmt], reads, writes, keep_out) -> set[str]:
+    """The values written into the one line that reads them because both apply one rule: a value a
+    reduction of the same rule reads (``(g * a).sum(axis=0)``: no buffer could be reused in it either
+    way), the right operand of an update of that rule (``dh *= 1 - h * h``), and the elementwise values
+    of that rule that only such a value reads (``-(g * a / s)``), so that the rule reads as one
+    expression."""
+    out: set[str] = set()
+    for i in range(len(stmts) - 1, -1, -1):
+        s = stmts[i]
+        t = s.target
+        if t is None or s.op != "=" or s.index is not None or t in keep_out or t in writes:
+            continue
+        users = reads.get(t, [])
+        if len(users) != 1 or users[0] <= i:
+            continue
+        u = stmts[users[0]]
+        if u.index is not None or u.op != "=" or u.expr.vars().count(t) != 1:
+            continue
+        if isinstance(u.expr, Method) and u.expr.name in REDUCTIONS and u.expr.obj == Var(t):
+            if _one_rule(s.comment, u.comment):
+                out.add(t)
+        elif _operand_of_rule(s, u, t) or (
+            u.target in out and s.comment == u.comment and isinstance(u.expr, (Bin, Neg))
+        ):
+            out.add(t)
+    return out
+
+
+def _one_rule(value: str | None, user: str | None) -> bool:
+    """Two lines apply one rule: the same, or an elementwise rule and its sum over broadcast axes
+    (notes sections 6 and 7), so that one line citing the latter says what both do."""
+    if value is None or user is None:
+        return False
+    return value == user or any(r.rule == value and r.broadcast_rule == user for r in ROWS.values())
 
 
 def _free_view(e: E) -> bool:

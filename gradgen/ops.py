@@ -19,8 +19,6 @@ from gradgen.expr import (
     E,
     Index,
     Lit,
-    Method,
-    Neg,
     Slice,
     Tuple,
     Var,
@@ -70,9 +68,10 @@ def P(name, kind="tensor", default=None, **kw):
 class OpDef:
     """One row of the op table: everything gradgen knows about an op.
 
-    ``forward`` emits NumPy for the op (through ``plan.FwdCtx``); ``vjp`` is the emission-level rule of
-    ``backward`` / ``value_and_grad``.  The graph-level rules build derivative programs as new nodes
-    (``gradgen/derive.py``), are pure, and return None for a zero:
+    ``forward`` emits NumPy for the op (through ``plan.FwdCtx``), in ``forward`` and in every derivative
+    program.  The graph-level rules build derivative programs as new nodes (``gradgen/derive.py``), are
+    pure, and return None for a zero; ``backward`` and ``value_and_grad`` are made from the reverse rule
+    like every other derivative, so an op has exactly one:
 
     - ``jvp(r)``: the output's tangent from the operands' tangents ``r.tangents`` (forward mode);
     - ``pullback(r)``: one cotangent per operand from the output's cotangent ``r.g`` (reverse mode;
@@ -88,7 +87,6 @@ class OpDef:
     params: tuple[Param, ...]
     shape: Callable
     forward: Callable
-    vjp: Callable | None
     rule: str  # what the generated backward line says it applies
     derivation: str  # the differential identity and its source
     elementwise: bool = False
@@ -104,9 +102,7 @@ class OpDef:
     jvp_rule: str = ""  # what a forward-mode line says it applies
     fresh: bool | None = None  # forward returns a new array (True), a view of operand 0 (False), or
     # None: as the emitted expression says (a call not known to copy counts as a view)
-    number_cotangent: bool = False  # vjp takes a bare number (value_and_grad's 1) as its cotangent
     number_operands: bool = False  # forward takes Python numbers as its operands
-    grad_temp: str = ""  # the vjp temporary that holds operand 0's cotangent (named d<operand>)
     hint: str = ""  # in derivative programs, a value of this op is named <operand 0>_<hint>
     internal: bool = False  # built by derivative rules only; never written in a spec
     bool_args: tuple[int, ...] = ()  # operand positions that may (or must) be masks (bool tensors)
@@ -142,6 +138,12 @@ def op(
     magnitude) and what the derivative layer reads (jvp ... internal).  The graph-level rules may also be
     given as the class's staticmethods (jvp, pullback, batch, partials)."""
 
+    # facts of the emission-level vjp rules that the reverse rule replaced: accepted and ignored, so
+    # that a row written for them still registers (its reverse rule is what counts; see
+    # tests/test_derive.py::test_every_op_has_its_one_reverse_rule)
+    for retired in ("number_cotangent", "grad_temp"):
+        facts.pop(retired, None)
+
     def register(cls):
         for key in ("jvp", "pullback", "batch", "partials"):
             if key not in facts and getattr(cls, key, None) is not None:
@@ -153,7 +155,6 @@ def op(
             tuple(params),
             cls.shape,
             cls.forward,
-            getattr(cls, "vjp", None),
             rule,
             derivation.strip(),
             elementwise,
@@ -235,13 +236,6 @@ def kw_axis(axes: tuple[int, ...], rank: int) -> Lit:
     return axis_lit(axes)
 
 
-def expand(b, g: E, axes, rank_in, keepdims) -> E:
-    """Re-insert reduced axes into a cotangent so that it broadcasts against the operand."""
-    if keepdims or not axes or isinstance(g, Lit):  # a number broadcasts as it is
-        return g
-    return call("np.expand_dims", g, axis=kw_axis(axes, rank_in))
-
-
 # --------------------------------------------------------------------------------------------------
 # helpers of the graph-level rules (``r`` is a ``derive.Rule``: the node, its operands, the builder)
 
@@ -287,7 +281,6 @@ class _Binary:
     broadcast_rule="broadcast sum rule, notes section 6",
     elementwise=True,
     callable=False,
-    number_cotangent=True,
     shift=(1, 1),
     derivation="""
 d(a + b) = da + db, so both operands receive g.  A broadcast operand was added to every slice along
@@ -297,7 +290,6 @@ operands' own rounding left (the sum's conditioning, not the formula's).""",
 )
 class Add(_Binary):
     forward = staticmethod(lambda f: add(f.a(0), f.a(1)))
-    vjp = staticmethod(lambda b: (b.g, b.g))
     partials = staticmethod(lambda r: (ONE, ONE))
 
 
@@ -308,7 +300,6 @@ class Add(_Binary):
     broadcast_rule="broadcast sum rule, notes section 6",
     elementwise=True,
     callable=False,
-    number_cotangent=True,
     shift=(1, -1),
     derivation="""
 d(a - b) = da - db: a receives g, b receives -g (summed over broadcast axes, notes section 6).
@@ -316,7 +307,6 @@ Accuracy: as for +, one rounding; the cancellation of nearly equal operands is t
 )
 class Sub(_Binary):
     forward = staticmethod(lambda f: sub(f.a(0), f.a(1)))
-    vjp = staticmethod(lambda b: (b.g, neg(b.g)))
     partials = staticmethod(lambda r: (ONE, Const(-1, "-1")))
 
 
@@ -327,7 +317,6 @@ class Sub(_Binary):
     broadcast_rule="broadcast product rule, notes section 7",
     elementwise=True,
     callable=False,
-    number_cotangent=True,
     zeros="any",
     derivation="""
 d(a * b) = da * b + a * db (Hadamard), so a receives g * b and b receives g * a.  For a broadcast
@@ -336,12 +325,6 @@ Accuracy: one rounding per product; it overflows or underflows only where the ex
 )
 class Mul(_Binary):
     forward = staticmethod(lambda f: mul(f.a(0), f.a(1)))
-
-    @staticmethod
-    def vjp(b):
-        if b.node.args[0] == b.node.args[1]:  # a * a: both paths at once, d(a a) = 2 a da
-            return (mul(b.g, mul(num(2), b.x(0))), None)
-        return (mul(b.g, b.x(1)) if b.needs(0) else None, mul(b.g, b.x(0)) if b.needs(1) else None)
 
     @staticmethod
     def jvp(r):
@@ -364,7 +347,6 @@ class Mul(_Binary):
     broadcast_rule="quotient rule, broadcast reduced (notes section 6)",
     elementwise=True,
     callable=False,
-    number_cotangent=True,
     zeros="first",
     domain=lambda k, attr, types: "positive" if k == 1 else None,
     derivation="""
@@ -374,12 +356,6 @@ so a receives g / b and b receives -g * y / b.  Accuracy: a few ulps wherever y 
 )
 class Div(_Binary):
     forward = staticmethod(lambda f: div(f.a(0), f.a(1)))
-    vjp = staticmethod(
-        lambda b: (
-            div(b.g, b.x(1)) if b.needs(0) else None,
-            neg(div(mul(b.g, b.y), b.x(1))) if b.needs(1) else None,
-        )
-    )
 
     @staticmethod
     def jvp(r):
@@ -407,21 +383,12 @@ class _Unary:
     rule="negation rule",
     elementwise=True,
     callable=False,
-    number_cotangent=True,
     derivation="d(-a) = -da.  Exact.",
     shift=(-1,),
 )
 class Neg_(_Unary):
     forward = staticmethod(lambda f: neg(f.a(0)))
     partials = staticmethod(lambda r: (Const(-1, "-1"),))
-
-    @staticmethod
-    def vjp(b):
-        formed = b.definition(b.g)
-        if isinstance(formed, Neg):  # the cotangent was formed negated: -(-x) is x, no second pass
-            b.note("negation rule (the two signs cancel)")
-            return (formed.a,)
-        return (neg(b.g),)
 
 
 @op(
@@ -430,7 +397,6 @@ class Neg_(_Unary):
     rule="power rule",
     elementwise=True,
     callable=False,
-    number_cotangent=True,
     derivation="""
 d(a ** k) = k * a ** (k - 1) da for a literal k.  Accuracy: NumPy's power, a few ulps; for k < 1 the
 derivative is infinite at a = 0 (inf, with a divide warning), and a < 0 with a fractional k is nan.""",
@@ -445,16 +411,6 @@ class Pow:
         return Bin("**", f.a(0), num(f.attr("k")))
 
     @staticmethod
-    def vjp(b):
-        k = b.attr("k")
-        if k == 1:
-            return (b.g,)
-        if k == 2:
-            return (mul(b.g, mul(num(2), b.x(0))),)
-        km1 = k - 1
-        return (mul(b.g, mul(num(k), Bin("**", b.x(0), num(km1)))),)
-
-    @staticmethod
     def partials(r):
         k = r.attr("k")
         if k == 1:
@@ -464,14 +420,13 @@ class Pow:
         return (r.mul(Const(k, num(k).text), r.op("pow", r.x(0), k=k - 1)),)
 
 
-def _unary(name, np_func, rule, derivation, vjp, partial, **facts):
+def _unary(name, np_func, rule, derivation, partial, **facts):
     """An elementwise unary op; ``partial(r)`` is its derivative as a node (or ``Over(x)``: 1 / x),
     from which forward mode (t * partial) and the pullback (g * partial) follow."""
 
     class U(_Unary):
         forward = staticmethod(lambda f: call(np_func, f.a(0)))
 
-    U.vjp = staticmethod(vjp)
     U.partials = staticmethod(lambda r: (partial(r),))
     return op(name, (P("a"),), rule=rule, elementwise=True, derivation=derivation, **facts)(U)
 
@@ -488,9 +443,7 @@ _unary(
     "d exp(a) = exp(a) da = y da: the forward output is reused.  Accuracy: a few ulps; inf above "
     "a = 88.7 (float32) and 709.8 (float64), where exp(a) is not a number of the dtype; log(1 + exp(a)) "
     "and log(sum(exp(a))) are rewritten to softplus and logsumexp (gradgen.rewrite), which never form it.",
-    lambda b: (mul(b.g, b.y),),
     lambda r: r.y,
-    number_cotangent=True,
     magnitude="explodes",
 )
 _unary(
@@ -500,9 +453,7 @@ _unary(
     "d log(a) = da / a.  Accuracy: a few ulps for a > 0; -inf at 0, nan below.  A log of a value that "
     "may have rounded to 0 (sigmoid(z), 1 - sigmoid(z), 1 + exp(z), softmax(x), sum(exp(x))) is "
     "rewritten to the stable op it spells (gradgen.rewrite).",
-    lambda b: (div(b.g, b.x(0)),),
     lambda r: Over(r.x(0)),
-    number_cotangent=True,
     domain=_positive,
 )
 _unary(
@@ -512,9 +463,7 @@ _unary(
     "d sqrt(a) = da / (2 sqrt(a)) = da / (2 y).  Accuracy: a few ulps for a >= 0; at a = 0 the "
     "derivative is infinite, so da is inf there (nan where g is 0): keep a away from 0, as "
     "sqrt(var + 1e-5) does in specs/layernorm.yaml.",
-    lambda b: (div(b.g, mul(num(2), b.y)),),
     lambda r: Over(r.mul(TWO, r.y)),
-    number_cotangent=True,
     domain=_positive,
 )
 _unary(
@@ -526,9 +475,7 @@ _unary(
     "(up to 1e-3 at |a| = 5 in float32) and it is 0 from |a| = 10 (float32) and 19 (float64), where "
     "the true 4 e^(-2|a|) is still about 1e-8 and 1e-16.  The exact 4 t / (1 + t)^2, t = exp(-2|a|), measured 2x "
     "tanh's forward plus backward at [1024, 1024], for gradients below one ulp of 1: not used.",
-    lambda b: (mul(b.g, sub(num(1), mul(b.y, b.y))),),
     lambda r: r.sub(ONE, r.mul(r.y, r.y)),
-    number_cotangent=True,
     zeros="all",
     magnitude="bounded",
 )
@@ -537,9 +484,7 @@ _unary(
     "np.square",
     "square rule",
     "d a^2 = 2 a da.  Accuracy: one rounding; inf where a^2 exceeds the dtype (|a| > 1.8e19 in float32).",
-    lambda b: (mul(b.g, mul(num(2), b.x(0))),),
     lambda r: r.mul(TWO, r.x(0)),
-    number_cotangent=True,
     zeros="all",
 )
 _unary(
@@ -547,9 +492,7 @@ _unary(
     "np.abs",
     "abs rule (abs'(0) = 0)",
     "d |a| = sign(a) da, with sign(0) = 0 as SPEC.md fixes.  Exact.",
-    lambda b: (mul(b.g, call("np.sign", b.x(0))),),
     lambda r: r.op("sign", r.x(0)),
-    number_cotangent=True,
     zeros="all",
     kink=(0,),  # abs'(0) = 0, the mean of the slopes -1 and +1
 )
@@ -568,7 +511,6 @@ def _exp_neg_abs(f) -> Var:
     (P("a"),),
     rule="sigmoid rule, from the smaller tail",
     elementwise=True,
-    number_cotangent=True,
     magnitude="bounded",
     derivation="""
 s(a) = 1 / (1 + exp(-a)).  With t = s(-|a|) = exp(-|a|) / (1 + exp(-|a|)), the smaller of s(a) and
@@ -590,12 +532,7 @@ class Sigmoid(_Unary):
         signed = f.temp("signed", sub(Bin(">=", f.a(0), num(0)), tail), f.t(0).shape)
         return call("np.abs", signed)
 
-    @staticmethod
-    def vjp(b):
-        tail = b.saved("tail")
-        return (mul(b.g, mul(tail, sub(num(1), tail))),)
-
-    # y (1 - y) = t (1 - t) with t = s(-|a|) the smaller tail, as the vjp computes it
+    # y (1 - y) = t (1 - t) with t = s(-|a|) the smaller tail
     partials = staticmethod(lambda r: (_tail_product(r, r.op("sigmoid_tail", r.x(0))),))
 
 
@@ -613,7 +550,6 @@ def _log1p_tail(f) -> Var:
     (P("a"),),
     rule="log-sigmoid rule, reusing the forward output",
     elementwise=True,
-    number_cotangent=True,
     derivation="""
 log s(a) = -log(1 + exp(-a)) = min(a, 0) - log1p(exp(-|a|)): no exp of a positive number, and the two
 terms never cancel (both <= 0), so y is within a few ulps for every a in float32 and float64; it is
@@ -629,8 +565,7 @@ class LogSigmoid(_Unary):
         low = f.temp("min", call("np.minimum", f.a(0), num(0)), f.t(0).shape)
         return sub(low, soft)
 
-    vjp = staticmethod(lambda b: (mul(b.g, neg(call("np.expm1", b.y))),))
-    partials = staticmethod(lambda r: (r.neg(r.op("expm1", r.y)),))  # s(-a) = -expm1(y), as the vjp
+    partials = staticmethod(lambda r: (r.neg(r.op("expm1", r.y)),))  # s(-a) = -expm1(y)
 
 
 @op(
@@ -638,7 +573,6 @@ class LogSigmoid(_Unary):
     (P("a"),),
     rule="softplus rule, reusing the forward output",
     elementwise=True,
-    number_cotangent=True,
     derivation="""
 softplus(a) = log(1 + exp(a)) = max(a, 0) + log1p(exp(-|a|)): no overflow, no cancellation (both terms
 >= 0), within a few ulps for every a in float32 and float64 (0 only where the true value underflows,
@@ -652,8 +586,7 @@ class Softplus(_Unary):
         high = f.temp("max", call("np.maximum", f.a(0), num(0)), f.t(0).shape)
         return add(high, soft)
 
-    vjp = staticmethod(lambda b: (mul(b.g, neg(call("np.expm1", neg(b.y)))),))
-    partials = staticmethod(lambda r: (r.neg(r.op("expm1", r.neg(r.y))),))  # s(a) = -expm1(-y), as the vjp
+    partials = staticmethod(lambda r: (r.neg(r.op("expm1", r.neg(r.y))),))  # s(a) = -expm1(-y)
 
 
 @op(
@@ -670,7 +603,6 @@ or boolean-mask assignment on this project's 2-core machine, from [32, 128] to [
 )
 class Relu(_Unary):
     forward = staticmethod(lambda f: call("np.maximum", f.a(0), num(0)))
-    vjp = staticmethod(lambda b: (mul(b.g, Bin(">", b.y, num(0))),))
     partials = staticmethod(lambda r: (r.op("greater", r.y, Const(0, "0")),))
 
 
@@ -689,12 +621,6 @@ at ties the gradient goes to a (SPEC.md).  Exact.""",
     )
     class M(_Binary):
         forward = staticmethod(lambda f: call(np_func, f.a(0), f.a(1)))
-
-        @staticmethod
-        def vjp(b):
-            pick_a = Bin(cmp_a, b.x(0), b.x(1))
-            pick_b = Bin({">=": "<", "<=": ">"}[cmp_a], b.x(0), b.x(1))
-            return (mul(b.g, pick_a) if b.needs(0) else None, mul(b.g, pick_b) if b.needs(1) else None)
 
         @staticmethod
         def partials(r):
@@ -784,28 +710,12 @@ def _sum_of_squares(f, axes) -> E | None:
     return None
 
 
-def _spread(b, g: E, scale: E | None) -> E:
-    """Broadcast a reduction's cotangent back over the reduced axes (the operand's shape)."""
-    t = b.t(0)
-    axes = norm_axes(b, b.attr("axis"), t.rank)
-    keepdims = b.attr("keepdims")
-    # a number (value_and_grad's 1, scaled) must not meet np.broadcast_to: an int64 array in float32
-    number = b.is_number(g)
-    if scale is not None:
-        g = div(g, scale)
-    if len(axes) == t.rank and (not keepdims or number):
-        return call("np.full", b.shape_tuple(t.shape), g, dtype=b.dtype())
-    if not keepdims:
-        g = call("np.expand_dims", g, axis=kw_axis(axes, t.rank))
-    return call("np.broadcast_to", g, b.shape_tuple(t.shape))
-
-
 def _spread_back(r, g):
     """A reduction's cotangent re-expanded over the reduced axes and broadcast to the operand."""
     t = r.t(0)
     axes = norm_axes(r, r.attr("axis"), t.rank)
-    if not r.attr("keepdims"):
-        g = r.expand(g, axes)
+    if not r.attr("keepdims") and axes != tuple(range(len(axes))):
+        g = r.expand(g, axes)  # (reduced leading axes need none: broadcasting aligns on the right)
     return r.broadcast(g, t.shape)
 
 
@@ -823,7 +733,6 @@ def _count(r) -> Dim:
     rule="sum rule: broadcast back",
     jvp_rule="sum JVP rule: the sum of the tangent",
     linear=True,
-    number_cotangent=True,
     zeros="all",
     derivation="""
 y = sum over axes of a: every summed element enters y with weight 1, so da = g broadcast back over the
@@ -836,10 +745,6 @@ class Sum:
 
     forward = staticmethod(lambda f: _reduction_forward(f, "sum"))
 
-    @staticmethod
-    def vjp(b):
-        return (_spread(b, b.g, None),)
-
     pullback = staticmethod(lambda r: (_spread_back(r, r.g),))
     batch = staticmethod(_reduce_batch)
 
@@ -850,7 +755,6 @@ class Sum:
     rule="mean rule: broadcast back, divided by the count",
     jvp_rule="mean JVP rule: the mean of the tangent",
     linear=True,
-    number_cotangent=True,
     zeros="all",
     derivation="""
 y = (1/n) sum over axes of a, n the number of elements averaged: da = g / n broadcast back.
@@ -862,15 +766,6 @@ class Mean:
     shape = staticmethod(_reduce_shape)
 
     forward = staticmethod(lambda f: _reduction_forward(f, "mean"))
-
-    @staticmethod
-    def vjp(b):
-        t = b.t(0)
-        axes = norm_axes(b, b.attr("axis"), t.rank)
-        count = Dim.const(1)
-        for i in axes:
-            count = count * t.shape[i]
-        return (_spread(b, b.g, b.dim(count)),)
 
     pullback = staticmethod(lambda r: (_spread_back(r, r.div(r.g, r.size(_count(r)))),))
     batch = staticmethod(_reduce_batch)
@@ -906,13 +801,6 @@ class LogSumExp:
         if len(axes) == t.rank:
             return Index(lse, tuple(Lit("0") for _ in axes), False) if t.rank else lse
         return call("np.squeeze", lse, axis=kw_axis(axes, t.rank))
-
-    @staticmethod
-    def vjp(b):
-        t = b.t(0)
-        axes = norm_axes(b, b.attr("axis"), t.rank)
-        g = b.g if b.attr("keepdims") else expand(b, b.g, axes, t.rank, False)
-        return (mul(g, call("np.exp", sub(b.x(0), b.saved("lse")))),)
 
     @staticmethod
     def _weights(r):
@@ -984,19 +872,6 @@ class Softmax:
         return None
 
     @staticmethod
-    def vjp(b):
-        t = b.t(0)
-        axes = norm_axes(b, b.attr("axis"), t.rank)
-        y = b.y
-        if axes == (t.rank - 1,):
-            # the row dot products sum(g * y) by einsum: no [.., C] temporary
-            dot = Index(call("np.einsum", Lit("'...j,...j->...'"), b.g, y), (Lit("..."), Lit("None")), False)
-        else:
-            dot = method(mul(b.g, y), "sum", axis=kw_axis(axes, t.rank), keepdims=Lit("True"))
-        centered = b.temp("centered", sub(b.g, dot), t.shape)
-        return (mul(centered, y),)
-
-    @staticmethod
     def _apply(r, v):
         """y * (v - sum(v * y)) along the axis: the Jacobian of softmax (symmetric) applied to v."""
         ax = norm_axes(r, r.attr("axis"), r.t(0).rank)
@@ -1031,12 +906,6 @@ class LogSoftmax:
         return None
 
     @staticmethod
-    def vjp(b):
-        t = b.t(0)
-        ax = kw_axis(norm_axes(b, b.attr("axis"), t.rank), t.rank)
-        return (sub(b.g, mul(call("np.exp", b.y), method(b.g, "sum", axis=ax, keepdims=Lit("True")))),)
-
-    @staticmethod
     def jvp(r):
         ax = norm_axes(r, r.attr("axis"), r.t(0).rank)
         t = r.tangents[0]
@@ -1059,8 +928,6 @@ class LogSoftmax:
     (P("logits"), P("labels"), Param("reduction", "choice", "mean", choices=("mean", "sum"))),
     rule="softmax cross-entropy rule, notes section 2",
     int_args=(1,),
-    number_cotangent=True,
-    grad_temp="dlogits",
     domain=lambda k, attr, types: (
         None if k != 1 else f"labels:{types[0].shape[-1]}" if types[1].dtype == "int" else "probs"
     ),
@@ -1131,28 +998,6 @@ class SoftmaxCrossEntropy:
             total = neg(method(mul(labels, logp), "sum"))
         return div(total, f.dim(lt.shape[0])) if mean else total
 
-    @staticmethod
-    def vjp(b):
-        lt = b.t(0)
-        batched = lt.rank == 2
-        scale = div(b.g, b.dim(lt.shape[0])) if b.attr("reduction") == "mean" and batched else b.g
-        if not isinstance(scale, (Lit, Var)):
-            scale = b.temp("scale", scale, ())
-        d_logits = d_labels = None
-        if b.needs(0):
-            if b.t(1).dtype == "int":
-                # softmax(theta) * scale in one pass over exp(shifted): normalise and scale together,
-                # then subtract scale at each row's label (notes section 2, no one-hot)
-                e, sums = b.saved("exp"), b.saved("sums")
-                d_logits = b.temp("dlogits", mul(e, div(scale, sums)), lt.shape)
-                index = (call("np.arange", b.dim(lt.shape[0])), b.x(1)) if batched else (b.x(1),)
-                b.stmt(d_logits, scale, op="-=", index=index)
-            else:
-                d_logits = mul(sub(b.saved("probs"), b.x(1)), scale)
-        if b.needs(1):
-            d_labels = neg(mul(b.saved("log_probs"), scale))
-        return (d_logits, d_labels)
-
     # graph-level rules.  Int labels: dJ/dtheta = (softmax(theta) - onehot) / N, the one-hot never built
     # (label_add subtracts at the labels).  Float labels y, exactly for any y (rows need not sum to 1, so
     # that second derivatives w.r.t. y are right too): dJ/dtheta = (softmax(theta) * sum_c y_c - y) / N
@@ -1161,7 +1006,9 @@ class SoftmaxCrossEntropy:
     @staticmethod
     def _scale(r, g):
         lt = r.t(0)
-        return r.div(g, r.size(lt.shape[0])) if r.attr("reduction") == "mean" and lt.rank == 2 else g
+        if r.attr("reduction") == "mean" and lt.rank == 2:
+            return r.called(r.div(g, r.size(lt.shape[0])), "scale")
+        return g
 
     @staticmethod
     def pullback(r):
@@ -1217,7 +1064,6 @@ def _mm_parts(s):
     rule="matmul rule, notes section 5",
     jvp_rule="matmul JVP rule, notes section 5",
     callable=False,
-    number_cotangent=True,  # a number reaches only scalar outputs: a dot product, g * b and g * a
     zeros="any",
     derivation="""
 B = X Y gives dB = dX Y + X dY, so dX = dB Y^T and dY = X^T dB (notes section 5).  Matrix times vector
@@ -1252,38 +1098,6 @@ class MatMul:
             flat = method(f.a(0), "reshape", f.dim(numel(ta.shape[:-1])), f.dim(ta.shape[-1]))
             return method(Bin("@", flat, f.a(1)), "reshape", f.shape_tuple(f.out.shape))
         return Bin("@", f.a(0), f.a(1))
-
-    @staticmethod
-    def vjp(b):
-        ta, tb = b.t(0), b.t(1)
-        g = b.g
-        da = db = None
-        if ta.rank <= 2 and tb.rank <= 2:
-            if ta.rank == 2 and tb.rank == 2:
-                if b.needs(0):
-                    da = Bin("@", g, Attr(b.x(1), "T"))
-                if b.needs(1):
-                    db = Bin("@", Attr(b.x(0), "T"), g)
-            elif ta.rank == 2:  # W @ x, notes section 3
-                b.note("matrix-vector rule, notes section 3")
-                if b.needs(0):
-                    da = call("np.outer", g, b.x(1))
-                if b.needs(1):
-                    db = Bin("@", Attr(b.x(0), "T"), g)
-            elif tb.rank == 2:  # x @ W, notes section 4
-                b.note("vector-matrix rule, notes section 4")
-                if b.needs(0):
-                    da = Bin("@", g, Attr(b.x(1), "T"))
-                if b.needs(1):
-                    db = call("np.outer", b.x(0), g)
-            else:  # dot product
-                b.note("dot product rule")
-                if b.needs(0):
-                    da = mul(g, b.x(1))
-                if b.needs(1):
-                    db = mul(g, b.x(0))
-            return (da, db)
-        return _batched_matmul_vjp(b)
 
     @staticmethod
     def jvp(r):
@@ -1379,61 +1193,6 @@ def _matmul_as_einsum(r):
     return r.op("einsum", a, b, subscripts=spec)
 
 
-def _swap(e: E) -> E:
-    """Swap the last two axes (a view); swapping twice gives the operand back."""
-    if isinstance(e, Method) and e.name == "swapaxes" and [a.render() for a in e.args] == ["-1", "-2"]:
-        return e.obj
-    return method(e, "swapaxes", num(-1), num(-2))
-
-
-def _T(e: E) -> E:
-    return e.obj if isinstance(e, Attr) and e.name == "T" else Attr(e, "T")
-
-
-def _batched_matmul_vjp(b):
-    """numpy.matmul with a batch: promote 1-D operands, multiply, reduce broadcast batch axes."""
-    b.note("batched matmul rule, notes section 5 per batch element")
-    ta, tb, to = b.t(0), b.t(1), b.out
-    a, bb, g = b.x(0), b.x(1), b.g
-    # promote 1-D operands to matrices as numpy.matmul does
-    a_shape, b_shape = ta.shape, tb.shape
-    if ta.rank == 1:
-        a = Index(a, (Lit("None"), Lit(":")), False)
-        a_shape = (Dim.const(1),) + ta.shape
-        g = call("np.expand_dims", g, axis=num(-2))
-    if tb.rank == 1:
-        bb = Index(bb, (Lit(":"), Lit("None")), False)
-        b_shape = tb.shape + (Dim.const(1),)
-        g = call("np.expand_dims", g, axis=num(-1))
-    batch = to.shape[: -2 if ta.rank > 1 and tb.rank > 1 else -1]
-    da = db = None
-    if b.needs(0):
-        if tb.rank == 2 and ta.rank > 2 and a_shape[:-2] == batch:
-            # dA = dB W^T for every batch element: one 2-D product over the flattened batch
-            flat = method(g, "reshape", b.dim(numel(to.shape[:-1])), b.dim(b_shape[-1]))
-            da = method(Bin("@", flat, Attr(bb, "T")), "reshape", b.shape_tuple(a_shape))
-        else:
-            prod_ = Bin("@", g, _swap(bb) if len(b_shape) > 2 else Attr(bb, "T"))
-            da = b.unbroadcast(prod_, batch + a_shape[-2:], a_shape)
-        if ta.rank == 1:
-            da = Index(da, (Lit("0"),), False) if len(a_shape) == 2 else da
-    if b.needs(1):
-        if len(b_shape) == 2 and tb.rank == 2 and ta.rank > 2 and a_shape[:-2] == batch:
-            # one 2-D product over the flattened batch
-            K, M = b_shape
-            db = Bin(
-                "@",
-                Attr(method(a, "reshape", b.dim(numel(a_shape[:-1])), b.dim(K)), "T"),
-                method(g, "reshape", b.dim(numel(to.shape[:-1])), b.dim(M)),
-            )
-        else:
-            prod_ = Bin("@", _swap(a) if len(a_shape) > 2 else Attr(a, "T"), g)
-            db = b.unbroadcast(prod_, batch + b_shape[-2:], b_shape)
-        if tb.rank == 1:
-            db = Index(db, (Lit(":"), Lit("0")), False)
-    return (da, db)
-
-
 # --------------------------------------------------------------------------------------------------
 # layout ops
 
@@ -1473,27 +1232,9 @@ class Transpose:
         p = _perm(f, rank)
         if p == tuple(reversed(range(rank))):
             return Attr(f.a(0), "T")
+        if p == tuple(range(rank - 2)) + (rank - 1, rank - 2):  # the batched matrices transposed
+            return method(f.a(0), "swapaxes", Lit("-1"), Lit("-2"))
         return call("np.transpose", f.a(0), Lit(str(p)))
-
-    @staticmethod
-    def vjp(b):
-        rank = b.t(0).rank
-        p = _perm(b, rank)
-        swap_last = p == tuple(range(rank - 2)) + (rank - 1, rank - 2)
-        product = b.definition(b.g)
-        if swap_last and isinstance(product, Bin) and product.op == "@":
-            # (X Y)^T = Y^T X^T: transpose the factors, not the product, so the result is contiguous
-            return (
-                Bin(
-                    "@",
-                    _swap(product.b) if rank > 2 else _T(product.b),
-                    _swap(product.a) if rank > 2 else _T(product.a),
-                ),
-            )
-        if p == tuple(reversed(range(rank))):
-            return (Attr(b.g, "T"),)
-        inv = tuple(sorted(range(rank), key=lambda i: p[i]))
-        return (call("np.transpose", b.g, Lit(str(inv))),)
 
     @staticmethod
     def pullback(r):
@@ -1562,10 +1303,6 @@ class Reshape:
     def forward(f):
         return method(f.a(0), "reshape", f.shape_tuple(f.out.shape))
 
-    @staticmethod
-    def vjp(b):
-        return (method(b.g, "reshape", b.shape_tuple(b.t(0).shape)),)
-
     pullback = staticmethod(lambda r: (r.reshape(r.g, r.t(0).shape),))
     batch = staticmethod(lambda r: r.reshape(r.batched[0], (r.size_dim,) + r.out.shape))
 
@@ -1608,22 +1345,6 @@ class Concatenate:
         n = len(f.types)
         ax = norm_axes(f, f.attr("axis"), f.out.rank)[0]
         return call("np.concatenate", Tuple(tuple(f.a(i) for i in range(n))), axis=num(ax))
-
-    @staticmethod
-    def vjp(b):
-        rank = b.out.rank
-        ax = norm_axes(b, b.attr("axis"), rank)[0]
-        start = Dim.const(0)
-        out = []
-        for i in range(len(b.types)):
-            size = b.t(i).shape[ax]
-            end = start + size
-            # a Slice expression, not text, so the planner sees (and caches) the dims it reads
-            sl = Slice(None if start.value == 0 else b.dim(start), b.dim(end))
-            index = tuple(Lit(":") for _ in range(ax)) + (sl,)
-            out.append(Index(b.g, index, False) if b.needs(i) else None)
-            start = end
-        return tuple(out)
 
     @staticmethod
     def jvp(r):
@@ -1688,16 +1409,6 @@ class Take:
         if ax == 0:
             return Index(f.a(0), (f.a(1),), True)
         return call("np.take", f.a(0), f.a(1), axis=num(ax))
-
-    @staticmethod
-    def vjp(b):
-        ta, ti = b.t(0), b.t(1)
-        ax = norm_axes(b, b.attr("axis"), ta.rank)[0]
-        da = b.temp("scatter", call("np.zeros", b.shape_tuple(ta.shape), dtype=b.dtype()), ta.shape)
-        index = b.x(1) if ax == 0 else Tuple(tuple(Lit("slice(None)") for _ in range(ax)) + (b.x(1),))
-        b.stmt(None, call("np.add.at", da, index, b.g))
-        del ti
-        return (da, None)
 
     @staticmethod
     def pullback(r):
@@ -1769,32 +1480,6 @@ class Einsum:
         return call(
             "np.einsum", Lit(repr(f.attr("subscripts").replace(" ", ""))), *(f.a(i) for i in range(n))
         )
-
-    @staticmethod
-    def vjp(b):
-        terms, out = Einsum.parse(b)
-        n = len(terms)
-        res = []
-        for i in range(n):
-            if not b.needs(i):
-                res.append(None)
-                continue
-            others = [j for j in range(n) if j != i]
-            avail = set(out).union(*(set(terms[j]) for j in others))
-            kept = "".join(c for c in terms[i] if c in avail)
-            spec = ",".join([out] + [terms[j] for j in others]) + "->" + kept
-            args = [b.g] + [b.x(j) for j in others]
-            kw = {"optimize": Lit("True")} if len(args) > 2 else {}
-            e = call("np.einsum", Lit(repr(spec)), *args, **kw)
-            if kept != terms[i]:
-                missing = tuple(k for k, c in enumerate(terms[i]) if c not in avail)
-                e = call(
-                    "np.broadcast_to",
-                    call("np.expand_dims", e, axis=axis_lit(missing)),
-                    b.shape_tuple(b.t(i).shape),
-                )
-            res.append(e)
-        return tuple(res)
 
     @staticmethod
     def jvp(r):

@@ -318,18 +318,19 @@ def _conv_forward(f):
     return contract_conv(f, cols, f.a(1), conf, x_shape, w_shape, f.out.shape)
 
 
-def _conv_vjp(b):
-    conf = conv_conf(b)
-    x_shape, w_shape = b.t(0).shape, b.t(1).shape
-    dx = dw = None
-    if b.needs(0):
-        b.note(f"{b.node.op} rule, dx: g times the weights, added back per kernel offset")
-        dx = input_grad(b, b.g, b.x(1), conf, x_shape, w_shape, b.out.shape)
-    if b.needs(1):
-        b.note(f"{b.node.op} rule, dw: g contracted with the input's columns")
-        cols = b.saved("cols" if conf.groups == 1 else "win")
-        dw = weight_grad(b, cols, b.g, conf, x_shape, w_shape, b.out.shape)
-    return (dx, dw)
+def _forward_columns(f, conf: Conf) -> Var | None:
+    """The columns (or windows, with groups) that the forward convolution of the same input with the
+    same configuration saved, when the function being written computed it: backward reads them from
+    the cache instead of cutting the windows again."""
+    if not getattr(f.p, "shares_temps", False):
+        return None
+    x = f.node.args[0]
+    hint = "cols" if conf.groups == 1 else "win"
+    for n in f.graph.nodes:
+        saved = n.op in CONV_N and n.args and n.args[0] == x and (n.id, hint) in f.p.fwd_temps
+        if saved and conv_conf(type(f)(f.p, n, [])) == conf:
+            return Var(f.p.fwd_temps[(n.id, hint)])
+    return None
 
 
 def _internal(r, conf: Conf) -> dict:
@@ -385,7 +386,6 @@ def _conv_row(name: str):
     class Conv:
         shape = staticmethod(_conv_shape)
         forward = staticmethod(_conv_forward)
-        vjp = staticmethod(_conv_vjp)
         jvp = staticmethod(_conv_jvp)
         pullback = staticmethod(_conv_pullback)
         batch = staticmethod(lambda r: conv_batch(r))
@@ -465,7 +465,7 @@ class ConvWeightGrad:
     def forward(f):
         conf = conv_conf(f)
         x_shape, w_shape = f.t(0).shape, tuple(f.attr("shape"))
-        cols = columns(f, f.a(0), x_shape, w_shape, f.t(1).shape, conf)
+        cols = _forward_columns(f, conf) or columns(f, f.a(0), x_shape, w_shape, f.t(1).shape, conf)
         return weight_grad(f, cols, f.a(1), conf, x_shape, w_shape, f.t(1).shape)
 
     @staticmethod
@@ -633,12 +633,6 @@ class MaxPool2d:
         return method(win, "max", axis=Lit("(-2, -1)"))
 
     @staticmethod
-    def vjp(b):
-        conf = pool_conf(b)
-        xp = b.saved("pad") if any(conf.pad) else b.x(0)
-        return (route_max(b, b.g, xp, b.y, b.t(0).shape, b.out.shape, conf),)
-
-    @staticmethod
     def jvp(r):
         return r.op("pool_pick", r.tangents[0], r.x(0), **_pool_attrs(r))
 
@@ -647,6 +641,17 @@ class MaxPool2d:
         return (r.op("pool_route", r.g, r.x(0), **_pool_attrs(r)),)
 
     batch = staticmethod(lambda r: r.node_like(r.batched[0]))
+
+
+def _forward_max(f, conf: Conf) -> Var | None:
+    """The windows' maxima of x when the function computes them anyway: the forward max_pool2d of the
+    same x with the same configuration (backward reads it from the cache)."""
+    x = f.node.args[1]
+    for n in f.graph.nodes:
+        pooled = n.op == "max_pool2d" and n.args and n.args[0] == x and n.id in f.p.var
+        if pooled and n.id != f.node.id and pool_conf(type(f)(f.p, n, [])) == conf:
+            return Var(f.p.var[n.id])
+    return None
 
 
 def _pool_attrs(r) -> dict:
@@ -681,7 +686,7 @@ class _PoolPair:
         x_shape, out_shape = f.t(1).shape, f.t(0).shape
         win = _pool_windows(f, f.a(1), x_shape, conf, Lit("-np.inf"))
         xp = f.p.fwd_temps.get((f.node.id, "pad"))
-        y = f.temp("max", method(win, "max", axis=Lit("(-2, -1)")), out_shape)
+        y = _forward_max(f, conf) or f.temp("max", method(win, "max", axis=Lit("(-2, -1)")), out_shape)
         return conf, x_shape, out_shape, Var(xp) if xp else f.a(1), y
 
     batch = staticmethod(_pair_batch)
@@ -758,12 +763,6 @@ class AvgPool2d:
         conf = pool_conf(f)
         win = _pool_windows(f, f.a(0), f.t(0).shape, conf, None)
         return method(win, "mean", axis=Lit("(-2, -1)"))
-
-    @staticmethod
-    def vjp(b):
-        conf = pool_conf(b)
-        share = b.temp("share", div(b.g, num(conf.kernel[0] * conf.kernel[1])), b.out.shape)
-        return (scatter_windows(b, share, b.t(0).shape, b.out.shape, conf, lambda i, j, at: share),)
 
     @staticmethod
     def pullback(r):
@@ -845,14 +844,6 @@ class Pad:
     def forward(f):
         value = f.attr("value")
         return pad_expr(f.a(0), 0, pad_widths(f), num(value) if value else None)
-
-    @staticmethod
-    def vjp(b):
-        widths = pad_widths(b)
-        index = [Lit(f"{lo or ''}:{-hi if hi else ''}") for lo, hi in widths]
-        while index and index[-1].text == ":":
-            index.pop()
-        return (Index(b.g, tuple(index), False) if index else b.g,)
 
     @staticmethod
     def jvp(r):

@@ -1,9 +1,8 @@
 """Issue 9's elementwise ops: sin, cos, log1p, expm1, erf, gelu, clip, and a ** b with a tensor b.
 
 Rows in the same form as ``gradgen/ops.py`` (read its module docstring for the notation): each has its
-shape rule, its NumPy forward, the emission-level ``vjp`` of ``backward`` / ``value_and_grad``, and the
-graph-level ``partials`` that forward mode, the reverse sweep of the derivative kinds and batching are
-built from.  All of them are elementwise, so a broadcast operand's cotangent is summed over its
+shape rule, its NumPy forward, and the graph-level ``partials`` that forward mode, the reverse sweep
+(``backward``, ``value_and_grad`` and the derivative kinds) and batching are built from.  All of them are elementwise, so a broadcast operand's cotangent is summed over its
 broadcast axes by the sweep (notes section 6), never by a rule.
 
 erf has no NumPy function: the row names the module-level function its code calls (``helpers``), and
@@ -14,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from gradgen.expr import Bin, add, call, div, mul, neg, num, sub
+from gradgen.expr import Bin, add, call, mul, num
 from gradgen.ir import Const
 from gradgen.ops import ONE, Over, P, Param, _Binary, _Unary, _unary, op
 
@@ -43,9 +42,7 @@ _unary(
     "sin rule",
     "d sin(a) = cos(a) da.  Accuracy: NumPy's sin, within an ulp or two; for |a| beyond about 1e8 (float32: "
     "1e4) the argument's own rounding is larger than the period's resolution, as for any sin.",
-    lambda b: (mul(b.g, call("np.cos", b.x(0))),),
     lambda r: r.op("cos", r.x(0)),
-    number_cotangent=True,
     zeros="all",
     magnitude="bounded",
 )
@@ -54,9 +51,7 @@ _unary(
     "np.cos",
     "cos rule",
     "d cos(a) = -sin(a) da.  Accuracy: NumPy's cos, within an ulp or two (see sin for huge |a|).",
-    lambda b: (mul(b.g, neg(call("np.sin", b.x(0)))),),
     lambda r: r.neg(r.op("sin", r.x(0))),
-    number_cotangent=True,
     magnitude="bounded",
 )
 _unary(
@@ -67,9 +62,7 @@ _unary(
     "log(1 + 1e-10) keeps 7.  d log1p(a) = da / (1 + a).  Accuracy: a few ulps for a > -1; -inf at "
     "-1, nan below; the derivative's 1 + a rounds once, a relative error of eps / |1 + a|, which only "
     "matters next to the pole at a = -1.",
-    lambda b: (div(b.g, add(num(1), b.x(0))),),
     lambda r: Over(r.add(ONE, r.x(0))),
-    number_cotangent=True,
     zeros="all",
     domain=_positive,
 )
@@ -83,9 +76,7 @@ _unary(
     "computed as exp(a) and not as y + 1, which would round exp(a) to 0 below a = -37 (float64) where "
     "the true derivative is still 1e-16.  Accuracy: a few ulps; inf above a = 88.7 (float32) and 709.8 "
     "(float64), as for exp.",
-    lambda b: (mul(b.g, call("np.exp", b.x(0))),),
     lambda r: r.op("exp", r.x(0)),
-    number_cotangent=True,
     zeros="all",
     magnitude="explodes",
     fresh=True,
@@ -106,7 +97,6 @@ def _erf_partial(r, x):
     (P("a"),),
     rule="erf rule",
     elementwise=True,
-    number_cotangent=True,
     zeros="all",
     magnitude="bounded",
     fresh=True,
@@ -121,11 +111,6 @@ exp(-a^2) underflows to 0 beyond |a| = 26.6 (float64), where the true value is b
 )
 class Erf(_Unary):
     forward = staticmethod(lambda f: call("_erf", f.a(0)))
-
-    @staticmethod
-    def vjp(b):
-        a = b.x(0)
-        return (mul(mul(b.g, call("np.exp", mul(neg(a), a))), num(TWO_OVER_SQRT_PI)),)
 
     partials = staticmethod(lambda r: (_erf_partial(r, r.x(0)),))
 
@@ -151,7 +136,6 @@ def _gelu_tanh_parts(a):
     (P("a"), Param("approximate", "choice", "none", choices=("none", "tanh"))),
     rule="GELU rule",
     elementwise=True,
-    number_cotangent=True,
     zeros="all",
     helpers=lambda attr: () if attr("approximate") == "tanh" else ("_erfc",),
     derivation=f"""
@@ -175,17 +159,6 @@ class Gelu(_Unary):
             return mul(mul(num(0.5), a), add(num(1), t))
         cdf = f.temp("cdf", _cdf_expr(a), shape)
         return mul(a, cdf)
-
-    @staticmethod
-    def vjp(b):
-        a = b.x(0)
-        if b.attr("approximate") == "tanh":
-            t = b.saved("tanh")
-            slope = add(num(0.5 * TANH_C), mul(mul(num(1.5 * TANH_C * TANH_K), a), a))
-            spread = mul(mul(sub(num(1), mul(t, t)), slope), a)
-            return (mul(b.g, add(mul(num(0.5), add(num(1), t)), spread)),)
-        density = mul(call("np.exp", mul(mul(num(-0.5), a), a)), num(INV_SQRT_2PI))
-        return (mul(b.g, add(b.saved("cdf"), mul(a, density))),)
 
     @staticmethod
     def partials(r):
@@ -249,15 +222,6 @@ class Clip:
     forward = staticmethod(lambda f: call("np.clip", f.a(0), f.a(1), f.a(2)))
 
     @staticmethod
-    def vjp(b):
-        a, lo, hi = b.x(0), b.x(1), b.x(2)
-        return (
-            mul(mul(b.g, Bin(">=", a, lo)), Bin("<=", a, hi)) if b.needs(0) else None,
-            mul(mul(b.g, Bin("<", a, lo)), Bin("<=", lo, hi)) if b.needs(1) else None,
-            mul(b.g, Bin(">", call("np.maximum", a, lo), hi)) if b.needs(2) else None,
-        )
-
-    @staticmethod
     def partials(r):
         a, lo, hi = r.x(0), r.x(1), r.x(2)
         inside = r.mul(r.op("cast", r.op("greater_equal", a, lo)), r.op("less_equal", a, hi))
@@ -299,19 +263,6 @@ its real power does.""",
 class Power:
     shape = staticmethod(_Binary.shape)
     forward = staticmethod(lambda f: Bin("**", f.a(0), f.a(1)))
-
-    @staticmethod
-    def vjp(b):
-        a, e = b.x(0), b.x(1)
-        base = b.node.args[0]
-        if isinstance(base, Const):
-            log_a = num(math.log(base.value))
-        else:
-            log_a = call("np.log", call("np.where", Bin("==", a, num(0)), num(1), a))
-        return (
-            mul(mul(b.g, e), Bin("**", a, sub(e, num(1)))) if b.needs(0) else None,
-            mul(mul(b.g, b.y), log_a) if b.needs(1) else None,
-        )
 
     @staticmethod
     def partials(r):

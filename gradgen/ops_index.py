@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import gradgen.ops as _ops
 from gradgen.dims import Dim, shape_str
-from gradgen.expr import Bin, E, Index, Lit, Neg, Slice, Tuple, Var, call, num
+from gradgen.expr import Bin, E, Index, Lit, Neg, Slice, Tuple, call, num
 from gradgen.ir import TensorType
 from gradgen.ops import P, Param, ShapeError, op
 
@@ -197,36 +197,6 @@ def index_exprs(ctx, items) -> tuple[E, ...]:
     return tuple(out)
 
 
-def scatter_vjp(b, items) -> tuple:
-    """da = zeros shaped like a, with g written at the index.  When the cotangent of a so far is such
-    zeros that an earlier index of a wrote (the pieces of a split, q, k and v sliced from one qkv),
-    g is added into it in place: one array for all the pieces, no zeros and no sum per piece."""
-    a = b.node.args[0]
-    index = index_exprs(b, items)
-    if _fresh_scatter(b.sweep, a):
-        b.note(f"{b.node.op} rule: g added at its positions in the same zeros")
-        b.stmt(b.sweep.adj[a], b.g, op="+=", index=index)
-        return (None,)
-    shape = b.t(0).shape
-    da = b.temp("scatter", call("np.zeros", b.shape_tuple(shape), dtype=b.dtype()), shape)
-    b.stmt(da, b.g, op="=", index=index)
-    b.sweep.scatters[da.name] = a
-    return (da,)
-
-
-def _fresh_scatter(sw, a: int) -> bool:
-    """The cotangent of a so far is zeros an index rule wrote into (or the sweep's name for them),
-    which nothing has read or changed since: it may take another piece in place."""
-    acc = sw.adj.get(a)
-    if not isinstance(acc, Var):
-        return False
-    if acc.name not in sw.scatters:
-        source = sw.defs.get(acc.name)
-        if isinstance(source, Var) and sw.scatters.get(source.name) == a and acc.name not in sw.mutated:
-            sw.scatters[acc.name] = a
-    return sw.scatters.get(acc.name) == a
-
-
 def _batched_items(items) -> tuple:
     return (FULL,) + tuple(items)
 
@@ -243,7 +213,6 @@ def _batched_items(items) -> tuple:
     callable=False,
     linear=True,
     fresh=False,
-    grad_temp="scatter",
     shift=(1,),
     zeros="all",
     derivation="""
@@ -261,8 +230,6 @@ class IndexOp:
     @staticmethod
     def forward(f):
         return Index(f.a(0), index_exprs(f, f.attr("index")), False)
-
-    vjp = staticmethod(lambda b: scatter_vjp(b, b.attr("index")))
 
     @staticmethod
     def pullback(r):
@@ -345,14 +312,6 @@ class Stack:
         return call("np.stack", Tuple(tuple(f.a(i) for i in range(n))), axis=num(ax))
 
     @staticmethod
-    def vjp(b):
-        ax = _stack_axis(b, b.t(0).rank)
-        return tuple(
-            Index(b.g, index_exprs(b, _pick(ax, i)), False) if b.needs(i) else None
-            for i in range(len(b.types))
-        )
-
-    @staticmethod
     def jvp(r):
         if all(t is None for t in r.tangents):
             return None
@@ -423,7 +382,6 @@ def _split_index(ctx) -> tuple:
     callable=False,
     linear=True,
     fresh=False,
-    grad_temp="scatter",
     shift=(1,),
     zeros="all",
     derivation="""
@@ -443,8 +401,6 @@ class SplitPiece:
             return t
 
     forward = staticmethod(lambda f: Index(f.a(0), index_exprs(f, _split_index(f)), False))
-
-    vjp = staticmethod(lambda b: scatter_vjp(b, _split_index(b)))
 
     pullback = staticmethod(lambda r: (r.op("unindex", r.g, index=_split_index(r), shape=r.t(0).shape),))
     batch = staticmethod(lambda r: r.node_like(r.batched[0], axis=r.attr("axis") % r.t(0).rank + 1))

@@ -13,7 +13,7 @@ minimum), as they did when they were internal ops.
 
 from __future__ import annotations
 
-from gradgen.expr import Bin, Invert, Lit, call, method, mul
+from gradgen.expr import Bin, Invert, call, method
 from gradgen.ir import Const, TensorType
 from gradgen.ops import P, _Binary, broadcast_shapes, op
 
@@ -62,7 +62,6 @@ its tangent is zero (a mask is never differentiated).  Exact.""",
             return TensorType(_Binary.shape(s).shape, "bool")
 
         forward = staticmethod(lambda f: Bin(symbol, f.a(0), f.a(1)))
-        vjp = staticmethod(lambda b: (None, None))
         jvp = staticmethod(lambda r: None)
         pullback = staticmethod(lambda r: (None, None))
 
@@ -125,7 +124,6 @@ def _logical(name, symbol, words):
             return TensorType(_Binary.shape(s).shape, "bool")
 
         forward = staticmethod(lambda f: Bin(symbol, f.a(0), f.a(1)))
-        vjp = staticmethod(lambda b: (None, None))
         jvp = staticmethod(lambda r: None)
         pullback = staticmethod(lambda r: (None, None))
 
@@ -154,7 +152,6 @@ class LogicalNot:
         return TensorType(s.t(0).shape, "bool")
 
     forward = staticmethod(lambda f: Invert(f.a(0)))
-    vjp = staticmethod(lambda b: (None,))
     jvp = staticmethod(lambda r: None)
     pullback = staticmethod(lambda r: (None,))
 
@@ -220,19 +217,6 @@ class Where:
         return picked
 
     @staticmethod
-    def vjp(b):
-        cond = b.x(0)
-        if b.graph.nodes[b.node.args[0]].op == "input":
-            # a caller's mask is never written, so the product may run in g's buffer
-            da = mul(b.g, cond) if b.needs(1) else None
-            db = mul(b.g, Invert(cond)) if b.needs(2) else None
-            return (None, da, db)
-        zero = Lit("0")
-        da = call("np.where", cond, b.g, zero) if b.needs(1) else None
-        db = call("np.where", cond, zero, b.g) if b.needs(2) else None
-        return (None, da, db)
-
-    @staticmethod
     def jvp(r):
         _, ta, tb = r.tangents
         return _select(r, r.x(0), ta, tb)
@@ -240,6 +224,11 @@ class Where:
     @staticmethod
     def pullback(r):
         cond = r.x(0)
+        if r.b.nodes[cond].op == "input":
+            # a caller's mask is never written: g * mask, in g's buffer when it is dead
+            da = None if isinstance(r.x(1), Const) else r.mul(r.g, cond)
+            db = None if isinstance(r.x(2), Const) else r.mul(r.g, r.op("logical_not", cond))
+            return (None, da, db)
         da = None if isinstance(r.x(1), Const) else _select(r, cond, r.g, None)
         db = None if isinstance(r.x(2), Const) else _select(r, cond, None, r.g)
         return (None, da, db)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import textwrap
 
 from gradgen.dims import Dim, numel, shape_str
-from gradgen.expr import Bin, E, Index, Lit, Tuple, call, div, method, mul, num, sub
+from gradgen.expr import Bin, E, Index, Lit, Tuple, call, method, num, sub
 from gradgen.ir import TensorType
 from gradgen.ops import (
     ROWS,
@@ -24,7 +24,6 @@ from gradgen.ops import (
     _reduce_kwargs,
     _reduce_shape,
     _unproven,
-    expand,
     kw_axis,
     norm_axes,
     op,
@@ -70,21 +69,6 @@ def _extreme(name: str, word: str):
             t = f.t(0)
             axes = norm_axes(f, f.attr("axis"), t.rank)
             return method(f.a(0), name, **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
-
-        @staticmethod
-        def vjp(b):
-            t = b.t(0)
-            axes = norm_axes(b, b.attr("axis"), t.rank)
-            if not axes:  # the max of a scalar is the scalar
-                return (b.g,)
-            full = len(axes) == t.rank and not b.attr("keepdims")  # g is a scalar: it broadcasts
-            g = b.g if full else expand(b, b.g, axes, t.rank, b.attr("keepdims"))
-            # the extremes found again from a, not read from y: a cache whose y was rounded apart
-            # from a (or a y that is not a's at all) still gives each slice at least one tie
-            again = method(b.x(0), name, **_reduce_kwargs(b, axes, t.rank, True))
-            ties = b.temp("ties", Bin("==", b.x(0), again), t.shape)  # a mask: never reused in place
-            count = method(ties, "sum", **_reduce_kwargs(b, axes, t.rank, True), dtype=b.dtype())
-            return (mul(ties, div(g, count)),)  # count in the dtype: g / count keeps a float32 g
 
         @staticmethod
         def jvp(r):
@@ -235,14 +219,6 @@ class TakeAlongAxis:
         return call("np.take_along_axis", f.a(0), f.a(1), axis=num(ax))
 
     @staticmethod
-    def vjp(b):
-        ta, ti = b.t(0), b.t(1)
-        ax = norm_axes(b, b.attr("axis"), ta.rank)[0]
-        da = b.temp("scatter", call("np.zeros", b.shape_tuple(ta.shape), dtype=b.dtype()), ta.shape)
-        _scatter_along(b, da, b.x(1), b.g, ta.shape, ti.shape, b.out.shape, ax)
-        return (da, None)
-
-    @staticmethod
     def pullback(r):
         ax = norm_axes(r, r.attr("axis"), r.t(0).rank)[0]
         g = r.broadcast(r.g, r.out.shape) if r.is_number(r.g) else r.g
@@ -380,17 +356,6 @@ class Var_:
     forward = _var_forward("var")
 
     @staticmethod
-    def vjp(b):
-        t = b.t(0)
-        axes = norm_axes(b, b.attr("axis"), t.rank)
-        g = (
-            b.g
-            if len(axes) == t.rank and not b.attr("keepdims")
-            else expand(b, b.g, axes, t.rank, b.attr("keepdims"))
-        )
-        return (mul(_centered(b, t, axes), mul(g, div(num(2), _dof(b, t, axes)))),)
-
-    @staticmethod
     def jvp(r):
         return _var_jvp(r, norm_axes(r, r.attr("axis"), r.t(0).rank))
 
@@ -415,16 +380,6 @@ and one division.""",
 class Std:
     shape = staticmethod(_var_shape)
     forward = _var_forward("std")
-
-    @staticmethod
-    def vjp(b):
-        t = b.t(0)
-        axes = norm_axes(b, b.attr("axis"), t.rank)
-        keep = b.attr("keepdims")
-        scale = b.temp("scale", _over_nonzero(b.g, mul(_dof(b, t, axes), b.y), b.y), b.out.shape)
-        if not (len(axes) == t.rank and not keep):  # a scalar scale broadcasts as it is
-            scale = expand(b, scale, axes, t.rank, keep)
-        return (mul(_centered(b, t, axes), scale),)
 
     @staticmethod
     def jvp(r):
@@ -505,7 +460,6 @@ size it ranges over.  Exact.""",
                 kw["keepdims"] = Lit("True")
             return method(f.a(0), name, **kw)
 
-        vjp = staticmethod(lambda b: (None,))
         jvp = staticmethod(lambda r: None)
         pullback = staticmethod(lambda r: (None,))
 

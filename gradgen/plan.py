@@ -4,7 +4,7 @@
 ``forward``, ``backward`` and the fused ``value_and_grad``, the cache, the runtime dim checks, the test
 inputs, and the functions of the spec's ``derivatives:`` (``gradgen/functions.py``), plus the names
 the templates need.  The concerns live in their own modules: the forward emission's contexts
-(``gradgen/context.py``), the reverse sweep of ``backward`` (``gradgen/sweep.py``), the buffer pass
+(``gradgen/context.py``), the reverse sweep of ``backward`` (``gradgen/reverse.py``), the buffer pass
 (``gradgen/buffers.py``), and the derivative layer (``gradgen/derive.py``, ``gradgen/emit.py``).
 """
 
@@ -20,7 +20,6 @@ from gradgen.expr import Attr, Bin, Call, E, Lit, Method, Neg, Tuple, Var, num
 from gradgen.ir import Const, Node, TypedGraph, ancestors
 from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import ROWS, TABLE
-from gradgen.sweep import BwdCtx, _is_number, _Sweep, reverse_sweep  # noqa: F401 (BwdCtx, _Sweep: steps.py)
 from gradgen.testplan import KinkSite, constant_inputs, domains, edges, kinks, ops_used
 
 
@@ -122,7 +121,6 @@ class _Planner:
                     self.uses[a] = self.uses.get(a, 0) + 1
         self.fwd_temps: dict[tuple[int, str], str] = {}
         self.temp_shapes: dict[str, tuple[Dim, ...]] = {}
-        self.bwd_temps: dict[tuple[int, str], str] = {}
         for n in g.nodes:
             if n.id not in self.live and n.op != "input":
                 continue
@@ -224,10 +222,6 @@ class _Planner:
                         break
         return stmts
 
-    # -- backward: the reverse sweep ------------------------------------------------------------
-    def sweep(self, root: E, dtype: E) -> tuple[list[Stmt], dict[int, E]]:
-        return reverse_sweep(self, root, dtype)
-
 
 # ------------------------------------------------------------------------------------------------
 # the buffer pass: copy propagation, dead code, in-place updates on dead owned buffers
@@ -247,8 +241,15 @@ def plan(tg: TypedGraph) -> Plan:
     wrt_nodes = list(g.wrt)
     dims_all = list(p.dim_var.values())
 
+    from gradgen import reverse  # (emit.py imports this module)
+
+    sweeps: list[reverse.Sweep] = []  # the derived values' names and shapes
+
     def kind(name):
         base_name = name.split("#")[0]
+        for sw in sweeps:
+            if sw.kind(name):
+                return sw.kind(name)
         return p.namer.kind.get(name) or p.namer.kind.get(base_name) or ("temp", "fwd")
 
     shapes: dict[str, tuple] = {}
@@ -264,29 +265,18 @@ def plan(tg: TypedGraph) -> Plan:
                 return shapes[key]
             if key in p.temp_shapes:
                 return p.temp_shapes[key]
+        for sw in sweeps:
+            if sw.shape_of(name) is not None:
+                return sw.shape_of(name)
         return None
 
     fwd = p.forward()
 
-    def grad_exprs(adj, dtype, sw):
-        res = []
-        for nid in wrt_nodes:
-            name = g.nodes[nid].name
-            if nid in adj and _is_number(adj[nid], sw):
-                # the cotangent 1 passed through scalar arithmetic: an array of the input's shape and dtype
-                shape = Tuple(tuple(p.dim_expr(d) for d in tg.types[nid].shape))
-                res.append((name, Call("np.full", (shape, adj[nid]), (("dtype", dtype),))))
-            elif nid in adj:
-                res.append((name, adj[nid]))
-            else:
-                zeros_shape = Tuple(tuple(p.dim_expr(d) for d in tg.types[nid].shape))
-                res.append((name, Call("np.zeros", (zeros_shape,), (("dtype", dtype),))))
-        return res
-
     # split backward: dout is the cotangent of the output
     dtype_split = Var("dtype")
-    b_stmts, b_adj = p.sweep(Var("dout"), dtype_split)
-    b_grads = grad_exprs(b_adj, dtype_split, p.last_sweep)
+    b_sweep = reverse.sweep(tg, p, dtype_split, "dout")
+    sweeps.append(b_sweep)
+    b_stmts, b_grads = b_sweep.stmts, b_sweep.grads
     grad_vars = [v for _, e in b_grads for v in e.vars()]
     params_b = set(p.var.values()) | set(dims_all) | {"dout", "dtype"}
     b_opt, b_ren = optimize(b_stmts, params_b, grad_vars, kind, shape_of)
@@ -324,8 +314,9 @@ def plan(tg: TypedGraph) -> Plan:
     fused_value: E = Var(out_var)
     if out_type.shape == ():
         dtype_fused = Attr(Var(out_var), "dtype")
-        u_stmts, u_adj = p.sweep(Lit("1"), dtype_fused)
-        u_grads = grad_exprs(u_adj, dtype_fused, p.last_sweep)
+        u_sweep = reverse.sweep(tg, p, dtype_fused, None)
+        sweeps.append(u_sweep)
+        u_stmts, u_grads = u_sweep.stmts, u_sweep.grads
         body = fwd + u_stmts
         gv = [v for _, e in u_grads for v in e.vars()]
         u_opt, u_ren = optimize(body, set(inputs) | set(dims_all), [out_var] + gv, kind, shape_of)
@@ -333,7 +324,7 @@ def plan(tg: TypedGraph) -> Plan:
         fused_out = ur.get(out_var, out_var)
         fused_grads = [(n, e.rename(ur)) for n, e in u_grads]
         fused_lines = _lines(_drop_empty_notes(u_opt[: _forward_length(u_opt)]), shape_of) + _lines(
-            u_opt[_forward_length(u_opt) :]
+            _drop_empty_sections(u_opt[_forward_length(u_opt) :])
         )
         # the value is returned like a gradient: never the caller's array, never a gradient's buffer
         owned = _own_returns([(None, Var(fused_out))] + fused_grads, u_opt, set(inputs))
@@ -380,7 +371,7 @@ def plan(tg: TypedGraph) -> Plan:
         forward_out=fwd_value.render(),
         cache_fields=tuple(Var(v).render() for v in cache_vals) + tuple(cache_dims) + ("dtype",),
         cache_values=tuple(Var(v).render() for v in cache_exprs) + tuple(cache_dims),
-        backward=_lines(b_opt),
+        backward=_lines(_drop_empty_sections(b_opt)),
         fused=fused_lines,
         grads=tuple((n, e.render()) for n, e in b_grads),
         fused_grads=tuple((n, e.render()) for n, e in fused_grads),
@@ -433,6 +424,19 @@ def _forward_length(stmts: list[Stmt]) -> int:
         if s.expr is None and not s.note:
             return i
     return len(stmts)
+
+
+def _drop_empty_sections(stmts: list[Stmt]) -> list[Stmt]:
+    """A backward section comment (with its notes) whose statements were all inlined or removed says
+    nothing: drop it."""
+    out: list[Stmt] = []
+    for i, s in enumerate(stmts):
+        if s.expr is None:
+            after = next((x for x in stmts[i + 1 :] if x.expr is not None or not x.note), None)
+            if after is None or (after.expr is None and not after.note):
+                continue
+        out.append(s)
+    return out
 
 
 def _drop_empty_notes(stmts: list[Stmt]) -> list[Stmt]:

@@ -53,7 +53,8 @@ def _lines(lines) -> list[str]:
                 out.append(f"# {comment}")
         elif not comment:
             out.append(code)
-        elif 4 + len(code) + 4 + len(comment) <= LINE_LENGTH:
+        elif 4 + len(code) + code.count(":") + 4 + len(comment) <= LINE_LENGTH:  # (black may space
+            # a slice's colon: x[: n + 1])
             out.append(f"{code}  # {comment}")
         else:
             out += [f"# {comment}", code]

@@ -3,19 +3,24 @@ cost report.
 
 ``derivation`` is the one place that reads the planner's internals; everything downstream works on
 the small records below.  The backward steps are taken in the planner's own order (nodes in reverse,
-only those on a path to a ``wrt`` input), and each step asks the op's own VJP which operands receive a
-cotangent and which rule it cites, so the explanation says what the generated code does.
+only those on a path to a ``wrt`` input), and each step asks the op's own reverse rule (the one the
+generated code is made from) which operands receive a cotangent and which rule it cites, so the
+explanation says what the generated code does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gradgen import reverse
+from gradgen.builder import Builder
+from gradgen.derive import Rule
+from gradgen.derive import _pullback as pullback
 from gradgen.dims import Dim
 from gradgen.expr import Var
 from gradgen.ir import Const, TypedGraph
-from gradgen.ops import TABLE
-from gradgen.plan import BwdCtx, _Planner, _Sweep
+from gradgen.ops import ROWS
+from gradgen.plan import _Planner
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,14 @@ def derivation(tg: TypedGraph) -> Derivation:
     # planner A reproduces the names (and so the shapes) of the generated code
     names = _Planner(tg)
     names.forward()
-    names.sweep(Var("dout"), Var("dtype"))
     shapes = {v: tg.types[n].shape for n, v in names.var.items()}
     shapes.update({v: tg.types[n].shape for n, v in names.adj_name.items()})
     shapes.update(names.temp_shapes)
+    sweeps = [reverse.sweep(tg, names, Var("dtype"), "dout")]
+    if tg.types[g.output].shape == ():
+        sweeps.append(reverse.sweep(tg, names, Var("dtype"), None))
+    for sw in sweeps:  # the names of backward and value_and_grad (their derived values)
+        shapes.update(sw.shapes())
     shapes.update(dict.fromkeys(names.dim_var.values(), ()))
 
     values = tuple(
@@ -110,36 +119,7 @@ def derivation(tg: TypedGraph) -> Derivation:
         for n in g.nodes
     )
 
-    # planner B: ask each VJP which operands it feeds and which rule it cites
-    p = _Planner(tg)
-    p.forward()
-    sweep = _Sweep(Var("dtype"))
-    sweep.dims = set(p.dim_var.values())
-    has_cotangent = {g.output}
-    steps = []
-    for n in reversed(g.nodes):
-        if n.op == "input" or n.id not in p.live or not p.needs_grad[n.id] or n.id not in has_cotangent:
-            continue
-        opdef = TABLE[n.op]
-        ctx = BwdCtx(p, n, Var(p.adj_name[n.id]), sweep)
-        cots = opdef.vjp(ctx)
-        receivers: dict[int, None] = {}  # one contribution per operand node, as the sweep makes
-        for i, c in enumerate(cots):
-            a = n.args[i]
-            if c is not None and not isinstance(a, Const) and p.needs_grad[a]:
-                receivers[a] = None
-        contributions = []
-        for a in receivers:
-            rule = ctx.rule_note or opdef.rule
-            axes: tuple[int, ...] = ()
-            if opdef.elementwise and tg.types[a].shape != tg.types[n.id].shape:
-                axes = _reduced_axes(tg.types[n.id].shape, tg.types[a].shape)
-                rule = opdef.broadcast_rule or rule
-            uses = tuple(k for k, arg in enumerate(n.args) if arg == a)  # a * a: both positions at once
-            contributions.append(Contribution(a, uses, rule, axes, a in has_cotangent, p.adj_name[a]))
-            has_cotangent.add(a)
-        steps.append(Step(n.id, p.adj_name[n.id], tuple(contributions)))
-
+    steps = _steps(tg, names)
     return Derivation(
         name=g.name,
         path=g.path,
@@ -152,7 +132,7 @@ def derivation(tg: TypedGraph) -> Derivation:
         shapes=shapes,
         dim_order=tuple(d for d, _, _ in g.dim_origin),
         dim_vars=tuple(names.dim_var.values()),
-        var_entry=_var_entries(names),
+        var_entry={**_var_entries(names), **{v: e for sw in sweeps for v, e in sw.entries().items()}},
     )
 
 
@@ -162,7 +142,40 @@ def _var_entries(p: _Planner) -> dict[str, str]:
     for nid, v in list(p.var.items()) + list(p.adj_name.items()):
         if nodes[nid].entry is not None:
             out[v] = nodes[nid].entry
-    for (nid, _hint), v in list(p.fwd_temps.items()) + list(p.bwd_temps.items()):
+    for (nid, _hint), v in p.fwd_temps.items():
         if nodes[nid].entry is not None:
             out[v] = nodes[nid].entry
     return out
+
+
+def _steps(tg: TypedGraph, p: _Planner) -> list[Step]:
+    """The backward steps in the sweep's order: each op's reverse rule (``pullback`` or ``partials``),
+    applied to a stand-in cotangent, says which operands receive a cotangent and which rule it cites."""
+    g = tg.graph
+    b = Builder(tg)
+    has_cotangent = {g.output}
+    steps = []
+    for n in reversed(g.nodes):
+        if n.op == "input" or n.id not in p.live or not p.needs_grad[n.id] or n.id not in has_cotangent:
+            continue
+        row = ROWS[n.op]
+        stand_in = b.input(f"d{n.id}", tg.types[n.id].shape, n.id, param=False)
+        with b.applying(n.id, None, None):
+            cots = pullback(row, Rule(b, n, g=stand_in))
+            cited = b.rule or row.rule  # a rule may name a more specific one (matrix-vector)
+        receivers: dict[int, None] = {}  # one contribution per operand node, as the sweep makes
+        for i, c in enumerate(cots):
+            a = n.args[i]
+            if c is not None and not isinstance(a, Const) and p.needs_grad[a]:
+                receivers[a] = None
+        contributions = []
+        for a in receivers:
+            rule, axes = cited, ()
+            if row.elementwise and tg.types[a].shape != tg.types[n.id].shape:
+                axes = _reduced_axes(tg.types[n.id].shape, tg.types[a].shape)
+                rule = row.broadcast_rule or rule
+            uses = tuple(k for k, arg in enumerate(n.args) if arg == a)  # a * a: both positions at once
+            contributions.append(Contribution(a, uses, rule, axes, a in has_cotangent, p.adj_name[a]))
+            has_cotangent.add(a)
+        steps.append(Step(n.id, p.adj_name[n.id], tuple(contributions)))
+    return steps

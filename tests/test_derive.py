@@ -239,8 +239,8 @@ def test_jvp_reads_like_a_hand_written_forward_mode_pass():
         'W1_dot, b1_dot, W2_dot = _per_input("tangents", tangents, W1=W1, b1=b1, W2=W2)',
         "h_dot = x @ W1_dot  # matmul JVP rule, notes section 5",
         "h_dot += b1_dot  # sum JVP rule",
-        "h_dot *= h_dot_sub  # tanh JVP rule, reusing the forward output",
-        "loss_dot_label_pick = loss_matmul_dot[np.arange(N), y]",
+        "h_dot *= 1 - h * h  # tanh JVP rule, reusing the forward output",
+        "loss_matmul_dot[np.arange(N), y].sum()",  # the pick summed in the line that reads it
         "# softmax cross-entropy JVP rule, notes section 2",
     ):
         assert line in jvp, line
@@ -320,7 +320,12 @@ def test_an_op_returning_a_view_never_lets_value_and_grad_write_the_callers_arra
 
 
 def test_a_missing_rule_is_an_error_at_the_kind_not_a_traceback(monkeypatch, tmp_path):
-    monkeypatch.setitem(ops.ROWS, "tanh", dataclasses.replace(ops.ROWS["tanh"], partials=None))
+    # tanh with its reverse rule (which backward needs) but no forward-mode one
+    partials = ops.ROWS["tanh"].partials
+    pullback = lambda r: (r.mul(r.g, partials(r)[0]),)
+    monkeypatch.setitem(
+        ops.ROWS, "tanh", dataclasses.replace(ops.ROWS["tanh"], partials=None, pullback=pullback)
+    )
     spec = tmp_path / "net.yaml"
     spec.write_text(TANH_MLP.replace("DERIVS", "derivatives: [vjp, jvp]"))
     with pytest.raises(SpecError) as info:
@@ -376,3 +381,10 @@ def test_only_one_operand_of_a_sum_of_two_filled_arrays_is_unfilled():
     one = b.sum(x, None, keepdims=True)  # [1, 1]
     total = b.add(b.broadcast(one, b.shape(x)), b.broadcast(b.neg(one), b.shape(x)))
     assert b.shape(total) == b.shape(x)
+
+
+def test_every_op_has_its_one_reverse_rule():
+    # backward and value_and_grad are the graph-level reverse sweep: an op without a pullback (or
+    # partials) could not be differentiated at all
+    missing = [n for n, row in ops.TABLE.items() if row.pullback is None and row.partials is None]
+    assert missing == []
