@@ -26,9 +26,7 @@ WRT = [
     "target",
     "norm1_g",
     "norm1_b",
-    "Wq1",
-    "Wk1",
-    "Wv1",
+    "Wqkv1",
     "Wo1",
     "mlp1_g",
     "mlp1_b",
@@ -36,9 +34,7 @@ WRT = [
     "Wdown1",
     "norm2_g",
     "norm2_b",
-    "Wq2",
-    "Wk2",
-    "Wv2",
+    "Wqkv2",
     "Wo2",
     "mlp2_g",
     "mlp2_b",
@@ -52,9 +48,7 @@ EDGES = [
     ("target", "scale"),
     ("norm1_g", "scale"),
     ("norm1_b", "scale"),
-    ("Wq1", "scale"),
-    ("Wk1", "scale"),
-    ("Wv1", "scale"),
+    ("Wqkv1", "scale"),
     ("Wo1", "scale"),
     ("mlp1_g", "scale"),
     ("mlp1_b", "scale"),
@@ -62,9 +56,7 @@ EDGES = [
     ("Wdown1", "scale"),
     ("norm2_g", "scale"),
     ("norm2_b", "scale"),
-    ("Wq2", "scale"),
-    ("Wk2", "scale"),
-    ("Wv2", "scale"),
+    ("Wqkv2", "scale"),
     ("Wo2", "scale"),
     ("mlp2_g", "scale"),
     ("mlp2_b", "scale"),
@@ -84,15 +76,9 @@ def make_inputs(seed, dtype=np.float64):
         ),
         "norm1_g": rng.standard_normal((SIZES["Dh"] * SIZES["H"],)).astype(dtype),
         "norm1_b": rng.standard_normal((SIZES["Dh"] * SIZES["H"],)).astype(dtype),
-        "Wq1": rng.standard_normal((SIZES["Dh"] * SIZES["H"], SIZES["Dh"] * SIZES["H"])).astype(
-            dtype
-        ),
-        "Wk1": rng.standard_normal((SIZES["Dh"] * SIZES["H"], SIZES["Dh"] * SIZES["H"])).astype(
-            dtype
-        ),
-        "Wv1": rng.standard_normal((SIZES["Dh"] * SIZES["H"], SIZES["Dh"] * SIZES["H"])).astype(
-            dtype
-        ),
+        "Wqkv1": rng.standard_normal(
+            (SIZES["Dh"] * SIZES["H"], 3 * SIZES["Dh"] * SIZES["H"])
+        ).astype(dtype),
         "Wo1": rng.standard_normal((SIZES["H"], SIZES["Dh"], SIZES["Dh"] * SIZES["H"])).astype(
             dtype
         ),
@@ -102,15 +88,9 @@ def make_inputs(seed, dtype=np.float64):
         "Wdown1": rng.standard_normal((SIZES["F"], SIZES["Dh"] * SIZES["H"])).astype(dtype),
         "norm2_g": rng.standard_normal((SIZES["Dh"] * SIZES["H"],)).astype(dtype),
         "norm2_b": rng.standard_normal((SIZES["Dh"] * SIZES["H"],)).astype(dtype),
-        "Wq2": rng.standard_normal((SIZES["Dh"] * SIZES["H"], SIZES["Dh"] * SIZES["H"])).astype(
-            dtype
-        ),
-        "Wk2": rng.standard_normal((SIZES["Dh"] * SIZES["H"], SIZES["Dh"] * SIZES["H"])).astype(
-            dtype
-        ),
-        "Wv2": rng.standard_normal((SIZES["Dh"] * SIZES["H"], SIZES["Dh"] * SIZES["H"])).astype(
-            dtype
-        ),
+        "Wqkv2": rng.standard_normal(
+            (SIZES["Dh"] * SIZES["H"], 3 * SIZES["Dh"] * SIZES["H"])
+        ).astype(dtype),
         "Wo2": rng.standard_normal((SIZES["H"], SIZES["Dh"], SIZES["Dh"] * SIZES["H"])).astype(
             dtype
         ),
@@ -396,9 +376,7 @@ FLOAT_INPUTS = [
     "target",
     "norm1_g",
     "norm1_b",
-    "Wq1",
-    "Wk1",
-    "Wv1",
+    "Wqkv1",
     "Wo1",
     "mlp1_g",
     "mlp1_b",
@@ -406,9 +384,7 @@ FLOAT_INPUTS = [
     "Wdown1",
     "norm2_g",
     "norm2_b",
-    "Wq2",
-    "Wk2",
-    "Wv2",
+    "Wqkv2",
     "Wo2",
     "mlp2_g",
     "mlp2_b",
@@ -427,12 +403,8 @@ DIM_AXES = {
         ("target", 2),
         ("norm1_g", 0),
         ("norm1_b", 0),
-        ("Wq1", 0),
-        ("Wq1", 1),
-        ("Wk1", 0),
-        ("Wk1", 1),
-        ("Wv1", 0),
-        ("Wv1", 1),
+        ("Wqkv1", 0),
+        ("Wqkv1", 1),
         ("Wo1", 1),
         ("Wo1", 2),
         ("mlp1_g", 0),
@@ -441,12 +413,8 @@ DIM_AXES = {
         ("Wdown1", 1),
         ("norm2_g", 0),
         ("norm2_b", 0),
-        ("Wq2", 0),
-        ("Wq2", 1),
-        ("Wk2", 0),
-        ("Wk2", 1),
-        ("Wv2", 0),
-        ("Wv2", 1),
+        ("Wqkv2", 0),
+        ("Wqkv2", 1),
         ("Wo2", 1),
         ("Wo2", 2),
         ("mlp2_g", 0),
@@ -459,12 +427,8 @@ DIM_AXES = {
         ("target", 2),
         ("norm1_g", 0),
         ("norm1_b", 0),
-        ("Wq1", 0),
-        ("Wq1", 1),
-        ("Wk1", 0),
-        ("Wk1", 1),
-        ("Wv1", 0),
-        ("Wv1", 1),
+        ("Wqkv1", 0),
+        ("Wqkv1", 1),
         ("Wo1", 0),
         ("Wo1", 2),
         ("mlp1_g", 0),
@@ -473,12 +437,8 @@ DIM_AXES = {
         ("Wdown1", 1),
         ("norm2_g", 0),
         ("norm2_b", 0),
-        ("Wq2", 0),
-        ("Wq2", 1),
-        ("Wk2", 0),
-        ("Wk2", 1),
-        ("Wv2", 0),
-        ("Wv2", 1),
+        ("Wqkv2", 0),
+        ("Wqkv2", 1),
         ("Wo2", 0),
         ("Wo2", 2),
         ("mlp2_g", 0),

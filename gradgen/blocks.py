@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from gradgen import lower as _lower
+from gradgen import slicing as _slicing
 from gradgen.diagnostics import Place, warning
 from gradgen.dims import Dim, parse_dim, shape_str, single_symbol, substitute
 from gradgen.ir import Const, Graph, Inlined, TensorType, ancestors, inlined_from
@@ -112,7 +113,11 @@ class Blocks:
                         self.typer.fixed[nid] = TensorType(*declared[p])
                 taken = dict(places)
                 for entry in decl.graph:
-                    tree = self.entry(entry, taken)
+                    tree = (
+                        self.pieces(entry, taken)
+                        if _slicing.is_tuple_target(entry.name)
+                        else self.entry(entry, taken)
+                    )
                     if tree is not None:
                         entries.append((entry, tree))
                 output = self.output(decl, taken) if len(entries) == len(decl.graph) else None
@@ -204,9 +209,41 @@ class Blocks:
         lw.scope[name] = value
         return ast.parse(entry.expr.value, mode="eval")
 
+    def pieces(self, entry: EntryDecl, taken: dict[str, Place]) -> ast.Expression | None:
+        """``q, k, v: split(qkv, 3, axis=-1)`` in a block: each name an entry of the block."""
+        lw = self.lw
+        block = self.defining
+        names = _slicing.targets(entry.name)
+        for t in names:
+            lw.later.pop(entry.name.value, None)
+            reason = _name_problem(t.value, f"block {block!r}: entry")
+            if reason is None and t.value in taken:
+                reason = f"{t.value!r} is already defined in block {block!r} (line {taken[t.value].line})"
+            if reason:
+                lw.err(t.place, reason)
+                lw.failed.update(t.value for t in names)  # known names: no second error at their uses
+                return None
+            taken[t.value] = t.place
+        lw.expr_text = entry.expr
+        tree = ast.parse(entry.expr.value, mode="eval")
+        try:
+            nids = _slicing.split_call(lw, tree.body, names, lw.source_of(tree.body), own_entries=False)
+        except _lower._Poisoned:
+            nids = None
+        except _lower._Unsupported as exc:
+            lw.err(lw.unsupported_place(exc), exc.message)
+            nids = None
+        if nids is None:
+            lw.failed.update(t.value for t in names)
+            return None
+        for t, nid in zip(names, nids):
+            lw.nodes[nid] = dataclasses.replace(lw.nodes[nid], label=t.value)
+            lw.scope[t.value] = nid
+        return tree
+
     def output(self, decl: BlockDecl, taken: dict[str, Place]) -> str | None:
         if decl.output is None:
-            return decl.graph[-1].name.value
+            return _slicing.targets(decl.graph[-1].name)[-1].value
         out = decl.output.value
         if out not in taken:
             self.lw.err(
@@ -364,6 +401,9 @@ class Blocks:
         call_text = _lower.echo_source(label)
         with self.context(scope=dict(values), later=later, dim_env=env):
             for entry, tree in bdef.entries:
+                if _slicing.is_tuple_target(entry.name):
+                    self.inline_pieces(bdef, entry, tree, (caller, call_text, place, outer, prefix))
+                    continue
                 name = entry.name.value
                 is_output = name == bdef.output
                 frame = Inlined(
@@ -396,6 +436,31 @@ class Blocks:
                     named.add(value)
                 lw.scope[name] = value
             return lw.scope[bdef.output]
+
+    def inline_pieces(self, bdef: BlockDef, entry: EntryDecl, tree, call) -> None:
+        """The pieces of a split in a block's body, at one call: one named value per target."""
+        lw = self.lw
+        caller, call_text, place, outer, prefix = call
+        names = _slicing.targets(entry.name)
+        text = bdef.texts[entry.name.value]
+        frame = Inlined(
+            bdef.decl.name.value, caller, call_text, place, names[0].value, text, entry.name.place
+        )
+        lw.origin = outer + (frame,)
+        lw.hint_prefix = f"{prefix}_{names[0].value}"
+        lw.expr_text = entry.expr
+        try:
+            nids = _slicing.split_call(lw, tree.body, names, lw.source_of(tree.body), own_entries=False)
+        except _lower._Unsupported as exc:
+            raise self.located(exc) from None
+        for k, (t, nid) in enumerate(zip(names, nids)):
+            is_output = t.value == bdef.output
+            hint = f"{prefix}_{bdef.decl.name.value}" if is_output else f"{prefix}_{t.value}"
+            own = dataclasses.replace(frame, entry=t.value, source=f"{text}[{k}]", is_output=is_output)
+            lw.nodes[nid] = dataclasses.replace(
+                lw.nodes[nid], hint=hint, label=t.value, origin=outer + (own,)
+            )
+            lw.scope[t.value] = nid
 
     def located(self, exc):
         """An error inside an inlined body, placed in the block and saying which call it comes from."""
@@ -507,4 +572,4 @@ def _axis_detail(ax: int, actual: Dim, d: Dim, want: Dim, env, source) -> str:
 
 
 def _a(dtype: str) -> str:
-    return "an int" if dtype == "int" else "a float"
+    return {"int": "an int", "bool": "a bool"}.get(dtype, "a float")

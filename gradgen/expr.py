@@ -10,7 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Python's binding strengths, weakest first (the subset that emitted code uses).
-PREC = {"cmp": 6, "+": 11, "-": 11, "*": 12, "/": 12, "@": 12, "neg": 13, "**": 14, "atom": 16}
+PREC = {
+    "cmp": 6,
+    "|": 7,
+    "&": 9,
+    "+": 11,
+    "-": 11,
+    "*": 12,
+    "/": 12,
+    "@": 12,
+    "neg": 13,
+    "**": 14,
+    "atom": 16,
+}
 CMP_OPS = ("<", "<=", ">", ">=", "==", "!=")
 UFUNC_OF = {"+": "np.add", "-": "np.subtract", "*": "np.multiply", "/": "np.divide"}
 AUG_OPS = ("+", "-", "*", "/")
@@ -123,6 +135,23 @@ class Neg(E):
         return Neg(self.a.rename(m))
 
 
+@dataclass(frozen=True)
+class Invert(E):
+    """``~a``: the elementwise logical not of a bool mask (it binds like unary minus)."""
+
+    a: E
+    prec = PREC["neg"]
+
+    def render(self):
+        return "~" + _wrap(self.a, self.a.prec < self.prec)
+
+    def vars(self):
+        return self.a.vars()
+
+    def rename(self, m):
+        return Invert(self.a.rename(m))
+
+
 VIEW_FUNCS = (
     "np.broadcast_to",
     "np.expand_dims",
@@ -141,6 +170,8 @@ UFUNCS = (
     "np.log1p",
     "np.sqrt",
     "np.tanh",
+    "np.sin",
+    "np.cos",
     "np.abs",
     "np.sign",
     "np.square",
@@ -331,17 +362,19 @@ class Slice(E):
 
     lo: E | None
     hi: E | None
+    step: E | None = None
 
     def render(self):
         lo = self.lo.render() if self.lo is not None else ""
         hi = self.hi.render() if self.hi is not None else ""
-        return f"{lo}:{hi}"
+        return f"{lo}:{hi}" if self.step is None else f"{lo}:{hi}:{self.step.render()}"
 
     def vars(self):
-        return (self.lo.vars() if self.lo else []) + (self.hi.vars() if self.hi else [])
+        return [v for part in (self.lo, self.hi, self.step) if part is not None for v in part.vars()]
 
     def rename(self, m):
-        return Slice(self.lo.rename(m) if self.lo else None, self.hi.rename(m) if self.hi else None)
+        lo, hi, step = (None if p is None else p.rename(m) for p in (self.lo, self.hi, self.step))
+        return Slice(lo, hi, step)
 
     fresh = False
 

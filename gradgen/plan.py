@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen import runtime
+from gradgen import runtime, special
 from gradgen.buffers import Line, Stmt, _closure, _lines, _own_returns, optimize
 from gradgen.context import FwdCtx, Namer, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str, single_symbol
 from gradgen.expr import Attr, Bin, Call, E, Lit, Method, Neg, Tuple, Var, num
 from gradgen.ir import Const, Node, TypedGraph, ancestors
 from gradgen.numbers import RUN_FUNCS, RunNum
-from gradgen.ops import TABLE
+from gradgen.ops import ROWS, TABLE
 from gradgen.sweep import BwdCtx, _is_number, _Sweep, reverse_sweep  # noqa: F401 (BwdCtx, _Sweep: steps.py)
 from gradgen.testplan import KinkSite, domains, edges, kinks, ops_used
 
@@ -76,10 +76,13 @@ class Plan:
     kinks: tuple[KinkSite, ...]
     edges: tuple[tuple[str, str], ...]
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
+    helpers: str = ""  # module-level functions the ops' code calls (gradgen/special.py), as source
+    order_checks: tuple[tuple[str, str, str], ...] = ()  # (lo, hi, message): raised when lo > hi
+    order_dims: tuple[tuple[Dim, Dim], ...] = ()  # the same (lo, hi) as dims: the tests' sizes obey them
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
     # sizes that windows need: (dim expression, least size, message up to the size, message after it)
     minimum_checks: tuple[tuple[str, int, str, str], ...] = ()
-    test_minimums: tuple[tuple[str, int], ...] = ()  # (dim symbol, least size the generated tests use)
+    window_dims: tuple[tuple[Dim, Dim], ...] = ()  # (least size, dim): as order_dims, for the tests
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,7 +170,9 @@ class _Planner:
         return nid == self.graph.output
 
     def dtype_expr(self) -> E:
-        raise AssertionError("the spec's own ops do not create arrays of the dtype")
+        """The computation's dtype, read off the first float input (where(mask, 1.0, 0.0) needs it)."""
+        first = next(i for i in self.graph.inputs if i.dtype == "float")
+        return Attr(Var(self.var[first.node]), "dtype")
 
     def dim_expr(self, d: Dim) -> E:
         return dim_expr(d, self.dim_var)
@@ -388,9 +393,12 @@ def plan(tg: TypedGraph) -> Plan:
             (p.dim_expr(c.dim).render(), c.minimum, f"{c.dim} is ", f", but {c.reason}")
             for c in runtime.minimum_checks(tg, p.live)
         ),
-        test_minimums=tuple(
-            m for c in runtime.minimum_checks(tg, p.live) if (m := runtime.test_minimum(c.dim, c.minimum))
+        window_dims=tuple((Dim.const(c.minimum), c.dim) for c in runtime.minimum_checks(tg, p.live)),
+        order_checks=tuple(
+            (p.dim_expr(c.lo).render(), p.dim_expr(c.hi).render(), runtime.order_message(c))
+            for c in runtime.order_checks(tg, p.live)
         ),
+        order_dims=tuple((c.lo, c.hi) for c in runtime.order_checks(tg, p.live)),
         output_dtype=f"{Var(fwd_out).render()}.dtype",
         dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
         imports_math=any(
@@ -399,11 +407,18 @@ def plan(tg: TypedGraph) -> Plan:
             if n.id in p.live
             for a in n.args
         ),
+        helpers=special.source(h for n in g.nodes if n.op in ROWS for h in _helpers(n)),
         ops_used=ops_used(g),
         kinks=kinks(tg, wrt_names, domain),
         edges=edges(tg, domain),
         derivatives=derivs,
     )
+
+
+def _helpers(n: Node) -> tuple[str, ...]:
+    """The module-level functions node n's code calls (gradgen/special.py), by its op row."""
+    helpers = ROWS[n.op].helpers
+    return helpers(n.attr) if callable(helpers) else helpers
 
 
 def _forward_length(stmts: list[Stmt]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import textwrap
 from functools import lru_cache
@@ -138,6 +139,8 @@ def _input_checks(plan: Plan) -> dict:
         if len(floats) > 1:
             usual.append(" == ".join(f"{n}.dtype" for n in floats))
     usual += [f'{n}.dtype.kind in "iu"' for n in ints]
+    bools = [n for n, _, d in plan.inputs if d == "bool"]
+    usual += [f'{n}.dtype.kind == "b"' for n in bools]
     returned = [n for n, _, _ in plan.inputs] + [v for _, v in plan.dims]
     flag, k = "usual", 1
     while flag in returned:  # the one local of _check_inputs that is neither an input nor a dim
@@ -154,10 +157,14 @@ def _input_checks(plan: Plan) -> dict:
         problems.append(
             "an int input that is not integer" + (" or holds an index out of range" if ranges else "")
         )
+    if bools:
+        problems.append("a mask (bool input) that is not a bool array")
     if plan.nonempty_checks:
         problems.append("a zero size where an op needs entries")
     if plan.minimum_checks:
         problems.append("a size smaller than a window")
+    if plan.order_checks:
+        problems.append("sizes that a static index does not fit")
     doc = "Check the inputs; return them as arrays" + (", then the dims they bind." if plan.dims else ".")
     raises = "Raise ValueError naming the input for " + ", ".join(problems[:-1])
     raises += (", or " if len(problems) > 1 else "") + problems[-1] + "."
@@ -168,6 +175,7 @@ def _input_checks(plan: Plan) -> dict:
         "float_targets": _tuple_text(floats) if len(floats) == 1 else ", ".join(floats),
         "float_kwargs": ", ".join(f"{n}={n}" for n in floats),
         "int_inputs": ints,
+        "bool_inputs": bools,
         "range_checks": ranges,
         "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
         "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
@@ -175,6 +183,7 @@ def _input_checks(plan: Plan) -> dict:
             {"dim": d, "minimum": k, "head": repr(head), "tail": repr(tail)}
             for d, k, head, tail in plan.minimum_checks
         ],
+        "order_checks": [{"lo": lo, "hi": hi, "message": repr(m)} for lo, hi, m in plan.order_checks],
         "returned": ", ".join(returned) if len(returned) > 1 else returned[0],
     }
 
@@ -217,6 +226,7 @@ def render_module(plan: Plan) -> str:
             fused_out=plan.fused_out,
             grads=", ".join(f"{n}={e}" for n, e in plan.grads),
             imports_math=plan.imports_math,
+            helpers=plan.helpers,
             fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
             derivs=_derivatives(plan, args),
         )
@@ -266,25 +276,35 @@ def _doc(text: str) -> str:
     return "\n    ".join(textwrap.wrap(text, width=LINE_LENGTH - 8, break_long_words=False))
 
 
-def _test_sizes(plan: Plan) -> dict[str, int]:
-    """A different size for every dim, in order; a dim that a window needs larger gets the next size
-    at least that large that no other dim has."""
-    sizes = {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)}
-    for sym, least in plan.test_minimums:
-        if sizes.get(sym, least) < least:
-            taken = set(sizes.values())
-            sizes[sym] = next(v for v in range(least, least + len(sizes) + 1) if v not in taken)
+def _fitting(sizes: dict[str, int], orders) -> dict[str, int]:
+    """The test sizes, with a dim raised past all others while a static index needs lo <= hi and
+    it is not (``K <= D`` for ``x[:, :K]``); sizes stay distinct.  Conditions that no sizes meet are
+    left to fail in the tests, loudly."""
+
+    def value(d) -> int:
+        return sum(c * math.prod(sizes[s] for s in m) for m, c in d.terms)
+
+    for _ in range(8 * len(orders)):
+        bad = next(((lo, hi) for lo, hi in orders if value(lo) > value(hi)), None)
+        if bad is None or not bad[1].symbols:
+            break
+        sizes[bad[1].symbols[0]] = max(sizes.values()) + 1
     return sizes
 
 
 def render_test(plan: Plan) -> str:
-    sizes = _test_sizes(plan)
+    sizes = _fitting(
+        {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)},
+        plan.order_dims + plan.window_dims,
+    )
     inputs = []
     for name, shape, _dtype, domain in plan.test_inputs:
         shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])
         if domain.startswith(("labels:", "indices:")):
             kind, n = domain.split(":", 1)
             maker = f"_{kind}(rng, {_size_expr(n, sizes)}, {shape_py})"
+        elif _dtype == "bool":
+            maker = f"rng.random({shape_py}) < 0.75"
         elif domain == "probs":
             maker = f"_softmax_rows(rng.standard_normal({shape_py})).astype(dtype)"
         elif domain == "positive":
@@ -363,6 +383,7 @@ def _runtime_test_tables(plan: Plan, sizes: dict[str, int]) -> dict:
                 axes.setdefault(factor, []).append(f'("{name}", {ax})')
     floats = [n for n, _, d in plan.inputs if d == "float"]
     ints = [n for n, _, d in plan.inputs if d == "int"]
+    bools = [n for n, _, d in plan.inputs if d == "bool"]
     return {
         "has_index_inputs": bool(bounds),
         "has_int_inputs": bool(ints),
@@ -370,6 +391,8 @@ def _runtime_test_tables(plan: Plan, sizes: dict[str, int]) -> dict:
         "has_dims": bool(axes),
         "float_list": "[" + ", ".join(f'"{n}"' for n in floats) + "]",
         "int_list": "[" + ", ".join(f'"{n}"' for n in ints) + "]",
+        "has_bool_inputs": bool(bools),
+        "bool_list": "[" + ", ".join(f'"{n}"' for n in bools) + "]",
         "index_bounds": "{" + ", ".join(f'"{k}": {_size_expr(v, sizes)}' for k, v in bounds.items()) + "}",
         "dim_axes": "{" + ", ".join(f'"{d}": [{", ".join(v)}]' for d, v in axes.items()) + "}",
     }

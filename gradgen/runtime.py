@@ -3,12 +3,13 @@
 Two kinds of value check, both emitted once, in the module's input-checking function (so `forward`
 and `value_and_grad` agree):
 
-- an int input that indexes (softmax cross-entropy's class labels, `take`'s indices) must hold values in
+- an int input that indexes (softmax cross-entropy's class labels, `take`'s and
+  `take_along_axis`'s indices) must hold values in
   ``0 <= v < size`` of the axis it indexes: NumPy would wrap a negative index around to the end of the
   axis, a silent wrong answer;
 - a dim that an op divides by or takes a max over must not be 0: a mean of no values, a softmax
   cross-entropy averaged over no rows or with no classes, a max-shifted softmax, log-softmax or
-  logsumexp over an empty axis.  Sums over nothing are 0 and stay allowed.
+  logsumexp over an empty axis, a max or min of no values.  Sums over nothing are 0 and stay allowed.
 
 The planner renders each ``Dim`` with its own variable names; this module only decides what to check.
 """
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen.dims import Dim, at_least, single_symbol
+from gradgen.dims import Dim, at_least
 from gradgen.ir import Const, TypedGraph
 from gradgen.numbers import run_symbols, run_value
 from gradgen.ops import norm_axes
+from gradgen.ops_index import dim_text, index_text, parts, run_time_needs
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,30 @@ class NonEmpty:
     reason: str  # why, for the message: "loss is a mean over it (undefined for no values)"
 
 
+@dataclass(frozen=True)
+class SizeOrder:
+    lo: Dim  # a static index needs lo <= hi, which the spec's dims alone do not prove (x[:, :K] on D)
+    hi: Dim
+    reason: str  # what needs it, for the message: "b: the index [..., :K]"
+
+
+def order_checks(tg: TypedGraph, live: set[int]) -> tuple[SizeOrder, ...]:
+    """The size conditions of the live static indexes that only the run-time sizes can decide."""
+    out: dict[tuple[Dim, Dim], SizeOrder] = {}
+    for n in tg.graph.nodes:
+        if n.id in live and n.op == "index":
+            items = n.attr("index")
+            for a, b in run_time_needs(None, items, tg.types[n.args[0]].shape):
+                hi, lo = parts(b + Dim.const(-1) * a)  # a <= b as lo <= hi, both sides positive
+                reason = f"{n.entry}: the index {index_text(items)}"
+                out.setdefault((lo, hi), SizeOrder(lo, hi, reason))
+    return tuple(out.values())
+
+
+def order_message(c: SizeOrder) -> str:
+    return f"{c.reason} is out of range: it needs {dim_text(c.lo)} <= {dim_text(c.hi)}"
+
+
 def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:
     """One check per (int input, indexed size) pair among the live nodes, in graph order."""
     g = tg.graph
@@ -50,6 +76,11 @@ def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:
             if tg.types[labels].dtype != "int":
                 continue
             size, role = tg.types[logits].shape[-1], f"class labels for {n.entry} (softmax_cross_entropy)"
+        elif n.op == "take_along_axis":
+            a, labels = n.args[0], n.args[1]
+            t = tg.types[a]
+            axis = norm_axes(None, n.attr("axis"), t.rank)[0]
+            size, role = t.shape[axis], f"indices for {n.entry} (take_along_axis, axis {axis})"
         elif n.op == "take":
             a, labels = n.args[0], n.args[1]
             t = tg.types[a]
@@ -93,6 +124,10 @@ def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
     if n.op == "mean":
         axes = norm_axes(None, n.attr("axis"), t.rank)
         reason = f"{n.entry} is a mean over it (undefined for no values)"
+        return [(t.shape[i], reason) for i in axes]
+    if n.op in ("max", "min"):
+        axes = norm_axes(None, n.attr("axis"), t.rank)
+        reason = f"{n.entry} takes the {n.op} over it (undefined for no values)"
         return [(t.shape[i], reason) for i in axes]
     if n.op in ("softmax", "log_softmax", "logsumexp"):
         axes = norm_axes(None, n.attr("axis", -1), t.rank)
@@ -159,13 +194,3 @@ def minimum_checks(tg: TypedGraph, live: set[int]) -> tuple[AtLeast, ...]:
                 if need > 1 and not at_least(dim, need) and (dim not in out or out[dim].minimum < need):
                     out[dim] = AtLeast(dim, need, f"{n.entry} slides {what} along it ({n.op})")
     return tuple(out.values())
-
-
-def test_minimum(dim: Dim, minimum: int) -> tuple[str, int] | None:
-    """(symbol, its least size) that makes ``dim`` at least ``minimum``, when dim is a symbol plus a
-    number (T, T + 2): what the generated tests size that symbol to."""
-    symbolic = Dim(tuple((m, c) for m, c in dim.terms if m))
-    sym = single_symbol(symbolic)
-    if sym is None:
-        return None
-    return sym, minimum - dict(dim.terms).get((), 0)

@@ -23,6 +23,9 @@ IDENT = "^[A-Za-z][A-Za-z0-9_]*$"
 # A product of dims as the loader reads it (3*D, H * Dh): positive ints and names joined by *.
 _FACTOR = "(?:0*[1-9][0-9]*|[A-Za-z][A-Za-z0-9_]*)"
 PRODUCT = f"^ *{_FACTOR}( *\\* *{_FACTOR})+ *$"
+# A tuple target (the pieces of a split): names joined by commas, optionally in brackets.
+_IDENT = "[A-Za-z][A-Za-z0-9_]*"
+TUPLE_TARGET = f"^\\(? *{_IDENT} *(, *{_IDENT} *)+\\)?$"
 
 
 def _name(what: str, also_not: list[str]) -> dict:
@@ -51,7 +54,7 @@ def build_schema() -> dict:
         "description": "A list of dims, like [N, D]; [] is a scalar.",
     }
     tensor = {
-        "description": "An input: its shape, or {shape: [...], dtype: float|int}.",
+        "description": "An input: its shape, or {shape: [...], dtype: float|int|bool}.",
         "oneOf": [
             {"$ref": "#/$defs/shape"},
             {
@@ -60,7 +63,7 @@ def build_schema() -> dict:
                     "shape": {"$ref": "#/$defs/shape"},
                     "dtype": {
                         "enum": list(DTYPES),
-                        "description": "float (the default) or int (class labels or indices, never differentiated).",
+                        "description": "float (the default), int (class labels or indices) or bool (a mask); int and bool inputs are never differentiated.",
                     },
                 },
                 "required": ["shape"],
@@ -89,12 +92,23 @@ def build_schema() -> dict:
         "graph": {
             "type": "object",
             "minProperties": 1,
-            "propertyNames": {"$ref": "#/$defs/value_name"},
+            "propertyNames": {
+                "anyOf": [
+                    {"$ref": "#/$defs/value_name"},
+                    {
+                        "type": "string",
+                        "pattern": TUPLE_TARGET,
+                        "description": "A tuple target a, b, ...: the pieces of split(x, sections, axis).",
+                    },
+                ]
+            },
             "additionalProperties": {
                 "type": "string",
                 "minLength": 1,
-                "description": "A Python expression over inputs and earlier entries: + - * / @ ** unary -, .T "
-                "and the ops: " + ", ".join(sorted(CALLABLE)) + " (`gradgen ops NAME` describes each).",
+                "description": "A Python expression over inputs and earlier entries: + - * / @ ** unary -, .T, "
+                "static indexing x[...] and the ops: "
+                + ", ".join(sorted(CALLABLE))
+                + " (`gradgen ops NAME` describes each).",
             },
             "description": "Ordered mapping name: expression, evaluated top to bottom.",
         },

@@ -125,6 +125,8 @@ class _Sweep:
         self.mutated: set[str] = set()
         self.dims: set[str] = set()
         self.numbers: dict[str, bool] = {}  # variables known to hold a number (see _is_number)
+        self.adj: dict[int, E] = {}  # each node's cotangent so far (read by ops_index's scatters)
+        self.scatters: dict[str, int] = {}  # fresh zeros an index rule wrote into -> its operand
 
     def emit(self, s: Stmt):
         self.stmts.append(s)
@@ -206,6 +208,7 @@ def reverse_sweep(self, root: E, dtype: E) -> tuple[list[Stmt], dict[int, E]]:
     self.last_sweep = sw
     g = self.graph
     adj: dict[int, E] = {g.output: root}
+    sw.adj = adj
     version: dict[int, int] = {}
     entries = {e.name: e for e in g.entries}
     last_entry = None

@@ -314,7 +314,7 @@ def test_shape_error_names_dims_and_places(runner, tmp_path):
 
 def test_invalid_spec_in_a_real_process_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("inputs:\n  x: [N]\ngraph:\n  y: x[0]\n")
+    bad.write_text("inputs:\n  x: [N]\ngraph:\n  y: x[0, 0]\n")
     proc = subprocess.run(
         [sys.executable, "-m", "gradgen", "build", str(bad), "--out", str(tmp_path / "out")],
         capture_output=True,
