@@ -329,6 +329,7 @@ def _conv_vjp(b):
         b.note(f"{b.node.op} rule, dw: g contracted with the input's columns")
         cols = b.saved("cols" if conf.groups == 1 else "win")
         dw = weight_grad(b, cols, b.g, conf, x_shape, w_shape, b.out.shape)
+    b.note(None)  # the returned lines (dx's transpose, dw's contraction) cite the row's rule
     return (dx, dw)
 
 
@@ -376,7 +377,7 @@ def _conv_row(name: str):
     @op(
         name,
         _CONV_PARAMS,
-        rule=f"{name} rule: g times the weights added back per kernel offset; g times the columns",
+        rule=f"{name} rule: dx, g times the weights added back per offset; dw, g times the columns",
         jvp_rule=f"{name} JVP rule: bilinear, one term per operand",
         zeros="any",
         fresh=True,
