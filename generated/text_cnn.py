@@ -238,7 +238,7 @@ def _check_inputs(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     if N == 0:
         raise ValueError("N is 0, but loss is a mean of softmax_cross_entropy over it (no rows)")
     if T < 5:
-        raise ValueError("T is " + str(T) + ", but h5 slides a window of 5 along it (conv1d)")
+        raise ValueError("T is %d, but h5 slides a window of 5 along it (conv1d)" % T)
     if tokens.size and not (0 <= tokens.item(tokens.argmin()) and tokens.item(tokens.argmax()) < V):
         raise _out_of_range("tokens", tokens, V, "V", "indices for x (take, axis 0)")
     if y.size and not (0 <= y.item(y.argmin()) and y.item(y.argmax()) < C):

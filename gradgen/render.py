@@ -180,7 +180,13 @@ def _input_checks(plan: Plan) -> dict:
         "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
         "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
         "minimum_checks": [
-            {"dim": d, "minimum": k, "head": repr(head), "tail": repr(tail)}
+            # "%d" formatting: the message reads no builtin that a spec value could shadow (str)
+            {
+                "dim": d,
+                "operand": d if d.isidentifier() else f"({d})",
+                "minimum": k,
+                "message": repr(head.replace("%", "%%") + "%d" + tail.replace("%", "%%")),
+            }
             for d, k, head, tail in plan.minimum_checks
         ],
         "order_checks": [{"lo": lo, "hi": hi, "message": repr(m)} for lo, hi, m in plan.order_checks],
