@@ -287,6 +287,30 @@ RULES: dict[str, CostRule] = {
         _einsum_all,
         lambda c, pos: _einsum_all(c),
     ),
+    # issue 9's elementwise ops (gradgen/ops_elem.py); erf counts its rational approximation
+    "sin": _per_element(1, 2, "", "g * cos(a)"),
+    "cos": _per_element(1, 3, "", "g * -sin(a)"),
+    "log1p": _per_element(1, 2, "", "g / (1 + a)"),
+    "expm1": _per_element(1, 2, "", "g * exp(a)"),
+    "erf": _per_element(20, 5, "a rational function of a or |a|, times exp(-a^2)", "g * exp(-a * a) * c"),
+    "gelu": _rule(
+        "approximate='none': 22 per element (a * erfc(-a / sqrt 2) / 2); 'tanh': 9",
+        "approximate='none': 8 per element (g * (Phi + a * phi(a))); 'tanh': 12",
+        lambda c: _k(9 if c.attr("approximate") == "tanh" else 22, c.n),
+        lambda c, pos: _k(12 if c.attr("approximate") == "tanh" else 8, c.n),
+    ),
+    "clip": _rule(
+        "2 per element (max, min)",
+        "3 per element for a (two compares, a multiply), 3 for lo, 2 for hi",
+        lambda c: _k(2, c.n),
+        lambda c, pos: _k(2 if pos == (2,) else 3, c.n),
+    ),
+    "power": _rule(
+        "1 per element",
+        "4 per element for a (g * b * a ** (b - 1)), 3 for b (g * y * log(a))",
+        lambda c: c.n,
+        lambda c, pos: _k(4 if pos == (0,) else 3, c.n),
+    ),
     "conv1d": _rule(
         "2*N*O*(output positions)*(C/groups)*K: a multiply-add per kernel term",
         "the same per operand (a correlation for dx, a contraction for dw)",
@@ -312,30 +336,6 @@ RULES: dict[str, CostRule] = {
         lambda c, pos: (_window(c) + ONE) * c.n,
     ),
     "pad": _rule("none (a copy)", "none (a view of g)", lambda c: ZERO, lambda c, pos: ZERO),
-    # issue 9's elementwise ops (gradgen/ops_elem.py); erf counts its rational approximation
-    "sin": _per_element(1, 2, "", "g * cos(a)"),
-    "cos": _per_element(1, 3, "", "g * -sin(a)"),
-    "log1p": _per_element(1, 2, "", "g / (1 + a)"),
-    "expm1": _per_element(1, 2, "", "g * exp(a)"),
-    "erf": _per_element(20, 5, "a rational function of a or |a|, times exp(-a^2)", "g * exp(-a * a) * c"),
-    "gelu": _rule(
-        "approximate='none': 22 per element (a * erfc(-a / sqrt 2) / 2); 'tanh': 9",
-        "approximate='none': 8 per element (g * (Phi + a * phi(a))); 'tanh': 12",
-        lambda c: _k(9 if c.attr("approximate") == "tanh" else 22, c.n),
-        lambda c, pos: _k(12 if c.attr("approximate") == "tanh" else 8, c.n),
-    ),
-    "clip": _rule(
-        "2 per element (max, min)",
-        "3 per element for a (two compares, a multiply), 3 for lo, 2 for hi",
-        lambda c: _k(2, c.n),
-        lambda c, pos: _k(2 if pos == (2,) else 3, c.n),
-    ),
-    "power": _rule(
-        "1 per element",
-        "4 per element for a (g * b * a ** (b - 1)), 3 for b (g * y * log(a))",
-        lambda c: c.n,
-        lambda c, pos: _k(4 if pos == (0,) else 3, c.n),
-    ),
 }
 
 

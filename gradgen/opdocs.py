@@ -210,6 +210,33 @@ DOCS: dict[str, OpDoc] = {
         "for each operand, an einsum of g with the other operands; indices only in that operand are "
         "broadcast back",
     ),
+    # issue 9 (gradgen/ops_elem.py)
+    "sin": OpDoc("elementwise sine", "the operand's shape", "g * cos(a)"),
+    "cos": OpDoc("elementwise cosine", "the operand's shape", "-g * sin(a)"),
+    "log1p": OpDoc("log(1 + a), exact for small a (np.log1p)", "the operand's shape", "g / (1 + a)"),
+    "expm1": OpDoc("exp(a) - 1, exact for small a (np.expm1)", "the operand's shape", "g * exp(a)"),
+    "erf": OpDoc(
+        "the error function, within 4 ulps of math.erf (W. J. Cody's rational approximations, "
+        "defined in the generated module: no SciPy)",
+        "the operand's shape",
+        "g * 2 / sqrt(pi) * exp(-a * a)",
+    ),
+    "gelu": OpDoc(
+        'GELU, a * Phi(a) (approximate="none", as torch) or 0.5 a (1 + tanh(sqrt(2 / pi) (a + 0.044715 '
+        'a^3))) (approximate="tanh")',
+        "the operand's shape",
+        "g * (Phi(a) + a * phi(a)), Phi saved by the forward pass; tanh form: from the saved tanh",
+    ),
+    "clip": OpDoc(
+        "np.clip: a limited to [lo, hi]; lo and hi tensors or numbers (lo > hi gives hi everywhere)",
+        "NumPy broadcasting of a, lo and hi",
+        "g to a where lo <= a <= hi (bounds included), to lo where a < lo, to hi where a > hi",
+    ),
+    "power": OpDoc(
+        "power with a tensor exponent b; the base a tensor or a positive number",
+        "NumPy broadcasting",
+        "g * b * a ** (b - 1) to a, g * y * log(a) to b (the output reused)",
+    ),
     "conv1d": OpDoc(
         "1-d cross-correlation (torch's conv1d): input [N, C, W], weights [O, C/groups, K]",
         "[N, O, (W + 2*padding - dilation*(K-1) - 1) // stride + 1]; literal kernel sizes; a symbolic "
@@ -238,33 +265,6 @@ DOCS: dict[str, OpDoc] = {
         "numpy.pad with a constant value",
         "each axis grows by its (before, after) widths",
         "g without the padding (a view)",
-    ),
-    # issue 9 (gradgen/ops_elem.py)
-    "sin": OpDoc("elementwise sine", "the operand's shape", "g * cos(a)"),
-    "cos": OpDoc("elementwise cosine", "the operand's shape", "-g * sin(a)"),
-    "log1p": OpDoc("log(1 + a), exact for small a (np.log1p)", "the operand's shape", "g / (1 + a)"),
-    "expm1": OpDoc("exp(a) - 1, exact for small a (np.expm1)", "the operand's shape", "g * exp(a)"),
-    "erf": OpDoc(
-        "the error function, within 4 ulps of math.erf (W. J. Cody's rational approximations, "
-        "defined in the generated module: no SciPy)",
-        "the operand's shape",
-        "g * 2 / sqrt(pi) * exp(-a * a)",
-    ),
-    "gelu": OpDoc(
-        'GELU, a * Phi(a) (approximate="none", as torch) or 0.5 a (1 + tanh(sqrt(2 / pi) (a + 0.044715 '
-        'a^3))) (approximate="tanh")',
-        "the operand's shape",
-        "g * (Phi(a) + a * phi(a)), Phi saved by the forward pass; tanh form: from the saved tanh",
-    ),
-    "clip": OpDoc(
-        "np.clip: a limited to [lo, hi]; lo and hi tensors or numbers (lo > hi gives hi everywhere)",
-        "NumPy broadcasting of a, lo and hi",
-        "g to a where lo <= a <= hi (bounds included), to lo where a < lo, to hi where a > hi",
-    ),
-    "power": OpDoc(
-        "power with a tensor exponent b; the base a tensor or a positive number",
-        "NumPy broadcasting",
-        "g * b * a ** (b - 1) to a, g * y * log(a) to b (the output reused)",
     ),
 }
 
@@ -318,11 +318,11 @@ _KINDS = {
     "bool": "True or False",
     "shape": "a list of dim names, ints and at most one -1",
     "str": "a string",
+    "index": "ints, slices, None and ... (as in a[:, 1:-1, None])",
+    "sections": "a count of equal pieces, or a list of sizes (ints, dims, products and sums of them)",
     "ints": "an int, or a tuple of one int per spatial axis",
     "widths": "an int (every axis, both sides), or a tuple of one (before, after) pair per axis",
     "number": "a number literal",
-    "index": "ints, slices, None and ... (as in a[:, 1:-1, None])",
-    "sections": "a count of equal pieces, or a list of sizes (ints, dims, products and sums of them)",
 }
 
 

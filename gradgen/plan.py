@@ -389,16 +389,16 @@ def plan(tg: TypedGraph) -> Plan:
             (p.dim_expr(c.dim).render(), f"{c.dim} is 0, but {c.reason}")
             for c in runtime.nonempty_checks(tg, p.live)
         ),
-        minimum_checks=tuple(
-            (p.dim_expr(c.dim).render(), c.minimum, f"{c.dim} is ", f", but {c.reason}")
-            for c in runtime.minimum_checks(tg, p.live)
-        ),
-        window_dims=tuple((Dim.const(c.minimum), c.dim) for c in runtime.minimum_checks(tg, p.live)),
         order_checks=tuple(
             (p.dim_expr(c.lo).render(), p.dim_expr(c.hi).render(), runtime.order_message(c))
             for c in runtime.order_checks(tg, p.live)
         ),
         order_dims=tuple((c.lo, c.hi) for c in runtime.order_checks(tg, p.live)),
+        minimum_checks=tuple(
+            (p.dim_expr(c.dim).render(), c.minimum, f"{c.dim} is ", f", but {c.reason}")
+            for c in runtime.minimum_checks(tg, p.live)
+        ),
+        window_dims=tuple((Dim.const(c.minimum), c.dim) for c in runtime.minimum_checks(tg, p.live)),
         output_dtype=f"{Var(fwd_out).render()}.dtype",
         dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
         imports_math=any(

@@ -161,10 +161,10 @@ def _input_checks(plan: Plan) -> dict:
         problems.append("a mask (bool input) that is not a bool array")
     if plan.nonempty_checks:
         problems.append("a zero size where an op needs entries")
-    if plan.minimum_checks:
-        problems.append("a size smaller than a window")
     if plan.order_checks:
         problems.append("sizes that a static index does not fit")
+    if plan.minimum_checks:
+        problems.append("a size smaller than a window")
     doc = "Check the inputs; return them as arrays" + (", then the dims they bind." if plan.dims else ".")
     raises = "Raise ValueError naming the input for " + ", ".join(problems[:-1])
     raises += (", or " if len(problems) > 1 else "") + problems[-1] + "."
@@ -179,6 +179,7 @@ def _input_checks(plan: Plan) -> dict:
         "range_checks": ranges,
         "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
         "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
+        "order_checks": [{"lo": lo, "hi": hi, "message": repr(m)} for lo, hi, m in plan.order_checks],
         "minimum_checks": [
             # "%d" formatting: the message reads no builtin that a spec value could shadow (str)
             {
@@ -189,7 +190,6 @@ def _input_checks(plan: Plan) -> dict:
             }
             for d, k, head, tail in plan.minimum_checks
         ],
-        "order_checks": [{"lo": lo, "hi": hi, "message": repr(m)} for lo, hi, m in plan.order_checks],
         "returned": ", ".join(returned) if len(returned) > 1 else returned[0],
     }
 

@@ -64,8 +64,6 @@ ISSUE3_OPS = (
 # Issue 7: the stable elementwise ops (the rewrites also meet log(sigmoid(.)), log(1 - sigmoid(.)),
 # log(1 + exp(.)), log(softmax(.)) and log(sum(exp(.))) built by ``positive`` and the log op).
 ISSUE7_OPS = ("log_sigmoid", "softplus")
-# Issue 9: padding, convolutions and pooling ("same"-size windows, so symbolic sizes stay writable).
-ISSUE9_CONV_OPS = ("pad", "conv1d", "conv2d", "max_pool2d", "avg_pool2d")
 # Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
 # slice's two largest (smallest) entries).
 ISSUE9_REDUCE_OPS = ("max", "min")
@@ -79,6 +77,8 @@ ALL_OPS += ISSUE9_ELEM_OPS
 # Issue 9, static indexing: x[...] with ints, slices, None and ..., split with a tuple target, stack.
 ISSUE9_INDEX_OPS = ("index", "split", "stack")
 ALL_OPS += ISSUE9_INDEX_OPS
+# Issue 9: padding, convolutions and pooling ("same"-size windows, so symbolic sizes stay writable).
+ISSUE9_CONV_OPS = ("pad", "conv1d", "conv2d", "max_pool2d", "avg_pool2d")
 ALL_OPS += ISSUE9_CONV_OPS
 
 
@@ -1159,87 +1159,6 @@ class Builder:
             lambda c: np.concatenate([np.asarray(o.ev(c)) for o in ops_t], axis=ax),
         )
 
-    # ---- issue 9: pad, convolutions, pools ------------------------------------------------------
-
-    def _samples(self, rank) -> Node:
-        """An operand of exactly this rank (a pool node, or a new input of any dims)."""
-        try:
-            return self.pick(lambda n: n.rank == rank and all(d.writable() for d in n.shape))
-        except Unsupported:
-            return self.new_input(tuple(self.any_dim(allow_one=self.flip(0.2)) for _ in range(rank)))
-
-    def op_conv(self, n: int):
-        x = self._samples(n + 2)
-        # (kernel, dilation, padding) with 2 * padding = dilation * (kernel - 1): the size is kept
-        k, d, p = self.choice([(1, 1, 0), (3, 1, 1), (3, 2, 2), (2, 2, 1)])
-        kdim = Dim((((), k),))
-        w = self.operand((self.any_dim(allow_one=self.flip(0.2)), x.shape[1]) + (kdim,) * n)
-        shape = (x.shape[0], w.shape[0]) + x.shape[2:]
-        outer = self.flip(0.3)  # the padding as a pad() around the input instead of padding=
-        attrs = "" if d == 1 else f", dilation={d}"
-        if outer and p:
-            src = f"pad({x.text}, {tuple([(0, 0)] * 2 + [(p, p)] * n)})"
-        else:
-            src, attrs = x.text, attrs + (f", padding={p}" if p else "")
-        sub = "ncl,oc->nol" if n == 1 else "nchw,oc->nohw"
-
-        def ev(c):
-            xp = np.pad(np.asarray(x.ev(c)), [(0, 0), (0, 0)] + [(p, p)] * n)
-            wv = np.asarray(w.ev(c))
-            out = 0.0
-            for offs in np.ndindex(*(k,) * n):  # the definition, one kernel term at a time
-                view = xp[
-                    (slice(None), slice(None))
-                    + tuple(slice(o * d, o * d + xp.shape[2 + i] - d * (k - 1)) for i, o in enumerate(offs))
-                ]
-                out = out + np.einsum(sub, view, wv[(slice(None), slice(None)) + offs])
-            return out
-
-        return Node(f"conv{n}d({src}, {w.text}{attrs})", ATOM, shape, False, ev, args=(x, w))
-
-    def op_pool(self, fn: str):
-        a = self.pick(lambda n: 2 <= n.rank <= self.max_rank, allow_new_rank=(2, 3))
-        k, p = self.choice([((3, 3), (1, 1)), ((1, 3), (0, 1)), ((3, 1), (1, 0)), ((1, 1), (0, 0))])
-        ktext = str(k[0]) if k[0] == k[1] else str(k)
-        ptext = "" if not any(p) else (f", padding={p[0]}" if p[0] == p[1] else f", padding={p}")
-        text = f"{fn}({a.text}, {ktext}, stride=1{ptext})"
-        fill = -np.inf if fn == "max_pool2d" else 0.0
-
-        def ev(c):
-            v = np.asarray(a.ev(c))
-            lead = [(0, 0)] * (v.ndim - 2)
-            vp = np.pad(v, lead + [(p[0], p[0]), (p[1], p[1])], constant_values=fill)
-            h, w = v.shape[-2:]
-            parts = np.stack([vp[..., i : i + h, j : j + w] for i in range(k[0]) for j in range(k[1])])
-            if fn == "avg_pool2d":
-                return parts.mean(axis=0)
-            if len(parts) > 1:
-                top = np.sort(parts, axis=0)
-                gap = top[-1] - top[-2]
-                c.note_kink(gap[np.isfinite(gap)])  # a tie within reach of the difference step
-            return parts.max(axis=0)
-
-        return Node(text, ATOM, a.shape, a.pos, ev, args=(a,))
-
-    def op_pad(self):
-        a = self.pick(lambda n: 1 <= n.rank <= self.max_rank, allow_new_rank=(1, 3))
-        widths = tuple((self.choice([0, 1, 2]), self.choice([0, 1])) for _ in range(a.rank))
-        value = self.choice(["0", "0.5", "-1.5"])
-        shape = tuple(d + Dim((((), lo + hi),)) if lo + hi else d for d, (lo, hi) in zip(a.shape, widths))
-        form = f"{widths}" if self.flip(0.8) or len(set(widths)) > 1 else str(widths[0][0])
-        if form != f"{widths}":
-            widths = ((widths[0][0], widths[0][0]),) * a.rank
-            shape = tuple(d + Dim((((), 2 * widths[0][0]),)) if widths[0][0] else d for d in a.shape)
-        text = f"pad({a.text}, {form}" + ("" if value == "0" else f", value={value}") + ")"
-        return Node(
-            text,
-            ATOM,
-            shape,
-            a.pos and float(value) > 0,
-            lambda c: np.pad(np.asarray(a.ev(c)), widths, constant_values=float(value)),
-            args=(a,),
-        )
-
     def op_where(self):
         """where(cond, a, b): b a partner tensor or a number, cond a mask that broadcasts with both."""
         a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 2))
@@ -1412,6 +1331,87 @@ class Builder:
             lambda c: np.stack([np.asarray(o.ev(c)) for o in ops_t], axis=ax),
         )
 
+    # ---- issue 9: pad, convolutions, pools ------------------------------------------------------
+
+    def _samples(self, rank) -> Node:
+        """An operand of exactly this rank (a pool node, or a new input of any dims)."""
+        try:
+            return self.pick(lambda n: n.rank == rank and all(d.writable() for d in n.shape))
+        except Unsupported:
+            return self.new_input(tuple(self.any_dim(allow_one=self.flip(0.2)) for _ in range(rank)))
+
+    def op_conv(self, n: int):
+        x = self._samples(n + 2)
+        # (kernel, dilation, padding) with 2 * padding = dilation * (kernel - 1): the size is kept
+        k, d, p = self.choice([(1, 1, 0), (3, 1, 1), (3, 2, 2), (2, 2, 1)])
+        kdim = Dim((((), k),))
+        w = self.operand((self.any_dim(allow_one=self.flip(0.2)), x.shape[1]) + (kdim,) * n)
+        shape = (x.shape[0], w.shape[0]) + x.shape[2:]
+        outer = self.flip(0.3)  # the padding as a pad() around the input instead of padding=
+        attrs = "" if d == 1 else f", dilation={d}"
+        if outer and p:
+            src = f"pad({x.text}, {tuple([(0, 0)] * 2 + [(p, p)] * n)})"
+        else:
+            src, attrs = x.text, attrs + (f", padding={p}" if p else "")
+        sub = "ncl,oc->nol" if n == 1 else "nchw,oc->nohw"
+
+        def ev(c):
+            xp = np.pad(np.asarray(x.ev(c)), [(0, 0), (0, 0)] + [(p, p)] * n)
+            wv = np.asarray(w.ev(c))
+            out = 0.0
+            for offs in np.ndindex(*(k,) * n):  # the definition, one kernel term at a time
+                view = xp[
+                    (slice(None), slice(None))
+                    + tuple(slice(o * d, o * d + xp.shape[2 + i] - d * (k - 1)) for i, o in enumerate(offs))
+                ]
+                out = out + np.einsum(sub, view, wv[(slice(None), slice(None)) + offs])
+            return out
+
+        return Node(f"conv{n}d({src}, {w.text}{attrs})", ATOM, shape, False, ev, args=(x, w))
+
+    def op_pool(self, fn: str):
+        a = self.pick(lambda n: 2 <= n.rank <= self.max_rank, allow_new_rank=(2, 3))
+        k, p = self.choice([((3, 3), (1, 1)), ((1, 3), (0, 1)), ((3, 1), (1, 0)), ((1, 1), (0, 0))])
+        ktext = str(k[0]) if k[0] == k[1] else str(k)
+        ptext = "" if not any(p) else (f", padding={p[0]}" if p[0] == p[1] else f", padding={p}")
+        text = f"{fn}({a.text}, {ktext}, stride=1{ptext})"
+        fill = -np.inf if fn == "max_pool2d" else 0.0
+
+        def ev(c):
+            v = np.asarray(a.ev(c))
+            lead = [(0, 0)] * (v.ndim - 2)
+            vp = np.pad(v, lead + [(p[0], p[0]), (p[1], p[1])], constant_values=fill)
+            h, w = v.shape[-2:]
+            parts = np.stack([vp[..., i : i + h, j : j + w] for i in range(k[0]) for j in range(k[1])])
+            if fn == "avg_pool2d":
+                return parts.mean(axis=0)
+            if len(parts) > 1:
+                top = np.sort(parts, axis=0)
+                gap = top[-1] - top[-2]
+                c.note_kink(gap[np.isfinite(gap)])  # a tie within reach of the difference step
+            return parts.max(axis=0)
+
+        return Node(text, ATOM, a.shape, a.pos, ev, args=(a,))
+
+    def op_pad(self):
+        a = self.pick(lambda n: 1 <= n.rank <= self.max_rank, allow_new_rank=(1, 3))
+        widths = tuple((self.choice([0, 1, 2]), self.choice([0, 1])) for _ in range(a.rank))
+        value = self.choice(["0", "0.5", "-1.5"])
+        shape = tuple(d + Dim((((), lo + hi),)) if lo + hi else d for d, (lo, hi) in zip(a.shape, widths))
+        form = f"{widths}" if self.flip(0.8) or len(set(widths)) > 1 else str(widths[0][0])
+        if form != f"{widths}":
+            widths = ((widths[0][0], widths[0][0]),) * a.rank
+            shape = tuple(d + Dim((((), 2 * widths[0][0]),)) if widths[0][0] else d for d in a.shape)
+        text = f"pad({a.text}, {form}" + ("" if value == "0" else f", value={value}") + ")"
+        return Node(
+            text,
+            ATOM,
+            shape,
+            a.pos and float(value) > 0,
+            lambda c: np.pad(np.asarray(a.ev(c)), widths, constant_values=float(value)),
+            args=(a,),
+        )
+
     def make(self, kind) -> Node:
         if kind in ("add", "sub", "mul", "div"):
             return self.op_binary(kind)
@@ -1442,15 +1442,15 @@ class Builder:
             "take": self.op_take,
             "take_along_axis": self.op_take_along_axis,
             "concatenate": self.op_concatenate,
+            "where": self.op_where,
+            "index": self.op_index,
+            "split": self.op_split,
+            "stack": self.op_stack,
             "pad": self.op_pad,
             "conv1d": lambda: self.op_conv(1),
             "conv2d": lambda: self.op_conv(2),
             "max_pool2d": lambda: self.op_pool("max_pool2d"),
             "avg_pool2d": lambda: self.op_pool("avg_pool2d"),
-            "where": self.op_where,
-            "index": self.op_index,
-            "split": self.op_split,
-            "stack": self.op_stack,
         }[kind]()
 
     # ---- the whole graph -----------------------------------------------------------------------
