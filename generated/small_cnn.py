@@ -319,31 +319,31 @@ def backward(dout, cache):
     dz2 *= h2_relu > 0  # relu rule (relu'(0) = 0)
     # z2 = conv2d(h1, W2, padding=1) + b2
     db2 = dz2.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_cols = np.tensordot(dz2, W2, axes=(1, 0))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid = np.zeros((N, 2 + 2 * S, 2 + 2 * S, C1), dtype=dtype)
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, :-2] = dh1_cols[..., 0, 0]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, 1:-1] += dh1_cols[..., 0, 1]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, 2:] += dh1_cols[..., 0, 2]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, :-2] += dh1_cols[..., 1, 0]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, 1:-1] += dh1_cols[..., 1, 1]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, 2:] += dh1_cols[..., 1, 2]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, :-2] += dh1_cols[..., 2, 0]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, 1:-1] += dh1_cols[..., 2, 1]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, 2:] += dh1_cols[..., 2, 2]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1 = dh1_grid[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW2 = np.tensordot(dz2, z2_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     # h1 = max_pool2d(relu(z1), 2)
     dz1 = np.zeros_like(h1_relu)  # max-pool rule: g to each window's first maximum
@@ -369,7 +369,7 @@ def backward(dout, cache):
     dz1 *= h1_relu > 0  # relu rule (relu'(0) = 0)
     # z1 = conv2d(x, W1, padding=1) + b1
     db1 = dz1.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW1 = np.tensordot(dz1, z1_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     return Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2, W3=dW3, b3=db3)
 
@@ -444,31 +444,31 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     dz2 *= h2_relu > 0  # relu rule (relu'(0) = 0)
     # z2 = conv2d(h1, W2, padding=1) + b2
     db2 = dz2.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_cols = np.tensordot(dz2, W2, axes=(1, 0))
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid = np.zeros((N, 2 + 2 * S, 2 + 2 * S, C1), dtype=loss.dtype)
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, :-2] = dh1_cols[..., 0, 0]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, 1:-1] += dh1_cols[..., 0, 1]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, 2:] += dh1_cols[..., 0, 2]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, :-2] += dh1_cols[..., 1, 0]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, 1:-1] += dh1_cols[..., 1, 1]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, 2:] += dh1_cols[..., 1, 2]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, :-2] += dh1_cols[..., 2, 0]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, 1:-1] += dh1_cols[..., 2, 1]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, 2:] += dh1_cols[..., 2, 2]
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1 = dh1_grid[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW2 = np.tensordot(dz2, z2_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     # h1 = max_pool2d(relu(z1), 2)
     dz1 = np.zeros_like(h1_relu)  # max-pool rule: g to each window's first maximum
@@ -494,6 +494,6 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     dz1 *= h1_relu > 0  # relu rule (relu'(0) = 0)
     # z1 = conv2d(x, W1, padding=1) + b1
     db1 = dz1.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
-    # conv2d rule: g times the weights added back per kernel offset; g times the columns
+    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW1 = np.tensordot(dz1, z1_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     return loss, Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2, W3=dW3, b3=db3)

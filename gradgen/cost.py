@@ -343,7 +343,7 @@ RULES: dict[str, CostRule] = {
     ),
     "max_pool2d": _rule(
         "kh*kw per element of the result (a max per window)",
-        "kh*kw per element of the result (argmax), plus 2 per result element per kernel offset",
+        "per kernel offset, 3 per element of the result (compare with the max, mark it, add its g)",
         lambda c: _window(c) * c.n,
         lambda c, pos: _k(3, _window(c) * c.n),
     ),

@@ -377,7 +377,7 @@ def _conv_row(name: str):
     @op(
         name,
         _CONV_PARAMS,
-        rule=f"{name} rule: g times the weights added back per kernel offset; g times the columns",
+        rule=f"{name} rule: dx, g times the weights added back per offset; dw, g times the columns",
         jvp_rule=f"{name} JVP rule: bilinear, one term per operand",
         zeros="any",
         fresh=True,

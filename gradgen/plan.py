@@ -82,7 +82,7 @@ class Plan:
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
     # sizes that windows and ddofs need: (dim expression, least size, message up to the size, message after it)
     minimum_checks: tuple[tuple[str, int, str, str], ...] = ()
-    test_minimums: tuple[tuple[str, int], ...] = ()  # (dim symbol, least size the generated tests use)
+    window_dims: tuple[tuple[Dim, Dim], ...] = ()  # (least size, dim): as order_dims, for the tests
 
 
 # ------------------------------------------------------------------------------------------------
@@ -392,9 +392,7 @@ def plan(tg: TypedGraph) -> Plan:
             (p.dim_expr(c.dim).render(), c.minimum, f"{c.dim} is ", f", but {c.reason}")
             for c in runtime.minimum_checks(tg, p.live)
         ),
-        test_minimums=tuple(
-            m for c in runtime.minimum_checks(tg, p.live) if (m := runtime.test_minimum(c.dim, c.minimum))
-        ),
+        window_dims=tuple((Dim.const(c.minimum), c.dim) for c in runtime.minimum_checks(tg, p.live)),
         output_dtype=f"{Var(fwd_out).render()}.dtype",
         dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
         imports_math=any(

@@ -299,19 +299,11 @@ def _fitting(sizes: dict[str, int], orders) -> dict[str, int]:
     return sizes
 
 
-def _test_sizes(plan: Plan) -> dict[str, int]:
-    """A different size for every dim, in order; a dim that a window needs larger gets the next size
-    at least that large that no other dim has."""
-    sizes = {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)}
-    for sym, least in plan.test_minimums:
-        if sizes.get(sym, least) < least:
-            taken = set(sizes.values())
-            sizes[sym] = next(v for v in range(least, least + len(sizes) + 1) if v not in taken)
-    return sizes
-
-
 def render_test(plan: Plan) -> str:
-    sizes = _fitting(_test_sizes(plan), plan.order_dims)
+    sizes = _fitting(
+        {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)},
+        plan.order_dims + plan.window_dims,
+    )
     inputs = []
     for name, shape, _dtype, domain in plan.test_inputs:
         shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen.dims import Dim, at_least, single_symbol
+from gradgen.dims import Dim, at_least
 from gradgen.ir import Const, TypedGraph
 from gradgen.numbers import run_symbols, run_value
 from gradgen.ops import norm_axes
@@ -222,13 +222,3 @@ def minimum_checks(tg: TypedGraph, live: set[int]) -> tuple[AtLeast, ...]:
             if not at_least(dim, need) and (dim not in out or out[dim].minimum < need):
                 out[dim] = AtLeast(dim, need, reason)
     return tuple(out.values())
-
-
-def test_minimum(dim: Dim, minimum: int) -> tuple[str, int] | None:
-    """(symbol, its least size) that makes ``dim`` at least ``minimum``, when dim is a symbol plus a
-    number (T, T + 2): what the generated tests size that symbol to."""
-    symbolic = Dim(tuple((m, c) for m, c in dim.terms if m))
-    sym = single_symbol(symbolic)
-    if sym is None:
-        return None
-    return sym, minimum - dict(dim.terms).get((), 0)

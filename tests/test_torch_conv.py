@@ -266,3 +266,37 @@ def test_conv_float32_stays_float32(op):
     value, grads = mod.value_and_grad(x, w)
     assert np.asarray(value).dtype == np.float32
     assert grads.x.dtype == np.float32 and grads.w.dtype == np.float32
+
+
+def test_text_cnn_matches_torch():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "specs" / "text_cnn.yaml").read_text()
+    mod = module_from(text, "text_cnn.yaml")
+    rng = np.random.default_rng(6)
+    N, T, V, D, F_, C = 4, 9, 11, 5, 3, 2
+    inputs = {
+        "tokens": rng.integers(0, V, size=(N, T)),
+        "y": rng.integers(0, C, size=N),
+        "E": rng.standard_normal((V, D)),
+        "W3": rng.standard_normal((F_, D, 3)) * 0.4,
+        "b3": rng.standard_normal((F_, 1)),
+        "W4": rng.standard_normal((F_, D, 4)) * 0.4,
+        "b4": rng.standard_normal((F_, 1)),
+        "W5": rng.standard_normal((F_, D, 5)) * 0.4,
+        "b5": rng.standard_normal((F_, 1)),
+        "Wc": rng.standard_normal((3 * F_, C)),
+        "bc": rng.standard_normal(C),
+    }
+    loss, grads = mod.value_and_grad(**inputs)
+
+    def fn(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
+        x = E[tokens].transpose(1, 2)  # [N, D, T]
+        feats = [torch.amax(F.relu(F.conv1d(x, w) + b), dim=-1) for w, b in ((W3, b3), (W4, b4), (W5, b5))]
+        return F.cross_entropy(torch.cat(feats, dim=1) @ Wc + bc, y)
+
+    wrt = ("E", "W3", "b3", "W4", "b4", "W5", "b5", "Wc", "bc")
+    t_loss, t_grads = torch_grads(fn, inputs, wrt, np.array(1.0))
+    np.testing.assert_allclose(loss, t_loss, rtol=1e-12)
+    for name in wrt:
+        np.testing.assert_allclose(getattr(grads, name), t_grads[name], rtol=1e-9, atol=1e-12, err_msg=name)
