@@ -393,9 +393,9 @@ def split_items(s, shape) -> tuple:
         sizes = (part,) * sections
     else:
         sizes = sections
-        for d in sizes:
-            if not nonneg(d):
-                s.fail(f"a size of split must not be negative, and {dim_text(d)} may be")
+        for d in sizes:  # (one that may be negative, D - 1, is checked when the module runs)
+            if nonneg(_neg(d) + Dim.const(-1)):
+                s.fail(f"a size of split must not be negative, and {dim_text(d)} is")
         total = Dim.const(0)
         for d in sizes:
             total = total + d
@@ -413,6 +413,21 @@ def split_items(s, shape) -> tuple:
 
 def _split_index(ctx) -> tuple:
     return split_items(ctx, ctx.t(0).shape)
+
+
+class _Checked:
+    """A node whose shape rule held, as split_items reads it (for the run-time checks)."""
+
+    def __init__(self, node):
+        self.attr = node.attr
+
+    def fail(self, message):  # pragma: no cover (shapes were checked)
+        raise AssertionError(message)
+
+
+def node_items(node, shape) -> tuple:
+    """The index an ``index`` or ``split`` node reads its operand with."""
+    return node.attr("index") if node.op == "index" else split_items(_Checked(node), shape)
 
 
 @op(
