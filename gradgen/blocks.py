@@ -572,4 +572,4 @@ def _axis_detail(ax: int, actual: Dim, d: Dim, want: Dim, env, source) -> str:
 
 
 def _a(dtype: str) -> str:
-    return "an int" if dtype == "int" else "a float"
+    return {"int": "an int", "bool": "a bool"}.get(dtype, "a float")

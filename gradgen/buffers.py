@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gradgen.dims import shape_str
-from gradgen.expr import AUG_OPS, UFUNC_OF, Attr, Bin, Call, E, Index, Lit, Method, Neg, Var
+from gradgen.expr import AUG_OPS, CMP_OPS, UFUNC_OF, Attr, Bin, Call, E, Index, Lit, Method, Neg, Var
 
 
 @dataclass
@@ -216,6 +216,8 @@ def optimize(
             continue
         if s.view_of is not None:  # the op says its result views an operand: never owned
             set_base(t, base.get(s.view_of, s.view_of))
+        elif isinstance(e, Bin) and e.op in CMP_OPS:
+            set_base(t, t)  # a mask: its buffer holds bools, never numbers, so it is not reused
         elif e.fresh and not isinstance(e, Lit):
             owned.add(t)
             set_base(t, t)

@@ -188,6 +188,17 @@ RULES: dict[str, CostRule] = {
     "abs": _per_element(1, 2, "", "g * sign(a)"),
     "maximum": _per_element(1, 2, "", "compare and multiply, per operand"),
     "minimum": _per_element(1, 2, "", "compare and multiply, per operand"),
+    **dict.fromkeys(
+        ("greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "logical_and", "logical_or"),
+        _per_element(1, 0, "", "none (a mask is never differentiated)"),
+    ),
+    "logical_not": _per_element(1, 0, "", "none (a mask is never differentiated)"),
+    "where": _rule(
+        "1 per element (a select)",
+        "1 per element per operand (np.where(cond, g, 0), or g * mask for a mask input)",
+        lambda c: c.n,
+        lambda c, pos: _k(len(pos), c.n),
+    ),
     "sum": _rule("1 per element of a", "none (g broadcast back)", lambda c: c.m(), lambda c, pos: ZERO),
     "mean": _rule(
         "1 per element of a, plus 1 per element of the result (the division)",
@@ -200,6 +211,20 @@ RULES: dict[str, CostRule] = {
         "3 per element of a (shift, exp, multiply)",
         lambda c: _k(4, c.m()) + _k(2, c.n),
         lambda c, pos: _k(3, c.m()),
+    ),
+    "max": _rule(
+        "1 per element of a (one compare)",
+        "4 per element of a (the extreme found again, compare, count, scale) plus 1 per element of the "
+        "result (g / count)",
+        lambda c: c.m(),
+        lambda c, pos: _k(4, c.m()) + c.n,
+    ),
+    "min": _rule(
+        "1 per element of a (one compare)",
+        "4 per element of a (the extreme found again, compare, count, scale) plus 1 per element of the "
+        "result (g / count)",
+        lambda c: c.m(),
+        lambda c, pos: _k(4, c.m()) + c.n,
     ),
     "softmax": _rule(
         "5 per element (max, shift, exp, sum, scale) plus 1 per row (the reciprocal)",
@@ -239,11 +264,41 @@ RULES: dict[str, CostRule] = {
     ),
     "split": _rule("none (a view)", "none (zeros, the piece written)", lambda c: ZERO, lambda c, pos: ZERO),
     "stack": _rule("none (a copy)", "none (views)", lambda c: ZERO, lambda c, pos: ZERO),
+    "take_along_axis": _rule(
+        "none (a gather)",
+        "1 per element of the result (a scatter: an assignment with one index per slice, else an add)",
+        lambda c: ZERO,
+        lambda c, pos: c.n,
+    ),
     "einsum": _rule(
         "one multiply-add per operand per term: (number of operands) * (product of all index sizes)",
         "the same contraction per operand, with g in the operand's place",
         _einsum_all,
         lambda c, pos: _einsum_all(c),
+    ),
+    # issue 9's elementwise ops (gradgen/ops_elem.py); erf counts its rational approximation
+    "sin": _per_element(1, 2, "", "g * cos(a)"),
+    "cos": _per_element(1, 3, "", "g * -sin(a)"),
+    "log1p": _per_element(1, 2, "", "g / (1 + a)"),
+    "expm1": _per_element(1, 2, "", "g * exp(a)"),
+    "erf": _per_element(20, 5, "a rational function of a or |a|, times exp(-a^2)", "g * exp(-a * a) * c"),
+    "gelu": _rule(
+        "approximate='none': 22 per element (a * erfc(-a / sqrt 2) / 2); 'tanh': 9",
+        "approximate='none': 8 per element (g * (Phi + a * phi(a))); 'tanh': 12",
+        lambda c: _k(9 if c.attr("approximate") == "tanh" else 22, c.n),
+        lambda c, pos: _k(12 if c.attr("approximate") == "tanh" else 8, c.n),
+    ),
+    "clip": _rule(
+        "2 per element (max, min)",
+        "3 per element for a (two compares, a multiply), 3 for lo, 2 for hi",
+        lambda c: _k(2, c.n),
+        lambda c, pos: _k(2 if pos == (2,) else 3, c.n),
+    ),
+    "power": _rule(
+        "1 per element",
+        "4 per element for a (g * b * a ** (b - 1)), 3 for b (g * y * log(a))",
+        lambda c: c.n,
+        lambda c, pos: _k(4 if pos == (0,) else 3, c.n),
     ),
 }
 

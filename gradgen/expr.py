@@ -10,7 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Python's binding strengths, weakest first (the subset that emitted code uses).
-PREC = {"cmp": 6, "+": 11, "-": 11, "*": 12, "/": 12, "@": 12, "neg": 13, "**": 14, "atom": 16}
+PREC = {
+    "cmp": 6,
+    "|": 7,
+    "&": 9,
+    "+": 11,
+    "-": 11,
+    "*": 12,
+    "/": 12,
+    "@": 12,
+    "neg": 13,
+    "**": 14,
+    "atom": 16,
+}
 CMP_OPS = ("<", "<=", ">", ">=", "==", "!=")
 UFUNC_OF = {"+": "np.add", "-": "np.subtract", "*": "np.multiply", "/": "np.divide"}
 AUG_OPS = ("+", "-", "*", "/")
@@ -123,6 +135,23 @@ class Neg(E):
         return Neg(self.a.rename(m))
 
 
+@dataclass(frozen=True)
+class Invert(E):
+    """``~a``: the elementwise logical not of a bool mask (it binds like unary minus)."""
+
+    a: E
+    prec = PREC["neg"]
+
+    def render(self):
+        return "~" + _wrap(self.a, self.a.prec < self.prec)
+
+    def vars(self):
+        return self.a.vars()
+
+    def rename(self, m):
+        return Invert(self.a.rename(m))
+
+
 VIEW_FUNCS = (
     "np.broadcast_to",
     "np.expand_dims",
@@ -141,6 +170,8 @@ UFUNCS = (
     "np.log1p",
     "np.sqrt",
     "np.tanh",
+    "np.sin",
+    "np.cos",
     "np.abs",
     "np.sign",
     "np.square",

@@ -2,7 +2,7 @@
 
 Each function returns the whole message for one mistake, pointing at the op or the operator the spec
 language has for it (``np.exp(x)`` -> ``exp(x)``, ``x.sum(axis=0)`` -> ``sum(x, axis=0)``,
-``max(a, b)`` -> ``maximum(a, b)``).  The messages are built from the parsed call, never evaluated.
+``max(a, b)`` -> ``maximum(a, b)``, ``np.amax(x)`` -> ``max(x)``).  The messages are built from the parsed call, never evaluated.
 """
 
 from __future__ import annotations
@@ -23,9 +23,43 @@ OPERATOR_FOR = {
     "divide": ("{0} / {1}", "use the / operator"),
     "true_divide": ("{0} / {1}", "use the / operator"),
     "negative": ("-{0}", "use unary -"),
+    "greater": ("{0} > {1}", "a comparison is an operator"),
+    "greater_equal": ("{0} >= {1}", "a comparison is an operator"),
+    "less": ("{0} < {1}", "a comparison is an operator"),
+    "less_equal": ("{0} <= {1}", "a comparison is an operator"),
+    "equal": ("{0} == {1}", "a comparison is an operator"),
+    "not_equal": ("{0} != {1}", "a comparison is an operator"),
+    "logical_and": ("({0}) & ({1})", "masks combine with the & operator"),
+    "logical_or": ("({0}) | ({1})", "masks combine with the | operator"),
+    "logical_not": ("~({0})", "a mask is negated with the ~ operator"),
 }
-# Reductions that do not exist yet, and the elementwise op of two operands that does.
-EXTREMES = {"max": "maximum", "amax": "maximum", "min": "minimum", "amin": "minimum"}
+# The reductions max and min, and the elementwise op of two operands that a call max(a, b) means.
+EXTREMES = {"max": "maximum", "min": "minimum"}
+# NumPy's and torch's other names for those reductions.
+REDUCTION_ALIASES = {"amax": "max", "amin": "min"}
+
+
+# Ops that other libraries name differently (torch.clamp is np.clip).
+RENAMED = {"clamp": "clip", "clamp_min": "maximum", "clamp_max": "minimum"}
+
+
+def _renamed(name: str, node: ast.Call) -> str | None:
+    """'the op is called clip: write clip(x, 0, 1)' for clamp(x, 0, 1) and torch.clamp(x, 0, 1)."""
+    if name not in RENAMED:
+        return None
+    op = RENAMED[name]
+    return f"the op is called {op}: write {_spelled(op, node.args, node.keywords)}"
+
+
+# Keyword arguments that other libraries name differently, per op.
+KEYWORDS = {"clip": {"min": "lo", "max": "hi", "a_min": "lo", "a_max": "hi"}}
+
+
+def _spelled(op: str, args: list[ast.AST], keywords: list[ast.keyword]) -> str:
+    """The call of op as the spec language writes it, with its own keyword names."""
+    names = KEYWORDS.get(op, {})
+    keywords = [ast.keyword(names.get(k.arg, k.arg), k.value) for k in keywords]
+    return ast.unparse(ast.Call(ast.Name(op), list(args), keywords))
 
 
 # NumPy's and PyTorch's ways of cutting a tensor into pieces, and how a spec writes each.
@@ -56,19 +90,37 @@ def _operator(name: str, node: ast.Call) -> str | None:
     return f"{why}: write {form.format(*args)}"
 
 
-def _extreme(name: str, nargs: int) -> str | None:
-    """max/min: the reduction is not an op yet; the elementwise maximum/minimum of two tensors is."""
-    if name not in EXTREMES:
+def _axis_like(arg: ast.AST) -> bool:
+    """What an axis argument looks like: an int literal (maybe negated), None, or a tuple of ints."""
+    if isinstance(arg, (ast.Tuple, ast.List)):
+        return all(_axis_like(e) for e in arg.elts)
+    if isinstance(arg, ast.UnaryOp) and isinstance(arg.op, ast.USub):
+        arg = arg.operand
+    return isinstance(arg, ast.Constant) and (arg.value is None or type(arg.value) is int)
+
+
+def pair_of_tensors(name: str, node: ast.Call) -> str | None:
+    """max(a, b) whose second argument is no axis: the elementwise maximum of two tensors was meant."""
+    if name not in EXTREMES or len(node.args) != 2 or _axis_like(node.args[1]):
         return None
     pair = EXTREMES[name]
-    if nargs == 2:
-        return f"for the elementwise {pair} of two tensors write {pair}(a, b)"
-    return f"a {name.lstrip('a')} reduction is not supported yet ({pair}(a, b) is the elementwise {pair} of two tensors)"
+    return (
+        f"{name}(a, axis) is a reduction over axes, and {ast.unparse(node.args[1])} is no axis; for the "
+        f"elementwise {pair} of two tensors write {pair}({', '.join(_args(node))})"
+    )
+
+
+def _alias(name: str, node: ast.Call) -> str | None:
+    """np.amax(x, axis=0) -> max(x, axis=0)."""
+    if name not in REDUCTION_ALIASES:
+        return None
+    own = ast.unparse(ast.Call(ast.Name(REDUCTION_ALIASES[name]), node.args, node.keywords))
+    return f"the {REDUCTION_ALIASES[name]} reduction is called {REDUCTION_ALIASES[name]}: write {own}"
 
 
 def unknown_op(name: str, node: ast.Call, ops, blocks=()) -> str:
     """The message for a call of a name that is no op and no block of the spec."""
-    hint = _operator(name, node) or _extreme(name, len(node.args))
+    hint = _operator(name, node) or _alias(name, node) or _renamed(name, node)
     if hint:
         return f"unknown op {name!r}; {hint}"
     close = difflib.get_close_matches(name, sorted({*ops, *blocks}), n=1)
@@ -86,9 +138,12 @@ def attribute_call(node: ast.Call, func: ast.Attribute, is_value, ops) -> str:
     module = isinstance(func.value, ast.Name) and not is_value(func.value.id)
     if module:
         if name in ops:
-            bare = ast.unparse(ast.Call(ast.Name(name), node.args, node.keywords))
+            pair = pair_of_tensors(name, node)
+            if pair:
+                return f"{prefix}.{name} is not an op; {pair}"
+            bare = _spelled(name, node.args, node.keywords)
             return f"ops are called by their bare names: write {bare} instead of {written}"
-        hint = _operator(name, node) or _extreme(name, len(node.args))
+        hint = _operator(name, node) or _alias(name, node) or _renamed(name, node)
         if hint:
             return f"{prefix}.{name} is not an op; {hint}"
         close = difflib.get_close_matches(name, sorted(ops), n=1)
@@ -96,7 +151,12 @@ def attribute_call(node: ast.Call, func: ast.Attribute, is_value, ops) -> str:
         return f"only the ops may be called, not {prefix}.{name}{mean}"
     # a method of a value: the op takes the value as its first argument
     as_call = ast.Call(ast.Name(name), [func.value, *node.args], node.keywords)
-    hint = _operator(name, as_call) or _extreme(name, 1)  # x.max(...) reduces
+    hint = (
+        _operator(name, as_call)
+        or _alias(name, as_call)
+        or pair_of_tensors(name, as_call)
+        or _renamed(name, as_call)
+    )
     if hint:
         return f"methods are not allowed; {hint}"
     if name not in ops:

@@ -19,7 +19,7 @@ from gradgen.dims import parse_dim
 TOP_LEVEL_KEYS = ("name", "description", "inputs", "blocks", "graph", "output", "wrt", "derivatives")
 BLOCK_KEYS = ("params", "graph", "output")
 INPUT_KEYS = ("shape", "dtype")
-DTYPES = ("float", "int")
+DTYPES = ("float", "int", "bool")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # A spec is four levels deep (the spec, 'inputs', one input, its shape); PyYAML's composer recurses once
 # per level, so a pathological file could exhaust Python's stack long before its memory.
@@ -415,7 +415,8 @@ def _input(w: _Walker, key: Text, value, what: str = "input") -> InputDecl | Non
             d = w.scalar(fields["dtype"], f"the dtype of {key.value!r}")
             if d is not None and d.value not in DTYPES:
                 w.err(
-                    d.place, f"unknown dtype {d.value!r} for {what} {key.value!r}; expected 'float' or 'int'"
+                    d.place,
+                    f"unknown dtype {d.value!r} for {what} {key.value!r}; expected 'float', 'int' or 'bool'",
                 )
                 return None
             dtype = d or dtype

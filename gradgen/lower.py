@@ -18,7 +18,7 @@ import re
 import sys
 import tokenize
 
-from gradgen import blocks, hints, numbers, slicing
+from gradgen import blocks, hints, numbers, ops_masks, slicing
 from gradgen.diagnostics import Diagnostic, Place, SpecError, error, warning
 from gradgen.dims import Dim, parse_dim, single_symbol
 from gradgen.ir import Const, Entry, Graph, InputInfo, Node, TensorType, ancestors
@@ -90,8 +90,6 @@ SYNTAX_NAMES = {
     ast.GeneratorExp: "comprehensions",
     ast.DictComp: "comprehensions",
     ast.SetComp: "comprehensions",
-    ast.Compare: "comparisons",
-    ast.BoolOp: "boolean operators",
     ast.IfExp: "conditional expressions",
     ast.Dict: "dicts",
     ast.Set: "sets",
@@ -220,6 +218,8 @@ class _Lowerer:
                 )
             _check_finite(node, node.value, label)
             return Const(node.value, literal_text(node.value, label))
+        if _is_mask_syntax(node):
+            return self.mask(node, label, place)
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
                 operand = self.expr(node.operand)
@@ -228,17 +228,24 @@ class _Lowerer:
                 return self.add("neg", (operand,), (), label, place)
             if isinstance(node.op, ast.UAdd):
                 return self.expr(node.operand)
-            raise _Unsupported(node, f"unsupported operator in {label}; allowed: + - * / @ ** and unary -")
+            raise _Unsupported(
+                node,
+                f"unsupported operator in {label}; allowed: + - * / @ ** and unary -, and on masks comparisons, & | ~",
+            )
         if isinstance(node, ast.BinOp):
             op = BINOPS.get(type(node.op))
             if op is None:
                 raise _Unsupported(
-                    node, f"unsupported operator in {label}; allowed: + - * / @ ** and unary -"
+                    node,
+                    f"unsupported operator in {label}; allowed: + - * / @ ** and unary -, and on masks comparisons, & | ~",
                 )
             place = self.operator_place(node)
             left = self.expr(node.left)
             if op == "pow" and not isinstance(left, Const):
-                right = self.exponent(node.right)
+                right = self.expr(node.right)
+                if not isinstance(right, Const):  # a tensor exponent (issue 9)
+                    return self.add("power", (left, right), (), label, place)
+                right = self.exponent(node.right, right)
                 return self.add("pow", (left,), (("k", right.value),), label, place)
             right = self.expr(node.right)
             if op == "matmul" and (isinstance(left, Const) or isinstance(right, Const)):
@@ -247,13 +254,12 @@ class _Lowerer:
                 return self.fold(SYMBOLS[type(node.op)], left, right, node, label)
             if op == "div" and isinstance(right, Const) and right.num is None and right.value == 0:
                 raise _Unsupported(node, f"{label} divides by zero")
-            if op == "pow":
-                raise _Unsupported(
-                    node.right,
-                    f"the exponent of ** must be a number, not a tensor expression ({self.source_of(node.right)})",
-                )
+            if op == "pow":  # a number to a tensor power: the number is the base
+                return self.add("power", (self.power_base(node.left, left), right), (), label, place)
             return self.add(op, (left, right), (), label, place)
         if isinstance(node, ast.Attribute):
+            if node.attr in ("inf", "nan"):
+                raise _Unsupported(node, _NOT_A_NUMBER)
             if node.attr != "T":
                 raise _Unsupported(
                     node, f"unsupported attribute .{node.attr}; only .T (transpose) is allowed"
@@ -276,6 +282,37 @@ class _Lowerer:
             ),
         )
 
+    def mask(self, node: ast.AST, label: str, place: Place) -> int:
+        """A comparison, or masks combined with & | ~ (ops_masks); and, or, not and chained
+        comparisons are refused with the spelling that works elementwise."""
+        if isinstance(node, ast.BoolOp):
+            symbol = "&" if isinstance(node.op, ast.And) else "|"
+            word = "and" if symbol == "&" else "or"
+            raise _Unsupported(
+                node, f"'{word}' is not elementwise; combine masks with {symbol}: (a > 0) {symbol} (b > 0)"
+            )
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.Not):
+                raise _Unsupported(node, "'not' is not elementwise; negate a mask with ~: ~(a > 0)")
+            return self.add("logical_not", (self.expr(node.operand),), (), label, place)
+        if isinstance(node, ast.Compare):
+            if len(node.ops) > 1:
+                raise _Unsupported(
+                    node,
+                    f"chained comparisons ({label}) are not supported; & and | bind tighter than comparisons, "
+                    "so put each comparison in brackets: (a < b) & (b < c)",
+                )
+            args = (self.expr(node.left), self.expr(node.comparators[0]))
+            opname = ops_masks.COMPARISONS[type(node.ops[0]).__name__]
+        else:
+            args = (self.expr(node.left), self.expr(node.right))
+            opname = "logical_and" if isinstance(node.op, ast.BitAnd) else "logical_or"
+        if all(isinstance(a, Const) for a in args):
+            raise _Unsupported(
+                node, f"{ops_masks.SYMBOL[opname]} needs a tensor operand; both sides are numbers ({label})"
+            )
+        return self.add(opname, args, (), label, place)
+
     def name(self, node: ast.Name, place: Place) -> int | Const:
         """A value (input, earlier entry, block param), else a dim or a constant used as a number."""
         name = node.id
@@ -294,6 +331,8 @@ class _Lowerer:
             if name == self.entry:
                 raise _Unsupported(node, f"{name!r} is used in its own definition")
             raise _Unsupported(node, f"{name!r} is used before it is defined (line {line})")
+        if name in ("inf", "nan"):
+            raise _Unsupported(node, _NOT_A_NUMBER)
         if self.origin or self.dim_env is not None:
             raise _Unsupported(
                 node,
@@ -374,17 +413,32 @@ class _Lowerer:
             )
         return self.run_const(run, label)
 
-    def exponent(self, node: ast.AST) -> Const:
-        """The exponent of ``a ** k``: a number known when the spec is built."""
-        value = self.expr(node)
+    def exponent(self, node: ast.AST, value: Const) -> Const:
+        """The number exponent of ``a ** k``: known when the spec is built."""
         text = self.source_of(node)
-        if not isinstance(value, Const):
-            raise _Unsupported(node, f"the exponent of ** must be a number, not a tensor expression ({text})")
         if value.num is not None:
             raise _Unsupported(
                 node,
                 f"the exponent of ** must be a number known when the spec is built; {text} reads a dim, "
                 "which is known only at run time",
+            )
+        return value
+
+    def power_base(self, node: ast.AST, value: Const) -> Const:
+        """The number base of ``c ** b`` with a tensor b: positive and known at build time, since b's
+        gradient is y log(c) and log(c) is folded then."""
+        text = self.source_of(node)
+        if value.num is not None:
+            raise _Unsupported(
+                node,
+                f"the base of ** with a tensor exponent must be a number known when the spec is built; "
+                f"{text} reads a dim, which is known only at run time",
+            )
+        if not value.value > 0:
+            raise _Unsupported(
+                node,
+                f"the base of ** with a tensor exponent must be positive, not {text} (its log is the "
+                "exponent's gradient)",
             )
         return value
 
@@ -407,6 +461,8 @@ class _Lowerer:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
             raise _Unsupported(node, hints.unknown_op(opname, node, CALLABLE, self.blocks.names))
         opdef = TABLE[opname]
+        if pair := hints.pair_of_tensors(opname, node):  # max(a, b): maximum(a, b) was meant
+            raise _Unsupported(node, pair)
         params = opdef.params
         values: dict[str, ast.AST] = {}
         positional = list(node.args)
@@ -785,6 +841,9 @@ class _Lowerer:
                     elif not self.diags or t.value not in names_seen:
                         self.err(t.place, f"wrt names {t.value!r}, which is not an input")
                     continue
+                if info.dtype == "bool":
+                    self.err(t.place, f"wrt names {t.value!r}, a bool input; masks are never differentiated")
+                    continue
                 if info.dtype != "float":
                     self.err(
                         t.place, f"wrt names {t.value!r}, an int input; int inputs are never differentiated"
@@ -967,6 +1026,22 @@ def source_line(source: str) -> str:
         out.append(text)
         prev = tok
     return "".join(out)
+
+
+_NOT_A_NUMBER = (
+    "inf and nan are not numbers a spec may use; for a masked fill write a large finite number, as in "
+    "where(mask, scores, -1e9): the softmax that follows gives it an exact 0 weight, while a row that is "
+    "all -inf would give nan"
+)
+
+
+def _is_mask_syntax(node: ast.AST) -> bool:
+    """Comparisons, & | ~ and the Python spellings that people try instead (and, or, not)."""
+    if isinstance(node, (ast.Compare, ast.BoolOp)):
+        return True
+    if isinstance(node, ast.BinOp):
+        return isinstance(node.op, (ast.BitAnd, ast.BitOr))
+    return isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Invert, ast.Not))
 
 
 def _is_number(node: ast.AST) -> bool:

@@ -75,6 +75,11 @@ FOLD_FUNCS = {
     "relu": lambda v: max(v, 0),
     "square": lambda v: v * v,
     "abs": abs,
+    "sin": math.sin,
+    "cos": math.cos,
+    "log1p": math.log1p,
+    "expm1": math.expm1,
+    "erf": math.erf,
 }
 # The same ops on a number known only at run time, as the generated code computes them: math's
 # functions give Python floats, which keep a float32 array float32 (np.sqrt(K) would be a float64
@@ -85,6 +90,11 @@ RUN_FUNCS = {
     "sqrt": "math.sqrt",
     "tanh": "math.tanh",
     "abs": "math.fabs",
+    "sin": "math.sin",
+    "cos": "math.cos",
+    "log1p": "math.log1p",
+    "expm1": "math.expm1",
+    "erf": "math.erf",
 }
 
 

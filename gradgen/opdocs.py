@@ -21,7 +21,9 @@ class OpDoc:
     vjp: str  # g is the cotangent of the output y
 
 
-OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
+OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@", "power": "**"}
+OPERATORS |= {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=", "equal": "=="}
+OPERATORS |= {"not_equal": "!=", "logical_and": "&", "logical_or": "|"}
 
 DOCS: dict[str, OpDoc] = {
     "add": OpDoc(
@@ -85,6 +87,37 @@ DOCS: dict[str, OpDoc] = {
         "as +",
         "g where a <= b to a, elsewhere to b (ties go to a)",
     ),
+    **{
+        name: OpDoc(
+            f"elementwise comparison a {symbol} b, a mask (bool); either operand may be a number",
+            "as +; a bool tensor",
+            "none: a mask is never differentiated (no cotangent reaches a or b through it)",
+        )
+        for name, symbol in (
+            ("greater", ">"),
+            ("greater_equal", ">="),
+            ("less", "<"),
+            ("less_equal", "<="),
+            ("equal", "=="),
+            ("not_equal", "!="),
+        )
+    },
+    "logical_and": OpDoc(
+        "elementwise and of two masks", "as +; a bool tensor", "none: a mask is never differentiated"
+    ),
+    "logical_or": OpDoc(
+        "elementwise or of two masks", "as +; a bool tensor", "none: a mask is never differentiated"
+    ),
+    "logical_not": OpDoc(
+        "elementwise not of a mask", "the operand's shape", "none: a mask is never differentiated"
+    ),
+    "where": OpDoc(
+        "a where the mask cond holds, b elsewhere (np.where); a and b may be numbers (where(m, 1.0, 0.0) is "
+        "the mask as numbers of the computation's dtype)",
+        "cond, a and b broadcast together (NumPy broadcasting)",
+        "np.where(cond, g, 0) to a and np.where(cond, 0, g) to b (g * cond and g * ~cond when cond is "
+        "an input), each summed over its broadcast axes (notes section 6); nothing to cond",
+    ),
     "sum": OpDoc(
         "sum over an axis, a tuple of axes, or all axes (axis=None)",
         "the reduced axes removed, or kept as 1 with keepdims=True",
@@ -95,6 +128,16 @@ DOCS: dict[str, OpDoc] = {
         "log(sum(exp(a))) along axes, shifted by the max so that it never overflows",
         "as sum",
         "g * exp(a - y), g broadcast back over the reduced axes",
+    ),
+    "max": OpDoc(
+        "the largest entry over an axis, a tuple of axes, or all axes (axis=None), as numpy.max",
+        "as sum",
+        "g to each slice's largest entry; k tied entries get g / k each (torch's amax convention)",
+    ),
+    "min": OpDoc(
+        "the smallest entry over an axis, a tuple of axes, or all axes (axis=None), as numpy.min",
+        "as sum",
+        "g to each slice's smallest entry; k tied entries get g / k each (torch's amin convention)",
     ),
     "softmax": OpDoc(
         "softmax along one axis, shifted by the max",
@@ -155,11 +198,44 @@ DOCS: dict[str, OpDoc] = {
         "the operands' shape with a new axis of length (number of operands) at axis",
         "operand k gets g at position k of the new axis (a view)",
     ),
+    "take_along_axis": OpDoc(
+        "numpy.take_along_axis: entries picked along an axis by int indices of the same rank (the per-row "
+        "label pick with [N, 1] indices)",
+        "as a, with the indices' length along the axis; off the axis a and the indices broadcast",
+        "g scatter-added into zeros shaped like a (an assignment when no entry can be picked twice)",
+    ),
     "einsum": OpDoc(
         'Einstein summation with an explicit output, as in einsum("ij,jk->ik", a, b)',
         "the output subscripts' dims; every index has one size in all operands",
         "for each operand, an einsum of g with the other operands; indices only in that operand are "
         "broadcast back",
+    ),
+    # issue 9 (gradgen/ops_elem.py)
+    "sin": OpDoc("elementwise sine", "the operand's shape", "g * cos(a)"),
+    "cos": OpDoc("elementwise cosine", "the operand's shape", "-g * sin(a)"),
+    "log1p": OpDoc("log(1 + a), exact for small a (np.log1p)", "the operand's shape", "g / (1 + a)"),
+    "expm1": OpDoc("exp(a) - 1, exact for small a (np.expm1)", "the operand's shape", "g * exp(a)"),
+    "erf": OpDoc(
+        "the error function, within 4 ulps of math.erf (W. J. Cody's rational approximations, "
+        "defined in the generated module: no SciPy)",
+        "the operand's shape",
+        "g * 2 / sqrt(pi) * exp(-a * a)",
+    ),
+    "gelu": OpDoc(
+        'GELU, a * Phi(a) (approximate="none", as torch) or 0.5 a (1 + tanh(sqrt(2 / pi) (a + 0.044715 '
+        'a^3))) (approximate="tanh")',
+        "the operand's shape",
+        "g * (Phi(a) + a * phi(a)), Phi saved by the forward pass; tanh form: from the saved tanh",
+    ),
+    "clip": OpDoc(
+        "np.clip: a limited to [lo, hi]; lo and hi tensors or numbers (lo > hi gives hi everywhere)",
+        "NumPy broadcasting of a, lo and hi",
+        "g to a where lo <= a <= hi (bounds included), to lo where a < lo, to hi where a > hi",
+    ),
+    "power": OpDoc(
+        "power with a tensor exponent b; the base a tensor or a positive number",
+        "NumPy broadcasting",
+        "g * b * a ** (b - 1) to a, g * y * log(a) to b (the output reused)",
     ),
 }
 
@@ -179,6 +255,8 @@ def signature(name: str) -> str:
         return f"a {OPERATORS[name]} b"
     if name == "neg":
         return "-a"
+    if name == "logical_not":
+        return "~a"
     if name == "pow":
         return "a ** k"
     if name == "index":
@@ -230,6 +308,8 @@ def parameters(name: str) -> list[tuple[str, str]]:
             what += (
                 " (int: class labels or indices)" if name != "softmax_cross_entropy" else " (int or float)"
             )
+        if k in d.bool_args:
+            what += " (a mask: a bool tensor)"
         if not p.required and p.kind not in ("tensor", "operand", "tensors"):
             what += f"; default {_default(p.default)}"
         out.append((p.name, what))
@@ -247,7 +327,12 @@ def lookup(name: str) -> str | None:
     """An op's table name from what a user typed: a name, or an operator symbol like @ or **."""
     if name in TABLE:
         return name
-    symbols = {v: k for k, v in OPERATORS.items()} | {"**": "pow", ".T": "transpose", "T": "transpose"}
+    symbols = {v: k for k, v in OPERATORS.items()} | {
+        "**": "pow",
+        ".T": "transpose",
+        "T": "transpose",
+        "~": "logical_not",
+    }
     symbols |= {"[]": "index", "[": "index", "a[...]": "index"}
     return symbols.get(name.strip())
 

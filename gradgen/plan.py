@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen import runtime
+from gradgen import runtime, special
 from gradgen.buffers import Line, Stmt, _closure, _lines, _own_returns, optimize
 from gradgen.context import FwdCtx, Namer, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str, single_symbol
 from gradgen.expr import Attr, Bin, Call, E, Lit, Method, Neg, Tuple, Var, num
 from gradgen.ir import Const, Node, TypedGraph, ancestors
 from gradgen.numbers import RUN_FUNCS, RunNum
-from gradgen.ops import TABLE
+from gradgen.ops import ROWS, TABLE
 from gradgen.sweep import BwdCtx, _is_number, _Sweep, reverse_sweep  # noqa: F401 (BwdCtx, _Sweep: steps.py)
 from gradgen.testplan import KinkSite, domains, edges, kinks, ops_used
 
@@ -78,6 +78,7 @@ class Plan:
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
     order_checks: tuple[tuple[str, str, str], ...] = ()  # (lo, hi, message): raised when lo > hi
     order_dims: tuple[tuple[Dim, Dim], ...] = ()  # the same (lo, hi) as dims: the tests' sizes obey them
+    helpers: str = ""  # module-level functions the ops' code calls (gradgen/special.py), as source
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
 
 
@@ -166,7 +167,9 @@ class _Planner:
         return nid == self.graph.output
 
     def dtype_expr(self) -> E:
-        raise AssertionError("the spec's own ops do not create arrays of the dtype")
+        """The computation's dtype, read off the first float input (where(mask, 1.0, 0.0) needs it)."""
+        first = next(i for i in self.graph.inputs if i.dtype == "float")
+        return Attr(Var(self.var[first.node]), "dtype")
 
     def dim_expr(self, d: Dim) -> E:
         return dim_expr(d, self.dim_var)
@@ -396,11 +399,18 @@ def plan(tg: TypedGraph) -> Plan:
             if n.id in p.live
             for a in n.args
         ),
+        helpers=special.source(h for n in g.nodes if n.op in ROWS for h in _helpers(n)),
         ops_used=ops_used(g),
         kinks=kinks(tg, wrt_names, domain),
         edges=edges(tg, domain),
         derivatives=derivs,
     )
+
+
+def _helpers(n: Node) -> tuple[str, ...]:
+    """The module-level functions node n's code calls (gradgen/special.py), by its op row."""
+    helpers = ROWS[n.op].helpers
+    return helpers(n.attr) if callable(helpers) else helpers
 
 
 def _forward_length(stmts: list[Stmt]) -> int:

@@ -139,6 +139,8 @@ def _input_checks(plan: Plan) -> dict:
         if len(floats) > 1:
             usual.append(" == ".join(f"{n}.dtype" for n in floats))
     usual += [f'{n}.dtype.kind in "iu"' for n in ints]
+    bools = [n for n, _, d in plan.inputs if d == "bool"]
+    usual += [f'{n}.dtype.kind == "b"' for n in bools]
     returned = [n for n, _, _ in plan.inputs] + [v for _, v in plan.dims]
     flag, k = "usual", 1
     while flag in returned:  # the one local of _check_inputs that is neither an input nor a dim
@@ -155,6 +157,8 @@ def _input_checks(plan: Plan) -> dict:
         problems.append(
             "an int input that is not integer" + (" or holds an index out of range" if ranges else "")
         )
+    if bools:
+        problems.append("a mask (bool input) that is not a bool array")
     if plan.nonempty_checks:
         problems.append("a zero size where an op needs entries")
     if plan.order_checks:
@@ -169,6 +173,7 @@ def _input_checks(plan: Plan) -> dict:
         "float_targets": _tuple_text(floats) if len(floats) == 1 else ", ".join(floats),
         "float_kwargs": ", ".join(f"{n}={n}" for n in floats),
         "int_inputs": ints,
+        "bool_inputs": bools,
         "range_checks": ranges,
         "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
         "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
@@ -215,6 +220,7 @@ def render_module(plan: Plan) -> str:
             fused_out=plan.fused_out,
             grads=", ".join(f"{n}={e}" for n, e in plan.grads),
             imports_math=plan.imports_math,
+            helpers=plan.helpers,
             fused_grads=", ".join(f"{n}={e}" for n, e in plan.fused_grads),
             derivs=_derivatives(plan, args),
         )
@@ -291,6 +297,8 @@ def render_test(plan: Plan) -> str:
         if domain.startswith(("labels:", "indices:")):
             kind, n = domain.split(":", 1)
             maker = f"_{kind}(rng, {_size_expr(n, sizes)}, {shape_py})"
+        elif _dtype == "bool":
+            maker = f"rng.random({shape_py}) < 0.75"
         elif domain == "probs":
             maker = f"_softmax_rows(rng.standard_normal({shape_py})).astype(dtype)"
         elif domain == "positive":
@@ -369,6 +377,7 @@ def _runtime_test_tables(plan: Plan, sizes: dict[str, int]) -> dict:
                 axes.setdefault(factor, []).append(f'("{name}", {ax})')
     floats = [n for n, _, d in plan.inputs if d == "float"]
     ints = [n for n, _, d in plan.inputs if d == "int"]
+    bools = [n for n, _, d in plan.inputs if d == "bool"]
     return {
         "has_index_inputs": bool(bounds),
         "has_int_inputs": bool(ints),
@@ -376,6 +385,8 @@ def _runtime_test_tables(plan: Plan, sizes: dict[str, int]) -> dict:
         "has_dims": bool(axes),
         "float_list": "[" + ", ".join(f'"{n}"' for n in floats) + "]",
         "int_list": "[" + ", ".join(f'"{n}"' for n in ints) + "]",
+        "has_bool_inputs": bool(bools),
+        "bool_list": "[" + ", ".join(f'"{n}"' for n in bools) + "]",
         "index_bounds": "{" + ", ".join(f'"{k}": {_size_expr(v, sizes)}' for k, v in bounds.items()) + "}",
         "dim_axes": "{" + ", ".join(f'"{d}": [{", ".join(v)}]' for d, v in axes.items()) + "}",
     }

@@ -3,12 +3,13 @@
 Two kinds of value check, both emitted once, in the module's input-checking function (so `forward`
 and `value_and_grad` agree):
 
-- an int input that indexes (softmax cross-entropy's class labels, `take`'s indices) must hold values in
+- an int input that indexes (softmax cross-entropy's class labels, `take`'s and
+  `take_along_axis`'s indices) must hold values in
   ``0 <= v < size`` of the axis it indexes: NumPy would wrap a negative index around to the end of the
   axis, a silent wrong answer;
 - a dim that an op divides by or takes a max over must not be 0: a mean of no values, a softmax
   cross-entropy averaged over no rows or with no classes, a max-shifted softmax, log-softmax or
-  logsumexp over an empty axis.  Sums over nothing are 0 and stay allowed.
+  logsumexp over an empty axis, a max or min of no values.  Sums over nothing are 0 and stay allowed.
 
 The planner renders each ``Dim`` with its own variable names; this module only decides what to check.
 """
@@ -77,6 +78,11 @@ def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:
             if tg.types[labels].dtype != "int":
                 continue
             size, role = tg.types[logits].shape[-1], f"class labels for {n.entry} (softmax_cross_entropy)"
+        elif n.op == "take_along_axis":
+            a, labels = n.args[0], n.args[1]
+            t = tg.types[a]
+            axis = norm_axes(None, n.attr("axis"), t.rank)[0]
+            size, role = t.shape[axis], f"indices for {n.entry} (take_along_axis, axis {axis})"
         elif n.op == "take":
             a, labels = n.args[0], n.args[1]
             t = tg.types[a]
@@ -117,6 +123,10 @@ def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
     if n.op == "mean":
         axes = norm_axes(None, n.attr("axis"), t.rank)
         reason = f"{n.entry} is a mean over it (undefined for no values)"
+        return [(t.shape[i], reason) for i in axes]
+    if n.op in ("max", "min"):
+        axes = norm_axes(None, n.attr("axis"), t.rank)
+        reason = f"{n.entry} takes the {n.op} over it (undefined for no values)"
         return [(t.shape[i], reason) for i in axes]
     if n.op in ("softmax", "log_softmax", "logsumexp"):
         axes = norm_axes(None, n.attr("axis", -1), t.rank)

@@ -54,7 +54,7 @@ def build_schema() -> dict:
         "description": "A list of dims, like [N, D]; [] is a scalar.",
     }
     tensor = {
-        "description": "An input: its shape, or {shape: [...], dtype: float|int}.",
+        "description": "An input: its shape, or {shape: [...], dtype: float|int|bool}.",
         "oneOf": [
             {"$ref": "#/$defs/shape"},
             {
@@ -63,7 +63,7 @@ def build_schema() -> dict:
                     "shape": {"$ref": "#/$defs/shape"},
                     "dtype": {
                         "enum": list(DTYPES),
-                        "description": "float (the default) or int (class labels or indices, never differentiated).",
+                        "description": "float (the default), int (class labels or indices) or bool (a mask); int and bool inputs are never differentiated.",
                     },
                 },
                 "required": ["shape"],

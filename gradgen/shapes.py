@@ -5,6 +5,7 @@ from __future__ import annotations
 from gradgen.diagnostics import Diagnostic, SpecError, error
 from gradgen.ir import Const, Graph, Node, TensorType, TypedGraph, inlined_from
 from gradgen.ops import TABLE, ShapeError
+from gradgen.ops_masks import EXPLAINS_MASKS
 
 
 class RuleContext:
@@ -46,6 +47,15 @@ def infer(graph: Graph) -> TypedGraph:
         except ShapeError as exc:
             diags.append(error(node.place, str(exc) + inlined_from(node.origin)))
             types.append(None)
+    out = graph.nodes[graph.output]
+    if types[out.id] is not None and types[out.id].dtype == "bool":
+        diags.append(
+            error(
+                out.place,
+                f"the output {out.label} is a mask (bool), which has no gradient; return a float value, "
+                f"such as where({out.label}, a, b)",
+            )
+        )
     if diags:
         raise SpecError(diags)
     return TypedGraph(graph, tuple(types))
@@ -68,7 +78,24 @@ def node_type(graph: Graph, node: Node, types: list[TensorType | None]) -> Tenso
             f"int tensor {ctx.where(bad[0])} cannot be used in {_what(node.op)}; "
             "int inputs are class labels or indices and are never differentiated"
         )
+    masks = [
+        i
+        for i, a in enumerate(node.args)
+        if isinstance(a, int) and types[a].dtype == "bool" and i not in opdef.bool_args
+    ]
+    if masks and node.op not in EXPLAINS_MASKS:
+        raise ShapeError(_mask_misused(ctx, node, masks[0]))
     return opdef.shape(ctx)
+
+
+def _mask_misused(ctx: RuleContext, node: Node, i: int) -> str:
+    """A mask where numbers are needed: the message says how a mask selects numbers."""
+    name = ctx.graph.nodes[node.args[i]].label
+    return (
+        f"a mask ({ctx.where(i)}) cannot be used in {_what(node.op)}; masks select values, they are "
+        f"not numbers: write where({name}, a, b), a where the mask holds and b elsewhere "
+        f"(where({name}, 1.0, 0.0) is the mask as numbers)"
+    )
 
 
 def _what(op: str) -> str:

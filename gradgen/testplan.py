@@ -16,7 +16,8 @@ Three questions, each answered from properties of the ops a spec uses, never fro
   of the control with the one-sided derivative the op's convention names (``kink``: from above, from
   below, or their mean).  A control that reaches another kink op is used only when that op is
   provably off its kink there (one operand exactly 0, another a nonzero number): two kinks at one
-  point would make the expected one-sided derivative ambiguous.
+  point would make the expected one-sided derivative ambiguous.  A mask (a comparison) counts as such
+  an op: at a tie it flips, and the side a ``where`` then picks decides the derivative.
 """
 
 from __future__ import annotations
@@ -85,8 +86,7 @@ def kinks(tg: TypedGraph, wrt: tuple[str, ...], domain: dict[str, str]) -> tuple
                 forced = frozenset(zeroed).union(*others) | {control}
                 reached = _descendants(users, _input_node(g, control))
                 if control not in wrt or any(
-                    TABLE[g.nodes[i].op].kink and i != nid and not _off_kink(tg, i, forced, domain)
-                    for i in reached
+                    _switches(tg, i) and i != nid and not _off_kink(tg, i, forced, domain) for i in reached
                 ):
                     continue
                 side = TABLE[n.op].kink[k] * sign
@@ -191,6 +191,12 @@ def _descendants(users, nid: int, stop=lambda i: False) -> set[int]:
 def _reaches_explosion(g: Graph, users, nid: int) -> bool:
     bounded = lambda i: TABLE[g.nodes[i].op].magnitude == "bounded"
     return any(TABLE[g.nodes[i].op].magnitude == "explodes" for i in _descendants(users, nid, bounded))
+
+
+def _switches(tg: TypedGraph, nid: int) -> bool:
+    """A kink op, or a mask (a comparison, & | ~): at a tie a mask flips, and the side a where then
+    picks decides the derivative, so a forced point there has no one-sided derivative to expect."""
+    return bool(TABLE[tg.graph.nodes[nid].op].kink) or tg.types[nid].dtype == "bool"
 
 
 def _off_kink(tg: TypedGraph, nid: int, forced: frozenset, domain) -> bool:

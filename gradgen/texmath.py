@@ -93,12 +93,28 @@ class Symbols:
             return f"\\operatorname{{softplus}}({a[0]})"
         if op == "abs":
             return f"|{a[0]}|"
+        if op in ("sin", "cos"):
+            return f"\\{op}({a[0]})"
+        if op == "power":
+            return f"{a[0]}^{{{a[1]}}}"
+        if op == "gelu":
+            return (
+                f"{a[0]}\\,\\Phi({a[0]})"
+                if attr.get("approximate") != "tanh"
+                else f"\\operatorname{{gelu}}_{{\\tanh}}({a[0]})"
+            )
         if op == "transpose" and attr.get("axes") is None:
             return f"{a[0]}^{{\\top}}"
-        if op in ("sum", "mean", "logsumexp"):
+        if op in ("sum", "mean", "logsumexp", "max", "min"):
             axes = attr.get("axis")
             where = "" if axes is None else f"_{{\\text{{axis }} {axes}}}"
             return f"\\operatorname{{{op}}}{where}({a[0]})"
+        if op in _MASK_TEX:
+            if op == "logical_not":
+                return f"\\lnot {a[0]}"
+            return f"{a[0]} {_MASK_TEX[op]} {a[1]}"
+        if op == "where":
+            return f"\\operatorname{{where}}({a[0]}, {a[1]}, {a[2]})"
         if op == "softmax_cross_entropy":
             return f"\\operatorname{{CE}}(\\operatorname{{softmax}}({a[0]}), {a[1]})"
         if op == "index":
@@ -152,18 +168,40 @@ class Symbols:
             "concatenate": f"{g}[\\text{{slice }} {i + 1}]",
             "take": f"\\operatorname{{scatter\\_add}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
             "stack": f"{g}[\\text{{slice }} {i + 1}]",
+            "take_along_axis": f"\\operatorname{{scatter\\_along}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
+            "sin": f"{g} \\odot \\cos({a[0]})",
+            "cos": f"-{g} \\odot \\sin({a[0]})",
+            "log1p": f"{g} \\oslash (1 + {a[0]})",
+            "expm1": f"{g} \\odot \\exp({a[0]})",
+            "erf": f"\\tfrac{{2}}{{\\sqrt{{\\pi}}}}\\,{g} \\odot \\exp(-{a[0]}^{{2}})",
+            "gelu": f"{g} \\odot \\operatorname{{gelu}}'({a[0]})",
         }
         if op in simple:
             return simple[op]
+        if op == "power":
+            if i == 0:
+                return f"{g} \\odot {a[1]} \\odot {a[0]}^{{{a[1]} - 1}}"
+            return f"{g} \\odot {y} \\odot \\log {a[0]}"
+        if op == "clip":
+            inside = [
+                f"{a[1]} \\le {a[0]} \\le {a[2]}",
+                f"{a[0]} < {a[1]} \\le {a[2]}",
+                f"\\max({a[0]}, {a[1]}) > {a[2]}",
+            ]
+            return f"{g} \\odot \\mathbf{{1}}[{inside[i]}]"
         if op in ("maximum", "minimum"):
             cmp = {("maximum", 0): "\\ge", ("maximum", 1): "<", ("minimum", 0): "\\le", ("minimum", 1): ">"}
             return f"{g} \\odot \\mathbf{{1}}[{a[0]} {cmp[(op, i)]} {a[1]}]"
+        if op == "where":  # i is 1 (a) or 2 (b); a mask gets nothing
+            return f"{g} \\odot \\mathbf{{1}}[{'' if i == 1 else chr(92) + 'lnot '}{a[0]}]"
         if op == "sum":
             return f"\\operatorname{{broadcast}}({g})"
         if op == "mean":
             return f"\\operatorname{{broadcast}}({g}) / n"
         if op == "logsumexp":
             return f"\\operatorname{{broadcast}}({g}) \\odot \\exp({a[0]} - {y})"
+        if op in ("max", "min"):  # split evenly among the tied extremes
+            return f"\\operatorname{{broadcast}}({g}) \\odot \\operatorname{{share}}_{{\\{op}}}({a[0]})"
         if op == "transpose":
             return (
                 f"{g}^{{\\top}}"
@@ -207,6 +245,20 @@ class Symbols:
         if ra > 2 and rb == 2:
             return f"\\textstyle\\sum_{{\\text{{batch}}}} {a[0]}^{{\\top}} {g}"
         return f"{a[0]}^{{\\top}} {g}"
+
+
+# comparisons and the logical ops on masks, as LaTeX relations
+_MASK_TEX = {
+    "greater": ">",
+    "greater_equal": "\\ge",
+    "less": "<",
+    "less_equal": "\\le",
+    "equal": "=",
+    "not_equal": "\\ne",
+    "logical_and": "\\land",
+    "logical_or": "\\lor",
+    "logical_not": "\\lnot",
+}
 
 
 def reduce_tex(term: str, axes: tuple[int, ...]) -> str:

@@ -45,6 +45,7 @@ HARNESS_SPECS = [
     ROOT / "tests" / "cases" / "mutants" / "square.yaml",  # a square weight
     ROOT / "tests" / "cases" / "mutants" / "kinks.yaml",  # relu, abs, maximum, minimum kinks
     ROOT / "specs" / "lstm_fused.yaml",  # split: the gates' gradients written into one array
+    ROOT / "tests" / "cases" / "mutants" / "masks.yaml",  # a bool input, comparisons, where
 ]
 
 
@@ -269,12 +270,32 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
     "a piece's gradient added rows reversed": source_mutant(
         "backward", _lines_with("added at its positions", r"\] \+= (\w+)", r"] += \1[::-1]")
     ),
+    "where's cotangent to the other side": source_mutant(
+        "backward", _lines_with("where rule", r"np\.where\((\w+), ", r"np.where(~\1, ")
+    ),
+    "where's cotangent not masked": source_mutant(
+        "backward", _lines_with("where rule", r"np\.where\(\w+, (\w+), 0\)", r"\1")
+    ),
+    "an input mask applied the other way round": source_mutant(
+        "backward",
+        _lines_with(
+            "where rule",
+            r"(\*=? )(~?)(\w+)(\s+#)",
+            lambda m: m.group(1) + ("" if m.group(2) else "~") + m.group(3) + m.group(4),
+        ),
+    ),
+    "mask ignored in forward": source_mutant(
+        "forward", _lines_with("np.where(", r"np\.where\(\w+, (\w+), .+\)", r"\1")
+    ),
+    "a mask given as 0/1 numbers accepted": source_mutant(
+        "_bool_array", _lines_with("expected a bool mask", r"raise ValueError\(.*\)", "pass")
+    ),
 }
 
 # Where each spec-dependent mutant runs, and must apply (a change in the generated code that stops one
 # from applying is an error, not a silent skip).  The float32 wrappers run on every spec.  Left out as
-# equivalent: "dout not cast" on features (its backward builds the cotangent with np.full(..., dtype=dtype)),
-# and the tie of features' minimum(..., 1.5), which no input can force.
+# equivalent: "dout not cast" on features and masks (their backward builds the cotangent with
+# np.full(..., dtype=dtype)), and the tie of features' minimum(..., 1.5), which no input can force.
 EXPECTED = {
     "dout not cast (float64 leaks)": [
         "mlp",
@@ -299,6 +320,11 @@ EXPECTED = {
     "minimum ties go to b": ["kinks"],
     "a piece's gradient dropped": ["lstm_fused"],
     "a piece's gradient added rows reversed": ["lstm_fused"],
+    "where's cotangent to the other side": ["masks"],
+    "where's cotangent not masked": ["masks"],
+    "an input mask applied the other way round": ["masks"],
+    "mask ignored in forward": ["masks"],
+    "a mask given as 0/1 numbers accepted": ["masks"],
 }
 
 

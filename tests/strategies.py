@@ -13,6 +13,7 @@ SPEC.md, so they are an oracle for the generated code rather than a copy of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -24,6 +25,7 @@ DIM_NAMES = ("N", "M", "K", "P")
 
 # Operator precedence levels, for printing expressions with only the parentheses Python needs.
 ADD, MUL, UNARY, POW, ATOM = 60, 70, 80, 90, 100
+CMP, BOR, BAND = 40, 45, 50  # comparisons bind more loosely than |, which binds more loosely than &
 
 ISSUE2_OPS = (
     "add",
@@ -62,9 +64,19 @@ ISSUE3_OPS = (
 # Issue 7: the stable elementwise ops (the rewrites also meet log(sigmoid(.)), log(1 - sigmoid(.)),
 # log(1 + exp(.)), log(softmax(.)) and log(sum(exp(.))) built by ``positive`` and the log op).
 ISSUE7_OPS = ("log_sigmoid", "softplus")
+# Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
+# slice's two largest (smallest) entries).
+ISSUE9_REDUCE_OPS = ("max", "min")
+# Issue 9, masks: where(cond, a, b) with cond a comparison (of tensors or a tensor and a number), a bool
+# input, or masks combined with & | ~ (ops_masks).
+ISSUE9_MASK_OPS = ("where",)
+# Issue 9's elementwise ops ("power" is a ** b with a tensor exponent; "gelu" draws either form)
+ISSUE9_ELEM_OPS = ("sin", "cos", "log1p", "expm1", "erf", "gelu", "clip", "power")
+ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis",) + ISSUE9_MASK_OPS
+ALL_OPS += ISSUE9_ELEM_OPS
 # Issue 9, static indexing: x[...] with ints, slices, None and ..., split with a tuple target, stack.
 ISSUE9_INDEX_OPS = ("index", "split", "stack")
-ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_INDEX_OPS
+ALL_OPS += ISSUE9_INDEX_OPS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,6 +267,18 @@ class Ctx:
                 self.big = max(self.big, float(np.abs(v).max()))
 
 
+def _runner_up_gap(v, axes):
+    """The gap between the largest and the second-largest entry of each reduced slice, and the same
+    at the smallest end: how far a max or min is from a tie (none for a slice of one entry)."""
+    v = np.asarray(v, dtype=np.float64)
+    rest = [k for k in range(v.ndim) if k not in axes]
+    rows = np.transpose(v, rest + list(axes)).reshape(int(np.prod([v.shape[k] for k in rest])), -1)
+    if rows.shape[1] < 2:
+        return np.zeros(0)
+    ordered = np.sort(rows, axis=1)
+    return np.concatenate([ordered[:, -1] - ordered[:, -2], ordered[:, 1] - ordered[:, 0]])
+
+
 def _lse(a, axis, keepdims):
     m = np.max(a, axis=axis, keepdims=True)
     out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
@@ -263,6 +287,11 @@ def _lse(a, axis, keepdims):
 
 def _log_softmax(a, axis):
     return a - _lse(a, axis, True)
+
+
+def _erf(v):
+    """The reference erf: the standard library's, element by element (an oracle, not gradgen's)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(v)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,17 +323,19 @@ def paren(node: Node, need: int) -> str:
 class InputDecl:
     name: str
     shape: tuple
-    kind: str  # normal | pos | prob | int
+    kind: str  # normal | pos | prob | int | bool
     high: Dim | None = None  # int inputs: values in [0, high)
 
     @property
     def is_float(self) -> bool:
-        return self.kind != "int"
+        return self.kind not in ("int", "bool")
 
     def make(self, rng: np.random.Generator, sizes: dict[str, int]):
         shape = tuple(d.size(sizes) for d in self.shape)
         if self.kind == "int":
             return rng.integers(0, self.high.size(sizes), size=shape).astype(np.int64)
+        if self.kind == "bool":
+            return rng.random(shape) < 0.5
         if self.kind == "pos":
             return rng.uniform(0.5, 2.0, size=shape)
         if self.kind == "prob":
@@ -382,7 +413,9 @@ class Builder:
     def new_input(self, shape, kind="normal", high=None) -> Node:
         assert all(d.writable() for d in shape), shape
         if kind == "int":
-            name = f"i{sum(1 for i in self.inputs if not i.is_float)}"
+            name = f"i{sum(1 for i in self.inputs if i.kind == 'int')}"
+        elif kind == "bool":
+            name = f"m{sum(1 for i in self.inputs if i.kind == 'bool')}"
         else:
             name = f"x{sum(1 for i in self.inputs if i.is_float)}"
         self.inputs.append(InputDecl(name, tuple(shape), kind, high))
@@ -396,7 +429,7 @@ class Builder:
             kind="input",
             pyfloat=not shape,
         )
-        if kind != "int":
+        if kind not in ("int", "bool"):
             self.pool.append(node)
         return node
 
@@ -669,6 +702,71 @@ class Builder:
         pos = fn in ("exp", "sigmoid", "softplus") or (fn == "sqrt")
         return Node(f"{fn}({a.text})", ATOM, a.shape, pos, ev, kind="mask" if fn == "relu" else "", args=(a,))
 
+    def op_elem(self, fn):
+        """sin, cos, log1p (on a positive operand), expm1, erf, and gelu in either form."""
+        a = self.pick(allow_new_rank=(0, 2))
+        if fn == "log1p":
+            a = self.positive(a)
+        text = f"{fn}({a.text})"
+        if fn == "gelu" and self.flip():
+            text = f'gelu({a.text}, approximate="tanh")'
+        tanh_form = "tanh" in text
+
+        def ev(c):
+            v = np.asarray(a.ev(c), dtype=np.float64)
+            if fn == "log1p":
+                c.note_domain(v)
+            if fn == "gelu" and tanh_form:
+                return 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))
+            if fn == "gelu":
+                return v * 0.5 * (1 + _erf(v / np.sqrt(2)))
+            return {"sin": np.sin, "cos": np.cos, "log1p": np.log1p, "expm1": np.expm1, "erf": _erf}[fn](v)
+
+        return Node(text, ATOM, a.shape, False, ev, args=(a,))
+
+    def op_clip(self):
+        """clip(a, lo, hi) with tensor or number bounds; its kinks are where a meets a bound."""
+        a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 3))
+        bounds = []
+        for lit in ("-0.5", "0.75"):
+            if self.flip(0.4):
+                bounds.append(
+                    Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): v)
+                )
+            else:
+                bounds.append(self.partner(a))
+        lo, hi = bounds
+        shape = broadcast(a.shape, lo.shape, hi.shape)
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            va, vlo, vhi = (np.asarray(n.ev(c), dtype=np.float64) for n in (a, lo, hi))
+            c.note_kink(va - vlo)
+            c.note_kink(np.maximum(va, vlo) - vhi)
+            c.note_kink(vlo - vhi)
+            return np.clip(va, vlo, vhi)
+
+        return Node(f"clip({a.text}, {lo.text}, {hi.text})", ATOM, shape, False, ev, args=(a, lo, hi))
+
+    def op_power(self):
+        """a ** b with a tensor exponent: a positive tensor base, or a positive number (2 ** b)."""
+        b = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 2))
+        if self.flip(0.25):
+            base = Node("2", ATOM, (), True, lambda c: 2.0)
+        else:
+            base = self.positive(self.partner(b))
+        shape = broadcast(base.shape, b.shape)
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            va, vb = np.asarray(base.ev(c), dtype=np.float64), np.asarray(b.ev(c), dtype=np.float64)
+            c.note_domain(va)
+            return va**vb
+
+        return Node(f"{paren(base, POW + 1)} ** {paren(b, POW)}", POW, shape, True, ev, args=(base, b))
+
     def axis_arg(self, rank, *, default_last=False, allow_tuple=True):
         """(text of the axis argument or "", normalized axes)."""
         if rank == 0:
@@ -716,6 +814,9 @@ class Builder:
                 return np.sum(v, axis=ax, keepdims=keep)
             if fn == "mean":
                 return np.mean(v, axis=ax, keepdims=keep)
+            if fn in ("max", "min"):
+                c.note_kink(_runner_up_gap(v, ax))
+                return (np.max if fn == "max" else np.min)(v, axis=ax, keepdims=keep)
             return _lse(v, ax, keep)
 
         pos = a.pos and fn != "logsumexp"
@@ -997,6 +1098,30 @@ class Builder:
             lambda c: np.take(a.ev(c), c.values[idx.name], axis=ax),
         )
 
+    def op_take_along_axis(self):
+        """numpy.take_along_axis: indices of a's rank; off the axis each index dim is a's dim or 1 (or any
+        dim where a's is 1: a broadcast, so entries are picked repeatedly and the scatter adds up)."""
+        a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
+        ax = self.draw(st.integers(0, a.rank - 1))
+        ishape = []
+        for k, d in enumerate(a.shape):
+            if k == ax:
+                ishape.append(self.choice([ONE, ONE, *self.dims]))
+            elif d.is_one():
+                ishape.append(self.any_dim())
+            else:
+                ishape.append(self.choice([d, d, ONE]) if d.writable() else ONE)
+        shape = tuple(ishape[k] if k == ax or a.shape[k].is_one() else a.shape[k] for k in range(a.rank))
+        idx = self.new_input(tuple(ishape), "int", high=a.shape[ax])
+        written = ax - a.rank if self.flip(0.3) else ax
+        return Node(
+            f"take_along_axis({a.text}, {idx.text}, {self.choice(['axis=', ''])}{written})",
+            ATOM,
+            shape,
+            a.pos,
+            lambda c: np.take_along_axis(np.asarray(a.ev(c)), c.values[idx.name], axis=ax),
+        )
+
     def op_concatenate(self):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
         ax = self.draw(st.integers(0, a.rank - 1))
@@ -1132,17 +1257,92 @@ class Builder:
             lambda c: np.stack([np.asarray(o.ev(c)) for o in ops_t], axis=ax),
         )
 
+    def op_where(self):
+        """where(cond, a, b): b a partner tensor or a number, cond a mask that broadcasts with both."""
+        a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 2))
+        if self.flip(0.3):
+            lit = self.choice(["0.0", "-3.0", "2.5", "-0.5"])
+            b = Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
+        else:
+            b = self.partner(a)
+        cond = self.mask(a)
+        if self.flip():
+            a, b = b, a
+        try:
+            shape = broadcast(cond.shape, a.shape, b.shape)
+        except AssertionError:
+            raise Unsupported from None
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            return np.where(cond.ev(c), a.ev(c), b.ev(c))
+
+        return Node(f"where({cond.text}, {a.text}, {b.text})", ATOM, shape, a.pos and b.pos, ev)
+
+    def mask(self, like: Node, depth: int = 0) -> Node:
+        """A bool tensor that broadcasts with ``like``: a bool input, a comparison of ``like`` (or a
+        tensor that broadcasts with it) with a number or a tensor, or masks combined with & | ~.
+        The reference notes the distance from each comparison's boundary (a kink), so the drawn
+        values keep finite differences away from where the mask flips."""
+        how = self.choice(["input", "compare", "compare", "combine" if depth < 2 else "compare", "not"])
+        if how == "input":
+            shape = self.partner_shape(like.shape)
+            if not all(d.writable() for d in shape) or len(shape) > self.input_rank:
+                raise Unsupported
+            return self.new_input(shape, "bool")
+        if how == "not":
+            inner = self.mask(like, depth + 1)
+            return Node(f"~{paren(inner, UNARY)}", UNARY, inner.shape, False, lambda c: ~inner.ev(c))
+        if how == "combine":
+            p, q = self.mask(like, depth + 1), self.mask(like, depth + 1)
+            sym, level, fn = self.choice([("&", BAND, np.logical_and), ("|", BOR, np.logical_or)])
+            try:
+                shape = broadcast(p.shape, q.shape)
+            except AssertionError:
+                raise Unsupported from None
+            text = f"{paren(p, level)} {sym} {paren(q, level + 1)}"
+            return Node(text, level, shape, False, lambda c: fn(p.ev(c), q.ev(c)))
+        x = like if self.flip() else self.partner(like)
+        if self.flip(0.4):
+            lit = self.choice(["0", "0.5", "-0.25", "1.0"])
+            y = Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
+        else:
+            y = self.partner(x)
+        if self.flip():
+            x, y = y, x
+        sym = self.choice([">", ">=", "<", "<=", "==", "!="])
+        fn = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+        fn |= {"==": np.equal, "!=": np.not_equal}
+
+        def ev(c):
+            vx, vy = x.ev(c), y.ev(c)
+            c.note_kink(np.asarray(vx) - np.asarray(vy))
+            return fn[sym](vx, vy)
+
+        try:
+            shape = broadcast(x.shape, y.shape)
+        except AssertionError:
+            raise Unsupported from None
+        return Node(f"{paren(x, CMP + 1)} {sym} {paren(y, CMP + 1)}", CMP, shape, False, ev)
+
     def make(self, kind) -> Node:
         if kind in ("add", "sub", "mul", "div"):
             return self.op_binary(kind)
         if kind in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "square", "abs") + ISSUE7_OPS:
             return self.op_unary(kind)
-        if kind in ("sum", "mean", "logsumexp"):
+        if kind in ("sum", "mean", "logsumexp") + ISSUE9_REDUCE_OPS:
             return self.op_reduce(kind)
         if kind in ("softmax", "log_softmax"):
             return self.op_softmax(kind)
         if kind in ("maximum", "minimum"):
             return self.op_minmax(kind)
+        if kind in ("sin", "cos", "log1p", "expm1", "erf", "gelu"):
+            return self.op_elem(kind)
+        if kind == "clip":
+            return self.op_clip()
+        if kind == "power":
+            return self.op_power()
         return {
             "pow": self.op_pow,
             "neg": self.op_neg,
@@ -1154,10 +1354,12 @@ class Builder:
             "reshape": self.op_reshape,
             "einsum": self.op_einsum,
             "take": self.op_take,
+            "take_along_axis": self.op_take_along_axis,
             "concatenate": self.op_concatenate,
             "index": self.op_index,
             "split": self.op_split,
             "stack": self.op_stack,
+            "where": self.op_where,
         }[kind]()
 
     # ---- the whole graph -----------------------------------------------------------------------
@@ -1274,8 +1476,8 @@ def cases(draw, plan: Plan):
         lines.append("name: prop")
     lines.append("inputs:")
     for i in b.inputs:
-        if i.kind == "int":
-            lines.append(f"  {i.name}: {{shape: {shape_text(i.shape)}, dtype: int}}")
+        if i.kind in ("int", "bool"):
+            lines.append(f"  {i.name}: {{shape: {shape_text(i.shape)}, dtype: {i.kind}}}")
         elif draw(st.integers(0, 4)) == 0:
             lines.append(f"  {i.name}: {{shape: {shape_text(i.shape)}, dtype: float}}")
         else:

@@ -130,3 +130,18 @@ def test_no_kink_site_without_a_differentiated_control_or_with_a_nonzero_literal
 def test_dead_entries_are_not_ops_used():
     p = plan_of("x: [N]\n", "dead: exp(x)\nloss: sum(x)\n")
     assert p.ops_used == ("sum",)
+
+
+def test_no_kink_site_when_its_control_meets_a_mask_at_its_tie():
+    """where(x >= 0, x, 0) at x = 0 picks x (the mask holds at the tie), so relu's slope from below is
+    not the derivative there: the site is dropped.  A comparison with a nonzero number is no tie."""
+    tied = plan_of("x: [N]\n", "loss: sum(relu(x) + where(x >= 0, x, 0.0))\n")
+    assert tied.kinks == ()
+    off = plan_of("x: [N]\n", "loss: sum(relu(x) + where(x >= 0.5, x, 0.0))\n")
+    assert [k.control for k in off.kinks] == ["x"]
+
+
+def test_bool_inputs_are_drawn_as_masks_and_never_zeroed():
+    p = plan_of("x: [N]\nm: {shape: [N], dtype: bool}\n", "loss: sum(relu(where(m, x, 0.0)))\n")
+    assert [(n, dtype) for n, _, dtype, _ in p.test_inputs] == [("x", "float"), ("m", "bool")]
+    assert all("m" not in k.zeroed and k.control == "x" for k in p.kinks)

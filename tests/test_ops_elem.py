@@ -1,0 +1,142 @@
+"""Issue 9's elementwise ops (gradgen/ops_elem.py) through the pipeline, without torch: lowering and
+folding, the helper functions a module defines, float32 kept, clip's convention at its bounds, and
+each op's gradient (backward and the graph-level rules of jvp and hvp) against central differences."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradgen.ir import Const
+from gradgen.load import load
+from gradgen.lower import lower
+from gradgen.pipeline import build_text
+
+
+def build(text: str, tmp_path: Path, name: str = "mod"):
+    files = dict(build_text(f"{name}.yaml", text).files)
+    path = tmp_path / f"{name}.py"
+    path.write_text(files[f"{name}.py"], encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(f"ops_elem_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return files[f"{name}.py"], module
+
+
+@pytest.mark.parametrize(
+    "expr, value",
+    [
+        ("erf(0.5)", math.erf(0.5)),
+        ("sin(pi / 6) + cos(0)", math.sin(math.pi / 6) + 1.0),
+        ("log1p(1e-10)", math.log1p(1e-10)),
+        ("expm1(1e-10)", math.expm1(1e-10)),
+    ],
+)
+def test_number_arguments_fold_at_build_time(expr, value):
+    graph, _ = lower(load("s.yaml", f"inputs:\n  x: [N]\ngraph:\n  y: x * ({expr})\n"))
+    (const,) = [a for n in graph.nodes for a in n.args if isinstance(a, Const)]
+    assert const.value == value
+
+
+def test_a_dim_as_a_number_uses_math_functions(tmp_path):
+    code, mod = build("inputs:\n  x: [K]\ngraph:\n  y: sum(x * sin(K) + erf(K) * x)\n", tmp_path)
+    assert "math.sin(K)" in code and "math.erf(K)" in code and "import math" in code
+    x = np.arange(3, dtype=np.float32)
+    y, _ = mod.forward(x)
+    assert y.dtype == np.float32
+    assert y == pytest.approx(float(np.sum(x * math.sin(3) + math.erf(3) * x)), rel=1e-6)
+
+
+def test_helpers_are_defined_only_in_modules_that_use_them(tmp_path):
+    plain, _ = build("inputs:\n  x: [N]\ngraph:\n  y: sum(sin(x))\n", tmp_path, "plain")
+    assert "_erf" not in plain
+    erf, _ = build("inputs:\n  x: [N]\ngraph:\n  y: sum(erf(x))\n", tmp_path, "erf")
+    assert "def _erf(" in erf and "def _erfc_tail(" in erf and "def _erfc(" not in erf
+    gelu, _ = build("inputs:\n  x: [N]\ngraph:\n  y: sum(gelu(x))\n", tmp_path, "gelu")
+    assert "def _erfc(" in gelu
+    tanh, _ = build('inputs:\n  x: [N]\ngraph:\n  y: sum(gelu(x, approximate="tanh"))\n', tmp_path, "tanh")
+    assert "_erf" not in tanh  # the tanh form needs no error function
+    assert "import scipy" not in erf + gelu
+
+
+def test_exact_gelu_saves_phi_and_reuses_it(tmp_path):
+    code, _ = build("inputs:\n  x: [N]\ngraph:\n  y: sum(gelu(x))\n", tmp_path)
+    assert code.count("_erfc(") == 3  # the definition, one call in forward, one in value_and_grad
+    backward = code[code.index("def backward") : code.index("def value_and_grad")]
+    assert "_erfc" not in backward and "y_gelu_cdf" in backward
+
+
+def test_a_number_base_folds_its_log(tmp_path):
+    code, mod = build("inputs:\n  b: [N]\ngraph:\n  y: sum(2 ** b)\n", tmp_path)
+    assert repr(math.log(2)) in code and "np.log" not in code
+    b = np.array([0.5, -1.0, 2.0], np.float32)
+    value, grads = mod.value_and_grad(b)
+    assert value == pytest.approx(float(np.sum(2.0**b)), rel=1e-6) and grads.b.dtype == np.float32
+    np.testing.assert_allclose(grads.b, 2.0**b * math.log(2), rtol=1e-6)
+
+
+def test_clip_gradient_goes_to_a_at_the_bounds_and_to_the_bound_outside(tmp_path):
+    _, mod = build(
+        "inputs:\n  x: [N]\n  lo: [N]\n  hi: [N]\ngraph:\n  y: sum(clip(x, lo, hi) * x)\n", tmp_path
+    )
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 0.0])
+    lo = np.array([-1.0, -1.0, -1.0, -1.0, -1.0, 1.0])
+    hi = np.array([1.0, 1.0, 1.0, 1.0, 1.0, -1.0])  # the last: lo > hi, so the output is hi
+    _, g = mod.value_and_grad(x, lo, hi)
+    y = np.clip(x, lo, hi)
+    inside = np.array([0, 1, 1, 1, 0, 0.0])  # bounds included: x == lo and x == hi count as inside
+    np.testing.assert_array_equal(g.x, y + x * inside)
+    np.testing.assert_array_equal(g.lo, x * np.array([1, 0, 0, 0, 0, 0.0]))
+    np.testing.assert_array_equal(g.hi, x * np.array([0, 0, 0, 0, 1, 1.0]))
+
+
+def central(f, x, eps=1e-6):
+    out = np.zeros_like(x)
+    for k in range(x.size):
+        up, down = x.copy(), x.copy()
+        up.flat[k] += eps
+        down.flat[k] -= eps
+        out.flat[k] = (f(up) - f(down)) / (2 * eps)
+    return out
+
+
+OPS = ["sin(x)", "cos(x)", "log1p(x)", "expm1(x)", "erf(x)", "gelu(x)", 'gelu(x, approximate="tanh")']
+
+
+@pytest.mark.parametrize("expr", OPS + ["clip(x, -0.5, w)", "x ** w", "2 ** x"])
+def test_gradient_jvp_and_hvp_against_differences(expr, tmp_path):
+    text = f"inputs:\n  x: [N]\n  w: [N]\ngraph:\n  y: sum({expr} * w * x)\nderivatives: [jvp, hvp]\n"
+    _, mod = build(text, tmp_path)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.1, 2.0, 6) if "**" in expr or "log1p" in expr else rng.uniform(-3, 3, 6)
+    w = rng.uniform(0.2, 1.5, 6)
+
+    def f(x_, w_=w):
+        return float(mod.forward(x_, w_)[0])
+
+    value, grads = mod.value_and_grad(x, w)
+    assert value == pytest.approx(f(x))
+    np.testing.assert_allclose(grads.x, central(f, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(grads.w, central(lambda w_: f(x, w_), w), rtol=1e-6, atol=1e-8)
+    tx, tw = rng.standard_normal(6), rng.standard_normal(6)
+    _, dot = mod.jvp(x, w, [tx, tw])
+    assert dot == pytest.approx(grads.x @ tx + grads.w @ tw, rel=1e-10)
+    _, _, hv = mod.hvp(x, w, [tx, tw])
+
+    def grad_along(t):
+        return np.concatenate(mod.value_and_grad(x + t * tx, w + t * tw)[1])
+
+    want = (grad_along(1e-5) - grad_along(-1e-5)) / 2e-5
+    np.testing.assert_allclose(np.concatenate(hv), want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("expr", OPS + ["clip(x, -0.5, w)", "x ** w"])
+def test_float32_stays_float32(expr, tmp_path):
+    _, mod = build(f"inputs:\n  x: [N]\n  w: [N]\ngraph:\n  y: sum({expr} * w)\n", tmp_path)
+    x = np.linspace(0.1, 2.0, 5, dtype=np.float32)
+    value, grads = mod.value_and_grad(x, x[::-1].copy())
+    assert value.dtype == np.float32 and grads.x.dtype == np.float32 and grads.w.dtype == np.float32
