@@ -244,6 +244,7 @@ def _batched_items(items) -> tuple:
     linear=True,
     fresh=False,
     grad_temp="scatter",
+    bool_args=(0,),  # a slice of a mask is a mask (never differentiated)
     shift=(1,),
     zeros="all",
     derivation="""

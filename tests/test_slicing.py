@@ -321,3 +321,18 @@ def test_a_split_size_that_may_be_negative_is_checked_when_the_module_runs(tmp_p
     with pytest.raises(ValueError, match=r"a: the split piece \[:, 0:1\] is out of range: it needs 1 <= D"):
         m.forward(np.ones((3, 0)))
     assert m.forward(np.ones((3, 4)))[0] == 3 + 9
+
+
+def test_a_slice_of_a_mask_is_a_mask(tmp_path):
+    text = (
+        "inputs:\n  x: [T, T]\n  m: {shape: [S, S], dtype: bool}\ngraph:\n"
+        "  a: where(m[:T, :T], x, 0.0)\n  loss: sum(a * a)\n"
+    )
+    source, mod = module(text, tmp_path, "mask_slice")
+    assert "m[:T, :T]" in source and "if T > S:" in source
+    x = np.arange(4.0).reshape(2, 2)
+    causal = np.tril(np.ones((3, 3), dtype=bool))
+    loss, grads = mod.value_and_grad(x, causal)
+    assert loss == 0 + 4 + 9 and np.array_equal(grads.x, np.where(causal[:2, :2], 2 * x, 0))
+    (msg,) = errors("inputs:\n  x: [S]\n  m: {shape: [S], dtype: bool}\ngraph:\n  a: m[0:1] * x[0:1]\n")
+    assert "a mask (" in msg and "cannot be used in arithmetic (*)" in msg, msg
