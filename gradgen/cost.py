@@ -136,6 +136,17 @@ def _matmul_bwd(c: CostCtx, pos) -> Dim:
     return cost
 
 
+def _conv_flops(c: CostCtx) -> Dim:
+    """2 per term: every output element sums (C/groups) * kernel products."""
+    return _k(2, c.n * numel(c.operands[1].shape[1:]))
+
+
+def _window(c: CostCtx) -> Dim:
+    k = c.attr("kernel_size")
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return Dim.const(kh * kw)
+
+
 def _einsum_all(c: CostCtx) -> Dim:
     subscripts = c.attr("subscripts").replace(" ", "")
     terms = subscripts.split("->")[0].split(",")
@@ -259,17 +270,17 @@ RULES: dict[str, CostRule] = {
     "take": _rule(
         "none (a gather)", "1 per element of the result (scatter-add)", lambda c: ZERO, lambda c, pos: c.n
     ),
-    "index": _rule(
-        "none (a view)", "none (zeros, the picked entries written)", lambda c: ZERO, lambda c, pos: ZERO
-    ),
-    "split": _rule("none (a view)", "none (zeros, the piece written)", lambda c: ZERO, lambda c, pos: ZERO),
-    "stack": _rule("none (a copy)", "none (views)", lambda c: ZERO, lambda c, pos: ZERO),
     "take_along_axis": _rule(
         "none (a gather)",
         "1 per element of the result (a scatter: an assignment with one index per slice, else an add)",
         lambda c: ZERO,
         lambda c, pos: c.n,
     ),
+    "index": _rule(
+        "none (a view)", "none (zeros, the picked entries written)", lambda c: ZERO, lambda c, pos: ZERO
+    ),
+    "split": _rule("none (a view)", "none (zeros, the piece written)", lambda c: ZERO, lambda c, pos: ZERO),
+    "stack": _rule("none (a copy)", "none (views)", lambda c: ZERO, lambda c, pos: ZERO),
     "einsum": _rule(
         "one multiply-add per operand per term: (number of operands) * (product of all index sizes)",
         "the same contraction per operand, with g in the operand's place",
@@ -300,6 +311,31 @@ RULES: dict[str, CostRule] = {
         lambda c: c.n,
         lambda c, pos: _k(4 if pos == (0,) else 3, c.n),
     ),
+    "conv1d": _rule(
+        "2*N*O*(output positions)*(C/groups)*K: a multiply-add per kernel term",
+        "the same per operand (a correlation for dx, a contraction for dw)",
+        lambda c: _conv_flops(c),
+        lambda c, pos: _conv_flops(c),
+    ),
+    "conv2d": _rule(
+        "2*N*O*H'*W'*(C/groups)*KH*KW: a multiply-add per kernel term",
+        "the same per operand (a correlation for dx, a contraction for dw)",
+        lambda c: _conv_flops(c),
+        lambda c, pos: _conv_flops(c),
+    ),
+    "max_pool2d": _rule(
+        "kh*kw per element of the result (a max per window)",
+        "kh*kw per element of the result (argmax), plus 2 per result element per kernel offset",
+        lambda c: _window(c) * c.n,
+        lambda c, pos: _k(3, _window(c) * c.n),
+    ),
+    "avg_pool2d": _rule(
+        "kh*kw per element of the result (a sum per window) plus 1 (the division)",
+        "1 per element of the result plus 1 per result element per kernel offset",
+        lambda c: (_window(c) + ONE) * c.n,
+        lambda c, pos: (_window(c) + ONE) * c.n,
+    ),
+    "pad": _rule("none (a copy)", "none (a view of g)", lambda c: ZERO, lambda c, pos: ZERO),
 }
 
 

@@ -190,6 +190,7 @@ UFUNCS = (
 FRESH_FUNCS = UFUNCS + (
     "np.full",
     "np.zeros",
+    "np.zeros_like",
     "np.ones",
     "np.eye",
     "np.arange",
@@ -199,6 +200,7 @@ FRESH_FUNCS = UFUNCS + (
     "np.einsum",
     "np.take",
     "np.where",
+    "np.tensordot",
 )
 
 

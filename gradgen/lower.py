@@ -556,6 +556,8 @@ class _Lowerer:
             raise _Unsupported(arg, f"{param.name} of {opname} must be a list of ints, not {text}")
         if kind == "int":
             return self.int_literal(arg, f"{param.name} of {opname}")
+        if kind in ("ints", "widths", "number"):
+            return self.conv_attr(kind, arg, f"{param.name} of {opname}")
         if kind == "bool":
             if isinstance(arg, ast.Constant) and isinstance(arg.value, bool):
                 return arg.value
@@ -660,6 +662,26 @@ class _Lowerer:
                 e, f"a factor of a dim in the shape of {opname} must be a positive int, not {value}"
             )
         return Dim.const(value)
+
+    def conv_attr(self, kind: str, arg: ast.AST, what: str):
+        """The literal attributes of pad, the convolutions and the pools: ``ints`` an int or a tuple
+        of ints (a stride per spatial axis), ``widths`` an int or a tuple of (before, after) pairs
+        (one per axis), ``number`` a number known when the spec is built (a fill value)."""
+        if kind == "number":
+            value = self.expr(arg)
+            if isinstance(value, Const) and value.num is None:
+                return value.value
+            raise _Unsupported(arg, f"{what} must be a number literal, not {self.source_of(arg)}")
+        if not isinstance(arg, (ast.Tuple, ast.List)):
+            return self.int_literal(arg, what)
+        if kind == "ints":
+            return tuple(self.int_literal(e, what) for e in arg.elts)
+        pairs = []
+        for e in arg.elts:
+            if not (isinstance(e, (ast.Tuple, ast.List)) and len(e.elts) == 2):
+                raise _Unsupported(e, f"{what} must hold (before, after) pairs, not {self.source_of(e)}")
+            pairs.append(tuple(self.int_literal(v, what) for v in e.elts))
+        return tuple(pairs)
 
     def int_literal(self, node: ast.AST, what: str) -> int:
         sign = 1

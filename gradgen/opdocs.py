@@ -178,6 +178,12 @@ DOCS: dict[str, OpDoc] = {
         "a.shape[:axis] + indices.shape + a.shape[axis+1:]",
         "g scatter-added (np.add.at) into zeros shaped like a; repeated indices add up",
     ),
+    "take_along_axis": OpDoc(
+        "numpy.take_along_axis: entries picked along an axis by int indices of the same rank (the per-row "
+        "label pick with [N, 1] indices)",
+        "as a, with the indices' length along the axis; off the axis a and the indices broadcast",
+        "g scatter-added into zeros shaped like a (an assignment when no entry can be picked twice)",
+    ),
     "index": OpDoc(
         "static indexing a[...]: ints (a position; negative counts from the end), slices start:stop:step "
         "(ints, dims, or + - * of those; a positive step), None (a new axis) and ... (the axes left); "
@@ -197,12 +203,6 @@ DOCS: dict[str, OpDoc] = {
         "numpy.stack of a tuple or list of tensors of one shape along a new axis",
         "the operands' shape with a new axis of length (number of operands) at axis",
         "operand k gets g at position k of the new axis (a view)",
-    ),
-    "take_along_axis": OpDoc(
-        "numpy.take_along_axis: entries picked along an axis by int indices of the same rank (the per-row "
-        "label pick with [N, 1] indices)",
-        "as a, with the indices' length along the axis; off the axis a and the indices broadcast",
-        "g scatter-added into zeros shaped like a (an assignment when no entry can be picked twice)",
     ),
     "einsum": OpDoc(
         'Einstein summation with an explicit output, as in einsum("ij,jk->ik", a, b)',
@@ -236,6 +236,35 @@ DOCS: dict[str, OpDoc] = {
         "power with a tensor exponent b; the base a tensor or a positive number",
         "NumPy broadcasting",
         "g * b * a ** (b - 1) to a, g * y * log(a) to b (the output reused)",
+    ),
+    "conv1d": OpDoc(
+        "1-d cross-correlation (torch's conv1d): input [N, C, W], weights [O, C/groups, K]",
+        "[N, O, (W + 2*padding - dilation*(K-1) - 1) // stride + 1]; literal kernel sizes; a symbolic "
+        "size must have every symbolic term divisible by the stride",
+        "dx: g times the weights, each kernel offset's slice added back where it reads (col2im); dw: g "
+        "contracted with the input's columns (im2col, copied once in forward)",
+    ),
+    "conv2d": OpDoc(
+        "2-d cross-correlation (torch's conv2d): input [N, C, H, W], weights [O, C/groups, KH, KW]",
+        "[N, O, H', W'] with H' = (H + 2*padding - dilation*(KH-1) - 1) // stride + 1, per axis",
+        "dx: g times the weights, each kernel offset's slice added back where it reads (col2im); dw: g "
+        "contracted with the input's columns (im2col, copied once in forward)",
+    ),
+    "max_pool2d": OpDoc(
+        "the maximum of each window over the last two axes (padding counts as -inf)",
+        "the last two axes become (size + 2*padding - kernel) // stride + 1; stride defaults to kernel_size",
+        "each window's g added at its first maximum (torch's choice at ties), one unrolled line per "
+        "kernel offset",
+    ),
+    "avg_pool2d": OpDoc(
+        "the mean of each window over the last two axes (padding counts as zeros, in the count)",
+        "as max_pool2d",
+        "g / (kh*kw) of each window added at every position it reads",
+    ),
+    "pad": OpDoc(
+        "numpy.pad with a constant value",
+        "each axis grows by its (before, after) widths",
+        "g without the padding (a view)",
     ),
 }
 
@@ -291,6 +320,9 @@ _KINDS = {
     "str": "a string",
     "index": "ints, slices, None and ... (as in a[:, 1:-1, None])",
     "sections": "a count of equal pieces, or a list of sizes (ints, dims, products and sums of them)",
+    "ints": "an int, or a tuple of one int per spatial axis",
+    "widths": "an int (every axis, both sides), or a tuple of one (before, after) pair per axis",
+    "number": "a number literal",
 }
 
 

@@ -2268,6 +2268,7 @@ class Cast(_Unary):
 
 # issue 9's op families, one module each; importing one registers its rows
 from gradgen import (  # noqa: E402
+    ops_conv,  # noqa: F401  (pad, conv1d, conv2d, max_pool2d, avg_pool2d)
     ops_elem,  # noqa: F401  (sin, cos, log1p, expm1, erf, gelu, clip, a ** b)
     ops_index,  # noqa: F401  (static indexing, split, stack)
     ops_masks,  # noqa: F401  (comparisons, & | ~, where)

@@ -76,10 +76,13 @@ class Plan:
     kinks: tuple[KinkSite, ...]
     edges: tuple[tuple[str, str], ...]
     imports_math: bool = False  # a number computed from dims uses math.sqrt, math.log, ...
+    helpers: str = ""  # module-level functions the ops' code calls (gradgen/special.py), as source
     order_checks: tuple[tuple[str, str, str], ...] = ()  # (lo, hi, message): raised when lo > hi
     order_dims: tuple[tuple[Dim, Dim], ...] = ()  # the same (lo, hi) as dims: the tests' sizes obey them
-    helpers: str = ""  # module-level functions the ops' code calls (gradgen/special.py), as source
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
+    # sizes that windows need: (dim expression, least size, message up to the size, message after it)
+    minimum_checks: tuple[tuple[str, int, str, str], ...] = ()
+    test_minimums: tuple[tuple[str, int], ...] = ()  # (dim symbol, least size the generated tests use)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -391,6 +394,13 @@ def plan(tg: TypedGraph) -> Plan:
             for c in runtime.order_checks(tg, p.live)
         ),
         order_dims=tuple((c.lo, c.hi) for c in runtime.order_checks(tg, p.live)),
+        minimum_checks=tuple(
+            (p.dim_expr(c.dim).render(), c.minimum, f"{c.dim} is ", f", but {c.reason}")
+            for c in runtime.minimum_checks(tg, p.live)
+        ),
+        test_minimums=tuple(
+            m for c in runtime.minimum_checks(tg, p.live) if (m := runtime.test_minimum(c.dim, c.minimum))
+        ),
         output_dtype=f"{Var(fwd_out).render()}.dtype",
         dout_shape=Tuple(tuple(p.dim_expr(d) for d in out_type.shape)).render(),
         imports_math=any(

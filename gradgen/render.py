@@ -163,6 +163,8 @@ def _input_checks(plan: Plan) -> dict:
         problems.append("a zero size where an op needs entries")
     if plan.order_checks:
         problems.append("sizes that a static index does not fit")
+    if plan.minimum_checks:
+        problems.append("a size smaller than a window")
     doc = "Check the inputs; return them as arrays" + (", then the dims they bind." if plan.dims else ".")
     raises = "Raise ValueError naming the input for " + ", ".join(problems[:-1])
     raises += (", or " if len(problems) > 1 else "") + problems[-1] + "."
@@ -178,6 +180,10 @@ def _input_checks(plan: Plan) -> dict:
         "check_doc": [doc, ""] + textwrap.wrap(raises, LINE_LENGTH - 8),
         "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
         "order_checks": [{"lo": lo, "hi": hi, "message": repr(m)} for lo, hi, m in plan.order_checks],
+        "minimum_checks": [
+            {"dim": d, "minimum": k, "head": repr(head), "tail": repr(tail)}
+            for d, k, head, tail in plan.minimum_checks
+        ],
         "returned": ", ".join(returned) if len(returned) > 1 else returned[0],
     }
 
@@ -286,11 +292,19 @@ def _fitting(sizes: dict[str, int], orders) -> dict[str, int]:
     return sizes
 
 
+def _test_sizes(plan: Plan) -> dict[str, int]:
+    """A different size for every dim, in order; a dim that a window needs larger gets the next size
+    at least that large that no other dim has."""
+    sizes = {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)}
+    for sym, least in plan.test_minimums:
+        if sizes.get(sym, least) < least:
+            taken = set(sizes.values())
+            sizes[sym] = next(v for v in range(least, least + len(sizes) + 1) if v not in taken)
+    return sizes
+
+
 def render_test(plan: Plan) -> str:
-    sizes = _fitting(
-        {sym: SIZE_SEQUENCE[k % len(SIZE_SEQUENCE)] for k, sym in enumerate(plan.dim_symbols)},
-        plan.order_dims,
-    )
+    sizes = _fitting(_test_sizes(plan), plan.order_dims)
     inputs = []
     for name, shape, _dtype, domain in plan.test_inputs:
         shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen.dims import Dim
+from gradgen.dims import Dim, at_least, single_symbol
 from gradgen.ir import Const, TypedGraph
 from gradgen.numbers import run_symbols, run_value
 from gradgen.ops import norm_axes
@@ -117,6 +117,9 @@ def _needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
     return _number_needs(n) + _op_needs(tg, n)
 
 
+WINDOW_OPS = {"conv1d": 1, "conv2d": 2, "max_pool2d": 2, "avg_pool2d": 2}  # op -> spatial axes
+
+
 def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
     """What the op itself needs: entries to average, normalise over or pick a class from."""
     t = tg.types[n.args[0]] if n.args and isinstance(n.args[0], int) else None
@@ -132,6 +135,9 @@ def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
         axes = norm_axes(None, n.attr("axis", -1), t.rank)
         reason = f"{n.entry} needs an entry along it ({n.op})"
         return [(t.shape[i], reason) for i in axes]
+    if n.op in WINDOW_OPS:  # a window must fit into the (padded) input; none fits into no entries
+        reason = f"{n.entry} slides a window along it ({n.op})"
+        return [(d, reason) for d in t.shape[-WINDOW_OPS[n.op] :]]
     if n.op == "softmax_cross_entropy":
         out = [(t.shape[-1], f"{n.entry} needs at least one class (softmax_cross_entropy)")]
         if t.rank == 2 and n.attr("reduction", "mean") == "mean":
@@ -168,3 +174,35 @@ def _zero_factors(d: Dim) -> list[Dim]:
         monomial, _ = d.terms[0]
         return [Dim.sym(s) for s in dict.fromkeys(monomial)]
     return [d]
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    dim: Dim  # an input's spatial size that a window op slides along
+    minimum: int  # the window's span less the padding: a smaller size has no window at all
+    reason: str  # for the message: "c3 slides a window of 5 along it (conv1d)"
+
+
+def minimum_checks(tg: TypedGraph, live: set[int]) -> tuple[AtLeast, ...]:
+    """The sizes that a convolution's or a pool's windows need (NumPy's sliding_window_view would
+    refuse a smaller one without naming the input), each once with the largest need, in graph order;
+    a size the spec already proves large enough (a literal, 4*S for a window of 3) is not checked."""
+    from gradgen.ops_conv import window_needs
+
+    out: dict[Dim, AtLeast] = {}
+    for n in tg.graph.nodes:
+        if n.id in live and n.op in WINDOW_OPS:
+            for dim, need, what in window_needs(tg, n):
+                if need > 1 and not at_least(dim, need) and (dim not in out or out[dim].minimum < need):
+                    out[dim] = AtLeast(dim, need, f"{n.entry} slides {what} along it ({n.op})")
+    return tuple(out.values())
+
+
+def test_minimum(dim: Dim, minimum: int) -> tuple[str, int] | None:
+    """(symbol, its least size) that makes ``dim`` at least ``minimum``, when dim is a symbol plus a
+    number (T, T + 2): what the generated tests size that symbol to."""
+    symbolic = Dim(tuple((m, c) for m, c in dim.terms if m))
+    sym = single_symbol(symbolic)
+    if sym is None:
+        return None
+    return sym, minimum - dict(dim.terms).get((), 0)

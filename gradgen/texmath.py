@@ -167,7 +167,6 @@ class Symbols:
             "reshape": f"\\operatorname{{reshape}}({g})",
             "concatenate": f"{g}[\\text{{slice }} {i + 1}]",
             "take": f"\\operatorname{{scatter\\_add}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
-            "stack": f"{g}[\\text{{slice }} {i + 1}]",
             "take_along_axis": f"\\operatorname{{scatter\\_along}}_{{{a[1] if len(a) > 1 else ''}}}({g})",
             "sin": f"{g} \\odot \\cos({a[0]})",
             "cos": f"-{g} \\odot \\sin({a[0]})",
@@ -175,6 +174,12 @@ class Symbols:
             "expm1": f"{g} \\odot \\exp({a[0]})",
             "erf": f"\\tfrac{{2}}{{\\sqrt{{\\pi}}}}\\,{g} \\odot \\exp(-{a[0]}^{{2}})",
             "gelu": f"{g} \\odot \\operatorname{{gelu}}'({a[0]})",
+            "stack": f"{g}[\\text{{slice }} {i + 1}]",
+            "pad": f"\\operatorname{{crop}}({g})",
+            "max_pool2d": f"\\operatorname{{route\\_to\\_max}}({g})",
+            "avg_pool2d": f"\\operatorname{{spread}}({g})",
+            "conv1d": CONV_TEX[min(i, 1)].format(g=g, x=a[0], w=a[-1]),
+            "conv2d": CONV_TEX[min(i, 1)].format(g=g, x=a[0], w=a[-1]),
         }
         if op in simple:
             return simple[op]
@@ -259,6 +264,11 @@ _MASK_TEX = {
     "logical_or": "\\lor",
     "logical_not": "\\lnot",
 }
+# a convolution's cotangents: g times the weights added back per offset (col2im), g against the columns
+CONV_TEX = (
+    "\\operatorname{{col2im}}({g} \\cdot {w})",
+    "\\textstyle\\sum_{{n, \\text{{pos}}}} {g} \\otimes \\operatorname{{windows}}({x})",
+)
 
 
 def reduce_tex(term: str, axes: tuple[int, ...]) -> str:

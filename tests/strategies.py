@@ -77,6 +77,9 @@ ALL_OPS += ISSUE9_ELEM_OPS
 # Issue 9, static indexing: x[...] with ints, slices, None and ..., split with a tuple target, stack.
 ISSUE9_INDEX_OPS = ("index", "split", "stack")
 ALL_OPS += ISSUE9_INDEX_OPS
+# Issue 9: padding, convolutions and pooling ("same"-size windows, so symbolic sizes stay writable).
+ISSUE9_CONV_OPS = ("pad", "conv1d", "conv2d", "max_pool2d", "avg_pool2d")
+ALL_OPS += ISSUE9_CONV_OPS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,6 +128,8 @@ class Dim:
         """How the dim is written in a spec shape (a name or 1), or None if it cannot be."""
         if self.is_one():
             return "1"
+        if len(self.terms) == 1 and not self.terms[0][0] and self.terms[0][1] > 0:
+            return str(self.terms[0][1])  # a literal size (a kernel's)
         n = self.names()
         if n is not None and len(n) == 1:
             return n[0]
@@ -1154,6 +1159,75 @@ class Builder:
             lambda c: np.concatenate([np.asarray(o.ev(c)) for o in ops_t], axis=ax),
         )
 
+    def op_where(self):
+        """where(cond, a, b): b a partner tensor or a number, cond a mask that broadcasts with both."""
+        a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 2))
+        if self.flip(0.3):
+            lit = self.choice(["0.0", "-3.0", "2.5", "-0.5"])
+            b = Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
+        else:
+            b = self.partner(a)
+        cond = self.mask(a)
+        if self.flip():
+            a, b = b, a
+        try:
+            shape = broadcast(cond.shape, a.shape, b.shape)
+        except AssertionError:
+            raise Unsupported from None
+        if len(shape) > self.max_rank:
+            raise Unsupported
+
+        def ev(c):
+            return np.where(cond.ev(c), a.ev(c), b.ev(c))
+
+        return Node(f"where({cond.text}, {a.text}, {b.text})", ATOM, shape, a.pos and b.pos, ev)
+
+    def mask(self, like: Node, depth: int = 0) -> Node:
+        """A bool tensor that broadcasts with ``like``: a bool input, a comparison of ``like`` (or a
+        tensor that broadcasts with it) with a number or a tensor, or masks combined with & | ~.
+        The reference notes the distance from each comparison's boundary (a kink), so the drawn
+        values keep finite differences away from where the mask flips."""
+        how = self.choice(["input", "compare", "compare", "combine" if depth < 2 else "compare", "not"])
+        if how == "input":
+            shape = self.partner_shape(like.shape)
+            if not all(d.writable() for d in shape) or len(shape) > self.input_rank:
+                raise Unsupported
+            return self.new_input(shape, "bool")
+        if how == "not":
+            inner = self.mask(like, depth + 1)
+            return Node(f"~{paren(inner, UNARY)}", UNARY, inner.shape, False, lambda c: ~inner.ev(c))
+        if how == "combine":
+            p, q = self.mask(like, depth + 1), self.mask(like, depth + 1)
+            sym, level, fn = self.choice([("&", BAND, np.logical_and), ("|", BOR, np.logical_or)])
+            try:
+                shape = broadcast(p.shape, q.shape)
+            except AssertionError:
+                raise Unsupported from None
+            text = f"{paren(p, level)} {sym} {paren(q, level + 1)}"
+            return Node(text, level, shape, False, lambda c: fn(p.ev(c), q.ev(c)))
+        x = like if self.flip() else self.partner(like)
+        if self.flip(0.4):
+            lit = self.choice(["0", "0.5", "-0.25", "1.0"])
+            y = Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
+        else:
+            y = self.partner(x)
+        if self.flip():
+            x, y = y, x
+        sym = self.choice([">", ">=", "<", "<=", "==", "!="])
+        fn = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+        fn |= {"==": np.equal, "!=": np.not_equal}
+
+        def ev(c):
+            vx, vy = x.ev(c), y.ev(c)
+            c.note_kink(np.asarray(vx) - np.asarray(vy))
+            return fn[sym](vx, vy)
+
+        try:
+            shape = broadcast(x.shape, y.shape)
+        except AssertionError:
+            raise Unsupported from None
+        return Node(f"{paren(x, CMP + 1)} {sym} {paren(y, CMP + 1)}", CMP, shape, False, ev)
+
     # static indexing: each axis kept whole, picked at one position, or sliced; lengths stay >= 1
     # for every size the dims are drawn with (2 .. 6), so a slice is never empty
     INDEX_FORMS = (":", "0", "-1", "1:", ":-1", "-2:", "1:-1", "NAME", "::1")
@@ -1257,74 +1331,86 @@ class Builder:
             lambda c: np.stack([np.asarray(o.ev(c)) for o in ops_t], axis=ax),
         )
 
-    def op_where(self):
-        """where(cond, a, b): b a partner tensor or a number, cond a mask that broadcasts with both."""
-        a = self.pick(lambda n: n.rank <= self.max_rank, allow_new_rank=(0, 2))
-        if self.flip(0.3):
-            lit = self.choice(["0.0", "-3.0", "2.5", "-0.5"])
-            b = Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
-        else:
-            b = self.partner(a)
-        cond = self.mask(a)
-        if self.flip():
-            a, b = b, a
+    # ---- issue 9: pad, convolutions, pools ------------------------------------------------------
+
+    def _samples(self, rank) -> Node:
+        """An operand of exactly this rank (a pool node, or a new input of any dims)."""
         try:
-            shape = broadcast(cond.shape, a.shape, b.shape)
-        except AssertionError:
-            raise Unsupported from None
-        if len(shape) > self.max_rank:
-            raise Unsupported
+            return self.pick(lambda n: n.rank == rank and all(d.writable() for d in n.shape))
+        except Unsupported:
+            return self.new_input(tuple(self.any_dim(allow_one=self.flip(0.2)) for _ in range(rank)))
+
+    def op_conv(self, n: int):
+        x = self._samples(n + 2)
+        # (kernel, dilation, padding) with 2 * padding = dilation * (kernel - 1): the size is kept
+        k, d, p = self.choice([(1, 1, 0), (3, 1, 1), (3, 2, 2), (2, 2, 1)])
+        kdim = Dim((((), k),))
+        w = self.operand((self.any_dim(allow_one=self.flip(0.2)), x.shape[1]) + (kdim,) * n)
+        shape = (x.shape[0], w.shape[0]) + x.shape[2:]
+        outer = self.flip(0.3)  # the padding as a pad() around the input instead of padding=
+        attrs = "" if d == 1 else f", dilation={d}"
+        if outer and p:
+            src = f"pad({x.text}, {tuple([(0, 0)] * 2 + [(p, p)] * n)})"
+        else:
+            src, attrs = x.text, attrs + (f", padding={p}" if p else "")
+        sub = "ncl,oc->nol" if n == 1 else "nchw,oc->nohw"
 
         def ev(c):
-            return np.where(cond.ev(c), a.ev(c), b.ev(c))
+            xp = np.pad(np.asarray(x.ev(c)), [(0, 0), (0, 0)] + [(p, p)] * n)
+            wv = np.asarray(w.ev(c))
+            out = 0.0
+            for offs in np.ndindex(*(k,) * n):  # the definition, one kernel term at a time
+                view = xp[
+                    (slice(None), slice(None))
+                    + tuple(slice(o * d, o * d + xp.shape[2 + i] - d * (k - 1)) for i, o in enumerate(offs))
+                ]
+                out = out + np.einsum(sub, view, wv[(slice(None), slice(None)) + offs])
+            return out
 
-        return Node(f"where({cond.text}, {a.text}, {b.text})", ATOM, shape, a.pos and b.pos, ev)
+        return Node(f"conv{n}d({src}, {w.text}{attrs})", ATOM, shape, False, ev, args=(x, w))
 
-    def mask(self, like: Node, depth: int = 0) -> Node:
-        """A bool tensor that broadcasts with ``like``: a bool input, a comparison of ``like`` (or a
-        tensor that broadcasts with it) with a number or a tensor, or masks combined with & | ~.
-        The reference notes the distance from each comparison's boundary (a kink), so the drawn
-        values keep finite differences away from where the mask flips."""
-        how = self.choice(["input", "compare", "compare", "combine" if depth < 2 else "compare", "not"])
-        if how == "input":
-            shape = self.partner_shape(like.shape)
-            if not all(d.writable() for d in shape) or len(shape) > self.input_rank:
-                raise Unsupported
-            return self.new_input(shape, "bool")
-        if how == "not":
-            inner = self.mask(like, depth + 1)
-            return Node(f"~{paren(inner, UNARY)}", UNARY, inner.shape, False, lambda c: ~inner.ev(c))
-        if how == "combine":
-            p, q = self.mask(like, depth + 1), self.mask(like, depth + 1)
-            sym, level, fn = self.choice([("&", BAND, np.logical_and), ("|", BOR, np.logical_or)])
-            try:
-                shape = broadcast(p.shape, q.shape)
-            except AssertionError:
-                raise Unsupported from None
-            text = f"{paren(p, level)} {sym} {paren(q, level + 1)}"
-            return Node(text, level, shape, False, lambda c: fn(p.ev(c), q.ev(c)))
-        x = like if self.flip() else self.partner(like)
-        if self.flip(0.4):
-            lit = self.choice(["0", "0.5", "-0.25", "1.0"])
-            y = Node(lit, ATOM if lit[0] != "-" else UNARY, (), False, lambda c, v=float(lit): np.asarray(v))
-        else:
-            y = self.partner(x)
-        if self.flip():
-            x, y = y, x
-        sym = self.choice([">", ">=", "<", "<=", "==", "!="])
-        fn = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
-        fn |= {"==": np.equal, "!=": np.not_equal}
+    def op_pool(self, fn: str):
+        a = self.pick(lambda n: 2 <= n.rank <= self.max_rank, allow_new_rank=(2, 3))
+        k, p = self.choice([((3, 3), (1, 1)), ((1, 3), (0, 1)), ((3, 1), (1, 0)), ((1, 1), (0, 0))])
+        ktext = str(k[0]) if k[0] == k[1] else str(k)
+        ptext = "" if not any(p) else (f", padding={p[0]}" if p[0] == p[1] else f", padding={p}")
+        text = f"{fn}({a.text}, {ktext}, stride=1{ptext})"
+        fill = -np.inf if fn == "max_pool2d" else 0.0
 
         def ev(c):
-            vx, vy = x.ev(c), y.ev(c)
-            c.note_kink(np.asarray(vx) - np.asarray(vy))
-            return fn[sym](vx, vy)
+            v = np.asarray(a.ev(c))
+            lead = [(0, 0)] * (v.ndim - 2)
+            vp = np.pad(v, lead + [(p[0], p[0]), (p[1], p[1])], constant_values=fill)
+            h, w = v.shape[-2:]
+            parts = np.stack([vp[..., i : i + h, j : j + w] for i in range(k[0]) for j in range(k[1])])
+            if fn == "avg_pool2d":
+                return parts.mean(axis=0)
+            if len(parts) > 1:
+                top = np.sort(parts, axis=0)
+                gap = top[-1] - top[-2]
+                c.note_kink(gap[np.isfinite(gap)])  # a tie within reach of the difference step
+            return parts.max(axis=0)
 
-        try:
-            shape = broadcast(x.shape, y.shape)
-        except AssertionError:
-            raise Unsupported from None
-        return Node(f"{paren(x, CMP + 1)} {sym} {paren(y, CMP + 1)}", CMP, shape, False, ev)
+        return Node(text, ATOM, a.shape, a.pos, ev, args=(a,))
+
+    def op_pad(self):
+        a = self.pick(lambda n: 1 <= n.rank <= self.max_rank, allow_new_rank=(1, 3))
+        widths = tuple((self.choice([0, 1, 2]), self.choice([0, 1])) for _ in range(a.rank))
+        value = self.choice(["0", "0.5", "-1.5"])
+        shape = tuple(d + Dim((((), lo + hi),)) if lo + hi else d for d, (lo, hi) in zip(a.shape, widths))
+        form = f"{widths}" if self.flip(0.8) or len(set(widths)) > 1 else str(widths[0][0])
+        if form != f"{widths}":
+            widths = ((widths[0][0], widths[0][0]),) * a.rank
+            shape = tuple(d + Dim((((), 2 * widths[0][0]),)) if widths[0][0] else d for d in a.shape)
+        text = f"pad({a.text}, {form}" + ("" if value == "0" else f", value={value}") + ")"
+        return Node(
+            text,
+            ATOM,
+            shape,
+            a.pos and float(value) > 0,
+            lambda c: np.pad(np.asarray(a.ev(c)), widths, constant_values=float(value)),
+            args=(a,),
+        )
 
     def make(self, kind) -> Node:
         if kind in ("add", "sub", "mul", "div"):
@@ -1356,10 +1442,15 @@ class Builder:
             "take": self.op_take,
             "take_along_axis": self.op_take_along_axis,
             "concatenate": self.op_concatenate,
+            "where": self.op_where,
             "index": self.op_index,
             "split": self.op_split,
             "stack": self.op_stack,
-            "where": self.op_where,
+            "pad": self.op_pad,
+            "conv1d": lambda: self.op_conv(1),
+            "conv2d": lambda: self.op_conv(2),
+            "max_pool2d": lambda: self.op_pool("max_pool2d"),
+            "avg_pool2d": lambda: self.op_pool("avg_pool2d"),
         }[kind]()
 
     # ---- the whole graph -----------------------------------------------------------------------
