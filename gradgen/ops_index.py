@@ -49,19 +49,19 @@ def parts(d: Dim) -> tuple[Dim, Dim]:
 
 def index_text(items) -> str:
     """The index as the spec would write it: ``[:, 0:H]``, ``[..., None, -1]``."""
-    parts = []
+    out = []
     for it in items:
         if it[0] == "new":
-            parts.append("None")
+            out.append("None")
         elif it[0] == "...":
-            parts.append("...")
+            out.append("...")
         elif it[0] == "int":
-            parts.append(dim_text(it[1]))
+            out.append(dim_text(it[1]))
         else:
             _, lo, hi, step = it
             text = ("" if lo is None else dim_text(lo)) + ":" + ("" if hi is None else dim_text(hi))
-            parts.append(text if step is None else f"{text}:{step}")
-    return "[" + ", ".join(parts) + "]"
+            out.append(text if step is None else f"{text}:{step}")
+    return "[" + ", ".join(out) + "]"
 
 
 def nonneg(d: Dim) -> bool:
