@@ -86,66 +86,107 @@ class _Cache(NamedTuple):
     dtype: np.dtype
 
 
-def _erfc_tail(y):
-    """erfc(y) for y > 0.46875 (an array), from W. J. Cody's rational approximations (1969)."""
+def _erf_small(x):
+    """erf(x) for |x| <= 0.46875: x P(x^2) / Q(x^2), W. J. Cody's rational approximation (1969);
+    x is clamped to that range (the caller picks this value only there)."""
+    t = np.clip(x, -0.46875, 0.46875)
+    z = t * t
+    num = 0.18577770618460315 * z
+    num += 3.1611237438705655
+    num *= z
+    num += 113.86415415105016
+    num *= z
+    num += 377.485237685302
+    num *= z
+    num += 3209.3775891384694
+    den = z + 23.601290952344122
+    den *= z
+    den += 244.02463793444417
+    den *= z
+    den += 1282.6165260773723
+    den *= z
+    den += 2844.236833439171
+    num *= t
+    num /= den
+    return num
+
+
+def _erfc_big(y):
+    """erfc(y) for y = |x| >= 0.46875 (an array), from W. J. Cody's rational approximations (1969):
+    exp(-y^2) P(y) / Q(y) up to y = 4, exp(-y^2) (1 / sqrt(pi) - z P(z) / Q(z)) / y beyond, z = 1 / y^2.
+    """
     y = np.minimum(y, 27.5)  # erfc(27.5) rounds to 0 in float64: exp never sees -inf or inf
-    mid = y <= 4.0
-    out = np.empty_like(y)
-    t = y[mid]
-    num = 2.1531153547440383e-08 * t + 0.5641884969886701
-    num = num * t + 8.883149794388377
-    num = num * t + 66.11919063714163
-    num = num * t + 298.6351381974001
-    num = num * t + 881.952221241769
-    num = num * t + 1712.0476126340707
-    num = num * t + 2051.0783778260716
-    num = num * t + 1230.3393547979972
-    den = t + 15.744926110709835
-    den = den * t + 117.6939508913125
-    den = den * t + 537.1811018620099
-    den = den * t + 1621.3895745666903
-    den = den * t + 3290.7992357334597
-    den = den * t + 4362.619090143247
-    den = den * t + 3439.3676741437216
-    den = den * t + 1230.3393548037495
-    out[mid] = num / den
-    t = y[~mid]
-    z = 1.0 / (t * t)
-    num = 0.016315387137302097 * z + 0.30532663496123236
-    num = num * z + 0.36034489994980445
-    num = num * z + 0.12578172611122926
-    num = num * z + 0.016083785148742275
-    num = num * z + 0.0006587491615298378
-    den = z + 2.568520192289822
-    den = den * z + 1.8729528499234604
-    den = den * z + 0.5279051029514285
-    den = den * z + 0.06051834131244132
-    den = den * z + 0.0023352049762686918
-    out[~mid] = (0.5641895835477563 - z * num / den) / t
-    s = np.trunc(y * 16.0) / 16.0  # exp(-y^2) as exp(-s^2) exp(-(y - s)(y + s)): y^2 unrounded
-    return out * np.exp(-s * s) * np.exp(-(y - s) * (y + s))
+    num = 2.1531153547440383e-08 * y
+    num += 0.5641884969886701
+    num *= y
+    num += 8.883149794388377
+    num *= y
+    num += 66.11919063714163
+    num *= y
+    num += 298.6351381974001
+    num *= y
+    num += 881.952221241769
+    num *= y
+    num += 1712.0476126340707
+    num *= y
+    num += 2051.0783778260716
+    num *= y
+    num += 1230.3393547979972
+    den = y + 15.744926110709835
+    den *= y
+    den += 117.6939508913125
+    den *= y
+    den += 537.1811018620099
+    den *= y
+    den += 1621.3895745666903
+    den *= y
+    den += 3290.7992357334597
+    den *= y
+    den += 4362.619090143247
+    den *= y
+    den += 3439.3676741437216
+    den *= y
+    den += 1230.3393548037495
+    out = np.asarray(num / den)
+    far = y > 4.0
+    if far.any():  # the far tail is rare: only its values are gathered and computed again
+        t = y[far]
+        z = 1.0 / (t * t)
+        num = 0.016315387137302097 * z
+        num += 0.30532663496123236
+        num *= z
+        num += 0.36034489994980445
+        num *= z
+        num += 0.12578172611122926
+        num *= z
+        num += 0.016083785148742275
+        num *= z
+        num += 0.0006587491615298378
+        den = z + 2.568520192289822
+        den *= z
+        den += 1.8729528499234604
+        den *= z
+        den += 0.5279051029514285
+        den *= z
+        den += 0.06051834131244132
+        den *= z
+        den += 0.0023352049762686918
+        out[far] = (0.5641895835477563 - z * num / den) / t
+    # exp(-y^2) as exp(-s^2) exp(-(y - s)(y + s)), s = y rounded down to a multiple of 1/16: the
+    # rounding of y * y never reaches the exponent
+    s = np.trunc(y * 16.0)
+    s /= 16.0
+    out *= np.exp(-s * s)
+    out *= np.exp((s - y) * (y + s))
+    return out
 
 
 def _erf(x):
-    """erf(x), elementwise in x's dtype, within 4 ulps (W. J. Cody 1969; see _erfc_tail)."""
+    """erf(x), elementwise in x's dtype, within 4 ulps (W. J. Cody 1969; see _erfc_big)."""
     x = np.asarray(x)
     y = np.abs(x)
-    small = y <= 0.46875
-    out = np.empty_like(y)
-    t = x[small]
-    z = t * t
-    num = 0.18577770618460315 * z + 3.1611237438705655
-    num = num * z + 113.86415415105016
-    num = num * z + 377.485237685302
-    num = num * z + 3209.3775891384694
-    den = z + 23.601290952344122
-    den = den * z + 244.02463793444417
-    den = den * z + 1282.6165260773723
-    den = den * z + 2844.236833439171
-    out[small] = t * num / den
-    big = ~small  # nan lands here and stays nan
-    out[big] = np.copysign(1.0 - _erfc_tail(y[big]), x[big])
-    return out
+    big = np.copysign(1.0 - _erfc_big(y), x)
+    return np.where(y <= 0.46875, _erf_small(x), big)  # nan: not <=, so the second, nan
 
 
 def _float_arrays(**inputs):
@@ -321,7 +362,7 @@ def backward(dout, cache):
     # q = sigmoid(z) ** p
     dq_sigmoid = ds_square * p * q_sigmoid ** (p - 1)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
-    dp = (ds_square * q * np.log(q_sigmoid)).sum(axis=0)
+    dp = (ds_square * q * np.log(np.where(q_sigmoid == 0, 1, q_sigmoid))).sum(axis=0)
     dz = dq_sigmoid  # sigmoid rule, from the smaller tail
     dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
@@ -394,7 +435,7 @@ def value_and_grad(x, y, W, b, w_out, p):
     # q = sigmoid(z) ** p
     dq_sigmoid = ds_square * p * q_sigmoid ** (p - 1)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
-    dp = (ds_square * q * np.log(q_sigmoid)).sum(axis=0)
+    dp = (ds_square * q * np.log(np.where(q_sigmoid == 0, 1, q_sigmoid))).sum(axis=0)
     dz = dq_sigmoid  # sigmoid rule, from the smaller tail
     dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # s = expm1(-square(z) / 2) + log1p(square(g))
@@ -585,7 +626,8 @@ def jvp(x, y, W, b, w_out, p, tangents):
     q_dot_mul = q_sigmoid ** (p - 1)  # power JVP rule (tensor exponent)
     q_dot_mul *= p  # power JVP rule (tensor exponent)
     q_dot *= q_dot_mul  # power JVP rule (tensor exponent)
-    q_dot_mul_4 = np.log(q_sigmoid, out=q_sigmoid)  # power JVP rule (tensor exponent)
+    q_dot_mul_4 = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power JVP rule (tensor exponent)
+    np.log(q_dot_mul_4, out=q_dot_mul_4)  # power JVP rule (tensor exponent)
     q_dot_mul_4 *= q  # power JVP rule (tensor exponent)
     q_dot_mul_4 *= p_dot  # power JVP rule (tensor exponent)
     q_dot += q_dot_mul_4  # power JVP rule (tensor exponent)
@@ -674,7 +716,8 @@ def jacobian(x, y, W, b, w_out, p):
     dz = q_sigmoid ** (p - 1)  # power rule (tensor exponent)
     dz *= p  # power rule (tensor exponent)
     dz *= ds  # power rule (tensor exponent)
-    dq_log = np.log(q_sigmoid, out=q_sigmoid)  # power rule (tensor exponent)
+    dq_log = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
+    np.log(dq_log, out=dq_log)  # power rule (tensor exponent)
     dq_mul_3 = q  # power rule (tensor exponent)
     dq_mul_3 *= dq_log  # power rule (tensor exponent)
     dq_mul_3 *= ds  # power rule (tensor exponent)
@@ -851,7 +894,9 @@ def hvp(x, y, W, b, w_out, p, v):
     dq_power = q_sigmoid**dq_sub  # power rule (tensor exponent)
     dq_mul = p * dq_power  # power rule (tensor exponent)
     q_dot = q_sigmoid_dot * dq_mul  # power JVP rule (tensor exponent)
-    dq_log = np.log(q_sigmoid)  # power rule (tensor exponent)
+    q_sigmoid_mask = q_sigmoid == 0  # power rule (tensor exponent)
+    dq_where = np.where(q_sigmoid_mask, 1, q_sigmoid)  # power rule (tensor exponent)
+    dq_log = np.log(dq_where)  # power rule (tensor exponent)
     dq_mul_2 = q * dq_log  # power rule (tensor exponent)
     q_dot += p_dot * dq_mul_2  # power JVP rule (tensor exponent)
     # power rule (tensor exponent), differentiated in forward mode
@@ -869,8 +914,9 @@ def hvp(x, y, W, b, w_out, p, v):
     dq_mul_dot_mul_2 *= p  # power rule (tensor exponent), differentiated in forward mode
     # power rule (tensor exponent), differentiated in forward mode
     dq_sigmoid_dot_mul_2 += dq_mul_dot_mul_2
-    dq_mul_dot_mul_4 = q_sigmoid_dot  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_4 /= q_sigmoid  # power rule (tensor exponent), differentiated in forward mode
+    # power rule (tensor exponent), differentiated in forward mode
+    dq_mul_dot_mul_4 = np.where(q_sigmoid_mask, 0, q_sigmoid_dot)
+    dq_mul_dot_mul_4 /= dq_where  # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_mul_6 = dq_log  # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_mul_6 *= q_dot  # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_mul_4 *= q  # power rule (tensor exponent), differentiated in forward mode
@@ -1192,7 +1238,9 @@ def hessian(x, y, W, b, w_out, p):
     # Hessian-vector products for every input entry at once (one basis tangent each)
     p_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + 2 * H + N), dtype=dtype)
     q_dot_mul_expand_dims = np.expand_dims(p_dot, axis=1)  # power JVP rule (tensor exponent)
-    dq_log = np.log(q_sigmoid)  # power rule (tensor exponent)
+    q_sigmoid_mask = q_sigmoid == 0  # power rule (tensor exponent)
+    dq_where = np.where(q_sigmoid_mask, 1, q_sigmoid)  # power rule (tensor exponent)
+    dq_log = np.log(dq_where)  # power rule (tensor exponent)
     dq_mul_2 = q * dq_log  # power rule (tensor exponent)
     q_dot += q_dot_mul_expand_dims * dq_mul_2  # power JVP rule (tensor exponent)
     # power rule (tensor exponent), differentiated in forward mode
@@ -1206,8 +1254,9 @@ def hessian(x, y, W, b, w_out, p):
     dq_mul_dot_mul_2 *= p  # power rule (tensor exponent), differentiated in forward mode
     # power rule (tensor exponent), differentiated in forward mode
     dq_sigmoid_dot_mul_2 += dq_mul_dot_mul_2
-    dq_mul_dot_mul_4 = q_sigmoid_dot  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_mul_4 /= q_sigmoid  # power rule (tensor exponent), differentiated in forward mode
+    # power rule (tensor exponent), differentiated in forward mode
+    dq_mul_dot_mul_4 = np.where(q_sigmoid_mask, 0, q_sigmoid_dot)
+    dq_mul_dot_mul_4 /= dq_where  # power rule (tensor exponent), differentiated in forward mode
     # power rule (tensor exponent), differentiated in forward mode
     dq_mul_dot_mul_6 = q_dot * dq_log
     dq_mul_dot_mul_4 *= q  # power rule (tensor exponent), differentiated in forward mode

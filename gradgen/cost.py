@@ -237,6 +237,24 @@ RULES: dict[str, CostRule] = {
         lambda c: c.m(),
         lambda c, pos: _k(4, c.m()) + c.n,
     ),
+    "var": _rule(
+        "4 per element of a (mean, shift, square, sum) plus 1 per element of the result (the division)",
+        "3 per element of a (mean and shift found again, scale) plus 1 per element of the result",
+        lambda c: _k(4, c.m()) + c.n,
+        lambda c, pos: _k(3, c.m()) + c.n,
+    ),
+    "std": _rule(
+        "4 per element of a (mean, shift, square, sum) plus 2 per element of the result (division, root)",
+        "3 per element of a (mean and shift found again, scale) plus 2 per element of the result",
+        lambda c: _k(4, c.m()) + _k(2, c.n),
+        lambda c, pos: _k(3, c.m()) + _k(2, c.n),
+    ),
+    "argmax": _rule(
+        "1 per element of a (one compare)", "none (not differentiated)", lambda c: c.m(), lambda c, pos: ZERO
+    ),
+    "argmin": _rule(
+        "1 per element of a (one compare)", "none (not differentiated)", lambda c: c.m(), lambda c, pos: ZERO
+    ),
     "softmax": _rule(
         "5 per element (max, shift, exp, sum, scale) plus 1 per row (the reciprocal)",
         "4 per element (row dot product: 2, subtract, multiply)",

@@ -424,7 +424,10 @@ def _memory_lines(d: Derivation, module_text: str, sizes, dtype) -> list[str]:
         shown = [f"`{cost.show(bytes_(c), order)}`" for c in cands]
         return (shown[0] if len(shown) == 1 else "the largest of " + ", ".join(shown)) + " bytes"
 
-    md = [f"Memory, for {dtype} arrays ({item} bytes an element; int labels and indices counted alike):", ""]
+    md = [
+        f"Memory, for {dtype} arrays ({item} bytes an element; int labels, indices and bool masks counted alike):",
+        "",
+    ]
     own = [(n, s) for n, s, is_input in mem.cache if not is_input]
     held = sum((s for _, s in own), Dim.const(0))
     md.append(

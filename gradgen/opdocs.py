@@ -139,6 +139,29 @@ DOCS: dict[str, OpDoc] = {
         "as sum",
         "g to each slice's smallest entry; k tied entries get g / k each (torch's amin convention)",
     ),
+    "var": OpDoc(
+        "variance over axes as numpy.var (two passes): sum((a - mean)^2) / (n - ddof); ddof=1 is the "
+        "unbiased estimate",
+        "as sum; a slice must hold more than ddof entries (checked at run time)",
+        "2 (a - mean) g / (n - ddof), g broadcast back",
+    ),
+    "std": OpDoc(
+        "standard deviation over axes as numpy.std: sqrt(var(a, axis, ddof=ddof))",
+        "as var",
+        "(a - mean) g / ((n - ddof) y), g and y broadcast back; 0 where y = 0 (a slice of equal entries)",
+    ),
+    "argmax": OpDoc(
+        "the index of the largest entry along one axis (the first at a tie), or into the flattened array "
+        "with axis=None, as numpy.argmax: an int tensor for take, take_along_axis or the labels of "
+        "softmax_cross_entropy, indexing an axis of the size it ranges over",
+        "the axis removed, or kept as 1 with keepdims=True; axis=None: a scalar",
+        "none: an int result is never differentiated (no gradient flows into a)",
+    ),
+    "argmin": OpDoc(
+        "the index of the smallest entry, as argmax",
+        "as argmax",
+        "none: an int result is never differentiated (no gradient flows into a)",
+    ),
     "softmax": OpDoc(
         "softmax along one axis, shifted by the max",
         "the operand's shape",

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 from gradgen.expr import Bin, add, call, div, mul, neg, num, sub
-from gradgen.ir import Const, TensorType
-from gradgen.ops import ONE, Over, P, Param, _Binary, _Unary, _unary, broadcast_shapes, op
+from gradgen.ir import Const
+from gradgen.ops import ONE, Over, P, Param, _Binary, _Unary, _unary, op
 
 HALF = Const(0.5, "0.5")
 TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)  # erf'(0)
@@ -114,7 +114,7 @@ def _erf_partial(r, x):
     derivation="""
 erf(a) = 2 / sqrt(pi) * integral of exp(-t^2) from 0 to a, so d erf(a) = 2 / sqrt(pi) exp(-a^2) da.
 NumPy has no erf: the module defines _erf, W. J. Cody's rational approximations (Math. Comp. 1969),
-vectorized with masks over the three ranges of |a| (gradgen/special.py).  Accuracy: within 4 ulps of
+vectorized over the three ranges of |a| (np.where, no loop; gradgen/special.py).  Accuracy: within 4 ulps of
 math.erf in float64 (measured at 10**6 points), float32 computed in float32; exactly +-1 from
 |a| = 6 on, nan for nan, no overflow or invalid-operation warning for any input.  The derivative's
 exp(-a^2) underflows to 0 beyond |a| = 26.6 (float64), where the true value is below 1e-308.""",
@@ -245,9 +245,7 @@ bounds.  torch.clamp agrees except where lo == hi exactly and a < lo (torch give
 Exact.""",
 )
 class Clip:
-    shape = staticmethod(
-        lambda s: TensorType(broadcast_shapes(s, [t.shape if t else () for t in s.types]), "float")
-    )
+    shape = staticmethod(_Binary.shape)  # NumPy broadcasting of a, lo and hi
     forward = staticmethod(lambda f: call("np.clip", f.a(0), f.a(1), f.a(2)))
 
     @staticmethod
@@ -292,8 +290,11 @@ def _power_domain(k, attr, types):
 y = a ** b with b a tensor (a ** k with a number k is the pow row).  y = exp(b log a), so
 dy = b a^(b - 1) da + y log(a) db: a receives g * b * a ** (b - 1), b receives g * y * log(a) (the
 output reused).  A number base c (2 ** x) is folded: log(c) is computed when the spec is built.
-Accuracy: NumPy's power, a few ulps.  The exponent's derivative needs a > 0: at a = 0 it is
-0 * -inf = nan (torch gives 0 there), and a negative base gives nan for both, as its real power does.""",
+At a = 0, log(a) is -inf while y is 0 (b > 0) or 1 (b = 0): the limit of y log(a) is 0 there, so the
+rule takes log of a with its zeros replaced by 1, log(where(a == 0, 1, a)), and b's gradient is 0
+where a base is exactly 0 (as torch.pow gives; a sigmoid base that underflowed to 0 would otherwise
+make it nan).  Accuracy: NumPy's power, a few ulps; a negative base gives nan for both cotangents, as
+its real power does.""",
 )
 class Power:
     shape = staticmethod(_Binary.shape)
@@ -303,7 +304,10 @@ class Power:
     def vjp(b):
         a, e = b.x(0), b.x(1)
         base = b.node.args[0]
-        log_a = num(math.log(base.value)) if isinstance(base, Const) else call("np.log", a)
+        if isinstance(base, Const):
+            log_a = num(math.log(base.value))
+        else:
+            log_a = call("np.log", call("np.where", Bin("==", a, num(0)), num(1), a))
         return (
             mul(mul(b.g, e), Bin("**", a, sub(e, num(1)))) if b.needs(0) else None,
             mul(mul(b.g, b.y), log_a) if b.needs(1) else None,
@@ -313,5 +317,8 @@ class Power:
     def partials(r):
         a, e = r.x(0), r.x(1)
         da = None if isinstance(a, Const) else r.mul(e, r.op("power", a, r.sub(e, ONE)))
-        log_a = _const(math.log(a.value)) if isinstance(a, Const) else r.op("log", a)
+        if isinstance(a, Const):
+            log_a = _const(math.log(a.value))
+        else:  # log(a) with a's zeros replaced by 1: y log(a) -> 0 there
+            log_a = r.op("log", r.op("where", r.op("equal", a, Const(0, "0")), ONE, a))
         return (da, None if isinstance(e, Const) else r.mul(r.y, log_a))

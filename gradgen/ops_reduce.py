@@ -10,10 +10,14 @@ the tied entries.  Registered by one import at the end of ``gradgen/ops.py``.
 
 from __future__ import annotations
 
-from gradgen.dims import shape_str
-from gradgen.expr import Bin, Index, Lit, Tuple, call, div, method, mul, num
+import textwrap
+
+from gradgen.dims import Dim, numel, shape_str
+from gradgen.expr import Bin, E, Index, Lit, Tuple, call, div, method, mul, num, sub
 from gradgen.ir import TensorType
 from gradgen.ops import (
+    ROWS,
+    TWO,
     P,
     Param,
     _reduce_batch,
@@ -21,8 +25,10 @@ from gradgen.ops import (
     _reduce_shape,
     _unproven,
     expand,
+    kw_axis,
     norm_axes,
     op,
+    reduced,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -30,7 +36,7 @@ from gradgen.ops import (
 
 
 def _extreme_derivation(name: str, word: str) -> str:
-    return f"""
+    return _wrapped(f"""
 y = the {word} entry of each reduced slice of a.  Off ties y moves with exactly one entry, the one that
 is the {word}: dy = da at that entry, so da = g there and 0 elsewhere.  At a tie of k entries y is not
 differentiable (moving one tied entry {"up" if name == "max" else "down"} moves y, moving it the other
@@ -39,7 +45,12 @@ shares still add up to g (moving all k together moves y by as much), and the gra
 the k choices "all of g to tied entry j".  Computed as ties = (a == the slice's {word} entry), found again from a, and
 da = ties * (g / the count of ties in the slice).
 Accuracy: the forward is exact; the split divides g by a small int, one rounding.  A nan in a slice
-makes y nan and gives the slice a nan gradient."""
+makes y nan and gives the slice a nan gradient.""")
+
+
+def _wrapped(text: str) -> str:
+    """One paragraph at the width of the other derivations (the op's words change the line lengths)."""
+    return textwrap.fill(" ".join(text.split()), 104)
 
 
 def _extreme(name: str, word: str):
@@ -275,3 +286,273 @@ class ScatterAlong:
         idx = r.op("expand_dims", r.x(1), axis=(0,))
         shape = (r.size_dim,) + tuple(r.attr("shape"))
         return r.op("scatter_along", r.batched[0], idx, axis=r.attr("axis") + 1, shape=shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# var and std over axes, with NumPy's ddof
+
+
+def _spread_count(t: TensorType, axes) -> Dim:
+    count = Dim.const(1)
+    for i in axes:
+        count = count * t.shape[i]
+    return count
+
+
+def _dof(b, t: TensorType, axes) -> E:
+    """n - ddof as emitted: the count of entries per slice less NumPy's delta degrees of freedom."""
+    n = b.dim(_spread_count(t, axes))
+    ddof = b.attr("ddof")
+    return Bin("-", n, num(ddof)) if ddof else n
+
+
+def _centered(b, t: TensorType, axes) -> E:
+    """a minus its mean over the axes, found again from a (two passes, as NumPy's var)."""
+    kw = _reduce_kwargs(b, axes, t.rank, True)
+    return b.temp("centered", sub(b.x(0), method(b.x(0), "mean", **kw)), t.shape)
+
+
+def _var_shape(s):
+    ddof = s.attr("ddof")
+    if ddof < 0:
+        s.fail(f"ddof of {s.node.op} must be >= 0, not {ddof}")
+    out = _reduce_shape(s)
+    t = s.types[0]
+    count = _spread_count(t, norm_axes(s, s.attr("axis"), t.rank))
+    if count.is_const and count.value <= ddof:
+        s.fail(
+            f"{s.node.op} with ddof={ddof} needs more than {ddof} entries per slice, but {s.where(0)} "
+            f"(shape {shape_str(t.shape)}) has {count.value} along the reduced axes"
+        )
+    return out
+
+
+def _var_forward(name):
+    def forward(f):
+        t = f.t(0)
+        axes = norm_axes(f, f.attr("axis"), t.rank)
+        kw = _reduce_kwargs(f, axes, t.rank, f.attr("keepdims"))
+        if f.attr("ddof"):
+            kw["ddof"] = num(f.attr("ddof"))
+        return method(f.a(0), name, **kw)
+
+    return staticmethod(forward)
+
+
+VAR_PARAMS = (P("a"), Param("axis", "axis"), Param("keepdims", "bool", False), Param("ddof", "int", 0))
+
+
+def _graph_centered(r, axes):
+    return r.sub(r.x(0), r.op("mean", r.x(0), axis=axes[0] if len(axes) == 1 else axes, keepdims=True))
+
+
+def _var_pullback(r, g, axes):
+    """The cotangent of a for a cotangent g of var(a): 2 (a - mean) g / (n - ddof), g re-expanded."""
+    t = r.t(0)
+    g = g if r.attr("keepdims") else r.expand(g, axes)
+    dof = r.size(_spread_count(t, axes) + Dim.const(-r.attr("ddof")))
+    return r.mul(_graph_centered(r, axes), r.div(r.mul(TWO, g), dof))
+
+
+def _var_jvp(r, axes):
+    """d var = sum(2 (a - mean) da) / (n - ddof): the mean's own change drops out (the centered values
+    sum to 0)."""
+    t = r.t(0)
+    dof = r.size(_spread_count(t, axes) + Dim.const(-r.attr("ddof")))
+    total = r.sum(r.mul(_graph_centered(r, axes), r.tangents[0]), axes, r.attr("keepdims"))
+    return r.div(r.mul(TWO, total), dof)
+
+
+@op(
+    "var",
+    VAR_PARAMS,
+    rule="var rule: 2 (a - mean) g / (n - ddof)",
+    jvp_rule="var JVP rule: 2 sum((a - mean) da) / (n - ddof)",
+    derivation="""
+y = sum((a - m)^2) / (n - ddof) over the axes, m the mean and n the count (NumPy's var, two passes).
+dy = 2 sum((a - m)(da - dm)) / (n - ddof), and sum(a - m) = 0 removes dm, so da = 2 (a - m) g /
+(n - ddof), g broadcast back; m is found again from a in backward.  Accuracy: two-pass, a few ulps times
+the condition of the data (no cancellation from large means, unlike mean(a^2) - mean(a)^2).  A slice of
+at most ddof entries is a ValueError at run time (NumPy would give inf or nan).""",
+)
+class Var_:
+    shape = staticmethod(_var_shape)
+    forward = _var_forward("var")
+
+    @staticmethod
+    def vjp(b):
+        t = b.t(0)
+        axes = norm_axes(b, b.attr("axis"), t.rank)
+        g = (
+            b.g
+            if len(axes) == t.rank and not b.attr("keepdims")
+            else expand(b, b.g, axes, t.rank, b.attr("keepdims"))
+        )
+        return (mul(_centered(b, t, axes), mul(g, div(num(2), _dof(b, t, axes)))),)
+
+    @staticmethod
+    def jvp(r):
+        return _var_jvp(r, norm_axes(r, r.attr("axis"), r.t(0).rank))
+
+    @staticmethod
+    def pullback(r):
+        return (_var_pullback(r, r.g, norm_axes(r, r.attr("axis"), r.t(0).rank)),)
+
+    batch = staticmethod(_reduce_batch)
+
+
+@op(
+    "std",
+    VAR_PARAMS,
+    rule="std rule: (a - mean) g / ((n - ddof) y)",
+    jvp_rule="std JVP rule: d var / (2 y)",
+    derivation="""
+y = sqrt(var(a, ddof)): dy = d var / (2 y), so da = (a - m) g / ((n - ddof) y) with var's rule.  Where
+y = 0 (every entry of the slice equal) the standard deviation is not differentiable (like |x| at 0);
+the rule takes 0 there, the smallest choice (torch gives nan).  Accuracy: as var, then one square root
+and one division.""",
+)
+class Std:
+    shape = staticmethod(_var_shape)
+    forward = _var_forward("std")
+
+    @staticmethod
+    def vjp(b):
+        t = b.t(0)
+        axes = norm_axes(b, b.attr("axis"), t.rank)
+        keep = b.attr("keepdims")
+        scale = b.temp("scale", _over_nonzero(b.g, mul(_dof(b, t, axes), b.y), b.y), b.out.shape)
+        if not (len(axes) == t.rank and not keep):  # a scalar scale broadcasts as it is
+            scale = expand(b, scale, axes, t.rank, keep)
+        return (mul(_centered(b, t, axes), scale),)
+
+    @staticmethod
+    def jvp(r):
+        axes = norm_axes(r, r.attr("axis"), r.t(0).rank)
+        return r.mul(_var_jvp(r, axes), r.op("half_reciprocal", r.y))
+
+    @staticmethod
+    def pullback(r):
+        axes = norm_axes(r, r.attr("axis"), r.t(0).rank)
+        return (_var_pullback(r, r.mul(r.g, r.op("half_reciprocal", r.y)), axes),)
+
+    batch = staticmethod(_reduce_batch)
+
+
+def _over_nonzero(g: E, d: E, y: E) -> E:
+    """g / d where y != 0, else 0 (std's rule at a slice of equal entries)."""
+    zeros = call("np.zeros_like", y)
+    return call("np.divide", g, d, out=zeros, where=Bin("!=", y, num(0)))
+
+
+@op(
+    "half_reciprocal",
+    (P("a"),),
+    rule="std rule, 1 / (2 y) (0 where y = 0)",
+    elementwise=True,
+    internal=True,
+    fresh=True,
+    derivation="""
+h = 1 / (2 a) where a != 0, else 0: the derivative of sqrt at its output a, with std's choice at 0.
+dh = -2 h^2 da.""",
+)
+class HalfReciprocal:
+    shape = staticmethod(lambda s: TensorType(s.types[0].shape, "float"))
+
+    @staticmethod
+    def forward(f):
+        y = f.a(0)
+        return _over_nonzero(num(0.5), y, y)
+
+    partials = staticmethod(lambda r: (r.neg(r.mul(TWO, r.mul(r.y, r.y))),))
+
+
+# --------------------------------------------------------------------------------------------------
+# argmax and argmin: int tensors, never differentiated
+
+
+def _arg_shape(s):
+    t = s.types[0]
+    axis = s.attr("axis")
+    if axis is None:  # numpy: the index into the flattened array
+        return TensorType((Dim.const(1),) * t.rank if s.attr("keepdims") else (), "int")
+    ax = norm_axes(s, axis, t.rank)
+    return TensorType(reduced(t.shape, ax, s.attr("keepdims")), "int")
+
+
+def _arg(name: str, word: str):
+    @op(
+        name,
+        (P("a"), Param("axis", "axis", allow_tuple=False), Param("keepdims", "bool", False)),
+        rule=f"{name}: the index of the {word} entry",
+        fresh=True,
+        derivation=f"""
+y = the index of the {word} entry along the axis (the first one at a tie, as numpy.{name}; with axis=None
+the index into the flattened array): an int tensor, piecewise constant in a, so no gradient flows
+through it.  It may index (take, take_along_axis, the labels of softmax_cross_entropy) an axis of the
+size it ranges over.  Exact.""",
+    )
+    class Arg:
+        shape = staticmethod(_arg_shape)
+
+        @staticmethod
+        def forward(f):
+            t = f.t(0)
+            kw = {}
+            if f.attr("axis") is not None:
+                kw["axis"] = kw_axis(norm_axes(f, f.attr("axis"), t.rank), t.rank)
+            if f.attr("keepdims"):
+                kw["keepdims"] = Lit("True")
+            return method(f.a(0), name, **kw)
+
+        vjp = staticmethod(lambda b: (None,))
+        jvp = staticmethod(lambda r: None)
+        pullback = staticmethod(lambda r: (None,))
+
+        @staticmethod
+        def batch(r):
+            axis = r.attr("axis")
+            if axis is None:
+                r.fail(f"{name} with axis=None cannot be batched; give it an axis")
+            return r.node_like(r.batched[0], axis=norm_axes(r, axis, r.t(0).rank)[0] + 1)
+
+    return Arg
+
+
+_arg("argmax", "largest")
+_arg("argmin", "smallest")
+
+
+def index_bound(graph, types, nid: int) -> Dim | None:
+    """The exclusive upper bound of the values of an int tensor that an op computed (argmax over K
+    entries: K), or None for an input (checked at run time instead)."""
+    n = graph.nodes[nid]
+    if n.op not in ("argmax", "argmin"):
+        return None
+    t = types[n.args[0]]
+    axis = n.attr("axis")
+    return numel(t.shape) if axis is None else t.shape[axis % t.rank]
+
+
+# the size of the axis that each op's int operand indexes
+INDEXED_SIZE = {
+    "take": lambda t, attr: t.shape[attr("axis", 0) % t.rank],
+    "take_along_axis": lambda t, attr: t.shape[attr("axis") % t.rank],
+    "softmax_cross_entropy": lambda t, attr: t.shape[-1],
+}
+
+
+def check_computed_indices(s, types) -> None:
+    """Indices computed by an op (argmax) are in range by construction when the axis they index has the
+    size they range over; anything else is refused at build time (there is no input to check)."""
+    for k in ROWS[s.node.op].int_args:
+        a = s.node.args[k]
+        if not isinstance(a, int) or s.types[k].dtype != "int" or s.graph.nodes[a].op == "input":
+            continue
+        bound = index_bound(s.graph, types, a)
+        size = INDEXED_SIZE[s.node.op](s.types[0], s.attr) if s.node.op in INDEXED_SIZE else None
+        if bound is None or size is None or bound != size:
+            s.fail(
+                f"{s.where(k)} ranges over {bound} entries, but indexes an axis of {size} in "
+                f"{s.node.op}: computed indices must range over the axis they index"
+            )

@@ -80,7 +80,7 @@ class Plan:
     order_checks: tuple[tuple[str, str, str], ...] = ()  # (lo, hi, message): raised when lo > hi
     order_dims: tuple[tuple[Dim, Dim], ...] = ()  # the same (lo, hi) as dims: the tests' sizes obey them
     derivatives: object = None  # functions.Derivatives: jvp, hvp, jacobian, hessian (None: vjp only)
-    # sizes that windows need: (dim expression, least size, message up to the size, message after it)
+    # sizes that windows and ddofs need: (dim expression, least size, message up to the size, message after it)
     minimum_checks: tuple[tuple[str, int, str, str], ...] = ()
     test_minimums: tuple[tuple[str, int], ...] = ()  # (dim symbol, least size the generated tests use)
 
@@ -133,7 +133,9 @@ class _Planner:
         self.needs_grad = {}
         for n in g.nodes:
             self.needs_grad[n.id] = n.id in wrt or (
-                n.op != "input" and any(self.needs_grad.get(a, False) for a in n.refs)
+                n.op != "input"
+                and tg.types[n.id].dtype == "float"  # an int result (argmax) is never differentiated
+                and any(self.needs_grad.get(a, False) for a in n.refs)
             )
         self.adj_name = {}
         for n in g.nodes:

@@ -164,7 +164,7 @@ def _input_checks(plan: Plan) -> dict:
     if plan.order_checks:
         problems.append("sizes that a static index does not fit")
     if plan.minimum_checks:
-        problems.append("a size smaller than a window")
+        problems.append("a size smaller than a window or a ddof needs")
     doc = "Check the inputs; return them as arrays" + (", then the dims they bind." if plan.dims else ".")
     raises = "Raise ValueError naming the input for " + ", ".join(problems[:-1])
     raises += (", or " if len(problems) > 1 else "") + problems[-1] + "."
@@ -181,11 +181,17 @@ def _input_checks(plan: Plan) -> dict:
         "nonempty_checks": [{"dim": d, "message": repr(m)} for d, m in plan.nonempty_checks],
         "order_checks": [{"lo": lo, "hi": hi, "message": repr(m)} for lo, hi, m in plan.order_checks],
         "minimum_checks": [
-            {"dim": d, "minimum": k, "head": repr(head), "tail": repr(tail)}
+            {"dim": d, "minimum": k, "message": _size_message(head, d, tail)}
             for d, k, head, tail in plan.minimum_checks
         ],
         "returned": ", ".join(returned) if len(returned) > 1 else returned[0],
     }
+
+
+def _size_message(head: str, dim: str, tail: str) -> str:
+    """An f-string literal that shows the size: no builtin (str) is read, so no spec name can shadow one."""
+    escape = lambda text: text.replace("{", "{{").replace("}", "}}")
+    return "f" + repr(escape(head) + "{" + dim + "}" + escape(tail))
 
 
 def render_module(plan: Plan) -> str:

@@ -9,7 +9,10 @@ and `value_and_grad` agree):
   axis, a silent wrong answer;
 - a dim that an op divides by or takes a max over must not be 0: a mean of no values, a softmax
   cross-entropy averaged over no rows or with no classes, a max-shifted softmax, log-softmax or
-  logsumexp over an empty axis, a max or min of no values.  Sums over nothing are 0 and stay allowed.
+  logsumexp over an empty axis, a max or min, a variance or a standard deviation of no values.  Sums
+  over nothing are 0 and stay allowed;
+- a size that must be at least some number (``minimum_checks``): a window's span, and more entries per
+  slice than a variance's or standard deviation's ddof.
 
 The planner renders each ``Dim`` with its own variable names; this module only decides what to check.
 """
@@ -91,8 +94,8 @@ def index_checks(tg: TypedGraph, live: set[int]) -> tuple[IndexCheck, ...]:
         else:
             continue
         src = g.nodes[labels]
-        # int tensors enter the graph only as inputs (shape inference refuses int arithmetic)
-        assert src.op == "input", f"an int operand of {n.op} that is not an input: {src.label}"
+        if src.op != "input":  # computed (argmax): in range by construction, proven at build time
+            continue
         if (src.name, size) not in seen:
             seen.add((src.name, size))
             out.append(IndexCheck(src.name, tg.types[labels].rank, size, role))
@@ -110,6 +113,23 @@ def nonempty_checks(tg: TypedGraph, live: set[int]) -> tuple[NonEmpty, ...]:
             for d in _zero_factors(dim):
                 found.setdefault(d, reason)
     return tuple(NonEmpty(d, r) for d, r in found.items())
+
+
+def _spread_need(tg: TypedGraph, n) -> tuple[Dim, int, str] | None:
+    """(count, least, what): a variance or standard deviation with ddof needs more than ddof entries per
+    slice; with several reduced axes their product is the count."""
+    t = tg.types[n.args[0]]
+    count = Dim.const(1)
+    for i in norm_axes(None, n.attr("axis"), t.rank):
+        count = count * t.shape[i]
+    ddof = n.attr("ddof", 0)
+    if ddof == 0 or count.is_const:  # a literal count is checked when the spec is built
+        return None
+    return (
+        count,
+        ddof + 1,
+        f"{n.entry} is a {n.op} with ddof={ddof} over it (it needs at least {ddof + 1} entries)",
+    )
 
 
 def _needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
@@ -130,6 +150,10 @@ def _op_needs(tg: TypedGraph, n) -> list[tuple[Dim, str]]:
     if n.op in ("max", "min"):
         axes = norm_axes(None, n.attr("axis"), t.rank)
         reason = f"{n.entry} takes the {n.op} over it (undefined for no values)"
+        return [(t.shape[i], reason) for i in axes]
+    if n.op in ("var", "std"):
+        axes = norm_axes(None, n.attr("axis"), t.rank)
+        reason = f"{n.entry} is a {n.op} over it (undefined for no values)"
         return [(t.shape[i], reason) for i in axes]
     if n.op in ("softmax", "log_softmax", "logsumexp"):
         axes = norm_axes(None, n.attr("axis", -1), t.rank)
@@ -178,8 +202,8 @@ def _zero_factors(d: Dim) -> list[Dim]:
 
 @dataclass(frozen=True)
 class AtLeast:
-    dim: Dim  # an input's spatial size that a window op slides along
-    minimum: int  # the window's span less the padding: a smaller size has no window at all
+    dim: Dim  # an input's spatial size that a window op slides along, or the entries of var's slices
+    minimum: int  # a window's span less the padding (a smaller size has no window at all), or ddof + 1
     reason: str  # for the message: "c3 slides a window of 5 along it (conv1d)"
 
 
@@ -195,6 +219,10 @@ def minimum_checks(tg: TypedGraph, live: set[int]) -> tuple[AtLeast, ...]:
             for dim, need, what in window_needs(tg, n):
                 if need > 1 and not at_least(dim, need) and (dim not in out or out[dim].minimum < need):
                     out[dim] = AtLeast(dim, need, f"{n.entry} slides {what} along it ({n.op})")
+        if n.id in live and n.op in ("var", "std") and (spread := _spread_need(tg, n)):
+            dim, need, reason = spread
+            if not at_least(dim, need) and (dim not in out or out[dim].minimum < need):
+                out[dim] = AtLeast(dim, need, reason)
     return tuple(out.values())
 
 

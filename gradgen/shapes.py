@@ -5,7 +5,8 @@ from __future__ import annotations
 from gradgen.diagnostics import Diagnostic, SpecError, error
 from gradgen.ir import Const, Graph, Node, TensorType, TypedGraph, inlined_from
 from gradgen.ops import TABLE, ShapeError
-from gradgen.ops_masks import EXPLAINS_MASKS
+from gradgen.ops_masks import COMPARISONS, EXPLAINS_MASKS, SYMBOL
+from gradgen.ops_reduce import check_computed_indices
 
 
 class RuleContext:
@@ -48,6 +49,14 @@ def infer(graph: Graph) -> TypedGraph:
             diags.append(error(node.place, str(exc) + inlined_from(node.origin)))
             types.append(None)
     out = graph.nodes[graph.output]
+    if types[out.id] is not None and types[out.id].dtype == "int" and out.op != "input":
+        diags.append(
+            error(
+                out.place,
+                f"the output {out.label} is an int tensor ({out.op}), which has no gradient; "
+                "output a float value computed from it (a loss that picks with it, say)",
+            )
+        )
     if types[out.id] is not None and types[out.id].dtype == "bool":
         diags.append(
             error(
@@ -85,7 +94,10 @@ def node_type(graph: Graph, node: Node, types: list[TensorType | None]) -> Tenso
     ]
     if masks and node.op not in EXPLAINS_MASKS:
         raise ShapeError(_mask_misused(ctx, node, masks[0]))
-    return opdef.shape(ctx)
+    out = opdef.shape(ctx)
+    if opdef.int_args:
+        check_computed_indices(ctx, types)  # argmax's indices must range over the axis they index
+    return out
 
 
 def _mask_misused(ctx: RuleContext, node: Node, i: int) -> str:
@@ -107,4 +119,4 @@ def _what(op: str) -> str:
         "neg": "arithmetic (unary -)",
         "pow": "arithmetic (**)",
         "matmul": "a matmul (@)",
-    }.get(op, op)
+    }.get(op, f"a comparison ({SYMBOL[op]})" if op in COMPARISONS.values() else op)

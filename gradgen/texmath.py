@@ -105,7 +105,7 @@ class Symbols:
             )
         if op == "transpose" and attr.get("axes") is None:
             return f"{a[0]}^{{\\top}}"
-        if op in ("sum", "mean", "logsumexp", "max", "min"):
+        if op in ("sum", "mean", "logsumexp", "max", "min", "var", "std"):
             axes = attr.get("axis")
             where = "" if axes is None else f"_{{\\text{{axis }} {axes}}}"
             return f"\\operatorname{{{op}}}{where}({a[0]})"
@@ -205,6 +205,10 @@ class Symbols:
             return f"\\operatorname{{broadcast}}({g}) / n"
         if op == "logsumexp":
             return f"\\operatorname{{broadcast}}({g}) \\odot \\exp({a[0]} - {y})"
+        if op == "var":
+            return f"\\tfrac{{2}}{{n - \\delta}} \\operatorname{{broadcast}}({g}) \\odot ({a[0]} - \\bar{{{a[0]}}})"
+        if op == "std":
+            return f"\\operatorname{{broadcast}}({g} \\oslash ((n - \\delta)\\,{y})) \\odot ({a[0]} - \\bar{{{a[0]}}})"
         if op in ("max", "min"):  # split evenly among the tied extremes
             return f"\\operatorname{{broadcast}}({g}) \\odot \\operatorname{{share}}_{{\\{op}}}({a[0]})"
         if op == "transpose":

@@ -66,20 +66,27 @@ ISSUE3_OPS = (
 ISSUE7_OPS = ("log_sigmoid", "softplus")
 # Issue 9, the reductions: max and min over axes (their ties are kinks: the margin is the gap between a
 # slice's two largest (smallest) entries).
-ISSUE9_REDUCE_OPS = ("max", "min")
+ISSUE9_REDUCE_OPS = ("max", "min", "var", "std")
 # Issue 9, masks: where(cond, a, b) with cond a comparison (of tensors or a tensor and a number), a bool
 # input, or masks combined with & | ~ (ops_masks).
 ISSUE9_MASK_OPS = ("where",)
 # Issue 9's elementwise ops ("power" is a ** b with a tensor exponent; "gelu" draws either form)
 ISSUE9_ELEM_OPS = ("sin", "cos", "log1p", "expm1", "erf", "gelu", "clip", "power")
-ALL_OPS = ISSUE2_OPS + ISSUE3_OPS + ISSUE7_OPS + ISSUE9_REDUCE_OPS + ("take_along_axis",) + ISSUE9_MASK_OPS
-ALL_OPS += ISSUE9_ELEM_OPS
 # Issue 9, static indexing: x[...] with ints, slices, None and ..., split with a tuple target, stack.
 ISSUE9_INDEX_OPS = ("index", "split", "stack")
-ALL_OPS += ISSUE9_INDEX_OPS
 # Issue 9: padding, convolutions and pooling ("same"-size windows, so symbolic sizes stay writable).
 ISSUE9_CONV_OPS = ("pad", "conv1d", "conv2d", "max_pool2d", "avg_pool2d")
-ALL_OPS += ISSUE9_CONV_OPS
+ALL_OPS = (
+    ISSUE2_OPS
+    + ISSUE3_OPS
+    + ISSUE7_OPS
+    + ISSUE9_REDUCE_OPS
+    + ("take_along_axis", "argmax", "argmin")
+    + ISSUE9_MASK_OPS
+    + ISSUE9_ELEM_OPS
+    + ISSUE9_INDEX_OPS
+    + ISSUE9_CONV_OPS
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -806,6 +813,12 @@ class Builder:
         axtext, axes = self.axis_arg(rank, default_last=(fn == "logsumexp"))
         keep = self.flip(0.35)
         kwtext = ", keepdims=True" if keep else (", keepdims=False" if self.flip(0.1) else "")
+        ddof = 0
+        if fn in ("var", "std") and axes and not any(a.shape[i].is_one() for i in axes) and self.flip():
+            ddof = 1
+            kwtext += ", ddof=1"
+        elif fn in ("var", "std") and self.flip(0.2):
+            kwtext += ", ddof=0"
         shape = (
             tuple(ONE if i in axes else d for i, d in enumerate(a.shape))
             if keep
@@ -822,9 +835,16 @@ class Builder:
             if fn in ("max", "min"):
                 c.note_kink(_runner_up_gap(v, ax))
                 return (np.max if fn == "max" else np.min)(v, axis=ax, keepdims=keep)
+            if fn in ("var", "std"):
+                y = np.var(v, axis=ax, keepdims=keep, ddof=ddof)
+                if fn == "var":
+                    return y
+                y = np.sqrt(y)
+                c.note_domain(y[y != 0])  # std's derivative has 1 / y; y = 0 (one entry) is exact
+                return y
             return _lse(v, ax, keep)
 
-        pos = a.pos and fn != "logsumexp"
+        pos = a.pos and fn not in ("logsumexp", "var", "std")  # a spread is 0 for a slice of one
         return Node(
             f"{fn}({a.text}{axtext}{kwtext})",
             ATOM,
@@ -1127,6 +1147,26 @@ class Builder:
             lambda c: np.take_along_axis(np.asarray(a.ev(c)), c.values[idx.name], axis=ax),
         )
 
+    def op_pick_extreme(self, fn):
+        """a's entries where b is largest (smallest) along an axis: take_along_axis(a, argmax(b, axis,
+        keepdims=True), axis), b a or another value of a's shape; a near-tie in b is a kink."""
+        a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
+        same = [n for n in self.pool if n.shape == a.shape and n is not a]
+        b = self.choice(same) if same and self.flip() else a
+        ax = self.draw(st.integers(0, a.rank - 1))
+        written = ax - a.rank if self.flip(0.3) else ax
+        pick = np.argmax if fn == "argmax" else np.argmin
+
+        def ev(c):
+            vb = np.asarray(b.ev(c))
+            c.note_kink(_runner_up_gap(vb, (ax,)))
+            index = pick(vb, axis=ax, keepdims=True)
+            return np.take_along_axis(np.asarray(a.ev(c)), index, axis=ax)
+
+        shape = tuple(ONE if k == ax else d for k, d in enumerate(a.shape))
+        text = f"take_along_axis({a.text}, {fn}({b.text}, axis={written}, keepdims=True), axis={written})"
+        return Node(text, ATOM, shape, a.pos, ev)
+
     def op_concatenate(self):
         a = self.pick(lambda n: n.rank >= 1, allow_new_rank=(1, 3))
         ax = self.draw(st.integers(0, a.rank - 1))
@@ -1168,6 +1208,8 @@ class Builder:
         else:
             b = self.partner(a)
         cond = self.mask(a)
+        if b.kind != "input" and not b.shape and self.flip(0.3):  # two numbers: the mask as numbers
+            a = Node("1.0", ATOM, (), True, lambda c: np.asarray(1.0))
         if self.flip():
             a, b = b, a
         try:
@@ -1441,6 +1483,8 @@ class Builder:
             "einsum": self.op_einsum,
             "take": self.op_take,
             "take_along_axis": self.op_take_along_axis,
+            "argmax": lambda: self.op_pick_extreme("argmax"),
+            "argmin": lambda: self.op_pick_extreme("argmin"),
             "concatenate": self.op_concatenate,
             "where": self.op_where,
             "index": self.op_index,

@@ -130,6 +130,18 @@ def test_nonempty_dims_come_from_means_and_max_shifts_only():
     assert checks[0][1] == "B is 0, but loss is a mean over it (undefined for no values)"
 
 
+def test_a_variance_with_ddof_needs_more_entries_than_ddof():
+    spec = "inputs:\n  x: [B, T, D]\ngraph:\n  v: var(x, axis=(0, 1), ddof=2)\n"
+    p = plan_of(spec)
+    assert [d for d, _ in p.nonempty_checks] == ["B", "T"]  # B*T is 0 when B or T is
+    ((dim, least, head, tail),) = p.minimum_checks
+    assert (dim, least, head) == ("B * T", 3, "B*T is ")
+    assert tail == ", but v is a var with ddof=2 over it (it needs at least 3 entries)"
+    # with ddof=0 only an empty slice is refused; the generated tests size a lone symbol large enough
+    assert plan_of("inputs:\n  x: [B, T]\ngraph:\n  v: std(x, axis=1)\n").minimum_checks == ()
+    assert plan_of("inputs:\n  x: [B, T]\ngraph:\n  v: std(x, axis=1, ddof=4)\n").test_minimums == (("T", 5),)
+
+
 def test_zero_factors_of_products_and_sums():
     B, T, N = Dim.sym("B"), Dim.sym("T"), Dim.sym("N")
     assert _zero_factors(B * T) == [B, T]
