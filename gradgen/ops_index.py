@@ -49,19 +49,19 @@ def parts(d: Dim) -> tuple[Dim, Dim]:
 
 def index_text(items) -> str:
     """The index as the spec would write it: ``[:, 0:H]``, ``[..., None, -1]``."""
-    parts = []
+    out = []
     for it in items:
         if it[0] == "new":
-            parts.append("None")
+            out.append("None")
         elif it[0] == "...":
-            parts.append("...")
+            out.append("...")
         elif it[0] == "int":
-            parts.append(dim_text(it[1]))
+            out.append(dim_text(it[1]))
         else:
             _, lo, hi, step = it
             text = ("" if lo is None else dim_text(lo)) + ":" + ("" if hi is None else dim_text(hi))
-            parts.append(text if step is None else f"{text}:{step}")
-    return "[" + ", ".join(parts) + "]"
+            out.append(text if step is None else f"{text}:{step}")
+    return "[" + ", ".join(out) + "]"
 
 
 def nonneg(d: Dim) -> bool:
@@ -213,6 +213,7 @@ def _batched_items(items) -> tuple:
     callable=False,
     linear=True,
     fresh=False,
+    bool_args=(0,),  # a slice of a mask is a mask (never differentiated)
     shift=(1,),
     zeros="all",
     derivation="""
@@ -352,9 +353,9 @@ def split_items(s, shape) -> tuple:
         sizes = (part,) * sections
     else:
         sizes = sections
-        for d in sizes:
-            if not nonneg(d):
-                s.fail(f"a size of split must not be negative, and {dim_text(d)} may be")
+        for d in sizes:  # (one that may be negative, D - 1, is checked when the module runs)
+            if nonneg(_neg(d) + Dim.const(-1)):
+                s.fail(f"a size of split must not be negative, and {dim_text(d)} is")
         total = Dim.const(0)
         for d in sizes:
             total = total + d
@@ -372,6 +373,21 @@ def split_items(s, shape) -> tuple:
 
 def _split_index(ctx) -> tuple:
     return split_items(ctx, ctx.t(0).shape)
+
+
+class _Checked:
+    """A node whose shape rule held, as split_items reads it (for the run-time checks)."""
+
+    def __init__(self, node):
+        self.attr = node.attr
+
+    def fail(self, message):  # pragma: no cover (shapes were checked)
+        raise AssertionError(message)
+
+
+def node_items(node, shape) -> tuple:
+    """The index an ``index`` or ``split`` node reads its operand with."""
+    return node.attr("index") if node.op == "index" else split_items(_Checked(node), shape)
 
 
 @op(

@@ -25,7 +25,7 @@ from gradgen.dims import Dim, at_least
 from gradgen.ir import Const, TypedGraph
 from gradgen.numbers import run_symbols, run_value
 from gradgen.ops import norm_axes
-from gradgen.ops_index import dim_text, index_text, parts, run_time_needs
+from gradgen.ops_index import dim_text, index_text, node_items, parts, run_time_needs
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,13 @@ def order_checks(tg: TypedGraph, live: set[int]) -> tuple[SizeOrder, ...]:
     """The size conditions of the live static indexes that only the run-time sizes can decide."""
     out: dict[tuple[Dim, Dim], SizeOrder] = {}
     for n in tg.graph.nodes:
-        if n.id in live and n.op == "index":
-            items = n.attr("index")
-            for a, b in run_time_needs(None, items, tg.types[n.args[0]].shape):
+        if n.id in live and n.op in ("index", "split"):
+            shape = tg.types[n.args[0]].shape
+            items = node_items(n, shape)
+            for a, b in run_time_needs(None, items, shape):
                 hi, lo = parts(b + Dim.const(-1) * a)  # a <= b as lo <= hi, both sides positive
-                reason = f"{n.entry}: the index {index_text(items)}"
+                what = "the index" if n.op == "index" else "the split piece"
+                reason = f"{n.entry}: {what} {index_text(items)}"
                 out.setdefault((lo, hi), SizeOrder(lo, hi, reason))
     return tuple(out.values())
 

@@ -44,6 +44,7 @@ HARNESS_SPECS = [
     ROOT / "tests" / "cases" / "mutants" / "saturated.yaml",  # tiny gradients
     ROOT / "tests" / "cases" / "mutants" / "square.yaml",  # a square weight
     ROOT / "tests" / "cases" / "mutants" / "kinks.yaml",  # relu, abs, maximum, minimum kinks
+    ROOT / "specs" / "lstm_fused.yaml",  # split: the gates' gradients written into one array
     ROOT / "tests" / "cases" / "mutants" / "masks.yaml",  # a bool input, comparisons, where
 ]
 
@@ -262,6 +263,13 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
     "minimum ties go to b": source_mutant(
         "backward", _lines_with("minimum rule", r" (<=|>) ", lambda m: {"<=": " < ", ">": " >= "}[m.group(1)])
     ),
+    # the pieces of a split write their gradients into one zeros array (dz[:, H : 2 * H] += df)
+    "a piece's gradient dropped": source_mutant(
+        "backward", _lines_with("added at its positions", r"^(\s*)\w+\[.*\] \+= .*$", r"\1pass")
+    ),
+    "a piece's gradient added rows reversed": source_mutant(
+        "backward", _lines_with("added at its positions", r"\] \+= (\w+)", r"] += \1[::-1]")
+    ),
     "where's cotangent to the other side": source_mutant(
         "backward", _lines_with("where rule", r"np\.where\((\w+), ", r"np.where(~\1, ")
     ),
@@ -310,6 +318,8 @@ EXPECTED = {
     "abs'(0) = 1": ["kinks"],
     "maximum ties go to b": ["features", "kinks"],
     "minimum ties go to b": ["kinks"],
+    "a piece's gradient dropped": ["lstm_fused"],
+    "a piece's gradient added rows reversed": ["lstm_fused"],
     "where's cotangent to the other side": ["masks"],
     "where's cotangent not masked": ["masks"],
     "an input mask applied the other way round": ["masks"],

@@ -174,8 +174,8 @@ def test_split_shapes_and_errors():
     assert shape_of(text, "a").startswith("[N, D]") and shape_of(text, "b").startswith("[N, 3*D]")
     (msg,) = errors(text.replace("[D, 3*D]", "[D, 2*D]"))
     assert "add up to 3*D, but axis 1 of z, line 2 has size 4*D" in msg and "not split points" in msg
-    (msg,) = errors(text.replace("[D, 3*D]", "[5*D, -D]"))
-    assert "a size of split must not be negative, and -D may be" in msg
+    (msg,) = errors(text.replace("[D, 3*D]", "[5*D + 1, -D - 1]"))
+    assert "a size of split must not be negative, and -(1 + D) is" in msg
     (msg,) = errors(text.replace("[D, 3*D]", "3"))
     assert "split gives 3 pieces, but the target names 2" in msg
 
@@ -312,3 +312,27 @@ def test_split_errors_in_a_block_point_into_the_block():
     text = BLOCK.replace("q, k, v:", "q, x, v:")
     (msg,) = errors(text)
     assert msg.startswith("spec.yaml:11:10: error: 'x' is already defined in block 'mix' (line 8)"), msg
+
+
+def test_a_split_size_that_may_be_negative_is_checked_when_the_module_runs(tmp_path):
+    text = "inputs:\n  x: [N, D]\ngraph:\n  a, b: split(x, [1, D - 1], axis=1)\n  y: sum(a) + sum(b * b)\n"
+    source, m = module(text, tmp_path, "first_column")
+    assert "a = x[:, :1]" in source and "b = x[:, 1:]" in source
+    with pytest.raises(ValueError, match=r"a: the split piece \[:, 0:1\] is out of range: it needs 1 <= D"):
+        m.forward(np.ones((3, 0)))
+    assert m.forward(np.ones((3, 4)))[0] == 3 + 9
+
+
+def test_a_slice_of_a_mask_is_a_mask(tmp_path):
+    text = (
+        "inputs:\n  x: [T, T]\n  m: {shape: [S, S], dtype: bool}\ngraph:\n"
+        "  a: where(m[:T, :T], x, 0.0)\n  loss: sum(a * a)\n"
+    )
+    source, mod = module(text, tmp_path, "mask_slice")
+    assert "m[:T, :T]" in source and "if T > S:" in source
+    x = np.arange(4.0).reshape(2, 2)
+    causal = np.tril(np.ones((3, 3), dtype=bool))
+    loss, grads = mod.value_and_grad(x, causal)
+    assert loss == 0 + 4 + 9 and np.array_equal(grads.x, np.where(causal[:2, :2], 2 * x, 0))
+    (msg,) = errors("inputs:\n  x: [S]\n  m: {shape: [S], dtype: bool}\ngraph:\n  a: m[0:1] * x[0:1]\n")
+    assert "a mask (" in msg and "cannot be used in arithmetic (*)" in msg, msg
