@@ -251,7 +251,8 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
     ),
     "accumulation term dropped": source_mutant("backward", _drop_accumulation),
     "scatter-add drops repeated indices": source_mutant(
-        "backward", _lines_with("np.add.at(", r"np\.add\.at\((\w+), (.+), (\w+)\)", r"\1[\2] += \3")
+        "backward",
+        _lines_with("np.add.at(", r"np\.add\.at\((\w+), (\w+), (.+)\)(\s*#.*)?$", r"\1[\2] += \3\4"),
     ),
     "relu'(0) = 1": source_mutant("backward", _lines_with("relu rule", r" > 0\b", " >= 0")),
     "abs'(0) = 1": source_mutant(
@@ -265,10 +266,10 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
     ),
     # the pieces of a split write their gradients into one zeros array (dz[:, H : 2 * H] += df)
     "a piece's gradient dropped": source_mutant(
-        "backward", _lines_with("added at its positions", r"^(\s*)\w+\[.*\] \+= .*$", r"\1pass")
+        "backward", _lines_with("added at its slice", r"^(\s*)\w+\[.*\] \+= .*$", r"\1pass")
     ),
     "a piece's gradient added rows reversed": source_mutant(
-        "backward", _lines_with("added at its positions", r"\] \+= (\w+)", r"] += \1[::-1]")
+        "backward", _lines_with("added at its slice", r"\] \+= (\w+)", r"] += \1[::-1]")
     ),
     "where's cotangent to the other side": source_mutant(
         "backward", _lines_with("where rule", r"np\.where\((\w+), ", r"np.where(~\1, ")
