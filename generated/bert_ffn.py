@@ -348,10 +348,11 @@ def backward(dout, cache):
     # batched matmul rule, notes section 5 per batch element
     dW2 = h.reshape((B * T, F)).T @ dr.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
-    dh_mul = np.square(h_add)  # GELU rule
-    dh_mul *= -0.5  # GELU rule
-    dh_add_2 = dh  # GELU rule
-    dh_add_2 *= h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul))  # GELU rule
+    # GELU rule
+    dh_mul = np.square(h_add)
+    dh_mul *= -0.5
+    dh_add_2 = dh
+    dh_add_2 *= h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul))
     db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh_matmul_matmul = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
@@ -416,10 +417,11 @@ def value_and_grad(x, target, W1, b1, W2, b2, gamma, beta):
     # batched matmul rule, notes section 5 per batch element
     dW2 = h.reshape((B * T, F)).T @ dr.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
-    dh_mul = np.square(h_add)  # GELU rule
-    dh_mul *= -0.5  # GELU rule
-    dh_add_2 = dh  # GELU rule
-    dh_add_2 *= h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul))  # GELU rule
+    # GELU rule
+    dh_mul = np.square(h_add)
+    dh_mul *= -0.5
+    dh_add_2 = dh
+    dh_add_2 *= h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul))
     db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh_matmul_matmul = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
@@ -501,9 +503,10 @@ def jvp(x, target, W1, b1, W2, b2, gamma, beta, tangents):
     h_dot = (x_dot.reshape(B * T, D) @ W1).reshape((B, T, F))  # matmul JVP rule, notes section 5
     h_dot += (x.reshape(B * T, D) @ W1_dot).reshape((B, T, F))  # matmul JVP rule, notes section 5
     h_dot += b1_dot  # sum JVP rule
-    h_dot_mul = np.square(h_add)  # GELU JVP rule
-    h_dot_mul *= -0.5  # GELU JVP rule
-    h_dot *= h_cdf + h_add * (0.3989422804014327 * np.exp(h_dot_mul))  # GELU JVP rule
+    # GELU JVP rule
+    h_dot_mul = np.square(h_add)
+    h_dot_mul *= -0.5
+    h_dot *= h_cdf + h_add * (0.3989422804014327 * np.exp(h_dot_mul))
     # r = x + h @ W2 + b2
     r = (h.reshape(B * T, F) @ W2).reshape((B, T, D))  # [B, T, D]
     r += x  # [B, T, D]
@@ -530,9 +533,10 @@ def jvp(x, target, W1, b1, W2, b2, gamma, beta, tangents):
     np.sqrt(out_sqrt, out=out_sqrt)  # [B, T, 1]
     out_div /= out_sqrt  # [B, T, D]
     out = out_div + beta  # [B, T, D]
-    out_dot = rc  # product JVP rule
-    out_dot *= gamma_dot  # product JVP rule
-    out_dot += gamma * rc_dot  # product JVP rule
+    # product JVP rule
+    out_dot = rc
+    out_dot *= gamma_dot
+    out_dot += gamma * rc_dot
     out_dot /= out_sqrt  # quotient JVP rule
     out_dot -= var_dot / (2 * out_sqrt) * out_div / out_sqrt  # quotient JVP rule
     out_dot += beta_dot  # sum JVP rule
@@ -567,12 +571,13 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     # matmul JVP rule, notes section 5
     h_add_dot += (x.reshape(B * T, D) @ W1_dot).reshape((B, T, F))
     h_add_dot += b1_dot  # sum JVP rule
-    dh_exp = np.square(h_add)  # GELU rule
-    dh_exp *= -0.5  # GELU rule
-    np.exp(dh_exp, out=dh_exp)  # GELU rule
-    dh_mul_2 = 0.3989422804014327 * dh_exp  # GELU rule
-    dh_add = h_cdf  # GELU rule
-    dh_add += h_add * dh_mul_2  # GELU rule
+    # GELU rule
+    dh_exp = np.square(h_add)
+    dh_exp *= -0.5
+    np.exp(dh_exp, out=dh_exp)
+    dh_mul_2 = 0.3989422804014327 * dh_exp
+    dh_add = h_cdf
+    dh_add += h_add * dh_mul_2
     h_dot = h_add_dot * dh_add  # GELU JVP rule
     dh_normal_cdf_dot = dh_mul_2  # GELU rule, differentiated in forward mode
     dh_normal_cdf_dot *= h_add_dot  # GELU rule, differentiated in forward mode
@@ -615,15 +620,17 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     loss_sub = out  # [B, T, D]
     loss_sub -= target  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
-    dloss_square_mul = 1 / (B * D * T) * 2  # square rule
-    d_out = loss_sub  # square rule
-    d_out *= dloss_square_mul  # square rule
+    # square rule
+    dloss_square_mul = 1 / (B * D * T) * 2
+    d_out = loss_sub
+    d_out *= dloss_square_mul
     dtarget = -d_out  # difference rule
     # out = gamma * rc / sqrt(var + 1e-12) + beta
     dbeta = d_out.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
-    dout_mul = d_out / out_sqrt  # quotient rule
-    dout_div_div = d_out * out_div  # quotient rule
-    dout_div_div /= out_sqrt  # quotient rule
+    # quotient rule
+    dout_mul = d_out / out_sqrt
+    dout_div_div = d_out * out_div
+    dout_div_div /= out_sqrt
     # quotient rule, broadcast reduced (notes section 6)
     dvar = (-dout_div_div).sum(axis=-1, keepdims=True)
     dvar /= dout_sqrt_mul  # sqrt rule, reusing the forward output
@@ -661,16 +668,14 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     # out = gamma * rc / sqrt(var + 1e-12) + beta
     # broadcast sum rule, notes section 6, differentiated in forward mode
     dbeta_dot = dout_dot.sum(axis=(0, 1))
-    dout_mul_dot = dout_dot / out_sqrt  # quotient rule, differentiated in forward mode
     # quotient rule, differentiated in forward mode
+    dout_mul_dot = dout_dot / out_sqrt
     dout_mul_dot -= out_sqrt_dot * dout_mul / out_sqrt
-    dout_div_neg_dot = dout_dot  # quotient rule, differentiated in forward mode
-    dout_div_neg_dot *= out_div  # quotient rule, differentiated in forward mode
-    dout_div_neg_dot += d_out * out_div_dot  # quotient rule, differentiated in forward mode
-    dout_div_neg_dot /= out_sqrt  # quotient rule, differentiated in forward mode
-    # quotient rule, differentiated in forward mode
+    dout_div_neg_dot = dout_dot
+    dout_div_neg_dot *= out_div
+    dout_div_neg_dot += d_out * out_div_dot
+    dout_div_neg_dot /= out_sqrt
     dout_div_neg_dot -= out_sqrt_dot * dout_div_div / out_sqrt
-    # quotient rule, differentiated in forward mode
     np.negative(dout_div_neg_dot, out=dout_div_neg_dot)
     # quotient rule, broadcast reduced (notes section 6), differentiated in forward mode
     dvar_dot = dout_div_neg_dot.sum(axis=-1, keepdims=True)
@@ -678,19 +683,21 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dvar_dot /= dout_sqrt_mul
     # sqrt rule, reusing the forward output, differentiated in forward mode
     dvar_dot -= 2 * out_sqrt_dot * dvar / dout_sqrt_mul
-    dout_mul_mul_dot = rc  # product rule, differentiated in forward mode
-    dout_mul_mul_dot *= dout_mul_dot  # product rule, differentiated in forward mode
-    dout_mul_mul_dot += dout_mul * rc_dot  # product rule, differentiated in forward mode
-    drc_dot_mul = dout_mul_dot  # product rule, differentiated in forward mode
-    drc_dot_mul *= gamma  # product rule, differentiated in forward mode
-    drc_dot = drc_dot_mul  # product rule, differentiated in forward mode
-    drc_dot += dout_mul * gamma_dot  # product rule, differentiated in forward mode
+    # product rule, differentiated in forward mode
+    dout_mul_mul_dot = rc
+    dout_mul_mul_dot *= dout_mul_dot
+    dout_mul_mul_dot += dout_mul * rc_dot
+    drc_dot_mul = dout_mul_dot
+    drc_dot_mul *= gamma
+    drc_dot = drc_dot_mul
+    drc_dot += dout_mul * gamma_dot
     # broadcast product rule, notes section 7, differentiated in forward mode
     dgamma_dot = dout_mul_mul_dot.sum(axis=(0, 1))
     # var = mean(square(rc), axis=-1, keepdims=True)
-    dvar_square_mul_dot_2 = dvar_square_mul  # square rule, differentiated in forward mode
-    dvar_square_mul_dot_2 *= dvar_dot / D  # square rule, differentiated in forward mode
-    dvar_square_mul_dot_2 += dvar_div * (2 * rc_dot)  # square rule, differentiated in forward mode
+    # square rule, differentiated in forward mode
+    dvar_square_mul_dot_2 = dvar_square_mul
+    dvar_square_mul_dot_2 *= dvar_dot / D
+    dvar_square_mul_dot_2 += dvar_div * (2 * rc_dot)
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
     drc_dot += dvar_square_mul_dot_2
     # rc = r - mu
@@ -707,16 +714,13 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     db2_dot = dr_dot.sum(axis=(0, 1))
     # batched matmul rule, notes section 5 per batch element, differentiated in forward mode
     dh_dot = (dr_dot.reshape(B * T, D) @ W2.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element, differentiated in forward mode
     dh_dot += (dr.reshape(B * T, D) @ W2_dot.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element, differentiated in forward mode
     dW2_dot = h_dot.reshape((B * T, F)).T @ dr.reshape((B * T, D))
-    # batched matmul rule, notes section 5 per batch element, differentiated in forward mode
     dW2_dot += h.reshape((B * T, F)).T @ dr_dot.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
-    dh_add_dot_2 = dh_dot  # GELU rule, differentiated in forward mode
-    dh_add_dot_2 *= dh_add  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
+    dh_add_dot_2 = dh_dot
+    dh_add_dot_2 *= dh_add
     dh_add_dot_2 += dh * (
         dh_normal_cdf_dot
         + (
@@ -728,11 +732,8 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     db1_dot = dh_add_dot_2.sum(axis=(0, 1))
     # batched matmul rule, notes section 5 per batch element, differentiated in forward mode
     dh_matmul_matmul_dot = (dh_add_dot_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
-    # batched matmul rule, notes section 5 per batch element, differentiated in forward mode
     dh_matmul_matmul_dot += (dh_add_2.reshape(B * T, F) @ W1_dot.T).reshape((B, T, D))
-    # batched matmul rule, notes section 5 per batch element, differentiated in forward mode
     dW1_dot = x_dot.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
-    # batched matmul rule, notes section 5 per batch element, differentiated in forward mode
     dW1_dot += x.reshape((B * T, D)).T @ dh_add_dot_2.reshape((B * T, F))
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
     dx_dot = dr_dot

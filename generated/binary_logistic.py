@@ -197,9 +197,10 @@ def value_and_grad(x, t, w, b):
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
     # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
-    dnll_mul_2_mul = nll_sub  # product rule
-    dnll_mul_2_mul *= dloss_div  # product rule
-    dz = dloss_div * t  # product rule
+    # product rule
+    dnll_mul_2_mul = nll_sub
+    dnll_mul_2_mul *= dloss_div
+    dz = dloss_div * t
     dz *= np.expm1(nll_log_sigmoid)  # log-sigmoid rule, reusing the forward output
     # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
     dz -= dnll_mul_2_mul * np.expm1(nll_log_sigmoid_2)

@@ -361,9 +361,10 @@ def backward(dout, cache):
     # loss = mean(square(erf(pred) - y))
     dpred = loss_sub * (dout / N * 2)  # square rule
     dy = -dpred  # difference rule
-    dloss_erf_neg = np.square(pred)  # erf rule
-    np.negative(dloss_erf_neg, out=dloss_erf_neg)  # erf rule
-    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)  # erf rule
+    # erf rule
+    dloss_erf_neg = np.square(pred)
+    np.negative(dloss_erf_neg, out=dloss_erf_neg)
+    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)
     # pred = (s + q) @ w_out
     ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
@@ -382,12 +383,14 @@ def backward(dout, cache):
     ds_neg /= 2  # quotient rule
     dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
-    df = dg * g_gelu  # product rule
-    dg_gelu = dg  # product rule
-    dg_gelu *= f  # product rule
-    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
-    dg_gelu_tanh *= 0.7978845608028654  # GELU rule
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
+    # product rule
+    df = dg * g_gelu
+    dg_gelu = dg
+    dg_gelu *= f
+    # GELU rule
+    dg_gelu_tanh = z + 0.044715 * z**3
+    dg_gelu_tanh *= 0.7978845608028654
+    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
         0.5 * (1 + dg_gelu_tanh)
@@ -444,9 +447,10 @@ def value_and_grad(x, y, W, b, w_out, p):
     dpred = loss_sub  # square rule
     dpred *= 1 / N * 2  # square rule
     dy = -dpred  # difference rule
-    dloss_erf_neg = np.square(pred, out=pred)  # erf rule
-    np.negative(dloss_erf_neg, out=dloss_erf_neg)  # erf rule
-    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)  # erf rule
+    # erf rule
+    dloss_erf_neg = np.square(pred, out=pred)
+    np.negative(dloss_erf_neg, out=dloss_erf_neg)
+    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)
     # pred = (s + q) @ w_out
     ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
@@ -465,13 +469,15 @@ def value_and_grad(x, y, W, b, w_out, p):
     ds_neg /= 2  # quotient rule
     dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
-    df = g_gelu  # product rule
-    df *= dg  # product rule
-    dg_gelu = dg  # product rule
-    dg_gelu *= f  # product rule
-    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
-    dg_gelu_tanh *= 0.7978845608028654  # GELU rule
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
+    # product rule
+    df = g_gelu
+    df *= dg
+    dg_gelu = dg
+    dg_gelu *= f
+    # GELU rule
+    dg_gelu_tanh = z + 0.044715 * z**3
+    dg_gelu_tanh *= 0.7978845608028654
+    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
         0.5 * (1 + dg_gelu_tanh)
@@ -593,9 +599,10 @@ def jvp(x, y, W, b, w_out, p, tangents):
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    g_gelu_dot_tanh = z + 0.044715 * z**3  # GELU JVP rule
-    g_gelu_dot_tanh *= 0.7978845608028654  # GELU JVP rule
-    np.tanh(g_gelu_dot_tanh, out=g_gelu_dot_tanh)  # GELU JVP rule
+    # GELU JVP rule
+    g_gelu_dot_tanh = z + 0.044715 * z**3
+    g_gelu_dot_tanh *= 0.7978845608028654
+    np.tanh(g_gelu_dot_tanh, out=g_gelu_dot_tanh)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
@@ -606,9 +613,10 @@ def jvp(x, y, W, b, w_out, p, tangents):
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
-    g_dot = f_dot  # product JVP rule
-    g_dot *= g_gelu  # product JVP rule
-    g_dot += f * g_gelu_dot  # product JVP rule
+    # product JVP rule
+    g_dot = f_dot
+    g_dot *= g_gelu
+    g_dot += f * g_gelu_dot
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -632,9 +640,10 @@ def jvp(x, y, W, b, w_out, p, tangents):
     q = q_sigmoid**p  # [N, H]
     q_dot = z_dot  # sigmoid JVP rule, from the smaller tail
     q_dot *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid JVP rule, from the smaller tail
-    q_dot *= p * q_sigmoid ** (p - 1)  # power JVP rule (tensor exponent)
-    q_dot_where = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power JVP rule (tensor exponent)
-    q_dot += p_dot * (q * np.log(q_dot_where))  # power JVP rule (tensor exponent)
+    # power JVP rule (tensor exponent)
+    q_dot *= p * q_sigmoid ** (p - 1)
+    q_dot_where = np.where(q_sigmoid == 0, 1, q_sigmoid)
+    q_dot += p_dot * (q * np.log(q_dot_where))
     # pred = (s + q) @ w_out
     pred_add = s  # [N, H]
     pred_add += q  # [N, H]
@@ -647,10 +656,11 @@ def jvp(x, y, W, b, w_out, p, tangents):
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
-    loss_erf_dot_neg = np.square(pred, out=pred)  # erf JVP rule
-    np.negative(loss_erf_dot_neg, out=loss_erf_dot_neg)  # erf JVP rule
-    loss_square_dot = pred_dot  # erf JVP rule
-    loss_square_dot *= 1.1283791670955126 * np.exp(loss_erf_dot_neg)  # erf JVP rule
+    # erf JVP rule
+    loss_erf_dot_neg = np.square(pred, out=pred)
+    np.negative(loss_erf_dot_neg, out=loss_erf_dot_neg)
+    loss_square_dot = pred_dot
+    loss_square_dot *= 1.1283791670955126 * np.exp(loss_erf_dot_neg)
     loss_square_dot -= y_dot  # difference JVP rule
     loss_square_dot *= 2 * loss_sub  # square JVP rule
     loss_dot = loss_square_dot.mean()  # mean JVP rule: the mean of the tangent
@@ -703,10 +713,11 @@ def jacobian(x, y, W, b, w_out, p):
     dloss_sub = loss_sub  # square rule
     dloss_sub *= 1 / N * 2  # square rule
     J_y = -dloss_sub  # difference rule
-    dloss_erf_neg = np.square(pred, out=pred)  # erf rule
-    np.negative(dloss_erf_neg, out=dloss_erf_neg)  # erf rule
-    dpred = dloss_sub  # erf rule
-    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)  # erf rule
+    # erf rule
+    dloss_erf_neg = np.square(pred, out=pred)
+    np.negative(dloss_erf_neg, out=dloss_erf_neg)
+    dpred = dloss_sub
+    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)
     # pred = (s + q) @ w_out
     ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     J_w_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
@@ -725,13 +736,15 @@ def jacobian(x, y, W, b, w_out, p):
     ds_neg /= 2  # quotient rule
     dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
-    df = g_gelu  # product rule
-    df *= dg  # product rule
-    dg_gelu = dg  # product rule
-    dg_gelu *= f  # product rule
-    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
-    dg_gelu_tanh *= 0.7978845608028654  # GELU rule
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
+    # product rule
+    df = g_gelu
+    df *= dg
+    dg_gelu = dg
+    dg_gelu *= f
+    # GELU rule
+    dg_gelu_tanh = z + 0.044715 * z**3
+    dg_gelu_tanh *= 0.7978845608028654
+    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
         0.5 * (1 + dg_gelu_tanh)
@@ -782,27 +795,29 @@ def hvp(x, y, W, b, w_out, p, v):
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
-    dg_gelu_tanh *= 0.7978845608028654  # GELU rule
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
-    dg_gelu_add_4 = 1 + dg_gelu_tanh  # GELU rule
-    dg_gelu_add_4 *= 0.5  # GELU rule
-    dg_gelu_sub = dg_gelu_tanh * dg_gelu_tanh  # GELU rule
-    np.subtract(1, dg_gelu_sub, out=dg_gelu_sub)  # GELU rule
+    # GELU rule
+    dg_gelu_tanh = z + 0.044715 * z**3
+    dg_gelu_tanh *= 0.7978845608028654
+    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
+    dg_gelu_add_4 = 1 + dg_gelu_tanh
+    dg_gelu_add_4 *= 0.5
+    dg_gelu_sub = dg_gelu_tanh * dg_gelu_tanh
+    np.subtract(1, dg_gelu_sub, out=dg_gelu_sub)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
-    dg_gelu_add_2 = 0.05351611220445019 * s_square  # GELU rule
-    dg_gelu_add_2 += 0.3989422804014327  # GELU rule
-    dg_gelu_mul_5 = dg_gelu_sub * dg_gelu_add_2  # GELU rule
-    dg_gelu_add_4 += dg_gelu_mul_5 * z  # GELU rule
+    # GELU rule
+    dg_gelu_add_2 = 0.05351611220445019 * s_square
+    dg_gelu_add_2 += 0.3989422804014327
+    dg_gelu_mul_5 = dg_gelu_sub * dg_gelu_add_2
+    dg_gelu_add_4 += dg_gelu_mul_5 * z
     g_gelu_dot = z_dot * dg_gelu_add_4  # GELU JVP rule
     g_dot = f_dot * g_gelu  # product JVP rule
     g_dot += f * g_gelu_dot  # product JVP rule
     # GELU rule, differentiated in forward mode
     dg_gelu_add_dot_2 = z_dot + 0.044715 * (z_dot * (3 * z**2))
-    dg_gelu_add_dot_2 *= 0.7978845608028654  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 *= dg_gelu_sub  # GELU rule, differentiated in forward mode
+    dg_gelu_add_dot_2 *= 0.7978845608028654
+    dg_gelu_add_dot_2 *= dg_gelu_sub
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -833,14 +848,16 @@ def hvp(x, y, W, b, w_out, p, v):
     dq_sigmoid_sub = 1 - q_sigmoid_tail  # sigmoid rule, from the smaller tail
     dq_sigmoid_mul = q_sigmoid_tail * dq_sigmoid_sub  # sigmoid rule, from the smaller tail
     q_sigmoid_dot = z_dot * dq_sigmoid_mul  # sigmoid JVP rule, from the smaller tail
-    dq_sub = p - 1  # power rule (tensor exponent)
-    dq_power = q_sigmoid**dq_sub  # power rule (tensor exponent)
-    dq_mul = p * dq_power  # power rule (tensor exponent)
+    # power rule (tensor exponent)
+    dq_sub = p - 1
+    dq_power = q_sigmoid**dq_sub
+    dq_mul = p * dq_power
     q_dot = q_sigmoid_dot * dq_mul  # power JVP rule (tensor exponent)
-    q_sigmoid_mask = q_sigmoid == 0  # power rule (tensor exponent)
-    dq_where = np.where(q_sigmoid_mask, 1, q_sigmoid)  # power rule (tensor exponent)
-    dq_log = np.log(dq_where)  # power rule (tensor exponent)
-    dq_mul_2 = q * dq_log  # power rule (tensor exponent)
+    # power rule (tensor exponent)
+    q_sigmoid_mask = q_sigmoid == 0
+    dq_where = np.where(q_sigmoid_mask, 1, q_sigmoid)
+    dq_log = np.log(dq_where)
+    dq_mul_2 = q * dq_log
     q_dot += p_dot * dq_mul_2  # power JVP rule (tensor exponent)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dq_sigmoid_sub_dot = z_dot * (np.sign(z) * dq_sigmoid_mul)
@@ -856,15 +873,17 @@ def hvp(x, y, W, b, w_out, p, v):
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
-    dloss_square_mul = 1 / N * 2  # square rule
-    dloss_sub = loss_sub  # square rule
-    dloss_sub *= dloss_square_mul  # square rule
+    # square rule
+    dloss_square_mul = 1 / N * 2
+    dloss_sub = loss_sub
+    dloss_sub *= dloss_square_mul
     dy = -dloss_sub  # difference rule
-    dloss_erf_exp = np.square(pred)  # erf rule
-    np.negative(dloss_erf_exp, out=dloss_erf_exp)  # erf rule
-    np.exp(dloss_erf_exp, out=dloss_erf_exp)  # erf rule
-    dloss_erf_mul = 1.1283791670955126 * dloss_erf_exp  # erf rule
-    dpred = dloss_sub * dloss_erf_mul  # erf rule
+    # erf rule
+    dloss_erf_exp = np.square(pred)
+    np.negative(dloss_erf_exp, out=dloss_erf_exp)
+    np.exp(dloss_erf_exp, out=dloss_erf_exp)
+    dloss_erf_mul = 1.1283791670955126 * dloss_erf_exp
+    dpred = dloss_sub * dloss_erf_mul
     # pred = (s + q) @ w_out
     ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
@@ -897,30 +916,26 @@ def hvp(x, y, W, b, w_out, p, v):
     dloss_sub_dot -= y_dot  # difference JVP rule
     dloss_sub_dot *= dloss_square_mul  # square rule, differentiated in forward mode
     dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
-    dpred_dot = dloss_sub_dot  # erf rule, differentiated in forward mode
-    dpred_dot *= dloss_erf_mul  # erf rule, differentiated in forward mode
     # erf rule, differentiated in forward mode
+    dpred_dot = dloss_sub_dot
+    dpred_dot *= dloss_erf_mul
     dpred_dot -= dloss_sub * (1.1283791670955126 * (pred_dot * (2 * pred) * dloss_erf_exp))
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot = np.outer(dpred_dot, w_out)
-    # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot += np.outer(dpred, w_out_dot)
-    # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot = pred_add_dot.T @ dpred
-    # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot += pred_add.T @ dpred_dot
     # q = sigmoid(z) ** p
-    dz_dot_mul = dq_mul  # power rule (tensor exponent), differentiated in forward mode
-    dz_dot_mul *= ds_dot  # power rule (tensor exponent), differentiated in forward mode
     # power rule (tensor exponent), differentiated in forward mode
+    dz_dot_mul = dq_mul
+    dz_dot_mul *= ds_dot
     dz_dot_mul += ds * (
         p_dot * dq_power
         + p * (q_sigmoid_dot * (dq_sub * q_sigmoid ** (dq_sub - 1)) + p_dot * (dq_power * dq_log))
     )
-    dq_mul_dot_3 = dq_mul_2  # power rule (tensor exponent), differentiated in forward mode
-    dq_mul_dot_3 *= ds_dot  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
+    dq_mul_dot_3 = dq_mul_2
+    dq_mul_dot_3 *= ds_dot
     dq_mul_dot_3 += ds * (
         q_dot * dq_log + q * (np.where(q_sigmoid_mask, 0, q_sigmoid_dot) / dq_where)
     )
@@ -928,8 +943,7 @@ def hvp(x, y, W, b, w_out, p, v):
     dp_dot = dq_mul_dot_3.sum(axis=0)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot_mul *= dq_sigmoid_mul
-    dz_dot = dz_dot_mul  # sigmoid rule, from the smaller tail, differentiated in forward mode
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dz_dot = dz_dot_mul
     dz_dot += dq_sigmoid * (
         q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub
     )
@@ -939,21 +953,23 @@ def hvp(x, y, W, b, w_out, p, v):
     dg_dot -= s_square_2_dot * ds_square_2 / ds_log1p_add
     dg_dot *= ds_square_2_mul  # square rule, differentiated in forward mode
     dg_dot += ds_square_2 * (2 * g_dot)  # square rule, differentiated in forward mode
-    ds_square_mul_dot_2 = ds_dot  # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 *= ds_expm1_exp  # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
+    # expm1 rule, differentiated in forward mode
+    ds_square_mul_dot_2 = ds_dot
+    ds_square_mul_dot_2 *= ds_expm1_exp
+    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul
     ds_square_mul_dot_2 /= 2  # quotient rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_square_mul  # square rule, differentiated in forward mode
     ds_square_mul_dot_2 += ds_neg * (2 * z_dot)  # square rule, differentiated in forward mode
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot -= ds_square_mul_dot_2
     # g = f * gelu(z, approximate='tanh')
-    df_dot = g_gelu  # product rule, differentiated in forward mode
-    df_dot *= dg_dot  # product rule, differentiated in forward mode
-    df_dot += dg * g_gelu_dot  # product rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 = dg_dot  # product rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 *= f  # product rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg * f_dot  # product rule, differentiated in forward mode
+    # product rule, differentiated in forward mode
+    df_dot = g_gelu
+    df_dot *= dg_dot
+    df_dot += dg * g_gelu_dot
+    dg_gelu_mul_dot_7 = dg_dot
+    dg_gelu_mul_dot_7 *= f
+    dg_gelu_mul_dot_7 += dg * f_dot
     dg_gelu_mul_dot_7 *= dg_gelu_add_4  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
     dg_gelu_mul_dot_7 += dg_gelu * (
@@ -974,23 +990,26 @@ def hvp(x, y, W, b, w_out, p, v):
     df_add_dot = df_dot
     # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
     df_add_dot *= df_mul
-    df_cos_mul_dot = f_sin  # cos rule, differentiated in forward mode
-    df_cos_mul_dot *= df_add_dot  # cos rule, differentiated in forward mode
-    df_cos_mul_dot += df_add * f_sin_dot  # cos rule, differentiated in forward mode
+    # cos rule, differentiated in forward mode
+    df_cos_mul_dot = f_sin
+    df_cos_mul_dot *= df_add_dot
+    df_cos_mul_dot += df_add * f_sin_dot
     # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot -= df_cos_mul_dot
-    df_sin_mul_dot = df_add_dot  # sin rule, differentiated in forward mode
-    df_sin_mul_dot *= f_cos  # sin rule, differentiated in forward mode
-    df_sin_mul_dot -= df_add * f_cos_dot_mul  # sin rule, differentiated in forward mode
+    # sin rule, differentiated in forward mode
+    df_sin_mul_dot = df_add_dot
+    df_sin_mul_dot *= f_cos
+    df_sin_mul_dot -= df_add * f_cos_dot_mul
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += df_sin_mul_dot
     # z = x @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db_dot = dz_dot.sum(axis=0)
-    dx_dot = dz_dot @ W.T  # matmul rule, notes section 5, differentiated in forward mode
-    dx_dot += dz @ W_dot.T  # matmul rule, notes section 5, differentiated in forward mode
-    dW_dot = x_dot.T @ dz  # matmul rule, notes section 5, differentiated in forward mode
-    dW_dot += x.T @ dz_dot  # matmul rule, notes section 5, differentiated in forward mode
+    # matmul rule, notes section 5, differentiated in forward mode
+    dx_dot = dz_dot @ W.T
+    dx_dot += dz @ W_dot.T
+    dW_dot = x_dot.T @ dz
+    dW_dot += x.T @ dz_dot
     return (
         loss,
         Gradients(x=dx, y=dy, W=dW, b=db, w_out=dw_out, p=dp),
@@ -1040,27 +1059,29 @@ def hessian(x, y, W, b, w_out, p):
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    dg_gelu_tanh = z + 0.044715 * z**3  # GELU rule
-    dg_gelu_tanh *= 0.7978845608028654  # GELU rule
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)  # GELU rule
-    dg_gelu_add_4 = 1 + dg_gelu_tanh  # GELU rule
-    dg_gelu_add_4 *= 0.5  # GELU rule
-    dg_gelu_sub = dg_gelu_tanh * dg_gelu_tanh  # GELU rule
-    np.subtract(1, dg_gelu_sub, out=dg_gelu_sub)  # GELU rule
+    # GELU rule
+    dg_gelu_tanh = z + 0.044715 * z**3
+    dg_gelu_tanh *= 0.7978845608028654
+    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
+    dg_gelu_add_4 = 1 + dg_gelu_tanh
+    dg_gelu_add_4 *= 0.5
+    dg_gelu_sub = dg_gelu_tanh * dg_gelu_tanh
+    np.subtract(1, dg_gelu_sub, out=dg_gelu_sub)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
-    dg_gelu_add_2 = 0.05351611220445019 * s_square  # GELU rule
-    dg_gelu_add_2 += 0.3989422804014327  # GELU rule
-    dg_gelu_mul_5 = dg_gelu_sub * dg_gelu_add_2  # GELU rule
-    dg_gelu_add_4 += dg_gelu_mul_5 * z  # GELU rule
+    # GELU rule
+    dg_gelu_add_2 = 0.05351611220445019 * s_square
+    dg_gelu_add_2 += 0.3989422804014327
+    dg_gelu_mul_5 = dg_gelu_sub * dg_gelu_add_2
+    dg_gelu_add_4 += dg_gelu_mul_5 * z
     g_gelu_dot = z_dot * dg_gelu_add_4  # GELU JVP rule
     g_dot = f_dot * g_gelu  # product JVP rule
     g_dot += f * g_gelu_dot  # product JVP rule
     # GELU rule, differentiated in forward mode
     dg_gelu_add_dot_2 = z_dot + 0.044715 * (z_dot * (3 * z**2))
-    dg_gelu_add_dot_2 *= 0.7978845608028654  # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 *= dg_gelu_sub  # GELU rule, differentiated in forward mode
+    dg_gelu_add_dot_2 *= 0.7978845608028654
+    dg_gelu_add_dot_2 *= dg_gelu_sub
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -1091,17 +1112,19 @@ def hessian(x, y, W, b, w_out, p):
     dq_sigmoid_sub = 1 - q_sigmoid_tail  # sigmoid rule, from the smaller tail
     dq_sigmoid_mul = q_sigmoid_tail * dq_sigmoid_sub  # sigmoid rule, from the smaller tail
     q_sigmoid_dot = z_dot * dq_sigmoid_mul  # sigmoid JVP rule, from the smaller tail
-    dq_sub = p - 1  # power rule (tensor exponent)
-    dq_power = q_sigmoid**dq_sub  # power rule (tensor exponent)
-    dq_mul = p * dq_power  # power rule (tensor exponent)
+    # power rule (tensor exponent)
+    dq_sub = p - 1
+    dq_power = q_sigmoid**dq_sub
+    dq_mul = p * dq_power
     q_dot = q_sigmoid_dot * dq_mul  # power JVP rule (tensor exponent)
     # Hessian-vector products for every input entry at once (one basis tangent each)
     p_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + 2 * H + N), dtype=dtype)
     q_dot_mul_expand_dims = np.expand_dims(p_dot, axis=1)  # power JVP rule (tensor exponent)
-    q_sigmoid_mask = q_sigmoid == 0  # power rule (tensor exponent)
-    dq_where = np.where(q_sigmoid_mask, 1, q_sigmoid)  # power rule (tensor exponent)
-    dq_log = np.log(dq_where)  # power rule (tensor exponent)
-    dq_mul_2 = q * dq_log  # power rule (tensor exponent)
+    # power rule (tensor exponent)
+    q_sigmoid_mask = q_sigmoid == 0
+    dq_where = np.where(q_sigmoid_mask, 1, q_sigmoid)
+    dq_log = np.log(dq_where)
+    dq_mul_2 = q * dq_log
     q_dot += q_dot_mul_expand_dims * dq_mul_2  # power JVP rule (tensor exponent)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dq_sigmoid_sub_dot = z_dot * (np.sign(z) * dq_sigmoid_mul)
@@ -1119,15 +1142,17 @@ def hessian(x, y, W, b, w_out, p):
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
-    dloss_square_mul = 1 / N * 2  # square rule
-    dloss_sub = loss_sub  # square rule
-    dloss_sub *= dloss_square_mul  # square rule
+    # square rule
+    dloss_square_mul = 1 / N * 2
+    dloss_sub = loss_sub
+    dloss_sub *= dloss_square_mul
     dy = -dloss_sub  # difference rule
-    dloss_erf_exp = np.square(pred)  # erf rule
-    np.negative(dloss_erf_exp, out=dloss_erf_exp)  # erf rule
-    np.exp(dloss_erf_exp, out=dloss_erf_exp)  # erf rule
-    dloss_erf_mul = 1.1283791670955126 * dloss_erf_exp  # erf rule
-    dpred = dloss_sub * dloss_erf_mul  # erf rule
+    # erf rule
+    dloss_erf_exp = np.square(pred)
+    np.negative(dloss_erf_exp, out=dloss_erf_exp)
+    np.exp(dloss_erf_exp, out=dloss_erf_exp)
+    dloss_erf_mul = 1.1283791670955126 * dloss_erf_exp
+    dpred = dloss_sub * dloss_erf_mul
     # pred = (s + q) @ w_out
     ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
@@ -1161,22 +1186,19 @@ def hessian(x, y, W, b, w_out, p):
     dloss_sub_dot -= np.eye(D * H + D * N + 3 * H + N, N, -(D * N), dtype=dtype)
     dloss_sub_dot *= dloss_square_mul  # square rule, differentiated in forward mode
     dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
-    dpred_dot = dloss_sub_dot  # erf rule, differentiated in forward mode
-    dpred_dot *= dloss_erf_mul  # erf rule, differentiated in forward mode
     # erf rule, differentiated in forward mode
+    dpred_dot = dloss_sub_dot
+    dpred_dot *= dloss_erf_mul
     dpred_dot -= dloss_sub * (1.1283791670955126 * (pred_dot * (2 * pred) * dloss_erf_exp))
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot = np.expand_dims(dpred_dot, axis=-1) * w_out
-    # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot += np.expand_dims(dpred, axis=-1) * np.expand_dims(w_out_dot, axis=1)
-    # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot = pred_add_dot.swapaxes(-1, -2) @ dpred
-    # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot += dpred_dot @ pred_add
     # q = sigmoid(z) ** p
-    dz_dot_mul = ds_dot * dq_mul  # power rule (tensor exponent), differentiated in forward mode
     # power rule (tensor exponent), differentiated in forward mode
+    dz_dot_mul = ds_dot * dq_mul
     dz_dot_mul += ds * (
         q_dot_mul_expand_dims * dq_power
         + p
@@ -1185,8 +1207,7 @@ def hessian(x, y, W, b, w_out, p):
             + q_dot_mul_expand_dims * (dq_power * dq_log)
         )
     )
-    dq_mul_dot_3 = ds_dot * dq_mul_2  # power rule (tensor exponent), differentiated in forward mode
-    # power rule (tensor exponent), differentiated in forward mode
+    dq_mul_dot_3 = ds_dot * dq_mul_2
     dq_mul_dot_3 += ds * (
         q_dot * dq_log + q * (np.where(q_sigmoid_mask, 0, q_sigmoid_dot) / dq_where)
     )
@@ -1194,8 +1215,7 @@ def hessian(x, y, W, b, w_out, p):
     dp_dot = dq_mul_dot_3.sum(axis=1)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot_mul *= dq_sigmoid_mul
-    dz_dot = dz_dot_mul  # sigmoid rule, from the smaller tail, differentiated in forward mode
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dz_dot = dz_dot_mul
     dz_dot += dq_sigmoid * (
         q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub
     )
@@ -1205,20 +1225,22 @@ def hessian(x, y, W, b, w_out, p):
     dg_dot -= s_square_2_dot * ds_square_2 / ds_log1p_add
     dg_dot *= ds_square_2_mul  # square rule, differentiated in forward mode
     dg_dot += ds_square_2 * (2 * g_dot)  # square rule, differentiated in forward mode
-    ds_square_mul_dot_2 = ds_dot  # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 *= ds_expm1_exp  # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
+    # expm1 rule, differentiated in forward mode
+    ds_square_mul_dot_2 = ds_dot
+    ds_square_mul_dot_2 *= ds_expm1_exp
+    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul
     ds_square_mul_dot_2 /= 2  # quotient rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_square_mul  # square rule, differentiated in forward mode
     ds_square_mul_dot_2 += ds_neg * (2 * z_dot)  # square rule, differentiated in forward mode
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot -= ds_square_mul_dot_2
     # g = f * gelu(z, approximate='tanh')
-    df_dot = dg_dot * g_gelu  # product rule, differentiated in forward mode
-    df_dot += dg * g_gelu_dot  # product rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 = dg_dot  # product rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 *= f  # product rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg * f_dot  # product rule, differentiated in forward mode
+    # product rule, differentiated in forward mode
+    df_dot = dg_dot * g_gelu
+    df_dot += dg * g_gelu_dot
+    dg_gelu_mul_dot_7 = dg_dot
+    dg_gelu_mul_dot_7 *= f
+    dg_gelu_mul_dot_7 += dg * f_dot
     dg_gelu_mul_dot_7 *= dg_gelu_add_4  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
     dg_gelu_mul_dot_7 += dg_gelu * (
@@ -1243,9 +1265,10 @@ def hessian(x, y, W, b, w_out, p):
     df_cos_mul_dot += df_add * f_sin_dot  # cos rule, differentiated in forward mode
     # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot -= df_cos_mul_dot
-    df_sin_mul_dot = df_add_dot  # sin rule, differentiated in forward mode
-    df_sin_mul_dot *= f_cos  # sin rule, differentiated in forward mode
-    df_sin_mul_dot -= df_add * f_cos_dot_mul  # sin rule, differentiated in forward mode
+    # sin rule, differentiated in forward mode
+    df_sin_mul_dot = df_add_dot
+    df_sin_mul_dot *= f_cos
+    df_sin_mul_dot -= df_add * f_cos_dot_mul
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += df_sin_mul_dot
     # z = x @ W + b
@@ -1255,79 +1278,47 @@ def hessian(x, y, W, b, w_out, p):
     dx_dot = (dz_dot.reshape(D * H * N + D * N * N + 3 * H * N + N * N, H) @ W.T).reshape(
         (D * H + D * N + 3 * H + N, N, D)
     )
-    # matmul rule, notes section 5, differentiated in forward mode
     dx_dot += np.einsum("nk,zkm->znm", dz, W_dot.swapaxes(-1, -2), optimize=True)
-    # matmul rule, notes section 5, differentiated in forward mode
     dW_dot = (
         x_dot.swapaxes(-1, -2).reshape(D * D * H + D * D * N + 3 * D * H + D * N, N) @ dz
     ).reshape((D * H + D * N + 3 * H + N, D, H))
-    # matmul rule, notes section 5, differentiated in forward mode
     dW_dot += np.einsum("nk,zkm->znm", x.T, dz_dot, optimize=True)
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_x = dx_dot[: D * N].reshape((N, D, N, D))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_y = dy_dot[: D * N].reshape((N, D, N))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_W = dW_dot[: D * N].reshape((N, D, D, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_b = db_dot[: D * N].reshape((N, D, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_w_out = dw_out_dot[: D * N].reshape((N, D, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_p = dp_dot[: D * N].reshape((N, D, H))
-    H_y_x = dx_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_y_y = dy_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_y_W = dW_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_y_b = db_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_y_w_out = dw_out_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_y_p = dp_dot[D * N : D * N + N]  # the blocks of the Hessian, shaped a.shape + b.shape
-    # the blocks of the Hessian, shaped a.shape + b.shape
+    H_y_x = dx_dot[D * N : D * N + N]
+    H_y_y = dy_dot[D * N : D * N + N]
+    H_y_W = dW_dot[D * N : D * N + N]
+    H_y_b = db_dot[D * N : D * N + N]
+    H_y_w_out = dw_out_dot[D * N : D * N + N]
+    H_y_p = dp_dot[D * N : D * N + N]
     H_W_x = dx_dot[D * N + N : D * H + D * N + N].reshape((D, H, N, D))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W_y = dy_dot[D * N + N : D * H + D * N + N].reshape((D, H, N))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W_W = dW_dot[D * N + N : D * H + D * N + N].reshape((D, H, D, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W_b = db_dot[D * N + N : D * H + D * N + N].reshape((D, H, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W_w_out = dw_out_dot[D * N + N : D * H + D * N + N].reshape((D, H, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W_p = dp_dot[D * N + N : D * H + D * N + N].reshape((D, H, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b_x = dx_dot[D * H + D * N + N : D * H + D * N + H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b_y = dy_dot[D * H + D * N + N : D * H + D * N + H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b_W = dW_dot[D * H + D * N + N : D * H + D * N + H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b_b = db_dot[D * H + D * N + N : D * H + D * N + H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b_w_out = dw_out_dot[D * H + D * N + N : D * H + D * N + H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b_p = dp_dot[D * H + D * N + N : D * H + D * N + H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_w_out_x = dx_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_w_out_y = dy_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_w_out_W = dW_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_w_out_b = db_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_w_out_w_out = dw_out_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_w_out_p = dp_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_p_x = dx_dot[D * H + D * N + 2 * H + N : D * H + D * N + 3 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_p_y = dy_dot[D * H + D * N + 2 * H + N : D * H + D * N + 3 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_p_W = dW_dot[D * H + D * N + 2 * H + N : D * H + D * N + 3 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_p_b = db_dot[D * H + D * N + 2 * H + N : D * H + D * N + 3 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_p_w_out = dw_out_dot[D * H + D * N + 2 * H + N : D * H + D * N + 3 * H + N]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_p_p = dp_dot[D * H + D * N + 2 * H + N : D * H + D * N + 3 * H + N]
     return (
         loss,

@@ -188,9 +188,10 @@ def backward(dout, cache):
     tokens, labels, W, pooled, loss_exp, loss_sums, B, T, V, D, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, labels)
-    dloss_scale = dout / B  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(B), labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = dout / B
+    dlogits = loss_exp * (dloss_scale / loss_sums)
+    dlogits[np.arange(B), labels] -= dloss_scale
     # logits = pooled @ W + b
     db = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dpooled = dlogits @ W.T  # matmul rule, notes section 5
@@ -219,10 +220,11 @@ def value_and_grad(tokens, labels, E, W, b):
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [B, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / B  # []
     # loss = softmax_cross_entropy(logits, labels)
-    dloss_scale = 1 / B  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
-    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(B), labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / B
+    dlogits = loss_exp
+    dlogits *= dloss_scale / loss_sums
+    dlogits[np.arange(B), labels] -= dloss_scale
     # logits = pooled @ W + b
     db = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dpooled = dlogits @ W.T  # matmul rule, notes section 5

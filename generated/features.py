@@ -186,10 +186,10 @@ def value_and_grad(a, c, W, lo):
     loss_logsumexp = np.squeeze(loss_logsumexp_lse, axis=-1)  # [B*T + M]
     loss = loss_logsumexp.sum()  # []
     # loss = sum(logsumexp(clipped, axis=-1))
-    dclipped = clipped  # logsumexp rule: softmax times the cotangent
     # logsumexp rule: softmax times the cotangent
+    dclipped = clipped
     dclipped -= np.expand_dims(loss_logsumexp, axis=-1)
-    np.exp(dclipped, out=dclipped)  # logsumexp rule: softmax times the cotangent
+    np.exp(dclipped, out=dclipped)
     # clipped = minimum(maximum(mixed, lo), 1.5)
     dclipped_maximum = dclipped  # minimum rule (ties go to a)
     dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)

@@ -187,15 +187,17 @@ def backward(dout, cache):
     X, y, W, b, fit_exp, fit_sums, N, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # fit = softmax_cross_entropy(logits, y)
-    dfit_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    dlogits = fit_exp * (dfit_scale / fit_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dfit_scale = dout / N
+    dlogits = fit_exp * (dfit_scale / fit_sums)
+    dlogits[np.arange(N), y] -= dfit_scale
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
-    dloss_square_2_mul = dout * 0.05 * 2  # square rule
-    db = b * dloss_square_2_mul  # square rule
-    dW = W * dloss_square_2_mul  # square rule
+    # square rule
+    dloss_square_2_mul = dout * 0.05 * 2
+    db = b * dloss_square_2_mul
+    dW = W * dloss_square_2_mul
     # logits = X @ W + b
     db += logits_sum  # sum rule, accumulated over uses (notes section 3)
     dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
@@ -219,16 +221,18 @@ def value_and_grad(X, y, W, b):
     loss_mul = 0.05 * loss_add  # []
     loss = fit + loss_mul  # []
     # fit = softmax_cross_entropy(logits, y)
-    dfit_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = fit_exp  # softmax cross-entropy rule, notes section 2
-    dlogits *= dfit_scale / fit_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dfit_scale = 1 / N
+    dlogits = fit_exp
+    dlogits *= dfit_scale / fit_sums
+    dlogits[np.arange(N), y] -= dfit_scale
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
-    dloss_square_2_mul = 0.05 * 2  # square rule
-    db = b * dloss_square_2_mul  # square rule
-    dW = W * dloss_square_2_mul  # square rule
+    # square rule
+    dloss_square_2_mul = 0.05 * 2
+    db = b * dloss_square_2_mul
+    dW = W * dloss_square_2_mul
     # logits = X @ W + b
     db += logits_sum  # sum rule, accumulated over uses (notes section 3)
     dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
@@ -340,23 +344,21 @@ def hvp(X, y, W, b, v):
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    logits_softmax = fit_exp  # softmax cross-entropy rule, notes section 2
-    logits_softmax /= fit_sums  # softmax cross-entropy rule, notes section 2
-    dfit_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dfit_scale  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    logits_softmax = fit_exp
+    logits_softmax /= fit_sums
+    dfit_scale = 1 / N
+    dlogits = logits_softmax * dfit_scale
+    dlogits[np.arange(N), y] -= dfit_scale
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_softmax
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot *= (
         logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     )
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot *= dfit_scale
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
@@ -365,9 +367,10 @@ def hvp(X, y, W, b, v):
     dlogits_matmul_matmul_dot = X.T @ dlogits_dot
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
-    dloss_square_2_mul = 0.05 * 2  # square rule
-    db = b * dloss_square_2_mul  # square rule
-    dW = W * dloss_square_2_mul  # square rule
+    # square rule
+    dloss_square_2_mul = 0.05 * 2
+    db = b * dloss_square_2_mul
+    dW = W * dloss_square_2_mul
     # logits = X @ W + b
     db += logits_sum  # sum rule, accumulated over uses (notes section 3)
     dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
@@ -405,11 +408,12 @@ def hessian(X, y, W, b):
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    logits_softmax = fit_exp  # softmax cross-entropy rule, notes section 2
-    logits_softmax /= fit_sums  # softmax cross-entropy rule, notes section 2
-    dfit_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dfit_scale  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dfit_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    logits_softmax = fit_exp
+    logits_softmax /= fit_sums
+    dfit_scale = 1 / N
+    dlogits = logits_softmax * dfit_scale
+    dlogits[np.arange(N), y] -= dfit_scale
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # fit = softmax_cross_entropy(logits, y)
@@ -417,9 +421,7 @@ def hessian(X, y, W, b):
     logits_softmax_dot = logits_softmax * (
         logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     )
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot *= dfit_scale
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
@@ -428,17 +430,19 @@ def hessian(X, y, W, b):
     dlogits_matmul_matmul_dot = np.einsum("nk,zkm->znm", X.T, dlogits_dot, optimize=True)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
-    dloss_square_2_mul = 0.05 * 2  # square rule
-    db = b * dloss_square_2_mul  # square rule
-    dW = W * dloss_square_2_mul  # square rule
+    # square rule
+    dloss_square_2_mul = 0.05 * 2
+    db = b * dloss_square_2_mul
+    dW = W * dloss_square_2_mul
     # logits = X @ W + b
     db += logits_sum  # sum rule, accumulated over uses (notes section 3)
     dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
-    db_dot = b_dot  # square rule, differentiated in forward mode
-    db_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode
-    dW_dot = W_dot  # square rule, differentiated in forward mode
-    dW_dot *= dloss_square_2_mul  # square rule, differentiated in forward mode
+    # square rule, differentiated in forward mode
+    db_dot = b_dot
+    db_dot *= dloss_square_2_mul
+    dW_dot = W_dot
+    dW_dot *= dloss_square_2_mul
     # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
     db_dot += logits_sum_dot
@@ -446,10 +450,9 @@ def hessian(X, y, W, b):
     dW_dot += dlogits_matmul_matmul_dot
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_W_W = dW_dot[: C * D].reshape((D, C, D, C))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W_b = db_dot[: C * D].reshape((D, C, C))
-    H_b_W = dW_dot[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_b_b = db_dot[C * D : C + C * D]  # the blocks of the Hessian, shaped a.shape + b.shape
+    H_b_W = dW_dot[C * D : C + C * D]
+    H_b_b = db_dot[C * D : C + C * D]
     return (
         loss,
         Gradients(W=dW, b=db),

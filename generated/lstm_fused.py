@@ -253,9 +253,10 @@ def backward(dout, cache):
     dc_next = c_next * (dout * 0.5 / (H * N) * 2)  # square rule
     dh_next = loss_sub * (dout / (H * N) * 2)  # square rule
     # h_next = sigmoid(o) * tanh(c_next)
-    do = dh_next * h_next_tanh  # product rule
-    dh_next_tanh = dh_next  # product rule
-    dh_next_tanh *= h_next_sigmoid  # product rule
+    # product rule
+    do = dh_next * h_next_tanh
+    dh_next_tanh = dh_next
+    dh_next_tanh *= h_next_sigmoid
     # tanh rule, reusing the forward output, accumulated over uses (notes section 3)
     dc_next += dh_next_tanh * (1 - h_next_tanh * h_next_tanh)
     do *= h_next_sigmoid_tail * (1 - h_next_sigmoid_tail)  # sigmoid rule, from the smaller tail
@@ -264,9 +265,10 @@ def backward(dout, cache):
     dg = dc_next * c_next_sigmoid_2  # product rule
     dg *= 1 - c_next_tanh * c_next_tanh  # tanh rule, reusing the forward output
     di *= c_next_sigmoid_2_tail * (1 - c_next_sigmoid_2_tail)  # sigmoid rule, from the smaller tail
-    df = dc_next * c  # product rule
-    dc = dc_next  # product rule
-    dc *= c_next_sigmoid  # product rule
+    # product rule
+    df = dc_next * c
+    dc = dc_next
+    dc *= c_next_sigmoid
     df *= c_next_sigmoid_tail * (1 - c_next_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # o = split(z, 4, axis=-1)[3]
     dz = np.zeros((N, 4 * H), dtype=dtype)  # split rule: g written into zeros at the piece's slice
@@ -279,10 +281,11 @@ def backward(dout, cache):
     dz[:, :H] += di  # split rule: g added at its slice of the same zeros
     # z = x @ W + h @ U + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
-    dh = dz @ U.T  # matmul rule, notes section 5
-    dU = h.T @ dz  # matmul rule, notes section 5
-    dx = dz @ W.T  # matmul rule, notes section 5
-    dW = x.T @ dz  # matmul rule, notes section 5
+    # matmul rule, notes section 5
+    dh = dz @ U.T
+    dU = h.T @ dz
+    dx = dz @ W.T
+    dW = x.T @ dz
     return Gradients(x=dx, h=dh, c=dc, W=dW, U=dU, b=db)
 
 
@@ -328,26 +331,30 @@ def value_and_grad(x, h, c, W, U, b, target):
     loss_mul = 0.5 * loss_mean_2  # []
     loss = loss_mean + loss_mul  # []
     # loss = mean(square(h_next - target)) + 0.5 * mean(square(c_next))
-    dc_next = c_next  # square rule
-    dc_next *= 0.5 / (H * N) * 2  # square rule
-    dh_next = loss_sub  # square rule
-    dh_next *= 1 / (H * N) * 2  # square rule
+    # square rule
+    dc_next = c_next
+    dc_next *= 0.5 / (H * N) * 2
+    dh_next = loss_sub
+    dh_next *= 1 / (H * N) * 2
     # h_next = sigmoid(o) * tanh(c_next)
-    do = dh_next * h_next_tanh  # product rule
-    dh_next_tanh = dh_next  # product rule
-    dh_next_tanh *= h_next_sigmoid  # product rule
+    # product rule
+    do = dh_next * h_next_tanh
+    dh_next_tanh = dh_next
+    dh_next_tanh *= h_next_sigmoid
     # tanh rule, reusing the forward output, accumulated over uses (notes section 3)
     dc_next += dh_next_tanh * (1 - h_next_tanh * h_next_tanh)
     do *= h_next_sigmoid_tail * (1 - h_next_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # c_next = sigmoid(f) * c + sigmoid(i) * tanh(g)
-    di = dc_next * c_next_tanh  # product rule
-    dg = c_next_sigmoid_2  # product rule
-    dg *= dc_next  # product rule
+    # product rule
+    di = dc_next * c_next_tanh
+    dg = c_next_sigmoid_2
+    dg *= dc_next
     dg *= 1 - c_next_tanh * c_next_tanh  # tanh rule, reusing the forward output
     di *= c_next_sigmoid_2_tail * (1 - c_next_sigmoid_2_tail)  # sigmoid rule, from the smaller tail
-    df = dc_next * c  # product rule
-    dc = dc_next  # product rule
-    dc *= c_next_sigmoid  # product rule
+    # product rule
+    df = dc_next * c
+    dc = dc_next
+    dc *= c_next_sigmoid
     df *= c_next_sigmoid_tail * (1 - c_next_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # o = split(z, 4, axis=-1)[3]
     # split rule: g written into zeros at the piece's slice
@@ -361,8 +368,9 @@ def value_and_grad(x, h, c, W, U, b, target):
     dz[:, :H] += di  # split rule: g added at its slice of the same zeros
     # z = x @ W + h @ U + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
-    dh = dz @ U.T  # matmul rule, notes section 5
-    dU = h.T @ dz  # matmul rule, notes section 5
-    dx = dz @ W.T  # matmul rule, notes section 5
-    dW = x.T @ dz  # matmul rule, notes section 5
+    # matmul rule, notes section 5
+    dh = dz @ U.T
+    dU = h.T @ dz
+    dx = dz @ W.T
+    dW = x.T @ dz
     return loss, Gradients(x=dx, h=dh, c=dc, W=dW, U=dU, b=db)

@@ -194,21 +194,21 @@ def backward(dout, cache):
     x, y, W, V, U, h, high, low, loss_exp, loss_sums, B, T, D, H, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, y)
-    dloss_scale = dout / B  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(B), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = dout / B
+    dlogits = loss_exp * (dloss_scale / loss_sums)
+    dlogits[np.arange(B), y] -= dloss_scale
     # logits = high @ V + low @ U
-    dlow = dlogits @ U.T  # matmul rule, notes section 5
-    dU = low.T @ dlogits  # matmul rule, notes section 5
-    dhigh = dlogits @ V.T  # matmul rule, notes section 5
-    dV = high.T @ dlogits  # matmul rule, notes section 5
+    # matmul rule, notes section 5
+    dlow = dlogits @ U.T
+    dU = low.T @ dlogits
+    dhigh = dlogits @ V.T
+    dV = high.T @ dlogits
     # low = min(h, axis=1)
     # min rule: the cotangent to the smallest entry, split evenly among ties
     dlow_tie_share = (h == h.min(axis=1, keepdims=True)).astype(dtype)
-    # min rule: the cotangent to the smallest entry, split evenly among ties
     dlow_tie_share /= dlow_tie_share.sum(axis=1, keepdims=True)
-    dh = dlow_tie_share  # min rule: the cotangent to the smallest entry, split evenly among ties
-    # min rule: the cotangent to the smallest entry, split evenly among ties
+    dh = dlow_tie_share
     dh *= np.expand_dims(dlow, axis=1)
     # high = max(h, axis=1)
     # max rule: the cotangent to the largest entry, split evenly among ties
@@ -244,22 +244,22 @@ def value_and_grad(x, y, W, V, U):
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [B, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / B  # []
     # loss = softmax_cross_entropy(logits, y)
-    dloss_scale = 1 / B  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
-    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(B), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / B
+    dlogits = loss_exp
+    dlogits *= dloss_scale / loss_sums
+    dlogits[np.arange(B), y] -= dloss_scale
     # logits = high @ V + low @ U
-    dlow = dlogits @ U.T  # matmul rule, notes section 5
-    dU = low.T @ dlogits  # matmul rule, notes section 5
-    dhigh = dlogits @ V.T  # matmul rule, notes section 5
-    dV = high.T @ dlogits  # matmul rule, notes section 5
+    # matmul rule, notes section 5
+    dlow = dlogits @ U.T
+    dU = low.T @ dlogits
+    dhigh = dlogits @ V.T
+    dV = high.T @ dlogits
     # low = min(h, axis=1)
     # min rule: the cotangent to the smallest entry, split evenly among ties
     dlow_tie_share = (h == h.min(axis=1, keepdims=True)).astype(loss.dtype)
-    # min rule: the cotangent to the smallest entry, split evenly among ties
     dlow_tie_share /= dlow_tie_share.sum(axis=1, keepdims=True)
-    dh = dlow_tie_share  # min rule: the cotangent to the smallest entry, split evenly among ties
-    # min rule: the cotangent to the smallest entry, split evenly among ties
+    dh = dlow_tie_share
     dh *= np.expand_dims(dlow, axis=1)
     # high = max(h, axis=1)
     # max rule: the cotangent to the largest entry, split evenly among ties

@@ -202,9 +202,10 @@ def backward(dout, cache):
     x, y, W2, h, loss_exp, loss_sums, N, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, y)
-    dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = dout / N
+    dlogits = loss_exp * (dloss_scale / loss_sums)
+    dlogits[np.arange(N), y] -= dloss_scale
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -232,10 +233,11 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # loss = softmax_cross_entropy(logits, y)
-    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
-    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / N
+    dlogits = loss_exp
+    dlogits *= dloss_scale / loss_sums
+    dlogits[np.arange(N), y] -= dloss_scale
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -338,9 +340,9 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
-    logits_softmax = loss_exp  # softmax cross-entropy JVP rule, notes section 2
-    logits_softmax /= loss_sums  # softmax cross-entropy JVP rule, notes section 2
     # softmax cross-entropy JVP rule, notes section 2
+    logits_softmax = loss_exp
+    logits_softmax /= loss_sums
     loss_dot = (np.vdot(logits_softmax, logits_dot) - logits_dot[np.arange(N), y].sum()) / N
     return loss, loss_dot
 
@@ -373,11 +375,12 @@ def hvp(x, y, W1, b1, W2, b2, v):
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
-    logits_softmax = loss_exp  # softmax cross-entropy rule, notes section 2
-    logits_softmax /= loss_sums  # softmax cross-entropy rule, notes section 2
-    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dloss_scale  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    logits_softmax = loss_exp
+    logits_softmax /= loss_sums
+    dloss_scale = 1 / N
+    dlogits = logits_softmax * dloss_scale
+    dlogits[np.arange(N), y] -= dloss_scale
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -389,25 +392,23 @@ def hvp(x, y, W1, b1, W2, b2, v):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot = logits_softmax
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     logits_softmax_dot *= (
         logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     )
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot *= dloss_scale
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = dlogits_dot.sum(axis=0)
-    dh_dot = dlogits_dot @ W2.T  # matmul rule, notes section 5, differentiated in forward mode
-    dh_dot += dlogits @ W2_dot.T  # matmul rule, notes section 5, differentiated in forward mode
-    dW2_dot = h_dot.T @ dlogits  # matmul rule, notes section 5, differentiated in forward mode
-    dW2_dot += h.T @ dlogits_dot  # matmul rule, notes section 5, differentiated in forward mode
+    # matmul rule, notes section 5, differentiated in forward mode
+    dh_dot = dlogits_dot @ W2.T
+    dh_dot += dlogits @ W2_dot.T
+    dW2_dot = h_dot.T @ dlogits
+    dW2_dot += h.T @ dlogits_dot
     # h = tanh(x @ W1 + b1)
-    dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
+    dh_add_dot = dh_dot
+    dh_add_dot *= dh_sub
     dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=0)
@@ -464,11 +465,12 @@ def hessian(x, y, W1, b1, W2, b2):
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
-    logits_softmax = loss_exp  # softmax cross-entropy rule, notes section 2
-    logits_softmax /= loss_sums  # softmax cross-entropy rule, notes section 2
-    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = logits_softmax * dloss_scale  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    logits_softmax = loss_exp
+    logits_softmax /= loss_sums
+    dloss_scale = 1 / N
+    dlogits = logits_softmax * dloss_scale
+    dlogits[np.arange(N), y] -= dloss_scale
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
@@ -482,9 +484,7 @@ def hessian(x, y, W1, b1, W2, b2):
     logits_softmax_dot = logits_softmax * (
         logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
     )
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = logits_softmax_dot
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot *= dloss_scale
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
@@ -493,18 +493,15 @@ def hessian(x, y, W1, b1, W2, b2):
     dh_dot = (dlogits_dot.reshape(C * H * N + C * N + D * H * N + H * N, C) @ W2.T).reshape(
         (C + C * H + D * H + H, N, H)
     )
-    # matmul rule, notes section 5, differentiated in forward mode
     dh_dot += np.einsum("nk,zkm->znm", dlogits, W2_dot.swapaxes(-1, -2), optimize=True)
-    # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot = (
         h_dot.swapaxes(-1, -2).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
     ).reshape((C + C * H + D * H + H, H, C))
-    # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot += np.einsum("nk,zkm->znm", h.T, dlogits_dot, optimize=True)
     # h = tanh(x @ W1 + b1)
-    dh_add_dot = dh_dot  # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot *= dh_sub  # tanh rule, reusing the forward output, differentiated in forward mode
     # tanh rule, reusing the forward output, differentiated in forward mode
+    dh_add_dot = dh_dot
+    dh_add_dot *= dh_sub
     dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=1)
@@ -512,31 +509,20 @@ def hessian(x, y, W1, b1, W2, b2):
     dW1_dot = np.einsum("nk,zkm->znm", x.T, dh_add_dot, optimize=True)
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_W1_W1 = dW1_dot[: D * H].reshape((D, H, D, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W1_b1 = db1_dot[: D * H].reshape((D, H, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W1_W2 = dW2_dot[: D * H].reshape((D, H, H, C))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W1_b2 = db2_dot[: D * H].reshape((D, H, C))
-    H_b1_W1 = dW1_dot[D * H : D * H + H]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_b1_b1 = db1_dot[D * H : D * H + H]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_b1_W2 = dW2_dot[D * H : D * H + H]  # the blocks of the Hessian, shaped a.shape + b.shape
-    H_b1_b2 = db2_dot[D * H : D * H + H]  # the blocks of the Hessian, shaped a.shape + b.shape
-    # the blocks of the Hessian, shaped a.shape + b.shape
+    H_b1_W1 = dW1_dot[D * H : D * H + H]
+    H_b1_b1 = db1_dot[D * H : D * H + H]
+    H_b1_W2 = dW2_dot[D * H : D * H + H]
+    H_b1_b2 = db2_dot[D * H : D * H + H]
     H_W2_W1 = dW1_dot[D * H + H : C * H + D * H + H].reshape((H, C, D, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W2_b1 = db1_dot[D * H + H : C * H + D * H + H].reshape((H, C, H))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W2_W2 = dW2_dot[D * H + H : C * H + D * H + H].reshape((H, C, H, C))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_W2_b2 = db2_dot[D * H + H : C * H + D * H + H].reshape((H, C, C))
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b2_W1 = dW1_dot[C * H + D * H + H : C + C * H + D * H + H]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b2_b1 = db1_dot[C * H + D * H + H : C + C * H + D * H + H]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b2_W2 = dW2_dot[C * H + D * H + H : C + C * H + D * H + H]
-    # the blocks of the Hessian, shaped a.shape + b.shape
     H_b2_b2 = db2_dot[C * H + D * H + H : C + C * H + D * H + H]
     return (
         loss,

@@ -150,9 +150,10 @@ def backward(dout, cache):
     labels, loss_exp, loss_sums, N, dtype = cache
     dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, labels)
-    dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = dout / N
+    dlogits = loss_exp * (dloss_scale / loss_sums)
+    dlogits[np.arange(N), labels] -= dloss_scale
     return Gradients(logits=dlogits)
 
 
@@ -165,8 +166,9 @@ def value_and_grad(logits, labels):
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # loss = softmax_cross_entropy(logits, labels)
-    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
-    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), labels] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / N
+    dlogits = loss_exp
+    dlogits *= dloss_scale / loss_sums
+    dlogits[np.arange(N), labels] -= dloss_scale
     return loss, Gradients(logits=dlogits)

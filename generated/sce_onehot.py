@@ -125,8 +125,8 @@ def backward(dout, cache):
     # loss = softmax_cross_entropy(theta, y, reduction='sum')
     # softmax cross-entropy rule, notes section 2
     dtheta = loss_probs * y.sum(axis=-1, keepdims=True)
-    dtheta -= y  # softmax cross-entropy rule, notes section 2
-    dtheta *= dout  # softmax cross-entropy rule, notes section 2
+    dtheta -= y
+    dtheta *= dout
     return Gradients(theta=dtheta)
 
 
@@ -140,7 +140,8 @@ def value_and_grad(theta, y):
     loss_log_probs -= np.log(loss_sums)  # [N, C]
     loss = -(y * loss_log_probs).sum()  # []
     # loss = softmax_cross_entropy(theta, y, reduction='sum')
-    dtheta = loss_probs  # softmax cross-entropy rule, notes section 2
-    dtheta *= y.sum(axis=-1, keepdims=True)  # softmax cross-entropy rule, notes section 2
-    dtheta -= y  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dtheta = loss_probs
+    dtheta *= y.sum(axis=-1, keepdims=True)
+    dtheta -= y
     return loss, Gradients(theta=dtheta)

@@ -286,9 +286,10 @@ def backward(dout, cache):
     ) = cache
     dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, y)
-    dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = dout / N
+    dlogits = loss_exp * (dloss_scale / loss_sums)
+    dlogits[np.arange(N), y] -= dloss_scale
     # logits = einsum('nchw,chwk->nk', h2, W3) + b3
     db3 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # einsum rule: contract the cotangent with the other operands
@@ -296,75 +297,49 @@ def backward(dout, cache):
     # einsum rule: contract the cotangent with the other operands
     dW3 = np.einsum("nk,nchw->chwk", dlogits, h2)
     # h2 = max_pool2d(relu(z2), 2)
-    dz2 = np.zeros_like(h2_relu)  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
+    dz2 = np.zeros_like(h2_relu)
     dh2_relu_hit = h2_relu[..., :-1:2, :-1:2] == h2
-    dh2_relu_free = ~dh2_relu_hit  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh2_relu_free = ~dh2_relu_hit
     dz2[..., :-1:2, :-1:2] = dh2 * dh2_relu_hit
-    # max-pool rule: g to each window's first maximum
     dh2_relu_hit_2 = np.logical_and(h2_relu[..., :-1:2, 1::2] == h2, dh2_relu_free)
-    dh2_relu_free &= ~dh2_relu_hit_2  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh2_relu_free &= ~dh2_relu_hit_2
     dz2[..., :-1:2, 1::2] += dh2 * dh2_relu_hit_2
-    # max-pool rule: g to each window's first maximum
     dh2_relu_hit_3 = np.logical_and(h2_relu[..., 1::2, :-1:2] == h2, dh2_relu_free)
-    dh2_relu_free &= ~dh2_relu_hit_3  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh2_relu_free &= ~dh2_relu_hit_3
     dz2[..., 1::2, :-1:2] += dh2 * dh2_relu_hit_3
-    # max-pool rule: g to each window's first maximum
     dh2_relu_hit_4 = np.logical_and(h2_relu[..., 1::2, 1::2] == h2, dh2_relu_free)
-    # max-pool rule: g to each window's first maximum
     dz2[..., 1::2, 1::2] += dh2 * dh2_relu_hit_4
     dz2 *= h2_relu > 0  # relu rule (relu'(0) = 0)
     # z2 = conv2d(h1, W2, padding=1) + b2
     db2 = dz2.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
     # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_cols = np.tensordot(dz2, W2, axes=(1, 0))
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid = np.zeros((N, 2 + 2 * S, 2 + 2 * S, C1), dtype=dtype)
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, :-2] = dh1_cols[..., 0, 0]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, 1:-1] += dh1_cols[..., 0, 1]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, 2:] += dh1_cols[..., 0, 2]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, :-2] += dh1_cols[..., 1, 0]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, 1:-1] += dh1_cols[..., 1, 1]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, 2:] += dh1_cols[..., 1, 2]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, :-2] += dh1_cols[..., 2, 0]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, 1:-1] += dh1_cols[..., 2, 1]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, 2:] += dh1_cols[..., 2, 2]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1 = dh1_grid[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW2 = np.tensordot(dz2, z2_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     # h1 = max_pool2d(relu(z1), 2)
-    dz1 = np.zeros_like(h1_relu)  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
+    dz1 = np.zeros_like(h1_relu)
     dh1_relu_hit = h1_relu[..., :-1:2, :-1:2] == h1
-    dh1_relu_free = ~dh1_relu_hit  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh1_relu_free = ~dh1_relu_hit
     dz1[..., :-1:2, :-1:2] = dh1 * dh1_relu_hit
-    # max-pool rule: g to each window's first maximum
     dh1_relu_hit_2 = np.logical_and(h1_relu[..., :-1:2, 1::2] == h1, dh1_relu_free)
-    dh1_relu_free &= ~dh1_relu_hit_2  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh1_relu_free &= ~dh1_relu_hit_2
     dz1[..., :-1:2, 1::2] += dh1 * dh1_relu_hit_2
-    # max-pool rule: g to each window's first maximum
     dh1_relu_hit_3 = np.logical_and(h1_relu[..., 1::2, :-1:2] == h1, dh1_relu_free)
-    dh1_relu_free &= ~dh1_relu_hit_3  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh1_relu_free &= ~dh1_relu_hit_3
     dz1[..., 1::2, :-1:2] += dh1 * dh1_relu_hit_3
-    # max-pool rule: g to each window's first maximum
     dh1_relu_hit_4 = np.logical_and(h1_relu[..., 1::2, 1::2] == h1, dh1_relu_free)
-    # max-pool rule: g to each window's first maximum
     dz1[..., 1::2, 1::2] += dh1 * dh1_relu_hit_4
     dz1 *= h1_relu > 0  # relu rule (relu'(0) = 0)
     # z1 = conv2d(x, W1, padding=1) + b1
@@ -410,10 +385,11 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # loss = softmax_cross_entropy(logits, y)
-    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
-    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / N
+    dlogits = loss_exp
+    dlogits *= dloss_scale / loss_sums
+    dlogits[np.arange(N), y] -= dloss_scale
     # logits = einsum('nchw,chwk->nk', h2, W3) + b3
     db3 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # einsum rule: contract the cotangent with the other operands
@@ -421,75 +397,49 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     # einsum rule: contract the cotangent with the other operands
     dW3 = np.einsum("nk,nchw->chwk", dlogits, h2)
     # h2 = max_pool2d(relu(z2), 2)
-    dz2 = np.zeros_like(h2_relu)  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
+    dz2 = np.zeros_like(h2_relu)
     dh2_relu_hit = h2_relu[..., :-1:2, :-1:2] == h2
-    dh2_relu_free = ~dh2_relu_hit  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh2_relu_free = ~dh2_relu_hit
     dz2[..., :-1:2, :-1:2] = dh2 * dh2_relu_hit
-    # max-pool rule: g to each window's first maximum
     dh2_relu_hit_2 = np.logical_and(h2_relu[..., :-1:2, 1::2] == h2, dh2_relu_free)
-    dh2_relu_free &= ~dh2_relu_hit_2  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh2_relu_free &= ~dh2_relu_hit_2
     dz2[..., :-1:2, 1::2] += dh2 * dh2_relu_hit_2
-    # max-pool rule: g to each window's first maximum
     dh2_relu_hit_3 = np.logical_and(h2_relu[..., 1::2, :-1:2] == h2, dh2_relu_free)
-    dh2_relu_free &= ~dh2_relu_hit_3  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh2_relu_free &= ~dh2_relu_hit_3
     dz2[..., 1::2, :-1:2] += dh2 * dh2_relu_hit_3
-    # max-pool rule: g to each window's first maximum
     dh2_relu_hit_4 = np.logical_and(h2_relu[..., 1::2, 1::2] == h2, dh2_relu_free)
-    # max-pool rule: g to each window's first maximum
     dz2[..., 1::2, 1::2] += dh2 * dh2_relu_hit_4
     dz2 *= h2_relu > 0  # relu rule (relu'(0) = 0)
     # z2 = conv2d(h1, W2, padding=1) + b2
     db2 = dz2.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
     # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_cols = np.tensordot(dz2, W2, axes=(1, 0))
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid = np.zeros((N, 2 + 2 * S, 2 + 2 * S, C1), dtype=loss.dtype)
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, :-2] = dh1_cols[..., 0, 0]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, 1:-1] += dh1_cols[..., 0, 1]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, :-2, 2:] += dh1_cols[..., 0, 2]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, :-2] += dh1_cols[..., 1, 0]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, 1:-1] += dh1_cols[..., 1, 1]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 1:-1, 2:] += dh1_cols[..., 1, 2]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, :-2] += dh1_cols[..., 2, 0]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, 1:-1] += dh1_cols[..., 2, 1]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_grid[:, 2:, 2:] += dh1_cols[..., 2, 2]
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1 = dh1_grid[:, 1:-1, 1:-1].transpose(0, 3, 1, 2)
-    # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW2 = np.tensordot(dz2, z2_conv2d_cols, axes=((0, 2, 3), (0, 1, 2)))
     # h1 = max_pool2d(relu(z1), 2)
-    dz1 = np.zeros_like(h1_relu)  # max-pool rule: g to each window's first maximum
     # max-pool rule: g to each window's first maximum
+    dz1 = np.zeros_like(h1_relu)
     dh1_relu_hit = h1_relu[..., :-1:2, :-1:2] == h1
-    dh1_relu_free = ~dh1_relu_hit  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh1_relu_free = ~dh1_relu_hit
     dz1[..., :-1:2, :-1:2] = dh1 * dh1_relu_hit
-    # max-pool rule: g to each window's first maximum
     dh1_relu_hit_2 = np.logical_and(h1_relu[..., :-1:2, 1::2] == h1, dh1_relu_free)
-    dh1_relu_free &= ~dh1_relu_hit_2  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh1_relu_free &= ~dh1_relu_hit_2
     dz1[..., :-1:2, 1::2] += dh1 * dh1_relu_hit_2
-    # max-pool rule: g to each window's first maximum
     dh1_relu_hit_3 = np.logical_and(h1_relu[..., 1::2, :-1:2] == h1, dh1_relu_free)
-    dh1_relu_free &= ~dh1_relu_hit_3  # max-pool rule: g to each window's first maximum
-    # max-pool rule: g to each window's first maximum
+    dh1_relu_free &= ~dh1_relu_hit_3
     dz1[..., 1::2, :-1:2] += dh1 * dh1_relu_hit_3
-    # max-pool rule: g to each window's first maximum
     dh1_relu_hit_4 = np.logical_and(h1_relu[..., 1::2, 1::2] == h1, dh1_relu_free)
-    # max-pool rule: g to each window's first maximum
     dz1[..., 1::2, 1::2] += dh1 * dh1_relu_hit_4
     dz1 *= h1_relu > 0  # relu rule (relu'(0) = 0)
     # z1 = conv2d(x, W1, padding=1) + b1

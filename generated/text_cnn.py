@@ -336,9 +336,10 @@ def backward(dout, cache):
     ) = cache
     dout = _check_dout(dout, (), dtype)
     # loss = softmax_cross_entropy(logits, y)
-    dloss_scale = dout / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp * (dloss_scale / loss_sums)  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = dout / N
+    dlogits = loss_exp * (dloss_scale / loss_sums)
+    dlogits[np.arange(N), y] -= dloss_scale
     # logits = features @ Wc + bc
     dbc = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dfeatures = dlogits @ Wc.T  # matmul rule, notes section 5
@@ -346,73 +347,49 @@ def backward(dout, cache):
     # h5 = max(relu(conv1d(x, W5) + b5), axis=-1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dh5_add = (h5_relu == h5_relu.max(axis=-1, keepdims=True)).astype(dtype)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh5_add /= dh5_add.sum(axis=-1, keepdims=True)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh5_add *= np.expand_dims(dfeatures[:, 2 * F : 3 * F], axis=-1)
     dh5_add *= h5_relu > 0  # relu rule (relu'(0) = 0)
     db5 = dh5_add.sum(axis=0).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_cols = np.tensordot(dh5_add, W5, axes=(1, 0))
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid = np.zeros((N, T, D), dtype=dtype)
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, :-4] = dx_cols[..., 0]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, 1:-3] += dx_cols[..., 1]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, 2:-2] += dx_cols[..., 2]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, 3:-1] += dx_cols[..., 3]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, 4:] += dx_cols[..., 4]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW5 = np.tensordot(dh5_add, h5_conv1d_cols, axes=((0, 2), (0, 1)))
     # h4 = max(relu(conv1d(x, W4) + b4), axis=-1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dh4_add = (h4_relu == h4_relu.max(axis=-1, keepdims=True)).astype(dtype)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh4_add /= dh4_add.sum(axis=-1, keepdims=True)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh4_add *= np.expand_dims(dfeatures[:, F : 2 * F], axis=-1)
     dh4_add *= h4_relu > 0  # relu rule (relu'(0) = 0)
     db4 = dh4_add.sum(axis=0).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_cols = np.tensordot(dh4_add, W4, axes=(1, 0))
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid = np.zeros((N, T, D), dtype=dtype)
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid[:, :-3] = dh4_conv1d_conv_input_grad_cols[..., 0]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid[:, 1:-2] += dh4_conv1d_conv_input_grad_cols[..., 1]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid[:, 2:-1] += dh4_conv1d_conv_input_grad_cols[..., 2]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid[:, 3:] += dh4_conv1d_conv_input_grad_cols[..., 3]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW4 = np.tensordot(dh4_add, h4_conv1d_cols, axes=((0, 2), (0, 1)))
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns, accumulated over uses (notes section 3)
     dx = dx_grid.transpose(0, 2, 1) + dh4_conv1d_conv_input_grad_grid.transpose(0, 2, 1)
     # h3 = max(relu(conv1d(x, W3) + b3), axis=-1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dh3_add = (h3_relu == h3_relu.max(axis=-1, keepdims=True)).astype(dtype)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh3_add /= dh3_add.sum(axis=-1, keepdims=True)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh3_add *= np.expand_dims(dfeatures[:, :F], axis=-1)
     dh3_add *= h3_relu > 0  # relu rule (relu'(0) = 0)
     db3 = dh3_add.sum(axis=0).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_cols = np.tensordot(dh3_add, W3, axes=(1, 0))
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_grid = np.zeros((N, T, D), dtype=dtype)
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_grid[:, :-2] = dh3_conv1d_conv_input_grad_cols[..., 0]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_grid[:, 1:-1] += dh3_conv1d_conv_input_grad_cols[..., 1]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_grid[:, 2:] += dh3_conv1d_conv_input_grad_cols[..., 2]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW3 = np.tensordot(dh3_add, h3_conv1d_cols, axes=((0, 2), (0, 1)))
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns, accumulated over uses (notes section 3)
     dx += dh3_conv1d_conv_input_grad_grid.transpose(0, 2, 1)
@@ -460,10 +437,11 @@ def value_and_grad(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # loss = softmax_cross_entropy(logits, y)
-    dloss_scale = 1 / N  # softmax cross-entropy rule, notes section 2
-    dlogits = loss_exp  # softmax cross-entropy rule, notes section 2
-    dlogits *= dloss_scale / loss_sums  # softmax cross-entropy rule, notes section 2
-    dlogits[np.arange(N), y] -= dloss_scale  # softmax cross-entropy rule, notes section 2
+    # softmax cross-entropy rule, notes section 2
+    dloss_scale = 1 / N
+    dlogits = loss_exp
+    dlogits *= dloss_scale / loss_sums
+    dlogits[np.arange(N), y] -= dloss_scale
     # logits = features @ Wc + bc
     dbc = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dfeatures = dlogits @ Wc.T  # matmul rule, notes section 5
@@ -471,73 +449,49 @@ def value_and_grad(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     # h5 = max(relu(conv1d(x, W5) + b5), axis=-1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dh5_add = (h5_relu == h5_relu.max(axis=-1, keepdims=True)).astype(loss.dtype)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh5_add /= dh5_add.sum(axis=-1, keepdims=True)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh5_add *= np.expand_dims(dfeatures[:, 2 * F : 3 * F], axis=-1)
     dh5_add *= h5_relu > 0  # relu rule (relu'(0) = 0)
     db5 = dh5_add.sum(axis=0).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_cols = np.tensordot(dh5_add, W5, axes=(1, 0))
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid = np.zeros((N, T, D), dtype=loss.dtype)
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, :-4] = dx_cols[..., 0]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, 1:-3] += dx_cols[..., 1]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, 2:-2] += dx_cols[..., 2]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, 3:-1] += dx_cols[..., 3]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dx_grid[:, 4:] += dx_cols[..., 4]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW5 = np.tensordot(dh5_add, h5_conv1d_cols, axes=((0, 2), (0, 1)))
     # h4 = max(relu(conv1d(x, W4) + b4), axis=-1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dh4_add = (h4_relu == h4_relu.max(axis=-1, keepdims=True)).astype(loss.dtype)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh4_add /= dh4_add.sum(axis=-1, keepdims=True)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh4_add *= np.expand_dims(dfeatures[:, F : 2 * F], axis=-1)
     dh4_add *= h4_relu > 0  # relu rule (relu'(0) = 0)
     db4 = dh4_add.sum(axis=0).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_cols = np.tensordot(dh4_add, W4, axes=(1, 0))
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid = np.zeros((N, T, D), dtype=loss.dtype)
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid[:, :-3] = dh4_conv1d_conv_input_grad_cols[..., 0]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid[:, 1:-2] += dh4_conv1d_conv_input_grad_cols[..., 1]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid[:, 2:-1] += dh4_conv1d_conv_input_grad_cols[..., 2]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh4_conv1d_conv_input_grad_grid[:, 3:] += dh4_conv1d_conv_input_grad_cols[..., 3]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW4 = np.tensordot(dh4_add, h4_conv1d_cols, axes=((0, 2), (0, 1)))
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns, accumulated over uses (notes section 3)
     dx = dx_grid.transpose(0, 2, 1) + dh4_conv1d_conv_input_grad_grid.transpose(0, 2, 1)
     # h3 = max(relu(conv1d(x, W3) + b3), axis=-1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dh3_add = (h3_relu == h3_relu.max(axis=-1, keepdims=True)).astype(loss.dtype)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh3_add /= dh3_add.sum(axis=-1, keepdims=True)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dh3_add *= np.expand_dims(dfeatures[:, :F], axis=-1)
     dh3_add *= h3_relu > 0  # relu rule (relu'(0) = 0)
     db3 = dh3_add.sum(axis=0).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_cols = np.tensordot(dh3_add, W3, axes=(1, 0))
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_grid = np.zeros((N, T, D), dtype=loss.dtype)
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_grid[:, :-2] = dh3_conv1d_conv_input_grad_cols[..., 0]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_grid[:, 1:-1] += dh3_conv1d_conv_input_grad_cols[..., 1]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh3_conv1d_conv_input_grad_grid[:, 2:] += dh3_conv1d_conv_input_grad_cols[..., 2]
-    # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns
     dW3 = np.tensordot(dh3_add, h3_conv1d_cols, axes=((0, 2), (0, 1)))
     # conv1d rule: dx, g times the weights added back per offset; dw, g times the columns, accumulated over uses (notes section 3)
     dx += dh3_conv1d_conv_input_grad_grid.transpose(0, 2, 1)

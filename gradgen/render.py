@@ -42,23 +42,43 @@ def _env():
 LINE_LENGTH = 100  # black's line length in gradgen.fmt
 
 
+RUN = 3  # this many statements in a row citing one rule get the comment once, above them
+
+
 def _lines(lines) -> list[str]:
-    """Statement lines with their comments: trailing when the line fits, else on a line above."""
-    out = []
-    for line in lines:
-        code, comment = line.code, line.comment
-        comment = one_line(comment) if comment else comment
-        if not code:
-            if comment:
-                out.append(f"# {comment}")
-        elif not comment:
-            out.append(code)
-        elif 4 + len(code) + code.count(":") + 4 + len(comment) <= LINE_LENGTH:  # (black may space
-            # a slice's colon: x[: n + 1])
-            out.append(f"{code}  # {comment}")
+    """Statement lines with their comments: trailing when the line fits, else on a line above; a run
+    of RUN or more statements that cite the same rule (a max-pool's or a convolution's unrolled kernel
+    offsets) gets it once, above the run."""
+    lines, out, k = list(lines), [], 0
+    while k < len(lines):
+        end = _run_end(lines, k)
+        if end - k >= RUN:
+            out += [f"# {one_line(lines[k].comment)}"] + [line.code for line in lines[k:end]]
         else:
-            out += [f"# {comment}", code]
+            out += _line(lines[k].code, one_line(lines[k].comment) if lines[k].comment else None)
+            end = k + 1
+        k = end
     return out
+
+
+def _run_end(lines, k: int) -> int:
+    """The end of the run of statements from ``k`` that cite ``lines[k]``'s rule (shape comments,
+    ``[N, K]``, say something of each line and stay with it)."""
+    end = k + 1
+    if lines[k].code and lines[k].comment and not lines[k].comment.startswith("["):
+        while end < len(lines) and lines[end].code and lines[end].comment == lines[k].comment:
+            end += 1
+    return end
+
+
+def _line(code: str, comment: str | None) -> list[str]:
+    if not code:
+        return [f"# {comment}"] if comment else []
+    if not comment:
+        return [code]
+    if 4 + len(code) + code.count(":") + 4 + len(comment) <= LINE_LENGTH:  # (black may space a
+        return [f"{code}  # {comment}"]  # slice's colon: x[: n + 1])
+    return [f"# {comment}", code]
 
 
 def _dim_lines(plan: Plan) -> list:

@@ -92,9 +92,13 @@ def _lines_with(marker: str, old: str, new):
     def edit(body: str) -> str:
         out, above = [], False
         for line in body.split("\n"):
-            if (marker in line or above) and not line.lstrip().startswith("#"):
-                line = re.sub(old, new, line)
-            above = line.lstrip().startswith("#") and marker in line  # a comment set above its line
+            if line.lstrip().startswith("#"):  # a comment above its line, or above a run of lines
+                above = marker in line
+            else:
+                own = "  # " in line  # a line with its own comment leaves the run
+                if marker in line or (above and not own):
+                    line = re.sub(old, new, line)
+                above = above and not own
             out.append(line)
         return "\n".join(out)
 
@@ -281,7 +285,7 @@ MUTANTS: dict[str, Callable[[Built], dict[str, str] | None]] = {
         "backward",
         _lines_with(
             "where rule",
-            r"(\*=? )(~?)(\w+)(\s+#)",
+            r"(\*=? )(~?)(\w+)(\s+#|$)",
             lambda m: m.group(1) + ("" if m.group(2) else "~") + m.group(3) + m.group(4),
         ),
     ),
