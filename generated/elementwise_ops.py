@@ -970,19 +970,18 @@ def hvp(x, y, W, b, w_out, p, v):
     dg_gelu_mul_dot_7 = dg_dot
     dg_gelu_mul_dot_7 *= f
     dg_gelu_mul_dot_7 += dg * f_dot
-    dg_gelu_mul_dot_7 *= dg_gelu_add_4  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg_gelu * (
-        0.5 * dg_gelu_add_dot_2
-        + (
-            (
-                dg_gelu_sub * (0.05351611220445019 * s_square_dot)
-                - dg_gelu_add_dot_2 * (2 * dg_gelu_tanh) * dg_gelu_add_2
-            )
-            * z
-            + dg_gelu_mul_5 * z_dot
+    dg_gelu_mul_dot_7 *= dg_gelu_add_4
+    dg_gelu_mul_dot_mul_7 = dg_gelu
+    dg_gelu_mul_dot_mul_7 *= 0.5 * dg_gelu_add_dot_2 + (
+        (
+            dg_gelu_sub * (0.05351611220445019 * s_square_dot)
+            - dg_gelu_add_dot_2 * (2 * dg_gelu_tanh) * dg_gelu_add_2
         )
+        * z
+        + dg_gelu_mul_5 * z_dot
     )
+    dg_gelu_mul_dot_7 += dg_gelu_mul_dot_mul_7
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += dg_gelu_mul_dot_7
     # f = clip(sin(z) + cos(z), -1.2, 1.2)

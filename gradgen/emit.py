@@ -271,6 +271,9 @@ def _closure(renames: dict[str, str]) -> dict[str, str]:
 # inlining
 
 
+INLINE_TEXT = 200  # the most text one inlined line may hold
+
+
 def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -> list[Stmt]:
     """Write a cheap value that one later line reads straight into that line: a mask (``h > 0``), a
     scalar, a view (``W.T``), or a value smaller than the line's result (a row of sums).  A value of the
@@ -309,6 +312,8 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
             continue
         if any(v in writes and any(i < k <= j for k in writes[v]) for v in s.expr.vars()):
             continue
+        if len(s.expr.render()) + len(user.expr.render()) > INLINE_TEXT:  # a long chain of cheap
+            continue  # values stays a line each: readable, and no expression nests thousands deep
         view = (s.view_of or s.expr.view_of) if user.view_of == t else user.view_of
         out[j] = Stmt(
             user.target, substitute(user.expr, t, s.expr), user.op, user.index, user.comment, view_of=view

@@ -139,7 +139,8 @@ def test_a_variance_with_ddof_needs_more_entries_than_ddof():
     assert tail == ", but v is a var with ddof=2 over it (it needs at least 3 entries)"
     # with ddof=0 only an empty slice is refused; the generated tests size a lone symbol large enough
     assert plan_of("inputs:\n  x: [B, T]\ngraph:\n  v: std(x, axis=1)\n").minimum_checks == ()
-    assert plan_of("inputs:\n  x: [B, T]\ngraph:\n  v: std(x, axis=1, ddof=4)\n").test_minimums == (("T", 5),)
+    windows = plan_of("inputs:\n  x: [B, T]\ngraph:\n  v: std(x, axis=1, ddof=4)\n").window_dims
+    assert windows == ((Dim.const(5), Dim.sym("T")),)  # (least size, dim): the tests' sizes obey it
 
 
 def test_zero_factors_of_products_and_sums():
