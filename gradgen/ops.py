@@ -138,12 +138,6 @@ def op(
     magnitude) and what the derivative layer reads (jvp ... internal).  The graph-level rules may also be
     given as the class's staticmethods (jvp, pullback, batch, partials)."""
 
-    # facts of the emission-level vjp rules that the reverse rule replaced: accepted and ignored, so
-    # that a row written for them still registers (its reverse rule is what counts; see
-    # tests/test_derive.py::test_every_op_has_its_one_reverse_rule)
-    for retired in ("number_cotangent", "grad_temp"):
-        facts.pop(retired, None)
-
     def register(cls):
         for key in ("jvp", "pullback", "batch", "partials"):
             if key not in facts and getattr(cls, key, None) is not None:
