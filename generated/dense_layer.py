@@ -226,12 +226,12 @@ def jacobian(x, W, b):
     y_tail /= 1 + y_tail  # [H]
     y = (y_add >= 0) - y_tail  # [H]
     np.abs(y, out=y)  # [H]
-    # reverse sweep for every output entry at once (one basis cotangent each)
-    dy = np.eye(H, H, dtype=dtype)
-    dy_add = dy  # sigmoid rule, from the smaller tail
-    dy_add *= y_tail * (1 - y_tail)  # sigmoid rule, from the smaller tail
-    J_W = np.expand_dims(dy_add, axis=-1) * x  # matrix-vector rule, notes section 3
-    J_x = dy_add @ W  # matrix-vector rule, notes section 3
+    dy_mul = y_tail  # sigmoid rule, from the smaller tail
+    dy_mul *= 1 - y_tail  # sigmoid rule, from the smaller tail
+    # matrix-vector rule, notes section 3
+    J_x = W * dy_mul[:, None]
+    J_W = np.zeros((H, H, D), dtype=dtype)
+    np.copyto(np.einsum("iij->ij", J_W), x * dy_mul[:, None])
     return y, Jacobian(x=J_x, W=J_W)
 
 

@@ -1027,21 +1027,17 @@ def hessian(x, y, W, b, w_out, p):
     # z = x @ W + b
     z = x @ W  # [N, H]
     z += b  # [N, H]
-    # Hessian-vector products for every input entry at once (one basis tangent each)
-    x_dot = np.eye(D * H + D * N + 3 * H + N, D * N, dtype=dtype).reshape(
-        (D * H + D * N + 3 * H + N, N, D)
-    )
     # matmul JVP rule, notes section 5
-    z_dot = (x_dot.reshape(D * H * N + D * N * N + 3 * H * N + N * N, D) @ W).reshape(
-        (D * H + D * N + 3 * H + N, N, H)
+    z_matmul_dot = np.zeros((D * H + D * N + 3 * H + N, N, H), dtype=dtype)
+    np.copyto(
+        np.einsum("kmnm->kmn", z_matmul_dot[D * N + N : D * H + D * N + N].reshape((D, H, N, H))),
+        x.T[:, None, :],
     )
-    # Hessian-vector products for every input entry at once (one basis tangent each)
-    W_dot = np.eye(D * H + D * N + 3 * H + N, D * H, -(D * N + N), dtype=dtype).reshape(
-        (D * H + D * N + 3 * H + N, D, H)
-    )
-    z_dot += np.einsum("nk,zkm->znm", x, W_dot, optimize=True)  # matmul JVP rule, notes section 5
+    z_matmul_dot_diagonal = np.einsum("nknm->nkm", z_matmul_dot[: D * N].reshape((N, D, N, H)))
+    z_matmul_dot_diagonal += W
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + N), dtype=dtype)
+    z_dot = z_matmul_dot  # sum JVP rule
     z_dot += np.expand_dims(b_dot, axis=1)  # sum JVP rule
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     f_sin = np.sin(z)  # [N, H]
@@ -1133,10 +1129,10 @@ def hessian(x, y, W, b, w_out, p):
     pred = pred_add @ w_out  # [N]
     pred_add_dot = s_dot  # sum JVP rule
     pred_add_dot += q_dot  # sum JVP rule
-    pred_dot = pred_add_dot @ w_out  # matmul JVP rule, notes section 5
-    # Hessian-vector products for every input entry at once (one basis tangent each)
-    w_out_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + H + N), dtype=dtype)
-    pred_dot += w_out_dot @ pred_add.T  # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5
+    pred_dot = pred_add_dot @ w_out
+    pred_dot_rows = pred_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N].reshape((H, N))
+    pred_dot_rows += pred_add.T
     # loss = mean(square(erf(pred) - y))
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
@@ -1192,7 +1188,10 @@ def hessian(x, y, W, b, w_out, p):
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot = np.expand_dims(dpred_dot, axis=-1) * w_out
-    ds_dot += np.expand_dims(dpred, axis=-1) * np.expand_dims(w_out_dot, axis=1)
+    ds_dot_diagonal = np.einsum(
+        "jij->ji", ds_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N].reshape((H, N, H))
+    )
+    ds_dot_diagonal += dpred
     dw_out_dot = pred_add_dot.swapaxes(-1, -2) @ dpred
     dw_out_dot += dpred_dot @ pred_add
     # q = sigmoid(z) ** p
@@ -1211,7 +1210,7 @@ def hessian(x, y, W, b, w_out, p):
         q_dot * dq_log + q * (np.where(q_sigmoid_mask, 0, q_sigmoid_dot) / dq_where)
     )
     # power rule (tensor exponent), broadcast reduced (notes section 6), differentiated in forward mode
-    dp_dot = dq_mul_dot_3.sum(axis=1)
+    dp_dot = np.einsum("abc->ac", dq_mul_dot_3)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot_mul *= dq_sigmoid_mul
     dz_dot = dz_dot_mul
@@ -1272,16 +1271,18 @@ def hessian(x, y, W, b, w_out, p):
     dz_dot += df_sin_mul_dot
     # z = x @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
-    db_dot = dz_dot.sum(axis=1)
+    db_dot = np.einsum("abc->ac", dz_dot)
     # matmul rule, notes section 5, differentiated in forward mode
     dx_dot = (dz_dot.reshape(D * H * N + D * N * N + 3 * H * N + N * N, H) @ W.T).reshape(
         (D * H + D * N + 3 * H + N, N, D)
     )
-    dx_dot += np.einsum("nk,zkm->znm", dz, W_dot.swapaxes(-1, -2), optimize=True)
-    dW_dot = (
-        x_dot.swapaxes(-1, -2).reshape(D * D * H + D * D * N + 3 * D * H + D * N, N) @ dz
-    ).reshape((D * H + D * N + 3 * H + N, D, H))
-    dW_dot += np.einsum("nk,zkm->znm", x.T, dz_dot, optimize=True)
+    dx_dot_diagonal = np.einsum(
+        "mknm->mkn", dx_dot[D * N + N : D * H + D * N + N].reshape((D, H, N, D))
+    )
+    dx_dot_diagonal += dz.T
+    dW_dot = x.T @ dz_dot
+    dW_dot_diagonal = np.einsum("knnm->knm", dW_dot[: D * N].reshape((N, D, D, H)))
+    dW_dot_diagonal += dz[:, None, :]
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_x = dx_dot[: D * N].reshape((N, D, N, D))
     H_x_y = dy_dot[: D * N].reshape((N, D, N))

@@ -239,15 +239,16 @@ def _jacobian_rows(t, data, a, rate):
     # residual = decay @ a - data
     residual = decay @ a  # [M]
     residual -= data  # [M]
-    # reverse sweep for every output entry at once (one basis cotangent each)
-    dresidual = np.eye(M, M, dtype=dtype)
-    ddecay = np.expand_dims(dresidual, axis=-1) * a  # matrix-vector rule, notes section 3
-    J_a = dresidual @ decay  # matrix-vector rule, notes section 3
+    ddecay = np.zeros((M, M, K), dtype=dtype)  # matrix-vector rule, notes section 3
+    np.copyto(np.einsum("iij->ij", ddecay), a)  # matrix-vector rule, notes section 3
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    ddecay_neg = ddecay  # exp rule, reusing the forward output
-    ddecay_neg *= decay  # exp rule, reusing the forward output
-    # broadcast product rule, notes section 7
-    J_rate = (-(ddecay_neg * t.reshape((M, 1)))).sum(axis=1)
+    ddecay_mul_neg = ddecay  # exp rule, reusing the forward output
+    ddecay_mul_neg *= decay  # exp rule, reusing the forward output
+    ddecay_mul_neg *= t.reshape((M, 1))  # product rule
+    np.negative(ddecay_mul_neg, out=ddecay_mul_neg)  # product rule
+    J_rate = np.einsum("abc->ac", ddecay_mul_neg)  # broadcast product rule, notes section 7
+    # residual = decay @ a - data
+    J_a = np.array(decay)  # matrix-vector rule, notes section 3
     return residual, Jacobian(a=J_a, rate=J_rate)
 
 
@@ -269,10 +270,10 @@ def _jacobian_columns(t, data, a, rate):
     # residual = decay @ a - data
     residual = decay @ a  # [M]
     residual -= data  # [M]
-    residual_dot = decay_dot @ a  # matmul JVP rule, notes section 5
-    # forward mode for every input entry at once (one basis tangent each)
-    a_dot = np.eye(2 * K, K, dtype=dtype)
-    residual_dot += a_dot @ decay.T  # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5
+    residual_dot = decay_dot @ a
+    residual_dot_rows = residual_dot[:K].reshape((K, M))
+    residual_dot_rows += decay.T
     # the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)
     J_a = residual_dot.T[:, :K]
     # the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)

@@ -395,12 +395,14 @@ def hessian(X, y, W, b):
     # logits = X @ W + b
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
-    # Hessian-vector products for every input entry at once (one basis tangent each)
-    W_dot = np.eye(C + C * D, C * D, dtype=dtype).reshape((C + C * D, D, C))
+    logits_matmul_dot = np.zeros((C + C * D, N, C), dtype=dtype)  # matmul JVP rule, notes section 5
     # matmul JVP rule, notes section 5
-    logits_dot = np.einsum("nk,zkm->znm", X, W_dot, optimize=True)
+    np.copyto(
+        np.einsum("kmnm->kmn", logits_matmul_dot[: C * D].reshape((D, C, N, C))), X.T[:, None, :]
+    )
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b_dot = np.eye(C + C * D, C, -(C * D), dtype=dtype)
+    logits_dot = logits_matmul_dot  # sum JVP rule
     logits_dot += np.expand_dims(b_dot, axis=1)  # sum JVP rule
     # fit = softmax_cross_entropy(logits, y)
     fit_exp = logits  # [N, C]
@@ -418,41 +420,36 @@ def hessian(X, y, W, b):
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_softmax * (
-        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
-    )
+    logits_softmax_dot = logits_dot
+    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    logits_softmax_dot *= logits_softmax
     dlogits_dot = logits_softmax_dot
     dlogits_dot *= dfit_scale
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
-    logits_sum_dot = dlogits_dot.sum(axis=1)
-    # matmul rule, notes section 5, differentiated in forward mode
-    dlogits_matmul_matmul_dot = np.einsum("nk,zkm->znm", X.T, dlogits_dot, optimize=True)
+    db_dot = np.einsum("abc->ac", dlogits_dot)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
-    loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
-    # square rule
-    dloss_square_2_mul = 0.05 * 2
-    db = b * dloss_square_2_mul
-    dW = W * dloss_square_2_mul
-    # logits = X @ W + b
-    db += logits_sum  # sum rule, accumulated over uses (notes section 3)
-    dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
-    # square rule, differentiated in forward mode
-    db_dot = b_dot
-    db_dot *= dloss_square_2_mul
-    dW_dot = W_dot
-    dW_dot *= dloss_square_2_mul
+    dloss_square_2_mul = 0.05 * 2  # square rule
     # logits = X @ W + b
     # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
-    db_dot += logits_sum_dot
+    db_dot[np.arange(C * D, C + C * D), np.arange(C)] += dloss_square_2_mul
+    dW_dot = X.T @ dlogits_dot  # matmul rule, notes section 5, differentiated in forward mode
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dW_dot += dlogits_matmul_matmul_dot
+    dW_dot[
+        np.arange(C * D).reshape((D, C)), np.arange(D)[:, None], np.arange(C)
+    ] += dloss_square_2_mul
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_W_W = dW_dot[: C * D].reshape((D, C, D, C))
     H_W_b = db_dot[: C * D].reshape((D, C, C))
     H_b_W = dW_dot[C * D : C + C * D]
     H_b_b = db_dot[C * D : C + C * D]
+    # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
+    loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
+    db = b * dloss_square_2_mul  # square rule
+    dW = W * dloss_square_2_mul  # square rule
+    # logits = X @ W + b
+    db += logits_sum  # sum rule, accumulated over uses (notes section 3)
+    dW += X.T @ dlogits  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return (
         loss,
         Gradients(W=dW, b=db),

@@ -431,13 +431,13 @@ def hessian(x, y, W1, b1, W2, b2):
     h = x @ W1  # [N, H]
     h += b1  # [N, H]
     np.tanh(h, out=h)  # [N, H]
-    # Hessian-vector products for every input entry at once (one basis tangent each)
-    W1_dot = np.eye(C + C * H + D * H + H, D * H, dtype=dtype).reshape(
-        (C + C * H + D * H + H, D, H)
-    )
-    h_dot = np.einsum("nk,zkm->znm", x, W1_dot, optimize=True)  # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5
+    h_matmul_dot = np.zeros((C + C * H + D * H + H, N, H), dtype=dtype)
+    # matmul JVP rule, notes section 5
+    np.copyto(np.einsum("kmnm->kmn", h_matmul_dot[: D * H].reshape((D, H, N, H))), x.T[:, None, :])
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b1_dot = np.eye(C + C * H + D * H + H, H, -(D * H), dtype=dtype)
+    h_dot = h_matmul_dot  # sum JVP rule
     h_dot += np.expand_dims(b1_dot, axis=1)  # sum JVP rule
     dh_sub = h * h  # tanh rule, reusing the forward output
     np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
@@ -446,17 +446,16 @@ def hessian(x, y, W1, b1, W2, b2):
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
     # matmul JVP rule, notes section 5
-    logits_dot = (h_dot.reshape(C * H * N + C * N + D * H * N + H * N, H) @ W2).reshape(
+    logits_matmul_dot = (h_dot.reshape(C * H * N + C * N + D * H * N + H * N, H) @ W2).reshape(
         (C + C * H + D * H + H, N, C)
     )
-    # Hessian-vector products for every input entry at once (one basis tangent each)
-    W2_dot = np.eye(C + C * H + D * H + H, C * H, -(D * H + H), dtype=dtype).reshape(
-        (C + C * H + D * H + H, H, C)
+    logits_matmul_dot_diagonal = np.einsum(
+        "kmnm->kmn", logits_matmul_dot[D * H + H : C * H + D * H + H].reshape((H, C, N, C))
     )
-    # matmul JVP rule, notes section 5
-    logits_dot += np.einsum("nk,zkm->znm", h, W2_dot, optimize=True)
+    logits_matmul_dot_diagonal += h.T[:, None, :]
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b2_dot = np.eye(C + C * H + D * H + H, C, -(C * H + D * H + H), dtype=dtype)
+    logits_dot = logits_matmul_dot  # sum JVP rule
     logits_dot += np.expand_dims(b2_dot, axis=1)  # sum JVP rule
     # loss = softmax_cross_entropy(logits, y)
     loss_exp = logits  # [N, C]
@@ -481,32 +480,34 @@ def hessian(x, y, W1, b1, W2, b2):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_softmax * (
-        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
-    )
+    logits_softmax_dot = logits_dot
+    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    logits_softmax_dot *= logits_softmax
     dlogits_dot = logits_softmax_dot
     dlogits_dot *= dloss_scale
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
-    db2_dot = dlogits_dot.sum(axis=1)
+    db2_dot = np.einsum("abc->ac", dlogits_dot)
     # matmul rule, notes section 5, differentiated in forward mode
     dh_dot = (dlogits_dot.reshape(C * H * N + C * N + D * H * N + H * N, C) @ W2.T).reshape(
         (C + C * H + D * H + H, N, H)
     )
-    dh_dot += np.einsum("nk,zkm->znm", dlogits, W2_dot.swapaxes(-1, -2), optimize=True)
+    dh_dot_diagonal = np.einsum(
+        "mknm->mkn", dh_dot[D * H + H : C * H + D * H + H].reshape((H, C, N, H))
+    )
+    dh_dot_diagonal += dlogits.T
     dW2_dot = (
         h_dot.swapaxes(-1, -2).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
     ).reshape((C + C * H + D * H + H, H, C))
-    dW2_dot += np.einsum("nk,zkm->znm", h.T, dlogits_dot, optimize=True)
+    dW2_dot += h.T @ dlogits_dot
     # h = tanh(x @ W1 + b1)
     # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot = dh_dot
     dh_add_dot *= dh_sub
     dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
-    db1_dot = dh_add_dot.sum(axis=1)
-    # matmul rule, notes section 5, differentiated in forward mode
-    dW1_dot = np.einsum("nk,zkm->znm", x.T, dh_add_dot, optimize=True)
+    db1_dot = np.einsum("abc->ac", dh_add_dot)
+    dW1_dot = x.T @ dh_add_dot  # matmul rule, notes section 5, differentiated in forward mode
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_W1_W1 = dW1_dot[: D * H].reshape((D, H, D, H))
     H_W1_b1 = db1_dot[: D * H].reshape((D, H, H))

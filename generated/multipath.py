@@ -139,9 +139,11 @@ def backward(dout, cache):
     dloss_matmul_mul = dout / 10 * loss_sum  # dot product rule
     dloss_mean_div = dout / (D2 * N)  # mean rule: broadcast back, divided by the count
     # g = h * h + exp(h) / 2.0
-    dg_exp = np.broadcast_to(dloss_mean_div, (N, D2)) / 2.0  # quotient rule
+    dg_exp_mul = np.broadcast_to(dloss_mean_div, (N, D2)) / 2.0  # quotient rule
+    dg_exp_mul *= g_exp  # exp rule, reusing the forward output
+    dh = dg_exp_mul  # exp rule, reusing the forward output, accumulated over uses (notes section 3)
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
-    dh = dloss_matmul_mul + dloss_matmul_mul + dg_exp * g_exp
+    dh += dloss_matmul_mul + dloss_matmul_mul
     dh += h * (dloss_mean_div * 2)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
     dh_matmul = dh  # tanh rule, reusing the forward output
@@ -172,10 +174,12 @@ def value_and_grad(x, W):
     # mean rule: broadcast back, divided by the count
     dg = np.full((N, D2), dloss_mean_div, dtype=loss.dtype)
     # g = h * h + exp(h) / 2.0
-    dg_exp = dg  # quotient rule
-    dg_exp /= 2.0  # quotient rule
+    dg_exp_mul = dg  # quotient rule
+    dg_exp_mul /= 2.0  # quotient rule
+    dg_exp_mul *= g_exp  # exp rule, reusing the forward output
+    dh = dg_exp_mul  # exp rule, reusing the forward output, accumulated over uses (notes section 3)
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
-    dh = dloss_matmul_mul + dloss_matmul_mul + dg_exp * g_exp
+    dh += dloss_matmul_mul + dloss_matmul_mul
     dh += h * (dloss_mean_div * 2)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
     dh_matmul = dh  # tanh rule, reusing the forward output

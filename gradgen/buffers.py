@@ -12,7 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gradgen.dims import shape_str
-from gradgen.expr import AUG_OPS, CMP_OPS, UFUNC_OF, Attr, Bin, Call, E, Index, Lit, Method, Neg, Var
+from gradgen.expr import (
+    AUG_OPS,
+    CMP_OPS,
+    UFUNC_OF,
+    WRITES_FIRST,
+    Attr,
+    Bin,
+    Call,
+    E,
+    Index,
+    Lit,
+    Method,
+    Neg,
+    Var,
+)
 
 
 @dataclass
@@ -102,6 +116,8 @@ def optimize(
             for k, v in s.expr.kwargs:
                 if k == "out":
                     mutated.update(v.vars())
+            if s.target is None and s.expr.func in WRITES_FIRST and s.expr.args:
+                mutated.update(s.expr.args[0].vars())
     defs = {s.target for s in stmts if s.target and s.op == "=" and s.index is None}
     live_set = set(live_out)
     kept: list[Stmt] = []

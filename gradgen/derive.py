@@ -200,8 +200,12 @@ def _jvp(row, r: Rule):
 
 
 def _batch(row, r: Rule):
+    """The row's batching rule; an elementwise row's may decline (None) and leave it to the general
+    one: every batched operand padded so that its batch axis stays in front."""
     if row.batch is not None:
-        return row.batch(r)
+        x = row.batch(r)
+        if x is not None or not row.elementwise:
+            return x
     if not row.elementwise:
         raise Unsupported(row.name, _source(r), "batch")
     rank = r.out.rank

@@ -20,7 +20,7 @@ from gradgen.buffers import Line, Stmt, _lines, _own_returns, optimize
 from gradgen.builder import Program, is_intermediate
 from gradgen.context import FwdCtx, Namer, _section, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str
-from gradgen.expr import CMP_OPS, Attr, Bin, Call, E, Index, Lit, Method, Neg, Var
+from gradgen.expr import CMP_OPS, WRITES_FIRST, Attr, Bin, Call, E, Index, Lit, Method, Neg, Var
 from gradgen.ir import Node, ancestors
 from gradgen.ops import ROWS
 from gradgen.plan import _Planner
@@ -285,7 +285,7 @@ def inline(stmts: list[Stmt], live_out: list[str], params: set[str], shape_of) -
     writes = _writes(stmts)
     out: list[Stmt | None] = list(stmts)
     keep_out = set(live_out) | params
-    summed = _summed(stmts, reads, writes, keep_out)
+    summed = _summed(stmts, reads, writes, keep_out, shape_of)
     for i in range(len(stmts)):
         s = out[i]
         t = s.target
@@ -373,18 +373,24 @@ def _single(e: E, shape_of) -> bool:
 REDUCTIONS = ("sum", "mean", "max", "min")
 
 
-def _operand_of_rule(s: Stmt, user: Stmt, t: str) -> bool:
+def _operand_of_rule(s: Stmt, user: Stmt, t: str, shape_of) -> bool:
     """``u = v op t`` where t is an elementwise value of the same rule (``1 - y * y`` of tanh's rule):
-    t is written into that line (``dh *= 1 - h * h``), which may still update v in place."""
+    t is written into that line (``dh *= 1 - h * h``), which may still update v in place.  Not when v
+    is an array smaller than u (a forward value against a batch of tangents): then v cannot hold u, t
+    can, and t keeps its own line to be updated in place (a number v, a scalar cotangent, still reads
+    best as one line)."""
     e = user.expr
     if not (isinstance(e, Bin) and e.b == Var(t) and isinstance(e.a, Var) and e.a != Var(t)):
+        return False
+    v_shape, u_shape = shape_of(e.a.name), shape_of(user.target) if user.target else None
+    if v_shape and u_shape is not None and tuple(v_shape) != tuple(u_shape):
         return False
     if not (s.comment and user.comment and user.comment.startswith(s.comment)):
         return False
     return isinstance(s.expr, (Bin, Neg)) or (isinstance(s.expr, Call) and s.expr.is_ufunc)
 
 
-def _summed(stmts: list[Stmt], reads, writes, keep_out) -> set[str]:
+def _summed(stmts: list[Stmt], reads, writes, keep_out, shape_of) -> set[str]:
     """The values written into the one line that reads them because both apply one rule: a value a
     reduction of the same rule reads (``(g * a).sum(axis=0)``: no buffer could be reused in it either
     way), the right operand of an update of that rule (``dh *= 1 - h * h``), and the elementwise values
@@ -405,7 +411,7 @@ def _summed(stmts: list[Stmt], reads, writes, keep_out) -> set[str]:
         if isinstance(u.expr, Method) and u.expr.name in REDUCTIONS and u.expr.obj == Var(t):
             if _one_rule(s.comment, u.comment):
                 out.add(t)
-        elif _operand_of_rule(s, u, t) or (
+        elif _operand_of_rule(s, u, t, shape_of) or (
             u.target in out and s.comment == u.comment and isinstance(u.expr, (Bin, Neg))
         ):
             out.add(t)
@@ -492,7 +498,7 @@ def _writes(stmts: list[Stmt]) -> dict[str, list[int]]:
                 if k == "out":
                     for name in v.vars():
                         out.setdefault(name, []).append(i)
-        if s.target is None and isinstance(s.expr, Call) and s.expr.func == "np.add.at" and s.expr.args:
+        if s.target is None and isinstance(s.expr, Call) and s.expr.func in WRITES_FIRST and s.expr.args:
             for name in s.expr.args[0].vars():
                 out.setdefault(name, []).append(i)
     return out

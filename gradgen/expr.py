@@ -26,6 +26,8 @@ PREC = {
 CMP_OPS = ("<", "<=", ">", ">=", "==", "!=")
 UFUNC_OF = {"+": "np.add", "-": "np.subtract", "*": "np.multiply", "/": "np.divide"}
 AUG_OPS = ("+", "-", "*", "/")
+# calls written as statements of their own that write into (a view of) their first argument
+WRITES_FIRST = ("np.add.at", "np.copyto")
 
 
 class E:
@@ -241,8 +243,15 @@ class Call(E):
 
     @property
     def _einsum_view(self) -> bool:
-        """np.einsum of one operand may return a view of it (a transpose, say)."""
-        return self.func == "np.einsum" and len(self.args) == 2
+        """np.einsum of one operand may return a view of it (a transpose, a diagonal); one that sums
+        over an index (``'abc->ac'``) always makes a new array."""
+        if self.func != "np.einsum" or len(self.args) != 2:
+            return False
+        spec = self.args[0].text.strip("'\"") if isinstance(self.args[0], Lit) else ""
+        if "->" not in spec:
+            return True
+        inp, out = spec.split("->")
+        return not (set(inp) - set(out) - {".", ","})
 
     @property
     def is_ufunc(self):

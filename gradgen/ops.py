@@ -285,6 +285,7 @@ operands' own rounding left (the sum's conditioning, not the formula's).""",
 class Add(_Binary):
     forward = staticmethod(lambda f: add(f.a(0), f.a(1)))
     partials = staticmethod(lambda r: (ONE, ONE))
+    batch = staticmethod(lambda r: _basis_added(r))
 
 
 @op(
@@ -333,6 +334,9 @@ class Mul(_Binary):
             return (r.mul(r.g, r.mul(TWO, r.x(0))), None)
         return (r.mul(r.g, r.x(1)), r.mul(r.g, r.x(0)))
 
+    # a basis times a factor stays a (scaled) basis; else the elementwise rule (None)
+    batch = staticmethod(lambda r: _scaled(r, lambda s, f, i: r.mul(s, f)))
+
 
 @op(
     "div",
@@ -360,6 +364,8 @@ class Div(_Binary):
     def pullback(r):
         return (r.div(r.g, r.x(1)), r.neg(r.div(r.mul(r.g, r.y), r.x(1))))
 
+    batch = staticmethod(lambda r: _scaled(r, lambda s, f, i: r.div(s, f) if i == 0 else None))
+
 
 # --------------------------------------------------------------------------------------------------
 # elementwise unary ops
@@ -383,6 +389,31 @@ class _Unary:
 class Neg_(_Unary):
     forward = staticmethod(lambda f: neg(f.a(0)))
     partials = staticmethod(lambda r: (Const(-1, "-1"),))
+    batch = staticmethod(lambda r: _scaled(r, lambda s, f, i: r.neg(s)))
+
+
+def _scaled(r, combine):
+    """A batch of basis vectors through an elementwise op with an unbatched factor: a scaled basis
+    (``gradgen/ops_basis.py``), or None for the general elementwise batching rule."""
+    from gradgen.ops_basis import scale_batch
+
+    return scale_batch(r, combine)
+
+
+def _basis_added(r):
+    """A scaled basis added to a full batched value: its diagonal added in place (``ops_basis``), or
+    None for the general elementwise rule."""
+    from gradgen.ops_basis import add_batch
+
+    return add_batch(r)
+
+
+def _basis_contract(r, subscripts: str, which: int):
+    """A product of an unbatched operand with a batch of basis vectors, written as a copy onto a
+    diagonal (``gradgen/ops_basis.py``), or None when the batched operand is not a basis."""
+    from gradgen.ops_basis import contract_batch
+
+    return contract_batch(r, subscripts, which)
 
 
 @op(
@@ -664,7 +695,21 @@ def _reduction_forward(f, name: str) -> E:
         dotted = _sum_of_products(f, axes)
         if dotted is not None:
             return dotted
+        inner = _inner_axis_sum(f, axes, t.rank)
+        if inner is not None:
+            return inner
     return method(f.a(0), name, **_reduce_kwargs(f, axes, t.rank, f.attr("keepdims")))
+
+
+def _inner_axis_sum(f, axes, rank: int):
+    """A sum over inner axes only (neither the first nor the last) of an array of rank 3 or more, as
+    np.einsum: NumPy's a.sum(axis=1) of a [Z, N, C] batch runs its inner loop over C entries at a time
+    and measured 4-8x slower than einsum's for C = 10 to 32 (a broadcast sum rule in a batch of tangents)."""
+    if rank < 3 or f.attr("keepdims") or 0 in axes or rank - 1 in axes:
+        return None
+    letters = "abcdefghijklmnopqrstuvwxyz"[:rank]
+    kept = "".join(c for i, c in enumerate(letters) if i not in axes)
+    return call("np.einsum", Lit(repr(f"{letters}->{kept}")), f.a(0))
 
 
 def _sum_of_products(f, axes) -> E | None:
@@ -1123,6 +1168,10 @@ class MatMul:
         padded so that its batch axis stays in front), else as an einsum with one more index."""
         ta, tb, out = r.t(0), r.t(1), r.out
         xa, xb = r.batched
+        if (xa is None) != (xb is None):  # a product with the unit vectors themselves: a copy
+            structured = _basis_contract(r, _matmul_subscripts(r)[0], 0 if xa is not None else 1)
+            if structured is not None:
+                return structured
         if xa is None and ta.rank >= 2 and tb.rank == 2:
             # one matrix times a batch of matrices: one 2-D product over the batch (a contraction that
             # np.einsum(..., optimize=True) hands to BLAS once), not one product per batch element
@@ -1173,6 +1222,12 @@ def _batched_matmul_pullback(r):
 
 def _matmul_as_einsum(r):
     """A batched matmul that numpy.matmul's broadcasting cannot express, as an einsum."""
+    spec, a, b = _matmul_subscripts(r)
+    return r.op("einsum", a, b, subscripts=spec)
+
+
+def _matmul_subscripts(r):
+    """The batched matmul as einsum subscripts (batch index z) and its two operands."""
     ta, tb = r.t(0), r.t(1)
     k = "k"
     batch_rank = max(max(ta.rank, tb.rank) - 2, 0)
@@ -1184,7 +1239,7 @@ def _matmul_as_einsum(r):
     sa_, a = (["z", *sa], xa) if xa is not None else (sa, r.x(0))
     sb_, b = (["z", *sb], xb) if xb is not None else (sb, r.x(1))
     spec = f"{''.join(sa_)},{''.join(sb_)}->z{''.join(so)}"
-    return r.op("einsum", a, b, subscripts=spec)
+    return spec, a, b
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1522,6 +1577,12 @@ what batching turns a matrix times a batch of matrices into.  Its rules are eins
 class Contract(Einsum):
     @staticmethod
     def forward(f):
+        if f.attr("subscripts") == "nk,zkm->znm":
+            # one matrix times a batch of matrices: numpy.matmul broadcasts the matrix over the batch
+            # and writes the result in its own layout; np.einsum would hand the same product to BLAS
+            # as one call but copy the batch into a [K, Z * M] operand first and return a transposed
+            # view, one more batch-sized buffer (measured 1.1-1.4x slower, benchmarks/README.md)
+            return Bin("@", f.a(0), f.a(1))
         n = len(f.types)
         subs = Lit(repr(f.attr("subscripts")))
         return call("np.einsum", subs, *(f.a(i) for i in range(n)), optimize=Lit("True"))
@@ -1801,6 +1862,11 @@ class Outer:
     @staticmethod
     def batch(r):
         xa, xb = r.batched
+        if (xa is None) != (xb is None):  # a unit vector times a vector: a copy onto a diagonal
+            spec = "zi,j->zij" if xa is not None else "i,zj->zij"
+            structured = _basis_contract(r, spec, 0 if xa is not None else 1)
+            if structured is not None:
+                return structured
         a = r.expand(xa, (2,)) if xa is not None else r.expand(r.x(0), (1,))
         b = r.expand(xb, (1,)) if xb is not None else r.x(1)
         return r.mul(a, b)
@@ -1947,6 +2013,7 @@ class Cast(_Unary):
 
 # issue 9's op families, one module each; importing one registers its rows
 from gradgen import (  # noqa: E402
+    ops_basis,  # noqa: F401  (scaled_basis, basis_contract: batching over unit vectors)
     ops_conv,  # noqa: F401  (pad, conv1d, conv2d, max_pool2d, avg_pool2d)
     ops_elem,  # noqa: F401  (sin, cos, log1p, expm1, erf, gelu, clip, a ** b)
     ops_index,  # noqa: F401  (static indexing, split, stack)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -237,3 +238,23 @@ def test_smart_constructors_preserve_meaning(x, y):
     assert _run(neg(x).render()) == -vx
     if vy:
         assert _run(div(x, y).render()) == vx / vy
+
+
+@pytest.mark.parametrize(
+    "spec, fresh",
+    [
+        ("'abc->ac'", True),  # sums over b: a new array
+        ("'ii->'", True),  # a trace
+        ("'ij->ji'", False),  # a transpose: NumPy returns a view
+        ("'kmnm->kmn'", False),  # a diagonal: a view (written through by np.copyto)
+        ("'ij'", False),  # implicit output: taken to be a view
+    ],
+)
+def test_einsum_of_one_operand_is_fresh_only_when_it_sums(spec, fresh):
+    e = call("np.einsum", Lit(spec), Var("x"))
+    assert e.fresh is fresh
+    assert (e.view_of == "x") is not fresh
+    shapes = {"'abc->ac'": (2, 3, 4), "'kmnm->kmn'": (2, 3, 4, 3)}
+    x = np.ones(shapes.get(spec, (3, 3)))
+    out = np.einsum(spec.strip("'"), x)
+    assert np.shares_memory(out, x) is not fresh  # what NumPy does, not only what we assume
