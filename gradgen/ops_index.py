@@ -17,7 +17,6 @@ runs (``K <= D`` for ``x[:, :K]`` on ``x: [N, D]``, ``1 <= K`` for ``x[-K:]``, `
 
 from __future__ import annotations
 
-import gradgen.ops as _ops
 from gradgen.dims import Dim, shape_str
 from gradgen.expr import Bin, E, Index, Lit, Neg, Slice, Tuple, call, num
 from gradgen.ir import TensorType
@@ -420,8 +419,3 @@ class SplitPiece:
 
     pullback = staticmethod(lambda r: (r.op("unindex", r.g, index=_split_index(r), shape=r.t(0).shape),))
     batch = staticmethod(lambda r: r.node_like(r.batched[0], axis=r.attr("axis") % r.t(0).rank + 1))
-
-
-# Imported first (before gradgen.ops has finished), this module registers its rows after gradgen.ops
-# listed the callable ops: list them again, so that a user of CALLABLE never misses stack.
-_ops.CALLABLE = tuple(sorted(name for name, d in _ops.TABLE.items() if d.callable))
