@@ -174,7 +174,7 @@ def backward(dout, cache):
     dspread_half_reciprocal = np.divide(0.5, spread, out=np.zeros_like(spread), where=spread != 0)
     # std rule: (a - mean) g / ((n - ddof) y), accumulated over uses (notes section 3)
     dpred += (pred - pred.mean(axis=0, keepdims=True)) * (
-        2 * np.expand_dims(dout * 0.1 * dspread_half_reciprocal, axis=0) / (-1 + N)
+        2 * np.expand_dims(dout * 0.1 * dspread_half_reciprocal, axis=0) / (N - 1)
     )
     # pred = h @ W
     dh = dpred @ W.T  # matmul rule, notes section 5
@@ -227,7 +227,7 @@ def value_and_grad(x, gamma, beta, W, t):
     dspread_half_reciprocal = np.divide(0.5, spread, out=np.zeros_like(spread), where=spread != 0)
     # std rule: (a - mean) g / ((n - ddof) y), accumulated over uses (notes section 3)
     dpred += (pred - pred.mean(axis=0, keepdims=True)) * (
-        2 * np.expand_dims(0.1 * dspread_half_reciprocal, axis=0) / (-1 + N)
+        2 * np.expand_dims(0.1 * dspread_half_reciprocal, axis=0) / (N - 1)
     )
     # pred = h @ W
     dh = dpred @ W.T  # matmul rule, notes section 5

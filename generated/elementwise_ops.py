@@ -1036,12 +1036,12 @@ def hessian(x, y, W, b, w_out, p):
         (D * H + D * N + 3 * H + N, N, H)
     )
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    W_dot = np.eye(D * H + D * N + 3 * H + N, D * H, -(D * N + N), dtype=dtype).reshape(
+    W_dot = np.eye(D * H + D * N + 3 * H + N, D * H, -D * N - N, dtype=dtype).reshape(
         (D * H + D * N + 3 * H + N, D, H)
     )
     z_dot += np.einsum("nk,zkm->znm", x, W_dot, optimize=True)  # matmul JVP rule, notes section 5
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    b_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + N), dtype=dtype)
+    b_dot = np.eye(D * H + D * N + 3 * H + N, H, -D * H - D * N - N, dtype=dtype)
     z_dot += np.expand_dims(b_dot, axis=1)  # sum JVP rule
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     f_sin = np.sin(z)  # [N, H]
@@ -1117,7 +1117,7 @@ def hessian(x, y, W, b, w_out, p):
     dq_mul = p * dq_power
     q_dot = q_sigmoid_dot * dq_mul  # power JVP rule (tensor exponent)
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    p_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + 2 * H + N), dtype=dtype)
+    p_dot = np.eye(D * H + D * N + 3 * H + N, H, -D * H - D * N - 2 * H - N, dtype=dtype)
     q_dot_mul_expand_dims = np.expand_dims(p_dot, axis=1)  # power JVP rule (tensor exponent)
     # power rule (tensor exponent)
     q_sigmoid_mask = q_sigmoid == 0
@@ -1135,7 +1135,7 @@ def hessian(x, y, W, b, w_out, p):
     pred_add_dot += q_dot  # sum JVP rule
     pred_dot = pred_add_dot @ w_out  # matmul JVP rule, notes section 5
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    w_out_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + H + N), dtype=dtype)
+    w_out_dot = np.eye(D * H + D * N + 3 * H + N, H, -D * H - D * N - H - N, dtype=dtype)
     pred_dot += w_out_dot @ pred_add.T  # matmul JVP rule, notes section 5
     # loss = mean(square(erf(pred) - y))
     loss_erf = _erf(pred)  # [N]
@@ -1182,7 +1182,7 @@ def hessian(x, y, W, b, w_out, p):
     # loss = mean(square(erf(pred) - y))
     dloss_sub_dot = pred_dot * dloss_erf_mul  # erf JVP rule
     # difference JVP rule
-    dloss_sub_dot -= np.eye(D * H + D * N + 3 * H + N, N, -(D * N), dtype=dtype)
+    dloss_sub_dot -= np.eye(D * H + D * N + 3 * H + N, N, -D * N, dtype=dtype)
     dloss_sub_dot *= dloss_square_mul  # square rule, differentiated in forward mode
     dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
     # erf rule, differentiated in forward mode

@@ -400,7 +400,7 @@ def hessian(X, y, W, b):
     # matmul JVP rule, notes section 5
     logits_dot = np.einsum("nk,zkm->znm", X, W_dot, optimize=True)
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    b_dot = np.eye(C + C * D, C, -(C * D), dtype=dtype)
+    b_dot = np.eye(C + C * D, C, -C * D, dtype=dtype)
     logits_dot += np.expand_dims(b_dot, axis=1)  # sum JVP rule
     # fit = softmax_cross_entropy(logits, y)
     fit_exp = logits  # [N, C]

@@ -437,7 +437,7 @@ def hessian(x, y, W1, b1, W2, b2):
     )
     h_dot = np.einsum("nk,zkm->znm", x, W1_dot, optimize=True)  # matmul JVP rule, notes section 5
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    b1_dot = np.eye(C + C * H + D * H + H, H, -(D * H), dtype=dtype)
+    b1_dot = np.eye(C + C * H + D * H + H, H, -D * H, dtype=dtype)
     h_dot += np.expand_dims(b1_dot, axis=1)  # sum JVP rule
     dh_sub = h * h  # tanh rule, reusing the forward output
     np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
@@ -450,13 +450,13 @@ def hessian(x, y, W1, b1, W2, b2):
         (C + C * H + D * H + H, N, C)
     )
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    W2_dot = np.eye(C + C * H + D * H + H, C * H, -(D * H + H), dtype=dtype).reshape(
+    W2_dot = np.eye(C + C * H + D * H + H, C * H, -D * H - H, dtype=dtype).reshape(
         (C + C * H + D * H + H, H, C)
     )
     # matmul JVP rule, notes section 5
     logits_dot += np.einsum("nk,zkm->znm", h, W2_dot, optimize=True)
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    b2_dot = np.eye(C + C * H + D * H + H, C, -(C * H + D * H + H), dtype=dtype)
+    b2_dot = np.eye(C + C * H + D * H + H, C, -C * H - D * H - H, dtype=dtype)
     logits_dot += np.expand_dims(b2_dot, axis=1)  # sum JVP rule
     # loss = softmax_cross_entropy(logits, y)
     loss_exp = logits  # [N, C]

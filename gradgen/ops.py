@@ -1895,7 +1895,7 @@ class Basis:
         n, offset, shape = f.attr("n"), f.attr("offset"), tuple(f.attr("shape"))
         args = [f.dim(n), f.dim(numel(shape))]
         if offset.value != 0:
-            args.append(neg(f.dim(offset)))
+            args.append(f.dim(Dim.const(-1) * offset))
         eye = call("np.eye", *args, dtype=f.dtype())
         if len(shape) == 1:
             return eye

@@ -32,13 +32,8 @@ ELLIPSIS = ("...",)
 
 
 def dim_text(d: Dim) -> str:
-    """A bound as the spec writes it: ``D - K``, ``-1``, ``2*H``."""
-    pos, neg = parts(d)
-    if not neg.terms:
-        return str(pos) if pos.terms else "0"
-    if not pos.terms:
-        return f"-{neg}" if len(neg.terms) == 1 else f"-({neg})"
-    return f"{pos} - {neg}" if len(neg.terms) == 1 else f"{pos} - ({neg})"
+    """A bound as the spec writes it: ``D - K``, ``-1``, ``2*H``, ``-D - 1`` (the dim printer's order)."""
+    return str(d)
 
 
 def parts(d: Dim) -> tuple[Dim, Dim]:
