@@ -228,8 +228,7 @@ def jacobian(x, W, b):
     np.abs(y, out=y)  # [H]
     # reverse sweep for every output entry at once (one basis cotangent each)
     dy = np.eye(H, H, dtype=dtype)
-    dy_add = dy  # sigmoid rule, from the smaller tail
-    dy_add *= y_tail * (1 - y_tail)  # sigmoid rule, from the smaller tail
+    dy_add = np.multiply(dy, y_tail * (1 - y_tail), out=dy)  # sigmoid rule, from the smaller tail
     J_W = np.expand_dims(dy_add, axis=-1) * x  # matrix-vector rule, notes section 3
     J_x = dy_add @ W  # matrix-vector rule, notes section 3
     return y, Jacobian(x=J_x, W=J_W)

@@ -136,8 +136,7 @@ def backward(dout, cache):
     ddecay = np.outer(dout, a)  # matrix-vector rule, notes section 3
     da = decay.T @ dout  # matrix-vector rule, notes section 3
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    ddecay_neg = ddecay  # exp rule, reusing the forward output
-    ddecay_neg *= decay  # exp rule, reusing the forward output
+    ddecay_neg = np.multiply(ddecay, decay, out=ddecay)  # exp rule, reusing the forward output
     drate = (-(ddecay_neg * decay_reshape)).sum(axis=0)  # broadcast product rule, notes section 7
     return Gradients(a=da, rate=drate)
 
@@ -244,8 +243,7 @@ def _jacobian_rows(t, data, a, rate):
     ddecay = np.expand_dims(dresidual, axis=-1) * a  # matrix-vector rule, notes section 3
     J_a = dresidual @ decay  # matrix-vector rule, notes section 3
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    ddecay_neg = ddecay  # exp rule, reusing the forward output
-    ddecay_neg *= decay  # exp rule, reusing the forward output
+    ddecay_neg = np.multiply(ddecay, decay, out=ddecay)  # exp rule, reusing the forward output
     # broadcast product rule, notes section 7
     J_rate = (-(ddecay_neg * t.reshape((M, 1)))).sum(axis=1)
     return residual, Jacobian(a=J_a, rate=J_rate)

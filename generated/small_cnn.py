@@ -240,8 +240,7 @@ def forward(x, y, W1, b1, W2, b2, W3, b3):
     h2 = h2_win.max(axis=(-2, -1))  # [N, C2, S, S]
     logits = np.einsum("nchw,chwk->nk", h2, W3)  # [N, K]
     logits += b3  # [N, K]
-    loss_exp = logits  # [N, K]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, K]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, K]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, K]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -378,8 +377,7 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     h2 = h2_win.max(axis=(-2, -1))  # [N, C2, S, S]
     logits = np.einsum("nchw,chwk->nk", h2, W3)  # [N, K]
     logits += b3  # [N, K]
-    loss_exp = logits  # [N, K]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, K]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, K]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, K]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -387,8 +385,7 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = einsum('nchw,chwk->nk', h2, W3) + b3
     db3 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6

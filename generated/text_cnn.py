@@ -278,8 +278,7 @@ def forward(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     features = np.concatenate((h3, h4, h5), axis=1)  # [N, 3*F]
     logits = features @ Wc  # [N, C]
     logits += bc  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -430,8 +429,7 @@ def value_and_grad(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     features = np.concatenate((h3, h4, h5), axis=1)  # [N, 3*F]
     logits = features @ Wc  # [N, C]
     logits += bc  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -439,8 +437,7 @@ def value_and_grad(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = features @ Wc + bc
     dbc = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6

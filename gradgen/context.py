@@ -22,9 +22,11 @@ class Namer:
     def __init__(self, taken: set[str]):
         self.taken = set(taken) | set(keyword.kwlist) | set(RESERVED) | set(dir(builtins)) | {"math"}
         self.kind: dict[str, tuple[str, str]] = {}  # name -> (kind, phase)
+        self.asked: dict[str, str] = {}  # name -> the name asked for (dx_2 -> dx)
 
     def claim(self, name: str, kind: str, phase: str) -> str:
         self.kind[name] = (kind, phase)
+        self.asked[name] = name
         return name
 
     def fresh(self, hint: str, kind: str = "temp", phase: str = "fwd") -> str:
@@ -35,7 +37,13 @@ class Namer:
             name = f"{hint}_{k}"
         self.taken.add(name)
         self.kind[name] = (kind, phase)
+        self.asked[name] = hint
         return name
+
+    def stem(self, name: str) -> str | None:
+        """The name asked for when ``name`` was handed out (``dx`` for ``dx_2`` and for ``dx#2``, the
+        next version of one cotangent); None for a name this namer did not hand out."""
+        return self.asked.get(name) or self.asked.get(name.split("#")[0])
 
 
 class _Ctx:
