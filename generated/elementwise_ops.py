@@ -73,6 +73,7 @@ class _Cache(NamedTuple):
     f_cos: np.ndarray
     f_add: np.ndarray
     f: np.ndarray
+    g_gelu_tanh: np.ndarray
     g_gelu: np.ndarray
     g: np.ndarray
     s_square: np.ndarray
@@ -314,6 +315,7 @@ def forward(x, y, W, b, w_out, p):
         f_cos,
         f_add,
         f,
+        g_gelu_tanh,
         g_gelu,
         g,
         s_square,
@@ -342,6 +344,7 @@ def backward(dout, cache):
         f_cos,
         f_add,
         f,
+        g_gelu_tanh,
         g_gelu,
         g,
         s_square,
@@ -383,14 +386,10 @@ def backward(dout, cache):
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
     dg_gelu = np.multiply(dg, f, out=dg)  # product rule
-    # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
-        0.5 * (1 + dg_gelu_tanh)
-        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        0.5 * (1 + g_gelu_tanh)
+        + (1 - g_gelu_tanh * g_gelu_tanh)
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
@@ -463,14 +462,10 @@ def value_and_grad(x, y, W, b, w_out, p):
     # g = f * gelu(z, approximate='tanh')
     df = np.multiply(dg, g_gelu, out=g_gelu)  # product rule
     dg_gelu = np.multiply(dg, f, out=dg)  # product rule
-    # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
-        0.5 * (1 + dg_gelu_tanh)
-        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        0.5 * (1 + g_gelu_tanh)
+        + (1 - g_gelu_tanh * g_gelu_tanh)
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
@@ -584,17 +579,13 @@ def jvp(x, y, W, b, w_out, p, tangents):
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    # GELU JVP rule
-    g_gelu_dot_tanh = z + 0.044715 * z**3
-    g_gelu_dot_tanh *= 0.7978845608028654
-    np.tanh(g_gelu_dot_tanh, out=g_gelu_dot_tanh)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
     # GELU JVP rule
     g_gelu_dot = z_dot * (
-        0.5 * (1 + g_gelu_dot_tanh)
-        + (1 - g_gelu_dot_tanh * g_gelu_dot_tanh)
+        0.5 * (1 + g_gelu_tanh)
+        + (1 - g_gelu_tanh * g_gelu_tanh)
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
@@ -715,14 +706,10 @@ def jacobian(x, y, W, b, w_out, p):
     # g = f * gelu(z, approximate='tanh')
     df = np.multiply(dg, g_gelu, out=g_gelu)  # product rule
     dg_gelu = np.multiply(dg, f, out=dg)  # product rule
-    # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
-        0.5 * (1 + dg_gelu_tanh)
-        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        0.5 * (1 + g_gelu_tanh)
+        + (1 - g_gelu_tanh * g_gelu_tanh)
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
@@ -769,28 +756,23 @@ def hvp(x, y, W, b, w_out, p, v):
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
     # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
-    dg_gelu_add_4 = 1 + dg_gelu_tanh
-    dg_gelu_add_4 *= 0.5
-    dg_gelu_sub = dg_gelu_tanh * dg_gelu_tanh
+    dg_gelu_add_3 = 1 + g_gelu_tanh
+    dg_gelu_add_3 *= 0.5
+    dg_gelu_sub = g_gelu_tanh * g_gelu_tanh
     np.subtract(1, dg_gelu_sub, out=dg_gelu_sub)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
     # GELU rule
-    dg_gelu_add_2 = 0.05351611220445019 * s_square
-    dg_gelu_add_2 += 0.3989422804014327
-    dg_gelu_mul_5 = dg_gelu_sub * dg_gelu_add_2
-    dg_gelu_add_4 += dg_gelu_mul_5 * z
-    g_gelu_dot = z_dot * dg_gelu_add_4  # GELU JVP rule
+    dg_gelu_add = 0.05351611220445019 * s_square
+    dg_gelu_add += 0.3989422804014327
+    dg_gelu_mul_3 = dg_gelu_sub * dg_gelu_add
+    dg_gelu_add_3 += dg_gelu_mul_3 * z
+    g_gelu_dot = z_dot * dg_gelu_add_3  # GELU JVP rule
     g_dot = f_dot * g_gelu  # product JVP rule
     g_dot += f * g_gelu_dot  # product JVP rule
     # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 = z_dot + 0.044715 * (z_dot * (3 * z**2))
-    dg_gelu_add_dot_2 *= 0.7978845608028654
-    dg_gelu_add_dot_2 *= dg_gelu_sub
+    dg_gelu_add_dot = z_dot * (dg_gelu_sub * (0.7978845608028654 + 0.10703222440890038 * s_square))
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -868,7 +850,7 @@ def hvp(x, y, W, b, w_out, p, v):
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
     dg_gelu = dg * f  # product rule
-    dz += dg_gelu * dg_gelu_add_4  # GELU rule, accumulated over uses (notes section 3)
+    dz += dg_gelu * dg_gelu_add_3  # GELU rule, accumulated over uses (notes section 3)
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     df_add = np.multiply(df, df_mul, out=df)  # clip rule (1 inside [lo, hi], bounds included)
     dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
@@ -931,25 +913,25 @@ def hvp(x, y, W, b, w_out, p, v):
     # product rule, differentiated in forward mode
     df_dot = np.multiply(dg_dot, g_gelu, out=g_gelu)
     df_dot += dg * g_gelu_dot
-    dg_gelu_mul_dot_7 = np.multiply(dg_dot, f, out=dg_dot)
-    dg_gelu_mul_dot_7 += dg * f_dot
-    dg_gelu_mul_dot_7 *= dg_gelu_add_4  # GELU rule, differentiated in forward mode
+    dg_gelu_mul_dot_5 = np.multiply(dg_dot, f, out=dg_dot)
+    dg_gelu_mul_dot_5 += dg * f_dot
+    dg_gelu_mul_dot_5 *= dg_gelu_add_3  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += np.multiply(
+    dg_gelu_mul_dot_5 += np.multiply(
         dg_gelu,
-        0.5 * dg_gelu_add_dot_2
+        0.5 * dg_gelu_add_dot
         + (
             (
                 dg_gelu_sub * (0.05351611220445019 * s_square_dot)
-                - dg_gelu_add_dot_2 * (2 * dg_gelu_tanh) * dg_gelu_add_2
+                - dg_gelu_add_dot * (2 * g_gelu_tanh) * dg_gelu_add
             )
             * z
-            + dg_gelu_mul_5 * z_dot
+            + dg_gelu_mul_3 * z_dot
         ),
         out=dg_gelu,
     )
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot += dg_gelu_mul_dot_7
+    dz_dot += dg_gelu_mul_dot_5
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
     df_add_dot = np.multiply(df_dot, df_mul, out=df_dot)
@@ -1021,28 +1003,23 @@ def hessian(x, y, W, b, w_out, p):
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
     # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
-    dg_gelu_add_4 = 1 + dg_gelu_tanh
-    dg_gelu_add_4 *= 0.5
-    dg_gelu_sub = dg_gelu_tanh * dg_gelu_tanh
+    dg_gelu_add_3 = 1 + g_gelu_tanh
+    dg_gelu_add_3 *= 0.5
+    dg_gelu_sub = g_gelu_tanh * g_gelu_tanh
     np.subtract(1, dg_gelu_sub, out=dg_gelu_sub)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
     # GELU rule
-    dg_gelu_add_2 = 0.05351611220445019 * s_square
-    dg_gelu_add_2 += 0.3989422804014327
-    dg_gelu_mul_5 = dg_gelu_sub * dg_gelu_add_2
-    dg_gelu_add_4 += dg_gelu_mul_5 * z
-    g_gelu_dot = z_dot * dg_gelu_add_4  # GELU JVP rule
+    dg_gelu_add = 0.05351611220445019 * s_square
+    dg_gelu_add += 0.3989422804014327
+    dg_gelu_mul_3 = dg_gelu_sub * dg_gelu_add
+    dg_gelu_add_3 += dg_gelu_mul_3 * z
+    g_gelu_dot = z_dot * dg_gelu_add_3  # GELU JVP rule
     g_dot = f_dot * g_gelu  # product JVP rule
     g_dot += f * g_gelu_dot  # product JVP rule
     # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 = z_dot + 0.044715 * (z_dot * (3 * z**2))
-    dg_gelu_add_dot_2 *= 0.7978845608028654
-    dg_gelu_add_dot_2 *= dg_gelu_sub
+    dg_gelu_add_dot = z_dot * (dg_gelu_sub * (0.7978845608028654 + 0.10703222440890038 * s_square))
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -1125,7 +1102,7 @@ def hessian(x, y, W, b, w_out, p):
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
     dg_gelu = dg * f  # product rule
-    dz += dg_gelu * dg_gelu_add_4  # GELU rule, accumulated over uses (notes section 3)
+    dz += dg_gelu * dg_gelu_add_3  # GELU rule, accumulated over uses (notes section 3)
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     df_add = np.multiply(df, df_mul, out=df)  # clip rule (1 inside [lo, hi], bounds included)
     dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
@@ -1193,23 +1170,23 @@ def hessian(x, y, W, b, w_out, p):
     # product rule, differentiated in forward mode
     df_dot = dg_dot * g_gelu
     df_dot += dg * g_gelu_dot
-    dg_gelu_mul_dot_7 = np.multiply(dg_dot, f, out=dg_dot)
-    dg_gelu_mul_dot_7 += dg * f_dot
-    dg_gelu_mul_dot_7 *= dg_gelu_add_4  # GELU rule, differentiated in forward mode
+    dg_gelu_mul_dot_5 = np.multiply(dg_dot, f, out=dg_dot)
+    dg_gelu_mul_dot_5 += dg * f_dot
+    dg_gelu_mul_dot_5 *= dg_gelu_add_3  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg_gelu * (
-        0.5 * dg_gelu_add_dot_2
+    dg_gelu_mul_dot_5 += dg_gelu * (
+        0.5 * dg_gelu_add_dot
         + (
             (
                 dg_gelu_sub * (0.05351611220445019 * s_square_dot)
-                - dg_gelu_add_dot_2 * (2 * dg_gelu_tanh) * dg_gelu_add_2
+                - dg_gelu_add_dot * (2 * g_gelu_tanh) * dg_gelu_add
             )
             * z
-            + dg_gelu_mul_5 * z_dot
+            + dg_gelu_mul_3 * z_dot
         )
     )
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot += dg_gelu_mul_dot_7
+    dz_dot += dg_gelu_mul_dot_5
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
     df_add_dot = np.multiply(df_dot, df_mul, out=df_dot)
