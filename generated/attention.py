@@ -152,14 +152,12 @@ def forward(x, Wq, Wk, Wv, Wo):
     scores_transpose = k.swapaxes(-1, -2)  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
-    attn = scores  # [B, T, T]
-    attn -= scores.max(axis=-1, keepdims=True)  # [B, T, T]
+    attn = np.subtract(scores, scores.max(axis=-1, keepdims=True), out=scores)  # [B, T, T]
     np.exp(attn, out=attn)  # [B, T, T]
     attn *= 1 / attn.sum(axis=-1, keepdims=True)  # [B, T, T]
     ctx = attn @ v  # [B, T, K]
     out = (ctx.reshape(B * T, K) @ Wo).reshape((B, T, D))  # [B, T, D]
-    loss_sub = out  # [B, T, D]
-    loss_sub -= x  # [B, T, D]
+    loss_sub = np.subtract(out, x, out=out)  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     return loss, _Cache(x, Wo, q, k, v, attn, ctx, loss_sub, B, T, D, K, loss.dtype)
 
@@ -182,8 +180,7 @@ def backward(dout, cache):
     # softmax rule, reusing the forward output
     dscores = attn * (dattn - np.einsum("...j,...j->...", dattn, attn)[..., None])
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
-    dscores_matmul = dscores  # quotient rule
-    dscores_matmul /= 8.0  # quotient rule
+    dscores_matmul = np.divide(dscores, 8.0, out=dscores)  # quotient rule
     dq = dscores_matmul @ k  # batched matmul rule, notes section 5 per batch element
     dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv
@@ -207,18 +204,15 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     scores_transpose = k.swapaxes(-1, -2)  # [B, K, T]
     scores = q @ scores_transpose  # [B, T, T]
     scores /= 8.0  # [B, T, T]
-    attn = scores  # [B, T, T]
-    attn -= scores.max(axis=-1, keepdims=True)  # [B, T, T]
+    attn = np.subtract(scores, scores.max(axis=-1, keepdims=True), out=scores)  # [B, T, T]
     np.exp(attn, out=attn)  # [B, T, T]
     attn *= 1 / attn.sum(axis=-1, keepdims=True)  # [B, T, T]
     ctx = attn @ v  # [B, T, K]
     out = (ctx.reshape(B * T, K) @ Wo).reshape((B, T, D))  # [B, T, D]
-    loss_sub = out  # [B, T, D]
-    loss_sub -= x  # [B, T, D]
+    loss_sub = np.subtract(out, x, out=out)  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     # loss = mean(square(out - x))
-    d_out = loss_sub  # square rule
-    d_out *= 1 / (B * D * T) * 2  # square rule
+    d_out = np.multiply(loss_sub, 1 / (B * D * T) * 2, out=loss_sub)  # square rule
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
     dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
@@ -228,12 +222,12 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
     dv = attn.swapaxes(-1, -2) @ dctx  # batched matmul rule, notes section 5 per batch element
     # attn = softmax(scores, axis=-1)
-    dscores = attn  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores *= dattn - np.einsum("...j,...j->...", dattn, attn)[..., None]
+    dscores = np.multiply(
+        attn, dattn - np.einsum("...j,...j->...", dattn, attn)[..., None], out=attn
+    )
     # scores = q @ transpose(k, axes=[0, 2, 1]) / 8.0
-    dscores_matmul = dscores  # quotient rule
-    dscores_matmul /= 8.0  # quotient rule
+    dscores_matmul = np.divide(dscores, 8.0, out=dscores)  # quotient rule
     dq = dscores_matmul @ k  # batched matmul rule, notes section 5 per batch element
     dk = dscores_matmul.swapaxes(-1, -2) @ q  # transpose rule: the inverse permutation
     # v = x @ Wv

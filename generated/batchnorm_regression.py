@@ -147,8 +147,7 @@ def forward(x, gamma, beta, W, t):
     mu = x.mean(axis=0)  # [D]
     sigma2 = x.var(axis=0)  # [D]
     xhat = x - mu  # [N, D]
-    xhat_sqrt = sigma2  # [D]
-    xhat_sqrt += 1e-5  # [D]
+    xhat_sqrt = np.add(sigma2, 1e-5, out=sigma2)  # [D]
     np.sqrt(xhat_sqrt, out=xhat_sqrt)  # [D]
     xhat /= xhat_sqrt  # [N, D]
     h = gamma * xhat  # [N, D]
@@ -174,7 +173,7 @@ def backward(dout, cache):
     dspread_half_reciprocal = np.divide(0.5, spread, out=np.zeros_like(spread), where=spread != 0)
     # std rule: (a - mean) g / ((n - ddof) y), accumulated over uses (notes section 3)
     dpred += (pred - pred.mean(axis=0, keepdims=True)) * (
-        2 * np.expand_dims(dout * 0.1 * dspread_half_reciprocal, axis=0) / (-1 + N)
+        2 * np.expand_dims(dout * 0.1 * dspread_half_reciprocal, axis=0) / (N - 1)
     )
     # pred = h @ W
     dh = dpred @ W.T  # matmul rule, notes section 5
@@ -189,15 +188,14 @@ def backward(dout, cache):
     dxhat_sqrt = (-(dxhat * xhat / xhat_sqrt)).sum(axis=0)
     dmu = (-dx).sum(axis=0)  # broadcast sum rule, notes section 6
     # sigma2 = var(x, axis=0)
-    dx_2 = dx  # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
     # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
-    dx_2 += (x - x.mean(axis=0, keepdims=True)) * (
+    dx += (x - x.mean(axis=0, keepdims=True)) * (
         2 * np.expand_dims(dxhat_sqrt / (2 * xhat_sqrt), axis=0) / N
     )
     # mu = mean(x, axis=0)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx_2 += dmu / N
-    return Gradients(x=dx_2, gamma=dgamma, beta=dbeta, W=dW)
+    dx += dmu / N
+    return Gradients(x=dx, gamma=dgamma, beta=dbeta, W=dW)
 
 
 def value_and_grad(x, gamma, beta, W, t):
@@ -206,8 +204,7 @@ def value_and_grad(x, gamma, beta, W, t):
     mu = x.mean(axis=0)  # [D]
     sigma2 = x.var(axis=0)  # [D]
     xhat = x - mu  # [N, D]
-    xhat_sqrt = sigma2  # [D]
-    xhat_sqrt += 1e-5  # [D]
+    xhat_sqrt = np.add(sigma2, 1e-5, out=sigma2)  # [D]
     np.sqrt(xhat_sqrt, out=xhat_sqrt)  # [D]
     xhat /= xhat_sqrt  # [N, D]
     h = gamma * xhat  # [N, D]
@@ -220,14 +217,13 @@ def value_and_grad(x, gamma, beta, W, t):
     loss_mul = 0.1 * loss_sum  # []
     loss = loss_mean + loss_mul  # []
     # loss = mean(square(pred - t)) + 0.1 * sum(spread)
-    dpred = loss_sub  # square rule
-    dpred *= 1 / (K * N) * 2  # square rule
+    dpred = np.multiply(loss_sub, 1 / (K * N) * 2, out=loss_sub)  # square rule
     # spread = std(pred, axis=0, ddof=1)
     # std rule: (a - mean) g / ((n - ddof) y)
     dspread_half_reciprocal = np.divide(0.5, spread, out=np.zeros_like(spread), where=spread != 0)
     # std rule: (a - mean) g / ((n - ddof) y), accumulated over uses (notes section 3)
     dpred += (pred - pred.mean(axis=0, keepdims=True)) * (
-        2 * np.expand_dims(0.1 * dspread_half_reciprocal, axis=0) / (-1 + N)
+        2 * np.expand_dims(0.1 * dspread_half_reciprocal, axis=0) / (N - 1)
     )
     # pred = h @ W
     dh = dpred @ W.T  # matmul rule, notes section 5
@@ -242,12 +238,11 @@ def value_and_grad(x, gamma, beta, W, t):
     dxhat_sqrt = (-(dxhat * xhat / xhat_sqrt)).sum(axis=0)
     dmu = (-dx).sum(axis=0)  # broadcast sum rule, notes section 6
     # sigma2 = var(x, axis=0)
-    dx_2 = dx  # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
     # var rule: 2 (a - mean) g / (n - ddof), accumulated over uses (notes section 3)
-    dx_2 += (x - x.mean(axis=0, keepdims=True)) * (
+    dx += (x - x.mean(axis=0, keepdims=True)) * (
         2 * np.expand_dims(dxhat_sqrt / (2 * xhat_sqrt), axis=0) / N
     )
     # mu = mean(x, axis=0)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx_2 += dmu / N
-    return loss, Gradients(x=dx_2, gamma=dgamma, beta=dbeta, W=dW)
+    dx += dmu / N
+    return loss, Gradients(x=dx, gamma=dgamma, beta=dbeta, W=dW)

@@ -299,18 +299,15 @@ def forward(x, target, W1, b1, W2, b2, gamma, beta):
     r += x  # [B, T, D]
     r += b2  # [B, T, D]
     mu = r.mean(axis=-1, keepdims=True)  # [B, T, 1]
-    rc = r  # [B, T, D]
-    rc -= mu  # [B, T, D]
+    rc = np.subtract(r, mu, out=r)  # [B, T, D]
     var_square = np.square(rc)  # [B, T, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [B, T, 1]
     out_div = gamma * rc  # [B, T, D]
-    out_sqrt = var  # [B, T, 1]
-    out_sqrt += 1e-12  # [B, T, 1]
+    out_sqrt = np.add(var, 1e-12, out=var)  # [B, T, 1]
     np.sqrt(out_sqrt, out=out_sqrt)  # [B, T, 1]
     out_div /= out_sqrt  # [B, T, D]
     out = out_div + beta  # [B, T, D]
-    loss_sub = out  # [B, T, D]
-    loss_sub -= target  # [B, T, D]
+    loss_sub = np.subtract(out, target, out=out)  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     return loss, _Cache(
         x, W1, W2, gamma, h_add, h_cdf, h, rc, out_sqrt, out_div, loss_sub, B, T, D, F, loss.dtype
@@ -338,9 +335,7 @@ def backward(dout, cache):
     dmu = (-drc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(r, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr = drc
-    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr += dmu / D
+    dr = np.add(drc, dmu / D, out=drc)
     # r = x + h @ W2 + b2
     db2 = dr.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
@@ -351,15 +346,14 @@ def backward(dout, cache):
     # GELU rule
     dh_mul = np.square(h_add)
     dh_mul *= -0.5
-    dh_add_2 = dh
-    dh_add_2 *= h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul))
+    dh_add_2 = np.multiply(dh, h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul)), out=dh)
     db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh_matmul_matmul = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
     # batched matmul rule, notes section 5 per batch element
     dW1 = x.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
-    dx = dr  # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dx += dh_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    dx = np.add(dr, dh_matmul_matmul, out=dr)
     return Gradients(x=dx, target=dtarget, W1=dW1, b1=db1, W2=dW2, b2=db2, gamma=dgamma, beta=dbeta)
 
 
@@ -376,22 +370,18 @@ def value_and_grad(x, target, W1, b1, W2, b2, gamma, beta):
     r += x  # [B, T, D]
     r += b2  # [B, T, D]
     mu = r.mean(axis=-1, keepdims=True)  # [B, T, 1]
-    rc = r  # [B, T, D]
-    rc -= mu  # [B, T, D]
+    rc = np.subtract(r, mu, out=r)  # [B, T, D]
     var_square = np.square(rc)  # [B, T, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [B, T, 1]
     out_div = gamma * rc  # [B, T, D]
-    out_sqrt = var  # [B, T, 1]
-    out_sqrt += 1e-12  # [B, T, 1]
+    out_sqrt = np.add(var, 1e-12, out=var)  # [B, T, 1]
     np.sqrt(out_sqrt, out=out_sqrt)  # [B, T, 1]
     out_div /= out_sqrt  # [B, T, D]
     out = out_div + beta  # [B, T, D]
-    loss_sub = out  # [B, T, D]
-    loss_sub -= target  # [B, T, D]
+    loss_sub = np.subtract(out, target, out=out)  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
     # loss = mean(square(out - target))
-    d_out = loss_sub  # square rule
-    d_out *= 1 / (B * D * T) * 2  # square rule
+    d_out = np.multiply(loss_sub, 1 / (B * D * T) * 2, out=loss_sub)  # square rule
     dtarget = -d_out  # difference rule
     # out = gamma * rc / sqrt(var + 1e-12) + beta
     dbeta = d_out.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
@@ -407,9 +397,7 @@ def value_and_grad(x, target, W1, b1, W2, b2, gamma, beta):
     dmu = (-drc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(r, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr = drc
-    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr += dmu / D
+    dr = np.add(drc, dmu / D, out=drc)
     # r = x + h @ W2 + b2
     db2 = dr.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
@@ -420,15 +408,14 @@ def value_and_grad(x, target, W1, b1, W2, b2, gamma, beta):
     # GELU rule
     dh_mul = np.square(h_add)
     dh_mul *= -0.5
-    dh_add_2 = dh
-    dh_add_2 *= h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul))
+    dh_add_2 = np.multiply(dh, h_cdf + h_add * (0.3989422804014327 * np.exp(dh_mul)), out=dh)
     db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh_matmul_matmul = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
     # batched matmul rule, notes section 5 per batch element
     dW1 = x.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
-    dx = dr  # matmul rule, notes section 5, accumulated over uses (notes section 3)
-    dx += dh_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    dx = np.add(dr, dh_matmul_matmul, out=dr)
     return loss, Gradients(
         x=dx, target=dtarget, W1=dW1, b1=db1, W2=dW2, b2=db2, gamma=dgamma, beta=dbeta
     )
@@ -517,10 +504,9 @@ def jvp(x, target, W1, b1, W2, b2, gamma, beta, tangents):
     r_dot += b2_dot  # sum JVP rule
     # mu = mean(r, axis=-1, keepdims=True)
     # rc = r - mu
-    rc = r  # [B, T, D]
-    rc -= r.mean(axis=-1, keepdims=True)  # [B, T, D]
-    rc_dot = r_dot  # difference JVP rule
-    rc_dot -= r_dot.mean(axis=-1, keepdims=True)  # difference JVP rule
+    rc = np.subtract(r, r.mean(axis=-1, keepdims=True), out=r)  # [B, T, D]
+    # difference JVP rule
+    rc_dot = np.subtract(r_dot, r_dot.mean(axis=-1, keepdims=True), out=r_dot)
     # var = mean(square(rc), axis=-1, keepdims=True)
     var_square = np.square(rc)  # [B, T, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [B, T, 1]
@@ -528,24 +514,19 @@ def jvp(x, target, W1, b1, W2, b2, gamma, beta, tangents):
     var_dot = var_square_dot.mean(axis=-1, keepdims=True)  # mean JVP rule: the mean of the tangent
     # out = gamma * rc / sqrt(var + 1e-12) + beta
     out_div = gamma * rc  # [B, T, D]
-    out_sqrt = var  # [B, T, 1]
-    out_sqrt += 1e-12  # [B, T, 1]
+    out_sqrt = np.add(var, 1e-12, out=var)  # [B, T, 1]
     np.sqrt(out_sqrt, out=out_sqrt)  # [B, T, 1]
     out_div /= out_sqrt  # [B, T, D]
     out = out_div + beta  # [B, T, D]
-    # product JVP rule
-    out_dot = rc
-    out_dot *= gamma_dot
-    out_dot += gamma * rc_dot
+    out_dot = np.multiply(gamma_dot, rc, out=rc)  # product JVP rule
+    out_dot += gamma * rc_dot  # product JVP rule
     out_dot /= out_sqrt  # quotient JVP rule
     out_dot -= var_dot / (2 * out_sqrt) * out_div / out_sqrt  # quotient JVP rule
     out_dot += beta_dot  # sum JVP rule
     # loss = mean(square(out - target))
-    loss_sub = out  # [B, T, D]
-    loss_sub -= target  # [B, T, D]
+    loss_sub = np.subtract(out, target, out=out)  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
-    loss_square_dot = out_dot  # difference JVP rule
-    loss_square_dot -= target_dot  # difference JVP rule
+    loss_square_dot = np.subtract(out_dot, target_dot, out=out_dot)  # difference JVP rule
     loss_square_dot *= 2 * loss_sub  # square JVP rule
     loss_dot = loss_square_dot.mean()  # mean JVP rule: the mean of the tangent
     return loss, loss_dot
@@ -576,11 +557,10 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dh_exp *= -0.5
     np.exp(dh_exp, out=dh_exp)
     dh_mul_2 = 0.3989422804014327 * dh_exp
-    dh_add = h_cdf
-    dh_add += h_add * dh_mul_2
+    dh_add = np.add(h_cdf, h_add * dh_mul_2, out=h_cdf)
     h_dot = h_add_dot * dh_add  # GELU JVP rule
-    dh_normal_cdf_dot = dh_mul_2  # GELU rule, differentiated in forward mode
-    dh_normal_cdf_dot *= h_add_dot  # GELU rule, differentiated in forward mode
+    # GELU rule, differentiated in forward mode
+    dh_normal_cdf_dot = np.multiply(h_add_dot, dh_mul_2, out=dh_mul_2)
     # r = x + h @ W2 + b2
     r = (h.reshape(B * T, F) @ W2).reshape((B, T, D))  # [B, T, D]
     r += x  # [B, T, D]
@@ -591,10 +571,9 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     r_dot += b2_dot  # sum JVP rule
     # mu = mean(r, axis=-1, keepdims=True)
     # rc = r - mu
-    rc = r  # [B, T, D]
-    rc -= r.mean(axis=-1, keepdims=True)  # [B, T, D]
-    rc_dot = r_dot  # difference JVP rule
-    rc_dot -= r_dot.mean(axis=-1, keepdims=True)  # difference JVP rule
+    rc = np.subtract(r, r.mean(axis=-1, keepdims=True), out=r)  # [B, T, D]
+    # difference JVP rule
+    rc_dot = np.subtract(r_dot, r_dot.mean(axis=-1, keepdims=True), out=r_dot)
     # var = mean(square(rc), axis=-1, keepdims=True)
     var_square = np.square(rc)  # [B, T, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [B, T, 1]
@@ -603,27 +582,23 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     var_dot = var_square_dot.mean(axis=-1, keepdims=True)  # mean JVP rule: the mean of the tangent
     # out = gamma * rc / sqrt(var + 1e-12) + beta
     out_div = gamma * rc  # [B, T, D]
-    out_sqrt = var  # [B, T, 1]
-    out_sqrt += 1e-12  # [B, T, 1]
+    out_sqrt = np.add(var, 1e-12, out=var)  # [B, T, 1]
     np.sqrt(out_sqrt, out=out_sqrt)  # [B, T, 1]
     out_div /= out_sqrt  # [B, T, D]
     out = out_div + beta  # [B, T, D]
     out_div_dot = gamma_dot * rc  # product JVP rule
     out_div_dot += gamma * rc_dot  # product JVP rule
     dout_sqrt_mul = 2 * out_sqrt  # sqrt rule, reusing the forward output
-    out_sqrt_dot = var_dot  # sqrt JVP rule, reusing the forward output
-    out_sqrt_dot /= dout_sqrt_mul  # sqrt JVP rule, reusing the forward output
+    # sqrt JVP rule, reusing the forward output
+    out_sqrt_dot = np.divide(var_dot, dout_sqrt_mul, out=var_dot)
     out_div_dot /= out_sqrt  # quotient JVP rule
     out_div_dot -= out_sqrt_dot * out_div / out_sqrt  # quotient JVP rule
     out_dot = out_div_dot + beta_dot  # sum JVP rule
     # loss = mean(square(out - target))
-    loss_sub = out  # [B, T, D]
-    loss_sub -= target  # [B, T, D]
+    loss_sub = np.subtract(out, target, out=out)  # [B, T, D]
     loss = np.vdot(loss_sub, loss_sub) / (B * D * T)  # []
-    # square rule
-    dloss_square_mul = 1 / (B * D * T) * 2
-    d_out = loss_sub
-    d_out *= dloss_square_mul
+    dloss_square_mul = 1 / (B * D * T) * 2  # square rule
+    d_out = np.multiply(loss_sub, dloss_square_mul, out=loss_sub)  # square rule
     dtarget = -d_out  # difference rule
     # out = gamma * rc / sqrt(var + 1e-12) + beta
     dbeta = d_out.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
@@ -643,9 +618,7 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dmu = (-drc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(r, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr = drc
-    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dr += dmu / D
+    dr = np.add(drc, dmu / D, out=drc)
     # r = x + h @ W2 + b2
     db2 = dr.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
@@ -661,8 +634,7 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dW1 = x.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
     dx += dr  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # loss = mean(square(out - target))
-    dout_dot = out_dot  # difference JVP rule
-    dout_dot -= target_dot  # difference JVP rule
+    dout_dot = np.subtract(out_dot, target_dot, out=out_dot)  # difference JVP rule
     dout_dot *= dloss_square_mul  # square rule, differentiated in forward mode
     dtarget_dot = -dout_dot  # difference rule, differentiated in forward mode
     # out = gamma * rc / sqrt(var + 1e-12) + beta
@@ -671,8 +643,7 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     # quotient rule, differentiated in forward mode
     dout_mul_dot = dout_dot / out_sqrt
     dout_mul_dot -= out_sqrt_dot * dout_mul / out_sqrt
-    dout_div_neg_dot = dout_dot
-    dout_div_neg_dot *= out_div
+    dout_div_neg_dot = np.multiply(dout_dot, out_div, out=dout_dot)
     dout_div_neg_dot += d_out * out_div_dot
     dout_div_neg_dot /= out_sqrt
     dout_div_neg_dot -= out_sqrt_dot * dout_div_div / out_sqrt
@@ -684,20 +655,16 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     # sqrt rule, reusing the forward output, differentiated in forward mode
     dvar_dot -= 2 * out_sqrt_dot * dvar / dout_sqrt_mul
     # product rule, differentiated in forward mode
-    dout_mul_mul_dot = rc
-    dout_mul_mul_dot *= dout_mul_dot
+    dout_mul_mul_dot = np.multiply(dout_mul_dot, rc, out=rc)
     dout_mul_mul_dot += dout_mul * rc_dot
-    drc_dot_mul = dout_mul_dot
-    drc_dot_mul *= gamma
-    drc_dot = drc_dot_mul
-    drc_dot += dout_mul * gamma_dot
+    drc_dot_mul = np.multiply(dout_mul_dot, gamma, out=dout_mul_dot)
+    drc_dot = np.add(drc_dot_mul, dout_mul * gamma_dot, out=drc_dot_mul)
     # broadcast product rule, notes section 7, differentiated in forward mode
     dgamma_dot = dout_mul_mul_dot.sum(axis=(0, 1))
     # var = mean(square(rc), axis=-1, keepdims=True)
     # square rule, differentiated in forward mode
-    dvar_square_mul_dot_2 = dvar_square_mul
-    dvar_square_mul_dot_2 *= dvar_dot / D
-    dvar_square_mul_dot_2 += dvar_div * (2 * rc_dot)
+    dvar_square_mul_dot_2 = np.multiply(dvar_dot / D, dvar_square_mul, out=dvar_square_mul)
+    dvar_square_mul_dot_2 += dvar_div * (2 * rc_dot)  # square rule, differentiated in forward mode
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
     drc_dot += dvar_square_mul_dot_2
     # rc = r - mu
@@ -706,9 +673,7 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dmu_dot = drc_neg_dot.sum(axis=-1, keepdims=True)
     # mu = mean(r, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3), differentiated in forward mode
-    dr_dot = drc_dot
-    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3), differentiated in forward mode
-    dr_dot += dmu_dot / D
+    dr_dot = np.add(drc_dot, dmu_dot / D, out=drc_dot)
     # r = x + h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = dr_dot.sum(axis=(0, 1))
@@ -719,8 +684,8 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dW2_dot += h.reshape((B * T, F)).T @ dr_dot.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
     # GELU rule, differentiated in forward mode
-    dh_add_dot_2 = dh_dot
-    dh_add_dot_2 *= dh_add
+    dh_add_dot_2 = np.multiply(dh_dot, dh_add, out=dh_dot)
+    # GELU rule, differentiated in forward mode
     dh_add_dot_2 += dh * (
         dh_normal_cdf_dot
         + (
@@ -736,9 +701,7 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dW1_dot = x_dot.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
     dW1_dot += x.reshape((B * T, D)).T @ dh_add_dot_2.reshape((B * T, F))
     # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dx_dot = dr_dot
-    # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
-    dx_dot += dh_matmul_matmul_dot
+    dx_dot = np.add(dr_dot, dh_matmul_matmul_dot, out=dr_dot)
     return (
         loss,
         Gradients(x=dx, target=dtarget, W1=dW1, b1=db1, W2=dW2, b2=db2, gamma=dgamma, beta=dbeta),

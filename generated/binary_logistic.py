@@ -197,10 +197,8 @@ def value_and_grad(x, t, w, b):
     # nll = -(t * log(p) + (1 - t) * log(1 - p))
     # log(sigmoid(z)) rewritten as log_sigmoid(z): stable for large |z|
     # log(1 - sigmoid(z)) rewritten as log_sigmoid(-z): stable for large |z|
-    # product rule
-    dnll_mul_2_mul = nll_sub
-    dnll_mul_2_mul *= dloss_div
-    dz = dloss_div * t
+    dnll_mul_2_mul = np.multiply(dloss_div, nll_sub, out=nll_sub)  # product rule
+    dz = dloss_div * t  # product rule
     dz *= np.expm1(nll_log_sigmoid)  # log-sigmoid rule, reusing the forward output
     # log-sigmoid rule, reusing the forward output, accumulated over uses (notes section 3)
     dz -= dnll_mul_2_mul * np.expm1(nll_log_sigmoid_2)

@@ -143,8 +143,8 @@ def value_and_grad(y, X):
     np.abs(A_sigmoid, out=A_sigmoid)  # [N, M]
     A = A_sigmoid.sum()  # []
     # A = sum(sigmoid(B))
-    dB = A_sigmoid_tail  # sigmoid rule, from the smaller tail
-    dB *= 1 - A_sigmoid_tail  # sigmoid rule, from the smaller tail
+    # sigmoid rule, from the smaller tail
+    dB = np.multiply(A_sigmoid_tail, 1 - A_sigmoid_tail, out=A_sigmoid_tail)
     # B = y * X
     dX = dB * y  # product rule
     dy = (dB * X).sum(axis=0)  # broadcast product rule, notes section 7

@@ -130,10 +130,8 @@ def value_and_grad(X, y):
     A_tanh = np.tanh(B, out=B)  # [N, M]
     A = A_tanh.sum()  # []
     # A = sum(tanh(B))
-    # tanh rule, reusing the forward output
-    dB = A_tanh
-    dB *= A_tanh
-    np.subtract(1, dB, out=dB)
+    dB = np.multiply(A_tanh, A_tanh, out=A_tanh)  # tanh rule, reusing the forward output
+    np.subtract(1, dB, out=dB)  # tanh rule, reusing the forward output
     # B = X + y
     dX = dB  # sum rule
     dy = dB.sum(axis=0)  # broadcast sum rule, notes section 6

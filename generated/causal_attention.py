@@ -218,14 +218,12 @@ def forward(x, mask, Wq, Wk, Wv, Wo, target):
     scores_div = q @ k  # [B, H, T, T]
     scores_div /= math.sqrt(Dh)  # [B, H, T, T]
     scores = np.where(mask, scores_div, -1e9)  # [B, H, T, T]
-    weights = scores  # [B, H, T, T]
-    weights -= scores.max(axis=-1, keepdims=True)  # [B, H, T, T]
+    weights = np.subtract(scores, scores.max(axis=-1, keepdims=True), out=scores)  # [B, H, T, T]
     np.exp(weights, out=weights)  # [B, H, T, T]
     weights *= 1 / weights.sum(axis=-1, keepdims=True)  # [B, H, T, T]
     out_matmul = weights @ v  # [B, H, T, Dh]
     out = np.einsum("bhtd,hde->bte", out_matmul, Wo)  # [B, T, Dh*H]
-    loss_sub = out  # [B, T, Dh*H]
-    loss_sub -= target  # [B, T, Dh*H]
+    loss_sub = np.subtract(out, target, out=out)  # [B, T, Dh*H]
     loss = np.vdot(loss_sub, loss_sub) / (B * Dh * H * T)  # []
     return loss, _Cache(
         x, mask, Wq, Wk, Wv, Wo, q, k, v, weights, out_matmul, loss_sub, B, T, H, Dh, loss.dtype
@@ -251,8 +249,8 @@ def backward(dout, cache):
     # softmax rule, reusing the forward output
     dscores = weights * (dweights - np.einsum("...j,...j->...", dweights, weights)[..., None])
     # scores = where(mask, q @ k / sqrt(Dh), -1e9)
-    dscores_matmul = dscores  # where rule: the cotangent goes to the side picked
-    dscores_matmul *= mask  # where rule: the cotangent goes to the side picked
+    # where rule: the cotangent goes to the side picked
+    dscores_matmul = np.multiply(dscores, mask, out=dscores)
     dscores_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ k.swapaxes(-1, -2)
@@ -296,18 +294,15 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     scores_div = q @ k  # [B, H, T, T]
     scores_div /= math.sqrt(Dh)  # [B, H, T, T]
     scores = np.where(mask, scores_div, -1e9)  # [B, H, T, T]
-    weights = scores  # [B, H, T, T]
-    weights -= scores.max(axis=-1, keepdims=True)  # [B, H, T, T]
+    weights = np.subtract(scores, scores.max(axis=-1, keepdims=True), out=scores)  # [B, H, T, T]
     np.exp(weights, out=weights)  # [B, H, T, T]
     weights *= 1 / weights.sum(axis=-1, keepdims=True)  # [B, H, T, T]
     out_matmul = weights @ v  # [B, H, T, Dh]
     out = np.einsum("bhtd,hde->bte", out_matmul, Wo)  # [B, T, Dh*H]
-    loss_sub = out  # [B, T, Dh*H]
-    loss_sub -= target  # [B, T, Dh*H]
+    loss_sub = np.subtract(out, target, out=out)  # [B, T, Dh*H]
     loss = np.vdot(loss_sub, loss_sub) / (B * Dh * H * T)  # []
     # loss = mean(square(out - target))
-    d_out = loss_sub  # square rule
-    d_out *= 1 / (B * Dh * H * T) * 2  # square rule
+    d_out = np.multiply(loss_sub, 1 / (B * Dh * H * T) * 2, out=loss_sub)  # square rule
     # out = einsum('bhtd,hde->bte', weights @ v, Wo)
     # einsum rule: contract the cotangent with the other operands
     dout_matmul = np.einsum("bte,hde->bhtd", d_out, Wo)
@@ -318,12 +313,13 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     # batched matmul rule, notes section 5 per batch element
     dv = weights.swapaxes(-1, -2) @ dout_matmul
     # weights = softmax(scores, axis=-1)
-    dscores = weights  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dscores *= dweights - np.einsum("...j,...j->...", dweights, weights)[..., None]
+    dscores = np.multiply(
+        weights, dweights - np.einsum("...j,...j->...", dweights, weights)[..., None], out=weights
+    )
     # scores = where(mask, q @ k / sqrt(Dh), -1e9)
-    dscores_matmul = dscores  # where rule: the cotangent goes to the side picked
-    dscores_matmul *= mask  # where rule: the cotangent goes to the side picked
+    # where rule: the cotangent goes to the side picked
+    dscores_matmul = np.multiply(dscores, mask, out=dscores)
     dscores_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ k.swapaxes(-1, -2)

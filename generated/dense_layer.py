@@ -226,8 +226,7 @@ def jacobian(x, W, b):
     y_tail /= 1 + y_tail  # [H]
     y = (y_add >= 0) - y_tail  # [H]
     np.abs(y, out=y)  # [H]
-    dy_mul = y_tail  # sigmoid rule, from the smaller tail
-    dy_mul *= 1 - y_tail  # sigmoid rule, from the smaller tail
+    dy_mul = np.multiply(y_tail, 1 - y_tail, out=y_tail)  # sigmoid rule, from the smaller tail
     # matrix-vector rule, notes section 3
     J_x = W * dy_mul[:, None]
     J_W = np.zeros((H, H, D), dtype=dtype)

@@ -73,6 +73,7 @@ class _Cache(NamedTuple):
     f_cos: np.ndarray
     f_add: np.ndarray
     f: np.ndarray
+    g_gelu_tanh: np.ndarray
     g_gelu: np.ndarray
     g: np.ndarray
     s_square: np.ndarray
@@ -299,8 +300,7 @@ def forward(x, y, W, b, w_out, p):
     q_sigmoid = (z >= 0) - q_sigmoid_tail  # [N, H]
     np.abs(q_sigmoid, out=q_sigmoid)  # [N, H]
     q = q_sigmoid**p  # [N, H]
-    pred_add = s  # [N, H]
-    pred_add += q  # [N, H]
+    pred_add = np.add(s, q, out=s)  # [N, H]
     pred = pred_add @ w_out  # [N]
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
@@ -315,6 +315,7 @@ def forward(x, y, W, b, w_out, p):
         f_cos,
         f_add,
         f,
+        g_gelu_tanh,
         g_gelu,
         g,
         s_square,
@@ -343,6 +344,7 @@ def backward(dout, cache):
         f_cos,
         f_add,
         f,
+        g_gelu_tanh,
         g_gelu,
         g,
         s_square,
@@ -373,35 +375,27 @@ def backward(dout, cache):
     dq_where = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
     dp = (ds * (q * np.log(dq_where))).sum(axis=0)
-    dz = dq_sigmoid  # sigmoid rule, from the smaller tail
-    dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
+    # sigmoid rule, from the smaller tail
+    dz = np.multiply(dq_sigmoid, q_sigmoid_tail * (1 - q_sigmoid_tail), out=dq_sigmoid)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     dg = ds / (1 + s_square_2)  # log1p rule
     dg *= 2 * g  # square rule
-    ds_neg = ds  # expm1 rule
-    ds_neg *= np.exp(s_div)  # expm1 rule
+    ds_neg = np.multiply(ds, np.exp(s_div), out=ds)  # expm1 rule
     ds_neg /= 2  # quotient rule
     dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
-    # product rule
-    df = dg * g_gelu
-    dg_gelu = dg
-    dg_gelu *= f
-    # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
+    df = dg * g_gelu  # product rule
+    dg_gelu = np.multiply(dg, f, out=dg)  # product rule
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
-        0.5 * (1 + dg_gelu_tanh)
-        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        0.5 * (1 + g_gelu_tanh)
+        + (1 - g_gelu_tanh * g_gelu_tanh)
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    df_add = df  # clip rule (1 inside [lo, hi], bounds included)
     # clip rule (1 inside [lo, hi], bounds included)
-    df_add *= (f_add >= -1.2).astype(dtype) * (f_add <= 1.2)
+    df_add = np.multiply(df, (f_add >= -1.2).astype(dtype) * (f_add <= 1.2), out=df)
     dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
     dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
@@ -437,15 +431,13 @@ def value_and_grad(x, y, W, b, w_out, p):
     q_sigmoid = (z >= 0) - q_sigmoid_tail  # [N, H]
     np.abs(q_sigmoid, out=q_sigmoid)  # [N, H]
     q = q_sigmoid**p  # [N, H]
-    pred_add = s  # [N, H]
-    pred_add += q  # [N, H]
+    pred_add = np.add(s, q, out=s)  # [N, H]
     pred = pred_add @ w_out  # [N]
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
     # loss = mean(square(erf(pred) - y))
-    dpred = loss_sub  # square rule
-    dpred *= 1 / N * 2  # square rule
+    dpred = np.multiply(loss_sub, 1 / N * 2, out=loss_sub)  # square rule
     dy = -dpred  # difference rule
     # erf rule
     dloss_erf_neg = np.square(pred, out=pred)
@@ -459,36 +451,27 @@ def value_and_grad(x, y, W, b, w_out, p):
     dq_where = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
     dp = (ds * (q * np.log(dq_where))).sum(axis=0)
-    dz = dq_sigmoid  # sigmoid rule, from the smaller tail
-    dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
+    # sigmoid rule, from the smaller tail
+    dz = np.multiply(dq_sigmoid, q_sigmoid_tail * (1 - q_sigmoid_tail), out=dq_sigmoid)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     dg = ds / (1 + s_square_2)  # log1p rule
     dg *= 2 * g  # square rule
-    ds_neg = ds  # expm1 rule
-    ds_neg *= np.exp(s_div)  # expm1 rule
+    ds_neg = np.multiply(ds, np.exp(s_div), out=ds)  # expm1 rule
     ds_neg /= 2  # quotient rule
     dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
-    # product rule
-    df = g_gelu
-    df *= dg
-    dg_gelu = dg
-    dg_gelu *= f
-    # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
+    df = np.multiply(dg, g_gelu, out=g_gelu)  # product rule
+    dg_gelu = np.multiply(dg, f, out=dg)  # product rule
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
-        0.5 * (1 + dg_gelu_tanh)
-        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        0.5 * (1 + g_gelu_tanh)
+        + (1 - g_gelu_tanh * g_gelu_tanh)
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    df_add = df  # clip rule (1 inside [lo, hi], bounds included)
     # clip rule (1 inside [lo, hi], bounds included)
-    df_add *= (f_add >= -1.2).astype(loss.dtype) * (f_add <= 1.2)
+    df_add = np.multiply(df, (f_add >= -1.2).astype(loss.dtype) * (f_add <= 1.2), out=df)
     dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
     dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
@@ -588,35 +571,26 @@ def jvp(x, y, W, b, w_out, p, tangents):
     f_cos = np.cos(z)  # [N, H]
     f_add = f_sin + f_cos  # [N, H]
     f = np.clip(f_add, -1.2, 1.2)  # [N, H]
-    f_dot = f_cos  # sin JVP rule
-    f_dot *= z_dot  # sin JVP rule
-    f_cos_dot_mul = f_sin  # cos JVP rule
-    f_cos_dot_mul *= z_dot  # cos JVP rule
-    f_dot -= f_cos_dot_mul  # sum JVP rule
+    f_dot = np.multiply(z_dot, f_cos, out=f_cos)  # sin JVP rule
+    f_dot -= np.multiply(z_dot, f_sin, out=f_sin)  # sum JVP rule
     # clip JVP rule (1 inside [lo, hi], bounds included)
     f_dot *= (f_add >= -1.2).astype(dtype) * (f_add <= 1.2)
     # g = f * gelu(z, approximate='tanh')
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
-    # GELU JVP rule
-    g_gelu_dot_tanh = z + 0.044715 * z**3
-    g_gelu_dot_tanh *= 0.7978845608028654
-    np.tanh(g_gelu_dot_tanh, out=g_gelu_dot_tanh)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
     # GELU JVP rule
     g_gelu_dot = z_dot * (
-        0.5 * (1 + g_gelu_dot_tanh)
-        + (1 - g_gelu_dot_tanh * g_gelu_dot_tanh)
+        0.5 * (1 + g_gelu_tanh)
+        + (1 - g_gelu_tanh * g_gelu_tanh)
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
-    # product JVP rule
-    g_dot = f_dot
-    g_dot *= g_gelu
-    g_dot += f * g_gelu_dot
+    g_dot = np.multiply(f_dot, g_gelu, out=f_dot)  # product JVP rule
+    g_dot += f * g_gelu_dot  # product JVP rule
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -626,8 +600,7 @@ def jvp(x, y, W, b, w_out, p, tangents):
     s_expm1_dot_mul = z_dot * (2 * z)  # square JVP rule
     s_expm1_dot_mul /= 2  # quotient JVP rule
     s_expm1_dot_mul *= np.exp(s_div)  # expm1 JVP rule
-    s_dot = g_dot  # square JVP rule
-    s_dot *= 2 * g  # square JVP rule
+    s_dot = np.multiply(g_dot, 2 * g, out=g_dot)  # square JVP rule
     s_dot /= 1 + s_square_2  # log1p JVP rule
     s_dot -= s_expm1_dot_mul  # sum JVP rule
     # q = sigmoid(z) ** p
@@ -638,18 +611,16 @@ def jvp(x, y, W, b, w_out, p, tangents):
     q_sigmoid = (z >= 0) - q_sigmoid_tail  # [N, H]
     np.abs(q_sigmoid, out=q_sigmoid)  # [N, H]
     q = q_sigmoid**p  # [N, H]
-    q_dot = z_dot  # sigmoid JVP rule, from the smaller tail
-    q_dot *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid JVP rule, from the smaller tail
+    # sigmoid JVP rule, from the smaller tail
+    q_dot = np.multiply(z_dot, q_sigmoid_tail * (1 - q_sigmoid_tail), out=z_dot)
     # power JVP rule (tensor exponent)
     q_dot *= p * q_sigmoid ** (p - 1)
     q_dot_where = np.where(q_sigmoid == 0, 1, q_sigmoid)
     q_dot += p_dot * (q * np.log(q_dot_where))
     # pred = (s + q) @ w_out
-    pred_add = s  # [N, H]
-    pred_add += q  # [N, H]
+    pred_add = np.add(s, q, out=s)  # [N, H]
     pred = pred_add @ w_out  # [N]
-    pred_add_dot = s_dot  # sum JVP rule
-    pred_add_dot += q_dot  # sum JVP rule
+    pred_add_dot = np.add(s_dot, q_dot, out=s_dot)  # sum JVP rule
     pred_dot = pred_add_dot @ w_out  # matmul JVP rule, notes section 5
     pred_dot += pred_add @ w_out_dot  # matmul JVP rule, notes section 5
     # loss = mean(square(erf(pred) - y))
@@ -659,8 +630,9 @@ def jvp(x, y, W, b, w_out, p, tangents):
     # erf JVP rule
     loss_erf_dot_neg = np.square(pred, out=pred)
     np.negative(loss_erf_dot_neg, out=loss_erf_dot_neg)
-    loss_square_dot = pred_dot
-    loss_square_dot *= 1.1283791670955126 * np.exp(loss_erf_dot_neg)
+    loss_square_dot = np.multiply(
+        pred_dot, 1.1283791670955126 * np.exp(loss_erf_dot_neg), out=pred_dot
+    )
     loss_square_dot -= y_dot  # difference JVP rule
     loss_square_dot *= 2 * loss_sub  # square JVP rule
     loss_dot = loss_square_dot.mean()  # mean JVP rule: the mean of the tangent
@@ -703,21 +675,18 @@ def jacobian(x, y, W, b, w_out, p):
     np.abs(q_sigmoid, out=q_sigmoid)  # [N, H]
     q = q_sigmoid**p  # [N, H]
     # pred = (s + q) @ w_out
-    pred_add = s  # [N, H]
-    pred_add += q  # [N, H]
+    pred_add = np.add(s, q, out=s)  # [N, H]
     pred = pred_add @ w_out  # [N]
     # loss = mean(square(erf(pred) - y))
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
-    dloss_sub = loss_sub  # square rule
-    dloss_sub *= 1 / N * 2  # square rule
+    dloss_sub = np.multiply(loss_sub, 1 / N * 2, out=loss_sub)  # square rule
     J_y = -dloss_sub  # difference rule
     # erf rule
     dloss_erf_neg = np.square(pred, out=pred)
     np.negative(dloss_erf_neg, out=dloss_erf_neg)
-    dpred = dloss_sub
-    dpred *= 1.1283791670955126 * np.exp(dloss_erf_neg)
+    dpred = np.multiply(dloss_sub, 1.1283791670955126 * np.exp(dloss_erf_neg), out=dloss_sub)
     # pred = (s + q) @ w_out
     ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     J_w_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
@@ -726,36 +695,27 @@ def jacobian(x, y, W, b, w_out, p):
     dq_where = np.where(q_sigmoid == 0, 1, q_sigmoid)  # power rule (tensor exponent)
     # power rule (tensor exponent), broadcast reduced (notes section 6)
     J_p = (ds * (q * np.log(dq_where))).sum(axis=0)
-    dz = dq_sigmoid  # sigmoid rule, from the smaller tail
-    dz *= q_sigmoid_tail * (1 - q_sigmoid_tail)  # sigmoid rule, from the smaller tail
+    # sigmoid rule, from the smaller tail
+    dz = np.multiply(dq_sigmoid, q_sigmoid_tail * (1 - q_sigmoid_tail), out=dq_sigmoid)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     dg = ds / (1 + s_square_2)  # log1p rule
     dg *= 2 * g  # square rule
-    ds_neg = ds  # expm1 rule
-    ds_neg *= np.exp(s_div)  # expm1 rule
+    ds_neg = np.multiply(ds, np.exp(s_div), out=ds)  # expm1 rule
     ds_neg /= 2  # quotient rule
     dz -= ds_neg * (2 * z)  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
-    # product rule
-    df = g_gelu
-    df *= dg
-    dg_gelu = dg
-    dg_gelu *= f
-    # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
+    df = np.multiply(dg, g_gelu, out=g_gelu)  # product rule
+    dg_gelu = np.multiply(dg, f, out=dg)  # product rule
     # GELU rule, accumulated over uses (notes section 3)
     dz += dg_gelu * (
-        0.5 * (1 + dg_gelu_tanh)
-        + (1 - dg_gelu_tanh * dg_gelu_tanh)
+        0.5 * (1 + g_gelu_tanh)
+        + (1 - g_gelu_tanh * g_gelu_tanh)
         * (0.3989422804014327 + 0.05351611220445019 * s_square)
         * z
     )
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    df_add = df  # clip rule (1 inside [lo, hi], bounds included)
     # clip rule (1 inside [lo, hi], bounds included)
-    df_add *= (f_add >= -1.2).astype(dtype) * (f_add <= 1.2)
+    df_add = np.multiply(df, (f_add >= -1.2).astype(dtype) * (f_add <= 1.2), out=df)
     dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
     dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
@@ -796,28 +756,23 @@ def hvp(x, y, W, b, w_out, p, v):
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
     # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
-    dg_gelu_add_4 = 1 + dg_gelu_tanh
-    dg_gelu_add_4 *= 0.5
-    dg_gelu_sub = dg_gelu_tanh * dg_gelu_tanh
+    dg_gelu_add_3 = 1 + g_gelu_tanh
+    dg_gelu_add_3 *= 0.5
+    dg_gelu_sub = g_gelu_tanh * g_gelu_tanh
     np.subtract(1, dg_gelu_sub, out=dg_gelu_sub)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
     # GELU rule
-    dg_gelu_add_2 = 0.05351611220445019 * s_square
-    dg_gelu_add_2 += 0.3989422804014327
-    dg_gelu_mul_5 = dg_gelu_sub * dg_gelu_add_2
-    dg_gelu_add_4 += dg_gelu_mul_5 * z
-    g_gelu_dot = z_dot * dg_gelu_add_4  # GELU JVP rule
+    dg_gelu_add = 0.05351611220445019 * s_square
+    dg_gelu_add += 0.3989422804014327
+    dg_gelu_mul_3 = dg_gelu_sub * dg_gelu_add
+    dg_gelu_add_3 += dg_gelu_mul_3 * z
+    g_gelu_dot = z_dot * dg_gelu_add_3  # GELU JVP rule
     g_dot = f_dot * g_gelu  # product JVP rule
     g_dot += f * g_gelu_dot  # product JVP rule
     # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 = z_dot + 0.044715 * (z_dot * (3 * z**2))
-    dg_gelu_add_dot_2 *= 0.7978845608028654
-    dg_gelu_add_dot_2 *= dg_gelu_sub
+    dg_gelu_add_dot = z_dot * (dg_gelu_sub * (0.7978845608028654 + 0.10703222440890038 * s_square))
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -829,11 +784,9 @@ def hvp(x, y, W, b, w_out, p, v):
     s_expm1_dot_mul = s_square_dot / 2  # quotient JVP rule
     ds_expm1_exp = np.exp(s_div, out=s_div)  # expm1 rule
     s_expm1_dot_mul *= ds_expm1_exp  # expm1 JVP rule
-    ds_square_2_mul = g  # square rule
-    ds_square_2_mul *= 2  # square rule
+    ds_square_2_mul = np.multiply(2, g, out=g)  # square rule
     s_square_2_dot = g_dot * ds_square_2_mul  # square JVP rule
-    ds_log1p_add = s_square_2  # log1p rule
-    ds_log1p_add += 1  # log1p rule
+    ds_log1p_add = np.add(1, s_square_2, out=s_square_2)  # log1p rule
     s_dot = s_square_2_dot / ds_log1p_add  # log1p JVP rule
     s_dot -= s_expm1_dot_mul  # sum JVP rule
     # g = f * gelu(z, approximate='tanh')
@@ -862,21 +815,17 @@ def hvp(x, y, W, b, w_out, p, v):
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dq_sigmoid_sub_dot = z_dot * (np.sign(z) * dq_sigmoid_mul)
     # pred = (s + q) @ w_out
-    pred_add = s  # [N, H]
-    pred_add += q  # [N, H]
+    pred_add = np.add(s, q, out=s)  # [N, H]
     pred = pred_add @ w_out  # [N]
-    pred_add_dot = s_dot  # sum JVP rule
-    pred_add_dot += q_dot  # sum JVP rule
+    pred_add_dot = np.add(s_dot, q_dot, out=s_dot)  # sum JVP rule
     pred_dot = pred_add_dot @ w_out  # matmul JVP rule, notes section 5
     pred_dot += pred_add @ w_out_dot  # matmul JVP rule, notes section 5
     # loss = mean(square(erf(pred) - y))
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
-    # square rule
-    dloss_square_mul = 1 / N * 2
-    dloss_sub = loss_sub
-    dloss_sub *= dloss_square_mul
+    dloss_square_mul = 1 / N * 2  # square rule
+    dloss_sub = np.multiply(loss_sub, dloss_square_mul, out=loss_sub)  # square rule
     dy = -dloss_sub  # difference rule
     # erf rule
     dloss_erf_exp = np.square(pred)
@@ -901,10 +850,9 @@ def hvp(x, y, W, b, w_out, p, v):
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
     dg_gelu = dg * f  # product rule
-    dz += dg_gelu * dg_gelu_add_4  # GELU rule, accumulated over uses (notes section 3)
+    dz += dg_gelu * dg_gelu_add_3  # GELU rule, accumulated over uses (notes section 3)
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    df_add = df  # clip rule (1 inside [lo, hi], bounds included)
-    df_add *= df_mul  # clip rule (1 inside [lo, hi], bounds included)
+    df_add = np.multiply(df, df_mul, out=df)  # clip rule (1 inside [lo, hi], bounds included)
     dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
     dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
@@ -917,8 +865,8 @@ def hvp(x, y, W, b, w_out, p, v):
     dloss_sub_dot *= dloss_square_mul  # square rule, differentiated in forward mode
     dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
     # erf rule, differentiated in forward mode
-    dpred_dot = dloss_sub_dot
-    dpred_dot *= dloss_erf_mul
+    dpred_dot = np.multiply(dloss_sub_dot, dloss_erf_mul, out=dloss_sub_dot)
+    # erf rule, differentiated in forward mode
     dpred_dot -= dloss_sub * (1.1283791670955126 * (pred_dot * (2 * pred) * dloss_erf_exp))
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
@@ -928,14 +876,12 @@ def hvp(x, y, W, b, w_out, p, v):
     dw_out_dot += pred_add.T @ dpred_dot
     # q = sigmoid(z) ** p
     # power rule (tensor exponent), differentiated in forward mode
-    dz_dot_mul = dq_mul
-    dz_dot_mul *= ds_dot
+    dz_dot_mul = np.multiply(ds_dot, dq_mul, out=dq_mul)
     dz_dot_mul += ds * (
         p_dot * dq_power
         + p * (q_sigmoid_dot * (dq_sub * q_sigmoid ** (dq_sub - 1)) + p_dot * (dq_power * dq_log))
     )
-    dq_mul_dot_3 = dq_mul_2
-    dq_mul_dot_3 *= ds_dot
+    dq_mul_dot_3 = np.multiply(ds_dot, dq_mul_2, out=dq_mul_2)
     dq_mul_dot_3 += ds * (
         q_dot * dq_log + q * (np.where(q_sigmoid_mask, 0, q_sigmoid_dot) / dq_where)
     )
@@ -943,9 +889,11 @@ def hvp(x, y, W, b, w_out, p, v):
     dp_dot = dq_mul_dot_3.sum(axis=0)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot_mul *= dq_sigmoid_mul
-    dz_dot = dz_dot_mul
-    dz_dot += dq_sigmoid * (
-        q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub
+    # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dz_dot = np.add(
+        dz_dot_mul,
+        dq_sigmoid * (q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub),
+        out=dz_dot_mul,
     )
     # s = expm1(-square(z) / 2) + log1p(square(g))
     dg_dot = ds_dot / ds_log1p_add  # log1p rule, differentiated in forward mode
@@ -954,9 +902,8 @@ def hvp(x, y, W, b, w_out, p, v):
     dg_dot *= ds_square_2_mul  # square rule, differentiated in forward mode
     dg_dot += ds_square_2 * (2 * g_dot)  # square rule, differentiated in forward mode
     # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 = ds_dot
-    ds_square_mul_dot_2 *= ds_expm1_exp
-    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul
+    ds_square_mul_dot_2 = np.multiply(ds_dot, ds_expm1_exp, out=ds_dot)
+    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
     ds_square_mul_dot_2 /= 2  # quotient rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_square_mul  # square rule, differentiated in forward mode
     ds_square_mul_dot_2 += ds_neg * (2 * z_dot)  # square rule, differentiated in forward mode
@@ -964,41 +911,38 @@ def hvp(x, y, W, b, w_out, p, v):
     dz_dot -= ds_square_mul_dot_2
     # g = f * gelu(z, approximate='tanh')
     # product rule, differentiated in forward mode
-    df_dot = g_gelu
-    df_dot *= dg_dot
+    df_dot = np.multiply(dg_dot, g_gelu, out=g_gelu)
     df_dot += dg * g_gelu_dot
-    dg_gelu_mul_dot_7 = dg_dot
-    dg_gelu_mul_dot_7 *= f
-    dg_gelu_mul_dot_7 += dg * f_dot
+    dg_gelu_mul_dot_5 = np.multiply(dg_dot, f, out=dg_dot)
+    dg_gelu_mul_dot_5 += dg * f_dot
+    dg_gelu_mul_dot_5 *= dg_gelu_add_3  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 *= dg_gelu_add_4
-    dg_gelu_mul_dot_mul_7 = dg_gelu
-    dg_gelu_mul_dot_mul_7 *= 0.5 * dg_gelu_add_dot_2 + (
-        (
-            dg_gelu_sub * (0.05351611220445019 * s_square_dot)
-            - dg_gelu_add_dot_2 * (2 * dg_gelu_tanh) * dg_gelu_add_2
-        )
-        * z
-        + dg_gelu_mul_5 * z_dot
+    dg_gelu_mul_dot_5 += np.multiply(
+        dg_gelu,
+        0.5 * dg_gelu_add_dot
+        + (
+            (
+                dg_gelu_sub * (0.05351611220445019 * s_square_dot)
+                - dg_gelu_add_dot * (2 * g_gelu_tanh) * dg_gelu_add
+            )
+            * z
+            + dg_gelu_mul_3 * z_dot
+        ),
+        out=dg_gelu,
     )
-    dg_gelu_mul_dot_7 += dg_gelu_mul_dot_mul_7
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot += dg_gelu_mul_dot_7
+    dz_dot += dg_gelu_mul_dot_5
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
-    df_add_dot = df_dot
-    # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
-    df_add_dot *= df_mul
+    df_add_dot = np.multiply(df_dot, df_mul, out=df_dot)
     # cos rule, differentiated in forward mode
-    df_cos_mul_dot = f_sin
-    df_cos_mul_dot *= df_add_dot
-    df_cos_mul_dot += df_add * f_sin_dot
+    df_cos_mul_dot = np.multiply(df_add_dot, f_sin, out=f_sin)
+    df_cos_mul_dot += df_add * f_sin_dot  # cos rule, differentiated in forward mode
     # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot -= df_cos_mul_dot
     # sin rule, differentiated in forward mode
-    df_sin_mul_dot = df_add_dot
-    df_sin_mul_dot *= f_cos
-    df_sin_mul_dot -= df_add * f_cos_dot_mul
+    df_sin_mul_dot = np.multiply(df_add_dot, f_cos, out=df_add_dot)
+    df_sin_mul_dot -= df_add * f_cos_dot_mul  # sin rule, differentiated in forward mode
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += df_sin_mul_dot
     # z = x @ W + b
@@ -1036,9 +980,8 @@ def hessian(x, y, W, b, w_out, p):
     z_matmul_dot_diagonal = np.einsum("nknm->nkm", z_matmul_dot[: D * N].reshape((N, D, N, H)))
     z_matmul_dot_diagonal += W
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    b_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + N), dtype=dtype)
-    z_dot = z_matmul_dot  # sum JVP rule
-    z_dot += np.expand_dims(b_dot, axis=1)  # sum JVP rule
+    b_dot = np.eye(D * H + D * N + 3 * H + N, H, -D * H - D * N - N, dtype=dtype)
+    z_dot = np.add(z_matmul_dot, np.expand_dims(b_dot, axis=1), out=z_matmul_dot)  # sum JVP rule
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     f_sin = np.sin(z)  # [N, H]
     f_cos = np.cos(z)  # [N, H]
@@ -1055,28 +998,23 @@ def hessian(x, y, W, b, w_out, p):
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
     # GELU rule
-    dg_gelu_tanh = z + 0.044715 * z**3
-    dg_gelu_tanh *= 0.7978845608028654
-    np.tanh(dg_gelu_tanh, out=dg_gelu_tanh)
-    dg_gelu_add_4 = 1 + dg_gelu_tanh
-    dg_gelu_add_4 *= 0.5
-    dg_gelu_sub = dg_gelu_tanh * dg_gelu_tanh
+    dg_gelu_add_3 = 1 + g_gelu_tanh
+    dg_gelu_add_3 *= 0.5
+    dg_gelu_sub = g_gelu_tanh * g_gelu_tanh
     np.subtract(1, dg_gelu_sub, out=dg_gelu_sub)
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_square = np.square(z)  # [N, H]
     # g = f * gelu(z, approximate='tanh')
     # GELU rule
-    dg_gelu_add_2 = 0.05351611220445019 * s_square
-    dg_gelu_add_2 += 0.3989422804014327
-    dg_gelu_mul_5 = dg_gelu_sub * dg_gelu_add_2
-    dg_gelu_add_4 += dg_gelu_mul_5 * z
-    g_gelu_dot = z_dot * dg_gelu_add_4  # GELU JVP rule
+    dg_gelu_add = 0.05351611220445019 * s_square
+    dg_gelu_add += 0.3989422804014327
+    dg_gelu_mul_3 = dg_gelu_sub * dg_gelu_add
+    dg_gelu_add_3 += dg_gelu_mul_3 * z
+    g_gelu_dot = z_dot * dg_gelu_add_3  # GELU JVP rule
     g_dot = f_dot * g_gelu  # product JVP rule
     g_dot += f * g_gelu_dot  # product JVP rule
     # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot_2 = z_dot + 0.044715 * (z_dot * (3 * z**2))
-    dg_gelu_add_dot_2 *= 0.7978845608028654
-    dg_gelu_add_dot_2 *= dg_gelu_sub
+    dg_gelu_add_dot = z_dot * (dg_gelu_sub * (0.7978845608028654 + 0.10703222440890038 * s_square))
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -1088,11 +1026,9 @@ def hessian(x, y, W, b, w_out, p):
     s_expm1_dot_mul = s_square_dot / 2  # quotient JVP rule
     ds_expm1_exp = np.exp(s_div, out=s_div)  # expm1 rule
     s_expm1_dot_mul *= ds_expm1_exp  # expm1 JVP rule
-    ds_square_2_mul = g  # square rule
-    ds_square_2_mul *= 2  # square rule
+    ds_square_2_mul = np.multiply(2, g, out=g)  # square rule
     s_square_2_dot = g_dot * ds_square_2_mul  # square JVP rule
-    ds_log1p_add = s_square_2  # log1p rule
-    ds_log1p_add += 1  # log1p rule
+    ds_log1p_add = np.add(1, s_square_2, out=s_square_2)  # log1p rule
     s_dot = s_square_2_dot / ds_log1p_add  # log1p JVP rule
     s_dot -= s_expm1_dot_mul  # sum JVP rule
     # g = f * gelu(z, approximate='tanh')
@@ -1113,7 +1049,7 @@ def hessian(x, y, W, b, w_out, p):
     dq_mul = p * dq_power
     q_dot = q_sigmoid_dot * dq_mul  # power JVP rule (tensor exponent)
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    p_dot = np.eye(D * H + D * N + 3 * H + N, H, -(D * H + D * N + 2 * H + N), dtype=dtype)
+    p_dot = np.eye(D * H + D * N + 3 * H + N, H, -D * H - D * N - 2 * H - N, dtype=dtype)
     q_dot_mul_expand_dims = np.expand_dims(p_dot, axis=1)  # power JVP rule (tensor exponent)
     # power rule (tensor exponent)
     q_sigmoid_mask = q_sigmoid == 0
@@ -1124,11 +1060,9 @@ def hessian(x, y, W, b, w_out, p):
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dq_sigmoid_sub_dot = z_dot * (np.sign(z) * dq_sigmoid_mul)
     # pred = (s + q) @ w_out
-    pred_add = s  # [N, H]
-    pred_add += q  # [N, H]
+    pred_add = np.add(s, q, out=s)  # [N, H]
     pred = pred_add @ w_out  # [N]
-    pred_add_dot = s_dot  # sum JVP rule
-    pred_add_dot += q_dot  # sum JVP rule
+    pred_add_dot = np.add(s_dot, q_dot, out=s_dot)  # sum JVP rule
     # matmul JVP rule, notes section 5
     pred_dot = pred_add_dot @ w_out
     pred_dot_rows = pred_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N].reshape((H, N))
@@ -1137,10 +1071,8 @@ def hessian(x, y, W, b, w_out, p):
     loss_erf = _erf(pred)  # [N]
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
-    # square rule
-    dloss_square_mul = 1 / N * 2
-    dloss_sub = loss_sub
-    dloss_sub *= dloss_square_mul
+    dloss_square_mul = 1 / N * 2  # square rule
+    dloss_sub = np.multiply(loss_sub, dloss_square_mul, out=loss_sub)  # square rule
     dy = -dloss_sub  # difference rule
     # erf rule
     dloss_erf_exp = np.square(pred)
@@ -1165,10 +1097,9 @@ def hessian(x, y, W, b, w_out, p):
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
     dg_gelu = dg * f  # product rule
-    dz += dg_gelu * dg_gelu_add_4  # GELU rule, accumulated over uses (notes section 3)
+    dz += dg_gelu * dg_gelu_add_3  # GELU rule, accumulated over uses (notes section 3)
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    df_add = df  # clip rule (1 inside [lo, hi], bounds included)
-    df_add *= df_mul  # clip rule (1 inside [lo, hi], bounds included)
+    df_add = np.multiply(df, df_mul, out=df)  # clip rule (1 inside [lo, hi], bounds included)
     dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
     dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
@@ -1178,12 +1109,12 @@ def hessian(x, y, W, b, w_out, p):
     # loss = mean(square(erf(pred) - y))
     dloss_sub_dot = pred_dot * dloss_erf_mul  # erf JVP rule
     # difference JVP rule
-    dloss_sub_dot -= np.eye(D * H + D * N + 3 * H + N, N, -(D * N), dtype=dtype)
+    dloss_sub_dot -= np.eye(D * H + D * N + 3 * H + N, N, -D * N, dtype=dtype)
     dloss_sub_dot *= dloss_square_mul  # square rule, differentiated in forward mode
     dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
     # erf rule, differentiated in forward mode
-    dpred_dot = dloss_sub_dot
-    dpred_dot *= dloss_erf_mul
+    dpred_dot = np.multiply(dloss_sub_dot, dloss_erf_mul, out=dloss_sub_dot)
+    # erf rule, differentiated in forward mode
     dpred_dot -= dloss_sub * (1.1283791670955126 * (pred_dot * (2 * pred) * dloss_erf_exp))
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
@@ -1213,9 +1144,11 @@ def hessian(x, y, W, b, w_out, p):
     dp_dot = np.einsum("abc->ac", dq_mul_dot_3)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot_mul *= dq_sigmoid_mul
-    dz_dot = dz_dot_mul
-    dz_dot += dq_sigmoid * (
-        q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub
+    # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dz_dot = np.add(
+        dz_dot_mul,
+        dq_sigmoid * (q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub),
+        out=dz_dot_mul,
     )
     # s = expm1(-square(z) / 2) + log1p(square(g))
     dg_dot = ds_dot / ds_log1p_add  # log1p rule, differentiated in forward mode
@@ -1224,9 +1157,8 @@ def hessian(x, y, W, b, w_out, p):
     dg_dot *= ds_square_2_mul  # square rule, differentiated in forward mode
     dg_dot += ds_square_2 * (2 * g_dot)  # square rule, differentiated in forward mode
     # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 = ds_dot
-    ds_square_mul_dot_2 *= ds_expm1_exp
-    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul
+    ds_square_mul_dot_2 = np.multiply(ds_dot, ds_expm1_exp, out=ds_dot)
+    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
     ds_square_mul_dot_2 /= 2  # quotient rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_square_mul  # square rule, differentiated in forward mode
     ds_square_mul_dot_2 += ds_neg * (2 * z_dot)  # square rule, differentiated in forward mode
@@ -1236,37 +1168,33 @@ def hessian(x, y, W, b, w_out, p):
     # product rule, differentiated in forward mode
     df_dot = dg_dot * g_gelu
     df_dot += dg * g_gelu_dot
-    dg_gelu_mul_dot_7 = dg_dot
-    dg_gelu_mul_dot_7 *= f
-    dg_gelu_mul_dot_7 += dg * f_dot
-    dg_gelu_mul_dot_7 *= dg_gelu_add_4  # GELU rule, differentiated in forward mode
+    dg_gelu_mul_dot_5 = np.multiply(dg_dot, f, out=dg_dot)
+    dg_gelu_mul_dot_5 += dg * f_dot
+    dg_gelu_mul_dot_5 *= dg_gelu_add_3  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_7 += dg_gelu * (
-        0.5 * dg_gelu_add_dot_2
+    dg_gelu_mul_dot_5 += dg_gelu * (
+        0.5 * dg_gelu_add_dot
         + (
             (
                 dg_gelu_sub * (0.05351611220445019 * s_square_dot)
-                - dg_gelu_add_dot_2 * (2 * dg_gelu_tanh) * dg_gelu_add_2
+                - dg_gelu_add_dot * (2 * g_gelu_tanh) * dg_gelu_add
             )
             * z
-            + dg_gelu_mul_5 * z_dot
+            + dg_gelu_mul_3 * z_dot
         )
     )
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot += dg_gelu_mul_dot_7
+    dz_dot += dg_gelu_mul_dot_5
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
-    df_add_dot = df_dot
-    # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
-    df_add_dot *= df_mul
+    df_add_dot = np.multiply(df_dot, df_mul, out=df_dot)
     df_cos_mul_dot = df_add_dot * f_sin  # cos rule, differentiated in forward mode
     df_cos_mul_dot += df_add * f_sin_dot  # cos rule, differentiated in forward mode
     # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot -= df_cos_mul_dot
     # sin rule, differentiated in forward mode
-    df_sin_mul_dot = df_add_dot
-    df_sin_mul_dot *= f_cos
-    df_sin_mul_dot -= df_add * f_cos_dot_mul
+    df_sin_mul_dot = np.multiply(df_add_dot, f_cos, out=df_add_dot)
+    df_sin_mul_dot -= df_add * f_cos_dot_mul  # sin rule, differentiated in forward mode
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += df_sin_mul_dot
     # z = x @ W + b

@@ -174,8 +174,7 @@ def forward(tokens, labels, E, W, b):
     pooled = emb.mean(axis=1)  # [B, D]
     logits = pooled @ W  # [B, C]
     logits += b  # [B, C]
-    loss_exp = logits  # [B, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [B, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [B, C]
     loss_picked = loss_exp[np.arange(B), labels].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [B, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [B, 1]
@@ -197,8 +196,8 @@ def backward(dout, cache):
     dpooled = dlogits @ W.T  # matmul rule, notes section 5
     dW = pooled.T @ dlogits  # matmul rule, notes section 5
     # pooled = mean(emb, axis=1)
-    dpooled_div = dpooled  # mean rule: broadcast back, divided by the count
-    dpooled_div /= T  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dpooled_div = np.divide(dpooled, T, out=dpooled)
     # emb = take(E, tokens, axis=0)
     dE = np.zeros((V, D), dtype=dtype)  # take rule: scatter-add
     # take rule: scatter-add
@@ -213,8 +212,7 @@ def value_and_grad(tokens, labels, E, W, b):
     pooled = emb.mean(axis=1)  # [B, D]
     logits = pooled @ W  # [B, C]
     logits += b  # [B, C]
-    loss_exp = logits  # [B, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [B, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [B, C]
     loss_picked = loss_exp[np.arange(B), labels].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [B, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [B, 1]
@@ -222,16 +220,15 @@ def value_and_grad(tokens, labels, E, W, b):
     # loss = softmax_cross_entropy(logits, labels)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / B
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(B), labels] -= dloss_scale
     # logits = pooled @ W + b
     db = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dpooled = dlogits @ W.T  # matmul rule, notes section 5
     dW = pooled.T @ dlogits  # matmul rule, notes section 5
     # pooled = mean(emb, axis=1)
-    dpooled_div = dpooled  # mean rule: broadcast back, divided by the count
-    dpooled_div /= T  # mean rule: broadcast back, divided by the count
+    # mean rule: broadcast back, divided by the count
+    dpooled_div = np.divide(dpooled, T, out=dpooled)
     # emb = take(E, tokens, axis=0)
     dE = np.zeros((V, D), dtype=loss.dtype)  # take rule: scatter-add
     # take rule: scatter-add

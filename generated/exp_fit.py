@@ -136,8 +136,7 @@ def backward(dout, cache):
     ddecay = np.outer(dout, a)  # matrix-vector rule, notes section 3
     da = decay.T @ dout  # matrix-vector rule, notes section 3
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    ddecay_neg = ddecay  # exp rule, reusing the forward output
-    ddecay_neg *= decay  # exp rule, reusing the forward output
+    ddecay_neg = np.multiply(ddecay, decay, out=ddecay)  # exp rule, reusing the forward output
     drate = (-(ddecay_neg * decay_reshape)).sum(axis=0)  # broadcast product rule, notes section 7
     return Gradients(a=da, rate=drate)
 
@@ -242,8 +241,7 @@ def _jacobian_rows(t, data, a, rate):
     ddecay = np.zeros((M, M, K), dtype=dtype)  # matrix-vector rule, notes section 3
     np.copyto(np.einsum("iij->ij", ddecay), a)  # matrix-vector rule, notes section 3
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    ddecay_mul_neg = ddecay  # exp rule, reusing the forward output
-    ddecay_mul_neg *= decay  # exp rule, reusing the forward output
+    ddecay_mul_neg = np.multiply(ddecay, decay, out=ddecay)  # exp rule, reusing the forward output
     ddecay_mul_neg *= t.reshape((M, 1))  # product rule
     np.negative(ddecay_mul_neg, out=ddecay_mul_neg)  # product rule
     J_rate = np.einsum("abc->ac", ddecay_mul_neg)  # broadcast product rule, notes section 7

@@ -155,8 +155,8 @@ def backward(dout, cache):
     dloss_logsumexp_sub = clipped - np.expand_dims(loss_logsumexp, axis=-1)
     dclipped = dout * np.exp(dloss_logsumexp_sub)  # logsumexp rule: softmax times the cotangent
     # clipped = minimum(maximum(mixed, lo), 1.5)
-    dclipped_maximum = dclipped  # minimum rule (ties go to a)
-    dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)
+    # minimum rule (ties go to a)
+    dclipped_maximum = np.multiply(dclipped, clipped_maximum <= 1.5, out=dclipped)
     dmixed = dclipped_maximum * (mixed >= lo)  # maximum rule (ties go to a)
     # maximum rule (ties go to a), broadcast reduced (notes section 6)
     dlo = (dclipped_maximum * (mixed < lo)).sum(axis=0)
@@ -187,12 +187,11 @@ def value_and_grad(a, c, W, lo):
     loss = loss_logsumexp.sum()  # []
     # loss = sum(logsumexp(clipped, axis=-1))
     # logsumexp rule: softmax times the cotangent
-    dclipped = clipped
-    dclipped -= np.expand_dims(loss_logsumexp, axis=-1)
-    np.exp(dclipped, out=dclipped)
+    dclipped = np.subtract(clipped, np.expand_dims(loss_logsumexp, axis=-1), out=clipped)
+    np.exp(dclipped, out=dclipped)  # logsumexp rule: softmax times the cotangent
     # clipped = minimum(maximum(mixed, lo), 1.5)
-    dclipped_maximum = dclipped  # minimum rule (ties go to a)
-    dclipped_maximum *= clipped_maximum <= 1.5  # minimum rule (ties go to a)
+    # minimum rule (ties go to a)
+    dclipped_maximum = np.multiply(dclipped, clipped_maximum <= 1.5, out=dclipped)
     dmixed = dclipped_maximum * (mixed >= lo)  # maximum rule (ties go to a)
     # maximum rule (ties go to a), broadcast reduced (notes section 6)
     dlo = (dclipped_maximum * (mixed < lo)).sum(axis=0)

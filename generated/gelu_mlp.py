@@ -187,8 +187,7 @@ def forward(x, y, W1, b1, W2):
     gelu = gelu_mul * gelu_add_2  # [N, H]
     logits = gelu @ W2  # [N, C]
     logits /= math.sqrt(H)  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -224,8 +223,7 @@ def backward(dout, cache):
     dlogits = loss_exp * (dloss_scale / loss_sums)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = gelu @ W2 / sqrt(H)
-    dlogits_matmul = dlogits  # quotient rule
-    dlogits_matmul /= math.sqrt(H)  # quotient rule
+    dlogits_matmul = np.divide(dlogits, math.sqrt(H), out=dlogits)  # quotient rule
     dgelu = dlogits_matmul @ W2.T  # matmul rule, notes section 5
     dW2 = gelu.T @ dlogits_matmul  # matmul rule, notes section 5
     # gelu = 0.5 * h * (1 + tanh(sqrt(2 / pi) * (h + 0.044715 * h ** 3)))
@@ -237,8 +235,7 @@ def backward(dout, cache):
     dh += dgelu * gelu_add_2 * 0.5  # product rule, accumulated over uses (notes section 3)
     # h = x @ W1 / sqrt(D) + b1
     db1 = dh.sum(axis=0)  # broadcast sum rule, notes section 6
-    dh_matmul = dh  # quotient rule
-    dh_matmul /= math.sqrt(D)  # quotient rule
+    dh_matmul = np.divide(dh, math.sqrt(D), out=dh)  # quotient rule
     dx = dh_matmul @ W1.T  # matmul rule, notes section 5
     dW1 = x.T @ dh_matmul  # matmul rule, notes section 5
     return Gradients(x=dx, W1=dW1, b1=db1, W2=dW2)
@@ -260,8 +257,7 @@ def value_and_grad(x, y, W1, b1, W2):
     gelu = gelu_mul * gelu_add_2  # [N, H]
     logits = gelu @ W2  # [N, C]
     logits /= math.sqrt(H)  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -269,17 +265,14 @@ def value_and_grad(x, y, W1, b1, W2):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = gelu @ W2 / sqrt(H)
-    dlogits_matmul = dlogits  # quotient rule
-    dlogits_matmul /= math.sqrt(H)  # quotient rule
+    dlogits_matmul = np.divide(dlogits, math.sqrt(H), out=dlogits)  # quotient rule
     dgelu = dlogits_matmul @ W2.T  # matmul rule, notes section 5
     dW2 = gelu.T @ dlogits_matmul  # matmul rule, notes section 5
     # gelu = 0.5 * h * (1 + tanh(sqrt(2 / pi) * (h + 0.044715 * h ** 3)))
-    dgelu_pow = gelu_mul  # product rule
-    dgelu_pow *= dgelu  # product rule
+    dgelu_pow = np.multiply(dgelu, gelu_mul, out=gelu_mul)  # product rule
     dgelu_pow *= 1 - gelu_tanh * gelu_tanh  # tanh rule, reusing the forward output
     dh = dgelu_pow * 0.7978845608028654  # product rule
     dgelu_pow *= 0.044715 * 0.7978845608028654  # product rule
@@ -287,8 +280,7 @@ def value_and_grad(x, y, W1, b1, W2):
     dh += dgelu * gelu_add_2 * 0.5  # product rule, accumulated over uses (notes section 3)
     # h = x @ W1 / sqrt(D) + b1
     db1 = dh.sum(axis=0)  # broadcast sum rule, notes section 6
-    dh_matmul = dh  # quotient rule
-    dh_matmul /= math.sqrt(D)  # quotient rule
+    dh_matmul = np.divide(dh, math.sqrt(D), out=dh)  # quotient rule
     dx = dh_matmul @ W1.T  # matmul rule, notes section 5
     dW1 = x.T @ dh_matmul  # matmul rule, notes section 5
     return loss, Gradients(x=dx, W1=dW1, b1=db1, W2=dW2)

@@ -132,14 +132,12 @@ def forward(x, gamma, beta, target):
     xc = x - mu  # [N, D]
     var_square = np.square(xc)  # [N, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [N, 1]
-    xhat_sqrt = var  # [N, 1]
-    xhat_sqrt += 1e-5  # [N, 1]
+    xhat_sqrt = np.add(var, 1e-5, out=var)  # [N, 1]
     np.sqrt(xhat_sqrt, out=xhat_sqrt)  # [N, 1]
     xhat = xc / xhat_sqrt  # [N, D]
     y = gamma * xhat  # [N, D]
     y += beta  # [N, D]
-    loss_sub = y  # [N, D]
-    loss_sub -= target  # [N, D]
+    loss_sub = np.subtract(y, target, out=y)  # [N, D]
     loss = np.vdot(loss_sub, loss_sub) / (D * N)  # []
     return loss, _Cache(gamma, xc, xhat_sqrt, xhat, loss_sub, N, D, loss.dtype)
 
@@ -165,9 +163,7 @@ def backward(dout, cache):
     dmu = (-dxc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx = dxc
-    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += dmu / D
+    dx = np.add(dxc, dmu / D, out=dxc)
     return Gradients(x=dx, gamma=dgamma, beta=dbeta)
 
 
@@ -178,18 +174,15 @@ def value_and_grad(x, gamma, beta, target):
     xc = x - mu  # [N, D]
     var_square = np.square(xc)  # [N, D]
     var = var_square.mean(axis=-1, keepdims=True)  # [N, 1]
-    xhat_sqrt = var  # [N, 1]
-    xhat_sqrt += 1e-5  # [N, 1]
+    xhat_sqrt = np.add(var, 1e-5, out=var)  # [N, 1]
     np.sqrt(xhat_sqrt, out=xhat_sqrt)  # [N, 1]
     xhat = xc / xhat_sqrt  # [N, D]
     y = gamma * xhat  # [N, D]
     y += beta  # [N, D]
-    loss_sub = y  # [N, D]
-    loss_sub -= target  # [N, D]
+    loss_sub = np.subtract(y, target, out=y)  # [N, D]
     loss = np.vdot(loss_sub, loss_sub) / (D * N)  # []
     # loss = mean(square(y - target))
-    dy = loss_sub  # square rule
-    dy *= 1 / (D * N) * 2  # square rule
+    dy = np.multiply(loss_sub, 1 / (D * N) * 2, out=loss_sub)  # square rule
     # y = gamma * xhat + beta
     dbeta = dy.sum(axis=0)  # broadcast sum rule, notes section 6
     dxhat = dy * gamma  # product rule
@@ -205,7 +198,5 @@ def value_and_grad(x, gamma, beta, target):
     dmu = (-dxc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # mu = mean(x, axis=-1, keepdims=True)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx = dxc
-    # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
-    dx += dmu / D
+    dx = np.add(dxc, dmu / D, out=dxc)
     return loss, Gradients(x=dx, gamma=dgamma, beta=dbeta)

@@ -150,8 +150,7 @@ def forward(x, y, W, b):
     x, y, W, b, N, D, C = _check_inputs(x, y, W, b)
     logits = x @ W  # [N, C]
     logits += b  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -179,8 +178,7 @@ def value_and_grad(x, y, W, b):
     x, y, W, b, N, D, C = _check_inputs(x, y, W, b)
     logits = x @ W  # [N, C]
     logits += b  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -188,8 +186,7 @@ def value_and_grad(x, y, W, b):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = x @ W + b
     db = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6

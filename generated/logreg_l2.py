@@ -168,8 +168,7 @@ def forward(X, y, W, b):
     X, y, W, b, N, D, C = _check_inputs(X, y, W, b)
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
-    fit_exp = logits  # [N, C]
-    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -209,8 +208,7 @@ def value_and_grad(X, y, W, b):
     X, y, W, b, N, D, C = _check_inputs(X, y, W, b)
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
-    fit_exp = logits  # [N, C]
-    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -223,8 +221,7 @@ def value_and_grad(X, y, W, b):
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dfit_scale = 1 / N
-    dlogits = fit_exp
-    dlogits *= dfit_scale / fit_sums
+    dlogits = np.multiply(fit_exp, dfit_scale / fit_sums, out=fit_exp)
     dlogits[np.arange(N), y] -= dfit_scale
     # logits = X @ W + b
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
@@ -309,13 +306,12 @@ def jvp(X, y, W, b, tangents):
     logits_dot = X @ W_dot  # matmul JVP rule, notes section 5
     logits_dot += b_dot  # sum JVP rule
     # fit = softmax_cross_entropy(logits, y)
-    fit_exp = logits  # [N, C]
-    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
-    logits_softmax = fit_exp  # softmax cross-entropy JVP rule, notes section 2
-    logits_softmax /= fit_sums  # softmax cross-entropy JVP rule, notes section 2
+    # softmax cross-entropy JVP rule, notes section 2
+    logits_softmax = np.divide(fit_exp, fit_sums, out=fit_exp)
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     loss = (np.log(fit_sums).sum() - fit_picked) / N + 0.05 * (np.vdot(W, W) + np.vdot(b, b))  # []
     loss_square_dot_mul = 2 * W  # square JVP rule
@@ -339,14 +335,12 @@ def hvp(X, y, W, b, v):
     logits_dot = X @ W_dot  # matmul JVP rule, notes section 5
     logits_dot += b_dot  # sum JVP rule
     # fit = softmax_cross_entropy(logits, y)
-    fit_exp = logits  # [N, C]
-    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     # softmax cross-entropy rule, notes section 2
-    logits_softmax = fit_exp
-    logits_softmax /= fit_sums
+    logits_softmax = np.divide(fit_exp, fit_sums, out=fit_exp)
     dfit_scale = 1 / N
     dlogits = logits_softmax * dfit_scale
     dlogits[np.arange(N), y] -= dfit_scale
@@ -354,12 +348,13 @@ def hvp(X, y, W, b, v):
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_softmax
-    logits_softmax_dot *= (
-        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    logits_softmax_dot = np.multiply(
+        logits_softmax,
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
+        out=logits_softmax,
     )
-    dlogits_dot = logits_softmax_dot
-    dlogits_dot *= dfit_scale
+    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
+    dlogits_dot = np.multiply(logits_softmax_dot, dfit_scale, out=logits_softmax_dot)
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
     logits_sum_dot = dlogits_dot.sum(axis=0)
@@ -401,18 +396,16 @@ def hessian(X, y, W, b):
         np.einsum("kmnm->kmn", logits_matmul_dot[: C * D].reshape((D, C, N, C))), X.T[:, None, :]
     )
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    b_dot = np.eye(C + C * D, C, -(C * D), dtype=dtype)
-    logits_dot = logits_matmul_dot  # sum JVP rule
-    logits_dot += np.expand_dims(b_dot, axis=1)  # sum JVP rule
+    b_dot = np.eye(C + C * D, C, -C * D, dtype=dtype)
+    # sum JVP rule
+    logits_dot = np.add(logits_matmul_dot, np.expand_dims(b_dot, axis=1), out=logits_matmul_dot)
     # fit = softmax_cross_entropy(logits, y)
-    fit_exp = logits  # [N, C]
-    fit_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    fit_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     fit_picked = fit_exp[np.arange(N), y].sum()  # []
     np.exp(fit_exp, out=fit_exp)  # [N, C]
     fit_sums = fit_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     # softmax cross-entropy rule, notes section 2
-    logits_softmax = fit_exp
-    logits_softmax /= fit_sums
+    logits_softmax = np.divide(fit_exp, fit_sums, out=fit_exp)
     dfit_scale = 1 / N
     dlogits = logits_softmax * dfit_scale
     dlogits[np.arange(N), y] -= dfit_scale
@@ -420,11 +413,13 @@ def hessian(X, y, W, b):
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_dot
-    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    logits_softmax_dot = np.subtract(
+        logits_dot,
+        np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
+        out=logits_dot,
+    )
     logits_softmax_dot *= logits_softmax
-    dlogits_dot = logits_softmax_dot
-    dlogits_dot *= dfit_scale
+    dlogits_dot = np.multiply(logits_softmax_dot, dfit_scale, out=logits_softmax_dot)
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db_dot = np.einsum("abc->ac", dlogits_dot)

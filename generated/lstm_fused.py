@@ -198,8 +198,7 @@ def forward(x, h, c, W, U, b, target):
     np.abs(h_next_sigmoid, out=h_next_sigmoid)  # [N, H]
     h_next_tanh = np.tanh(c_next)  # [N, H]
     h_next = h_next_sigmoid * h_next_tanh  # [N, H]
-    loss_sub = h_next  # [N, H]
-    loss_sub -= target  # [N, H]
+    loss_sub = np.subtract(h_next, target, out=h_next)  # [N, H]
     loss_mean = np.vdot(loss_sub, loss_sub) / (H * N)  # []
     loss_mean_2 = np.vdot(c_next, c_next) / (H * N)  # []
     loss_mul = 0.5 * loss_mean_2  # []
@@ -253,10 +252,8 @@ def backward(dout, cache):
     dc_next = c_next * (dout * 0.5 / (H * N) * 2)  # square rule
     dh_next = loss_sub * (dout / (H * N) * 2)  # square rule
     # h_next = sigmoid(o) * tanh(c_next)
-    # product rule
-    do = dh_next * h_next_tanh
-    dh_next_tanh = dh_next
-    dh_next_tanh *= h_next_sigmoid
+    do = dh_next * h_next_tanh  # product rule
+    dh_next_tanh = np.multiply(dh_next, h_next_sigmoid, out=dh_next)  # product rule
     # tanh rule, reusing the forward output, accumulated over uses (notes section 3)
     dc_next += dh_next_tanh * (1 - h_next_tanh * h_next_tanh)
     do *= h_next_sigmoid_tail * (1 - h_next_sigmoid_tail)  # sigmoid rule, from the smaller tail
@@ -265,10 +262,8 @@ def backward(dout, cache):
     dg = dc_next * c_next_sigmoid_2  # product rule
     dg *= 1 - c_next_tanh * c_next_tanh  # tanh rule, reusing the forward output
     di *= c_next_sigmoid_2_tail * (1 - c_next_sigmoid_2_tail)  # sigmoid rule, from the smaller tail
-    # product rule
-    df = dc_next * c
-    dc = dc_next
-    dc *= c_next_sigmoid
+    df = dc_next * c  # product rule
+    dc = np.multiply(dc_next, c_next_sigmoid, out=dc_next)  # product rule
     df *= c_next_sigmoid_tail * (1 - c_next_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # o = split(z, 4, axis=-1)[3]
     dz = np.zeros((N, 4 * H), dtype=dtype)  # split rule: g written into zeros at the piece's slice
@@ -324,37 +319,27 @@ def value_and_grad(x, h, c, W, U, b, target):
     np.abs(h_next_sigmoid, out=h_next_sigmoid)  # [N, H]
     h_next_tanh = np.tanh(c_next)  # [N, H]
     h_next = h_next_sigmoid * h_next_tanh  # [N, H]
-    loss_sub = h_next  # [N, H]
-    loss_sub -= target  # [N, H]
+    loss_sub = np.subtract(h_next, target, out=h_next)  # [N, H]
     loss_mean = np.vdot(loss_sub, loss_sub) / (H * N)  # []
     loss_mean_2 = np.vdot(c_next, c_next) / (H * N)  # []
     loss_mul = 0.5 * loss_mean_2  # []
     loss = loss_mean + loss_mul  # []
     # loss = mean(square(h_next - target)) + 0.5 * mean(square(c_next))
-    # square rule
-    dc_next = c_next
-    dc_next *= 0.5 / (H * N) * 2
-    dh_next = loss_sub
-    dh_next *= 1 / (H * N) * 2
+    dc_next = np.multiply(c_next, 0.5 / (H * N) * 2, out=c_next)  # square rule
+    dh_next = np.multiply(loss_sub, 1 / (H * N) * 2, out=loss_sub)  # square rule
     # h_next = sigmoid(o) * tanh(c_next)
-    # product rule
-    do = dh_next * h_next_tanh
-    dh_next_tanh = dh_next
-    dh_next_tanh *= h_next_sigmoid
+    do = dh_next * h_next_tanh  # product rule
+    dh_next_tanh = np.multiply(dh_next, h_next_sigmoid, out=dh_next)  # product rule
     # tanh rule, reusing the forward output, accumulated over uses (notes section 3)
     dc_next += dh_next_tanh * (1 - h_next_tanh * h_next_tanh)
     do *= h_next_sigmoid_tail * (1 - h_next_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # c_next = sigmoid(f) * c + sigmoid(i) * tanh(g)
-    # product rule
-    di = dc_next * c_next_tanh
-    dg = c_next_sigmoid_2
-    dg *= dc_next
+    di = dc_next * c_next_tanh  # product rule
+    dg = np.multiply(dc_next, c_next_sigmoid_2, out=c_next_sigmoid_2)  # product rule
     dg *= 1 - c_next_tanh * c_next_tanh  # tanh rule, reusing the forward output
     di *= c_next_sigmoid_2_tail * (1 - c_next_sigmoid_2_tail)  # sigmoid rule, from the smaller tail
-    # product rule
-    df = dc_next * c
-    dc = dc_next
-    dc *= c_next_sigmoid
+    df = dc_next * c  # product rule
+    dc = np.multiply(dc_next, c_next_sigmoid, out=dc_next)  # product rule
     df *= c_next_sigmoid_tail * (1 - c_next_sigmoid_tail)  # sigmoid rule, from the smaller tail
     # o = split(z, 4, axis=-1)[3]
     # split rule: g written into zeros at the piece's slice

@@ -137,8 +137,7 @@ def value_and_grad(X, Y):
     B = X @ Y  # [N, P]
     A = np.vdot(B, B) / (N * P)  # []
     # A = mean(square(B))
-    dB = B  # square rule
-    dB *= 1 / (N * P) * 2  # square rule
+    dB = np.multiply(B, 1 / (N * P) * 2, out=B)  # square rule
     # B = X @ Y
     dX = dB @ Y.T  # matmul rule, notes section 5
     dY = X.T @ dB  # matmul rule, notes section 5

@@ -180,8 +180,7 @@ def forward(x, y, W, V, U):
     logits = high @ V  # [B, C]
     logits_matmul_2 = low @ U  # [B, C]
     logits += logits_matmul_2  # [B, C]
-    loss_exp = logits  # [B, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [B, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [B, C]
     loss_picked = loss_exp[np.arange(B), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [B, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [B, 1]
@@ -208,8 +207,7 @@ def backward(dout, cache):
     # min rule: the cotangent to the smallest entry, split evenly among ties
     dlow_tie_share = (h == h.min(axis=1, keepdims=True)).astype(dtype)
     dlow_tie_share /= dlow_tie_share.sum(axis=1, keepdims=True)
-    dh = dlow_tie_share
-    dh *= np.expand_dims(dlow, axis=1)
+    dh = np.multiply(np.expand_dims(dlow, axis=1), dlow_tie_share, out=dlow_tie_share)
     # high = max(h, axis=1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dhigh_tie_share = (h == h.max(axis=1, keepdims=True)).astype(dtype)
@@ -218,8 +216,7 @@ def backward(dout, cache):
     # max rule: the cotangent to the largest entry, split evenly among ties, accumulated over uses (notes section 3)
     dh += np.expand_dims(dhigh, axis=1) * dhigh_tie_share
     # h = tanh(x @ W)
-    dh_matmul = dh  # tanh rule, reusing the forward output
-    dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
+    dh_matmul = np.multiply(dh, 1 - h * h, out=dh)  # tanh rule, reusing the forward output
     # batched matmul rule, notes section 5 per batch element
     dx = (dh_matmul.reshape(B * T, H) @ W.T).reshape((B, T, D))
     # batched matmul rule, notes section 5 per batch element
@@ -237,8 +234,7 @@ def value_and_grad(x, y, W, V, U):
     logits = high @ V  # [B, C]
     logits_matmul_2 = low @ U  # [B, C]
     logits += logits_matmul_2  # [B, C]
-    loss_exp = logits  # [B, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [B, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [B, C]
     loss_picked = loss_exp[np.arange(B), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [B, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [B, 1]
@@ -246,8 +242,7 @@ def value_and_grad(x, y, W, V, U):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / B
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(B), y] -= dloss_scale
     # logits = high @ V + low @ U
     # matmul rule, notes section 5
@@ -259,8 +254,7 @@ def value_and_grad(x, y, W, V, U):
     # min rule: the cotangent to the smallest entry, split evenly among ties
     dlow_tie_share = (h == h.min(axis=1, keepdims=True)).astype(loss.dtype)
     dlow_tie_share /= dlow_tie_share.sum(axis=1, keepdims=True)
-    dh = dlow_tie_share
-    dh *= np.expand_dims(dlow, axis=1)
+    dh = np.multiply(np.expand_dims(dlow, axis=1), dlow_tie_share, out=dlow_tie_share)
     # high = max(h, axis=1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dhigh_tie_share = (h == h.max(axis=1, keepdims=True)).astype(loss.dtype)
@@ -269,8 +263,7 @@ def value_and_grad(x, y, W, V, U):
     # max rule: the cotangent to the largest entry, split evenly among ties, accumulated over uses (notes section 3)
     dh += np.expand_dims(dhigh, axis=1) * dhigh_tie_share
     # h = tanh(x @ W)
-    dh_matmul = dh  # tanh rule, reusing the forward output
-    dh_matmul *= 1 - h * h  # tanh rule, reusing the forward output
+    dh_matmul = np.multiply(dh, 1 - h * h, out=dh)  # tanh rule, reusing the forward output
     # batched matmul rule, notes section 5 per batch element
     dx = (dh_matmul.reshape(B * T, H) @ W.T).reshape((B, T, D))
     # batched matmul rule, notes section 5 per batch element

@@ -172,8 +172,7 @@ def forward(x, y, W1, b1, W2, b2):
     h = np.maximum(z1, 0, out=z1)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -195,8 +194,7 @@ def backward(dout, cache):
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = relu(z1)
-    dz1 = dh  # relu rule (relu'(0) = 0)
-    dz1 *= h > 0  # relu rule (relu'(0) = 0)
+    dz1 = np.multiply(dh, h > 0, out=dh)  # relu rule (relu'(0) = 0)
     # z1 = x @ W1 + b1
     db1 = dz1.sum(axis=0)  # broadcast sum rule, notes section 6
     dW1 = x.T @ dz1  # matmul rule, notes section 5
@@ -211,8 +209,7 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     h = np.maximum(z1, 0, out=z1)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -220,16 +217,14 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = relu(z1)
-    dz1 = dh  # relu rule (relu'(0) = 0)
-    dz1 *= h > 0  # relu rule (relu'(0) = 0)
+    dz1 = np.multiply(dh, h > 0, out=dh)  # relu rule (relu'(0) = 0)
     # z1 = x @ W1 + b1
     db1 = dz1.sum(axis=0)  # broadcast sum rule, notes section 6
     dW1 = x.T @ dz1  # matmul rule, notes section 5

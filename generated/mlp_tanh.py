@@ -188,8 +188,7 @@ def forward(x, y, W1, b1, W2, b2):
     np.tanh(h, out=h)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -211,8 +210,7 @@ def backward(dout, cache):
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = tanh(x @ W1 + b1)
-    dh_add = dh  # tanh rule, reusing the forward output
-    dh_add *= 1 - h * h  # tanh rule, reusing the forward output
+    dh_add = np.multiply(dh, 1 - h * h, out=dh)  # tanh rule, reusing the forward output
     db1 = dh_add.sum(axis=0)  # broadcast sum rule, notes section 6
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     return Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -226,8 +224,7 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     np.tanh(h, out=h)  # [N, H]
     logits = h @ W2  # [N, C]
     logits += b2  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -235,16 +232,14 @@ def value_and_grad(x, y, W1, b1, W2, b2):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = h @ W2 + b2
     db2 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     dh = dlogits @ W2.T  # matmul rule, notes section 5
     dW2 = h.T @ dlogits  # matmul rule, notes section 5
     # h = tanh(x @ W1 + b1)
-    dh_add = dh  # tanh rule, reusing the forward output
-    dh_add *= 1 - h * h  # tanh rule, reusing the forward output
+    dh_add = np.multiply(dh, 1 - h * h, out=dh)  # tanh rule, reusing the forward output
     db1 = dh_add.sum(axis=0)  # broadcast sum rule, notes section 6
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     return loss, Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2)
@@ -334,15 +329,14 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     logits_dot += h @ W2_dot  # matmul JVP rule, notes section 5
     logits_dot += b2_dot  # sum JVP rule
     # loss = softmax_cross_entropy(logits, y)
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # softmax cross-entropy JVP rule, notes section 2
-    logits_softmax = loss_exp
-    logits_softmax /= loss_sums
+    logits_softmax = np.divide(loss_exp, loss_sums, out=loss_exp)
+    # softmax cross-entropy JVP rule, notes section 2
     loss_dot = (np.vdot(logits_softmax, logits_dot) - logits_dot[np.arange(N), y].sum()) / N
     return loss, loss_dot
 
@@ -369,15 +363,13 @@ def hvp(x, y, W1, b1, W2, b2, v):
     logits_dot += h @ W2_dot  # matmul JVP rule, notes section 5
     logits_dot += b2_dot  # sum JVP rule
     # loss = softmax_cross_entropy(logits, y)
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # softmax cross-entropy rule, notes section 2
-    logits_softmax = loss_exp
-    logits_softmax /= loss_sums
+    logits_softmax = np.divide(loss_exp, loss_sums, out=loss_exp)
     dloss_scale = 1 / N
     dlogits = logits_softmax * dloss_scale
     dlogits[np.arange(N), y] -= dloss_scale
@@ -391,12 +383,13 @@ def hvp(x, y, W1, b1, W2, b2, v):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_softmax
-    logits_softmax_dot *= (
-        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    logits_softmax_dot = np.multiply(
+        logits_softmax,
+        logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
+        out=logits_softmax,
     )
-    dlogits_dot = logits_softmax_dot
-    dlogits_dot *= dloss_scale
+    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
+    dlogits_dot = np.multiply(logits_softmax_dot, dloss_scale, out=logits_softmax_dot)
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = dlogits_dot.sum(axis=0)
@@ -407,8 +400,8 @@ def hvp(x, y, W1, b1, W2, b2, v):
     dW2_dot += h.T @ dlogits_dot
     # h = tanh(x @ W1 + b1)
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot = dh_dot
-    dh_add_dot *= dh_sub
+    dh_add_dot = np.multiply(dh_dot, dh_sub, out=dh_dot)
+    # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=0)
@@ -436,9 +429,8 @@ def hessian(x, y, W1, b1, W2, b2):
     # matmul JVP rule, notes section 5
     np.copyto(np.einsum("kmnm->kmn", h_matmul_dot[: D * H].reshape((D, H, N, H))), x.T[:, None, :])
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    b1_dot = np.eye(C + C * H + D * H + H, H, -(D * H), dtype=dtype)
-    h_dot = h_matmul_dot  # sum JVP rule
-    h_dot += np.expand_dims(b1_dot, axis=1)  # sum JVP rule
+    b1_dot = np.eye(C + C * H + D * H + H, H, -D * H, dtype=dtype)
+    h_dot = np.add(h_matmul_dot, np.expand_dims(b1_dot, axis=1), out=h_matmul_dot)  # sum JVP rule
     dh_sub = h * h  # tanh rule, reusing the forward output
     np.subtract(1, dh_sub, out=dh_sub)  # tanh rule, reusing the forward output
     h_dot *= dh_sub  # tanh JVP rule, reusing the forward output
@@ -454,19 +446,17 @@ def hessian(x, y, W1, b1, W2, b2):
     )
     logits_matmul_dot_diagonal += h.T[:, None, :]
     # Hessian-vector products for every input entry at once (one basis tangent each)
-    b2_dot = np.eye(C + C * H + D * H + H, C, -(C * H + D * H + H), dtype=dtype)
-    logits_dot = logits_matmul_dot  # sum JVP rule
-    logits_dot += np.expand_dims(b2_dot, axis=1)  # sum JVP rule
+    b2_dot = np.eye(C + C * H + D * H + H, C, -C * H - D * H - H, dtype=dtype)
+    # sum JVP rule
+    logits_dot = np.add(logits_matmul_dot, np.expand_dims(b2_dot, axis=1), out=logits_matmul_dot)
     # loss = softmax_cross_entropy(logits, y)
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # softmax cross-entropy rule, notes section 2
-    logits_softmax = loss_exp
-    logits_softmax /= loss_sums
+    logits_softmax = np.divide(loss_exp, loss_sums, out=loss_exp)
     dloss_scale = 1 / N
     dlogits = logits_softmax * dloss_scale
     dlogits[np.arange(N), y] -= dloss_scale
@@ -480,11 +470,13 @@ def hessian(x, y, W1, b1, W2, b2):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = logits_dot
-    logits_softmax_dot -= np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None]
+    logits_softmax_dot = np.subtract(
+        logits_dot,
+        np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
+        out=logits_dot,
+    )
     logits_softmax_dot *= logits_softmax
-    dlogits_dot = logits_softmax_dot
-    dlogits_dot *= dloss_scale
+    dlogits_dot = np.multiply(logits_softmax_dot, dloss_scale, out=logits_softmax_dot)
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = np.einsum("abc->ac", dlogits_dot)
@@ -502,8 +494,8 @@ def hessian(x, y, W1, b1, W2, b2):
     dW2_dot += h.T @ dlogits_dot
     # h = tanh(x @ W1 + b1)
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot = dh_dot
-    dh_add_dot *= dh_sub
+    dh_add_dot = np.multiply(dh_dot, dh_sub, out=dh_dot)
+    # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = np.einsum("abc->ac", dh_add_dot)

@@ -141,13 +141,11 @@ def backward(dout, cache):
     # g = h * h + exp(h) / 2.0
     dg_exp_mul = np.broadcast_to(dloss_mean_div, (N, D2)) / 2.0  # quotient rule
     dg_exp_mul *= g_exp  # exp rule, reusing the forward output
-    dh = dg_exp_mul  # exp rule, reusing the forward output, accumulated over uses (notes section 3)
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
-    dh += dloss_matmul_mul + dloss_matmul_mul
+    dh = np.add(dloss_matmul_mul + dloss_matmul_mul, dg_exp_mul, out=dg_exp_mul)
     dh += h * (dloss_mean_div * 2)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
-    dh_matmul = dh  # tanh rule, reusing the forward output
-    dh_matmul *= 1 - g_mul  # tanh rule, reusing the forward output
+    dh_matmul = np.multiply(dh, 1 - g_mul, out=dh)  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5
     return Gradients(x=dx, W=dW)
@@ -168,22 +166,18 @@ def value_and_grad(x, W):
     loss_div = loss_matmul / 10  # []
     loss = loss_mean + loss_div  # []
     # loss = mean(g) + sum(h, axis=0) @ sum(h, axis=0) / 10
-    dloss_matmul_mul = loss_sum  # dot product rule
-    dloss_matmul_mul *= 1 / 10  # dot product rule
+    dloss_matmul_mul = np.multiply(1 / 10, loss_sum, out=loss_sum)  # dot product rule
     dloss_mean_div = 1 / (D2 * N)  # mean rule: broadcast back, divided by the count
     # mean rule: broadcast back, divided by the count
     dg = np.full((N, D2), dloss_mean_div, dtype=loss.dtype)
     # g = h * h + exp(h) / 2.0
-    dg_exp_mul = dg  # quotient rule
-    dg_exp_mul /= 2.0  # quotient rule
+    dg_exp_mul = np.divide(dg, 2.0, out=dg)  # quotient rule
     dg_exp_mul *= g_exp  # exp rule, reusing the forward output
-    dh = dg_exp_mul  # exp rule, reusing the forward output, accumulated over uses (notes section 3)
     # exp rule, reusing the forward output, accumulated over uses (notes section 3)
-    dh += dloss_matmul_mul + dloss_matmul_mul
+    dh = np.add(dloss_matmul_mul + dloss_matmul_mul, dg_exp_mul, out=dg_exp_mul)
     dh += h * (dloss_mean_div * 2)  # product rule, accumulated over uses (notes section 3)
     # h = tanh(x @ W)
-    dh_matmul = dh  # tanh rule, reusing the forward output
-    dh_matmul *= 1 - g_mul  # tanh rule, reusing the forward output
+    dh_matmul = np.multiply(dh, 1 - g_mul, out=dh)  # tanh rule, reusing the forward output
     dx = dh_matmul @ W.T  # matmul rule, notes section 5
     dW = x.T @ dh_matmul  # matmul rule, notes section 5
     return loss, Gradients(x=dx, W=dW)

@@ -168,7 +168,6 @@ def value_and_grad(logits, labels):
     # loss = softmax_cross_entropy(logits, labels)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), labels] -= dloss_scale
     return loss, Gradients(logits=dlogits)

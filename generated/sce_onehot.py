@@ -141,7 +141,6 @@ def value_and_grad(theta, y):
     loss = -(y * loss_log_probs).sum()  # []
     # loss = softmax_cross_entropy(theta, y, reduction='sum')
     # softmax cross-entropy rule, notes section 2
-    dtheta = loss_probs
-    dtheta *= y.sum(axis=-1, keepdims=True)
-    dtheta -= y
+    dtheta = np.multiply(loss_probs, y.sum(axis=-1, keepdims=True), out=loss_probs)
+    dtheta -= y  # softmax cross-entropy rule, notes section 2
     return loss, Gradients(theta=dtheta)

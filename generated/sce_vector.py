@@ -157,8 +157,6 @@ def value_and_grad(theta, k):
     J_sums = J_exp.sum()  # []
     J = np.log(J_sums) - J_picked  # []
     # J = softmax_cross_entropy(theta, k)
-    # softmax cross-entropy rule, notes section 2
-    dtheta = J_exp
-    dtheta /= J_sums
-    dtheta[k] -= 1
+    dtheta = np.divide(J_exp, J_sums, out=J_exp)  # softmax cross-entropy rule, notes section 2
+    dtheta[k] -= 1  # softmax cross-entropy rule, notes section 2
     return J, Gradients(theta=dtheta)

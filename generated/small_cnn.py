@@ -214,7 +214,7 @@ def _check_inputs(x, y, W1, b1, W2, b2, W3, b3):
 def forward(x, y, W1, b1, W2, b2, W3, b3):
     """Compute loss []; return it and the cache that `backward` needs."""
     x, y, W1, b1, W2, b2, W3, b3, N, C1, C2, S, K = _check_inputs(x, y, W1, b1, W2, b2, W3, b3)
-    z1_conv2d_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, 3, 2 + 4*S, 2 + 4*S]
+    z1_conv2d_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, 3, 4*S + 2, 4*S + 2]
     # [N, 3, 4*S, 4*S, 3, 3]
     z1_conv2d_win = np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3))
     # [N, 4*S, 4*S, 3, 3, 3]
@@ -226,7 +226,7 @@ def forward(x, y, W1, b1, W2, b2, W3, b3):
     # [N, C1, 2*S, 2*S, 2, 2]
     h1_win = np.lib.stride_tricks.sliding_window_view(h1_relu, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
     h1 = h1_win.max(axis=(-2, -1))  # [N, C1, 2*S, 2*S]
-    z2_conv2d_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, C1, 2 + 2*S, 2 + 2*S]
+    z2_conv2d_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, C1, 2*S + 2, 2*S + 2]
     # [N, C1, 2*S, 2*S, 3, 3]
     z2_conv2d_win = np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3))
     # [N, 2*S, 2*S, C1, 3, 3]
@@ -240,8 +240,7 @@ def forward(x, y, W1, b1, W2, b2, W3, b3):
     h2 = h2_win.max(axis=(-2, -1))  # [N, C2, S, S]
     logits = np.einsum("nchw,chwk->nk", h2, W3)  # [N, K]
     logits += b3  # [N, K]
-    loss_exp = logits  # [N, K]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, K]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, K]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, K]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -315,7 +314,7 @@ def backward(dout, cache):
     db2 = dz2.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
     # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_cols = np.tensordot(dz2, W2, axes=(1, 0))
-    dh1_grid = np.zeros((N, 2 + 2 * S, 2 + 2 * S, C1), dtype=dtype)
+    dh1_grid = np.zeros((N, 2 * S + 2, 2 * S + 2, C1), dtype=dtype)
     dh1_grid[:, :-2, :-2] = dh1_cols[..., 0, 0]
     dh1_grid[:, :-2, 1:-1] += dh1_cols[..., 0, 1]
     dh1_grid[:, :-2, 2:] += dh1_cols[..., 0, 2]
@@ -352,7 +351,7 @@ def backward(dout, cache):
 def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     """Return loss and its gradients in one pass (the cotangent of loss is 1)."""
     x, y, W1, b1, W2, b2, W3, b3, N, C1, C2, S, K = _check_inputs(x, y, W1, b1, W2, b2, W3, b3)
-    z1_conv2d_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, 3, 2 + 4*S, 2 + 4*S]
+    z1_conv2d_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, 3, 4*S + 2, 4*S + 2]
     # [N, 3, 4*S, 4*S, 3, 3]
     z1_conv2d_win = np.lib.stride_tricks.sliding_window_view(z1_conv2d_pad, (3, 3), axis=(2, 3))
     # [N, 4*S, 4*S, 3, 3, 3]
@@ -364,7 +363,7 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     # [N, C1, 2*S, 2*S, 2, 2]
     h1_win = np.lib.stride_tricks.sliding_window_view(h1_relu, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
     h1 = h1_win.max(axis=(-2, -1))  # [N, C1, 2*S, 2*S]
-    z2_conv2d_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, C1, 2 + 2*S, 2 + 2*S]
+    z2_conv2d_pad = np.pad(h1, ((0, 0), (0, 0), (1, 1), (1, 1)))  # [N, C1, 2*S + 2, 2*S + 2]
     # [N, C1, 2*S, 2*S, 3, 3]
     z2_conv2d_win = np.lib.stride_tricks.sliding_window_view(z2_conv2d_pad, (3, 3), axis=(2, 3))
     # [N, 2*S, 2*S, C1, 3, 3]
@@ -378,8 +377,7 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     h2 = h2_win.max(axis=(-2, -1))  # [N, C2, S, S]
     logits = np.einsum("nchw,chwk->nk", h2, W3)  # [N, K]
     logits += b3  # [N, K]
-    loss_exp = logits  # [N, K]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, K]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, K]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, K]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -387,8 +385,7 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = einsum('nchw,chwk->nk', h2, W3) + b3
     db3 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
@@ -415,7 +412,7 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     db2 = dz2.sum(axis=0).sum(axis=(1, 2), keepdims=True)  # broadcast sum rule, notes section 6
     # conv2d rule: dx, g times the weights added back per offset; dw, g times the columns
     dh1_cols = np.tensordot(dz2, W2, axes=(1, 0))
-    dh1_grid = np.zeros((N, 2 + 2 * S, 2 + 2 * S, C1), dtype=loss.dtype)
+    dh1_grid = np.zeros((N, 2 * S + 2, 2 * S + 2, C1), dtype=loss.dtype)
     dh1_grid[:, :-2, :-2] = dh1_cols[..., 0, 0]
     dh1_grid[:, :-2, 1:-1] += dh1_cols[..., 0, 1]
     dh1_grid[:, :-2, 2:] += dh1_cols[..., 0, 2]

@@ -152,8 +152,7 @@ def forward(X, y, W, b):
     scores = X @ W  # [N, C]
     scores += b  # [N, C]
     correct = np.take_along_axis(scores, y, axis=1)  # [N, 1]
-    margins = scores  # [N, C]
-    margins -= correct  # [N, C]
+    margins = np.subtract(scores, correct, out=scores)  # [N, C]
     margins += 1.0  # [N, C]
     np.maximum(margins, 0, out=margins)  # [N, C]
     data_loss_sum = margins.sum(axis=-1)  # [N]
@@ -177,15 +176,13 @@ def backward(dout, cache):
     # take_along_axis rule: scatter-add
     np.put_along_axis(dcorrect_scatter_along, y, dcorrect, axis=1)
     # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
-    dscores_2 = dscores
-    # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
-    dscores_2 += dcorrect_scatter_along
+    dscores += dcorrect_scatter_along
     # scores = X @ W + b
-    db = dscores_2.sum(axis=0)  # broadcast sum rule, notes section 6
+    db = dscores.sum(axis=0)  # broadcast sum rule, notes section 6
     # loss = data_loss + 0.5 * 0.001 * sum(square(W))
     dW = W * (dout * 0.0005 * 2)  # square rule
     # scores = X @ W + b
-    dW += X.T @ dscores_2  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    dW += X.T @ dscores  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return Gradients(W=dW, b=db)
 
 
@@ -195,8 +192,7 @@ def value_and_grad(X, y, W, b):
     scores = X @ W  # [N, C]
     scores += b  # [N, C]
     correct = np.take_along_axis(scores, y, axis=1)  # [N, 1]
-    margins = scores  # [N, C]
-    margins -= correct  # [N, C]
+    margins = np.subtract(scores, correct, out=scores)  # [N, C]
     margins += 1.0  # [N, C]
     np.maximum(margins, 0, out=margins)  # [N, C]
     data_loss_sum = margins.sum(axis=-1)  # [N]
@@ -213,13 +209,11 @@ def value_and_grad(X, y, W, b):
     # take_along_axis rule: scatter-add
     np.put_along_axis(dcorrect_scatter_along, y, dcorrect, axis=1)
     # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
-    dscores_2 = dscores
-    # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
-    dscores_2 += dcorrect_scatter_along
+    dscores += dcorrect_scatter_along
     # scores = X @ W + b
-    db = dscores_2.sum(axis=0)  # broadcast sum rule, notes section 6
+    db = dscores.sum(axis=0)  # broadcast sum rule, notes section 6
     # loss = data_loss + 0.5 * 0.001 * sum(square(W))
     dW = W * (0.0005 * 2)  # square rule
     # scores = X @ W + b
-    dW += X.T @ dscores_2  # matmul rule, notes section 5, accumulated over uses (notes section 3)
+    dW += X.T @ dscores  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return loss, Gradients(W=dW, b=db)

@@ -228,12 +228,12 @@ def _check_inputs(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
         raise ValueError(f"bc: dim C is {bc.shape[0]} here but {C} from Wc")
     if T == 0:
         raise ValueError("T is 0, but h3 slides a window along it (conv1d)")
-    if -2 + T == 0:
-        raise ValueError("-2 + T is 0, but h3 takes the max over it (undefined for no values)")
-    if -3 + T == 0:
-        raise ValueError("-3 + T is 0, but h4 takes the max over it (undefined for no values)")
-    if -4 + T == 0:
-        raise ValueError("-4 + T is 0, but h5 takes the max over it (undefined for no values)")
+    if T - 2 == 0:
+        raise ValueError("T - 2 is 0, but h3 takes the max over it (undefined for no values)")
+    if T - 3 == 0:
+        raise ValueError("T - 3 is 0, but h4 takes the max over it (undefined for no values)")
+    if T - 4 == 0:
+        raise ValueError("T - 4 is 0, but h5 takes the max over it (undefined for no values)")
     if C == 0:
         raise ValueError("C is 0, but loss needs at least one class (softmax_cross_entropy)")
     if N == 0:
@@ -254,32 +254,31 @@ def forward(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     )
     x_take = E[tokens]  # [N, T, D]
     x = x_take.swapaxes(-1, -2)  # [N, D, T]
-    h3_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (3,), axis=2)  # [N, D, -2 + T, 3]
-    h3_conv1d_cols = np.ascontiguousarray(h3_conv1d_win.transpose(0, 2, 1, 3))  # [N, -2 + T, D, 3]
-    # [N, F, -2 + T]
+    h3_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (3,), axis=2)  # [N, D, T - 2, 3]
+    h3_conv1d_cols = np.ascontiguousarray(h3_conv1d_win.transpose(0, 2, 1, 3))  # [N, T - 2, D, 3]
+    # [N, F, T - 2]
     h3_relu = np.tensordot(h3_conv1d_cols, W3, axes=((2, 3), (1, 2))).transpose(0, 2, 1)
-    h3_relu += b3  # [N, F, -2 + T]
-    np.maximum(h3_relu, 0, out=h3_relu)  # [N, F, -2 + T]
+    h3_relu += b3  # [N, F, T - 2]
+    np.maximum(h3_relu, 0, out=h3_relu)  # [N, F, T - 2]
     h3 = h3_relu.max(axis=-1)  # [N, F]
-    h4_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (4,), axis=2)  # [N, D, -3 + T, 4]
-    h4_conv1d_cols = np.ascontiguousarray(h4_conv1d_win.transpose(0, 2, 1, 3))  # [N, -3 + T, D, 4]
-    # [N, F, -3 + T]
+    h4_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (4,), axis=2)  # [N, D, T - 3, 4]
+    h4_conv1d_cols = np.ascontiguousarray(h4_conv1d_win.transpose(0, 2, 1, 3))  # [N, T - 3, D, 4]
+    # [N, F, T - 3]
     h4_relu = np.tensordot(h4_conv1d_cols, W4, axes=((2, 3), (1, 2))).transpose(0, 2, 1)
-    h4_relu += b4  # [N, F, -3 + T]
-    np.maximum(h4_relu, 0, out=h4_relu)  # [N, F, -3 + T]
+    h4_relu += b4  # [N, F, T - 3]
+    np.maximum(h4_relu, 0, out=h4_relu)  # [N, F, T - 3]
     h4 = h4_relu.max(axis=-1)  # [N, F]
-    h5_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (5,), axis=2)  # [N, D, -4 + T, 5]
-    h5_conv1d_cols = np.ascontiguousarray(h5_conv1d_win.transpose(0, 2, 1, 3))  # [N, -4 + T, D, 5]
-    # [N, F, -4 + T]
+    h5_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (5,), axis=2)  # [N, D, T - 4, 5]
+    h5_conv1d_cols = np.ascontiguousarray(h5_conv1d_win.transpose(0, 2, 1, 3))  # [N, T - 4, D, 5]
+    # [N, F, T - 4]
     h5_relu = np.tensordot(h5_conv1d_cols, W5, axes=((2, 3), (1, 2))).transpose(0, 2, 1)
-    h5_relu += b5  # [N, F, -4 + T]
-    np.maximum(h5_relu, 0, out=h5_relu)  # [N, F, -4 + T]
+    h5_relu += b5  # [N, F, T - 4]
+    np.maximum(h5_relu, 0, out=h5_relu)  # [N, F, T - 4]
     h5 = h5_relu.max(axis=-1)  # [N, F]
     features = np.concatenate((h3, h4, h5), axis=1)  # [N, 3*F]
     logits = features @ Wc  # [N, C]
     logits += bc  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -406,32 +405,31 @@ def value_and_grad(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     )
     x_take = E[tokens]  # [N, T, D]
     x = x_take.swapaxes(-1, -2)  # [N, D, T]
-    h3_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (3,), axis=2)  # [N, D, -2 + T, 3]
-    h3_conv1d_cols = np.ascontiguousarray(h3_conv1d_win.transpose(0, 2, 1, 3))  # [N, -2 + T, D, 3]
-    # [N, F, -2 + T]
+    h3_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (3,), axis=2)  # [N, D, T - 2, 3]
+    h3_conv1d_cols = np.ascontiguousarray(h3_conv1d_win.transpose(0, 2, 1, 3))  # [N, T - 2, D, 3]
+    # [N, F, T - 2]
     h3_relu = np.tensordot(h3_conv1d_cols, W3, axes=((2, 3), (1, 2))).transpose(0, 2, 1)
-    h3_relu += b3  # [N, F, -2 + T]
-    np.maximum(h3_relu, 0, out=h3_relu)  # [N, F, -2 + T]
+    h3_relu += b3  # [N, F, T - 2]
+    np.maximum(h3_relu, 0, out=h3_relu)  # [N, F, T - 2]
     h3 = h3_relu.max(axis=-1)  # [N, F]
-    h4_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (4,), axis=2)  # [N, D, -3 + T, 4]
-    h4_conv1d_cols = np.ascontiguousarray(h4_conv1d_win.transpose(0, 2, 1, 3))  # [N, -3 + T, D, 4]
-    # [N, F, -3 + T]
+    h4_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (4,), axis=2)  # [N, D, T - 3, 4]
+    h4_conv1d_cols = np.ascontiguousarray(h4_conv1d_win.transpose(0, 2, 1, 3))  # [N, T - 3, D, 4]
+    # [N, F, T - 3]
     h4_relu = np.tensordot(h4_conv1d_cols, W4, axes=((2, 3), (1, 2))).transpose(0, 2, 1)
-    h4_relu += b4  # [N, F, -3 + T]
-    np.maximum(h4_relu, 0, out=h4_relu)  # [N, F, -3 + T]
+    h4_relu += b4  # [N, F, T - 3]
+    np.maximum(h4_relu, 0, out=h4_relu)  # [N, F, T - 3]
     h4 = h4_relu.max(axis=-1)  # [N, F]
-    h5_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (5,), axis=2)  # [N, D, -4 + T, 5]
-    h5_conv1d_cols = np.ascontiguousarray(h5_conv1d_win.transpose(0, 2, 1, 3))  # [N, -4 + T, D, 5]
-    # [N, F, -4 + T]
+    h5_conv1d_win = np.lib.stride_tricks.sliding_window_view(x, (5,), axis=2)  # [N, D, T - 4, 5]
+    h5_conv1d_cols = np.ascontiguousarray(h5_conv1d_win.transpose(0, 2, 1, 3))  # [N, T - 4, D, 5]
+    # [N, F, T - 4]
     h5_relu = np.tensordot(h5_conv1d_cols, W5, axes=((2, 3), (1, 2))).transpose(0, 2, 1)
-    h5_relu += b5  # [N, F, -4 + T]
-    np.maximum(h5_relu, 0, out=h5_relu)  # [N, F, -4 + T]
+    h5_relu += b5  # [N, F, T - 4]
+    np.maximum(h5_relu, 0, out=h5_relu)  # [N, F, T - 4]
     h5 = h5_relu.max(axis=-1)  # [N, F]
     features = np.concatenate((h3, h4, h5), axis=1)  # [N, 3*F]
     logits = features @ Wc  # [N, C]
     logits += bc  # [N, C]
-    loss_exp = logits  # [N, C]
-    loss_exp -= logits.max(axis=-1, keepdims=True)  # [N, C]
+    loss_exp = np.subtract(logits, logits.max(axis=-1, keepdims=True), out=logits)  # [N, C]
     loss_picked = loss_exp[np.arange(N), y].sum()  # []
     np.exp(loss_exp, out=loss_exp)  # [N, C]
     loss_sums = loss_exp.sum(axis=-1, keepdims=True)  # [N, 1]
@@ -439,8 +437,7 @@ def value_and_grad(tokens, y, E, W3, b3, W4, b4, W5, b5, Wc, bc):
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2
     dloss_scale = 1 / N
-    dlogits = loss_exp
-    dlogits *= dloss_scale / loss_sums
+    dlogits = np.multiply(loss_exp, dloss_scale / loss_sums, out=loss_exp)
     dlogits[np.arange(N), y] -= dloss_scale
     # logits = features @ Wc + bc
     dbc = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6

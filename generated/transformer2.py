@@ -557,8 +557,7 @@ def forward(
     h2_a_matmul = h2_a_weights @ h2_a_v  # [B, H, T, Dh]
     h2_a_attention = np.einsum("bhtd,hde->bte", h2_a_matmul, Wo2)  # [B, T, Dh*H]
     h2_a_attention /= math.sqrt(Dh * H)  # [B, T, Dh*H]
-    h2 = h1  # [B, T, Dh*H]
-    h2 += h2_a_attention  # [B, T, Dh*H]
+    h2 = np.add(h1, h2_a_attention, out=h1)  # [B, T, Dh*H]
     h2_up_mu = h2.mean(axis=-1, keepdims=True)  # [B, T, 1]
     h2_up_xc = h2 - h2_up_mu  # [B, T, Dh*H]
     h2_up_var_square = np.square(h2_up_xc)  # [B, T, Dh*H]
@@ -573,8 +572,7 @@ def forward(
     h2_div = (h2_up.reshape(B * T, F) @ Wdown2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_div /= math.sqrt(F)  # [B, T, Dh*H]
     h2 += h2_div  # [B, T, Dh*H]
-    loss_sub = h2  # [B, T, Dh*H]
-    loss_sub -= target  # [B, T, Dh*H]
+    loss_sub = np.subtract(h2, target, out=h2)  # [B, T, Dh*H]
     loss = np.vdot(loss_sub, loss_sub) / (B * Dh * H * T)  # []
     return loss, _Cache(
         norm1_g,
@@ -707,8 +705,8 @@ def backward(dout, cache):
     dh2_up_xc += dh2_up_add / (Dh * H) * (2 * h2_up_xc)
     # h2: layer -> up: layernorm -> xc = x - mu (block layernorm, line 29)
     dh2_up_mu = (-dh2_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh2_a = dh2  # difference rule, accumulated over uses (notes section 3)
-    dh2_a += dh2_up_xc  # difference rule, accumulated over uses (notes section 3)
+    # difference rule, accumulated over uses (notes section 3)
+    dh2_a = np.add(dh2, dh2_up_xc, out=dh2)
     # h2: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh2_a += dh2_up_mu / (Dh * H)
@@ -768,8 +766,8 @@ def backward(dout, cache):
     dh2_a_xc += dh2_a_add / (Dh * H) * (2 * h2_a_xc)
     # h2: layer -> a: layernorm -> xc = x - mu (block layernorm, line 29)
     dh2_a_mu = (-dh2_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh1 = dh2_a  # difference rule, accumulated over uses (notes section 3)
-    dh1 += dh2_a_xc  # difference rule, accumulated over uses (notes section 3)
+    # difference rule, accumulated over uses (notes section 3)
+    dh1 = np.add(dh2_a, dh2_a_xc, out=dh2_a)
     # h2: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh1 += dh2_a_mu / (Dh * H)
@@ -798,8 +796,8 @@ def backward(dout, cache):
     dh1_up_xc += dh1_up_add / (Dh * H) * (2 * h1_up_xc)
     # h1: layer -> up: layernorm -> xc = x - mu (block layernorm, line 29)
     dh1_up_mu = (-dh1_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh1_a = dh1  # difference rule, accumulated over uses (notes section 3)
-    dh1_a += dh1_up_xc  # difference rule, accumulated over uses (notes section 3)
+    # difference rule, accumulated over uses (notes section 3)
+    dh1_a = np.add(dh1, dh1_up_xc, out=dh1)
     # h1: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh1_a += dh1_up_mu / (Dh * H)
@@ -859,8 +857,8 @@ def backward(dout, cache):
     dh1_a_xc += dh1_a_add / (Dh * H) * (2 * h1_a_xc)
     # h1: layer -> a: layernorm -> xc = x - mu (block layernorm, line 29)
     dh1_a_mu = (-dh1_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dx = dh1_a  # difference rule, accumulated over uses (notes section 3)
-    dx += dh1_a_xc  # difference rule, accumulated over uses (notes section 3)
+    # difference rule, accumulated over uses (notes section 3)
+    dx = np.add(dh1_a, dh1_a_xc, out=dh1_a)
     # h1: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dx += dh1_a_mu / (Dh * H)
@@ -1026,8 +1024,7 @@ def value_and_grad(
     h2_a_matmul = h2_a_weights @ h2_a_v  # [B, H, T, Dh]
     h2_a_attention = np.einsum("bhtd,hde->bte", h2_a_matmul, Wo2)  # [B, T, Dh*H]
     h2_a_attention /= math.sqrt(Dh * H)  # [B, T, Dh*H]
-    h2 = h1  # [B, T, Dh*H]
-    h2 += h2_a_attention  # [B, T, Dh*H]
+    h2 = np.add(h1, h2_a_attention, out=h1)  # [B, T, Dh*H]
     h2_up_mu = h2.mean(axis=-1, keepdims=True)  # [B, T, 1]
     h2_up_xc = h2 - h2_up_mu  # [B, T, Dh*H]
     h2_up_var_square = np.square(h2_up_xc)  # [B, T, Dh*H]
@@ -1042,12 +1039,10 @@ def value_and_grad(
     h2_div = (h2_up.reshape(B * T, F) @ Wdown2).reshape((B, T, Dh * H))  # [B, T, Dh*H]
     h2_div /= math.sqrt(F)  # [B, T, Dh*H]
     h2 += h2_div  # [B, T, Dh*H]
-    loss_sub = h2  # [B, T, Dh*H]
-    loss_sub -= target  # [B, T, Dh*H]
+    loss_sub = np.subtract(h2, target, out=h2)  # [B, T, Dh*H]
     loss = np.vdot(loss_sub, loss_sub) / (B * Dh * H * T)  # []
     # loss = mean(square(h2 - target))
-    dh2 = loss_sub  # square rule
-    dh2 *= 1 / (B * Dh * H * T) * 2  # square rule
+    dh2 = np.multiply(loss_sub, 1 / (B * Dh * H * T) * 2, out=loss_sub)  # square rule
     dtarget = -dh2  # difference rule
     # h2: layer -> out = a + up @ Wdown / sqrt(F) (block layer, line 58)
     dh2_matmul = dh2 / math.sqrt(F)  # quotient rule
@@ -1074,8 +1069,8 @@ def value_and_grad(
     dh2_up_xc += dh2_up_add / (Dh * H) * (2 * h2_up_xc)
     # h2: layer -> up: layernorm -> xc = x - mu (block layernorm, line 29)
     dh2_up_mu = (-dh2_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh2_a = dh2  # difference rule, accumulated over uses (notes section 3)
-    dh2_a += dh2_up_xc  # difference rule, accumulated over uses (notes section 3)
+    # difference rule, accumulated over uses (notes section 3)
+    dh2_a = np.add(dh2, dh2_up_xc, out=dh2)
     # h2: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh2_a += dh2_up_mu / (Dh * H)
@@ -1090,10 +1085,11 @@ def value_and_grad(
     # batched matmul rule, notes section 5 per batch element
     dh2_a_v = h2_a_weights.swapaxes(-1, -2) @ dh2_a_matmul
     # h2: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
-    dh2_a_weights_matmul = h2_a_weights  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dh2_a_weights_matmul *= (
-        dh2_a_weights - np.einsum("...j,...j->...", dh2_a_weights, h2_a_weights)[..., None]
+    dh2_a_weights_matmul = np.multiply(
+        h2_a_weights,
+        dh2_a_weights - np.einsum("...j,...j->...", dh2_a_weights, h2_a_weights)[..., None],
+        out=h2_a_weights,
     )
     dh2_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
@@ -1136,8 +1132,8 @@ def value_and_grad(
     dh2_a_xc += dh2_a_add / (Dh * H) * (2 * h2_a_xc)
     # h2: layer -> a: layernorm -> xc = x - mu (block layernorm, line 29)
     dh2_a_mu = (-dh2_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh1 = dh2_a  # difference rule, accumulated over uses (notes section 3)
-    dh1 += dh2_a_xc  # difference rule, accumulated over uses (notes section 3)
+    # difference rule, accumulated over uses (notes section 3)
+    dh1 = np.add(dh2_a, dh2_a_xc, out=dh2_a)
     # h2: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh1 += dh2_a_mu / (Dh * H)
@@ -1166,8 +1162,8 @@ def value_and_grad(
     dh1_up_xc += dh1_up_add / (Dh * H) * (2 * h1_up_xc)
     # h1: layer -> up: layernorm -> xc = x - mu (block layernorm, line 29)
     dh1_up_mu = (-dh1_up_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dh1_a = dh1  # difference rule, accumulated over uses (notes section 3)
-    dh1_a += dh1_up_xc  # difference rule, accumulated over uses (notes section 3)
+    # difference rule, accumulated over uses (notes section 3)
+    dh1_a = np.add(dh1, dh1_up_xc, out=dh1)
     # h1: layer -> up: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dh1_a += dh1_up_mu / (Dh * H)
@@ -1182,10 +1178,11 @@ def value_and_grad(
     # batched matmul rule, notes section 5 per batch element
     dh1_a_v = h1_a_weights.swapaxes(-1, -2) @ dh1_a_matmul
     # h1: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
-    dh1_a_weights_matmul = h1_a_weights  # softmax rule, reusing the forward output
     # softmax rule, reusing the forward output
-    dh1_a_weights_matmul *= (
-        dh1_a_weights - np.einsum("...j,...j->...", dh1_a_weights, h1_a_weights)[..., None]
+    dh1_a_weights_matmul = np.multiply(
+        h1_a_weights,
+        dh1_a_weights - np.einsum("...j,...j->...", dh1_a_weights, h1_a_weights)[..., None],
+        out=h1_a_weights,
     )
     dh1_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
@@ -1228,8 +1225,8 @@ def value_and_grad(
     dh1_a_xc += dh1_a_add / (Dh * H) * (2 * h1_a_xc)
     # h1: layer -> a: layernorm -> xc = x - mu (block layernorm, line 29)
     dh1_a_mu = (-dh1_a_xc).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
-    dx = dh1_a  # difference rule, accumulated over uses (notes section 3)
-    dx += dh1_a_xc  # difference rule, accumulated over uses (notes section 3)
+    # difference rule, accumulated over uses (notes section 3)
+    dx = np.add(dh1_a, dh1_a_xc, out=dh1_a)
     # h1: layer -> a: layernorm -> mu = mean(x, axis=-1, keepdims=True) (block layernorm, line 28)
     # mean rule: broadcast back, divided by the count, accumulated over uses (notes section 3)
     dx += dh1_a_mu / (Dh * H)

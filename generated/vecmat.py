@@ -133,10 +133,8 @@ def value_and_grad(x, W):
     J_tanh = np.tanh(z, out=z)  # [N]
     J = J_tanh.sum()  # []
     # J = sum(tanh(z))
-    # tanh rule, reusing the forward output
-    dz = J_tanh
-    dz *= J_tanh
-    np.subtract(1, dz, out=dz)
+    dz = np.multiply(J_tanh, J_tanh, out=J_tanh)  # tanh rule, reusing the forward output
+    np.subtract(1, dz, out=dz)  # tanh rule, reusing the forward output
     # z = x @ W
     dx = dz @ W.T  # vector-matrix rule, notes section 4
     dW = np.outer(x, dz)  # vector-matrix rule, notes section 4

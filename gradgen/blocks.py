@@ -25,7 +25,7 @@ from gradgen.diagnostics import Place, warning
 from gradgen.dims import Dim, parse_dim, shape_str, single_symbol, substitute
 from gradgen.ir import Const, Graph, Inlined, TensorType, ancestors, inlined_from
 from gradgen.load import BlockDecl, EntryDecl, Text, is_positive_int
-from gradgen.ops import CALLABLE, ShapeError
+from gradgen.ops import ShapeError, callable_ops
 
 # Inlining nested blocks multiplies their sizes; past this many graph nodes the spec is refused.
 MAX_NODES = 100_000
@@ -78,7 +78,7 @@ class Blocks:
                 self.lw.err(decl.name.place, reason)
                 self.failed.add(name)
                 continue
-            if name in CALLABLE:
+            if name in callable_ops():
                 self.warnings.append(
                     warning(
                         decl.name.place,

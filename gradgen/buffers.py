@@ -79,13 +79,21 @@ class Line:
 
 
 def optimize(
-    stmts: list[Stmt], params: set[str], live_out: list[str], kind, shape_of, keep_read_names: bool = False
+    stmts: list[Stmt],
+    params: set[str],
+    live_out: list[str],
+    kind,
+    shape_of,
+    keep_read_names: bool = False,
+    stem=lambda name: None,
 ) -> tuple[list[Stmt], dict[str, str]]:
     """Rewrite a function body; returns it and the renames applied (old -> new internal names).
 
     With ``keep_read_names`` a temporary that earlier lines read keeps its name when a later value is
-    computed into its buffer (``t = v`` then ``t op= ...``), so those earlier lines still say what they
-    read.
+    computed into its buffer (``t = np.add(v, g, out=v)``), so those earlier lines still say what they
+    read.  ``stem(name)`` is the name asked for when ``name`` was handed out (``dx`` for ``dx_2``): a
+    value computed into the buffer of a value asked under the same name (the sum over uses of a
+    cotangent, notes section 3, into its first term) is written ``v op= ...`` and keeps v's name.
 
     Three linear passes: copy propagation (``t = v`` disappears, the better name survives), dead code,
     and in-place updates (an elementwise result overwrites an operand's buffer when that buffer is
@@ -192,7 +200,7 @@ def optimize(
             if st is None or st != sv or len(st) == 0:
                 continue
             kv, kt = kind(v), kind(t)
-            show_t = Var(t).render()
+            show_t, show_v = Var(t).render(), Var(v).render()
             other_reads = {Var(x).render() for x in e.vars() if x != v}
             if show_t == Var(v).render():
                 mode = "rename"  # the next version of one accumulating cotangent
@@ -205,21 +213,24 @@ def optimize(
                 mode = "rename"  # an anonymous temporary takes the name of what it becomes
             elif isinstance(e, Method) and len(versions.get(show_t, ())) == 1:
                 mode = "rename"  # a copy of a dead buffer: the buffer itself, under the copy's name
-            elif isinstance(e, Bin) and (pos == 0 or e.op in ("+", "*")) and show_t not in other_reads:
-                mode = "alias"  # t = v, then t op= other
+            elif _same_value(stem, t, v) and _augments(e, pos) and show_v not in other_reads:
+                mode = "into"  # v op= other: the next value of what v holds, under v's name
             else:
-                mode = "out"  # t = np.ufunc(..., out=v)
+                mode = "out"  # t = np.ufunc(..., out=v): in v's buffer, under t's own name
             new = _rewrite(e, v, pos, t if mode == "rename" else v)
             if new is None:
                 continue
+            if mode == "into":
+                renames[t] = v  # t is v from here on: the lines below read v
+                uses[v] = max(uses.get(v, -1), uses.get(t, -1))
+                out.append(Stmt(*new, comment=s.comment))
+                done = True
+                break
             if mode == "rename":
                 renames[v] = t  # v's buffer carries t's name from its definition on
                 uses[t] = max(uses.get(t, -1), uses.get(v, -1))
                 if new[2] != "noop":  # (a copy of a dead buffer needs no statement at all)
                     out.append(Stmt(*new, comment=s.comment))
-            elif mode == "alias":
-                out.append(Stmt(t, Var(v), comment=s.comment))
-                out.append(Stmt(*_rename_new(new, v, t), comment=s.comment))
             else:
                 target, expr, _ = new
                 if target is not None:  # an augmented form: spell it as the ufunc with out=
@@ -246,11 +257,16 @@ def optimize(
     return out, {k: resolve(k) for k in list(renames)}
 
 
-def _rename_new(new, v, t):
-    target, expr, op = new
-    if op != "=":
-        return (t, expr, op)
-    return (target, expr.rename({v: t}), op)
+def _same_value(stem, t: str, v: str) -> bool:
+    """t and v were handed out for one name asked twice (``dx_2`` after ``dx``): two values of one
+    quantity, such as the partial sums of one cotangent."""
+    asked = stem(t)
+    return asked is not None and asked == stem(v)
+
+
+def _augments(e: E, pos: int) -> bool:
+    """``t = v op other`` can be written ``v op= other`` (v on the left, or op commutes)."""
+    return isinstance(e, Bin) and e.op in AUG_OPS and (pos == 0 or e.op in ("+", "*"))
 
 
 def _inplace_candidates(e: E) -> list[tuple[str, int]]:

@@ -12,7 +12,7 @@ import keyword
 
 from gradgen.buffers import Stmt
 from gradgen.dims import Dim, shape_str
-from gradgen.expr import Bin, E, Lit, Tuple, Var
+from gradgen.expr import Bin, E, Lit, Neg, Tuple, Var
 from gradgen.ir import Const, Node
 from gradgen.lower import RESERVED
 from gradgen.ops import ROWS
@@ -22,9 +22,11 @@ class Namer:
     def __init__(self, taken: set[str]):
         self.taken = set(taken) | set(keyword.kwlist) | set(RESERVED) | set(dir(builtins)) | {"math"}
         self.kind: dict[str, tuple[str, str]] = {}  # name -> (kind, phase)
+        self.asked: dict[str, str] = {}  # name -> the name asked for (dx_2 -> dx)
 
     def claim(self, name: str, kind: str, phase: str) -> str:
         self.kind[name] = (kind, phase)
+        self.asked[name] = name
         return name
 
     def fresh(self, hint: str, kind: str = "temp", phase: str = "fwd") -> str:
@@ -35,7 +37,13 @@ class Namer:
             name = f"{hint}_{k}"
         self.taken.add(name)
         self.kind[name] = (kind, phase)
+        self.asked[name] = hint
         return name
+
+    def stem(self, name: str) -> str | None:
+        """The name asked for when ``name`` was handed out (``dx`` for ``dx_2`` and for ``dx#2``, the
+        next version of one cotangent); None for a name this namer did not hand out."""
+        return self.asked.get(name) or self.asked.get(name.split("#")[0])
 
 
 class _Ctx:
@@ -127,16 +135,25 @@ class FwdCtx(_Ctx):
 
 
 def dim_expr(d: Dim, dim_var: dict[str, str]) -> E:
-    """A (polynomial) dim as an expression over the variables the dims are bound to."""
+    """A (polynomial) dim as an expression over the variables the dims are bound to, its terms in the
+    order ``Dim.render`` writes them (``T - 2``, ``-D * H``)."""
     if d.is_const:
         return Lit(str(d.value))
     expr = None
-    for m, c in d.terms:
-        term = Lit(str(c)) if c != 1 or not m else None
-        for s in m:
-            v = Var(dim_var[s])
-            term = v if term is None else Bin("*", term, v)
-        expr = term if expr is None else Bin("+", expr, term)
+    for m, c in d.written():
+        factors = [Var(dim_var[s]) for s in m]
+        if abs(c) != 1 or not factors:
+            factors.insert(0, Lit(str(abs(c))))
+        if expr is None and c < 0:  # a leading minus sign binds to the first factor: -D * H
+            first = factors[0]
+            factors[0] = Lit("-" + first.text) if isinstance(first, Lit) else Neg(first)
+        term = factors[0]
+        for f in factors[1:]:
+            term = Bin("*", term, f)
+        if expr is None:
+            expr = term
+        else:
+            expr = Bin("-" if c < 0 else "+", expr, term)
     return expr
 
 

@@ -60,18 +60,27 @@ class Dim:
     def is_one(self) -> bool:
         return self.value == 1
 
+    def written(self) -> tuple[tuple[Monomial, int], ...]:
+        """The terms in the order a person writes them: those added, then those subtracted, each group
+        with its symbols (in the canonical order) before its constant: ``T - 2``, ``D*H + 1``, ``1 - K``,
+        ``N - K - 1``.  Only the display order; equality stays structural on ``terms``."""
+        return tuple(sorted(self.terms, key=lambda t: (t[1] < 0, not t[0])))
+
     def render(self, names: dict[str, str] | None = None) -> str:
         """Python/display text; ``names`` maps dim symbols to variable names."""
         names = names or {}
         if not self.terms:
             return "0"
-        parts = []
-        for m, c in self.terms:
+        text = ""
+        for k, (m, c) in enumerate(self.written()):
             factors = [names.get(s, s) for s in m]
-            if c != 1 or not factors:
-                factors.insert(0, str(c))
-            parts.append(" * ".join(factors))
-        text = " + ".join(parts)
+            if abs(c) != 1 or not factors:
+                factors.insert(0, str(abs(c)))
+            body = " * ".join(factors)
+            if k == 0:
+                text = "-" + body if c < 0 else body
+            else:
+                text += (" - " if c < 0 else " + ") + body
         return text
 
     def __str__(self) -> str:

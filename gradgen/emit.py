@@ -240,7 +240,9 @@ class Emitter:
         returns = [self.var[o] for o in self.prog.outputs]
         params = {self.var[p] for p in self.prog.params} | set(self.dim_var.values())
         stmts = inline(fold_scales(stmts, returns, self.shape_of), returns, params, self.shape_of)
-        body, renames = optimize(stmts, params, returns, self.kind, self.shape_of, keep_read_names=True)
+        body, renames = optimize(
+            stmts, params, returns, self.kind, self.shape_of, keep_read_names=True, stem=self.namer.stem
+        )
         ren = _closure(renames)
         body = fold_into_updates(body, [ren.get(r, r) for r in returns])
         ret = _own_returns([(k, Var(ren.get(r, r))) for k, r in enumerate(returns)], body, params)

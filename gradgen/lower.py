@@ -33,7 +33,7 @@ from gradgen.load import (
     valid_dim_name,
 )
 from gradgen.numbers import CONSTANTS, FoldError
-from gradgen.ops import CALLABLE, TABLE
+from gradgen.ops import TABLE, callable_ops
 
 BINOPS = {
     ast.Add: "add",
@@ -323,8 +323,8 @@ class _Lowerer:
         number = self.number_name(name)
         if number is not None:
             return number
-        if name in CALLABLE or name in self.blocks.names:
-            what = "op" if name in CALLABLE else "block"
+        if name in callable_ops() or name in self.blocks.names:
+            what = "op" if name in callable_ops() else "block"
             raise _Unsupported(node, f"{what} {name!r} must be called, as {name}(...)")
         if name in self.later:
             line = self.later[name].line
@@ -449,17 +449,17 @@ class _Lowerer:
             if type(func) in SYNTAX_NAMES:
                 self.expr(func)  # raises: "lambdas are not allowed ..."
             if isinstance(func, ast.Attribute):
-                raise _Unsupported(node, hints.attribute_call(node, func, self.is_value, CALLABLE))
+                raise _Unsupported(node, hints.attribute_call(node, func, self.is_value, callable_ops()))
             raise _Unsupported(node, f"only the ops may be called, not {self.source_of(func)}")
         opname = node.func.id
         if self.blocks.is_block(opname):  # a spec's own block wins over an op of the same name
             return self.blocks.call(node, label, place)
         if opname == "split":
             raise _Unsupported(node, slicing.SPLIT_ALONE)
-        if opname not in CALLABLE:
+        if opname not in callable_ops():
             if opname in self.scope:
                 raise _Unsupported(node, f"{opname!r} is a tensor, not an op, and cannot be called")
-            raise _Unsupported(node, hints.unknown_op(opname, node, CALLABLE, self.blocks.names))
+            raise _Unsupported(node, hints.unknown_op(opname, node, callable_ops(), self.blocks.names))
         opdef = TABLE[opname]
         if pair := hints.pair_of_tensors(opname, node):  # max(a, b): maximum(a, b) was meant
             raise _Unsupported(node, pair)

@@ -1961,7 +1961,7 @@ class Basis:
         n, offset, shape = f.attr("n"), f.attr("offset"), tuple(f.attr("shape"))
         args = [f.dim(n), f.dim(numel(shape))]
         if offset.value != 0:
-            args.append(neg(f.dim(offset)))
+            args.append(f.dim(Dim.const(-1) * offset))
         eye = call("np.eye", *args, dtype=f.dtype())
         if len(shape) == 1:
             return eye
@@ -2021,4 +2021,9 @@ from gradgen import (  # noqa: E402
     ops_reduce,  # noqa: F401  (max, min, var, std, take_along_axis)
 )
 
-CALLABLE = tuple(sorted(name for name, d in TABLE.items() if d.callable))
+
+def callable_ops() -> tuple[str, ...]:
+    """The ops a spec may call by name, sorted, read from the table at each call: an op family module
+    registers its rows whenever it is first imported (possibly after this module), and a row added
+    later (a test's, or one added by the README recipe) is callable as soon as it is in the table."""
+    return tuple(sorted(name for name, d in TABLE.items() if d.callable))

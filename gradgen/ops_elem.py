@@ -164,8 +164,7 @@ class Gelu(_Unary):
     def partials(r):
         x = r.x(0)
         if r.attr("approximate") == "tanh":
-            cube = r.op("pow", x, k=3)
-            t = r.op("tanh", r.mul(_const(TANH_C), r.add(x, r.mul(_const(TANH_K), cube))))
+            t = r.op("gelu_tanh", x)  # the forward's t, read where the GELU saved it
             slope = r.add(_const(0.5 * TANH_C), r.mul(_const(1.5 * TANH_C * TANH_K), r.op("square", x)))
             spread = r.mul(r.mul(r.sub(ONE, r.mul(t, t)), slope), x)
             return (r.add(r.mul(HALF, r.add(ONE, t)), spread),)
@@ -194,6 +193,33 @@ class NormalCdf(_Unary):
         return _cdf_expr(f.a(0))
 
     partials = staticmethod(lambda r: (_normal_pdf(r, r.x(0)),))
+
+
+@op(
+    "gelu_tanh",
+    (P("a"),),
+    rule="GELU rule",
+    elementwise=True,
+    internal=True,
+    fresh=True,
+    derivation=f"""
+t = tanh(c (a + k a^3)), c = sqrt(2 / pi), k = {TANH_K}: the value that the tanh-approximate GELU and its
+derivative share.  The GELU of the same operand computed it in the forward pass (its temporary ``tanh``),
+so the backward pass reads it from there instead of computing the cube and the tanh again.
+dt = (1 - t^2) c (1 + 3 k a^2) da.""",
+)
+class GeluTanh(_Unary):
+    @staticmethod
+    def forward(f):
+        saved = f.saved_by("gelu")
+        if "tanh" in saved:
+            return saved["tanh"]
+        return _gelu_tanh_parts(f.a(0))
+
+    @staticmethod
+    def partials(r):
+        slope = r.add(_const(TANH_C), r.mul(_const(3 * TANH_C * TANH_K), r.op("square", r.x(0))))
+        return (r.mul(r.sub(ONE, r.mul(r.y, r.y)), slope),)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ runs (``K <= D`` for ``x[:, :K]`` on ``x: [N, D]``, ``1 <= K`` for ``x[-K:]``, `
 
 from __future__ import annotations
 
-import gradgen.ops as _ops
 from gradgen.dims import Dim, shape_str
 from gradgen.expr import Bin, E, Index, Lit, Neg, Slice, Tuple, call, num
 from gradgen.ir import TensorType
@@ -33,13 +32,8 @@ ELLIPSIS = ("...",)
 
 
 def dim_text(d: Dim) -> str:
-    """A bound as the spec writes it: ``D - K``, ``-1``, ``2*H``."""
-    pos, neg = parts(d)
-    if not neg.terms:
-        return str(pos) if pos.terms else "0"
-    if not pos.terms:
-        return f"-{neg}" if len(neg.terms) == 1 else f"-({neg})"
-    return f"{pos} - {neg}" if len(neg.terms) == 1 else f"{pos} - ({neg})"
+    """A bound as the spec writes it: ``D - K``, ``-1``, ``2*H``, ``-D - 1`` (the dim printer's order)."""
+    return str(d)
 
 
 def parts(d: Dim) -> tuple[Dim, Dim]:
@@ -420,8 +414,3 @@ class SplitPiece:
 
     pullback = staticmethod(lambda r: (r.op("unindex", r.g, index=_split_index(r), shape=r.t(0).shape),))
     batch = staticmethod(lambda r: r.node_like(r.batched[0], axis=r.attr("axis") % r.t(0).rank + 1))
-
-
-# Imported first (before gradgen.ops has finished), this module registers its rows after gradgen.ops
-# listed the callable ops: list them again, so that a user of CALLABLE never misses stack.
-_ops.CALLABLE = tuple(sorted(name for name, d in _ops.TABLE.items() if d.callable))

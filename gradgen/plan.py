@@ -252,6 +252,10 @@ def plan(tg: TypedGraph) -> Plan:
                 return sw.kind(name)
         return p.namer.kind.get(name) or p.namer.kind.get(base_name) or ("temp", "fwd")
 
+    def stem_in(sweep):
+        """The names asked for, in one body: the forward's, and its sweep's (each sweep names its own)."""
+        return lambda name: (sweep.stem(name) if sweep is not None else None) or p.namer.stem(name)
+
     shapes: dict[str, tuple] = {}
     for nid, v in p.var.items():
         shapes[v] = tg.types[nid].shape
@@ -279,7 +283,7 @@ def plan(tg: TypedGraph) -> Plan:
     b_stmts, b_grads = b_sweep.stmts, b_sweep.grads
     grad_vars = [v for _, e in b_grads for v in e.vars()]
     params_b = set(p.var.values()) | set(dims_all) | {"dout", "dtype"}
-    b_opt, b_ren = optimize(b_stmts, params_b, grad_vars, kind, shape_of)
+    b_opt, b_ren = optimize(b_stmts, params_b, grad_vars, kind, shape_of, stem=stem_in(b_sweep))
     b_grads = [(n, e.rename(_closure(b_ren))) for n, e in b_grads]
     defined_b = {s.target for s in b_opt if s.target}
     free = []
@@ -301,7 +305,9 @@ def plan(tg: TypedGraph) -> Plan:
     cache_vals = sorted([v for v in free if v not in dims_all], key=lambda v: order.get(v, 10**6))
     cache_dims = [d for d in dims_all if d in free]
 
-    f_opt, f_ren = optimize(fwd, set(inputs) | set(dims_all), [out_var] + cache_vals, kind, shape_of)
+    f_opt, f_ren = optimize(
+        fwd, set(inputs) | set(dims_all), [out_var] + cache_vals, kind, shape_of, stem=stem_in(None)
+    )
     fr = _closure(f_ren)
     fwd_out = fr.get(out_var, out_var)
     cache_exprs = [fr.get(v, v) for v in cache_vals]
@@ -319,7 +325,9 @@ def plan(tg: TypedGraph) -> Plan:
         u_stmts, u_grads = u_sweep.stmts, u_sweep.grads
         body = fwd + u_stmts
         gv = [v for _, e in u_grads for v in e.vars()]
-        u_opt, u_ren = optimize(body, set(inputs) | set(dims_all), [out_var] + gv, kind, shape_of)
+        u_opt, u_ren = optimize(
+            body, set(inputs) | set(dims_all), [out_var] + gv, kind, shape_of, stem=stem_in(u_sweep)
+        )
         ur = _closure(u_ren)
         fused_out = ur.get(out_var, out_var)
         fused_grads = [(n, e.rename(ur)) for n, e in u_grads]

@@ -34,6 +34,9 @@ class Sweep:
     def kind(self, name: str):
         return self.emitter.namer.kind.get(name) or self.emitter.namer.kind.get(name.split("#")[0])
 
+    def stem(self, name: str) -> str | None:
+        return self.emitter.namer.stem(name)
+
     def shape_of(self, name: str):
         return self.emitter.shape_of(name)
 

@@ -16,7 +16,7 @@ from importlib import resources
 
 from gradgen.load import DTYPES, TOP_LEVEL_KEYS
 from gradgen.lower import DERIVATIVE_KINDS, RESERVED, SHADOWED_MODULES
-from gradgen.ops import CALLABLE
+from gradgen.ops import callable_ops
 
 SCHEMA_FILE = "spec.schema.json"
 IDENT = "^[A-Za-z][A-Za-z0-9_]*$"
@@ -107,7 +107,7 @@ def build_schema() -> dict:
                 "minLength": 1,
                 "description": "A Python expression over inputs and earlier entries: + - * / @ ** unary -, .T, "
                 "static indexing x[...] and the ops: "
-                + ", ".join(sorted(CALLABLE))
+                + ", ".join(callable_ops())
                 + " (`gradgen ops NAME` describes each).",
             },
             "description": "Ordered mapping name: expression, evaluated top to bottom.",

@@ -121,6 +121,11 @@ def _drop_accumulation(body: str) -> str:
         if m and m.group(2) == m.group(3):
             lines[target] = f"{m.group(1)}{m.group(2)} = {m.group(3)}"
             return "\n".join(lines)
+        # the sum computed into its first term's buffer under a name of its own: dx = np.add(dh, t, out=dh)
+        m = re.match(r"(\s*)(\w+) = np\.add\((\w+), .*, out=(\w+)\)(\s*#.*)?$", stmt)
+        if m and m.group(3) == m.group(4):
+            lines[target] = f"{m.group(1)}{m.group(2)} = {m.group(3)}"
+            return "\n".join(lines)
     return body
 
 

@@ -42,11 +42,41 @@ def test_str_and_render():
     assert str(Dim.const(4)) == "4"
     assert str(N * M) == "M*N"  # sorted monomial
     assert str(Dim.const(2) * N) == "2*N"
-    assert str(N + Dim.const(1)) == "1 + N"
+    # as a person writes them: the terms added, then those subtracted, symbols before the constant
+    assert str(N + Dim.const(1)) == "N + 1"
+    assert str(N + Dim.const(-2)) == "N - 2"
+    assert str(Dim.const(1) + Dim.const(-1) * N) == "1 - N"
+    assert str(N + Dim.const(-1) * M + Dim.const(-1)) == "N - M - 1"
+    assert str(Dim.const(-1) * N * M) == "-M*N"
+    assert str(Dim.const(-3) * N + Dim.const(-1)) == "-3*N - 1"
+    assert str(N * M + N + Dim.const(2)) == "M*N + N + 2"
+    assert (N + Dim.const(-2)).render({"N": "n"}) == "n - 2"
+    assert (Dim.const(-1) * N * M).render() == "-M * N"
     assert (N * M).render() == "M * N"
     assert (N * M).render({"N": "N_dim"}) == "M * N_dim"
     assert Dim.const(0).render() == "0"
     assert repr(N * M) == "Dim('M*N')"
+
+
+@pytest.mark.parametrize(
+    "d",
+    [
+        N + Dim.const(-2),
+        Dim.const(1) + Dim.const(-1) * N,
+        Dim.const(-1) * N * M,
+        Dim.const(-3) * N * N + M + Dim.const(-7),
+        N * M + Dim.const(2) * N + Dim.const(-1) * M + Dim.const(5),
+        Dim.const(-4),
+    ],
+)
+def test_dim_expr_is_the_dim_as_python(d):
+    """The code of a dim (``dim_expr``) reads as its comment does and evaluates to its value."""
+    from gradgen.context import dim_expr
+
+    code = dim_expr(d, {"N": "N", "M": "M"}).render()
+    assert code == d.render()
+    for sizes in ({"N": 1, "M": 1}, {"N": 3, "M": 7}, {"N": 10, "M": 2}):
+        assert eval(code, {}, dict(sizes)) == concrete((d,), sizes)[0]
 
 
 def test_shape_str_and_numel():

@@ -11,7 +11,7 @@ from gradgen.dims import Dim
 from gradgen.ir import Const
 from gradgen.load import load
 from gradgen.lower import lower
-from gradgen.ops import CALLABLE
+from gradgen.ops import callable_ops
 
 
 def lowered(text: str, path: str = "spec.yaml"):
@@ -389,7 +389,7 @@ def test_an_entry_that_failed_is_still_a_known_name():
     msgs = errors("inputs:\n  x: [N]\ngraph:\n  h: foo(x)\n  k: exp(h) + h\n  m: k * 2 + q\noutput: m\n")
     assert msgs == [
         "spec.yaml:4:6: error: unknown op 'foo'; known ops: "
-        + ", ".join(sorted(CALLABLE))
+        + ", ".join(callable_ops())
         + "; `gradgen ops NAME` describes each",
     ]
 

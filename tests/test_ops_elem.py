@@ -70,6 +70,29 @@ def test_exact_gelu_saves_phi_and_reuses_it(tmp_path):
     assert "_erfc" not in backward and "y_gelu_cdf" in backward
 
 
+def test_tanh_gelu_saves_t_and_reuses_it(tmp_path):
+    """The tanh approximation's t = tanh(c (x + k x^3)) is computed once per function that runs the
+    forward pass: backward reads the forward's t from the cache, value_and_grad, jvp and hvp reuse it."""
+    text = (
+        'inputs:\n  x: [N]\ngraph:\n  y: sum(gelu(x, approximate="tanh") * x)\nderivatives: [vjp, jvp, hvp]\n'
+    )
+    code, mod = build(text, tmp_path)
+    names = ("forward", "backward", "value_and_grad", "jvp", "hvp")
+    functions = {name: code.split(f"\ndef {name}(")[1].split("\ndef ")[0] for name in names}
+    assert "np.tanh" not in functions["backward"] and "y_gelu_tanh" in functions["backward"]
+    for name in ("forward", "value_and_grad", "jvp", "hvp"):
+        assert functions[name].count("np.tanh(") == 1, (name, functions[name])
+        assert functions[name].count("**3") + functions[name].count("** 3") == 1, (name, functions[name])
+    x = np.linspace(-4, 4, 9)
+    c, k = math.sqrt(2 / math.pi), 0.044715
+    t = np.tanh(c * (x + k * x**3))
+    want = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * k * x * x)
+    _, grads = mod.value_and_grad(x)
+    np.testing.assert_allclose(grads.x, want * x + 0.5 * x * (1 + t), rtol=1e-13)
+    _, cache = mod.forward(x)
+    np.testing.assert_allclose(mod.backward(2.0, cache).x, 2 * grads.x, rtol=1e-15)
+
+
 def test_a_number_base_folds_its_log(tmp_path):
     code, mod = build("inputs:\n  b: [N]\ngraph:\n  y: sum(2 ** b)\n", tmp_path)
     assert repr(math.log(2)) in code and "np.log" not in code

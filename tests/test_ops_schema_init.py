@@ -205,3 +205,38 @@ def test_init_refuses_to_overwrite_and_bad_names(runner, tmp_path):
         result = run(runner, "init", bad, "--dir", tmp_path)
         assert result.exit_code == 2, bad
         assert not (tmp_path / f"{bad}.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "first", ["gradgen.ops_index", "gradgen.ops_elem", "gradgen.lower", "gradgen.schema"]
+)
+def test_callable_ops_follow_the_table_whatever_is_imported_first(first):
+    """An op family module imported before gradgen.ops registers its rows after gradgen.ops has run to
+    its end: the callable ops are read from the table when asked, so stack and gelu are never missed."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import {first}\n"
+        "from gradgen.ops import TABLE, callable_ops\n"
+        "from gradgen.pipeline import plan_text\n"
+        "names = callable_ops()\n"
+        "assert names == tuple(sorted(n for n, d in TABLE.items() if d.callable)), names\n"
+        "assert {'stack', 'gelu', 'where', 'conv2d', 'max'} <= set(names), names\n"
+        "spec = 'inputs:\\n  a: [N]\\n  b: [N]\\ngraph:\\n  s: stack([a, b], axis=0)\\n  loss: sum(gelu(s))\\n'\n"
+        "plan, errors = plan_text('s.yaml', spec)\n"
+        "assert plan is not None and not errors, errors\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_row_added_to_the_table_is_callable_at_once(monkeypatch):
+    import dataclasses
+
+    from gradgen import ops
+
+    monkeypatch.setitem(ops.TABLE, "flip", ops.TABLE["exp"])
+    assert "flip" in ops.callable_ops()
+    monkeypatch.setitem(ops.TABLE, "flip", dataclasses.replace(ops.TABLE["exp"], callable=False))
+    assert "flip" not in ops.callable_ops()
