@@ -987,16 +987,17 @@ def hessian(x, y, W, b, w_out, p):
     f_cos = np.cos(z)  # [N, H]
     f_add = f_sin + f_cos  # [N, H]
     f = np.clip(f_add, -1.2, 1.2)  # [N, H]
-    f_sin_dot = z_dot * f_cos  # sin JVP rule
-    f_cos_dot_mul = z_dot * f_sin  # cos JVP rule
-    f_dot = f_sin_dot - f_cos_dot_mul  # sum JVP rule
-    df_mul = (f_add >= -1.2).astype(dtype)  # clip rule (1 inside [lo, hi], bounds included)
-    df_mul *= f_add <= 1.2  # clip rule (1 inside [lo, hi], bounds included)
-    f_dot *= df_mul  # clip JVP rule (1 inside [lo, hi], bounds included)
+    f_add_dot = z_dot * f_cos  # sin JVP rule
+    f_add_dot -= z_dot * f_sin  # sum JVP rule
     # g = f * gelu(z, approximate='tanh')
     g_gelu_tanh = np.tanh(0.7978845608028654 * (z + 0.044715 * z**3))  # [N, H]
     g_gelu = 0.5 * z * (1 + g_gelu_tanh)  # [N, H]
     g = f * g_gelu  # [N, H]
+    # f = clip(sin(z) + cos(z), -1.2, 1.2)
+    df_mul = (f_add >= -1.2).astype(dtype)  # clip rule (1 inside [lo, hi], bounds included)
+    df_mul *= f_add <= 1.2  # clip rule (1 inside [lo, hi], bounds included)
+    # g = f * gelu(z, approximate='tanh')
+    g_dot = f_add_dot * (g_gelu * df_mul)  # product JVP rule
     # GELU rule
     dg_gelu_add_3 = 1 + g_gelu_tanh
     dg_gelu_add_3 *= 0.5
@@ -1010,11 +1011,11 @@ def hessian(x, y, W, b, w_out, p):
     dg_gelu_add += 0.3989422804014327
     dg_gelu_mul_3 = dg_gelu_sub * dg_gelu_add
     dg_gelu_add_3 += dg_gelu_mul_3 * z
-    g_gelu_dot = z_dot * dg_gelu_add_3  # GELU JVP rule
-    g_dot = f_dot * g_gelu  # product JVP rule
-    g_dot += f * g_gelu_dot  # product JVP rule
+    g_dot += z_dot * (f * dg_gelu_add_3)  # product JVP rule
     # GELU rule, differentiated in forward mode
-    dg_gelu_add_dot = z_dot * (dg_gelu_sub * (0.7978845608028654 + 0.10703222440890038 * s_square))
+    dg_gelu_gelu_tanh_dot_mul_2 = dg_gelu_sub * (
+        0.7978845608028654 + 0.10703222440890038 * s_square
+    )
     # s = expm1(-square(z) / 2) + log1p(square(g))
     s_div = np.negative(s_square, out=s_square)  # [N, H]
     s_div /= 2  # [N, H]
@@ -1023,15 +1024,20 @@ def hessian(x, y, W, b, w_out, p):
     s += np.log1p(s_square_2)  # [N, H]
     ds_square_mul = 2 * z  # square rule
     s_square_dot = z_dot * ds_square_mul  # square JVP rule
-    s_expm1_dot_mul = s_square_dot / 2  # quotient JVP rule
+    s_div_dot_div = s_square_dot / 2  # quotient JVP rule
     ds_expm1_exp = np.exp(s_div, out=s_div)  # expm1 rule
-    s_expm1_dot_mul *= ds_expm1_exp  # expm1 JVP rule
+    s_expm1_dot_mul = s_div_dot_div * ds_expm1_exp  # expm1 JVP rule
     ds_square_2_mul = np.multiply(2, g, out=g)  # square rule
-    s_square_2_dot = g_dot * ds_square_2_mul  # square JVP rule
+    s_dot = g_dot * ds_square_2_mul  # square JVP rule
     ds_log1p_add = np.add(1, s_square_2, out=s_square_2)  # log1p rule
-    s_dot = s_square_2_dot / ds_log1p_add  # log1p JVP rule
+    s_dot /= ds_log1p_add  # log1p JVP rule
     s_dot -= s_expm1_dot_mul  # sum JVP rule
     # g = f * gelu(z, approximate='tanh')
+    # GELU rule, differentiated in forward mode
+    dg_gelu_mul_dot_2 = (
+        s_square_dot * (dg_gelu_sub * 0.05351611220445019)
+        - z_dot * dg_gelu_gelu_tanh_dot_mul_2 * (dg_gelu_add * (2 * g_gelu_tanh))
+    ) * z + dg_gelu_mul_3 * z_dot
     # q = sigmoid(z) ** p
     q_sigmoid_tail = np.abs(z)  # [N, H]
     np.negative(q_sigmoid_tail, out=q_sigmoid_tail)  # [N, H]
@@ -1047,7 +1053,7 @@ def hessian(x, y, W, b, w_out, p):
     dq_sub = p - 1
     dq_power = q_sigmoid**dq_sub
     dq_mul = p * dq_power
-    q_dot = q_sigmoid_dot * dq_mul  # power JVP rule (tensor exponent)
+    q_dot = z_dot * (dq_mul * dq_sigmoid_mul)  # power JVP rule (tensor exponent)
     # Hessian-vector products for every input entry at once (one basis tangent each)
     p_dot = np.eye(D * H + D * N + 3 * H + N, H, -D * H - D * N - 2 * H - N, dtype=dtype)
     q_dot_mul_expand_dims = np.expand_dims(p_dot, axis=1)  # power JVP rule (tensor exponent)
@@ -1058,7 +1064,9 @@ def hessian(x, y, W, b, w_out, p):
     dq_mul_2 = q * dq_log
     q_dot += q_dot_mul_expand_dims * dq_mul_2  # power JVP rule (tensor exponent)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
-    dq_sigmoid_sub_dot = z_dot * (np.sign(z) * dq_sigmoid_mul)
+    dq_sigmoid_sigmoid_tail_dot_mul = np.sign(z, out=z)
+    # sigmoid rule, from the smaller tail, differentiated in forward mode
+    dq_sigmoid_sigmoid_tail_dot_mul *= dq_sigmoid_mul
     # pred = (s + q) @ w_out
     pred_add = np.add(s, q, out=s)  # [N, H]
     pred = pred_add @ w_out  # [N]
@@ -1072,14 +1080,14 @@ def hessian(x, y, W, b, w_out, p):
     loss_sub = loss_erf - y  # [N]
     loss = np.vdot(loss_sub, loss_sub) / N  # []
     dloss_square_mul = 1 / N * 2  # square rule
-    dloss_sub = np.multiply(loss_sub, dloss_square_mul, out=loss_sub)  # square rule
+    dloss_sub = loss_sub * dloss_square_mul  # square rule
     dy = -dloss_sub  # difference rule
     # erf rule
     dloss_erf_exp = np.square(pred)
     np.negative(dloss_erf_exp, out=dloss_erf_exp)
     np.exp(dloss_erf_exp, out=dloss_erf_exp)
     dloss_erf_mul = 1.1283791670955126 * dloss_erf_exp
-    dpred = dloss_sub * dloss_erf_mul
+    dpred = np.multiply(dloss_sub, dloss_erf_mul, out=dloss_sub)
     # pred = (s + q) @ w_out
     ds = np.outer(dpred, w_out)  # matrix-vector rule, notes section 3
     dw_out = pred_add.T @ dpred  # matrix-vector rule, notes section 3
@@ -1091,8 +1099,8 @@ def hessian(x, y, W, b, w_out, p):
     # s = expm1(-square(z) / 2) + log1p(square(g))
     ds_square_2 = ds / ds_log1p_add  # log1p rule
     dg = ds_square_2 * ds_square_2_mul  # square rule
-    ds_neg = ds * ds_expm1_exp  # expm1 rule
-    ds_neg /= 2  # quotient rule
+    ds_div = ds * ds_expm1_exp  # expm1 rule
+    ds_neg = ds_div / 2  # quotient rule
     dz -= ds_neg * ds_square_mul  # square rule, accumulated over uses (notes section 3)
     # g = f * gelu(z, approximate='tanh')
     df = dg * g_gelu  # product rule
@@ -1100,22 +1108,29 @@ def hessian(x, y, W, b, w_out, p):
     dz += dg_gelu * dg_gelu_add_3  # GELU rule, accumulated over uses (notes section 3)
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
     df_add = np.multiply(df, df_mul, out=df)  # clip rule (1 inside [lo, hi], bounds included)
-    dz -= df_add * f_sin  # cos rule, accumulated over uses (notes section 3)
-    dz += df_add * f_cos  # sin rule, accumulated over uses (notes section 3)
+    df_cos_mul = df_add * f_sin  # cos rule
+    dz -= df_cos_mul  # cos rule, accumulated over uses (notes section 3)
+    df_sin_mul = np.multiply(df_add, f_cos, out=df_add)  # sin rule
+    dz += df_sin_mul  # sin rule, accumulated over uses (notes section 3)
     # z = x @ W + b
     db = dz.sum(axis=0)  # broadcast sum rule, notes section 6
     dx = dz @ W.T  # matmul rule, notes section 5
     dW = x.T @ dz  # matmul rule, notes section 5
     # loss = mean(square(erf(pred) - y))
-    dloss_sub_dot = pred_dot * dloss_erf_mul  # erf JVP rule
-    # difference JVP rule
-    dloss_sub_dot -= np.eye(D * H + D * N + 3 * H + N, N, -D * N, dtype=dtype)
-    dloss_sub_dot *= dloss_square_mul  # square rule, differentiated in forward mode
-    dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
+    loss_sub_dot = pred_dot * dloss_erf_mul  # erf JVP rule
+    loss_sub_dot -= np.eye(D * H + D * N + 3 * H + N, N, -D * N, dtype=dtype)  # difference JVP rule
+    dy_dot = loss_sub_dot * dloss_square_mul  # square rule, differentiated in forward mode
+    np.negative(dy_dot, out=dy_dot)  # difference rule, differentiated in forward mode
     # erf rule, differentiated in forward mode
-    dpred_dot = np.multiply(dloss_sub_dot, dloss_erf_mul, out=dloss_sub_dot)
+    dpred_dot = np.multiply(
+        loss_sub_dot, dloss_erf_exp * (dloss_square_mul * 1.1283791670955126), out=loss_sub_dot
+    )
     # erf rule, differentiated in forward mode
-    dpred_dot -= dloss_sub * (1.1283791670955126 * (pred_dot * (2 * pred) * dloss_erf_exp))
+    dpred_dot -= (
+        pred_dot
+        * (dloss_erf_exp * (2 * pred))
+        * (loss_sub * (1.1283791670955126 * dloss_square_mul))
+    )
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot = np.expand_dims(dpred_dot, axis=-1) * w_out
@@ -1132,7 +1147,7 @@ def hessian(x, y, W, b, w_out, p):
         q_dot_mul_expand_dims * dq_power
         + p
         * (
-            q_sigmoid_dot * (dq_sub * q_sigmoid ** (dq_sub - 1))
+            z_dot * (dq_sub * q_sigmoid ** (dq_sub - 1) * dq_sigmoid_mul)
             + q_dot_mul_expand_dims * (dq_power * dq_log)
         )
     )
@@ -1147,54 +1162,45 @@ def hessian(x, y, W, b, w_out, p):
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot = np.add(
         dz_dot_mul,
-        dq_sigmoid * (q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub),
+        dq_sigmoid
+        * (
+            z_dot * (q_sigmoid_tail * dq_sigmoid_sigmoid_tail_dot_mul)
+            - z_dot * (dq_sigmoid_sub * dq_sigmoid_sigmoid_tail_dot_mul)
+        ),
         out=dz_dot_mul,
     )
     # s = expm1(-square(z) / 2) + log1p(square(g))
     dg_dot = ds_dot / ds_log1p_add  # log1p rule, differentiated in forward mode
-    # log1p rule, differentiated in forward mode
-    dg_dot -= s_square_2_dot * ds_square_2 / ds_log1p_add
+    dg_dot -= g_dot * dg / ds_log1p_add  # log1p rule, differentiated in forward mode
     dg_dot *= ds_square_2_mul  # square rule, differentiated in forward mode
-    dg_dot += ds_square_2 * (2 * g_dot)  # square rule, differentiated in forward mode
+    dg_dot += g_dot * (ds_square_2 * 2)  # square rule, differentiated in forward mode
     # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 = np.multiply(ds_dot, ds_expm1_exp, out=ds_dot)
-    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
-    ds_square_mul_dot_2 /= 2  # quotient rule, differentiated in forward mode
-    ds_square_mul_dot_2 *= ds_square_mul  # square rule, differentiated in forward mode
-    ds_square_mul_dot_2 += ds_neg * (2 * z_dot)  # square rule, differentiated in forward mode
+    ds_square_mul_dot = np.multiply(ds_dot, ds_expm1_exp, out=ds_dot)
+    ds_square_mul_dot -= s_div_dot_div * ds_div  # expm1 rule, differentiated in forward mode
+    ds_square_mul_dot /= 2  # quotient rule, differentiated in forward mode
+    ds_square_mul_dot *= ds_square_mul  # square rule, differentiated in forward mode
+    ds_square_mul_dot += z_dot * (ds_neg * 2)  # square rule, differentiated in forward mode
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot -= ds_square_mul_dot_2
+    dz_dot -= ds_square_mul_dot
     # g = f * gelu(z, approximate='tanh')
     # product rule, differentiated in forward mode
     df_dot = dg_dot * g_gelu
-    df_dot += dg * g_gelu_dot
-    dg_gelu_mul_dot_5 = np.multiply(dg_dot, f, out=dg_dot)
-    dg_gelu_mul_dot_5 += dg * f_dot
-    dg_gelu_mul_dot_5 *= dg_gelu_add_3  # GELU rule, differentiated in forward mode
+    df_dot += z_dot * (dg * dg_gelu_add_3)
+    dg_gelu_mul_dot_4 = np.multiply(dg_dot, f, out=dg_dot)
+    dg_gelu_mul_dot_4 += f_add_dot * (dg * df_mul)
+    dg_gelu_mul_dot_4 *= dg_gelu_add_3  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
-    dg_gelu_mul_dot_5 += dg_gelu * (
-        0.5 * dg_gelu_add_dot
-        + (
-            (
-                dg_gelu_sub * (0.05351611220445019 * s_square_dot)
-                - dg_gelu_add_dot * (2 * g_gelu_tanh) * dg_gelu_add
-            )
-            * z
-            + dg_gelu_mul_3 * z_dot
-        )
-    )
+    dg_gelu_mul_dot_4 += dg_gelu * (z_dot * (0.5 * dg_gelu_gelu_tanh_dot_mul_2) + dg_gelu_mul_dot_2)
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
-    dz_dot += dg_gelu_mul_dot_5
+    dz_dot += dg_gelu_mul_dot_4
     # f = clip(sin(z) + cos(z), -1.2, 1.2)
-    # clip rule (1 inside [lo, hi], bounds included), differentiated in forward mode
-    df_add_dot = np.multiply(df_dot, df_mul, out=df_dot)
-    df_cos_mul_dot = df_add_dot * f_sin  # cos rule, differentiated in forward mode
-    df_cos_mul_dot += df_add * f_sin_dot  # cos rule, differentiated in forward mode
+    df_cos_mul_dot = df_dot * (f_sin * df_mul)  # cos rule, differentiated in forward mode
+    df_cos_mul_dot += z_dot * df_sin_mul  # cos rule, differentiated in forward mode
     # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot -= df_cos_mul_dot
     # sin rule, differentiated in forward mode
-    df_sin_mul_dot = np.multiply(df_add_dot, f_cos, out=df_add_dot)
-    df_sin_mul_dot -= df_add * f_cos_dot_mul  # sin rule, differentiated in forward mode
+    df_sin_mul_dot = np.multiply(df_dot, f_cos * df_mul, out=df_dot)
+    df_sin_mul_dot -= z_dot * df_cos_mul  # sin rule, differentiated in forward mode
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += df_sin_mul_dot
     # z = x @ W + b

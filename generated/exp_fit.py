@@ -241,8 +241,7 @@ def _jacobian_rows(t, data, a, rate):
     ddecay = np.zeros((M, M, K), dtype=dtype)  # matrix-vector rule, notes section 3
     np.copyto(np.einsum("iij->ij", ddecay), a)  # matrix-vector rule, notes section 3
     # decay = exp(-(reshape(t, [M, 1]) * rate))
-    ddecay_mul_neg = np.multiply(ddecay, decay, out=ddecay)  # exp rule, reusing the forward output
-    ddecay_mul_neg *= t.reshape((M, 1))  # product rule
+    ddecay_mul_neg = np.multiply(ddecay, t.reshape((M, 1)) * decay, out=ddecay)  # product rule
     np.negative(ddecay_mul_neg, out=ddecay_mul_neg)  # product rule
     J_rate = np.einsum("abc->ac", ddecay_mul_neg)  # broadcast product rule, notes section 7
     # residual = decay @ a - data
@@ -262,8 +261,8 @@ def _jacobian_columns(t, data, a, rate):
     np.exp(decay, out=decay)  # [M, K]
     # forward mode for every input entry at once (one basis tangent each)
     rate_dot = np.eye(2 * K, K, -K, dtype=dtype)
-    decay_dot = t.reshape((M, 1)) * np.expand_dims(rate_dot, axis=1)  # product JVP rule
-    decay_dot *= decay  # exp JVP rule, reusing the forward output
+    # exp JVP rule, reusing the forward output
+    decay_dot = np.expand_dims(rate_dot, axis=1) * (decay * t.reshape((M, 1)))
     np.negative(decay_dot, out=decay_dot)  # exp JVP rule, reusing the forward output
     # residual = decay @ a - data
     residual = decay @ a  # [M]

@@ -413,13 +413,13 @@ def hessian(X, y, W, b):
     logits_sum = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # fit = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = np.subtract(
+    dlogits_dot = np.subtract(
         logits_dot,
         np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
         out=logits_dot,
     )
-    logits_softmax_dot *= logits_softmax
-    dlogits_dot = np.multiply(logits_softmax_dot, dfit_scale, out=logits_softmax_dot)
+    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
+    dlogits_dot *= dfit_scale * logits_softmax
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db_dot = np.einsum("abc->ac", dlogits_dot)

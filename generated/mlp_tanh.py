@@ -470,13 +470,13 @@ def hessian(x, y, W1, b1, W2, b2):
     dW1 = x.T @ dh_add  # matmul rule, notes section 5
     # loss = softmax_cross_entropy(logits, y)
     # softmax cross-entropy rule, notes section 2, differentiated in forward mode
-    logits_softmax_dot = np.subtract(
+    dlogits_dot = np.subtract(
         logits_dot,
         np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
         out=logits_dot,
     )
-    logits_softmax_dot *= logits_softmax
-    dlogits_dot = np.multiply(logits_softmax_dot, dloss_scale, out=logits_softmax_dot)
+    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
+    dlogits_dot *= dloss_scale * logits_softmax
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db2_dot = np.einsum("abc->ac", dlogits_dot)
@@ -488,15 +488,13 @@ def hessian(x, y, W1, b1, W2, b2):
         "mknm->mkn", dh_dot[D * H + H : C * H + D * H + H].reshape((H, C, N, H))
     )
     dh_dot_diagonal += dlogits.T
-    dW2_dot = (
-        h_dot.swapaxes(-1, -2).reshape(C * H + C * H * H + D * H * H + H * H, N) @ dlogits
-    ).reshape((C + C * H + D * H + H, H, C))
+    dW2_dot = (dlogits.T @ h_dot).swapaxes(-1, -2)
     dW2_dot += h.T @ dlogits_dot
     # h = tanh(x @ W1 + b1)
     # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot = np.multiply(dh_dot, dh_sub, out=dh_dot)
     # tanh rule, reusing the forward output, differentiated in forward mode
-    dh_add_dot -= dh * (h_dot * (2 * h))
+    dh_add_dot -= h_dot * (dh * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = np.einsum("abc->ac", dh_add_dot)
     dW1_dot = x.T @ dh_add_dot  # matmul rule, notes section 5, differentiated in forward mode

@@ -35,12 +35,15 @@ class Rule:
     """What a graph-level rule sees: its node, the operands' types, the builder's arithmetic, and the
     tangents (forward mode), the cotangent ``g`` (reverse mode) or the batched operands (batching)."""
 
-    def __init__(self, b: Builder, node: Node, *, tangents=None, g=None, batched=None, size_dim=None):
+    def __init__(
+        self, b: Builder, node: Node, *, tangents=None, g=None, batched=None, size_dim=None, batched_of=None
+    ):
         self.b = b
         self.node = node
         self.tangents = tangents
         self.g = g
         self.batched = batched
+        self._batched_of = batched_of or {}
         self.size_dim = size_dim  # the batch size
         self.types = [None if isinstance(a, Const) else b.types[a] for a in node.args]
         self.out = b.types[node.id]
@@ -82,6 +85,10 @@ class Rule:
         if isinstance(x, int) and self.b.rules[x] is not None and self.b.hint is not None:
             self.b.hints[x] = self.b.hint.derive(suffix=f"_{word}", final=False)
         return x
+
+    def batched_of(self, x):
+        """Batching: the batched form of an earlier node, or None when it does not depend on the batch."""
+        return self._batched_of.get(x) if isinstance(x, int) else None
 
     def pad(self, x: int, rank: int) -> int:
         """A batched value with axes of size 1 inserted after the batch axis, up to ``rank`` + 1 axes, so
@@ -168,7 +175,7 @@ def batch(b: Builder, n: Dim, seeds: dict[int, int], upto: int) -> dict[int, int
         hint = b.hints[node.id] or Hint(node.id)
         since = len(b.nodes)
         with b.applying(node.id, b.rules[node.id] or row.rule, hint):
-            x = _batch(row, Rule(b, node, batched=xs, size_dim=n))
+            x = _batch(row, Rule(b, node, batched=xs, size_dim=n, batched_of=bat))
         b.name_result(x, hint, since)
         bat[node.id] = x
     return bat

@@ -335,7 +335,7 @@ class Mul(_Binary):
         return (r.mul(r.g, r.x(1)), r.mul(r.g, r.x(0)))
 
     # a basis times a factor stays a (scaled) basis; else the elementwise rule (None)
-    batch = staticmethod(lambda r: _scaled(r, lambda s, f, i: r.mul(s, f)))
+    batch = staticmethod(lambda r: _scaled(r, lambda s, f, i: r.mul(s, f)) or _factors_first(r))
 
 
 @op(
@@ -406,6 +406,25 @@ def _basis_added(r):
     from gradgen.ops_basis import add_batch
 
     return add_batch(r)
+
+
+def _factors_first(r):
+    """y * (t * z) with t batched and y, z not: t * (y * z), the unbatched factors multiplied first, so
+    that one product runs over the batch instead of two (tanh's second-order term dh * (h_dot * 2h)
+    over a batch of tangents); None (the elementwise rule) for any other product."""
+    xs = r.batched
+    if sum(x is not None for x in xs) != 1:
+        return None
+    i = 0 if xs[0] is not None else 1
+    inner = r.b.nodes[r.x(i)] if isinstance(r.x(i), int) else None
+    if inner is None or inner.op != "mul" or inner.args[0] == inner.args[1]:
+        return None
+    parts = [r.batched_of(a) for a in inner.args]
+    if sum(p is not None for p in parts) != 1:
+        return None
+    j = 0 if parts[0] is not None else 1
+    small = r.mul(r.x(1 - i), inner.args[1 - j])
+    return r.mul(r.pad(parts[j], r.out.rank), small)
 
 
 def _basis_contract(r, subscripts: str, which: int):
@@ -1130,6 +1149,11 @@ class MatMul:
     @staticmethod
     def forward(f):
         ta, tb = f.t(0), f.t(1)
+        swapped = _swapped_last(f, 0) if ta.rank >= 3 and tb.rank == 2 else None
+        if swapped is not None:
+            # (the transpose of a batch [..., K, N]) @ [K, M] = ([M, K] @ the batch)^T: one product per
+            # matrix of the batch as it is stored, no copy of the batch to flatten it (3-6x faster)
+            return method(Bin("@", Attr(f.a(1), "T"), swapped), "swapaxes", num(-1), num(-2))
         if ta.rank >= 3 and tb.rank == 2:
             # [..., N, K] @ [K, M]: one 2-D product over the flattened batch (a batched product with a
             # broadcast 2-D operand measured up to 30x slower for float32 with OpenBLAS here)
@@ -1191,6 +1215,20 @@ class MatMul:
         if tb.rank == 1 and ta.rank == 2 and xa is None:
             return r.op("matmul", xb, r.transpose(r.x(0)))
         return _matmul_as_einsum(r)
+
+
+def _swapped_last(f, i):
+    """The array that operand i transposes, when operand i is its last two axes swapped (a view that a
+    reshape would have to copy), else None."""
+    node = f.operand_node(i)
+    if node is None or node.op != "transpose":
+        return None
+    rank = f.t(i).rank
+    axes = node.attr("axes")
+    perm = tuple(reversed(range(rank))) if axes is None else tuple(a % rank for a in axes)
+    if perm != tuple(range(rank - 2)) + (rank - 1, rank - 2):
+        return None
+    return f.value(node.args[0])
 
 
 def _batched_matmul_pullback(r):
