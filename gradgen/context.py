@@ -110,17 +110,19 @@ class FwdCtx(_Ctx):
         return self.p.dim_expr(d)
 
     def saved_by(self, op: str) -> dict[str, E]:
-        """The temporaries that an already emitted node of ``op`` on the same operand 0 saved, in a
-        derivative program (the probabilities of a softmax cross-entropy, say); {} in the planner."""
+        """The temporaries that the already emitted nodes of ``op`` on the same operand 0 saved, in a
+        derivative program (the probabilities of a softmax cross-entropy, say; both an exact and a
+        tanh-approximate GELU of one operand, each its own); {} in the planner."""
         if not getattr(self.p, "shares_temps", False) or not self.node.args:
             return {}
         first = self.node.args[0]
+        found: dict[str, E] = {}  # (an earlier node's temporary wins over a later one's of that name)
         for n in self.graph.nodes:
             if n.op == op and n.args and n.args[0] == first and n.id != self.node.id:
-                found = {h: Var(v) for (nid, h), v in self.p.fwd_temps.items() if nid == n.id}
-                if found:
-                    return found
-        return {}
+                for (nid, h), v in self.p.fwd_temps.items():
+                    if nid == n.id:
+                        found.setdefault(h, Var(v))
+        return found
 
     def temp(self, hint, expr, shape) -> Var:
         name = self.p.namer.fresh(f"{self.var.name}_{hint}", "temp", "fwd")

@@ -93,6 +93,20 @@ def test_tanh_gelu_saves_t_and_reuses_it(tmp_path):
     np.testing.assert_allclose(mod.backward(2.0, cache).x, 2 * grads.x, rtol=1e-15)
 
 
+def test_exact_and_tanh_gelu_of_one_operand_each_reuse_their_own_value(tmp_path):
+    text = 'inputs:\n  x: [N]\ngraph:\n  y: sum(gelu(x) * gelu(x, approximate="tanh"))\n'
+    code, mod = build(text, tmp_path)
+    backward = code.split("\ndef backward(")[1].split("\ndef ")[0]
+    assert "np.tanh" not in backward and "_erfc(" not in backward
+    x = np.linspace(-3, 3, 7)
+    _, grads = mod.value_and_grad(x)
+    np.testing.assert_allclose(
+        grads.x, central(lambda x_: float(mod.forward(x_)[0]), x), rtol=1e-6, atol=1e-9
+    )
+    _, cache = mod.forward(x)
+    np.testing.assert_allclose(mod.backward(1.0, cache).x, grads.x, rtol=1e-14)
+
+
 def test_a_number_base_folds_its_log(tmp_path):
     code, mod = build("inputs:\n  b: [N]\ngraph:\n  y: sum(2 ** b)\n", tmp_path)
     assert repr(math.log(2)) in code and "np.log" not in code
