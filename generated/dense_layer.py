@@ -227,7 +227,7 @@ def jacobian(x, W, b):
     y = (y_add >= 0) - y_tail  # [H]
     np.abs(y, out=y)  # [H]
     dy_mul = np.multiply(y_tail, 1 - y_tail, out=y_tail)  # sigmoid rule, from the smaller tail
-    # matrix-vector rule, notes section 3
+    # matrix-vector rule, notes section 3; a product with unit vectors: a copy onto a diagonal
     J_x = W * dy_mul[:, None]
     J_W = np.zeros((H, H, D), dtype=dtype)
     np.copyto(np.einsum("iij->ij", J_W), x * dy_mul[:, None])

@@ -971,13 +971,16 @@ def hessian(x, y, W, b, w_out, p):
     # z = x @ W + b
     z = x @ W  # [N, H]
     z += b  # [N, H]
-    # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     z_matmul_dot = np.zeros((D * H + D * N + 3 * H + N, N, H), dtype=dtype)
+    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     np.copyto(
         np.einsum("kmnm->kmn", z_matmul_dot[D * N + N : D * H + D * N + N].reshape((D, H, N, H))),
         x.T[:, None, :],
     )
+    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     z_matmul_dot_diagonal = np.einsum("nknm->nkm", z_matmul_dot[: D * N].reshape((N, D, N, H)))
+    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     z_matmul_dot_diagonal += W
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b_dot = np.eye(D * H + D * N + 3 * H + N, H, -D * H - D * N - N, dtype=dtype)
@@ -1071,9 +1074,10 @@ def hessian(x, y, W, b, w_out, p):
     pred_add = np.add(s, q, out=s)  # [N, H]
     pred = pred_add @ w_out  # [N]
     pred_add_dot = np.add(s_dot, q_dot, out=s_dot)  # sum JVP rule
-    # matmul JVP rule, notes section 5
-    pred_dot = pred_add_dot @ w_out
+    pred_dot = pred_add_dot @ w_out  # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     pred_dot_rows = pred_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N].reshape((H, N))
+    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     pred_dot_rows += pred_add.T
     # loss = mean(square(erf(pred) - y))
     loss_erf = _erf(pred)  # [N]
@@ -1134,11 +1138,15 @@ def hessian(x, y, W, b, w_out, p):
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
     ds_dot = np.expand_dims(dpred_dot, axis=-1) * w_out
+    # matrix-vector rule, notes section 3, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     ds_dot_diagonal = np.einsum(
         "jij->ji", ds_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N].reshape((H, N, H))
     )
+    # matrix-vector rule, notes section 3, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     ds_dot_diagonal += dpred
+    # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot = pred_add_dot.swapaxes(-1, -2) @ dpred
+    # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot += dpred_dot @ pred_add
     # q = sigmoid(z) ** p
     # power rule (tensor exponent), differentiated in forward mode
@@ -1210,12 +1218,16 @@ def hessian(x, y, W, b, w_out, p):
     dx_dot = (dz_dot.reshape(D * H * N + D * N * N + 3 * H * N + N * N, H) @ W.T).reshape(
         (D * H + D * N + 3 * H + N, N, D)
     )
+    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dx_dot_diagonal = np.einsum(
         "mknm->mkn", dx_dot[D * N + N : D * H + D * N + N].reshape((D, H, N, D))
     )
+    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dx_dot_diagonal += dz.T
-    dW_dot = x.T @ dz_dot
+    dW_dot = x.T @ dz_dot  # matmul rule, notes section 5, differentiated in forward mode
+    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dW_dot_diagonal = np.einsum("knnm->knm", dW_dot[: D * N].reshape((N, D, D, H)))
+    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dW_dot_diagonal += dz[:, None, :]
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_x = dx_dot[: D * N].reshape((N, D, N, D))

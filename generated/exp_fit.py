@@ -238,14 +238,17 @@ def _jacobian_rows(t, data, a, rate):
     # residual = decay @ a - data
     residual = decay @ a  # [M]
     residual -= data  # [M]
-    ddecay = np.zeros((M, M, K), dtype=dtype)  # matrix-vector rule, notes section 3
-    np.copyto(np.einsum("iij->ij", ddecay), a)  # matrix-vector rule, notes section 3
+    # matrix-vector rule, notes section 3; a product with unit vectors: a copy onto a diagonal
+    ddecay = np.zeros((M, M, K), dtype=dtype)
+    # matrix-vector rule, notes section 3; a product with unit vectors: a copy onto a diagonal
+    np.copyto(np.einsum("iij->ij", ddecay), a)
     # decay = exp(-(reshape(t, [M, 1]) * rate))
     ddecay_mul_neg = np.multiply(ddecay, t.reshape((M, 1)) * decay, out=ddecay)  # product rule
     np.negative(ddecay_mul_neg, out=ddecay_mul_neg)  # product rule
     J_rate = np.einsum("abc->ac", ddecay_mul_neg)  # broadcast product rule, notes section 7
     # residual = decay @ a - data
-    J_a = np.array(decay)  # matrix-vector rule, notes section 3
+    # matrix-vector rule, notes section 3; a product with unit vectors: a copy onto a diagonal
+    J_a = np.array(decay)
     return residual, Jacobian(a=J_a, rate=J_rate)
 
 
@@ -267,9 +270,10 @@ def _jacobian_columns(t, data, a, rate):
     # residual = decay @ a - data
     residual = decay @ a  # [M]
     residual -= data  # [M]
-    # matmul JVP rule, notes section 5
-    residual_dot = decay_dot @ a
+    residual_dot = decay_dot @ a  # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     residual_dot_rows = residual_dot[:K].reshape((K, M))
+    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     residual_dot_rows += decay.T
     # the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)
     J_a = residual_dot.T[:, :K]

@@ -390,8 +390,9 @@ def hessian(X, y, W, b):
     # logits = X @ W + b
     logits = X @ W  # [N, C]
     logits += b  # [N, C]
-    logits_matmul_dot = np.zeros((C + C * D, N, C), dtype=dtype)  # matmul JVP rule, notes section 5
-    # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
+    logits_matmul_dot = np.zeros((C + C * D, N, C), dtype=dtype)
+    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     np.copyto(
         np.einsum("kmnm->kmn", logits_matmul_dot[: C * D].reshape((D, C, N, C))), X.T[:, None, :]
     )
@@ -426,10 +427,10 @@ def hessian(X, y, W, b):
     # loss = fit + 0.05 * (sum(square(W)) + sum(square(b)))
     dloss_square_2_mul = 0.05 * 2  # square rule
     # logits = X @ W + b
-    # sum rule, accumulated over uses (notes section 3), differentiated in forward mode
+    # sum rule, accumulated over uses (notes section 3), differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     db_dot[np.arange(C * D, C + C * D), np.arange(C)] += dloss_square_2_mul
     dW_dot = X.T @ dlogits_dot  # matmul rule, notes section 5, differentiated in forward mode
-    # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode
+    # matmul rule, notes section 5, accumulated over uses (notes section 3), differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dW_dot[
         np.arange(C * D).reshape((D, C)), np.arange(D)[:, None], np.arange(C)
     ] += dloss_square_2_mul

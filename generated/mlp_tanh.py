@@ -424,9 +424,9 @@ def hessian(x, y, W1, b1, W2, b2):
     h = x @ W1  # [N, H]
     h += b1  # [N, H]
     np.tanh(h, out=h)  # [N, H]
-    # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     h_matmul_dot = np.zeros((C + C * H + D * H + H, N, H), dtype=dtype)
-    # matmul JVP rule, notes section 5
+    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     np.copyto(np.einsum("kmnm->kmn", h_matmul_dot[: D * H].reshape((D, H, N, H))), x.T[:, None, :])
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b1_dot = np.eye(C + C * H + D * H + H, H, -D * H, dtype=dtype)
@@ -441,9 +441,11 @@ def hessian(x, y, W1, b1, W2, b2):
     logits_matmul_dot = (h_dot.reshape(C * H * N + C * N + D * H * N + H * N, H) @ W2).reshape(
         (C + C * H + D * H + H, N, C)
     )
+    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     logits_matmul_dot_diagonal = np.einsum(
         "kmnm->kmn", logits_matmul_dot[D * H + H : C * H + D * H + H].reshape((H, C, N, C))
     )
+    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     logits_matmul_dot_diagonal += h.T[:, None, :]
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b2_dot = np.eye(C + C * H + D * H + H, C, -C * H - D * H - H, dtype=dtype)
@@ -484,12 +486,15 @@ def hessian(x, y, W1, b1, W2, b2):
     dh_dot = (dlogits_dot.reshape(C * H * N + C * N + D * H * N + H * N, C) @ W2.T).reshape(
         (C + C * H + D * H + H, N, H)
     )
+    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dh_dot_diagonal = np.einsum(
         "mknm->mkn", dh_dot[D * H + H : C * H + D * H + H].reshape((H, C, N, H))
     )
+    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dh_dot_diagonal += dlogits.T
+    # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot = (dlogits.T @ h_dot).swapaxes(-1, -2)
-    dW2_dot += h.T @ dlogits_dot
+    dW2_dot += h.T @ dlogits_dot  # matmul rule, notes section 5, differentiated in forward mode
     # h = tanh(x @ W1 + b1)
     # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot = np.multiply(dh_dot, dh_sub, out=dh_dot)

@@ -82,6 +82,11 @@ def contract_batch(r, subscripts: str, which: int):
     parts = terms.split(",")
     parts[1 - which] = t_a
     subscripts = ",".join(parts) + "->" + out
+    with _citing(r, "a product with unit vectors: a copy onto a diagonal"):
+        return _contract_node(r, other, view, subscripts, which)
+
+
+def _contract_node(r, other, view: BasisView, subscripts: str, which: int):
     return r.op(
         "basis_contract",
         other,
@@ -125,7 +130,8 @@ def scale_batch(r, combine):
         return None
     if not r.is_number(scale) and tuple(r.shape(scale)) != view.shape:
         scale = r.broadcast(scale, view.shape)
-    return r.op("scaled_basis", scale, n=view.n, offset=view.offset, shape=view.shape)
+    with _citing(r, "unit vectors times a factor: a diagonal"):
+        return r.op("scaled_basis", scale, n=view.n, offset=view.offset, shape=view.shape)
 
 
 def add_batch(r):
@@ -147,10 +153,17 @@ def add_batch(r):
         if node.op == "scaled_basis" and tuple(r.out.shape) != tuple(node.attr("shape")):
             continue
         attrs = dict(node.attrs)
-        if node.op == "basis_contract":
-            return r.op("add_basis_contract", dense, *node.args, **attrs)
-        return r.op("add_scaled_basis", dense, node.args[0], **attrs)
+        with _citing(r, "the unit vectors' part added onto a diagonal in place"):
+            if node.op == "basis_contract":
+                return r.op("add_basis_contract", dense, *node.args, **attrs)
+            return r.op("add_scaled_basis", dense, node.args[0], **attrs)
     return None
+
+
+def _citing(r, words: str):
+    """What the lines of a structured basis say: the rule they apply, and how the unit vectors went."""
+    rule = r.b.rule
+    return r.b.applying(r.b.like, f"{rule}; {words}" if rule else words, r.b.hint)
 
 
 # ------------------------------------------------------------------------------------------------
