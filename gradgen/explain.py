@@ -281,11 +281,9 @@ def document(d: Derivation, module_text: str, sizes: dict[str, int], dtype: str 
     md += _forward_section(d, sym, lines)
     md += _backward_section(d, sym, lines)
     md += cost_section(d, module_text, sizes, dtype)
-    md.append(
-        "Forward mode (JVP) and second-order derivatives are not generated yet, so this page shows the "
-        "reverse mode (VJP) only."
-    )
-    md.append("")
+    from gradgen.explain_kinds import kinds_section
+
+    md += kinds_section(module_text)
     return "\n".join(md)
 
 

@@ -338,3 +338,46 @@ def test_html_renders_in_headless_chromium(tmp_path):
         ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Refused to" in ln or "ERR_" in ln
     ]
     assert problems == []
+
+
+# --------------------------------------------------------------------------------------------------
+# the other derivative kinds (jvp, jacobian, hvp, hessian)
+
+
+@pytest.mark.parametrize("name", ["logreg_l2", "dense_layer", "elementwise_ops", "exp_fit"])
+def test_each_derivative_kind_is_explained_with_the_lines_that_apply_each_rule(name):
+    import ast
+
+    path = REPO / "specs" / f"{name}.yaml"
+    _, module = derive(path)
+    md = explain(str(path), path.read_text())
+    tree = ast.parse(module)
+    defs = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    source = module.splitlines()
+    kinds = [k for k in ("jvp", "jacobian", "hvp", "hessian") if k in defs]
+    assert kinds and "## The other derivatives" in md and "not generated yet" not in md
+    for kind in kinds:
+        heading = next(line for line in md.splitlines() if line.startswith(f"### `{kind}` "))
+        f = defs[kind]
+        assert f"{f.lineno}-" in heading  # the function's own lines
+        table = md[md.index(heading) :].split("\n### ")[0]
+        rows = re.findall(r"^\| (.+?) \| (\d[0-9, -]*) \|$", table, re.M)
+        assert rows, kind
+        for rule, numbers in rows:
+            for part in numbers.split(", "):
+                first, last = (int(x) for x in (part.split("-") * 2)[:2])
+                named = re.findall(r"`(\w+)`", heading.split("(", 1)[1])
+                assert any(defs[n].lineno < first <= last <= defs[n].end_lineno for n in named)
+                # the rule is in a comment of those lines, or in the comment line that heads their run
+                k = first - 1
+                while not source[k - 1].strip().startswith("#"):
+                    k -= 1
+                cited = rule in source[k - 1] or any(rule in source[j - 1] for j in range(first, last + 1))
+                assert cited, (kind, rule, part)
+
+
+def test_a_spec_without_other_kinds_says_how_to_ask_for_them():
+    path = REPO / "specs" / "mlp.yaml"
+    md = explain(str(path), path.read_text())
+    assert "## The other derivatives" not in md and "not generated yet" not in md
+    assert "`derivatives: [vjp]`" in md
