@@ -44,3 +44,32 @@ def test_generated_tests_pass_and_catch_a_nonzero_gradient(tmp_path):
     assert broken != files["zg.py"]
     (tmp_path / "zg.py").write_text(broken)
     assert subprocess.run(run, cwd=tmp_path, capture_output=True).returncode != 0
+
+
+CANCELS = """name: zc
+inputs:
+  x: [N, D]
+  w: [D]
+graph:
+  loss: sum(x - x) + sum(relu(-abs(x))) + sum(w * w)
+"""
+
+
+def test_an_input_the_objective_does_not_depend_on_passes_and_a_step_it_hides_fails(tmp_path):
+    """x - x: no mask, no int, yet a gradient of exactly 0. The generated tests accept it because the
+    objective is the same at another draw of x; a module whose forward does depend on x through a
+    step (flat almost everywhere, so differences see 0 on every draw) fails them, with the reason."""
+    files = dict(build_text("zc.yaml", CANCELS).files)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_zc.py"]
+    ok = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout[-2000:]
+    module = files["zc.py"]
+    head, sep, tail = module.partition("\n    return loss, ")
+    assert sep, "forward's return line"
+    stepped = head + "\n    loss = loss + np.floor(10 * x.sum())" + sep + tail
+    (tmp_path / "zc.py").write_text(stepped)
+    bad = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "yet the objective depends on x" in bad.stdout
