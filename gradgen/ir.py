@@ -25,6 +25,18 @@ Operand = "int | Const"  # a node id or a literal
 
 
 @dataclass(frozen=True)
+class Domain:
+    """How the generated tests draw an input, as an op row's ``domain`` fact says: any real value,
+    positive values, probability rows, or ints below ``bound`` (class labels, indices into a table)."""
+
+    kind: str  # "any" | "positive" | "probs" | "labels" | "indices"
+    bound: Dim | None = None  # labels and indices: how many classes, or rows of the table
+
+
+ANY, POSITIVE, PROBS = Domain("any"), Domain("positive"), Domain("probs")
+
+
+@dataclass(frozen=True)
 class Inlined:
     """One level of block inlining: the call, and the entry of the called block a node comes from."""
 

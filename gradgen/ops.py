@@ -32,7 +32,7 @@ from gradgen.expr import (
     num,
     sub,
 )
-from gradgen.ir import Const, TensorType
+from gradgen.ir import POSITIVE, PROBS, Const, Domain, TensorType
 
 
 class ShapeError(Exception):
@@ -346,7 +346,7 @@ class Mul(_Binary):
     elementwise=True,
     callable=False,
     zeros="first",
-    domain=lambda k, attr, types: "positive" if k == 1 else None,
+    domain=lambda k, attr, types: POSITIVE if k == 1 else None,
     derivation="""
 d(a / b) = da / b - (a / b^2) db = da / b - y db / b with y = a / b reused from the forward pass,
 so a receives g / b and b receives -g * y / b.  Accuracy: a few ulps wherever y is a normal number;
@@ -445,7 +445,7 @@ def _basis_contract(r, subscripts: str, which: int):
 d(a ** k) = k * a ** (k - 1) da for a literal k.  Accuracy: NumPy's power, a few ulps; for k < 1 the
 derivative is infinite at a = 0 (inf, with a divide warning), and a < 0 with a fractional k is nan.""",
     zeros=lambda attr: "all" if attr("k") > 0 else None,
-    domain=lambda k, attr, types: None if float(attr("k")).is_integer() else "positive",
+    domain=lambda k, attr, types: None if float(attr("k")).is_integer() else POSITIVE,
 )
 class Pow:
     shape = staticmethod(_Unary.shape)
@@ -477,7 +477,7 @@ def _unary(name, np_func, rule, derivation, partial, **facts):
 
 def _positive(k, attr, types):
     """domain fact of log and sqrt: the operand is drawn positive."""
-    return "positive"
+    return POSITIVE
 
 
 _unary(
@@ -987,7 +987,7 @@ class LogSoftmax:
     rule="softmax cross-entropy rule, notes section 2",
     int_args=(1,),
     domain=lambda k, attr, types: (
-        None if k != 1 else f"labels:{types[0].shape[-1]}" if types[1].dtype == "int" else "probs"
+        None if k != 1 else Domain("labels", types[0].shape[-1]) if types[1].dtype == "int" else PROBS
     ),
     derivation="""
 J = log sum_c exp(theta_c) - theta_k per row (notes section 2), so dJ/dtheta = softmax(theta) - onehot(k):
@@ -1469,7 +1469,7 @@ class Concatenate:
     linear=True,
     zeros="all",  # of its float operand a
     domain=lambda k, attr, types: (
-        f"indices:{types[0].shape[attr('axis', 0) % types[0].rank]}" if k == 1 else None
+        Domain("indices", types[0].shape[attr("axis", 0) % types[0].rank]) if k == 1 else None
     ),
     derivation="""
 y = take(a, idx, axis) copies slices of a; each slice of a receives the sum of the cotangents of every

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from gradgen.expr import Bin, add, call, mul, num
-from gradgen.ir import Const
+from gradgen.ir import POSITIVE, Const
 from gradgen.ops import ONE, Over, P, Param, _Binary, _Unary, _unary, op
 
 HALF = Const(0.5, "0.5")
@@ -30,7 +30,7 @@ def _const(value: float) -> Const:
 
 
 def _positive(k, attr, types):
-    return "positive"
+    return POSITIVE
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ class Clip:
 
 def _power_domain(k, attr, types):
     """The base is drawn positive (a real power of a negative number is nan)."""
-    return "positive" if k == 0 else None
+    return POSITIVE if k == 0 else None
 
 
 @op(

@@ -14,7 +14,7 @@ import textwrap
 
 from gradgen.dims import Dim, numel, shape_str
 from gradgen.expr import Bin, E, Index, Lit, Tuple, call, method, num, sub
-from gradgen.ir import TensorType
+from gradgen.ir import Domain, TensorType
 from gradgen.ops import (
     ROWS,
     TWO,
@@ -192,7 +192,7 @@ def _scatter_along(f, target, idx, g, a_shape, idx_shape, out_shape, ax: int) ->
     linear=True,
     zeros="all",  # of its float operand a
     domain=lambda k, attr, types: (
-        f"indices:{types[0].shape[attr('axis') % types[0].rank]}" if k == 1 else None
+        Domain("indices", types[0].shape[attr("axis") % types[0].rank]) if k == 1 else None
     ),
     derivation="""
 y[..., j, ...] = a[..., indices[..., j, ...], ...] along the axis (numpy.take_along_axis): y copies

@@ -17,7 +17,7 @@ from gradgen.buffers import Line, Stmt, _closure, _lines, _own_returns, optimize
 from gradgen.context import FwdCtx, Namer, declared_view, dim_expr
 from gradgen.dims import Dim, shape_str, single_symbol
 from gradgen.expr import Attr, Bin, Call, E, Lit, Method, Neg, Tuple, Var, num
-from gradgen.ir import Const, Node, TypedGraph, ancestors
+from gradgen.ir import Const, Domain, Node, TypedGraph, ancestors
 from gradgen.numbers import RUN_FUNCS, RunNum
 from gradgen.ops import ROWS, TABLE
 from gradgen.testplan import KinkSite, constant_inputs, domains, edges, kinks, ops_used
@@ -63,7 +63,7 @@ class Plan:
     grads: tuple[tuple[str, str], ...]  # (input name, expression returned)
     fused_grads: tuple[tuple[str, str], ...]
     fused_out: str
-    test_inputs: tuple[tuple[str, tuple, str, str], ...]  # (name, shape (symbolic text), dtype, domain)
+    test_inputs: tuple[tuple[str, tuple, str, Domain], ...]  # (name, shape (symbolic text), dtype, domain)
     dim_symbols: tuple[str, ...]
     # run-time value checks (gradgen/runtime.py), rendered with the dims' variable names
     index_checks: tuple[RangeCheck, ...]

@@ -327,14 +327,13 @@ def render_test(plan: Plan) -> str:
     inputs = []
     for name, shape, _dtype, domain in plan.test_inputs:
         shape_py = _tuple_text([_size_expr(t, sizes) for t in shape])
-        if domain.startswith(("labels:", "indices:")):
-            kind, n = domain.split(":", 1)
-            maker = f"_{kind}(rng, {_size_expr(n, sizes)}, {shape_py})"
+        if domain.kind in ("labels", "indices"):
+            maker = f"_{domain.kind}(rng, {_size_expr(str(domain.bound), sizes)}, {shape_py})"
         elif _dtype == "bool":
             maker = f"rng.random({shape_py}) < 0.75"
-        elif domain == "probs":
+        elif domain.kind == "probs":
             maker = f"_softmax_rows(rng.standard_normal({shape_py})).astype(dtype)"
-        elif domain == "positive":
+        elif domain.kind == "positive":
             maker = f"rng.uniform(0.5, 2.0, size={shape_py}).astype(dtype)"
         else:
             maker = f"rng.standard_normal({shape_py}).astype(dtype)"
@@ -367,7 +366,7 @@ def render_test(plan: Plan) -> str:
             bad_dim=bad_dim,
             **runtime,
             edges=_py([tuple(e) for e in plan.edges]),
-            draws={d.split(":")[0] for _, _, _, d in plan.test_inputs},
+            draws={d.kind for _, _, _, d in plan.test_inputs},
             kinks=[_kink(k) for k in plan.kinks],
             dout_kinds=_py(
                 ["float32", "float64"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen.ir import Const, Graph, TypedGraph, ancestors
+from gradgen.ir import ANY, POSITIVE, PROBS, Const, Domain, Graph, TypedGraph, ancestors
 from gradgen.ops import TABLE
 
 
@@ -38,12 +38,12 @@ class KinkSite:
     side: int  # the rule's derivative in the control's direction: +1 from above, -1 from below, 0 the mean
 
 
-def domains(tg: TypedGraph) -> dict[str, str]:
-    """Input name -> how the test draws it: "any", "positive", "probs", "labels:C" or "indices:V"."""
+def domains(tg: TypedGraph) -> dict[str, Domain]:
+    """Input name -> how the test draws it: the first ``domain`` fact of an op that reads it, else ANY."""
     g = tg.graph
     out = {}
     for info in g.inputs:
-        out[info.name] = "any"
+        out[info.name] = ANY
         for n in g.nodes:
             rule = TABLE[n.op].domain if n.op in TABLE else None
             hits = [k for k, a in enumerate(n.args) if a == info.node] if rule else []
@@ -54,21 +54,21 @@ def domains(tg: TypedGraph) -> dict[str, str]:
     return out
 
 
-def edges(tg: TypedGraph, domain: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def edges(tg: TypedGraph, domain: dict[str, Domain]) -> tuple[tuple[str, str], ...]:
     """(input, how) for the large-magnitude test: "scale" (x 100), "shrink" (x 1e-3) or "onehot"."""
     g = tg.graph
     users = _users(g)
     out = []
     for info in g.inputs:
         d = domain[info.name]
-        if d == "probs":
+        if d == PROBS:
             out.append((info.name, "onehot"))
         elif info.dtype == "float" and not _reaches_explosion(g, users, info.node):
-            out.append((info.name, "shrink" if d == "positive" else "scale"))
+            out.append((info.name, "shrink" if d == POSITIVE else "scale"))
     return tuple(out)
 
 
-def kinks(tg: TypedGraph, wrt: tuple[str, ...], domain: dict[str, str]) -> tuple[KinkSite, ...]:
+def kinks(tg: TypedGraph, wrt: tuple[str, ...], domain: dict[str, Domain]) -> tuple[KinkSite, ...]:
     g = tg.graph
     users = _users(g)
     live = ancestors(g.nodes, g.output)
@@ -151,7 +151,7 @@ def _zeroing(tg: TypedGraph, a, domain) -> frozenset[str] | None:
         return frozenset() if a.value == 0 else None
     n = g.nodes[a]
     if n.op == "input":
-        ok = tg.types[a].dtype == "float" and domain[n.name] == "any"
+        ok = tg.types[a].dtype == "float" and domain[n.name] == ANY
         return frozenset({n.name}) if ok else None
     floats = [b for b in n.args if isinstance(b, Const) or tg.types[b].dtype == "float"]
     parts = [_zeroing(tg, b, domain) for b in floats]
@@ -173,7 +173,7 @@ def _controls(tg: TypedGraph, a, domain):
         return []
     n = g.nodes[a]
     if n.op == "input":
-        return [(n.name, 1, frozenset())] if domain[n.name] == "any" and tg.types[a].dtype == "float" else []
+        return [(n.name, 1, frozenset())] if domain[n.name] == ANY and tg.types[a].dtype == "float" else []
     shift = TABLE[n.op].shift
     out = []
     for k, b in enumerate(n.args[: len(shift)]):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+from gradgen.dims import Dim
+from gradgen.ir import ANY, POSITIVE, PROBS, Domain
 from gradgen.ops import TABLE
 from gradgen.pipeline import plan_text
 from gradgen.testplan import KinkSite
@@ -17,7 +19,7 @@ def plan_of(inputs: str, graph: str, wrt: str = ""):
     return p
 
 
-def domains(p) -> dict[str, str]:
+def domains(p) -> dict[str, Domain]:
     return {name: d for name, _, _, d in p.test_inputs}
 
 
@@ -32,7 +34,7 @@ def test_domains_follow_the_op_facts():
         """,
         "loss: sum(log(a) + a / d + sqrt(r) + s ** 0.5 + q ** 2)\n",
     )
-    assert domains(p) == {"a": "positive", "d": "positive", "r": "positive", "s": "positive", "q": "any"}
+    assert domains(p) == {"a": POSITIVE, "d": POSITIVE, "r": POSITIVE, "s": POSITIVE, "q": ANY}
 
 
 def test_labels_indices_and_probabilities():
@@ -45,7 +47,9 @@ def test_labels_indices_and_probabilities():
         """,
         "z: take(E, tok)\nloss: softmax_cross_entropy(z, y) + softmax_cross_entropy(z, t)\n",
     )
-    assert domains(p) == {"tok": "indices:V", "E": "any", "y": "labels:C", "t": "probs"}
+    # the bound is the dim itself (a value, not text to parse): the table's rows, the classes
+    labels, indices = Domain("labels", Dim.sym("C")), Domain("indices", Dim.sym("V"))
+    assert domains(p) == {"tok": indices, "E": ANY, "y": labels, "t": PROBS}
 
 
 def test_every_op_states_its_facts_in_the_known_vocabulary():
