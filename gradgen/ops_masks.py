@@ -14,7 +14,7 @@ minimum), as they did when they were internal ops.
 from __future__ import annotations
 
 from gradgen.expr import Bin, Invert, call, method
-from gradgen.ir import Const, TensorType
+from gradgen.ir import Const, Domain, TensorType
 from gradgen.ops import P, _Binary, broadcast_shapes, op
 
 ZERO = Const(0, "0")
@@ -30,7 +30,8 @@ def _kind(s, i) -> str:
 
 
 def _numbers_or_floats(s, symbol: str) -> None:
-    """The operands of a comparison: float tensors or numbers, at least one tensor."""
+    """The operands of a comparison: float tensors or numbers, or int tensors (labels, argmax) with
+    int tensors or numbers; at least one tensor."""
     for i, t in enumerate(s.types):
         if t is not None and t.dtype == "bool":
             s.fail(
@@ -39,6 +40,13 @@ def _numbers_or_floats(s, symbol: str) -> None:
             )
     if all(t is None for t in s.types):
         s.fail(f"{symbol} needs a tensor operand; both sides are numbers")
+    dtypes = [t.dtype for t in s.types if t is not None]
+    if "int" in dtypes and "float" in dtypes:
+        i = next(k for k, t in enumerate(s.types) if t is not None and t.dtype == "int")
+        s.fail(
+            f"{symbol} compares {_kind(s, i)} with {_kind(s, 1 - i)}; compare int tensors (labels, "
+            f"argmax) with int tensors or numbers (y == 0, argmax(z, axis=-1) == y)"
+        )
 
 
 def _compare(name, symbol, words):
@@ -47,6 +55,11 @@ def _compare(name, symbol, words):
         (P("a", "operand"), P("b", "operand")),
         rule=f"mask a {symbol} b",
         elementwise=True,
+        int_args=(0, 1),  # int tensors compare with int tensors or numbers (y == 0)
+        # an int input that is only compared is drawn over a few values, each comparison seeing both
+        domain=lambda k, attr, types: (
+            Domain("labels") if types[k] is not None and types[k].dtype == "int" else None
+        ),
         callable=False,
         hint="mask",
         fresh=True,

@@ -498,7 +498,10 @@ INDEXED_SIZE = {
 
 def check_computed_indices(s, types) -> None:
     """Indices computed by an op (argmax) are in range by construction when the axis they index has the
-    size they range over; anything else is refused at build time (there is no input to check)."""
+    size they range over; anything else is refused at build time (there is no input to check).  An op
+    whose int operands are values, not indices (a comparison, argmax(z) == y), has nothing to check."""
+    if s.node.op not in INDEXED_SIZE:
+        return
     for k in ROWS[s.node.op].int_args:
         a = s.node.args[k]
         if not isinstance(a, int) or s.types[k].dtype != "int" or s.graph.nodes[a].op == "input":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gradgen.dims import Dim
 from gradgen.ir import ANY, POSITIVE, PROBS, Const, Domain, Graph, TypedGraph, ancestors
 from gradgen.ops import TABLE
 
@@ -39,19 +40,32 @@ class KinkSite:
 
 
 def domains(tg: TypedGraph) -> dict[str, Domain]:
-    """Input name -> how the test draws it: the first ``domain`` fact of an op that reads it, else ANY."""
+    """Input name -> how the test draws it: the first ``domain`` fact of an op that reads it, else ANY.
+    Labels with a bound (softmax cross-entropy's classes) come before labels without one (an int that
+    is also compared), which take theirs from the numbers they are compared with."""
     g = tg.graph
     out = {}
     for info in g.inputs:
-        out[info.name] = ANY
+        facts = []
         for n in g.nodes:
             rule = TABLE[n.op].domain if n.op in TABLE else None
             hits = [k for k, a in enumerate(n.args) if a == info.node] if rule else []
-            found = [d for k in hits if (d := rule(k, n.attr, [_type(tg, a) for a in n.args]))]
-            if found:
-                out[info.name] = found[0]
-                break
+            facts += [(d, n) for k in hits if (d := rule(k, n.attr, [_type(tg, a) for a in n.args]))]
+        bounded = [d for d, _ in facts if d.kind != "labels" or d.bound is not None]
+        out[info.name] = bounded[0] if bounded else _over(facts[0][1]) if facts else ANY
     return out
+
+
+def _over(n) -> Domain:
+    """Int labels with no bound of their own (an int input that is only compared, y == 0): drawn over
+    0 .. b - 1, every value present, b one more than the largest whole number among the node's
+    operands (at least 3), so that each comparison sees both outcomes."""
+    whole = [
+        int(a.value)
+        for a in n.args
+        if isinstance(a, Const) and isinstance(a.value, (int, float)) and float(a.value).is_integer()
+    ]
+    return Domain("labels", Dim.const(max([2] + [v for v in whole if 0 <= v < 1000]) + 1))
 
 
 def edges(tg: TypedGraph, domain: dict[str, Domain]) -> tuple[tuple[str, str], ...]:

@@ -150,3 +150,33 @@ def test_a_mask_as_numbers_averages_over_its_true_entries(dtype):
     np.testing.assert_allclose(value, np.sum(np.where(m, x * x, 0) / count), rtol=1e-6)
     np.testing.assert_allclose(grads.x, np.where(m, 2 * x / count, 0), rtol=1e-6)
     assert value.dtype == dtype and grads.x.dtype == dtype
+
+
+def test_int_tensors_compare_with_ints_and_numbers_and_the_masks_select_weights(tmp_path):
+    """argmax(logp) != y and y == 0 are masks; the module matches a NumPy reference and its
+    generated tests pass (they draw y as labels and compare it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gradgen.pipeline import build_text
+
+    spec = Path(__file__).resolve().parents[1] / "specs" / "hard_examples.yaml"
+    files = dict(build_text(str(spec), spec.read_text()).files)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hard_examples.py"]
+    assert subprocess.run(run, cwd=tmp_path, capture_output=True).returncode == 0
+    ns: dict = {}
+    exec(compile(files["hard_examples.py"], "hard_examples.py", "exec"), ns)
+    rng = np.random.default_rng(0)
+    X, W = rng.standard_normal((7, 4)), rng.standard_normal((4, 3))
+    y = rng.integers(0, 3, size=(7, 1))
+    z = X @ W
+    logp = z - z.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    weight = np.where(y == 0, 0.5, 1.0) * np.where(logp.argmax(axis=1)[:, None] != y, 2.0, 1.0)
+    want = np.mean(weight * -np.take_along_axis(logp, y, axis=1))
+    loss, _ = ns["forward"](X, y, W)
+    assert abs(loss - want) <= 1e-12 * abs(want)
+    assert set(np.unique(weight)) >= {1.0, 2.0}  # both masks matter on this draw

@@ -149,3 +149,23 @@ def test_bool_inputs_are_drawn_as_masks_and_never_zeroed():
     p = plan_of("x: [N]\nm: {shape: [N], dtype: bool}\n", "loss: sum(relu(where(m, x, 0.0)))\n")
     assert [(n, dtype) for n, _, dtype, _ in p.test_inputs] == [("x", "float"), ("m", "bool")]
     assert all("m" not in k.zeroed and k.control == "x" for k in p.kinks)
+
+
+def test_an_int_that_is_only_compared_is_drawn_over_the_values_it_is_compared_with():
+    p = plan_of(
+        """
+        x: [N, C]
+        y: {shape: [N], dtype: int}
+        k: {shape: [N], dtype: int}
+        j: {shape: [N], dtype: int}
+        """,
+        "w: where(k == 5, 2.0, 1.0) * where(j != 0, 1.0, 3.0) * where(y == 0, 2.0, 1.0)\n"
+        "loss: softmax_cross_entropy(x, y) + mean(w)\n",
+        "[x]",
+    )
+    d = domains(p)
+    # k is compared with 5: values 0..5, so k == 5 holds for some rows and not for others; j with 0:
+    # at least 0..2; y is also softmax cross-entropy's labels, drawn over its C classes
+    assert d["k"] == Domain("labels", Dim.const(6))
+    assert d["j"] == Domain("labels", Dim.const(3))
+    assert d["y"] == Domain("labels", Dim.sym("C"))
