@@ -171,7 +171,6 @@ def backward(dout, cache):
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
     dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
-    # batched matmul rule, notes section 5 per batch element
     dWo = ctx.reshape((B * T, K)).T @ d_out.reshape((B * T, D))
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element
@@ -216,7 +215,6 @@ def value_and_grad(x, Wq, Wk, Wv, Wo):
     # out = ctx @ Wo
     # batched matmul rule, notes section 5 per batch element
     dctx = (d_out.reshape(B * T, D) @ Wo.T).reshape((B, T, K))
-    # batched matmul rule, notes section 5 per batch element
     dWo = ctx.reshape((B * T, K)).T @ d_out.reshape((B * T, D))
     # ctx = attn @ v
     dattn = dctx @ v.swapaxes(-1, -2)  # batched matmul rule, notes section 5 per batch element

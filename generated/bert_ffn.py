@@ -340,7 +340,6 @@ def backward(dout, cache):
     db2 = dr.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh = (dr.reshape(B * T, D) @ W2.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element
     dW2 = h.reshape((B * T, F)).T @ dr.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
     # GELU rule
@@ -350,7 +349,6 @@ def backward(dout, cache):
     db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh_matmul_matmul = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
-    # batched matmul rule, notes section 5 per batch element
     dW1 = x.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
     dx = np.add(dr, dh_matmul_matmul, out=dr)
@@ -402,7 +400,6 @@ def value_and_grad(x, target, W1, b1, W2, b2, gamma, beta):
     db2 = dr.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh = (dr.reshape(B * T, D) @ W2.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element
     dW2 = h.reshape((B * T, F)).T @ dr.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
     # GELU rule
@@ -412,7 +409,6 @@ def value_and_grad(x, target, W1, b1, W2, b2, gamma, beta):
     db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh_matmul_matmul = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
-    # batched matmul rule, notes section 5 per batch element
     dW1 = x.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
     # matmul rule, notes section 5, accumulated over uses (notes section 3)
     dx = np.add(dr, dh_matmul_matmul, out=dr)
@@ -549,7 +545,6 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     h = h_add * h_cdf  # [B, T, F]
     # matmul JVP rule, notes section 5
     h_add_dot = (x_dot.reshape(B * T, D) @ W1).reshape((B, T, F))
-    # matmul JVP rule, notes section 5
     h_add_dot += (x.reshape(B * T, D) @ W1_dot).reshape((B, T, F))
     h_add_dot += b1_dot  # sum JVP rule
     # GELU rule
@@ -623,14 +618,12 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     db2 = dr.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dh = (dr.reshape(B * T, D) @ W2.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element
     dW2 = h.reshape((B * T, F)).T @ dr.reshape((B * T, D))
     # h = gelu(x @ W1 + b1)
     dh_add_2 = dh * dh_add  # GELU rule
     db1 = dh_add_2.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
     # batched matmul rule, notes section 5 per batch element
     dx = (dh_add_2.reshape(B * T, F) @ W1.T).reshape((B, T, D))
-    # batched matmul rule, notes section 5 per batch element
     dW1 = x.reshape((B * T, D)).T @ dh_add_2.reshape((B * T, F))
     dx += dr  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # loss = mean(square(out - target))
@@ -652,7 +645,6 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     dvar_dot = dout_div_neg_dot.sum(axis=-1, keepdims=True)
     # sqrt rule, reusing the forward output, differentiated in forward mode
     dvar_dot /= dout_sqrt_mul
-    # sqrt rule, reusing the forward output, differentiated in forward mode
     dvar_dot -= 2 * out_sqrt_dot * dvar / dout_sqrt_mul
     # product rule, differentiated in forward mode
     dout_mul_mul_dot = np.multiply(dout_mul_dot, rc, out=rc)
@@ -664,7 +656,7 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     # var = mean(square(rc), axis=-1, keepdims=True)
     # square rule, differentiated in forward mode
     dvar_square_mul_dot_2 = np.multiply(dvar_dot / D, dvar_square_mul, out=dvar_square_mul)
-    dvar_square_mul_dot_2 += dvar_div * (2 * rc_dot)  # square rule, differentiated in forward mode
+    dvar_square_mul_dot_2 += dvar_div * (2 * rc_dot)
     # square rule, accumulated over uses (notes section 3), differentiated in forward mode
     drc_dot += dvar_square_mul_dot_2
     # rc = r - mu
@@ -685,7 +677,6 @@ def hvp(x, target, W1, b1, W2, b2, gamma, beta, v):
     # h = gelu(x @ W1 + b1)
     # GELU rule, differentiated in forward mode
     dh_add_dot_2 = np.multiply(dh_dot, dh_add, out=dh_dot)
-    # GELU rule, differentiated in forward mode
     dh_add_dot_2 += dh * (
         dh_normal_cdf_dot
         + (

@@ -239,11 +239,9 @@ def backward(dout, cache):
     # out = einsum('bhtd,hde->bte', weights @ v, Wo)
     # einsum rule: contract the cotangent with the other operands
     dout_matmul = np.einsum("bte,hde->bhtd", d_out, Wo)
-    # einsum rule: contract the cotangent with the other operands
     dWo = np.einsum("bte,bhtd->hde", d_out, out_matmul)
     # batched matmul rule, notes section 5 per batch element
     dweights = dout_matmul @ v.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dv = weights.swapaxes(-1, -2) @ dout_matmul
     # weights = softmax(scores, axis=-1)
     # softmax rule, reusing the forward output
@@ -254,26 +252,22 @@ def backward(dout, cache):
     dscores_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ k.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dk = q.swapaxes(-1, -2) @ dscores_matmul
     # v = transpose(reshape(x @ Wv, [B, T, H, Dh]), axes=[0, 2, 1, 3])
     dv_matmul = np.transpose(dv, (0, 2, 1, 3)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
     dx = (dv_matmul.reshape(B * T, Dh * H) @ Wv.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWv = x.reshape((B * T, Dh * H)).T @ dv_matmul.reshape((B * T, Dh * H))
     # k = transpose(reshape(x @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1])
     dk_matmul = np.transpose(dk, (0, 3, 1, 2)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
     dk_matmul_matmul = (dk_matmul.reshape(B * T, Dh * H) @ Wk.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWk = x.reshape((B * T, Dh * H)).T @ dk_matmul.reshape((B * T, Dh * H))
     dx += dk_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # q = transpose(reshape(x @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3])
     dq_matmul = np.transpose(dq, (0, 2, 1, 3)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
     dq_matmul_matmul = (dq_matmul.reshape(B * T, Dh * H) @ Wq.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWq = x.reshape((B * T, Dh * H)).T @ dq_matmul.reshape((B * T, Dh * H))
     dx += dq_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return Gradients(x=dx, Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)
@@ -306,11 +300,9 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     # out = einsum('bhtd,hde->bte', weights @ v, Wo)
     # einsum rule: contract the cotangent with the other operands
     dout_matmul = np.einsum("bte,hde->bhtd", d_out, Wo)
-    # einsum rule: contract the cotangent with the other operands
     dWo = np.einsum("bte,bhtd->hde", d_out, out_matmul)
     # batched matmul rule, notes section 5 per batch element
     dweights = dout_matmul @ v.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dv = weights.swapaxes(-1, -2) @ dout_matmul
     # weights = softmax(scores, axis=-1)
     # softmax rule, reusing the forward output
@@ -323,26 +315,22 @@ def value_and_grad(x, mask, Wq, Wk, Wv, Wo, target):
     dscores_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dq = dscores_matmul @ k.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dk = q.swapaxes(-1, -2) @ dscores_matmul
     # v = transpose(reshape(x @ Wv, [B, T, H, Dh]), axes=[0, 2, 1, 3])
     dv_matmul = np.transpose(dv, (0, 2, 1, 3)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
     dx = (dv_matmul.reshape(B * T, Dh * H) @ Wv.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWv = x.reshape((B * T, Dh * H)).T @ dv_matmul.reshape((B * T, Dh * H))
     # k = transpose(reshape(x @ Wk, [B, T, H, Dh]), axes=[0, 2, 3, 1])
     dk_matmul = np.transpose(dk, (0, 3, 1, 2)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
     dk_matmul_matmul = (dk_matmul.reshape(B * T, Dh * H) @ Wk.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWk = x.reshape((B * T, Dh * H)).T @ dk_matmul.reshape((B * T, Dh * H))
     dx += dk_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     # q = transpose(reshape(x @ Wq, [B, T, H, Dh]), axes=[0, 2, 1, 3])
     dq_matmul = np.transpose(dq, (0, 2, 1, 3)).reshape((B, T, Dh * H))  # reshape rule: reshape back
     # batched matmul rule, notes section 5 per batch element
     dq_matmul_matmul = (dq_matmul.reshape(B * T, Dh * H) @ Wq.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWq = x.reshape((B * T, Dh * H)).T @ dq_matmul.reshape((B * T, Dh * H))
     dx += dq_matmul_matmul  # matmul rule, notes section 5, accumulated over uses (notes section 3)
     return loss, Gradients(x=dx, Wq=dWq, Wk=dWk, Wv=dWv, Wo=dWo)

@@ -866,7 +866,6 @@ def hvp(x, y, W, b, w_out, p, v):
     dy_dot = -dloss_sub_dot  # difference rule, differentiated in forward mode
     # erf rule, differentiated in forward mode
     dpred_dot = np.multiply(dloss_sub_dot, dloss_erf_mul, out=dloss_sub_dot)
-    # erf rule, differentiated in forward mode
     dpred_dot -= dloss_sub * (1.1283791670955126 * (pred_dot * (2 * pred) * dloss_erf_exp))
     # pred = (s + q) @ w_out
     # matrix-vector rule, notes section 3, differentiated in forward mode
@@ -889,21 +888,20 @@ def hvp(x, y, W, b, w_out, p, v):
     dp_dot = dq_mul_dot_3.sum(axis=0)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot_mul *= dq_sigmoid_mul
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot = np.add(
         dz_dot_mul,
         dq_sigmoid * (q_sigmoid_tail * dq_sigmoid_sub_dot - dq_sigmoid_sub_dot * dq_sigmoid_sub),
         out=dz_dot_mul,
     )
     # s = expm1(-square(z) / 2) + log1p(square(g))
-    dg_dot = ds_dot / ds_log1p_add  # log1p rule, differentiated in forward mode
     # log1p rule, differentiated in forward mode
+    dg_dot = ds_dot / ds_log1p_add
     dg_dot -= s_square_2_dot * ds_square_2 / ds_log1p_add
     dg_dot *= ds_square_2_mul  # square rule, differentiated in forward mode
     dg_dot += ds_square_2 * (2 * g_dot)  # square rule, differentiated in forward mode
     # expm1 rule, differentiated in forward mode
     ds_square_mul_dot_2 = np.multiply(ds_dot, ds_expm1_exp, out=ds_dot)
-    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul  # expm1 rule, differentiated in forward mode
+    ds_square_mul_dot_2 -= ds * s_expm1_dot_mul
     ds_square_mul_dot_2 /= 2  # quotient rule, differentiated in forward mode
     ds_square_mul_dot_2 *= ds_square_mul  # square rule, differentiated in forward mode
     ds_square_mul_dot_2 += ds_neg * (2 * z_dot)  # square rule, differentiated in forward mode
@@ -915,8 +913,8 @@ def hvp(x, y, W, b, w_out, p, v):
     df_dot += dg * g_gelu_dot
     dg_gelu_mul_dot_5 = np.multiply(dg_dot, f, out=dg_dot)
     dg_gelu_mul_dot_5 += dg * f_dot
-    dg_gelu_mul_dot_5 *= dg_gelu_add_3  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
+    dg_gelu_mul_dot_5 *= dg_gelu_add_3
     dg_gelu_mul_dot_5 += np.multiply(
         dg_gelu,
         0.5 * dg_gelu_add_dot
@@ -937,12 +935,12 @@ def hvp(x, y, W, b, w_out, p, v):
     df_add_dot = np.multiply(df_dot, df_mul, out=df_dot)
     # cos rule, differentiated in forward mode
     df_cos_mul_dot = np.multiply(df_add_dot, f_sin, out=f_sin)
-    df_cos_mul_dot += df_add * f_sin_dot  # cos rule, differentiated in forward mode
+    df_cos_mul_dot += df_add * f_sin_dot
     # cos rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot -= df_cos_mul_dot
     # sin rule, differentiated in forward mode
     df_sin_mul_dot = np.multiply(df_add_dot, f_cos, out=df_add_dot)
-    df_sin_mul_dot -= df_add * f_cos_dot_mul  # sin rule, differentiated in forward mode
+    df_sin_mul_dot -= df_add * f_cos_dot_mul
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += df_sin_mul_dot
     # z = x @ W + b
@@ -973,14 +971,12 @@ def hessian(x, y, W, b, w_out, p):
     z += b  # [N, H]
     # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     z_matmul_dot = np.zeros((D * H + D * N + 3 * H + N, N, H), dtype=dtype)
-    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     np.copyto(
         np.einsum("kmnm->kmn", z_matmul_dot[D * N + N : D * H + D * N + N].reshape((D, H, N, H))),
         x.T[:, None, :],
     )
     # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     z_matmul_dot_diagonal = np.einsum("nknm->nkm", z_matmul_dot[: D * N].reshape((N, D, N, H)))
-    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     z_matmul_dot_diagonal += W
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b_dot = np.eye(D * H + D * N + 3 * H + N, H, -D * H - D * N - N, dtype=dtype)
@@ -1068,7 +1064,6 @@ def hessian(x, y, W, b, w_out, p):
     q_dot += q_dot_mul_expand_dims * dq_mul_2  # power JVP rule (tensor exponent)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dq_sigmoid_sigmoid_tail_dot_mul = np.sign(z, out=z)
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
     dq_sigmoid_sigmoid_tail_dot_mul *= dq_sigmoid_mul
     # pred = (s + q) @ w_out
     pred_add = np.add(s, q, out=s)  # [N, H]
@@ -1077,7 +1072,6 @@ def hessian(x, y, W, b, w_out, p):
     pred_dot = pred_add_dot @ w_out  # matmul JVP rule, notes section 5
     # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     pred_dot_rows = pred_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N].reshape((H, N))
-    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     pred_dot_rows += pred_add.T
     # loss = mean(square(erf(pred) - y))
     loss_erf = _erf(pred)  # [N]
@@ -1129,7 +1123,6 @@ def hessian(x, y, W, b, w_out, p):
     dpred_dot = np.multiply(
         loss_sub_dot, dloss_erf_exp * (dloss_square_mul * 1.1283791670955126), out=loss_sub_dot
     )
-    # erf rule, differentiated in forward mode
     dpred_dot -= (
         pred_dot
         * (dloss_erf_exp * (2 * pred))
@@ -1142,11 +1135,9 @@ def hessian(x, y, W, b, w_out, p):
     ds_dot_diagonal = np.einsum(
         "jij->ji", ds_dot[D * H + D * N + H + N : D * H + D * N + 2 * H + N].reshape((H, N, H))
     )
-    # matrix-vector rule, notes section 3, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     ds_dot_diagonal += dpred
     # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot = pred_add_dot.swapaxes(-1, -2) @ dpred
-    # matrix-vector rule, notes section 3, differentiated in forward mode
     dw_out_dot += dpred_dot @ pred_add
     # q = sigmoid(z) ** p
     # power rule (tensor exponent), differentiated in forward mode
@@ -1167,7 +1158,6 @@ def hessian(x, y, W, b, w_out, p):
     dp_dot = np.einsum("abc->ac", dq_mul_dot_3)
     # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot_mul *= dq_sigmoid_mul
-    # sigmoid rule, from the smaller tail, differentiated in forward mode
     dz_dot = np.add(
         dz_dot_mul,
         dq_sigmoid
@@ -1184,7 +1174,7 @@ def hessian(x, y, W, b, w_out, p):
     dg_dot += g_dot * (ds_square_2 * 2)  # square rule, differentiated in forward mode
     # expm1 rule, differentiated in forward mode
     ds_square_mul_dot = np.multiply(ds_dot, ds_expm1_exp, out=ds_dot)
-    ds_square_mul_dot -= s_div_dot_div * ds_div  # expm1 rule, differentiated in forward mode
+    ds_square_mul_dot -= s_div_dot_div * ds_div
     ds_square_mul_dot /= 2  # quotient rule, differentiated in forward mode
     ds_square_mul_dot *= ds_square_mul  # square rule, differentiated in forward mode
     ds_square_mul_dot += z_dot * (ds_neg * 2)  # square rule, differentiated in forward mode
@@ -1196,8 +1186,8 @@ def hessian(x, y, W, b, w_out, p):
     df_dot += z_dot * (dg * dg_gelu_add_3)
     dg_gelu_mul_dot_4 = np.multiply(dg_dot, f, out=dg_dot)
     dg_gelu_mul_dot_4 += f_add_dot * (dg * df_mul)
-    dg_gelu_mul_dot_4 *= dg_gelu_add_3  # GELU rule, differentiated in forward mode
     # GELU rule, differentiated in forward mode
+    dg_gelu_mul_dot_4 *= dg_gelu_add_3
     dg_gelu_mul_dot_4 += dg_gelu * (z_dot * (0.5 * dg_gelu_gelu_tanh_dot_mul_2) + dg_gelu_mul_dot_2)
     # GELU rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += dg_gelu_mul_dot_4
@@ -1208,7 +1198,7 @@ def hessian(x, y, W, b, w_out, p):
     dz_dot -= df_cos_mul_dot
     # sin rule, differentiated in forward mode
     df_sin_mul_dot = np.multiply(df_dot, f_cos * df_mul, out=df_dot)
-    df_sin_mul_dot -= z_dot * df_cos_mul  # sin rule, differentiated in forward mode
+    df_sin_mul_dot -= z_dot * df_cos_mul
     # sin rule, accumulated over uses (notes section 3), differentiated in forward mode
     dz_dot += df_sin_mul_dot
     # z = x @ W + b
@@ -1222,12 +1212,10 @@ def hessian(x, y, W, b, w_out, p):
     dx_dot_diagonal = np.einsum(
         "mknm->mkn", dx_dot[D * N + N : D * H + D * N + N].reshape((D, H, N, D))
     )
-    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dx_dot_diagonal += dz.T
     dW_dot = x.T @ dz_dot  # matmul rule, notes section 5, differentiated in forward mode
     # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dW_dot_diagonal = np.einsum("knnm->knm", dW_dot[: D * N].reshape((N, D, D, H)))
-    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dW_dot_diagonal += dz[:, None, :]
     # the blocks of the Hessian, shaped a.shape + b.shape
     H_x_x = dx_dot[: D * N].reshape((N, D, N, D))

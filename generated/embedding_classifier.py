@@ -199,8 +199,8 @@ def backward(dout, cache):
     # mean rule: broadcast back, divided by the count
     dpooled_div = np.divide(dpooled, T, out=dpooled)
     # emb = take(E, tokens, axis=0)
-    dE = np.zeros((V, D), dtype=dtype)  # take rule: scatter-add
     # take rule: scatter-add
+    dE = np.zeros((V, D), dtype=dtype)
     np.add.at(dE, tokens, np.broadcast_to(np.expand_dims(dpooled_div, axis=1), (B, T, D)))
     return Gradients(E=dE, W=dW, b=db)
 
@@ -230,7 +230,7 @@ def value_and_grad(tokens, labels, E, W, b):
     # mean rule: broadcast back, divided by the count
     dpooled_div = np.divide(dpooled, T, out=dpooled)
     # emb = take(E, tokens, axis=0)
-    dE = np.zeros((V, D), dtype=loss.dtype)  # take rule: scatter-add
     # take rule: scatter-add
+    dE = np.zeros((V, D), dtype=loss.dtype)
     np.add.at(dE, tokens, np.broadcast_to(np.expand_dims(dpooled_div, axis=1), (B, T, D)))
     return loss, Gradients(E=dE, W=dW, b=db)

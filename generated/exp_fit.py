@@ -240,7 +240,6 @@ def _jacobian_rows(t, data, a, rate):
     residual -= data  # [M]
     # matrix-vector rule, notes section 3; a product with unit vectors: a copy onto a diagonal
     ddecay = np.zeros((M, M, K), dtype=dtype)
-    # matrix-vector rule, notes section 3; a product with unit vectors: a copy onto a diagonal
     np.copyto(np.einsum("iij->ij", ddecay), a)
     # decay = exp(-(reshape(t, [M, 1]) * rate))
     ddecay_mul_neg = np.multiply(ddecay, t.reshape((M, 1)) * decay, out=ddecay)  # product rule
@@ -266,18 +265,16 @@ def _jacobian_columns(t, data, a, rate):
     rate_dot = np.eye(2 * K, K, -K, dtype=dtype)
     # exp JVP rule, reusing the forward output
     decay_dot = np.expand_dims(rate_dot, axis=1) * (decay * t.reshape((M, 1)))
-    np.negative(decay_dot, out=decay_dot)  # exp JVP rule, reusing the forward output
+    np.negative(decay_dot, out=decay_dot)
     # residual = decay @ a - data
     residual = decay @ a  # [M]
     residual -= data  # [M]
     residual_dot = decay_dot @ a  # matmul JVP rule, notes section 5
     # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     residual_dot_rows = residual_dot[:K].reshape((K, M))
-    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     residual_dot_rows += decay.T
     # the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)
     J_a = residual_dot.T[:, :K]
-    # the columns of the Jacobian, shaped out.shape + input.shape (notes section 1)
     J_rate = residual_dot.T[:, K : 2 * K]
     return residual, Jacobian(a=J_a, rate=J_rate)
 

@@ -153,7 +153,7 @@ def backward(dout, cache):
     # loss = sum(logsumexp(clipped, axis=-1))
     # logsumexp rule: softmax times the cotangent
     dloss_logsumexp_sub = clipped - np.expand_dims(loss_logsumexp, axis=-1)
-    dclipped = dout * np.exp(dloss_logsumexp_sub)  # logsumexp rule: softmax times the cotangent
+    dclipped = dout * np.exp(dloss_logsumexp_sub)
     # clipped = minimum(maximum(mixed, lo), 1.5)
     # minimum rule (ties go to a)
     dclipped_maximum = np.multiply(dclipped, clipped_maximum <= 1.5, out=dclipped)
@@ -163,7 +163,6 @@ def backward(dout, cache):
     # mixed = einsum('nd,dk->nk', z, W)
     # einsum rule: contract the cotangent with the other operands
     dz = np.einsum("nk,dk->nd", dmixed, W)
-    # einsum rule: contract the cotangent with the other operands
     dW = np.einsum("nk,nd->dk", dmixed, z)
     # z = concatenate((rows, c), axis=0)
     dc = dz[B * T : B * T + M]  # concatenate rule: split back
@@ -188,7 +187,7 @@ def value_and_grad(a, c, W, lo):
     # loss = sum(logsumexp(clipped, axis=-1))
     # logsumexp rule: softmax times the cotangent
     dclipped = np.subtract(clipped, np.expand_dims(loss_logsumexp, axis=-1), out=clipped)
-    np.exp(dclipped, out=dclipped)  # logsumexp rule: softmax times the cotangent
+    np.exp(dclipped, out=dclipped)
     # clipped = minimum(maximum(mixed, lo), 1.5)
     # minimum rule (ties go to a)
     dclipped_maximum = np.multiply(dclipped, clipped_maximum <= 1.5, out=dclipped)
@@ -198,7 +197,6 @@ def value_and_grad(a, c, W, lo):
     # mixed = einsum('nd,dk->nk', z, W)
     # einsum rule: contract the cotangent with the other operands
     dz = np.einsum("nk,dk->nd", dmixed, W)
-    # einsum rule: contract the cotangent with the other operands
     dW = np.einsum("nk,nd->dk", dmixed, z)
     # z = concatenate((rows, c), axis=0)
     dc = dz[B * T : B * T + M]  # concatenate rule: split back

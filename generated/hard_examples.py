@@ -288,8 +288,8 @@ def hvp(X, y, W, v):
     dlogp_sum = dlogp.sum(axis=-1, keepdims=True)  # log-softmax rule
     dlogp_matmul = np.subtract(dlogp, dlogp_exp * dlogp_sum, out=dlogp)  # log-softmax rule
     dW = X.T @ dlogp_matmul  # matmul rule, notes section 5
-    dlogp_matmul_dot *= dlogp_sum  # log-softmax rule, differentiated in forward mode
     # log-softmax rule, differentiated in forward mode
+    dlogp_matmul_dot *= dlogp_sum
     np.negative(dlogp_matmul_dot, out=dlogp_matmul_dot)
     dW_dot = X.T @ dlogp_matmul_dot  # matmul rule, notes section 5, differentiated in forward mode
     return loss, Gradients(W=dW), Gradients(W=dW_dot)

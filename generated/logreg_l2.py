@@ -353,7 +353,6 @@ def hvp(X, y, W, b, v):
         logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
         out=logits_softmax,
     )
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = np.multiply(logits_softmax_dot, dfit_scale, out=logits_softmax_dot)
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode
@@ -392,7 +391,6 @@ def hessian(X, y, W, b):
     logits += b  # [N, C]
     # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     logits_matmul_dot = np.zeros((C + C * D, N, C), dtype=dtype)
-    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     np.copyto(
         np.einsum("kmnm->kmn", logits_matmul_dot[: C * D].reshape((D, C, N, C))), X.T[:, None, :]
     )
@@ -419,7 +417,6 @@ def hessian(X, y, W, b):
         np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
         out=logits_dot,
     )
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot *= dfit_scale * logits_softmax
     # logits = X @ W + b
     # broadcast sum rule, notes section 6, differentiated in forward mode

@@ -344,7 +344,7 @@ def value_and_grad(x, h, c, W, U, b, target):
     # o = split(z, 4, axis=-1)[3]
     # split rule: g written into zeros at the piece's slice
     dz = np.zeros((N, 4 * H), dtype=loss.dtype)
-    dz[:, 3 * H :] = do  # split rule: g written into zeros at the piece's slice
+    dz[:, 3 * H :] = do
     # g = split(z, 4, axis=-1)[2]
     dz[:, 2 * H : 3 * H] += dg  # split rule: g added at its slice of the same zeros
     # f = split(z, 4, axis=-1)[1]

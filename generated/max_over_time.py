@@ -211,7 +211,6 @@ def backward(dout, cache):
     # high = max(h, axis=1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dhigh_tie_share = (h == h.max(axis=1, keepdims=True)).astype(dtype)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dhigh_tie_share /= dhigh_tie_share.sum(axis=1, keepdims=True)
     # max rule: the cotangent to the largest entry, split evenly among ties, accumulated over uses (notes section 3)
     dh += np.expand_dims(dhigh, axis=1) * dhigh_tie_share
@@ -219,7 +218,6 @@ def backward(dout, cache):
     dh_matmul = np.multiply(dh, 1 - h * h, out=dh)  # tanh rule, reusing the forward output
     # batched matmul rule, notes section 5 per batch element
     dx = (dh_matmul.reshape(B * T, H) @ W.T).reshape((B, T, D))
-    # batched matmul rule, notes section 5 per batch element
     dW = x.reshape((B * T, D)).T @ dh_matmul.reshape((B * T, H))
     return Gradients(x=dx, W=dW, V=dV, U=dU)
 
@@ -258,7 +256,6 @@ def value_and_grad(x, y, W, V, U):
     # high = max(h, axis=1)
     # max rule: the cotangent to the largest entry, split evenly among ties
     dhigh_tie_share = (h == h.max(axis=1, keepdims=True)).astype(loss.dtype)
-    # max rule: the cotangent to the largest entry, split evenly among ties
     dhigh_tie_share /= dhigh_tie_share.sum(axis=1, keepdims=True)
     # max rule: the cotangent to the largest entry, split evenly among ties, accumulated over uses (notes section 3)
     dh += np.expand_dims(dhigh, axis=1) * dhigh_tie_share
@@ -266,6 +263,5 @@ def value_and_grad(x, y, W, V, U):
     dh_matmul = np.multiply(dh, 1 - h * h, out=dh)  # tanh rule, reusing the forward output
     # batched matmul rule, notes section 5 per batch element
     dx = (dh_matmul.reshape(B * T, H) @ W.T).reshape((B, T, D))
-    # batched matmul rule, notes section 5 per batch element
     dW = x.reshape((B * T, D)).T @ dh_matmul.reshape((B * T, H))
     return loss, Gradients(x=dx, W=dW, V=dV, U=dU)

@@ -336,7 +336,6 @@ def jvp(x, y, W1, b1, W2, b2, tangents):
     loss = (np.log(loss_sums).sum() - loss_picked) / N  # []
     # softmax cross-entropy JVP rule, notes section 2
     logits_softmax = np.divide(loss_exp, loss_sums, out=loss_exp)
-    # softmax cross-entropy JVP rule, notes section 2
     loss_dot = (np.vdot(logits_softmax, logits_dot) - logits_dot[np.arange(N), y].sum()) / N
     return loss, loss_dot
 
@@ -388,7 +387,6 @@ def hvp(x, y, W1, b1, W2, b2, v):
         logits_dot - np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
         out=logits_softmax,
     )
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot = np.multiply(logits_softmax_dot, dloss_scale, out=logits_softmax_dot)
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
@@ -401,7 +399,6 @@ def hvp(x, y, W1, b1, W2, b2, v):
     # h = tanh(x @ W1 + b1)
     # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot = np.multiply(dh_dot, dh_sub, out=dh_dot)
-    # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot -= dh * (h_dot * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = dh_add_dot.sum(axis=0)
@@ -426,7 +423,6 @@ def hessian(x, y, W1, b1, W2, b2):
     np.tanh(h, out=h)  # [N, H]
     # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     h_matmul_dot = np.zeros((C + C * H + D * H + H, N, H), dtype=dtype)
-    # matmul JVP rule, notes section 5; a product with unit vectors: a copy onto a diagonal
     np.copyto(np.einsum("kmnm->kmn", h_matmul_dot[: D * H].reshape((D, H, N, H))), x.T[:, None, :])
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b1_dot = np.eye(C + C * H + D * H + H, H, -D * H, dtype=dtype)
@@ -445,7 +441,6 @@ def hessian(x, y, W1, b1, W2, b2):
     logits_matmul_dot_diagonal = np.einsum(
         "kmnm->kmn", logits_matmul_dot[D * H + H : C * H + D * H + H].reshape((H, C, N, C))
     )
-    # matmul JVP rule, notes section 5; the unit vectors' part added onto a diagonal in place
     logits_matmul_dot_diagonal += h.T[:, None, :]
     # Hessian-vector products for every input entry at once (one basis tangent each)
     b2_dot = np.eye(C + C * H + D * H + H, C, -C * H - D * H - H, dtype=dtype)
@@ -477,7 +472,6 @@ def hessian(x, y, W1, b1, W2, b2):
         np.einsum("...j,...j->...", logits_dot, logits_softmax)[..., None],
         out=logits_dot,
     )
-    # softmax cross-entropy rule, notes section 2, differentiated in forward mode
     dlogits_dot *= dloss_scale * logits_softmax
     # logits = h @ W2 + b2
     # broadcast sum rule, notes section 6, differentiated in forward mode
@@ -490,15 +484,13 @@ def hessian(x, y, W1, b1, W2, b2):
     dh_dot_diagonal = np.einsum(
         "mknm->mkn", dh_dot[D * H + H : C * H + D * H + H].reshape((H, C, N, H))
     )
-    # matmul rule, notes section 5, differentiated in forward mode; the unit vectors' part added onto a diagonal in place
     dh_dot_diagonal += dlogits.T
     # matmul rule, notes section 5, differentiated in forward mode
     dW2_dot = (dlogits.T @ h_dot).swapaxes(-1, -2)
-    dW2_dot += h.T @ dlogits_dot  # matmul rule, notes section 5, differentiated in forward mode
+    dW2_dot += h.T @ dlogits_dot
     # h = tanh(x @ W1 + b1)
     # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot = np.multiply(dh_dot, dh_sub, out=dh_dot)
-    # tanh rule, reusing the forward output, differentiated in forward mode
     dh_add_dot -= h_dot * (dh * (2 * h))
     # broadcast sum rule, notes section 6, differentiated in forward mode
     db1_dot = np.einsum("abc->ac", dh_add_dot)

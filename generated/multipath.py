@@ -167,8 +167,8 @@ def value_and_grad(x, W):
     loss = loss_mean + loss_div  # []
     # loss = mean(g) + sum(h, axis=0) @ sum(h, axis=0) / 10
     dloss_matmul_mul = np.multiply(1 / 10, loss_sum, out=loss_sum)  # dot product rule
-    dloss_mean_div = 1 / (D2 * N)  # mean rule: broadcast back, divided by the count
     # mean rule: broadcast back, divided by the count
+    dloss_mean_div = 1 / (D2 * N)
     dg = np.full((N, D2), dloss_mean_div, dtype=loss.dtype)
     # g = h * h + exp(h) / 2.0
     dg_exp_mul = np.divide(dg, 2.0, out=dg)  # quotient rule

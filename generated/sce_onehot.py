@@ -142,5 +142,5 @@ def value_and_grad(theta, y):
     # loss = softmax_cross_entropy(theta, y, reduction='sum')
     # softmax cross-entropy rule, notes section 2
     dtheta = np.multiply(loss_probs, y.sum(axis=-1, keepdims=True), out=loss_probs)
-    dtheta -= y  # softmax cross-entropy rule, notes section 2
+    dtheta -= y
     return loss, Gradients(theta=dtheta)

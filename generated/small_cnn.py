@@ -293,7 +293,6 @@ def backward(dout, cache):
     db3 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # einsum rule: contract the cotangent with the other operands
     dh2 = np.einsum("nk,chwk->nchw", dlogits, W3)
-    # einsum rule: contract the cotangent with the other operands
     dW3 = np.einsum("nk,nchw->chwk", dlogits, h2)
     # h2 = max_pool2d(relu(z2), 2)
     # max-pool rule: g to each window's first maximum
@@ -391,7 +390,6 @@ def value_and_grad(x, y, W1, b1, W2, b2, W3, b3):
     db3 = dlogits.sum(axis=0)  # broadcast sum rule, notes section 6
     # einsum rule: contract the cotangent with the other operands
     dh2 = np.einsum("nk,chwk->nchw", dlogits, W3)
-    # einsum rule: contract the cotangent with the other operands
     dW3 = np.einsum("nk,nchw->chwk", dlogits, h2)
     # h2 = max_pool2d(relu(z2), 2)
     # max-pool rule: g to each window's first maximum

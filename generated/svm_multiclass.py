@@ -172,8 +172,8 @@ def backward(dout, cache):
     dscores = dout / N * (margins > 0)  # relu rule (relu'(0) = 0)
     dcorrect = (-dscores).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # correct = take_along_axis(scores, y, axis=1)
-    dcorrect_scatter_along = np.zeros((N, C), dtype=dtype)  # take_along_axis rule: scatter-add
     # take_along_axis rule: scatter-add
+    dcorrect_scatter_along = np.zeros((N, C), dtype=dtype)
     np.put_along_axis(dcorrect_scatter_along, y, dcorrect, axis=1)
     # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
     dscores += dcorrect_scatter_along
@@ -205,8 +205,8 @@ def value_and_grad(X, y, W, b):
     dscores = np.full((N, 1), 1 / N, dtype=loss.dtype) * (margins > 0)  # relu rule (relu'(0) = 0)
     dcorrect = (-dscores).sum(axis=-1, keepdims=True)  # broadcast sum rule, notes section 6
     # correct = take_along_axis(scores, y, axis=1)
-    dcorrect_scatter_along = np.zeros((N, C), dtype=loss.dtype)  # take_along_axis rule: scatter-add
     # take_along_axis rule: scatter-add
+    dcorrect_scatter_along = np.zeros((N, C), dtype=loss.dtype)
     np.put_along_axis(dcorrect_scatter_along, y, dcorrect, axis=1)
     # take_along_axis rule: scatter-add, accumulated over uses (notes section 3)
     dscores += dcorrect_scatter_along

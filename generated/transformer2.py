@@ -684,13 +684,11 @@ def backward(dout, cache):
     dh2_matmul = dh2 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_up_matmul = (dh2_matmul.reshape(B * T, Dh * H) @ Wdown2.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element
     dWdown2 = h2_up.reshape((B * T, F)).T @ dh2_matmul.reshape((B * T, Dh * H))
     # h2: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 57)
     dh2_up_matmul *= h2_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
     dh2_up_layernorm = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWup2 = h2_up_layernorm.reshape((B * T, Dh * H)).T @ dh2_up_matmul.reshape((B * T, F))
     # h2: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dmlp2_b = dh2_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
@@ -714,11 +712,9 @@ def backward(dout, cache):
     dh2_a_einsum = dh2_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh2_a_matmul = np.einsum("bte,hde->bhtd", dh2_a_einsum, Wo2)
-    # einsum rule: contract the cotangent with the other operands
     dWo2 = np.einsum("bte,bhtd->hde", dh2_a_einsum, h2_a_matmul)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_weights = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dh2_a_v = h2_a_weights.swapaxes(-1, -2) @ dh2_a_matmul
     # h2: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
     # softmax rule, reusing the forward output
@@ -728,14 +724,12 @@ def backward(dout, cache):
     dh2_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_a_q = dh2_a_weights_matmul @ h2_a_k.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dh2_a_k = h2_a_q.swapaxes(-1, -2) @ dh2_a_weights_matmul
     # h2: layer -> a: attention -> v = transpose(reshape(qkv[..., 2 * H * Dh:], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     # reshape rule: reshape back
     dh2_a_v_index = np.transpose(dh2_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # index rule: g written into zeros at the indexed positions
     dh2_a_qkv = np.zeros((B, T, 3 * Dh * H), dtype=dtype)
-    # index rule: g written into zeros at the indexed positions
     dh2_a_qkv[..., 2 * Dh * H :] = dh2_a_v_index
     # h2: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
     # reshape rule: reshape back
@@ -749,7 +743,6 @@ def backward(dout, cache):
     # h2: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_layernorm = (dh2_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv2.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWqkv2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_qkv.reshape((B * T, 3 * Dh * H))
     # h2: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 37)
     dh2_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
@@ -775,13 +768,11 @@ def backward(dout, cache):
     dh1_matmul = dh1 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_up_matmul = (dh1_matmul.reshape(B * T, Dh * H) @ Wdown1.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element
     dWdown1 = h1_up.reshape((B * T, F)).T @ dh1_matmul.reshape((B * T, Dh * H))
     # h1: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 57)
     dh1_up_matmul *= h1_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
     dh1_up_layernorm = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWup1 = h1_up_layernorm.reshape((B * T, Dh * H)).T @ dh1_up_matmul.reshape((B * T, F))
     # h1: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dmlp1_b = dh1_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
@@ -805,11 +796,9 @@ def backward(dout, cache):
     dh1_a_einsum = dh1_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh1_a_matmul = np.einsum("bte,hde->bhtd", dh1_a_einsum, Wo1)
-    # einsum rule: contract the cotangent with the other operands
     dWo1 = np.einsum("bte,bhtd->hde", dh1_a_einsum, h1_a_matmul)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_weights = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dh1_a_v = h1_a_weights.swapaxes(-1, -2) @ dh1_a_matmul
     # h1: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
     # softmax rule, reusing the forward output
@@ -819,14 +808,12 @@ def backward(dout, cache):
     dh1_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_a_q = dh1_a_weights_matmul @ h1_a_k.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dh1_a_k = h1_a_q.swapaxes(-1, -2) @ dh1_a_weights_matmul
     # h1: layer -> a: attention -> v = transpose(reshape(qkv[..., 2 * H * Dh:], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     # reshape rule: reshape back
     dh1_a_v_index = np.transpose(dh1_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # index rule: g written into zeros at the indexed positions
     dh1_a_qkv = np.zeros((B, T, 3 * Dh * H), dtype=dtype)
-    # index rule: g written into zeros at the indexed positions
     dh1_a_qkv[..., 2 * Dh * H :] = dh1_a_v_index
     # h1: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
     # reshape rule: reshape back
@@ -840,7 +827,6 @@ def backward(dout, cache):
     # h1: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_layernorm = (dh1_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv1.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWqkv1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_qkv.reshape((B * T, 3 * Dh * H))
     # h1: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 37)
     dh1_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
@@ -1048,13 +1034,11 @@ def value_and_grad(
     dh2_matmul = dh2 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_up_matmul = (dh2_matmul.reshape(B * T, Dh * H) @ Wdown2.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element
     dWdown2 = h2_up.reshape((B * T, F)).T @ dh2_matmul.reshape((B * T, Dh * H))
     # h2: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 57)
     dh2_up_matmul *= h2_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
     dh2_up_layernorm = (dh2_up_matmul.reshape(B * T, F) @ Wup2.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWup2 = h2_up_layernorm.reshape((B * T, Dh * H)).T @ dh2_up_matmul.reshape((B * T, F))
     # h2: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dmlp2_b = dh2_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
@@ -1078,11 +1062,9 @@ def value_and_grad(
     dh2_a_einsum = dh2_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh2_a_matmul = np.einsum("bte,hde->bhtd", dh2_a_einsum, Wo2)
-    # einsum rule: contract the cotangent with the other operands
     dWo2 = np.einsum("bte,bhtd->hde", dh2_a_einsum, h2_a_matmul)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_weights = dh2_a_matmul @ h2_a_v.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dh2_a_v = h2_a_weights.swapaxes(-1, -2) @ dh2_a_matmul
     # h2: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
     # softmax rule, reusing the forward output
@@ -1094,14 +1076,12 @@ def value_and_grad(
     dh2_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh2_a_q = dh2_a_weights_matmul @ h2_a_k.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dh2_a_k = h2_a_q.swapaxes(-1, -2) @ dh2_a_weights_matmul
     # h2: layer -> a: attention -> v = transpose(reshape(qkv[..., 2 * H * Dh:], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     # reshape rule: reshape back
     dh2_a_v_index = np.transpose(dh2_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # index rule: g written into zeros at the indexed positions
     dh2_a_qkv = np.zeros((B, T, 3 * Dh * H), dtype=loss.dtype)
-    # index rule: g written into zeros at the indexed positions
     dh2_a_qkv[..., 2 * Dh * H :] = dh2_a_v_index
     # h2: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
     # reshape rule: reshape back
@@ -1115,7 +1095,6 @@ def value_and_grad(
     # h2: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh2_a_layernorm = (dh2_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv2.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWqkv2 = h2_a_xs.reshape((B * T, Dh * H)).T @ dh2_a_qkv.reshape((B * T, 3 * Dh * H))
     # h2: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 37)
     dh2_a_layernorm /= math.sqrt(Dh * H)  # quotient rule
@@ -1141,13 +1120,11 @@ def value_and_grad(
     dh1_matmul = dh1 / math.sqrt(F)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_up_matmul = (dh1_matmul.reshape(B * T, Dh * H) @ Wdown1.T).reshape((B, T, F))
-    # batched matmul rule, notes section 5 per batch element
     dWdown1 = h1_up.reshape((B * T, F)).T @ dh1_matmul.reshape((B * T, Dh * H))
     # h1: layer -> up = relu(layernorm(a, mlp_g, mlp_b) @ Wup) (block layer, line 57)
     dh1_up_matmul *= h1_up > 0  # relu rule (relu'(0) = 0)
     # batched matmul rule, notes section 5 per batch element
     dh1_up_layernorm = (dh1_up_matmul.reshape(B * T, F) @ Wup1.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWup1 = h1_up_layernorm.reshape((B * T, Dh * H)).T @ dh1_up_matmul.reshape((B * T, F))
     # h1: layer -> up: layernorm -> out = g * xc / sqrt(var + 1e-5) + b (block layernorm, line 31)
     dmlp1_b = dh1_up_layernorm.sum(axis=(0, 1))  # broadcast sum rule, notes section 6
@@ -1171,11 +1148,9 @@ def value_and_grad(
     dh1_a_einsum = dh1_a / math.sqrt(Dh * H)  # quotient rule
     # einsum rule: contract the cotangent with the other operands
     dh1_a_matmul = np.einsum("bte,hde->bhtd", dh1_a_einsum, Wo1)
-    # einsum rule: contract the cotangent with the other operands
     dWo1 = np.einsum("bte,bhtd->hde", dh1_a_einsum, h1_a_matmul)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_weights = dh1_a_matmul @ h1_a_v.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dh1_a_v = h1_a_weights.swapaxes(-1, -2) @ dh1_a_matmul
     # h1: layer -> a: attention -> weights = softmax(q @ k / sqrt(Dh), axis=-1) (block attention, line 42)
     # softmax rule, reusing the forward output
@@ -1187,14 +1162,12 @@ def value_and_grad(
     dh1_a_weights_matmul /= math.sqrt(Dh)  # quotient rule
     # batched matmul rule, notes section 5 per batch element
     dh1_a_q = dh1_a_weights_matmul @ h1_a_k.swapaxes(-1, -2)
-    # batched matmul rule, notes section 5 per batch element
     dh1_a_k = h1_a_q.swapaxes(-1, -2) @ dh1_a_weights_matmul
     # h1: layer -> a: attention -> v = transpose(reshape(qkv[..., 2 * H * Dh:], [B, T, H, Dh]), axes=[0, 2, 1, 3]) (block attention, line 41)
     # reshape rule: reshape back
     dh1_a_v_index = np.transpose(dh1_a_v, (0, 2, 1, 3)).reshape((B, T, Dh * H))
     # index rule: g written into zeros at the indexed positions
     dh1_a_qkv = np.zeros((B, T, 3 * Dh * H), dtype=loss.dtype)
-    # index rule: g written into zeros at the indexed positions
     dh1_a_qkv[..., 2 * Dh * H :] = dh1_a_v_index
     # h1: layer -> a: attention -> k = transpose(reshape(qkv[..., H * Dh:2 * H * Dh], [B, T, H, Dh]), axes=[0, 2, 3, 1]) (block attention, line 40)
     # reshape rule: reshape back
@@ -1208,7 +1181,6 @@ def value_and_grad(
     # h1: layer -> a: attention -> qkv = xs @ Wqkv (block attention, line 38)
     # batched matmul rule, notes section 5 per batch element
     dh1_a_layernorm = (dh1_a_qkv.reshape(B * T, 3 * Dh * H) @ Wqkv1.T).reshape((B, T, Dh * H))
-    # batched matmul rule, notes section 5 per batch element
     dWqkv1 = h1_a_xs.reshape((B * T, Dh * H)).T @ dh1_a_qkv.reshape((B * T, 3 * Dh * H))
     # h1: layer -> a: attention -> xs = x / sqrt(H * Dh) (block attention, line 37)
     dh1_a_layernorm /= math.sqrt(Dh * H)  # quotient rule

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from gradgen.dims import Dim
-from gradgen.ir import Const, InputInfo, Node, TensorType, TypedGraph
+from gradgen.ir import Const, InputInfo, Node, TensorType, TypedGraph, perm_of
 from gradgen.numbers import RunNum
 from gradgen.ops import ROWS, ShapeError, broadcast_shapes
 
@@ -434,7 +434,7 @@ class Builder:
             return a
         na = self._def(a)
         if na is not None and na.op == "transpose":
-            inner = _perm_of(na, len(self.shape(na.args[0])))
+            inner = perm_of(na, len(self.shape(na.args[0])))
             combined = tuple(inner[p] for p in perm)
             if combined == tuple(range(rank)):
                 return na.args[0]
@@ -474,10 +474,3 @@ def _named(node: Node) -> bool:
 
 def _swap_last(rank: int) -> tuple[int, ...]:
     return tuple(range(rank - 2)) + (rank - 1, rank - 2)
-
-
-def _perm_of(node: Node, rank: int) -> tuple[int, ...]:
-    axes = node.attr("axes")
-    if axes is None:
-        return tuple(reversed(range(rank)))
-    return tuple(a % rank for a in axes)

@@ -131,6 +131,13 @@ class FwdCtx(_Ctx):
         self.stmts.append(Stmt(name, expr, comment=shape_str(shape)))
         return Var(name)
 
+    def view(self, hint, expr) -> Var:
+        """A named view of this node's own array (a diagonal to update through): declared a view of
+        it, so that the buffer pass never takes the name for a buffer of its own."""
+        name = self.p.namer.fresh(f"{self.var.name}_{hint}", "temp", "fwd")
+        self.stmts.append(Stmt(name, expr, view_of=self.var.name))
+        return Var(name)
+
     def stmt(self, target, expr, op="=", index=None):
         name = target.name if isinstance(target, Var) else target
         self.stmts.append(Stmt(name, expr, op, index, comment=None))

@@ -167,3 +167,11 @@ def ancestors(nodes, roots) -> set[int]:
             seen.add(i)
             stack.extend(nodes[i].refs)
     return seen
+
+
+def perm_of(node: Node, rank: int) -> tuple[int, ...]:
+    """The permutation a transpose node of a rank-``rank`` operand applies (axes None: reversed)."""
+    axes = node.attr("axes")
+    if axes is None:
+        return tuple(reversed(range(rank)))
+    return tuple(a % rank for a in axes)

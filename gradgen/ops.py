@@ -32,7 +32,7 @@ from gradgen.expr import (
     num,
     sub,
 )
-from gradgen.ir import POSITIVE, PROBS, Const, Domain, TensorType
+from gradgen.ir import POSITIVE, PROBS, Const, Domain, TensorType, perm_of
 
 
 class ShapeError(Exception):
@@ -1224,9 +1224,7 @@ def _swapped_last(f, i):
     if node is None or node.op != "transpose":
         return None
     rank = f.t(i).rank
-    axes = node.attr("axes")
-    perm = tuple(reversed(range(rank))) if axes is None else tuple(a % rank for a in axes)
-    if perm != tuple(range(rank - 2)) + (rank - 1, rank - 2):
+    if perm_of(node, rank) != tuple(range(rank - 2)) + (rank - 1, rank - 2):
         return None
     return f.value(node.args[0])
 

@@ -8,26 +8,27 @@ entry is a multiplication by 0 or 1, and a basis cotangent scaled by an elementw
 (``np.eye(H) * s``) is an H x H array with H numbers in it.  An expert writes neither: the product of
 ``x`` with a unit vector is a column of ``x`` put in its place, and the scaled basis is a diagonal.
 
-Two internal rows hold that knowledge, so that nothing op-specific enters the transformations:
+Four internal rows hold that knowledge, so that nothing op-specific enters the transformations:
 
 - ``scaled_basis(s)``: the basis times an unbatched factor s shaped like one input, y[k, i] = s[i]
   where k is entry i's unit vector, else 0 (what batching ``basis * s`` gives);
 - ``basis_contract(a, s)``: an einsum of an unbatched operand a with a (scaled, transposed) basis, that
-  is a's entries copied onto a diagonal of zeros; no multiplication by the basis, no loop.
+  is a's entries copied onto a diagonal of zeros; no multiplication by the basis, no loop;
+- ``add_scaled_basis`` and ``add_basis_contract``: either of those added onto a full batched value,
+  in place on its diagonal (no zeros array, no second pass).
 
 ``basis_like`` recognizes a basis through the layout ops batching puts on it (a transpose of its data
-axes), and ``contract_batch`` / ``scale_batch`` are the batch rules that matmul, outer and the
-elementwise product call before their general rules.
+axes); ``contract_batch``, ``scale_batch`` and ``add_batch`` are the batch rules that matmul and outer,
+the elementwise product, quotient and negation, and the sum call before their general rules.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradgen.buffers import Stmt
 from gradgen.dims import Dim, numel
 from gradgen.expr import Attr, Index, Lit, Slice, call, method, mul
-from gradgen.ir import Const, TensorType
+from gradgen.ir import Const, TensorType, perm_of
 from gradgen.ops import ONE, P, Param, op
 
 
@@ -55,8 +56,8 @@ def basis_like(b, x) -> BasisView | None:
         return BasisView(node.attr("n"), node.attr("offset"), shape, scale, tuple(range(len(shape))))
     if node.op == "transpose":
         inner = basis_like(b, node.args[0])
-        axes = node.attr("axes")
-        if inner is None or axes is None or axes[0] != 0:
+        axes = perm_of(node, len(b.shape(node.args[0])))
+        if inner is None or axes[0] != 0:  # (the batch axis stays in front)
             return None
         perm = tuple(inner.perm[a - 1] for a in axes[1:])
         return BasisView(inner.n, inner.offset, inner.shape, inner.scale, perm)
@@ -105,11 +106,8 @@ def _untransposed(b, x, letters: str):
     node = b.nodes[x] if isinstance(x, int) else None
     if node is None or node.op != "transpose":
         return x, letters
-    rank = len(letters)
-    axes = node.attr("axes")
-    perm = tuple(reversed(range(rank))) if axes is None else tuple(a % rank for a in axes)
-    inner = [""] * rank
-    for j, p in enumerate(perm):
+    inner = [""] * len(letters)
+    for j, p in enumerate(perm_of(node, len(letters))):
         inner[p] = letters[j]
     return node.args[0], "".join(inner)
 
@@ -456,10 +454,7 @@ class AddBasisContract:
         blk, _, value = _contract_value(f, 1)
         f.stmt(f.var, method(f.a(0), "copy"))
         diag, uniq = _diagonal(f, shape + tuple(f.out.shape[1:]), blk)
-        word = "rows" if uniq == blk else "diagonal"
-        name = f.p.namer.fresh(f"{f.var.name}_{word}", "temp", "fwd")
-        f.stmts.append(Stmt(name, diag, view_of=f.var.name))
-        f.stmt(name, value, op="+=")
+        f.stmt(f.view("rows" if uniq == blk else "diagonal", diag), value, op="+=")
         return None
 
     @staticmethod

@@ -48,11 +48,13 @@ RUN = 3  # this many statements in a row citing one rule get the comment once, a
 def _lines(lines) -> list[str]:
     """Statement lines with their comments: trailing when the line fits, else on a line above; a run
     of RUN or more statements that cite the same rule (a max-pool's or a convolution's unrolled kernel
-    offsets) gets it once, above the run."""
+    offsets) gets it once, above the run, and so does a shorter run where the comment would stand
+    above a line anyway (it would otherwise be written twice in a row)."""
     lines, out, k = list(lines), [], 0
     while k < len(lines):
         end = _run_end(lines, k)
-        if end - k >= RUN:
+        run = lines[k:end]
+        if end - k >= RUN or (end - k >= 2 and not all(_fits(x.code, one_line(x.comment)) for x in run)):
             out += [f"# {one_line(lines[k].comment)}"] + [line.code for line in lines[k:end]]
         else:
             out += _line(lines[k].code, one_line(lines[k].comment) if lines[k].comment else None)
@@ -76,9 +78,14 @@ def _line(code: str, comment: str | None) -> list[str]:
         return [f"# {comment}"] if comment else []
     if not comment:
         return [code]
-    if 4 + len(code) + code.count(":") + 4 + len(comment) <= LINE_LENGTH:  # (black may space a
-        return [f"{code}  # {comment}"]  # slice's colon: x[: n + 1])
+    if _fits(code, comment):
+        return [f"{code}  # {comment}"]
     return [f"# {comment}", code]
+
+
+def _fits(code: str, comment: str) -> bool:
+    """The comment fits at the end of the (indented) line; black may space a slice's colon: x[: n + 1]."""
+    return "\n" not in code and 4 + len(code) + code.count(":") + 4 + len(comment) <= LINE_LENGTH
 
 
 def _dim_lines(plan: Plan) -> list:

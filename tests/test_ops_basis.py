@@ -204,6 +204,21 @@ RULE_CASES = {
             perm=(1, 0),
         ),
     ),
+    # a basis on the left (x_dot @ W), scaled by a factor shaped like it: which=0's subscripts
+    "basis_contract, left, scaled": (
+        ["W", "A"],
+        lambda b, ids: b.op(
+            "basis_contract",
+            ids["W"],
+            ids["A"],
+            subscripts="znk,km->znm",
+            which=0,
+            n=Nd * Kd + Dim.const(2),
+            offset=Dim.const(1),
+            shape=(Nd, Kd),
+            perm=(0, 1),
+        ),
+    ),
     "add_scaled_basis": (
         ["B", "x"],
         lambda b, ids: b.op("add_scaled_basis", ids["B"], ids["x"], n=Kd, offset=Dim.const(0), shape=(Kd,)),
